@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run   -- create .venv if missing, install srghn, run the main job on the embedded default
+#   make test  -- same set-up, then the linter and the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.srghn-installed
+# torch is pinned: on the CPU-only dev/CI machines 2.13.0 resolves to a local CPU wheel, while an unpinned torch
+# would pull several GB of CUDA packages. On a GPU box install your own torch build first.
+TORCH ?= torch==2.13.0
+
+.PHONY: install run test lint clean
+
+install: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/srghn-ctl evolve --robot cartpole --generations 60 --switch-at 30 --seed 0 --out runs/default
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,117 @@
+"""(mu + lambda) evolution of an SR-GHN population as an ask/tell strategy (design.md §3, "Loop").
+
+Every generation each of the N members reproduces itself K times with its own stochastic head; parents (when
+their fitness must be measured again) and children are evaluated; the best N of parents + children survive.
+Optionally a parent's selection score blends in its children's mean fitness (the reference's child factor).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from srghn import ConfigError
+from srghn.controller.ghn import SRGHN
+from srghn.controller.strategy import Champion, Strategy
+
+
+@dataclass(frozen=True)
+class EvolutionConfig:
+    """Population settings of the SR-GHN strategy."""
+
+    population: int = 10
+    """N: members kept after selection."""
+    children: int = 2
+    """K: children each member makes per generation."""
+    child_factor: float = 0.0
+    """Weight of a parent's children's mean fitness in its selection score (0 = parent's own fitness only)."""
+    reevaluate: bool = True
+    """Evaluate survivors again every generation (robust fitness); if off, only after the world changed."""
+    random_selection: bool = False
+    """Control experiment: survivors are drawn at random, fitness ignored (does the mutation rate drift alone?)."""
+
+    def __post_init__(self) -> None:
+        if self.population < 1:
+            raise ConfigError(f"evolution.population must be >= 1, got {self.population}")
+        if self.children < 1:
+            raise ConfigError(f"evolution.children must be >= 1, got {self.children}")
+        if not 0.0 <= self.child_factor <= 1.0:
+            raise ConfigError(f"evolution.child_factor must be in [0, 1], got {self.child_factor}")
+
+    def to_dict(self) -> dict:
+        """JSON-ready copy."""
+        return asdict(self)
+
+
+class SRGHNStrategy(Strategy):
+    """A population of SR-GHNs behind the ask/tell interface."""
+
+    def __init__(self, ghn: SRGHN, config: EvolutionConfig, seed: int) -> None:
+        super().__init__(ghn.policy)
+        self.ghn, self.config, self.seed = ghn, config, seed
+        self.generator = torch.Generator().manual_seed(seed)
+        self.rng = np.random.default_rng(seed)  # only used by the random-selection control
+        n = config.population
+        self.params = ghn.init_params(n, self.generator)
+        self.policies = ghn.generate(self.params).numpy()
+        self.fitness = np.full(n, np.nan)  # NaN: not measured in the current world yet
+        self.ids = np.arange(n, dtype=np.int64)
+        self.parent_ids = np.full(n, -1, dtype=np.int64)
+        self.next_id = n
+        self.rates = np.full(n, np.nan)
+        self._batch: dict | None = None
+
+    def _ask(self) -> np.ndarray:
+        k = self.config.children
+        children, rates = self.ghn.reproduce(self.params, k, self.generator)
+        self.rates = rates.numpy().astype(np.float64)
+        with_parents = self.config.reevaluate or bool(np.isnan(self.fitness).any())
+        child_policies = self.ghn.generate(children).numpy()
+        self._batch = {"children": children, "child_policies": child_policies, "with_parents": with_parents}
+        return np.concatenate([self.policies, child_policies]) if with_parents else child_policies
+
+    def _tell(self, fitness: np.ndarray) -> None:
+        n, k = self.config.population, self.config.children
+        batch = self._batch
+        if batch["with_parents"]:
+            parent_fitness, child_fitness = fitness[:n], fitness[n:]
+        else:
+            parent_fitness, child_fitness = self.fitness, fitness
+        parent_score = parent_fitness
+        if self.config.child_factor > 0:
+            family = child_fitness.reshape(n, k).mean(axis=1)
+            parent_score = (1 - self.config.child_factor) * parent_fitness + self.config.child_factor * family
+
+        all_params = torch.cat([self.params, batch["children"]])
+        all_policies = np.concatenate([self.policies, batch["child_policies"]])
+        all_fitness = np.concatenate([parent_fitness, child_fitness])
+        child_ids = np.arange(self.next_id, self.next_id + n * k, dtype=np.int64)
+        all_ids = np.concatenate([self.ids, child_ids])
+        all_parents = np.concatenate([self.parent_ids, np.repeat(self.ids, k)])
+        if self.config.random_selection:
+            keep = self.rng.permutation(n * (k + 1))[:n]
+        else:
+            score = np.concatenate([parent_score, child_fitness])
+            keep = np.argsort(-score, kind="stable")[:n]  # stable: ties go to parents, then to earlier children
+        self.params = all_params[torch.from_numpy(keep)].contiguous()
+        self.policies, self.fitness = all_policies[keep], all_fitness[keep]
+        self.ids, self.parent_ids = all_ids[keep], all_parents[keep]
+        self.next_id += n * k
+        self._batch = None
+
+    def _invalidate(self) -> None:
+        self.fitness = np.full_like(self.fitness, np.nan)
+
+    def population(self) -> np.ndarray:
+        return self.policies
+
+    def champion(self) -> Champion:
+        scores = np.where(np.isnan(self.fitness), -np.inf, self.fitness)
+        best = int(np.argmax(scores))
+        return Champion(self.policies[best].copy(), float(self.fitness[best]), int(self.ids[best]),
+                        int(self.parent_ids[best]))
+
+    def mutation_rates(self) -> np.ndarray:
+        return self.rates

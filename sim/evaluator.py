@@ -1,0 +1,125 @@
+"""Evaluating a batch of policies in the robot's simulator.
+
+Convention, stated once: an individual's **fitness** is the mean over its episodes of the episode return minus
+``profile.reward_offset`` per step, and higher is better. Every individual of a batch plays the same episode
+seeds (common random numbers: differences in fitness come from the policies, not from luckier starts), and an
+episode's outcome depends only on its policy and its seed -- never on which other episodes share a batch, a
+worker or a process. That is what lets a parallel evaluator give the same numbers as a serial one.
+
+:func:`run_episodes` steps many episodes side by side: one gymnasium env each, one batched numpy forward pass
+per step for all of them, no torch. :class:`InProcessEvaluator` runs it in the calling process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import gymnasium as gym
+import numpy as np
+
+from srghn import ConfigError
+from srghn.sim.envs import check_regime  # importing it registers the srghn/ envs
+from srghn.sim.profiles import RobotProfile
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What evaluating a batch of ``B`` policies produced."""
+
+    fitness: np.ndarray
+    """``(B,)`` mean shaped return over the episodes (the value selection uses)."""
+    returns: np.ndarray
+    """``(B,)`` mean standard environment return (reported beside fitness)."""
+    env_steps: int
+    """Environment steps taken for the whole batch."""
+
+
+class Evaluator(Protocol):
+    """Anything that can evaluate a batch of policies of one profile."""
+
+    def evaluate(self, policies: np.ndarray, seeds: np.ndarray, regime: str) -> Evaluation:
+        """Evaluate each row of ``policies`` on every episode seed in ``regime``."""
+
+    def close(self) -> None:
+        """Release environments and workers."""
+
+
+def make_env(profile: RobotProfile) -> gym.Env:
+    """One simulator instance of the profile, checked against the profile's observation and action spaces."""
+    env = gym.make(profile.env_id, disable_env_checker=True, **profile.env_kwargs)
+    spec = profile.policy
+    if env.observation_space.shape != (spec.obs_dim,):
+        raise ConfigError(f"profile {profile.name!r}: observation.dim is {spec.obs_dim} but {profile.env_id} "
+                          f"observes {env.observation_space.shape}")
+    space = env.action_space
+    if spec.discrete != isinstance(space, gym.spaces.Discrete):
+        raise ConfigError(f"profile {profile.name!r}: action.type does not match {profile.env_id}'s {space}")
+    size = space.n if spec.discrete else space.shape[0]
+    if size != spec.act_dim:
+        raise ConfigError(f"profile {profile.name!r}: {spec.act_dim} actions declared, {profile.env_id} has {size}")
+    return env
+
+
+def run_episodes(envs: list[gym.Env], profile: RobotProfile, policies: np.ndarray, seeds: np.ndarray,
+                 regime: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Episode ``i`` runs policy row ``i`` from ``reset(seed=seeds[i])`` on ``envs[i]``; all step together.
+
+    Returns per-episode ``(returns, fitness, steps)``.
+    """
+    n = len(seeds)
+    spec = profile.policy
+    obs = np.empty((n, spec.obs_dim), dtype=np.float32)
+    for i in range(n):
+        obs[i], _ = envs[i].reset(seed=int(seeds[i]), options={"regime": regime})
+    returns = np.zeros(n)
+    steps = np.zeros(n, dtype=np.int64)
+    active = np.arange(n)
+    while active.size:
+        actions = spec.act(policies[active], obs[active])
+        still = []
+        for j, i in enumerate(active):
+            o, reward, terminated, truncated, _ = envs[i].step(actions[j])
+            obs[i] = o
+            returns[i] += reward
+            steps[i] += 1
+            if not (terminated or truncated):
+                still.append(i)
+        active = np.asarray(still, dtype=np.int64)
+    return returns, returns - profile.reward_offset * steps, steps
+
+
+def evaluate_batch(envs: list[gym.Env], profile: RobotProfile, policies: np.ndarray, seeds: np.ndarray,
+                   regime: str) -> Evaluation:
+    """Every policy on every seed, ``len(envs)`` episodes at a time."""
+    b, e = policies.shape[0], len(seeds)
+    rows = np.repeat(np.arange(b), e)
+    ep_seeds = np.tile(np.asarray(seeds), b)
+    returns, fitness, steps = np.zeros(b * e), np.zeros(b * e), np.zeros(b * e, dtype=np.int64)
+    for lo in range(0, b * e, len(envs)):
+        hi = min(lo + len(envs), b * e)
+        returns[lo:hi], fitness[lo:hi], steps[lo:hi] = run_episodes(
+            envs, profile, policies[rows[lo:hi]], ep_seeds[lo:hi], regime)
+    return Evaluation(fitness.reshape(b, e).mean(axis=1), returns.reshape(b, e).mean(axis=1), int(steps.sum()))
+
+
+class InProcessEvaluator:
+    """Evaluates in the calling process, up to ``max_envs`` episodes side by side."""
+
+    def __init__(self, profile: RobotProfile, max_envs: int = 256) -> None:
+        if max_envs < 1:
+            raise ConfigError(f"max_envs must be >= 1, got {max_envs}")
+        self.profile, self.max_envs = profile, max_envs
+        self.envs: list[gym.Env] = []
+
+    def evaluate(self, policies: np.ndarray, seeds: np.ndarray, regime: str) -> Evaluation:
+        check_regime(regime, self.profile.regimes, f"robot {self.profile.name!r}")
+        wanted = min(self.max_envs, policies.shape[0] * len(seeds))
+        while len(self.envs) < wanted:
+            self.envs.append(make_env(self.profile))
+        return evaluate_batch(self.envs[:wanted], self.profile, policies, seeds, regime)
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+        self.envs.clear()

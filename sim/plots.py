@@ -1,0 +1,51 @@
+"""PNG plots of a run: fitness, diversity and mutation rate over generations, regime switches marked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from srghn.sim.records import GenerationRecord, regime_switches
+
+
+def plot_run(records: list[GenerationRecord], path: Path, title: str = "", target: float | None = None) -> Path:
+    """Write a three-panel PNG of ``records`` to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gens = [r.generation for r in records]
+    fig, (ax_fit, ax_div, ax_rate) = plt.subplots(3, 1, figsize=(9, 8), sharex=True,
+                                                  gridspec_kw={"height_ratios": [2, 1, 1]})
+    ax_fit.plot(gens, [r.best for r in records], label="best", color="tab:blue")
+    ax_fit.plot(gens, [r.mean for r in records], label="mean", color="tab:orange")
+    ax_fit.plot(gens, [r.median for r in records], label="median", color="tab:green", alpha=0.6)
+    if target is not None:
+        ax_fit.axhline(target, color="grey", linestyle=":", label=f"target {target:g}")
+    ax_fit.set_ylabel("fitness")
+    ax_fit.legend(loc="lower right", fontsize=8)
+    ax_div.plot(gens, [r.diversity for r in records], color="tab:purple")
+    ax_div.set_ylabel("diversity\n(mean param std)")
+    rated = [r for r in records if r.mutation_rate_mean is not None]
+    if rated:
+        mean = [r.mutation_rate_mean for r in rated]
+        std = [r.mutation_rate_std for r in rated]
+        ax_rate.plot([r.generation for r in rated], mean, color="tab:red")
+        ax_rate.fill_between([r.generation for r in rated], [m - s for m, s in zip(mean, std, strict=True)],
+                             [m + s for m, s in zip(mean, std, strict=True)], color="tab:red", alpha=0.2)
+        ax_rate.set_ylim(0, 1)
+    ax_rate.set_ylabel("mutation rate")
+    ax_rate.set_xlabel("generation")
+    for ax in (ax_fit, ax_div, ax_rate):
+        ax.grid(alpha=0.3)
+        for generation, regime in regime_switches(records):
+            ax.axvline(generation, color="black", linestyle="--", linewidth=1)
+            if ax is ax_fit:
+                ax.annotate(f"→ {regime}", (generation, 1.0), xycoords=("data", "axes fraction"),
+                            xytext=(3, -12), textcoords="offset points", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,212 @@
+"""Robot profiles: one TOML file per robot, validated into a frozen :class:`RobotProfile` on load.
+
+A profile names the environment and its kwargs, the regimes the robot can be in, the observation and action
+spaces (action bounds included), the policy architecture, the GHN settings and the evolution defaults. Built-in
+profiles live beside this module (``cartpole``, ``lunarlander``, ``ant``); any other ``.toml`` path loads the
+same way. Every error names the file and the offending field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import tomllib
+
+from srghn import ConfigError
+from srghn.controller.evolution import EvolutionConfig
+from srghn.controller.ghn import GHNConfig
+from srghn.controller.policy import PolicySpec
+from srghn.sim.envs import NOMINAL, regimes_of
+
+PROFILE_DIR = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class RobotProfile:
+    """Everything srghn needs to know about one robot."""
+
+    name: str
+    """Short name used on the command line (``--robot NAME``)."""
+    env_id: str
+    """Gymnasium id of the simulated robot (an ``srghn/`` switch environment)."""
+    regimes: tuple[str, ...]
+    """Regimes this robot can be in; ``nominal`` first."""
+    switch_regime: str
+    """Regime that ``--switch-at`` switches to."""
+    policy: PolicySpec
+    """Policy architecture, observation size and action bounds."""
+    ghn: GHNConfig
+    """SR-GHN architecture and variation settings."""
+    evolution: EvolutionConfig
+    """Population settings."""
+    episodes: int
+    """Episodes per evaluation of an individual (fitness is their mean)."""
+    generations: int
+    """Default number of generations for ``evolve``."""
+    reward_offset: float = 0.0
+    """Subtracted from every step's reward to form fitness (Ant: the healthy reward)."""
+    solved_fitness: float | None = None
+    """Fitness that counts as solved; an absolute recovery target in summaries."""
+    description: str = ""
+    env_kwargs: typing.Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    """Extra keyword arguments for ``gymnasium.make``."""
+    source: str = ""
+    """File the profile was loaded from."""
+
+    def to_dict(self) -> dict:
+        """JSON-ready copy (stored with every run)."""
+        return {
+            "name": self.name, "env_id": self.env_id, "regimes": list(self.regimes),
+            "switch_regime": self.switch_regime, "policy": self.policy.to_dict(), "ghn": self.ghn.to_dict(),
+            "evolution": self.evolution.to_dict(), "episodes": self.episodes, "generations": self.generations,
+            "reward_offset": self.reward_offset, "solved_fitness": self.solved_fitness,
+            "description": self.description, "env_kwargs": dict(self.env_kwargs), "source": self.source,
+        }
+
+
+def available_profiles() -> list[str]:
+    """Names of the built-in profiles."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+
+
+def load_profile(name_or_path: str | Path) -> RobotProfile:
+    """Load a built-in profile by name, or a profile file by path."""
+    path = Path(name_or_path)
+    if str(name_or_path) in available_profiles():
+        path = PROFILE_DIR / f"{name_or_path}.toml"
+    elif path.suffix != ".toml" or not path.is_file():
+        raise ConfigError(f"unknown robot {str(name_or_path)!r}: built-in profiles are "
+                          f"{', '.join(available_profiles())}, or give the path of a .toml profile")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read profile {path}: {exc}") from exc
+    try:
+        return parse_profile(data, source=str(path))
+    except ConfigError as exc:
+        raise ConfigError(f"profile {path}: {exc}") from exc
+
+
+def parse_profile(data: dict, source: str = "") -> RobotProfile:
+    """Validate a parsed TOML document into a profile; errors name the field."""
+    known = {"name", "description", "env_id", "regimes", "switch_regime", "solved_fitness", "reward_offset",
+             "env_kwargs", "observation", "action", "policy", "ghn", "evolution"}
+    _no_unknown(data, known, "")
+    name = _get(data, "name", str)
+    env_id = _get(data, "env_id", str)
+    env_regimes = regimes_of(env_id)
+    regimes = tuple(_get(data, "regimes", list))
+    if not regimes or regimes[0] != NOMINAL:
+        raise ConfigError(f"field 'regimes' must start with {NOMINAL!r}, got {list(regimes)}")
+    for regime in regimes:
+        if regime not in env_regimes:
+            raise ConfigError(f"field 'regimes' names {regime!r}, which {env_id} does not define; "
+                              f"valid: {', '.join(env_regimes)}")
+    switch_regime = _get(data, "switch_regime", str)
+    if switch_regime not in regimes or switch_regime == NOMINAL:
+        raise ConfigError(f"field 'switch_regime' must be one of the non-nominal regimes {list(regimes[1:])}, "
+                          f"got {switch_regime!r}")
+    solved = data.get("solved_fitness")
+    if solved is not None:
+        solved = _get(data, "solved_fitness", float)
+
+    observation = _table(data, "observation")
+    _no_unknown(observation, {"dim"}, "observation")
+    action = _table(data, "action")
+    kind = _get(action, "type", str, "action")
+    if kind == "discrete":
+        _no_unknown(action, {"type", "n"}, "action")
+        act = {"act_dim": _get(action, "n", int, "action"), "discrete": True}
+    elif kind == "continuous":
+        _no_unknown(action, {"type", "low", "high"}, "action")
+        low = tuple(float(v) for v in _get(action, "low", list, "action"))
+        high = tuple(float(v) for v in _get(action, "high", list, "action"))
+        act = {"act_dim": len(low), "discrete": False, "action_low": low, "action_high": high}
+    else:
+        raise ConfigError(f"field 'action.type' must be 'discrete' or 'continuous', got {kind!r}")
+    policy_table = _table(data, "policy")
+    _no_unknown(policy_table, {"hidden"}, "policy")
+    hidden = tuple(_get(policy_table, "hidden", list, "policy"))
+    if not all(isinstance(h, int) and not isinstance(h, bool) for h in hidden):
+        raise ConfigError(f"field 'policy.hidden' must be a list of integers, got {list(hidden)}")
+    policy = _wrap(lambda: PolicySpec(obs_dim=_get(observation, "dim", int, "observation"), hidden=hidden, **act),
+                   "policy/action")
+
+    evolution = dict(_table(data, "evolution"))
+    episodes = int(_pop_typed(evolution, "episodes", int, "evolution"))
+    generations = int(_pop_typed(evolution, "generations", int, "evolution"))
+    if episodes < 1 or generations < 1:
+        raise ConfigError(f"fields 'evolution.episodes' and 'evolution.generations' must be >= 1, "
+                          f"got {episodes} and {generations}")
+    return RobotProfile(
+        name=name, env_id=env_id, regimes=regimes, switch_regime=switch_regime, policy=policy,
+        ghn=build_config(GHNConfig, _table(data, "ghn"), "ghn"),
+        evolution=build_config(EvolutionConfig, evolution, "evolution"),
+        episodes=episodes, generations=generations,
+        reward_offset=_get(data, "reward_offset", float) if "reward_offset" in data else 0.0,
+        solved_fitness=solved, description=str(data.get("description", "")),
+        env_kwargs=MappingProxyType(dict(_table(data, "env_kwargs"))), source=source,
+    )
+
+
+def build_config(cls: type, table: dict, where: str) -> Any:
+    """A frozen config dataclass from a TOML table: unknown keys and wrong types are errors naming the field."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    _no_unknown(table, fields, where)
+    hints = typing.get_type_hints(cls)
+    values = {key: _check_type(value, hints[key], f"{where}.{key}") for key, value in table.items()}
+    return _wrap(lambda: cls(**values), where)
+
+
+def _check_type(value: Any, kind: type, where: str) -> Any:
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value),
+        str: isinstance(value, str),
+        list: isinstance(value, list),
+    }.get(kind, True)
+    if not ok:
+        raise ConfigError(f"field {where!r} must be {kind.__name__}, got {value!r}")
+    return float(value) if kind is float else value
+
+
+def _get(table: dict, key: str, kind: type, where: str = "") -> Any:
+    path = f"{where}.{key}" if where else key
+    if key not in table:
+        raise ConfigError(f"missing field {path!r}")
+    return _check_type(table[key], kind, path)
+
+
+def _pop_typed(table: dict, key: str, kind: type, where: str) -> Any:
+    value = _get(table, key, kind, where)
+    del table[key]
+    return value
+
+
+def _table(data: dict, key: str) -> dict:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"field {key!r} must be a table, got {value!r}")
+    return value
+
+
+def _no_unknown(table: dict, known: set[str], where: str) -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown field(s) {', '.join(prefix + u for u in unknown)}; "
+                          f"known: {', '.join(sorted(known))}")
+
+
+def _wrap(build: typing.Callable[[], Any], where: str) -> Any:
+    try:
+        return build()
+    except ConfigError as exc:
+        raise ConfigError(f"[{where}] {exc}") from exc
