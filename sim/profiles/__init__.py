@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import tomllib
-
 from srghn import ConfigError
 from srghn.controller.evolution import EvolutionConfig
 from srghn.controller.ghn import GHNConfig
 from srghn.controller.policy import PolicySpec
 from srghn.sim.envs import NOMINAL, regimes_of
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (JetPack 6)
+    import tomli as tomllib
 
 PROFILE_DIR = Path(__file__).parent
 
