@@ -118,3 +118,7 @@ def _print_summary(summary: dict) -> None:
 
 def main() -> None:  # pragma: no cover - console-script convenience
     sys.exit(app())
+
+
+if __name__ == "__main__":
+    main()

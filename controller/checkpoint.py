@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ def _read_npz(path: Path, fmt: str, keys: tuple[str, ...]) -> tuple[dict[str, np
             arrays = {k: data[k] for k in data.files}
     except FileNotFoundError as exc:
         raise CheckpointError(f"{path}: no such file") from exc
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"{path}: not a readable .npz archive ({exc})") from exc
     try:
         meta = json.loads(str(arrays.pop("meta")))

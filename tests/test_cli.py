@@ -1,0 +1,79 @@
+"""The srghn-ctl command line: a light --help, clear errors for bad input, and the evolve outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from srghn.cli import app
+
+runner = CliRunner()
+
+
+def test_cli_imports_no_torch():
+    """`srghn-ctl --help` must answer fast: importing the CLI may not pull in torch or gymnasium."""
+    code = "import sys, srghn.cli; print(sorted(m for m in ('torch', 'gymnasium', 'mujoco') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("evolve", "profiles"):
+        assert command in result.output
+    assert "--switch-at" in runner.invoke(app, ["evolve", "--help"]).output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["evolve", "--robot", "spot"], "unknown robot 'spot'"),
+    (["evolve", "--generations", "10", "--switch-at", "10"], "--switch-at 10 is not before the end"),
+    (["evolve", "--population", "0"], "--population must be >= 1"),
+    (["evolve", "--generations", "ten"], "Invalid value for '--generations'"),
+    (["evolve", "--switch-back-at", "5"], "without --switch-at"),
+])
+def test_bad_arguments_exit_2_with_a_message(args, message):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+
+
+def test_bad_profile_file_names_the_field(tmp_path):
+    from srghn.sim.profiles import PROFILE_DIR
+
+    path = tmp_path / "bad.toml"
+    path.write_text((PROFILE_DIR / "cartpole.toml").read_text().replace("population = 10", "population = -1"))
+    result = runner.invoke(app, ["evolve", "--robot", str(path)])
+    assert result.exit_code == 2 and "population must be >= 1" in result.output
+
+
+def test_profiles_lists_the_robots():
+    result = runner.invoke(app, ["profiles", "--json"])
+    assert result.exit_code == 0
+    assert [p["name"] for p in json.loads(result.output)] == ["ant", "cartpole", "lunarlander"]
+
+
+@pytest.mark.slow
+def test_evolve_cartpole_solves_switches_and_recovers(tmp_path):
+    """End to end through the installed console script: >= 475 before the switch, back to it after."""
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "srghn.cli", "evolve", "--robot", "cartpole", "--generations", "60",
+         "--switch-at", "30", "--seed", "0", "--out", str(out), "--json"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)  # stdout holds exactly one JSON document
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 60 and summary["completed"]
+    assert max(r["best"] for r in records[:30]) >= 475 and records[29]["best"] >= 475
+    (switch,) = summary["switches"]
+    assert switch["switch_at"] == 30 and switch["regime"] == "inverted"
+    assert switch["target_regained"] is not None and switch["target_regained"] <= 29
+    assert all(switch["regained"][level] is not None for level in ("50", "90", "95"))
+    for name in ("fitness.png", "population.npz", "champion.npz", "summary.json", "run.json"):
+        assert (out / name).exists()

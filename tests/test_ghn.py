@@ -1,0 +1,148 @@
+"""The SR-GHN: batched heads against a per-individual reference, bounds, and reproduction behaviour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.nn import GatedGraphConv
+
+from srghn.controller.ghn import GHNConfig
+
+
+def reference_node_states(ghn, p, i, policy_side):
+    """Node states of individual ``i`` computed with torch_geometric's own GatedGraphConv."""
+    conv = GatedGraphConv(ghn.config.hidden, ghn.config.gnn_steps, aggr="add")
+    with torch.no_grad():
+        conv.weight.copy_(p["gnn.weight"][i])
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(conv.rnn, name).copy_(p[f"gnn.{name}"][i])
+        emb = p["embedding"][i]
+        if policy_side:
+            return conv(emb[:ghn.n_policy_nodes], ghn.policy_graph.edge_index)
+        return conv(emb[ghn.n_policy_nodes:], ghn.self_graph.edge_index)
+
+
+def linear(weight, bias=None):
+    layer = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        if bias is not None:
+            layer.bias.copy_(bias)
+    return layer
+
+
+@pytest.mark.parametrize("head", ["learned", "random_basis"])
+def test_generated_policy_matches_reference_and_has_exact_shapes(profile, make_population, head):
+    ghn, params = make_population(profile, n=3, head=head)
+    policies = ghn.generate(params).numpy()
+    assert policies.shape == (3, profile.policy.num_params) and policies.dtype == np.float32
+    p = ghn.views(params)
+    for i in range(3):
+        with torch.no_grad():
+            h = reference_node_states(ghn, p, i, policy_side=True)
+            h = torch.relu(linear(p["head.fc.weight"][i], p["head.fc.bias"][i])(h))
+            out = linear(p["head.out.weight"][i], p["head.out.bias"][i])(h)
+            if head == "random_basis":
+                out = out @ ghn.head_basis
+        written = profile.policy.unflatten(policies[i:i + 1])
+        for node, ((name, shape), tensor) in enumerate(zip(profile.policy.tensor_shapes, written, strict=True)):
+            assert tensor.shape == (1, *shape), name
+            size = int(np.prod(shape))
+            np.testing.assert_allclose(tensor[0].reshape(-1), out[node, :size].numpy(), atol=2e-5, err_msg=name)
+
+
+def test_stochastic_head_matches_reference(cartpole, make_population):
+    ghn, params = make_population(cartpole, n=2)
+    sigma, rates = ghn._stochastic_head(params)
+    p = ghn.views(params)
+    for i in range(2):
+        with torch.no_grad():
+            h = reference_node_states(ghn, p, i, policy_side=False)
+            trunk = torch.relu(linear(p["stoch.trunk2"][i])(torch.relu(linear(p["stoch.trunk1"][i])(h))))
+            ref_sigma = torch.exp(linear(p["stoch.sigma.weight"][i], p["stoch.sigma.bias"][i])(trunk)).clamp(0, 2)
+            ref_rates = torch.sigmoid(linear(p["stoch.rate.weight"][i], p["stoch.rate.bias"][i])(trunk)).amax(-1)
+        torch.testing.assert_close(sigma[i], ref_sigma, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(rates[i], ref_rates, atol=1e-6, rtol=1e-6)
+
+
+def drive(ghn, params, sigma_bias=None, rate_bias=None):
+    """Push the heads' biases to an extreme (the views write through into ``params``)."""
+    p = ghn.views(params)
+    if sigma_bias is not None:
+        p["stoch.sigma.weight"].zero_()
+        p["stoch.sigma.bias"].fill_(sigma_bias)
+    if rate_bias is not None:
+        p["stoch.rate.weight"].zero_()
+        p["stoch.rate.bias"].fill_(rate_bias)
+    return params
+
+
+def test_sigma_and_rates_stay_in_bounds(profile, make_population):
+    ghn, params = make_population(profile, n=4)
+    wild = torch.empty_like(params).uniform_(-20, 20, generator=torch.Generator().manual_seed(1))
+    for candidate in (params, wild, drive(ghn, params.clone(), 20.0, 20.0), drive(ghn, params.clone(), -20.0, -20.0)):
+        sigma, rates = ghn._stochastic_head(candidate)
+        assert torch.isfinite(sigma).all() and torch.isfinite(rates).all()
+        assert sigma.min() >= 0 and sigma.max() <= 2.0
+        assert rates.min() >= 0 and rates.max() <= 1.0
+    sigma, rates = ghn._stochastic_head(drive(ghn, params.clone(), 20.0, 20.0))
+    assert torch.all(sigma == 2.0) and torch.all(rates > 0.999)
+    _, rates = ghn._stochastic_head(drive(ghn, params.clone(), -20.0, -20.0))
+    assert torch.all(rates < 1e-6)
+
+
+def test_parameters_stay_clamped_over_many_generations(cartpole, make_population):
+    ghn, params = make_population(cartpole, n=3, update_clip=5.0)
+    gen = torch.Generator().manual_seed(2)
+    signs = torch.where(torch.rand(params.shape, generator=gen) < 0.5, -1.0, 1.0)
+    params = drive(ghn, signs * 19.99, sigma_bias=20.0, rate_bias=20.0)  # start at the edge, mutate hard
+    for _ in range(100):
+        params = ghn.reproduce(params, 1, gen)[0]
+        assert torch.isfinite(params).all()
+        assert params.abs().max() <= 20.0
+    assert (params.abs() == 20.0).any()  # the clamp was exercised, not just never reached
+
+
+def test_child_differs_from_parent_less_when_rate_is_low(cartpole, make_population):
+    ghn, params = make_population(cartpole, n=4)
+    distance = {}
+    for label, bias in (("high", 20.0), ("low", -20.0)):
+        parents = drive(ghn, params.clone(), rate_bias=bias)
+        children, rates = ghn.reproduce(parents, 2, torch.Generator().manual_seed(3))
+        assert children.shape == (8, ghn.num_params)
+        delta = (children.view(4, 2, -1) - parents[:, None]).abs()
+        assert (delta.amax(dim=-1) > 0).all()  # every child differs from its parent
+        distance[label] = delta.mean().item()
+    assert distance["low"] < 0.1 * distance["high"]
+    # with the rate near zero only the 0.001 noise floor remains: E|N(0, 0.001^2)| ~ 0.0008
+    assert distance["low"] == pytest.approx(0.001 * np.sqrt(2 / np.pi), rel=0.1)
+
+
+def test_reproduction_is_seeded_and_parent_major(cartpole, make_population):
+    ghn, params = make_population(cartpole, n=3)
+    a, rates_a = ghn.reproduce(params, 2, torch.Generator().manual_seed(5))
+    b, rates_b = ghn.reproduce(params, 2, torch.Generator().manual_seed(5))
+    c, _ = ghn.reproduce(params, 2, torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and torch.equal(rates_a, rates_b) and not torch.equal(a, c)
+    # children 2i and 2i+1 descend from parent i: closer to it than to any other parent
+    dist = torch.cdist(a, params)
+    assert torch.equal(dist.argmin(dim=1), torch.arange(3).repeat_interleave(2))
+
+
+def test_rate_reductions_are_ordered(cartpole, make_population):
+    rates = {}
+    for reduce in ("min", "mean", "max"):
+        ghn, params = make_population(cartpole, n=3, rate_reduce=reduce)
+        rates[reduce] = ghn.mutation_rates(params)
+    assert torch.all(rates["min"] <= rates["mean"]) and torch.all(rates["mean"] <= rates["max"])
+
+
+def test_random_basis_head_is_much_smaller_for_ant(make_population):
+    from srghn.sim.profiles import load_profile
+
+    ant = load_profile("ant")
+    learned, _ = make_population(ant, n=1)
+    basis, _ = make_population(ant, n=1, head="random_basis")
+    assert basis.num_params < 0.5 * learned.num_params
+    assert basis.head_basis.shape == (GHNConfig().head_basis_size, max(basis.policy_graph.sizes))
