@@ -75,8 +75,9 @@ def run_episodes(envs: list[gym.Env], profile: RobotProfile, policies: np.ndarra
     returns = np.zeros(n)
     steps = np.zeros(n, dtype=np.int64)
     active = np.arange(n)
+    active_policies = policies
     while active.size:
-        actions = spec.act(policies[active], obs[active])
+        actions = spec.act(active_policies, obs[active])
         still = []
         for j, i in enumerate(active):
             o, reward, terminated, truncated, _ = envs[i].step(actions[j])
@@ -85,7 +86,9 @@ def run_episodes(envs: list[gym.Env], profile: RobotProfile, policies: np.ndarra
             steps[i] += 1
             if not (terminated or truncated):
                 still.append(i)
-        active = np.asarray(still, dtype=np.int64)
+        if len(still) < active.size:  # gather policy rows only when an episode ended, not every step
+            active = np.asarray(still, dtype=np.int64)
+            active_policies = policies[active]
     return returns, returns - profile.reward_offset * steps, steps
 
 

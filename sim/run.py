@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from srghn import ConfigError, __version__
 from srghn.controller.checkpoint import save_policy, save_population
@@ -104,6 +105,9 @@ def run_evolve(settings: EvolveSettings, on_record: Callable[[GenerationRecord],
     }
     (out / "run.json").write_text(json.dumps(run_info, indent=2))
 
+    # The GHN's ops are small: one torch thread is faster than two fighting the simulator for the cores, and
+    # its float results do not depend on how many cores the machine has.
+    torch.set_num_threads(1)
     strategy = SRGHNStrategy(SRGHN(profile.policy, profile.ghn, basis_seed=settings.seed), evolution, settings.seed)
     evaluator = InProcessEvaluator(profile)
     records: list[GenerationRecord] = []
