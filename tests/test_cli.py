@@ -77,3 +77,29 @@ def test_evolve_cartpole_solves_switches_and_recovers(tmp_path):
     assert all(switch["regained"][level] is not None for level in ("50", "90", "95"))
     for name in ("fitness.png", "population.npz", "champion.npz", "summary.json", "run.json"):
         assert (out / name).exists()
+
+
+def test_ctrl_c_keeps_the_generations_done(tmp_path):
+    """SIGINT mid-run: exit 130, and the population, champion and summary of what was done are on disk."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "srghn.cli", "evolve", "--robot", "cartpole",
+                             "--generations", "100000", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 60
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):  # wait for real progress
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no generation finished within 60 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    done = len(metrics.read_text().splitlines())
+    assert summary["completed"] is False and summary["generations"] == done >= 3
+    for name in ("population.npz", "champion.npz", "fitness.png"):
+        assert (out / name).stat().st_size > 0
