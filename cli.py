@@ -99,6 +99,66 @@ def evolve(
         _print_summary(summary)
 
 
+@app.command()
+def bench(
+    robot: RobotOpt = "cartpole",
+    methods: Annotated[str, typer.Option(
+        help="Comma-separated methods: srghn, its ablations (srghn-fixed-rate, srghn-m1, srghn-mean, srghn-min, "
+             "srghn-gaussian, srghn-random-basis, srghn-random-selection) and baselines (openes, cmaes, ga, gesmr, "
+             "samr).")] = "srghn,openes,cmaes,ga,gesmr,samr",
+    seeds: Annotated[int, typer.Option(help="Number of seeds per method (seeds 0..N-1).")] = 5,
+    generations: Annotated[int, typer.Option(help="Generations per run.")] = 100,
+    switch_at: Annotated[int | None, typer.Option(help="Switch to the profile's switch regime here.")] = None,
+    switch_back_at: Annotated[int | None, typer.Option(help="Switch back to nominal here.")] = None,
+    population: Annotated[int | None, typer.Option(
+        help="SR-GHN population N; every method evaluates N x (1 + K) individuals per generation.")] = None,
+    episodes: Annotated[int | None, typer.Option(help="Episodes per evaluation [default: the profile's].")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Bench directory (resumed if it exists).")]
+    = Path("runs/bench"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON summary on stdout at the end.")] = False,
+) -> None:
+    """Compare methods x seeds on one robot with the same budget: recovery tables (markdown, JSON) and plots.
+
+    An interrupted bench continues where it stopped when run again with the same --out.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from srghn.sim.bench import BenchSettings, run_bench
+    from srghn.sim.profiles import load_profile
+
+    try:
+        settings = BenchSettings(load_profile(robot), tuple(m.strip() for m in methods.split(",") if m.strip()),
+                                 tuple(range(seeds)), generations, out_dir, switch_at, switch_back_at, population,
+                                 episodes)
+        runs = len(settings.methods) * len(settings.seeds)
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err, transient=as_json) as progress:
+            total = progress.add_task("bench", total=runs * generations)
+            run_task = progress.add_task("run", total=generations)
+
+            def on_run(method: str, seed: int, finished: bool) -> None:
+                progress.reset(run_task, description=f"{method} seed {seed}" + (" (done before)" if finished else ""))
+                if finished:
+                    progress.update(total, advance=generations)
+                    progress.update(run_task, completed=generations)
+
+            def on_record(record) -> None:
+                progress.update(total, advance=1)
+                progress.update(run_task, advance=1)
+
+            summary = run_bench(settings, on_run=on_run, on_record=on_record)
+    except SrghnError as exc:
+        raise fail(exc) from None
+    except KeyboardInterrupt:
+        err.print(f"interrupted: finished runs are kept in {out_dir}; run the same command again to resume")
+        raise typer.Exit(130) from None
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        out.print((out_dir / "summary.md").read_text(), markup=False, highlight=False)
+        out.print(f"tables: {out_dir / 'summary.md'}, plot: {out_dir / 'fitness.png'}")
+
+
 def _print_summary(summary: dict) -> None:
     table = Table(title=f"evolve {summary['robot']} (seed {summary['seed']})", show_header=False)
     table.add_row("generations", str(summary["generations"]))
@@ -108,7 +168,7 @@ def _print_summary(summary: dict) -> None:
     table.add_row("wall time", f"{summary['wall_s']:.1f} s")
     for s in summary["switches"]:
         regained = ", ".join(f"{k}%: {'never' if v is None else v}" for k, v in s["regained"].items())
-        line = f"pre-switch best {s['pre_switch_best']:.1f}; generations to regain {regained}"
+        line = f"pre-switch best {s['pre_switch']:.1f}; generations to regain {regained}"
         if "target" in s:
             line += f"; ≥ {s['target']:g}: {'never' if s['target_regained'] is None else s['target_regained']}"
         table.add_row(f"switch → {s['regime']} @ {s['switch_at']}", line)

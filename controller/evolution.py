@@ -113,5 +113,5 @@ class SRGHNStrategy(Strategy):
         return Champion(self.policies[best].copy(), float(self.fitness[best]), int(self.ids[best]),
                         int(self.parent_ids[best]))
 
-    def mutation_rates(self) -> np.ndarray:
-        return self.rates
+    def mutation_rates(self) -> np.ndarray | None:
+        return None if np.isnan(self.rates).all() else self.rates

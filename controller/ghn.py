@@ -25,6 +25,7 @@ from srghn.controller.policy import PolicySpec
 
 RATE_REDUCTIONS = ("max", "mean", "min")
 HEADS = ("learned", "random_basis")
+MUTATIONS = ("self", "gaussian")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,13 @@ class GHNConfig:
     coefficients of a frozen random basis instead (the paper's open question; far fewer parameters)."""
     head_basis_size: int = 64
     """Coefficients per policy tensor when ``head == "random_basis"``."""
+    fixed_rate: float | None = None
+    """Ablation: every node mutates at this constant rate instead of its heritable one."""
+    mutation: str = "self"
+    """``self``: children get the updates their parent's stochastic head draws (the paper). ``gaussian``
+    (ablation, no self-reference): children get N(0, gaussian_std^2) noise on every parameter instead."""
+    gaussian_std: float = 0.03
+    """Noise of the ``gaussian`` ablation (about the size of a self-generated update at initialisation)."""
 
     def __post_init__(self) -> None:
         positive = ("hidden", "gnn_steps", "trunk", "basis_size", "rate_outputs", "head_hidden", "head_basis_size")
@@ -73,6 +81,12 @@ class GHNConfig:
             raise ConfigError(f"ghn.rate_reduce must be one of {RATE_REDUCTIONS}, got {self.rate_reduce!r}")
         if self.head not in HEADS:
             raise ConfigError(f"ghn.head must be one of {HEADS}, got {self.head!r}")
+        if self.mutation not in MUTATIONS:
+            raise ConfigError(f"ghn.mutation must be one of {MUTATIONS}, got {self.mutation!r}")
+        if self.fixed_rate is not None and not 0 <= self.fixed_rate <= 1:
+            raise ConfigError(f"ghn.fixed_rate must be in [0, 1], got {self.fixed_rate}")
+        if not self.gaussian_std > 0:
+            raise ConfigError(f"ghn.gaussian_std must be > 0, got {self.gaussian_std}")
 
     def to_dict(self) -> dict:
         """JSON-ready copy."""
@@ -190,6 +204,8 @@ class SRGHN:
         trunk = torch.relu(_linear(trunk, p["stoch.trunk2"]))
         sigma = torch.exp(_linear(trunk, p["stoch.sigma.weight"], p["stoch.sigma.bias"])).clamp(0.0, cfg.sigma_max)
         rates = torch.sigmoid(_linear(trunk, p["stoch.rate.weight"], p["stoch.rate.bias"]))
+        if cfg.fixed_rate is not None:
+            return sigma, torch.full(rates.shape[:-1], cfg.fixed_rate)
         reduce = {"max": lambda r: r.amax(-1), "mean": lambda r: r.mean(-1), "min": lambda r: r.amin(-1)}
         return sigma, reduce[cfg.rate_reduce](rates)
 
@@ -200,13 +216,18 @@ class SRGHN:
 
     @torch.no_grad()
     def reproduce(self, params: Tensor, children: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """``children`` offspring per parent: returns ``(N * children, D)`` (parent-major) and the parents' rates.
+        """``children`` offspring per parent: returns ``(N * children, D)`` (parent-major) and the parents' rates
+        (NaN under the ``gaussian`` ablation, which has none).
 
         Child = parent + clip(c @ B[:, :P], -u, u) * rate + N(0, noise_std^2), c ~ N(0, sigma), per tensor; then
         every parameter is clamped to the bound.
         """
         cfg = self.config
         n = params.shape[0]
+        if cfg.mutation == "gaussian":
+            noise = torch.randn((n, children, self.num_params), generator=generator) * cfg.gaussian_std
+            child = (params[:, None, :] + noise).clamp_(-cfg.param_bound, cfg.param_bound)
+            return child.reshape(n * children, self.num_params), torch.full((n,), float("nan"))
         sigma, rates = self._stochastic_head(params)
         coeffs = torch.randn((n, children, *sigma.shape[1:]), generator=generator) * sigma[:, None]
         updates = []

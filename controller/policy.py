@@ -70,6 +70,14 @@ class PolicySpec:
         """Length of the flat parameter vector."""
         return sum(math.prod(shape) for _, shape in self.tensor_shapes)
 
+    def initial(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` independently initialised policies ``(n, P)`` as torch.nn.Linear would: U(+-1/sqrt(fan_in))."""
+        cols = []
+        for _, shape in self.tensor_shapes:
+            bound = 1.0 / math.sqrt(self.layer_sizes[len(cols) // 2])
+            cols.append(rng.uniform(-bound, bound, size=(n, math.prod(shape))))
+        return np.concatenate(cols, axis=1).astype(np.float32)
+
     def unflatten(self, flat: np.ndarray) -> list[np.ndarray]:
         """Views ``(B, *shape)`` of each tensor of a ``(B, P)`` matrix, in forward order."""
         if flat.ndim != 2 or flat.shape[1] != self.num_params:

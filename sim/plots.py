@@ -49,3 +49,43 @@ def plot_run(records: list[GenerationRecord], path: Path, title: str = "", targe
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_bench(runs: dict[str, dict[int, list[GenerationRecord]]], path: Path, title: str = "",
+               target: float | None = None) -> Path:
+    """Best fitness and diversity per method: median over seeds with a min-max band, switches marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, (ax_fit, ax_div) = plt.subplots(2, 1, figsize=(10, 8), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    colours = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20")
+    for i, (method, by_seed) in enumerate(runs.items()):
+        length = min(len(records) for records in by_seed.values())
+        gens = [r.generation for r in next(iter(by_seed.values()))[:length]]
+        for ax, field in ((ax_fit, "best"), (ax_div, "diversity")):
+            values = np.array([[getattr(r, field) for r in records[:length]] for records in by_seed.values()])
+            ax.plot(gens, np.median(values, axis=0), color=colours(i), label=method)
+            ax.fill_between(gens, values.min(axis=0), values.max(axis=0), color=colours(i), alpha=0.12)
+    if target is not None:
+        ax_fit.axhline(target, color="grey", linestyle=":", label=f"target {target:g}")
+    some_run = next(iter(next(iter(runs.values())).values()))
+    for ax in (ax_fit, ax_div):
+        ax.grid(alpha=0.3)
+        for generation, regime in regime_switches(some_run):
+            ax.axvline(generation, color="black", linestyle="--", linewidth=1)
+            if ax is ax_fit:
+                ax.annotate(f"→ {regime}", (generation, 1.0), xycoords=("data", "axes fraction"),
+                            xytext=(3, -12), textcoords="offset points", fontsize=8)
+    ax_fit.set_ylabel("best fitness (median, min–max over seeds)")
+    ax_div.set_ylabel("diversity")
+    ax_div.set_xlabel("generation")
+    ax_fit.legend(loc="lower right", fontsize=8, ncol=2)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

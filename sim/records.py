@@ -74,23 +74,23 @@ def regime_switches(records: list[GenerationRecord]) -> list[tuple[int, str]]:
 
 
 def recovery(records: list[GenerationRecord], switch_at: int, levels: tuple[int, ...] = RECOVERY_LEVELS,
-             target: float | None = None) -> dict:
-    """Recovery after the switch at generation ``switch_at`` (see the module docstring).
+             target: float | None = None, field: str = "best") -> dict:
+    """Recovery of ``field`` (``best`` or ``mean`` fitness) after the switch at ``switch_at`` (module docstring).
 
-    Returns ``{"switch_at", "pre_switch_best", "regained": {"50": generations or None, ...}, "target": ...,
+    Returns ``{"switch_at", "field", "pre_switch", "regained": {"50": generations or None, ...}, "target": ...,
     "target_regained": generations or None}``.
     """
     by_gen = {r.generation: r for r in records}
     if switch_at not in by_gen or switch_at - 1 not in by_gen:
         raise ConfigError(f"no records around a switch at generation {switch_at}")
-    level = by_gen[switch_at - 1].best
+    level = getattr(by_gen[switch_at - 1], field)
     after = [r for r in records if r.generation >= switch_at]
 
     def first(threshold: float) -> int | None:
-        return next((r.generation - switch_at for r in after if r.best >= threshold), None)
+        return next((r.generation - switch_at for r in after if getattr(r, field) >= threshold), None)
 
     regained = {str(x): (first(x / 100 * level) if level > 0 else None) for x in levels}
-    result = {"switch_at": switch_at, "regime": by_gen[switch_at].regime, "pre_switch_best": level,
+    result = {"switch_at": switch_at, "regime": by_gen[switch_at].regime, "field": field, "pre_switch": level,
               "regained": regained}
     if target is not None:
         result.update(target=target, target_regained=first(target))

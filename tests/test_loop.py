@@ -34,7 +34,7 @@ def test_recovery_on_hand_made_records():
     bests = [100, 400, 500, 20, 60, 260, 455, 480, 500]
     records = [record(g, b, "nominal" if g < 3 else "inverted") for g, b in enumerate(bests)]
     r = recovery(records, switch_at=3, target=475)
-    assert r["pre_switch_best"] == 500
+    assert r["pre_switch"] == 500 and r["field"] == "best"
     # 50% of 500 = 250 first reached at gen 5 (2 after), 90% = 450 at gen 6, 95% = 475 at gen 7
     assert r["regained"] == {"50": 2, "90": 3, "95": 4}
     assert r["target_regained"] == 4

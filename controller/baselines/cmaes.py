@@ -1,0 +1,76 @@
+"""CMA-ES (Hansen 2016, arXiv 1604.00772) through pycma: covariance-matrix adaptation over the policy vector.
+
+pycma minimises, so it is told the negated fitness; failed evaluations (-inf fitness) become a loss just worse
+than the worst finite one. Its random numbers come from this strategy's own generator, never numpy's global one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cma
+import numpy as np
+
+from srghn import ConfigError
+from srghn.controller.policy import PolicySpec
+from srghn.controller.strategy import Champion, Strategy
+
+
+@dataclass(frozen=True)
+class CMAESConfig:
+    """CMA-ES settings."""
+
+    popsize: int = 30
+    """Evaluations per generation (lambda)."""
+    sigma0: float = 0.1
+    """Initial step size."""
+    diagonal: bool | None = None
+    """Diagonal covariance (separable CMA-ES). ``None``: diagonal above 1000 parameters, where the full matrix's
+    eigendecomposition would dominate a generation."""
+
+    def __post_init__(self) -> None:
+        if self.popsize < 2 or not self.sigma0 > 0:
+            raise ConfigError(f"cmaes needs popsize >= 2 and sigma0 > 0, got {self.popsize}, {self.sigma0}")
+
+
+class CMAES(Strategy):
+    """CMA-ES over the flat policy vector (pycma's ``CMAEvolutionStrategy``)."""
+
+    def __init__(self, policy: PolicySpec, config: CMAESConfig, seed: int) -> None:
+        super().__init__(policy)
+        self.config = config
+        self.rng = np.random.default_rng(seed)
+        x0 = policy.initial(1, self.rng)[0].astype(np.float64)
+        diagonal = policy.num_params > 1000 if config.diagonal is None else config.diagonal
+        self.es = cma.CMAEvolutionStrategy(x0, config.sigma0, {
+            "popsize": config.popsize, "seed": np.nan, "randn": lambda lam, n: self.rng.standard_normal((lam, n)),
+            "CMA_diagonal": diagonal, "verbose": -9, "verb_log": 0, "verb_disp": 0,
+        })
+        self.batch = np.repeat(x0[None], config.popsize, axis=0)
+        self.fitness = np.full(config.popsize, np.nan)
+
+    def _ask(self) -> np.ndarray:
+        self.batch = np.asarray(self.es.ask())
+        return self.batch
+
+    def _tell(self, fitness: np.ndarray) -> None:
+        self.fitness = fitness
+        loss = -fitness
+        finite = np.isfinite(loss)
+        worst = loss[finite].max() if finite.any() else 0.0
+        loss = np.where(finite, loss, worst + 1.0 + abs(worst))
+        self.es.tell(list(self.batch), loss.tolist())
+
+    def _invalidate(self) -> None:
+        self.fitness = np.full_like(self.fitness, np.nan)
+
+    def population(self) -> np.ndarray:
+        return self.batch.astype(np.float32)
+
+    def champion(self) -> Champion:
+        best = int(np.argmax(np.where(np.isnan(self.fitness), -np.inf, self.fitness)))
+        return Champion(self.batch[best].astype(np.float32), float(self.fitness[best]),
+                        self.generation * self.config.popsize + best, -1)
+
+    def mutation_rates(self) -> np.ndarray:
+        return np.array([self.es.sigma])

@@ -1,0 +1,87 @@
+"""OpenAI-ES (Salimans et al. 2017, arXiv 1703.03864): a Gaussian search distribution around a mean, moved by
+Adam along the estimated fitness gradient, with antithetic sampling and centred-rank fitness shaping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from srghn import ConfigError
+from srghn.controller.policy import PolicySpec
+from srghn.controller.strategy import Champion, Strategy
+
+
+@dataclass(frozen=True)
+class OpenESConfig:
+    """OpenES settings."""
+
+    popsize: int = 30
+    """Evaluations per generation (even: antithetic pairs)."""
+    sigma: float = 0.1
+    """Standard deviation of the perturbations."""
+    learning_rate: float = 0.03
+    """Adam step size."""
+    weight_decay: float = 0.005
+    """L2 pull of the mean towards zero, added to the gradient."""
+
+    def __post_init__(self) -> None:
+        if self.popsize < 2 or self.popsize % 2:
+            raise ConfigError(f"openes.popsize must be even and >= 2, got {self.popsize}")
+        if not (self.sigma > 0 and self.learning_rate > 0 and self.weight_decay >= 0):
+            raise ConfigError(f"openes needs sigma > 0, learning_rate > 0, weight_decay >= 0: {self}")
+
+
+def centered_ranks(fitness: np.ndarray) -> np.ndarray:
+    """Fitness replaced by its rank, scaled to [-0.5, 0.5] (robust to outliers and to -inf)."""
+    ranks = np.empty(len(fitness))
+    ranks[np.argsort(fitness, kind="stable")] = np.arange(len(fitness))
+    return ranks / (len(fitness) - 1) - 0.5
+
+
+class OpenES(Strategy):
+    """OpenES over the flat policy vector."""
+
+    def __init__(self, policy: PolicySpec, config: OpenESConfig, seed: int) -> None:
+        super().__init__(policy)
+        self.config = config
+        self.rng = np.random.default_rng(seed)
+        self.mean = policy.initial(1, self.rng)[0].astype(np.float64)
+        self.m = np.zeros_like(self.mean)
+        self.v = np.zeros_like(self.mean)
+        self.steps = 0
+        self.batch = np.repeat(self.mean[None].astype(np.float32), config.popsize, axis=0)
+        self.fitness = np.full(config.popsize, np.nan)
+        self._eps: np.ndarray | None = None
+
+    def _ask(self) -> np.ndarray:
+        half = self.config.popsize // 2
+        self._eps = self.rng.standard_normal((half, self.mean.size))
+        sigma = self.config.sigma
+        self.batch = np.concatenate([self.mean + sigma * self._eps, self.mean - sigma * self._eps])
+        return self.batch
+
+    def _tell(self, fitness: np.ndarray) -> None:
+        cfg, half = self.config, self.config.popsize // 2
+        self.fitness = fitness
+        ranks = centered_ranks(fitness)
+        gradient = (ranks[:half] - ranks[half:]) @ self._eps / (cfg.popsize * cfg.sigma)
+        gradient -= cfg.weight_decay * self.mean
+        # Adam, ascending the gradient
+        self.steps += 1
+        self.m = 0.9 * self.m + 0.1 * gradient
+        self.v = 0.999 * self.v + 0.001 * gradient**2
+        m_hat = self.m / (1 - 0.9**self.steps)
+        v_hat = self.v / (1 - 0.999**self.steps)
+        self.mean += cfg.learning_rate * m_hat / (np.sqrt(v_hat) + 1e-8)
+
+    def _invalidate(self) -> None:
+        self.fitness = np.full_like(self.fitness, np.nan)
+
+    def population(self) -> np.ndarray:
+        return self.batch.astype(np.float32)
+
+    def champion(self) -> Champion:
+        best = int(np.argmax(np.where(np.isnan(self.fitness), -np.inf, self.fitness)))
+        return Champion(self.batch[best].astype(np.float32), float(self.fitness[best]),
+                        self.generation * self.config.popsize + best, -1)

@@ -1,0 +1,55 @@
+"""Every evolution method by name: SR-GHN, its ablations and the baselines, built budget-matched.
+
+A comparison fixes the SR-GHN population settings; every method then evaluates the same number of individuals
+per generation (SR-GHN's ``N * (1 + K)`` with re-evaluation), so each gets the same episodes per generation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from srghn import ConfigError
+from srghn.controller.baselines import BASELINES
+from srghn.controller.evolution import EvolutionConfig, SRGHNStrategy
+from srghn.controller.ghn import SRGHN, GHNConfig
+from srghn.controller.policy import PolicySpec
+from srghn.controller.strategy import Strategy
+
+SRGHN_VARIANTS: dict[str, tuple[dict, dict]] = {
+    # name: (GHNConfig overrides, EvolutionConfig overrides)
+    "srghn": ({}, {}),
+    "srghn-fixed-rate": ({"fixed_rate": 0.5}, {}),
+    "srghn-m1": ({"rate_outputs": 1}, {}),
+    "srghn-mean": ({"rate_reduce": "mean"}, {}),
+    "srghn-min": ({"rate_reduce": "min"}, {}),
+    "srghn-gaussian": ({"mutation": "gaussian"}, {}),
+    "srghn-random-basis": ({"head": "random_basis"}, {}),
+    "srghn-random-selection": ({}, {"random_selection": True}),
+}
+METHODS = (*SRGHN_VARIANTS, *BASELINES)
+
+
+def evaluations_per_generation(evolution: EvolutionConfig) -> int:
+    """Individuals SR-GHN evaluates per generation once its parents have fitness."""
+    return evolution.population * (evolution.children + (1 if evolution.reevaluate else 0))
+
+
+def build_strategy(method: str, policy: PolicySpec, ghn: GHNConfig, evolution: EvolutionConfig,
+                   seed: int) -> Strategy:
+    """The strategy called ``method``, its budget matched to SR-GHN with ``evolution``."""
+    if method in SRGHN_VARIANTS:
+        ghn_overrides, evolution_overrides = SRGHN_VARIANTS[method]
+        config = dataclasses.replace(ghn, **ghn_overrides)
+        return SRGHNStrategy(SRGHN(policy, config, basis_seed=seed),
+                             dataclasses.replace(evolution, **evolution_overrides), seed)
+    if method not in BASELINES:
+        raise ConfigError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    cls, config_cls = BASELINES[method]
+    budget = evaluations_per_generation(evolution)
+    if method == "openes":
+        config = config_cls(popsize=max(2, budget - budget % 2))  # antithetic pairs: an odd budget loses one
+    elif method == "cmaes":
+        config = config_cls(popsize=budget)
+    else:
+        config = config_cls(popsize=budget, elites=max(1, budget // 10), parents=max(2, budget // 3))
+    return cls(policy, config, seed)

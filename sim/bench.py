@@ -1,0 +1,240 @@
+"""Method comparisons: every method x seed through the same evaluator, tables of recovery after switches, plots.
+
+Layout of a bench directory::
+
+    bench.json                      the settings every run shares (a resumed bench must match them)
+    <method>/seed-<k>/metrics.jsonl one record per generation, written as they come
+    <method>/seed-<k>/done.json     written last: the run is complete and is never recomputed
+    summary.json, summary.md        per method and switch: medians and spreads over seeds
+    fitness.png                     best fitness and diversity per method, switches marked
+
+An interrupted bench resumes where it stopped: finished runs are read back, an unfinished one starts again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from srghn import ConfigError
+from srghn.controller.evolution import EvolutionConfig
+from srghn.controller.methods import METHODS, build_strategy, evaluations_per_generation
+from srghn.sim.evaluator import Evaluator, InProcessEvaluator
+from srghn.sim.loop import Schedule, evolve
+from srghn.sim.profiles import RobotProfile
+from srghn.sim.records import RECOVERY_LEVELS, GenerationRecord, read_records, recovery
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """One comparison."""
+
+    profile: RobotProfile
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    generations: int
+    out: Path
+    switch_at: int | None = None
+    switch_back_at: int | None = None
+    population: int | None = None
+    episodes: int | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ConfigError(f"unknown method(s) {unknown or '(none given)'}; known: {', '.join(METHODS)}")
+        if len(set(self.methods)) != len(self.methods):
+            raise ConfigError(f"--methods lists a method twice: {list(self.methods)}")
+        if not self.seeds or min(self.seeds) < 0:
+            raise ConfigError(f"--seeds must give at least one seed >= 0, got {list(self.seeds)}")
+        for name in ("generations", "population", "episodes"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name} must be >= 1, got {value}")
+        for name in ("switch_at", "switch_back_at"):
+            value = getattr(self, name)
+            if value is not None and not 1 <= value < self.generations:
+                raise ConfigError(f"--{name.replace('_', '-')} must be within 1..{self.generations - 1}, got {value}")
+        self.schedule  # validates the switch order  # noqa: B018
+
+    @property
+    def schedule(self) -> Schedule:
+        return Schedule.switch(self.profile.switch_regime, self.switch_at, self.switch_back_at)
+
+    @property
+    def evolution(self) -> EvolutionConfig:
+        if self.population is None:
+            return self.profile.evolution
+        return dataclasses.replace(self.profile.evolution, population=self.population)
+
+    @property
+    def episodes_per_evaluation(self) -> int:
+        return self.episodes or self.profile.episodes
+
+    def shared(self) -> dict:
+        """What every run of the bench shares; a resumed bench must agree on all of it."""
+        return {"robot": self.profile.name, "profile": self.profile.to_dict(), "generations": self.generations,
+                "switches": [list(s) for s in self.schedule.switches], "evolution": self.evolution.to_dict(),
+                "episodes": self.episodes_per_evaluation,
+                "evaluations_per_generation": evaluations_per_generation(self.evolution)}
+
+
+def run_bench(settings: BenchSettings, make_evaluator: Callable[[RobotProfile], Evaluator] = InProcessEvaluator,
+              on_run: Callable[[str, int, bool], None] | None = None,
+              on_record: Callable[[GenerationRecord], None] | None = None) -> dict:
+    """Run (or resume) every method x seed, then write the summary and plots; returns the summary."""
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    shared = settings.shared()
+    marker = out / "bench.json"
+    if marker.exists():
+        stored = json.loads(marker.read_text())
+        if stored != shared:
+            differing = sorted(k for k in shared if stored.get(k) != shared[k])
+            raise ConfigError(f"{out} holds a bench with other settings ({', '.join(differing)}); "
+                              "use another --out or the same settings to resume")
+    else:
+        marker.write_text(json.dumps(shared, indent=2))
+
+    runs: dict[str, dict[int, list[GenerationRecord]]] = {}
+    evaluator = make_evaluator(settings.profile)
+    try:
+        for method in settings.methods:
+            for seed in settings.seeds:
+                run_dir = out / method / f"seed-{seed}"
+                finished = (run_dir / "done.json").exists()
+                if on_run:
+                    on_run(method, seed, finished)
+                if finished:
+                    records = read_records(run_dir / "metrics.jsonl")
+                else:
+                    records = _run_one(settings, method, seed, run_dir, evaluator, on_record)
+                runs.setdefault(method, {})[seed] = records
+    finally:
+        evaluator.close()
+
+    summary = summarize_bench(settings, runs)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.md").write_text(bench_markdown(summary))
+    from srghn.sim.plots import plot_bench
+
+    plot_bench(runs, out / "fitness.png", title=f"{settings.profile.name}: {len(settings.seeds)} seeds",
+               target=settings.profile.solved_fitness)
+    return summary
+
+
+def _run_one(settings: BenchSettings, method: str, seed: int, run_dir: Path, evaluator: Evaluator,
+             on_record: Callable[[GenerationRecord], None] | None) -> list[GenerationRecord]:
+    import torch
+
+    torch.set_num_threads(1)  # as in `evolve` (see srghn.sim.run)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    strategy = build_strategy(method, settings.profile.policy, settings.profile.ghn, settings.evolution, seed)
+    records = []
+    with (run_dir / "metrics.jsonl").open("w") as f:
+        for record in evolve(strategy, evaluator, settings.generations, settings.episodes_per_evaluation, seed,
+                             settings.schedule):
+            records.append(record)
+            f.write(record.to_json() + "\n")
+            f.flush()
+            if on_record:
+                on_record(record)
+    (run_dir / "done.json").write_text(json.dumps({"method": method, "seed": seed, "generations": len(records)}))
+    return records
+
+
+def _spread(values: list[float | None]) -> dict:
+    """Median, min and max of the values that exist, and how many are missing (``None`` = never)."""
+    present = [v for v in values if v is not None]
+    never = len(values) - len(present)
+    # "never" counts as worse than any number: the median is "never" when at least half never made it
+    median = None if never * 2 >= len(values) and never else float(np.median(present + [np.inf] * never))
+    return {"median": median, "min": min(present) if present else None, "max": max(present) if present else None,
+            "never": never, "n": len(values)}
+
+
+def summarize_bench(settings: BenchSettings, runs: dict[str, dict[int, list[GenerationRecord]]]) -> dict:
+    """Per method and switch: pre/post-switch best and generations to regain each level, over seeds."""
+    target = settings.profile.solved_fitness
+    switches = [g for g, _ in settings.schedule.switches]
+    bounds = [*switches, settings.generations]
+    methods = {}
+    for method, by_seed in runs.items():
+        per_switch = []
+        for i, at in enumerate(switches):
+            rows = {seed: recovery(records, at, target=target) for seed, records in by_seed.items()}
+            means = {seed: recovery(records, at, field="mean") for seed, records in by_seed.items()}
+            segment = {seed: [r for r in records if at <= r.generation < bounds[i + 1]]
+                       for seed, records in by_seed.items()}
+            rates = {seed: [r.mutation_rate_mean for r in records if r.mutation_rate_mean is not None]
+                     for seed, records in by_seed.items()}
+            entry = {
+                "switch_at": at, "regime": settings.schedule.regime_at(at),
+                "pre_switch_best": _spread([row["pre_switch"] for row in rows.values()]),
+                "post_switch_best": _spread([max(r.best for r in seg) for seg in segment.values()]),
+                "regained": {str(x): _spread([row["regained"][str(x)] for row in rows.values()])
+                             for x in RECOVERY_LEVELS},
+                "mean_regained_90": _spread([row["regained"]["90"] for row in means.values()]),
+                "never_recovered_95": sorted(s for s, row in rows.items() if row["regained"]["95"] is None),
+            }
+            if target is not None:
+                entry["target"] = target
+                entry["target_regained"] = _spread([row["target_regained"] for row in rows.values()])
+                entry["never_reached_target"] = sorted(s for s, row in rows.items() if row["target_regained"] is None)
+            if all(rates.values()):
+                before = [by_seed[s][at - 1].mutation_rate_mean for s in by_seed]
+                after = [max(r.mutation_rate_mean for r in seg[:10]) for seg in segment.values()]
+                entry["mutation_rate_before"] = _spread(before)
+                entry["mutation_rate_max_10_after"] = _spread(after)
+            per_switch.append(entry)
+        methods[method] = {
+            "seeds": sorted(by_seed),
+            "final_best": _spread([records[-1].best for records in by_seed.values()]),
+            "total_env_steps": _spread([float(records[-1].total_env_steps) for records in by_seed.values()]),
+            "switches": per_switch,
+        }
+    return {"bench": settings.shared() | {"profile": settings.profile.name}, "methods": methods}
+
+
+def _fmt(spread: dict, digits: int = 0) -> str:
+    if spread["median"] is None:
+        return f"never ({spread['never']}/{spread['n']})"
+    text = f"{spread['median']:.{digits}f} [{spread['min']:.{digits}f}–{spread['max']:.{digits}f}]"
+    return text + (f", never {spread['never']}/{spread['n']}" if spread["never"] else "")
+
+
+def bench_markdown(summary: dict) -> str:
+    """The summary as markdown tables: one per switch, one row per method; ``median [min–max]`` over seeds."""
+    lines = []
+    methods = summary["methods"]
+    n_switches = max((len(m["switches"]) for m in methods.values()), default=0)
+    if not n_switches:
+        lines += ["| method | final best |", "|---|---|"]
+        lines += [f"| {name} | {_fmt(m['final_best'], 1)} |" for name, m in methods.items()]
+    for i in range(n_switches):
+        first = next(iter(methods.values()))["switches"][i]
+        has_target = "target" in first
+        lines.append(f"### Switch to `{first['regime']}` at generation {first['switch_at']}")
+        lines.append("")
+        header = ["method", "pre-switch best", "post-switch best", "regain 50 %", "regain 90 %", "regain 95 %"]
+        if has_target:
+            header.append(f"regain ≥ {first['target']:g}")
+        header += ["mean back to 90 %", "never regained 95 % (seeds)"]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for name, m in methods.items():
+            s = m["switches"][i]
+            row = [name, _fmt(s["pre_switch_best"], 1), _fmt(s["post_switch_best"], 1),
+                   *(_fmt(s["regained"][str(x)]) for x in RECOVERY_LEVELS)]
+            if has_target:
+                row.append(_fmt(s["target_regained"]))
+            row += [_fmt(s["mean_regained_90"]), ", ".join(map(str, s["never_recovered_95"])) or "–"]
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    lines.append("Cells: median [min–max] over seeds of generations after the switch; `never k/n`: k of n seeds "
+                 "did not get there within the run (counted as slower than any that did).")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,90 @@
+"""The bench harness: budget-matched runs, summaries, and resuming without recomputing finished runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from srghn import ConfigError
+from srghn.cli import app
+from srghn.sim.bench import BenchSettings, run_bench, summarize_bench
+from srghn.sim.records import GenerationRecord
+
+
+def settings(profile, out, **kw):
+    base = dict(methods=("srghn", "ga"), seeds=(0, 1), generations=6, out=out, switch_at=3, population=3)
+    return BenchSettings(profile, **{**base, **kw})
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_bench_resumes_without_recomputing_finished_runs(tmp_path, cartpole):
+    reference = run_bench(settings(cartpole, tmp_path / "whole"))
+
+    seen = []
+
+    def stop_in_third_run(record):
+        seen.append(record.generation)
+        if len(seen) == 6 * 2 + 2:  # two runs done, two generations into the third
+            raise Interrupt
+
+    out = tmp_path / "interrupted"
+    with pytest.raises(Interrupt):
+        run_bench(settings(cartpole, out), on_record=stop_in_third_run)
+    done_before = {p: p.stat().st_mtime_ns for p in out.glob("*/seed-*/done.json")}
+    assert len(done_before) == 2
+
+    runs = []
+    resumed = run_bench(settings(cartpole, out), on_run=lambda m, s, finished: runs.append((m, s, finished)))
+    assert runs == [("srghn", 0, True), ("srghn", 1, True), ("ga", 0, False), ("ga", 1, False)]
+    assert {p: p.stat().st_mtime_ns for p in done_before} == done_before  # finished runs untouched
+    assert resumed == reference  # and the result is what an uninterrupted bench gives
+    assert (out / "fitness.png").stat().st_size > 0
+    md = (out / "summary.md").read_text()
+    assert "| srghn |" in md and "| ga |" in md and "regain ≥ 475" in md
+
+
+def test_bench_refuses_other_settings_in_the_same_directory(tmp_path, cartpole):
+    run_bench(settings(cartpole, tmp_path, methods=("ga",), seeds=(0,)))
+    with pytest.raises(ConfigError, match="other settings \\(generations"):
+        run_bench(settings(cartpole, tmp_path, methods=("ga",), seeds=(0,), generations=7))
+
+
+def rec(generation, best, regime, rate=None):
+    return GenerationRecord(generation, regime, best, best / 2, best / 2, best, best, 0.1, rate, 0.0, 30, 10, 10)
+
+
+def test_summary_counts_seeds_that_never_recovered(tmp_path, cartpole):
+    s = settings(cartpole, tmp_path, methods=("srghn",), seeds=(0, 1, 2), generations=6, switch_at=3)
+    curves = {0: [500, 500, 500, 10, 480, 500], 1: [500, 500, 500, 10, 20, 30], 2: [500, 500, 500, 100, 200, 490]}
+    runs = {"srghn": {seed: [rec(g, b, "nominal" if g < 3 else "inverted", rate=0.5 + g / 100)
+                             for g, b in enumerate(curve)] for seed, curve in curves.items()}}
+    (switch,) = summarize_bench(s, runs)["methods"]["srghn"]["switches"]
+    assert switch["regained"]["95"] == {"median": 2.0, "min": 1, "max": 2, "never": 1, "n": 3}
+    assert switch["never_recovered_95"] == [1] and switch["never_reached_target"] == [1]
+    assert switch["post_switch_best"]["median"] == 490
+    assert switch["mutation_rate_before"]["median"] == pytest.approx(0.52)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--methods", "srghn,sgd"], "unknown method(s) ['sgd']"),
+    (["--methods", "ga,ga"], "lists a method twice"),
+    (["--seeds", "0"], "at least one seed"),
+    (["--generations", "10", "--switch-at", "10"], "--switch-at must be within 1..9"),
+])
+def test_bench_cli_rejects_bad_arguments(tmp_path, args, message):
+    result = CliRunner().invoke(app, ["bench", "--out", str(tmp_path), *args])
+    assert result.exit_code == 2 and message in " ".join(result.output.split())
+
+
+def test_bench_cli_json(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "--methods", "ga,openes", "--seeds", "1", "--generations", "4",
+                                      "--switch-at", "2", "--population", "2", "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert set(summary["methods"]) == {"ga", "openes"}
+    assert summary["bench"]["evaluations_per_generation"] == 6
