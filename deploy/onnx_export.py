@@ -93,27 +93,33 @@ def export_policy(spec: PolicySpec, params: np.ndarray, *, robot: str, champion_
         raise ExportError(f"champion {champion_id}: {int((~np.isfinite(params)).sum())} parameters are NaN or "
                           "infinite; such a policy cannot be exported")
     module = PolicyModule(spec, params, obs_clip).eval()
-    model = _to_onnx(module, spec)
     meta = contract_metadata(spec, robot, champion_id, obs_clip,
                              {"srghn_version": __version__, "opset": str(OPSET), **(extra_meta or {})})
-    del model.metadata_props[:]
-    for key, value in meta.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    model.producer_name, model.producer_version = "srghn", __version__
-    model.doc_string = f"srghn policy {champion_id} for robot {robot}"
-    import onnx
-
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise ExportError(f"champion {champion_id}: exported model fails onnx.checker: {exc}") from exc
-    data = model.SerializeToString()
+    data = build_model(module, meta, f"srghn policy {champion_id} for robot {robot}")
     diff = parity(module, data, stress)
     if not diff <= tol:
         raise ExportError(f"champion {champion_id}: ONNX Runtime and torch disagree by {diff:.3g} on the stress set "
                           f"(tolerance {tol:g}); the export is refused")
     return ExportResult(data, diff, int(len(stress)))
+
+
+def build_model(module: nn.Module, metadata: dict[str, str], doc: str = "") -> bytes:
+    """Export ``module`` (input ``obs``; outputs per its spec) to checked ONNX bytes carrying ``metadata``.
+
+    No parity check here: :func:`export_policy` adds it. Tests use this to build deliberately broken models."""
+    import onnx
+
+    model = _to_onnx(module, module.spec)
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.producer_name, model.producer_version, model.doc_string = "srghn", __version__, doc
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"exported model fails onnx.checker: {exc}") from exc
+    return model.SerializeToString()
 
 
 def parity(module: PolicyModule, model: bytes, stress: np.ndarray) -> float:
@@ -139,7 +145,7 @@ def parity(module: PolicyModule, model: bytes, stress: np.ndarray) -> float:
     return diff
 
 
-def _to_onnx(module: PolicyModule, spec: PolicySpec) -> Any:
+def _to_onnx(module: nn.Module, spec: PolicySpec) -> Any:
     example = (torch.zeros(2, spec.obs_dim),)
     with _quiet_exporter():
         try:

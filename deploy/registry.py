@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from srghn import ConfigError
 from srghn.deploy.artifacts import ArtifactStore
 from srghn.deploy.errors import ArtifactCorrupted, PromotionRefused, RegistryError, StateDirMissing, UnknownChampion
 from srghn.safety.report import GateReport
@@ -376,7 +377,7 @@ class Registry:
         current = self.live(robot)
         refuse = self._refuser(robot, actor, reason, current.id if current else None, champion.id, "promote")
         if force and not (reason and reason.strip()):
-            raise refuse("--force needs --reason TEXT: overriding a gate is audited with its reason")
+            raise ConfigError("--force needs --reason TEXT: overriding a gate is audited with its reason")
         if champion.status == "live":
             raise refuse(f"champion {champion.id} is already live for robot {robot}")
         if champion.status == "retired":
@@ -398,7 +399,7 @@ class Registry:
         try:
             self.artifacts.read(champion.artifact_sha256, ONNX_SUFFIX)
         except ArtifactCorrupted as exc:
-            raise refuse(str(exc), exc) from None
+            raise refuse(f"{exc}; {live_id or 'nothing'} stays live", exc) from None
         with self._tx() as db:
             if self._live_id(db, robot) != live_id:
                 raise PromotionRefused(f"the live champion of {robot} changed during the promotion; try again")
@@ -426,15 +427,17 @@ class Registry:
             robot = target.robot
         robot = robot or self._only_live_robot()
         current = self.live(robot)
+        refuse = self._refuser(robot, actor, reason, current.id if current else None,
+                               target.id if target else None, "rollback")
         if current is None:
-            raise PromotionRefused(f"nothing is live for robot {robot}: there is nothing to roll back")
+            raise refuse(f"nothing is live for robot {robot}: there is nothing to roll back")
         stack = self._stack(self.db, robot)
         if target is None:
             if len(stack) < 2:
-                raise PromotionRefused(f"{current.id} is the only champion that went live for robot {robot}; there "
-                                       "is no previous live champion to roll back to")
+                raise refuse(f"{current.id} is the only champion that went live for robot {robot}; there is no "
+                             "previous live champion to roll back to")
             target = self.get(stack[-2])
-        refuse = self._refuser(robot, actor, reason, current.id, target.id, "rollback")
+            refuse = self._refuser(robot, actor, reason, current.id, target.id, "rollback")
         if target.id == current.id:
             raise refuse(f"champion {target.id} is already live for robot {robot}")
         if target.status != "retired":
@@ -506,13 +509,14 @@ class Registry:
             raise PromotionRefused("nothing is live for any robot: there is nothing to roll back")
         raise UnknownChampion(f"several robots have live champions ({', '.join(robots)}); say which with --robot")
 
-    def _refuser(self, robot: str, actor: str, reason: str | None, from_id: str | None, to_id: str, action: str):
+    def _refuser(self, robot: str, actor: str, reason: str | None, from_id: str | None, to_id: str | None,
+                 action: str):
         """A function that audits a refused ``action`` and returns the error to raise."""
         def refuse(message: str, cause: Exception | None = None) -> Exception:
             with self._tx() as db:
                 self._event(db, robot, "refused", actor, reason, from_id, to_id, False,
                             {"action": action, "why": message})
-            return cause if isinstance(cause, ArtifactCorrupted) else PromotionRefused(message)
+            return ArtifactCorrupted(message) if isinstance(cause, ArtifactCorrupted) else PromotionRefused(message)
         return refuse
 
     @staticmethod

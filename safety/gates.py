@@ -61,8 +61,14 @@ def run_gate_suite(profile: RobotProfile, artifact: bytes, expected_sha256: str,
         results += [GateResult(n, not n.startswith(("regression", "latency")), None, None, False, why)
                     for n in names]
     else:
-        results += _stress_gates(profile, policy, params, config)
-        results += _scenario_gates(profile, policy, incumbent, incumbent_error, config)
+        stress = _stress_gates(profile, policy, params, config)
+        results += stress
+        if all(g.passed for g in stress):
+            results += _scenario_gates(profile, policy, incumbent, incumbent_error, config)
+        else:  # a policy that fails the stress set never drives even the simulated robot
+            results += [GateResult(n, n.startswith("floor"), None, None, False,
+                                   "not run: the policy failed the stress-set gates")
+                        for n in names if n.startswith(("floor", "regression"))]
         results.append(_latency_gate(policy, config))
     return GateReport(champion_id=champion_id, robot=profile.name, gates=tuple(results), incumbent_id=incumbent_id,
                       created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
