@@ -33,7 +33,7 @@ RobotOpt = Annotated[str, typer.Option("--robot", "-r", help="Built-in profile n
 
 def fail(exc: SrghnError) -> typer.Exit:
     """Print a library error without a traceback; exit 2 for bad input, 1 for anything else."""
-    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)  # greppable: no hard wraps
     return typer.Exit(2 if isinstance(exc, ConfigError) else 1)
 
 
@@ -164,7 +164,7 @@ def _register_run(profile, out_dir: Path, state_dir: Path | None, top: int) -> l
                 champions = register_run(registry, profile, out_dir, top, actor=default_actor())
             err.print(f"registered {len(champions)} candidate(s) in {registry.state_dir}: "
                       f"{', '.join(c.id for c in champions)}; next: `srghn-ctl gate {champions[0].id}`",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
             return [c.id for c in champions]
     except SrghnError as exc:
         err.print(f"the run is saved in {out_dir}, but registering its champions failed")
@@ -280,7 +280,7 @@ def show(champion_id: IdArg, as_json: JsonOpt = False, state_dir: StateDirOpt = 
     if c.gate_report is not None:
         out.print(_report_table(c.gate_report))
     else:
-        out.print(f"no gate report yet: `srghn-ctl gate {c.id}`", highlight=False)
+        out.print(escape(f"no gate report yet: `srghn-ctl gate {c.id}`"), highlight=False, soft_wrap=True)
 
 
 def _lineage_label(node: dict) -> Text:
@@ -341,7 +341,7 @@ def gate(champion_id: IdArg, as_json: JsonOpt = False, actor: ActorOpt = None, s
         kinds = (f"hard: {', '.join(report.failed_hard)}" if report.failed_hard else "") + (
             ("; " if report.failed_hard and report.failed_soft else "")
             + (f"soft: {', '.join(report.failed_soft)}" if report.failed_soft else ""))
-        err.print(f"[bold red]gates failed[/] ({escape(kinds)})", highlight=False)
+        err.print(f"[bold red]gates failed[/] ({escape(kinds)})", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
@@ -363,7 +363,7 @@ def promote(
         raise fail(exc) from None
     forced = f" (FORCED over {', '.join(event.detail['overridden'])})" if event.forced else ""
     out.print(escape(f"promoted {event.to_id} to live for {event.robot} (was {event.from_id or 'nothing'}){forced}"),
-              highlight=False)
+              highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -382,7 +382,8 @@ def rollback(
             event = registry.rollback(_actor(actor), robot, to, reason)
     except SrghnError as exc:
         raise fail(exc) from None
-    out.print(escape(f"rolled back {event.robot}: {event.to_id} is live (was {event.from_id})"), highlight=False)
+    out.print(escape(f"rolled back {event.robot}: {event.to_id} is live (was {event.from_id})"), highlight=False,
+              soft_wrap=True)
 
 
 @app.command()
@@ -406,8 +407,8 @@ def export(
         atomic_write(output, data)
     except SrghnError as exc:
         raise fail(exc) from None
-    out.print(f"wrote {champion.id} to {output} ({len(data):,} bytes, sha256 {champion.artifact_sha256[:16]}…)",
-              highlight=False)
+    out.print(escape(f"wrote {champion.id} to {output} ({len(data):,} bytes, sha256 {champion.artifact_sha256[:16]}…)"),
+              highlight=False, soft_wrap=True)
 
 
 @app.command()
