@@ -213,7 +213,10 @@ class Registry:
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: ``BEGIN IMMEDIATE`` takes the write lock up front; any exception rolls back."""
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:  # e.g. locked by another writer for longer than busy_timeout
+            raise RegistryError(f"cannot write to the registry in {self.state_dir}: {exc}") from exc
         try:
             yield self.db
         except BaseException:
@@ -234,6 +237,16 @@ class Registry:
         np.save(buffer, np.asarray(params, dtype=np.float32).reshape(-1), allow_pickle=False)
         model_sha = self.artifacts.put(model, ONNX_SUFFIX)
         params_sha = self.artifacts.put(buffer.getvalue(), PARAMS_SUFFIX)
+        try:
+            self._insert(champion_id, robot, model, model_sha, params_sha, policy, parents, generation, regime, seed,
+                         run_dir, fitness, meta, actor)
+        except sqlite3.IntegrityError as exc:  # registered by someone else since the check above
+            raise RegistryError(f"champion {champion_id} is already registered ({exc})") from exc
+        return self.get(champion_id)
+
+    def _insert(self, champion_id: str, robot: str, model: bytes, model_sha: str, params_sha: str, policy: dict,
+                parents: tuple[str, ...], generation: int | None, regime: str | None, seed: int | None,
+                run_dir: str | None, fitness: dict | None, meta: dict | None, actor: str) -> None:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO champions (id, robot, status, generation, regime, seed, run_dir, fitness, policy, "
@@ -245,7 +258,6 @@ class Registry:
                            [(champion_id, p) for p in dict.fromkeys(parents)])
             self._event(db, robot, "register", actor, to_id=champion_id,
                         detail={"artifact_sha256": model_sha, "generation": generation, "regime": regime})
-        return self.get(champion_id)
 
     def resolve(self, text: str) -> str:
         """The id ``text`` names: an exact id or a unique prefix; :class:`UnknownChampion` (with suggestions)."""
@@ -386,6 +398,8 @@ class Registry:
         report = champion.gate_report
         if report is None:
             raise refuse(f"champion {champion.id} has no gate report; run `srghn-ctl gate {champion.id}` first")
+        if not report.gates:
+            raise refuse(f"champion {champion.id}'s gate report holds no gates; run `srghn-ctl gate {champion.id}`")
         if report.failed_hard:
             raise refuse(f"champion {champion.id} failed hard gate(s) {', '.join(report.failed_hard)}; hard gates "
                          "cannot be overridden")

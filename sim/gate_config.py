@@ -29,7 +29,7 @@ class GateConfig:
     latency_p99_us: float = 1000.0
     """Budget for the 99th percentile of one single-observation inference in ONNX Runtime (1 thread), in µs."""
     latency_runs: int = 2000
-    """Timed inferences for the latency gate (after 100 warm-up runs)."""
+    """Timed inferences for the latency gate (after 100 warm-up runs), in 5 rounds; the best round's p99 counts."""
     max_model_bytes: int = 4_000_000
     """Largest allowed ONNX file."""
     regression_tolerance: float = 0.1

@@ -153,6 +153,9 @@ def test_promote_refusals_are_explained_and_audited(registry: Registry, cartpole
     add(registry, cartpole_model, "a", gated=False)
     with pytest.raises(PromotionRefused, match="no gate report; run `srghn-ctl gate a`"):
         registry.promote("a", "alice")
+    registry.store_report("a", GateReport("a", ROBOT, ()))
+    with pytest.raises(PromotionRefused, match="holds no gates"):
+        registry.promote("a", "alice")
     hard_fail = GateReport("a", ROBOT, (GateResult("finite_actions", True, 0, 3, False),
                                         GateResult("latency_p99", False, 1000.0, 2000.0, False)))
     registry.store_report("a", hard_fail)
@@ -174,7 +177,7 @@ def test_promote_refusals_are_explained_and_audited(registry: Registry, cartpole
     with pytest.raises(PromotionRefused, match="rollback --to a"):
         registry.promote("a", "alice")
     kinds = [e.kind for e in registry.history()]
-    assert kinds.count("refused") == 5 and live_id(registry) == "b"
+    assert kinds.count("refused") == 6 and live_id(registry) == "b"
     assert registry.check() == []
 
 
