@@ -91,6 +91,14 @@ def test_evolve_registers_candidates_then_gate_promote_export_through_the_cli(tm
     assert events[4]["reason"] == "first field trial" and events[4]["to"] == best
 
 
+def test_evolve_with_no_register_leaves_the_state_dir_alone(tmp_path: Path) -> None:
+    result = ctl("evolve", "--robot", "cartpole", "--generations", 1, "--population", 2, "--no-register",
+                 "--state-dir", tmp_path / "state", "--out", tmp_path / "run", "--json")
+    assert result.exit_code == 0, result.output
+    assert "registered" not in json.loads(result.stdout.strip().splitlines()[-1])
+    assert (tmp_path / "run" / "population.npz").exists() and not (tmp_path / "state").exists()
+
+
 def test_promote_rollback_and_history_through_the_cli(state: Path) -> None:
     assert ctl("promote", "b", "--reason", "better", "--actor", "ops", "--state-dir", state).exit_code == 0
     back = ctl("rollback", "--reason", "b wobbles", "--state-dir", state)
@@ -138,16 +146,17 @@ def test_clear_errors_for_bad_input(state: Path, tmp_path: Path) -> None:
     assert bad_dir.exit_code == 2 and "does not exist" in bad_dir.output
 
 
-def test_export_refuses_a_corrupted_artifact(state: Path, tmp_path: Path) -> None:
+def test_a_corrupted_artifact_is_refused_by_export_and_rollback(state: Path, tmp_path: Path) -> None:
+    assert ctl("promote", "b", "--reason", "newer", "--state-dir", state).exit_code == 0
     with Registry.open(state) as registry:
         path = registry.artifacts.path(registry.get("a").artifact_sha256, ONNX_SUFFIX)
-    path.write_bytes(path.read_bytes()[:-1] + b"\x00")
-    result = ctl("export", "a", "-o", tmp_path / "a.onnx", "--state-dir", state)
-    assert result.exit_code == 1 and "corrupted" in result.output and not (tmp_path / "a.onnx").exists()
-    rollback = ctl("rollback", "--to", "a", "--state-dir", state)
-    assert rollback.exit_code == 1  # a is the live one already; either way nothing changed
+    path.write_bytes(path.read_bytes()[:-1] + bytes([path.read_bytes()[-1] ^ 0xFF]))
+    exported = ctl("export", "a", "-o", tmp_path / "a.onnx", "--state-dir", state)
+    assert exported.exit_code == 1 and "is corrupted" in exported.output and not (tmp_path / "a.onnx").exists()
+    back = ctl("rollback", "--reason", "b wobbles", "--state-dir", state)
+    assert back.exit_code == 1 and "is corrupted" in back.output and "b stays live" in back.output
     with Registry.open(state) as registry:
-        assert registry.live("cartpole").id == "a"
+        assert registry.live("cartpole").id == "b" and registry.check() == []
 
 
 def test_the_serving_modules_do_not_import_torch() -> None:
