@@ -5,8 +5,11 @@ Heavy imports (torch, gymnasium, MuJoCo) happen inside the commands so that ``sr
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -141,6 +144,19 @@ ActorOpt = Annotated[str | None, typer.Option(
     "--actor", help="Who acts, for the audit log [default: $SRGHN_ACTOR, else user@host].", show_default=False)]
 
 
+@contextlib.contextmanager
+def _handled() -> Iterator[None]:
+    """Library errors (and a registry database SQLite cannot use) become a one-line error and an exit code."""
+    try:
+        yield
+    except SrghnError as exc:
+        raise fail(exc) from None
+    except sqlite3.DatabaseError as exc:
+        from srghn.deploy.errors import RegistryError
+
+        raise fail(RegistryError(f"the registry database cannot be used: {exc}")) from None
+
+
 def _open_registry(state_dir: Path | None, create: bool = False):
     from srghn.deploy.registry import Registry
     from srghn.deploy.state import resolve_state_dir
@@ -219,7 +235,7 @@ def champions(
     """List registered champions, newest first: status, lineage, fitness, gate verdict."""
     from srghn.deploy.registry import STATUSES
 
-    try:
+    with _handled():
         if status is not None and status not in STATUSES:
             raise ConfigError(f"--status must be one of {', '.join(STATUSES)}, got {status!r}")
         with _open_registry(state_dir) as registry:
@@ -228,8 +244,6 @@ def champions(
                                   f"{', '.join(registry.robots()) or 'none'}")
             rows = registry.list(robot, status)
             lkg = {r: getattr(registry.last_known_good(r), "id", None) for r in registry.robots()}
-    except SrghnError as exc:
-        raise fail(exc) from None
     if as_json:
         print(json.dumps([c.to_dict() | {"last_known_good": lkg.get(c.robot) == c.id} for c in rows], indent=2))
         return
@@ -255,12 +269,9 @@ def _report_table(report) -> Table:
 @app.command()
 def show(champion_id: IdArg, as_json: JsonOpt = False, state_dir: StateDirOpt = None) -> None:
     """Show one champion: provenance, fitness statistics, artifact, and its stored gate report."""
-    try:
-        with _open_registry(state_dir) as registry:
-            c = registry.get(champion_id)
-            intact = registry.artifacts.verify(c.artifact_sha256, ".onnx")
-    except SrghnError as exc:
-        raise fail(exc) from None
+    with _handled(), _open_registry(state_dir) as registry:
+        c = registry.get(champion_id)
+        intact = registry.artifacts.verify(c.artifact_sha256, ".onnx")
     if as_json:
         print(json.dumps(c.to_dict() | {"artifact_verified": intact}, indent=2))
         return
@@ -295,11 +306,8 @@ def lineage(champion_id: IdArg, as_json: JsonOpt = False, state_dir: StateDirOpt
     """Show a champion's lineage as a tree: its ancestors (parents, their parents, ...) and its descendants."""
     from rich.tree import Tree
 
-    try:
-        with _open_registry(state_dir) as registry:
-            data = registry.lineage(champion_id)
-    except SrghnError as exc:
-        raise fail(exc) from None
+    with _handled(), _open_registry(state_dir) as registry:
+        data = registry.lineage(champion_id)
     if as_json:
         print(json.dumps(data, indent=2))
         return
@@ -326,13 +334,10 @@ def gate(champion_id: IdArg, as_json: JsonOpt = False, actor: ActorOpt = None, s
     """
     from srghn.deploy.champions import gate_champion
 
-    try:
-        with _open_registry(state_dir) as registry:
-            champion = registry.get(champion_id)
-            with err.status(f"gating {champion.id}"):
-                report = gate_champion(registry, champion.id, _actor(actor))
-    except SrghnError as exc:
-        raise fail(exc) from None
+    with _handled(), _open_registry(state_dir) as registry:
+        champion = registry.get(champion_id)
+        with err.status(f"gating {champion.id}"):
+            report = gate_champion(registry, champion.id, _actor(actor))
     if as_json:
         print(report.to_json())
     else:
@@ -356,11 +361,8 @@ def promote(
     state_dir: StateDirOpt = None,
 ) -> None:
     """Make a champion live for its robot. Refuses candidates without a passing, current gate report."""
-    try:
-        with _open_registry(state_dir) as registry:
-            event = registry.promote(champion_id, _actor(actor), reason, force)
-    except SrghnError as exc:
-        raise fail(exc) from None
+    with _handled(), _open_registry(state_dir) as registry:
+        event = registry.promote(champion_id, _actor(actor), reason, force)
     forced = f" (FORCED over {', '.join(event.detail['overridden'])})" if event.forced else ""
     out.print(escape(f"promoted {event.to_id} to live for {event.robot} (was {event.from_id or 'nothing'}){forced}"),
               highlight=False, soft_wrap=True)
@@ -377,11 +379,8 @@ def rollback(
     state_dir: StateDirOpt = None,
 ) -> None:
     """Go back to the previous live champion (or to --to). A corrupted target is refused; the live one stays."""
-    try:
-        with _open_registry(state_dir) as registry:
-            event = registry.rollback(_actor(actor), robot, to, reason)
-    except SrghnError as exc:
-        raise fail(exc) from None
+    with _handled(), _open_registry(state_dir) as registry:
+        event = registry.rollback(_actor(actor), robot, to, reason)
     out.print(escape(f"rolled back {event.robot}: {event.to_id} is live (was {event.from_id})"), highlight=False,
               soft_wrap=True)
 
@@ -396,7 +395,7 @@ def export(
     """Write a champion's verified ONNX model to a file (one self-contained .onnx; contract in its metadata)."""
     from srghn.deploy.artifacts import atomic_write
 
-    try:
+    with _handled():
         if output.is_dir():
             raise ConfigError(f"--output {output} is a directory; give a file name such as {output}/policy.onnx")
         if not output.parent.is_dir():
@@ -405,8 +404,6 @@ def export(
             champion = registry.get(champion_id)
             data = registry.load_model(champion.id)
         atomic_write(output, data)
-    except SrghnError as exc:
-        raise fail(exc) from None
     out.print(escape(f"wrote {champion.id} to {output} ({len(data):,} bytes, sha256 {champion.artifact_sha256[:16]}…)"),
               highlight=False, soft_wrap=True)
 
@@ -419,11 +416,8 @@ def history(
     state_dir: StateDirOpt = None,
 ) -> None:
     """Show the audit log: registrations, gate runs, promotions, rollbacks and refusals (who, when, why)."""
-    try:
-        with _open_registry(state_dir) as registry:
-            events = registry.history(robot, limit)
-    except SrghnError as exc:
-        raise fail(exc) from None
+    with _handled(), _open_registry(state_dir) as registry:
+        events = registry.history(robot, limit)
     if as_json:
         print(json.dumps([e.to_dict() for e in events], indent=2))
         return
