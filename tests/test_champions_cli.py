@@ -144,6 +144,10 @@ def test_clear_errors_for_bad_input(state: Path, tmp_path: Path) -> None:
     assert force.exit_code == 2 and "--force needs --reason" in force.output
     bad_dir = ctl("export", "a", "-o", tmp_path / "no" / "such" / "x.onnx", "--state-dir", state)
     assert bad_dir.exit_code == 2 and "does not exist" in bad_dir.output
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "registry.db").write_bytes(b"not a database" * 64)
+    junk = ctl("history", "--state-dir", tmp_path / "junk")
+    assert junk.exit_code == 1 and "not a readable SQLite registry" in junk.output
 
 
 def test_a_corrupted_artifact_is_refused_by_export_and_rollback(state: Path, tmp_path: Path) -> None:
