@@ -5,14 +5,19 @@ Heavy imports (torch, gymnasium, MuJoCo) happen inside the commands so that ``sr
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from srghn import ConfigError, SrghnError
 
@@ -23,12 +28,15 @@ app = typer.Typer(
 err = Console(stderr=True)
 out = Console()
 
+StateDirOpt = Annotated[Path | None, typer.Option(
+    "--state-dir", help="State directory holding the champion registry [default: $SRGHN_STATE_DIR, else the "
+    "platform's user state dir for srghn].", show_default=False)]
 RobotOpt = Annotated[str, typer.Option("--robot", "-r", help="Built-in profile name (see `profiles`) or a .toml path.")]
 
 
 def fail(exc: SrghnError) -> typer.Exit:
     """Print a library error without a traceback; exit 2 for bad input, 1 for anything else."""
-    err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)  # greppable: no hard wraps
     return typer.Exit(2 if isinstance(exc, ConfigError) else 1)
 
 
@@ -64,10 +72,17 @@ def evolve(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for metrics, plot, population, champion.")]
     = Path("runs/evolve"),
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout at the end.")] = False,
+    state_dir: StateDirOpt = None,
+    register: Annotated[bool, typer.Option(
+        "--register/--no-register", help="Register the champion and runners-up as candidates in the registry.")]
+    = True,
+    register_top: Annotated[int, typer.Option(
+        min=1, help="How many of the final population to register (champion first).")] = 3,
 ) -> None:
     """Evolve an SR-GHN population for a robot in simulation, optionally switching regime mid-run.
 
-    Writes metrics.jsonl, fitness.png, population.npz, champion.npz and summary.json into --out.
+    Writes metrics.jsonl, fitness.png, population.npz, champion.npz and summary.json into --out, then registers
+    the champion and the best runners-up as candidates (exported to ONNX, parity-checked) in the registry.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -93,6 +108,8 @@ def evolve(
     except KeyboardInterrupt:
         err.print(f"interrupted: the generations done so far are saved in {out_dir}")
         raise typer.Exit(130) from None
+    if register:
+        summary["registered"] = _register_run(settings.profile, out_dir, state_dir, register_top)
     if as_json:
         print(json.dumps(summary))
     else:
@@ -173,6 +190,311 @@ def _print_summary(summary: dict) -> None:
             line += f"; ≥ {s['target']:g}: {'never' if s['target_regained'] is None else s['target_regained']}"
         table.add_row(f"switch → {s['regime']} @ {s['switch_at']}", line)
     table.add_row("output", summary["out"])
+    out.print(table)
+
+
+# -- champions: registry, gates, promotion and rollback (design.md §4) ---------------------------------------------
+# These commands work directly on the registry in the state directory. Read commands never create it.
+
+IdArg = Annotated[str, typer.Argument(help="Champion id (or a unique prefix of one), as listed by `champions`.",
+                                      show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why: recorded in the audit log.")]
+ActorOpt = Annotated[str | None, typer.Option(
+    "--actor", help="Who acts, for the audit log [default: $SRGHN_ACTOR, else user@host].", show_default=False)]
+
+
+@contextlib.contextmanager
+def _handled() -> Iterator[None]:
+    """Library errors (and a registry database SQLite cannot use) become a one-line error and an exit code."""
+    try:
+        yield
+    except SrghnError as exc:
+        raise fail(exc) from None
+    except sqlite3.DatabaseError as exc:
+        from srghn.deploy.errors import RegistryError
+
+        raise fail(RegistryError(f"the registry database cannot be used: {exc}")) from None
+
+
+def _open_registry(state_dir: Path | None, create: bool = False):
+    from srghn.deploy.registry import Registry
+    from srghn.deploy.state import resolve_state_dir
+
+    return Registry.open(resolve_state_dir(state_dir), create=create)
+
+
+def _actor(actor: str | None) -> str:
+    from srghn.deploy.state import default_actor
+
+    return actor or default_actor()
+
+
+def _register_run(profile, out_dir: Path, state_dir: Path | None, top: int) -> list[str]:
+    from srghn.deploy.champions import register_run
+    from srghn.deploy.state import default_actor
+
+    try:
+        with _open_registry(state_dir, create=True) as registry:
+            with err.status("registering candidates (ONNX export + parity check)"):
+                champions = register_run(registry, profile, out_dir, top, actor=default_actor())
+            err.print(f"registered {len(champions)} candidate(s) in {registry.state_dir}: "
+                      f"{', '.join(c.id for c in champions)}; next: `srghn-ctl gate {champions[0].id}`",
+                      highlight=False, soft_wrap=True)
+            return [c.id for c in champions]
+    except SrghnError as exc:
+        err.print(f"the run is saved in {out_dir}, but registering its champions failed")
+        raise fail(exc) from None
+
+
+def _fmt(value: object, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3g}"
+    return str(value)
+
+
+STATUS_STYLE = {"live": "bold green", "passed": "green", "failed": "red", "retired": "dim", "candidate": "yellow"}
+
+
+def _table(*columns: str, **kwargs) -> Table:
+    """A table whose cells wrap instead of being cut (ids must stay readable in an 80-column terminal)."""
+    table = Table(**kwargs)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
+
+
+def _row(table: Table, *cells: object) -> None:
+    """Add a row of plain text (no rich markup: gate names like ``floor[nominal]`` hold brackets)."""
+    table.add_row(*(c if isinstance(c, Text) else Text(str(c)) for c in cells))
+
+
+def _status(status: str, suffix: str = "") -> Text:
+    return Text(status + suffix, style=STATUS_STYLE.get(status, ""))
+
+
+def _gates_cell(champion) -> str:
+    report = champion.gate_report
+    if report is None:
+        return "-"
+    if report.passed:
+        return "pass"
+    return "FAIL hard" if report.failed_hard else "fail soft"
+
+
+@app.command()
+def champions(
+    robot: Annotated[str | None, typer.Option("--robot", "-r", help="Only this robot's champions.")] = None,
+    status: Annotated[str | None, typer.Option(
+        help="Only champions in this status: candidate, passed, failed, live or retired.")] = None,
+    as_json: JsonOpt = False,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """List registered champions, newest first: status, lineage, fitness, gate verdict."""
+    from srghn.deploy.registry import STATUSES
+
+    with _handled():
+        if status is not None and status not in STATUSES:
+            raise ConfigError(f"--status must be one of {', '.join(STATUSES)}, got {status!r}")
+        with _open_registry(state_dir) as registry:
+            if robot is not None and robot not in registry.robots():
+                raise ConfigError(f"no champions registered for robot {robot!r}; robots in the registry: "
+                                  f"{', '.join(registry.robots()) or 'none'}")
+            rows = registry.list(robot, status)
+            lkg = {r: getattr(registry.last_known_good(r), "id", None) for r in registry.robots()}
+    if as_json:
+        print(json.dumps([c.to_dict() | {"last_known_good": lkg.get(c.robot) == c.id} for c in rows], indent=2))
+        return
+    table = _table("id", "robot", "status", "gen", "regime", "fitness", "gates", "parents",
+                   title=f"champions ({len(rows)})")
+    for c in rows:
+        suffix = " (lkg)" if lkg.get(c.robot) == c.id and c.status != "live" else ""
+        _row(table, c.id, c.robot, _status(c.status, suffix), _fmt(c.generation), _fmt(c.regime),
+             _fmt(c.fitness.get("fitness")), _gates_cell(c), ", ".join(c.parents) or "-")
+    out.print(table)
+
+
+def _report_table(report) -> Table:
+    table = _table("gate", "kind", "threshold", "measured", "verdict", "detail",
+                   title=escape(f"gates of {report.champion_id} vs live {report.incumbent_id or '(none)'}: "
+                                f"{'PASSED' if report.passed else 'FAILED'} ({report.wall_s:.1f} s)"))
+    for g in report.gates:
+        _row(table, g.name, "hard" if g.hard else "soft", _fmt(g.threshold, 3), _fmt(g.measured, 3),
+             Text("pass", style="green") if g.passed else Text("FAIL", style="bold red"), g.detail)
+    return table
+
+
+@app.command()
+def show(champion_id: IdArg, as_json: JsonOpt = False, state_dir: StateDirOpt = None) -> None:
+    """Show one champion: provenance, fitness statistics, artifact, and its stored gate report."""
+    with _handled(), _open_registry(state_dir) as registry:
+        c = registry.get(champion_id)
+        intact = registry.artifacts.verify(c.artifact_sha256, ".onnx")
+    if as_json:
+        print(json.dumps(c.to_dict() | {"artifact_verified": intact}, indent=2))
+        return
+    table = _table("field", "value", show_header=False, title=escape(f"champion {c.id}"))
+    _row(table, "robot / status", Text(f"{c.robot} / ") + _status(c.status))
+    _row(table, "generation / regime / seed", f"{_fmt(c.generation)} / {_fmt(c.regime)} / {_fmt(c.seed)}")
+    _row(table, "parents", ", ".join(c.parents) or "-")
+    _row(table, "fitness", ", ".join(f"{k} {_fmt(v)}" for k, v in c.fitness.items()))
+    _row(table, "policy", "→".join(str(n) for n in [c.policy["obs_dim"], *c.policy["hidden"], c.policy["act_dim"]])
+         + (" discrete" if c.policy["discrete"] else " continuous"))
+    _row(table, "artifact", Text(f"sha256 {c.artifact_sha256} ({c.artifact_bytes:,} bytes) ")
+         + (Text("verified", style="green") if intact else Text("CORRUPTED OR MISSING", style="bold red")))
+    _row(table, "export parity", _fmt(c.meta.get("export", {}).get("parity_max_abs_diff"), 3))
+    _row(table, "run", _fmt(c.run_dir))
+    _row(table, "registered", c.created_at)
+    out.print(table)
+    if c.gate_report is not None:
+        out.print(_report_table(c.gate_report))
+    else:
+        out.print(escape(f"no gate report yet: `srghn-ctl gate {c.id}`"), highlight=False, soft_wrap=True)
+
+
+def _lineage_label(node: dict) -> Text:
+    if not node["registered"]:
+        return Text(node["id"]) + Text(" (not registered)", style="dim")
+    return (Text(node["id"], style="bold") + Text(" ") + _status(node["status"])
+            + Text(f" gen {_fmt(node['generation'])} {_fmt(node['regime'])} fitness {_fmt(node['fitness'])}"))
+
+
+@app.command()
+def lineage(champion_id: IdArg, as_json: JsonOpt = False, state_dir: StateDirOpt = None) -> None:
+    """Show a champion's lineage as a tree: its ancestors (parents, their parents, ...) and its descendants."""
+    from rich.tree import Tree
+
+    with _handled(), _open_registry(state_dir) as registry:
+        data = registry.lineage(champion_id)
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    tree = Tree(_lineage_label(data))
+
+    def grow(branch: Tree, nodes: list[dict], key: str) -> None:
+        for node in nodes:
+            grow(branch.add(_lineage_label(node)), node.get(key, []), key)
+
+    if data["parents"]:
+        grow(tree.add("[italic]ancestors (parent → its parents)[/]"), data["parents"], "parents")
+    else:
+        tree.add("[italic]no parents: an initial individual[/]")
+    if data["children"]:
+        grow(tree.add("[italic]descendants[/]"), data["children"], "children")
+    out.print(tree)
+
+
+@app.command()
+def gate(champion_id: IdArg, as_json: JsonOpt = False, actor: ActorOpt = None, state_dir: StateDirOpt = None) -> None:
+    """Run the safety gate suite on a champion against the robot's live champion; store and print the report.
+
+    Exits 1 when a gate failed (the report is stored either way).
+    """
+    from srghn.deploy.champions import gate_champion
+
+    with _handled(), _open_registry(state_dir) as registry:
+        champion = registry.get(champion_id)
+        with err.status(f"gating {champion.id}"):
+            report = gate_champion(registry, champion.id, _actor(actor))
+    if as_json:
+        print(report.to_json())
+    else:
+        out.print(_report_table(report))
+    if not report.passed:
+        kinds = (f"hard: {', '.join(report.failed_hard)}" if report.failed_hard else "") + (
+            ("; " if report.failed_hard and report.failed_soft else "")
+            + (f"soft: {', '.join(report.failed_soft)}" if report.failed_soft else ""))
+        err.print(f"[bold red]gates failed[/] ({escape(kinds)})", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def promote(
+    champion_id: IdArg,
+    reason: ReasonOpt = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Override failed SOFT gates (regression, latency); needs --reason. Hard gates never yield.")]
+    = False,
+    actor: ActorOpt = None,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Make a champion live for its robot. Refuses candidates without a passing, current gate report."""
+    with _handled(), _open_registry(state_dir) as registry:
+        event = registry.promote(champion_id, _actor(actor), reason, force)
+    forced = f" (FORCED over {', '.join(event.detail['overridden'])})" if event.forced else ""
+    out.print(escape(f"promoted {event.to_id} to live for {event.robot} (was {event.from_id or 'nothing'}){forced}"),
+              highlight=False, soft_wrap=True)
+
+
+@app.command()
+def rollback(
+    to: Annotated[str | None, typer.Option(
+        "--to", help="Champion (previously live) to go back to [default: the previous live champion].")] = None,
+    robot: Annotated[str | None, typer.Option(
+        "--robot", "-r", help="Robot to roll back [default: the only robot with a live champion].")] = None,
+    reason: ReasonOpt = None,
+    actor: ActorOpt = None,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Go back to the previous live champion (or to --to). A corrupted target is refused; the live one stays."""
+    with _handled(), _open_registry(state_dir) as registry:
+        event = registry.rollback(_actor(actor), robot, to, reason)
+    out.print(escape(f"rolled back {event.robot}: {event.to_id} is live (was {event.from_id})"), highlight=False,
+              soft_wrap=True)
+
+
+@app.command()
+def export(
+    champion_id: IdArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write the .onnx model to.",
+                                         show_default=False)],
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Write a champion's verified ONNX model to a file (one self-contained .onnx; contract in its metadata)."""
+    from srghn.deploy.artifacts import atomic_write
+
+    with _handled():
+        if output.is_dir():
+            raise ConfigError(f"--output {output} is a directory; give a file name such as {output}/policy.onnx")
+        if not output.parent.is_dir():
+            raise ConfigError(f"--output {output}: directory {output.parent} does not exist")
+        with _open_registry(state_dir) as registry:
+            champion = registry.get(champion_id)
+            data = registry.load_model(champion.id)
+        atomic_write(output, data)
+    out.print(escape(f"wrote {champion.id} to {output} ({len(data):,} bytes, sha256 {champion.artifact_sha256[:16]}…)"),
+              highlight=False, soft_wrap=True)
+
+
+@app.command()
+def history(
+    robot: Annotated[str | None, typer.Option("--robot", "-r", help="Only this robot's events.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the last N events.")] = None,
+    as_json: JsonOpt = False,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Show the audit log: registrations, gate runs, promotions, rollbacks and refusals (who, when, why)."""
+    with _handled(), _open_registry(state_dir) as registry:
+        events = registry.history(robot, limit)
+    if as_json:
+        print(json.dumps([e.to_dict() for e in events], indent=2))
+        return
+    table = _table("#", "time (UTC)", "robot", "event", "actor", "from", "to", "reason / detail",
+                   title=f"audit log ({len(events)} events)")
+    for e in events:
+        kind = Text(e.kind) + (Text(" FORCED", style="bold yellow") if e.forced else Text(""))
+        detail = e.reason or ""
+        if e.kind == "gate":
+            detail = ("passed" if e.detail.get("passed") else
+                      f"failed {', '.join(e.detail.get('failed_hard', []) + e.detail.get('failed_soft', []))}")
+        elif e.kind == "refused":
+            detail = f"{e.detail.get('action')}: {e.detail.get('why')}" + (f" ({e.reason})" if e.reason else "")
+        elif e.forced:
+            detail += f" (overrode {', '.join(e.detail.get('overridden', []))})"
+        _row(table, e.seq, e.time[:19].replace("T", " "), e.robot, kind, e.actor, e.from_id or "-", e.to_id or "-",
+             detail)
     out.print(table)
 
 

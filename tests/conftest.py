@@ -1,12 +1,22 @@
-"""Shared fixtures: built-in profiles and small SR-GHN populations."""
+"""Shared fixtures: built-in profiles, small SR-GHN populations, a real exported policy and tmp registries."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from champion_helpers import cartpole_controller
 
 from srghn.controller.ghn import SRGHN, GHNConfig
+from srghn.deploy.registry import Registry
 from srghn.sim.profiles import available_profiles, load_profile
+
+
+@pytest.fixture(autouse=True)
+def isolated_state_dir(tmp_path_factory, monkeypatch):
+    """No test (nor a subprocess it starts) writes to the user's real state directory."""
+    monkeypatch.setenv("SRGHN_STATE_DIR", str(tmp_path_factory.mktemp("state")))
 
 
 @pytest.fixture(params=available_profiles())
@@ -30,3 +40,19 @@ def make_population():
         return ghn, ghn.init_params(n, torch.Generator().manual_seed(seed))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def cartpole_model() -> bytes:
+    """One real exported CartPole policy (exporting takes about a second, so once per session)."""
+    from srghn.deploy.champions import export_for_profile
+
+    return export_for_profile(load_profile("cartpole"), cartpole_controller((0, 0, 1, 1)), "cp-model").model
+
+
+@pytest.fixture
+def registry(tmp_path: Path):
+    """A fresh registry in a tmp state directory."""
+    reg = Registry.open(tmp_path / "state", create=True)
+    yield reg
+    reg.close()

@@ -22,6 +22,7 @@ from srghn.controller.evolution import EvolutionConfig
 from srghn.controller.ghn import GHNConfig
 from srghn.controller.policy import PolicySpec
 from srghn.sim.envs import NOMINAL, regimes_of
+from srghn.sim.gate_config import GateConfig, parse_gates
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -62,6 +63,8 @@ class RobotProfile:
     """Extra keyword arguments for ``gymnasium.make``."""
     source: str = ""
     """File the profile was loaded from."""
+    gates: GateConfig = GateConfig()
+    """Safety gate thresholds (the ``[gates]`` table)."""
 
     def to_dict(self) -> dict:
         """JSON-ready copy (stored with every run)."""
@@ -71,6 +74,7 @@ class RobotProfile:
             "evolution": self.evolution.to_dict(), "episodes": self.episodes, "generations": self.generations,
             "reward_offset": self.reward_offset, "solved_fitness": self.solved_fitness,
             "description": self.description, "env_kwargs": dict(self.env_kwargs), "source": self.source,
+            "gates": self.gates.to_dict(),
         }
 
 
@@ -100,7 +104,7 @@ def load_profile(name_or_path: str | Path) -> RobotProfile:
 def parse_profile(data: dict, source: str = "") -> RobotProfile:
     """Validate a parsed TOML document into a profile; errors name the field."""
     known = {"name", "description", "env_id", "regimes", "switch_regime", "solved_fitness", "reward_offset",
-             "env_kwargs", "observation", "action", "policy", "ghn", "evolution"}
+             "env_kwargs", "observation", "action", "policy", "ghn", "evolution", "gates"}
     _no_unknown(data, known, "")
     name = _get(data, "name", str)
     env_id = _get(data, "env_id", str)
@@ -156,6 +160,7 @@ def parse_profile(data: dict, source: str = "") -> RobotProfile:
         reward_offset=_get(data, "reward_offset", float) if "reward_offset" in data else 0.0,
         solved_fitness=solved, description=str(data.get("description", "")),
         env_kwargs=MappingProxyType(dict(_table(data, "env_kwargs"))), source=source,
+        gates=_wrap(lambda: parse_gates(_table(data, "gates"), regimes), "gates"),
     )
 
 

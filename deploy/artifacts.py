@@ -1,0 +1,104 @@
+"""Content-addressed artifact store: ``<root>/<sha256><suffix>``, written atomically, verified on every read.
+
+Writes go to a temporary file in the same directory, are fsynced, renamed over the final name and the directory
+is fsynced, so a crash leaves either no file or the whole file. Reads hash the bytes and refuse any mismatch with
+:class:`ArtifactCorrupted`, naming the file and both hashes. No torch on this path (the live server uses it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from srghn.deploy.errors import ArtifactCorrupted, RegistryError
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def sha256_hex(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable (no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via temp -> fsync -> rename -> fsync(dir)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+class ArtifactStore:
+    """Files named by the sha256 of their bytes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, sha256: str, suffix: str) -> Path:
+        """Where the artifact with this hash lives (whether or not it exists)."""
+        if not SHA256_RE.match(sha256):
+            raise RegistryError(f"not a sha256 hex digest: {sha256!r}")
+        return self.root / f"{sha256}{suffix}"
+
+    def put(self, data: bytes, suffix: str) -> str:
+        """Store ``data`` (idempotent: an intact existing copy is kept) and return its sha256."""
+        digest = sha256_hex(data)
+        path = self.path(digest, suffix)
+        self.root.mkdir(parents=True, exist_ok=True)
+        if path.exists() and sha256_hex(path.read_bytes()) == digest:
+            return digest
+        atomic_write(path, data)
+        return digest
+
+    def read(self, sha256: str, suffix: str) -> bytes:
+        """The artifact's bytes, after checking they still hash to ``sha256``."""
+        path = self.path(sha256, suffix)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ArtifactCorrupted(f"artifact {path} is missing (expected sha256 {sha256})") from None
+        except OSError as exc:
+            raise ArtifactCorrupted(f"artifact {path} cannot be read: {exc}") from exc
+        actual = sha256_hex(data)
+        if actual != sha256:
+            raise ArtifactCorrupted(f"artifact {path} is corrupted: its bytes hash to sha256 {actual}, the registry "
+                                    f"recorded {sha256}; refusing to load it")
+        return data
+
+    def read_unverified(self, sha256: str, suffix: str) -> bytes | None:
+        """The raw bytes (for the integrity gate, which reports the mismatch itself); None if missing."""
+        try:
+            return self.path(sha256, suffix).read_bytes()
+        except OSError:
+            return None
+
+    def verify(self, sha256: str, suffix: str) -> bool:
+        """Whether the artifact exists and hashes to ``sha256``."""
+        try:
+            self.read(sha256, suffix)
+        except ArtifactCorrupted:
+            return False
+        return True

@@ -1,0 +1,131 @@
+"""Release operations that need more than the registry: export + register, run the gates, register a run.
+
+This module imports torch (through the exporter) and the simulator; the registry and artifact store do not.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from srghn import CheckpointError
+from srghn.deploy.errors import ArtifactCorrupted
+from srghn.deploy.onnx_export import ExportResult, export_policy
+from srghn.deploy.registry import ONNX_SUFFIX, Champion, Registry
+from srghn.safety.gates import run_gate_suite
+from srghn.safety.report import GateReport
+from srghn.safety.stress import record_observations, stress_observations
+from srghn.sim.profiles import PROFILE_DIR, RobotProfile, available_profiles, load_profile
+
+
+def run_tag(robot: str, seed: int) -> str:
+    """A fresh tag for one evolution run: ``<robot>-s<seed>-<6 hex>``; ids are ``<tag>-i<individual>``."""
+    return f"{robot}-s{seed}-{uuid.uuid4().hex[:6]}"
+
+
+def export_for_profile(profile: RobotProfile, params: np.ndarray, champion_id: str,
+                       extra_meta: dict | None = None) -> ExportResult:
+    """Export ``params`` with the profile's parity tolerance and observation clip, checked on its stress set
+    (random, extreme, NaN/Inf rows plus observations recorded from seeded episodes of its simulator)."""
+    seed = profile.gates.seed
+    recorded = record_observations(profile, params, seed=seed)
+    stress = stress_observations(profile.policy.obs_dim, seed, recorded)
+    return export_policy(profile.policy, params, robot=profile.name, champion_id=champion_id, stress=stress,
+                         obs_clip=profile.gates.obs_clip, tol=profile.gates.parity_tol, extra_meta=extra_meta)
+
+
+def register_policy(registry: Registry, profile: RobotProfile, params: np.ndarray, *, champion_id: str,
+                    parents: tuple[str, ...] = (), generation: int | None = None, regime: str | None = None,
+                    seed: int | None = None, run_dir: str | None = None, fitness: dict | None = None,
+                    meta: dict | None = None, actor: str = "srghn") -> Champion:
+    """Export ``params`` (parity-checked) and register it as a candidate."""
+    provenance = {"generation": generation, "regime": regime, "seed": seed, "parents": list(parents)}
+    result = export_for_profile(profile, params, champion_id, {"provenance": provenance})
+    meta = {**(meta or {}), "profile": _profile_ref(profile),
+            "export": {"parity_max_abs_diff": result.max_abs_diff, "stress_rows": result.stress_rows}}
+    return registry.register(champion_id=champion_id, robot=profile.name, model=result.model, params=params,
+                             policy=profile.policy.to_dict(), parents=parents, generation=generation,
+                             regime=regime, seed=seed, run_dir=run_dir, fitness=fitness, meta=meta, actor=actor)
+
+
+def register_run(registry: Registry, profile: RobotProfile, run_dir: Path, top: int = 3,
+                 actor: str = "srghn") -> list[Champion]:
+    """Register the ``top`` individuals of a finished run's final population (champion first) as candidates."""
+    run_dir = Path(run_dir)
+    try:
+        with np.load(run_dir / "population.npz", allow_pickle=False) as data:
+            policies, fitness = data["policies"], data["fitness"].astype(np.float64)
+            ids, parent_ids = data["ids"], data["parent_ids"]
+            meta = json.loads(str(data["meta"]))
+    except (OSError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"{run_dir / 'population.npz'}: cannot read the final population ({exc})") from exc
+    run_info = _read_json(run_dir / "run.json")
+    seed = int(meta.get("seed", run_info.get("seed", 0)))
+    tag = run_tag(profile.name, seed)
+    scores = np.where(np.isnan(fitness), -np.inf, fitness)
+    order = np.argsort(-scores, kind="stable")[:top]
+    finite = fitness[np.isfinite(fitness)]
+    stats = {"population": int(len(fitness)),
+             "population_best": float(finite.max()) if finite.size else None,
+             "population_mean": float(finite.mean()) if finite.size else None,
+             "population_median": float(np.median(finite)) if finite.size else None,
+             "population_std": float(finite.std()) if finite.size else None,
+             "episodes": run_info.get("episodes")}
+    registered = []
+    for rank, index in enumerate(order, start=1):
+        parent = int(parent_ids[index])
+        registered.append(register_policy(
+            registry, profile, policies[index], champion_id=f"{tag}-i{int(ids[index])}",
+            parents=(f"{tag}-i{parent}",) if parent >= 0 else (), generation=int(meta.get("generation", 0)),
+            regime=meta.get("regime"), seed=seed, run_dir=str(run_dir.resolve()),
+            fitness={"fitness": None if np.isnan(fitness[index]) else float(fitness[index]), "rank": rank, **stats},
+            meta={"individual": int(ids[index]), "run_tag": tag, "provenance": run_info.get("provenance", {})},
+            actor=actor))
+    return registered
+
+
+def profile_of(champion: Champion) -> RobotProfile:
+    """The robot profile a champion was registered under (built-in name or profile path)."""
+    return load_profile(champion.meta.get("profile") or champion.robot)
+
+
+def gate_champion(registry: Registry, champion_id: str, actor: str = "srghn",
+                  profile: RobotProfile | None = None) -> GateReport:
+    """Run the gate suite on a champion against the robot's live champion and store the report.
+
+    The candidate's artifact is read without verification so the integrity gate can report a mismatch; its
+    parameters (the parity reference) and the incumbent's artifact are verified on load."""
+    champion = registry.get(champion_id)
+    profile = profile or profile_of(champion)
+    artifact = registry.artifacts.read_unverified(champion.artifact_sha256, ONNX_SUFFIX) or b""
+    params = registry.load_params(champion.id)
+    live = registry.live(champion.robot)
+    incumbent, incumbent_id, incumbent_error = None, None, None
+    if live is not None and live.id != champion.id:
+        incumbent_id = live.id
+        try:
+            incumbent = registry.load_model(live.id)
+        except ArtifactCorrupted as exc:
+            incumbent_error = f"the live champion cannot be compared with: {exc}"
+    report = run_gate_suite(profile, artifact, champion.artifact_sha256, params, champion_id=champion.id,
+                            incumbent=incumbent, incumbent_id=incumbent_id, incumbent_error=incumbent_error)
+    registry.store_report(champion.id, report, actor)
+    return report
+
+
+def _profile_ref(profile: RobotProfile) -> str:
+    """The built-in profile's name, or the path of a profile file (so gating later loads the same thresholds)."""
+    builtin = PROFILE_DIR / f"{profile.name}.toml"
+    if profile.name in available_profiles() and (not profile.source or Path(profile.source).resolve() == builtin):
+        return profile.name
+    return str(Path(profile.source).resolve())
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}

@@ -1,0 +1,125 @@
+"""The registry's SQLite schema and the records it returns (champions and audit events). Plain data, no torch."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from srghn.safety.report import GateReport
+
+SCHEMA_VERSION = 1
+STATUSES = ("candidate", "passed", "failed", "live", "retired")
+
+SCHEMA = """
+CREATE TABLE champions (
+    id TEXT PRIMARY KEY,
+    robot TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('candidate', 'passed', 'failed', 'live', 'retired')),
+    generation INTEGER,
+    regime TEXT,
+    seed INTEGER,
+    run_dir TEXT,
+    fitness TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    artifact_sha256 TEXT NOT NULL,
+    artifact_bytes INTEGER NOT NULL,
+    params_sha256 TEXT NOT NULL,
+    gate_report TEXT,
+    gate_passed INTEGER,
+    meta TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX champions_by_robot ON champions (robot, status);
+CREATE UNIQUE INDEX one_live_per_robot ON champions (robot) WHERE status = 'live';
+CREATE TABLE parents (
+    child TEXT NOT NULL REFERENCES champions (id),
+    parent TEXT NOT NULL,
+    PRIMARY KEY (child, parent)
+);
+CREATE INDEX parents_by_parent ON parents (parent);
+CREATE TABLE robots (
+    robot TEXT PRIMARY KEY,
+    live_id TEXT REFERENCES champions (id),
+    last_known_good_id TEXT REFERENCES champions (id),
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE live_stack (
+    robot TEXT NOT NULL,
+    pos INTEGER NOT NULL,
+    champion_id TEXT NOT NULL REFERENCES champions (id),
+    PRIMARY KEY (robot, pos)
+);
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    time TEXT NOT NULL,
+    robot TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('register', 'gate', 'promote', 'rollback', 'refused')),
+    actor TEXT NOT NULL,
+    reason TEXT,
+    from_id TEXT,
+    to_id TEXT,
+    forced INTEGER NOT NULL DEFAULT 0,
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+"""
+
+
+def now() -> str:
+    """UTC timestamp, ISO 8601 with milliseconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class Champion:
+    """One registered champion."""
+
+    id: str
+    robot: str
+    status: str
+    generation: int | None
+    regime: str | None
+    seed: int | None
+    run_dir: str | None
+    fitness: dict
+    """Fitness statistics: its own fitness, rank and the population's best/mean/median/std."""
+    policy: dict
+    """The policy spec (``PolicySpec.to_dict``)."""
+    artifact_sha256: str
+    artifact_bytes: int
+    params_sha256: str
+    parents: tuple[str, ...]
+    gate_report: GateReport | None
+    meta: dict
+    created_at: str
+
+    def to_dict(self) -> dict:
+        """JSON-ready copy."""
+        return {"id": self.id, "robot": self.robot, "status": self.status, "generation": self.generation,
+                "regime": self.regime, "seed": self.seed, "run_dir": self.run_dir, "fitness": self.fitness,
+                "policy": self.policy, "artifact_sha256": self.artifact_sha256,
+                "artifact_bytes": self.artifact_bytes, "params_sha256": self.params_sha256,
+                "parents": list(self.parents), "meta": self.meta, "created_at": self.created_at,
+                "gate_report": None if self.gate_report is None else json.loads(self.gate_report.to_json())}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One audit-log entry."""
+
+    seq: int
+    time: str
+    robot: str
+    kind: str
+    actor: str
+    reason: str | None
+    from_id: str | None
+    to_id: str | None
+    forced: bool
+    detail: dict
+
+    def to_dict(self) -> dict:
+        """JSON-ready copy."""
+        return {"seq": self.seq, "time": self.time, "robot": self.robot, "kind": self.kind, "actor": self.actor,
+                "reason": self.reason, "from": self.from_id, "to": self.to_id, "forced": self.forced,
+                "detail": self.detail}

@@ -1,0 +1,69 @@
+"""Regression scenarios: fixed-seed episodes of the robot's simulator, driven by an ONNX artifact in ORT.
+
+The artifact itself runs (not the numpy policy it came from), so a scenario tests what would reach the robot.
+Episodes of one regime step side by side with one batched ONNX Runtime call per step. Fitness follows the
+evaluator's convention (return minus ``reward_offset`` per step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+
+from srghn.controller.onnx_policy import OnnxPolicy
+from srghn.sim.evaluator import make_env
+from srghn.sim.profiles import RobotProfile
+
+
+@dataclass(frozen=True)
+class ScenarioResult:
+    """What one policy did in one regime's gate episodes."""
+
+    regime: str
+    fitness: float
+    """Mean fitness over the episodes (the regression score)."""
+    mean_return: float
+    """Mean standard environment return."""
+    min_steps: int
+    """Fewest steps any episode lasted (a fall or crash ends an episode early)."""
+    episodes: int
+
+    def metric(self, name: str) -> float:
+        """The floor metric ``fitness``, ``return`` or ``steps``."""
+        return {"fitness": self.fitness, "return": self.mean_return, "steps": float(self.min_steps)}[name]
+
+
+def run_scenarios(profile: RobotProfile, policy: OnnxPolicy, regimes: tuple[str, ...], episodes: int, seed: int,
+                  max_steps: int | None = None) -> dict[str, ScenarioResult]:
+    """Episodes ``seed, seed + 1, ...`` in every regime; the same seeds for every policy (common random numbers)."""
+    envs = [make_env(profile) for _ in range(episodes)]
+    try:
+        return {regime: _run_regime(envs, profile, policy, regime, seed, max_steps) for regime in regimes}
+    finally:
+        for env in envs:
+            env.close()
+
+
+def _run_regime(envs: list[gym.Env], profile: RobotProfile, policy: OnnxPolicy, regime: str, seed: int,
+                max_steps: int | None) -> ScenarioResult:
+    n = len(envs)
+    obs = np.empty((n, profile.policy.obs_dim), dtype=np.float32)
+    for i, env in enumerate(envs):
+        obs[i], _ = env.reset(seed=seed + i, options={"regime": regime})
+    returns, steps = np.zeros(n), np.zeros(n, dtype=np.int64)
+    active = np.arange(n)
+    while active.size:
+        actions = policy.act(obs[active])
+        still = []
+        for j, i in enumerate(active):
+            o, reward, terminated, truncated, _ = envs[i].step(actions[j])
+            obs[i] = o
+            returns[i] += reward
+            steps[i] += 1
+            if not (terminated or truncated or (max_steps is not None and steps[i] >= max_steps)):
+                still.append(i)
+        active = np.asarray(still, dtype=np.int64)
+    fitness = returns - profile.reward_offset * steps
+    return ScenarioResult(regime, float(fitness.mean()), float(returns.mean()), int(steps.min()), n)
