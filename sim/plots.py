@@ -68,7 +68,8 @@ def plot_bench(runs: dict[str, dict[int, list[GenerationRecord]]], path: Path, t
         for ax, field in ((ax_fit, "best"), (ax_div, "diversity")):
             values = np.array([[getattr(r, field) for r in records[:length]] for records in by_seed.values()])
             ax.plot(gens, np.median(values, axis=0), color=colours(i), label=method)
-            ax.fill_between(gens, values.min(axis=0), values.max(axis=0), color=colours(i), alpha=0.12)
+            if len(runs) <= 6:  # with more methods the bands hide the lines
+                ax.fill_between(gens, values.min(axis=0), values.max(axis=0), color=colours(i), alpha=0.12)
     if target is not None:
         ax_fit.axhline(target, color="grey", linestyle=":", label=f"target {target:g}")
     some_run = next(iter(next(iter(runs.values())).values()))
@@ -79,8 +80,9 @@ def plot_bench(runs: dict[str, dict[int, list[GenerationRecord]]], path: Path, t
             if ax is ax_fit:
                 ax.annotate(f"→ {regime}", (generation, 1.0), xycoords=("data", "axes fraction"),
                             xytext=(3, -12), textcoords="offset points", fontsize=8)
-    ax_fit.set_ylabel("best fitness (median, min–max over seeds)")
-    ax_div.set_ylabel("diversity")
+    ax_fit.set_ylabel("best fitness (median over seeds)" + (", min–max" if len(runs) <= 6 else ""))
+    ax_div.set_ylabel("diversity (log)")
+    ax_div.set_yscale("log")
     ax_div.set_xlabel("generation")
     ax_fit.legend(loc="lower right", fontsize=8, ncol=2)
     fig.suptitle(title)
