@@ -25,6 +25,9 @@ SRGHN_VARIANTS: dict[str, tuple[dict, dict]] = {
     "srghn-gaussian": ({"mutation": "gaussian"}, {}),
     "srghn-random-basis": ({"head": "random_basis"}, {}),
     "srghn-random-selection": ({}, {"random_selection": True}),
+    # survivors keep the fitness they were selected with (re-measured only after a regime change): fewer
+    # evaluations per generation (N * K) than the others get, a less robust fitness, a faster hill-climb
+    "srghn-no-reeval": ({}, {"reevaluate": False}),
 }
 METHODS = (*SRGHN_VARIANTS, *BASELINES)
 
