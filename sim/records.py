@@ -27,7 +27,7 @@ class GenerationRecord:
     best: float
     """Best fitness evaluated this generation."""
     mean: float
-    """Mean fitness over everything evaluated this generation."""
+    """Mean fitness over everything evaluated this generation without a fault (NaN if everything failed)."""
     median: float
     best_return: float
     """Standard environment return of the individual with the best fitness."""
@@ -41,6 +41,10 @@ class GenerationRecord:
     """Individuals evaluated this generation."""
     env_steps: int
     total_env_steps: int
+    faults: dict = field(default_factory=dict)
+    """Individuals whose evaluation failed, by kind of fault (``timeout``, ``worker_died``, ``exception``,
+    ``memory_limit``, ``non_finite``, ...); empty when none did. Failed individuals have fitness ``-inf`` and are
+    left out of ``mean`` and ``median``."""
     timing: dict = field(default_factory=dict)
     """Wall-clock seconds: ``wall_s`` (whole generation), ``ghn_s`` (reproduction + policy generation),
     ``eval_s`` (simulation). Machine-dependent, so excluded from determinism checks."""
