@@ -51,10 +51,10 @@ class RayJobActor:
         self.runner = JobRunner(spec_json)
 
     def run(self, regime: str, policies: np.ndarray, rows: np.ndarray,
-            seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
-        """Play one job; returns per-episode ``(returns, fitness, steps, failures)``."""
+            seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str], bool]:
+        """Play one job; returns per-episode ``(returns, fitness, steps, failures)`` and whether to retire."""
         r = self.runner.run(regime, policies, rows, seeds)
-        return r.returns, r.fitness, r.steps, r.failures
+        return r.returns, r.fitness, r.steps, r.failures, r.retire
 
     def pid(self) -> int:
         """The actor's process id."""
@@ -149,7 +149,7 @@ class RayEvaluator:
     def _collect(self, ref, slot: int, job: Job) -> EpisodeResults:
         ray = self.ray
         try:
-            returns, fitness, steps, failures = ray.get(ref)
+            returns, fitness, steps, failures, retire = ray.get(ref)
         except ray.exceptions.RayActorError as exc:
             log.warning("Ray actor %d died during job %d (%s); replacing it", slot, job.id, exc)
             self._replace(slot)
@@ -159,7 +159,7 @@ class RayEvaluator:
             return EpisodeResults.failed(job.size, f"exception: {type(exc).__name__}: {str(exc)[:200]}")
         result = EpisodeResults(np.asarray(returns, dtype=np.float64), np.asarray(fitness, dtype=np.float64),
                                 np.asarray(steps, dtype=np.int64), {int(k): str(v) for k, v in failures.items()})
-        if "memory_limit" in result.failures.values():
+        if retire:  # a memory-limit hit or a job-level error: start afresh
             self._replace(slot)
         return result
 

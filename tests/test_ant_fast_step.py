@@ -58,3 +58,22 @@ def test_mujoco_instability_is_non_finite():
     env.unwrapped.reset(seed=0)
     assert not mujoco_unstable(env)
     assert isinstance(env.unwrapped, AntSwitchEnv)
+
+
+def test_ant_results_do_not_depend_on_batching_or_workers():
+    """Batch composition (how many episodes step together) and worker count never change an Ant episode."""
+    from srghn.sim.evaluator import InProcessEvaluator
+    from srghn.sim.workers import LocalEvaluator
+
+    profile = load_profile("ant")
+    rng = np.random.default_rng(8)
+    policies = rng.standard_normal((6, profile.policy.num_params)).astype(np.float32)  # they fall fast
+    seeds = np.array([4, 5])
+    whole = InProcessEvaluator(profile).evaluate(policies, seeds, "invert_back_left")
+    small = InProcessEvaluator(profile, max_envs=5).evaluate(policies, seeds, "invert_back_left")
+    with LocalEvaluator(profile, workers=2, jobs_per_worker=3) as ev:
+        local = ev.evaluate(policies, seeds, "invert_back_left")
+    for other in (small, local):
+        np.testing.assert_array_equal(other.fitness, whole.fitness)
+        np.testing.assert_array_equal(other.returns, whole.returns)
+        assert other.env_steps == whole.env_steps and other.failures == {}
