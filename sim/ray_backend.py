@@ -93,8 +93,10 @@ class RayEvaluator:
         self._actor_class = ray.remote(num_cpus=1, runtime_env={"env_vars": env_vars})(RayJobActor)
         self.replaced = 0
         self.actors = [self._new_actor() for _ in range(workers)]
+        # Asked once per actor, before any job: a busy actor answers nothing until its job is done.
+        self._pids = [a.pid.remote() for a in self.actors]
         try:  # surface a broken profile now, as the local backend does
-            ray.get([a.pid.remote() for a in self.actors], timeout=self.limits.startup_timeout_s)
+            ray.get(self._pids, timeout=self.limits.startup_timeout_s)
         except Exception as exc:
             self.close()
             raise EvaluatorError(f"Ray actors for {self.spec.name!r} could not start: {exc}") from exc
@@ -103,8 +105,8 @@ class RayEvaluator:
         return self._actor_class.remote(self.spec.to_json(), self.limits.nice)
 
     def worker_pids(self) -> list[int]:
-        """Process ids of the actors (on their nodes)."""
-        return self.ray.get([a.pid.remote() for a in self.actors])
+        """Process ids of the actors (on their nodes; a test hook, like the local backend's)."""
+        return self.ray.get(self._pids)
 
     def evaluate(self, policies: np.ndarray, seeds: np.ndarray, regime: str) -> Evaluation:
         """Every row of ``policies`` on every seed in ``regime``; failed individuals get fitness ``-inf``."""
@@ -166,6 +168,7 @@ class RayEvaluator:
     def _replace(self, slot: int) -> None:
         self.ray.kill(self.actors[slot])
         self.actors[slot] = self._new_actor()
+        self._pids[slot] = self.actors[slot].pid.remote()
         self.replaced += 1
 
     def close(self) -> None:

@@ -48,3 +48,52 @@ def test_importing_srghn_sim_does_not_import_ray():
             "print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.mark.slow
+def test_ray_actor_faults_cost_only_their_individuals(tmp_path, monkeypatch):
+    """On Ray too: a raising env fails its individual, a killed actor fails its job and is replaced, a hanging
+    env times out; each time the batch completes and the next one is normal."""
+    import os
+    import signal
+    import threading
+
+    from conftest import TESTS_DIR
+    from shadow_helpers import fault_policies, fault_profile
+    from test_shadow_faults import HEALTHY, SEEDS, _read_pid, check_generation, expected_fitness
+
+    from srghn.sim.ray_backend import RayEvaluator
+    from srghn.sim.workers import WorkerLimits
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS_DIR, os.environ.get("PYTHONPATH", "")]))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # the actors inherit PYTHONPATH
+    try:
+        fifo = tmp_path / "fault.fifo"
+        os.mkfifo(fifo)
+        actions = [0, 1, 0, 1, 0, 1, 2, 0]
+        with RayEvaluator(fault_profile("block", fifo=str(fifo)), workers=2, jobs_per_worker=2) as ev:
+            assert not ev.owns_ray
+            outcome = {}
+            thread = threading.Thread(
+                target=lambda: outcome.update(result=ev.evaluate(fault_policies(actions), SEEDS, "nominal")))
+            thread.start()
+            pid = _read_pid(fifo, timeout_s=60)
+            assert pid in ev.worker_pids()
+            os.kill(pid, signal.SIGKILL)
+            thread.join(60)
+            assert not thread.is_alive()
+            check_generation(outcome["result"], actions, {6}, "worker_died(ray)", lost={7})
+            assert ev.replaced == 1 and pid not in ev.worker_pids()
+            result = ev.evaluate(fault_policies(HEALTHY), SEEDS, "nominal")
+            assert result.failures == {}
+            np.testing.assert_array_equal(result.fitness, expected_fitness(HEALTHY))
+
+        actions = [0, 2, 1, 0]
+        limits = WorkerLimits(job_timeout_s=4.0)
+        with RayEvaluator(fault_profile("hang"), workers=2, jobs_per_worker=2, limits=limits) as ev:
+            check_generation(ev.evaluate(fault_policies(actions), SEEDS, "nominal"), actions, {1}, "timeout",
+                             lost={0})
+            assert ev.replaced == 1
+            assert ev.evaluate(fault_policies(HEALTHY), SEEDS, "nominal").failures == {}
+    finally:
+        ray.shutdown()
