@@ -95,5 +95,10 @@ def test_ray_actor_faults_cost_only_their_individuals(tmp_path, monkeypatch):
                              lost={0})
             assert ev.replaced == 1
             assert ev.evaluate(fault_policies(HEALTHY), SEEDS, "nominal").failures == {}
+
+        with RayEvaluator(fault_profile("raise"), workers=2) as ev:
+            check_generation(ev.evaluate(fault_policies(actions), SEEDS, "nominal"), actions, {1},
+                             "exception: RuntimeError: injected fault")
+            assert ev.replaced == 0
     finally:
         ray.shutdown()
