@@ -147,13 +147,14 @@ class EpisodeRunner:
 
     def __init__(self, spec: RunnerSpec) -> None:
         self.spec = spec
-        self.envs: list[gym.Env] = []
+        self.envs: list[gym.Env | None] = []
+        """The pool; ``None`` where an environment was discarded after a fault (rebuilt on next use)."""
         self.max_steps: int | None = None
 
     def _env(self, i: int) -> gym.Env:
         """Environment ``i`` of the pool, built on first use (or again after it raised)."""
         while len(self.envs) <= i:
-            self.envs.append(None)  # type: ignore[arg-type]
+            self.envs.append(None)
         if self.envs[i] is None:
             env = make_env(self.spec)
             self.max_steps = env.spec.max_episode_steps if env.spec is not None else None

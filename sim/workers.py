@@ -220,8 +220,14 @@ class LocalEvaluator:
         pending = deque(jobs)
         results: dict[int, EpisodeResults] = {}
         while len(results) < len(jobs):
-            for w in self.workers:
+            for w in list(self.workers):
                 if w.state == "idle" and pending:
+                    if w.proc.poll() is not None:  # died while idle (killed between generations): no job lost
+                        log.warning("idle worker pid %d exited (%s); replacing it", w.pid,
+                                    death_reason(w.proc.returncode))
+                        w.reap()
+                        self._replace(w)
+                        continue
                     self._dispatch(w, pending.popleft(), policies, seeds, regime)
             self._pump(results)
         return assemble(b, e, jobs, results)

@@ -154,3 +154,13 @@ def test_generation_records_count_faults():
     assert records[0].best == 30.0 and records[0].mean == 25.0  # failed individuals left out of mean
     assert list(strategy.told[0]) == [20.0, -np.inf, 30.0, -np.inf]
     assert list(strategy.told[1]) == [20.0, 30.0, 30.0, 20.0]
+
+
+def test_a_worker_killed_between_generations_costs_nothing():
+    with LocalEvaluator(fault_profile("none"), workers=2) as ev:
+        second_generation_is_normal(ev)
+        victim = ev.workers[0]
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.proc.wait(30)
+        second_generation_is_normal(ev)  # replaced before it was given a job
+        assert victim.pid not in ev.worker_pids() and ev.replaced == 1
