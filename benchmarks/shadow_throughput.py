@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--robot", default="ant", help="a MuJoCo robot profile (default: ant)")
     parser.add_argument("--policies", type=int, default=24, help="episodes per measurement (one per policy)")
-    parser.add_argument("--repeats", type=int, default=2, help="measurements per figure (the best is used)")
+    parser.add_argument("--repeats", type=int, default=3, help="measurements per figure (the best is used)")
     parser.add_argument("--workers", type=int, default=None, help="workers for 'all cores' (default: every core)")
     parser.add_argument("--nice", type=int, default=0,
                         help="worker niceness (default 0: the same priority as the raw measurement; evolve uses 10)")

@@ -82,14 +82,15 @@ class AntRunner(EpisodeRunner):
         spec, limit, views = self.spec.policy, self.max_steps, self.views
         steps, returns = results.steps, results.returns
         mj_step, mj_rne, fs = mujoco.mj_step, mujoco.mj_rnePostConstraint, self.frame_skip
+        active_policies, rows = policies[active], active.tolist()
         while active.size:
-            actions = spec.act(policies[active], obs[active])
+            actions = spec.act(active_policies, obs[active])
             if gains is not None:
                 actions = actions * gains  # what AntSwitchEnv.step hands to AntEnv.step (float32)
             k = active.size
             ok[:k] = True
-            for j in range(k):
-                m, d, ctrl, q, v, xy, cf = views[active[j]]
+            for j, i in enumerate(rows):
+                m, d, ctrl, q, v, xy, cf = views[i]
                 try:
                     xy0[j] = xy[:2]
                     ctrl[:] = actions[j]
@@ -98,7 +99,7 @@ class AntRunner(EpisodeRunner):
                     qpos[j], qvel[j], xy1[j], forces[j] = q, v, xy[:2], cf
                 except Exception as exc:  # noqa: BLE001 - a faulty env costs its own episode only
                     ok[j] = False
-                    self._fail(results, alive, active[j], exception_reason(exc))
+                    self._fail(results, alive, i, exception_reason(exc))
             # AntEnv.step and _get_rew, vectorised; the operation order and dtypes are gymnasium's.
             q, v = qpos[:k], qvel[:k]
             x_velocity = ((xy1[:k] - xy0[:k]) / self.dt)[:, 0]
@@ -129,4 +130,7 @@ class AntRunner(EpisodeRunner):
                 else:
                     alive[i] = False
                     self._finish(results, i)
-            active = active[alive[active]]
+            still = alive[active]
+            if not still.all():  # gather the policy rows again only when an episode ended
+                active = active[still]
+                active_policies, rows = policies[active], active.tolist()
