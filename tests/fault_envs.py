@@ -2,9 +2,9 @@
 
 ``srghn_test/Fault-v0`` plays 20 steps with reward ``1 + 0.5 * action`` for actions 0 and 1; action 2 triggers
 its fault (constructor argument ``fault``): ``raise``, ``nan`` (NaN observation), ``hang`` (blocks forever),
-``alloc`` (asks for ``alloc_bytes`` of memory), ``block`` (writes its pid into the FIFO ``fifo``, then blocks
-until killed) or ``none``. A policy whose output bias favours action 2 is thereby a faulty individual, while the
-episode seeds -- shared by every individual -- stay harmless.
+``alloc`` (asks for ``alloc_bytes`` of memory), ``segfault``, ``spin`` (a busy loop), ``block`` (writes its pid
+into the FIFO ``fifo``, then blocks until killed) or ``none``. A policy whose output bias favours action 2 is
+thereby a faulty individual, while the episode seeds -- shared by every individual -- stay harmless.
 """
 
 from __future__ import annotations
@@ -61,6 +61,13 @@ class FaultEnv(Switchable, gym.Env):
             # np.empty only reserves address space: without a working RLIMIT_AS this succeeds harmlessly
             # (and the test fails on its assertion) instead of filling the machine's memory.
             self.hoard.append(np.empty(self.alloc_bytes, dtype=np.uint8))
+        if self.fault == "segfault":
+            import ctypes
+
+            ctypes.string_at(0)  # reads address 0: SIGSEGV
+        if self.fault == "spin":
+            while True:  # burns CPU until the worker's RLIMIT_CPU stops it
+                pass
         if self.fault == "block":
             fd = os.open(self.fifo, os.O_WRONLY)
             os.write(fd, f"{os.getpid()}\n".encode())

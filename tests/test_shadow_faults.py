@@ -60,6 +60,19 @@ def test_episode_level_faults_fail_only_the_faulty_individual(fault, reason):
         second_generation_is_normal(ev)
 
 
+@pytest.mark.parametrize("fault, reason, limits", [
+    ("segfault", f"worker_died(signal={int(signal.SIGSEGV)})", WorkerLimits()),
+    ("spin", "cpu_limit", WorkerLimits(cpu_s_per_job=1.0, job_timeout_s=120.0)),
+])
+def test_worker_crash_or_cpu_limit_fails_its_job_and_the_worker_is_replaced(fault, reason, limits):
+    actions = [0, 1, 2, 0, 1, 0, 1, 0]
+    with LocalEvaluator(fault_profile(fault), workers=2, limits=limits) as ev:
+        result = ev.evaluate(fault_policies(actions), SEEDS, "nominal")
+        check_generation(result, actions, {2}, reason)  # 8 jobs of 2 episodes: one individual per job
+        assert ev.replaced == 1
+        second_generation_is_normal(ev)
+
+
 def test_memory_limit_fails_the_individual_and_replaces_the_worker():
     actions = [0, 1, 2, 0]
     limits = WorkerLimits(memory_bytes=int(1.5 * GiB))
