@@ -59,13 +59,15 @@ class JobRunner:
 
 
 def _harden(nice: int, memory_bytes: int | None) -> None:
-    """Lower priority, cap the address space, ignore Ctrl-C, die with the parent, silence MuJoCo's log file."""
+    """Lower priority, cap the address space, no core dumps, ignore Ctrl-C, die with the parent, silence MuJoCo's
+    log file."""
     if nice:
         os.nice(nice)
     if memory_bytes:
         _, hard = resource.getrlimit(resource.RLIMIT_AS)
         limit = memory_bytes if hard == resource.RLIM_INFINITY else min(memory_bytes, hard)
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))  # no core files
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):

@@ -46,7 +46,8 @@ class _UnstableAntRunner(AntRunner):
         return obs
 
 
-def test_mujoco_instability_is_non_finite():
+def test_mujoco_instability_is_non_finite(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MuJoCo's default warning handler appends to ./MUJOCO_LOG.TXT in this process
     profile = load_profile("ant")
     runner = _UnstableAntRunner(RunnerSpec.from_profile(profile))
     policies = np.zeros((2, profile.policy.num_params), dtype=np.float32)
