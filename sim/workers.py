@@ -118,6 +118,11 @@ class _Worker:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "srghn.sim.worker", str(child_read), str(child_write)],
                 pass_fds=(child_read, child_write), env=env, stdin=subprocess.DEVNULL, close_fds=True)
+        except OSError as exc:
+            os.close(parent_read)
+            os.close(parent_write)
+            raise EvaluatorError(f"cannot start an evaluation worker ({sys.executable} -m srghn.sim.worker): "
+                                 f"{exc}") from exc
         finally:
             os.close(child_read)
             os.close(child_write)
