@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import select
+import time
 from types import MappingProxyType
 
 import numpy as np
@@ -29,3 +32,42 @@ def fault_policies(actions: list[int]) -> np.ndarray:
     for row, action in enumerate(actions):
         flat[row, -FAULT_POLICY.act_dim + action] = 1.0  # the output bias is the last tensor
     return flat
+
+
+SEEDS = np.array([11, 22])
+HEALTHY = [0, 1, 0, 1, 1, 0, 0, 1]
+"""Actions of the healthy individuals: episode return 20 (action 0) or 30 (action 1)."""
+
+
+def expected_fitness(actions: list[int]) -> np.ndarray:
+    """Fitness of healthy individuals: 20 steps of reward 1 (action 0) or 1.5 (action 1)."""
+    return np.array([20.0 + 10.0 * a for a in actions])
+
+
+def check_generation(result, actions: list[int], faulty: set[int], reason: str, lost: set[int] = frozenset()):
+    """Faulty individuals failed with ``reason``; ``lost`` ones (same job as a faulty one) may have failed too;
+    everyone else got the exact fitness."""
+    failed = set(result.failures)
+    assert faulty <= failed <= faulty | lost
+    for i in failed:
+        assert result.failures[i] == reason or (i in lost and i not in faulty)
+        assert result.fitness[i] == -np.inf and np.isnan(result.returns[i])
+    ok = [i for i in range(len(actions)) if i not in failed]
+    assert ok, "every individual failed"
+    np.testing.assert_array_equal(result.fitness[ok], expected_fitness(actions)[ok])
+
+
+def read_pid(fifo, timeout_s: float) -> int:
+    """The pid a ``block`` fault env writes into ``fifo`` (waits for it with a deadline, no sleeping)."""
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    deadline = time.monotonic() + timeout_s
+    data = b""
+    try:
+        while not data.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            assert left > 0, "the blocking environment never announced its pid"
+            if select.select([fd], [], [], left)[0]:
+                data += os.read(fd, 64)
+    finally:
+        os.close(fd)
+    return int(data)

@@ -4,39 +4,16 @@ completes, the worker is replaced where needed, and the next generation runs nor
 from __future__ import annotations
 
 import os
-import select
 import signal
 import threading
-import time
 
 import numpy as np
 import pytest
-from shadow_helpers import fault_policies, fault_profile
+from shadow_helpers import HEALTHY, SEEDS, check_generation, expected_fitness, fault_policies, fault_profile, read_pid
 
 from srghn.controller.strategy import Champion, Strategy
 from srghn.sim.loop import evolve
 from srghn.sim.workers import GiB, LocalEvaluator, WorkerLimits
-
-SEEDS = np.array([11, 22])
-HEALTHY = [0, 1, 0, 1, 1, 0, 0, 1]
-"""Actions of the healthy individuals: episode return 20 (action 0) or 30 (action 1)."""
-
-
-def expected_fitness(actions: list[int]) -> np.ndarray:
-    return np.array([20.0 + 10.0 * a for a in actions])
-
-
-def check_generation(result, actions: list[int], faulty: set[int], reason: str, lost: set[int] = frozenset()):
-    """Faulty individuals failed with ``reason``; ``lost`` ones (same job as a faulty one) may have failed too;
-    everyone else got the exact fitness."""
-    failed = set(result.failures)
-    assert faulty <= failed <= faulty | lost
-    for i in failed:
-        assert result.failures[i] == reason or (i in lost and i not in faulty)
-        assert result.fitness[i] == -np.inf and np.isnan(result.returns[i])
-    ok = [i for i in range(len(actions)) if i not in failed]
-    assert ok, "every individual failed"
-    np.testing.assert_array_equal(result.fitness[ok], expected_fitness(actions)[ok])
 
 
 def second_generation_is_normal(ev: LocalEvaluator) -> None:
@@ -105,7 +82,7 @@ def test_worker_killed_mid_generation(tmp_path):
         thread = threading.Thread(
             target=lambda: outcome.update(result=ev.evaluate(fault_policies(actions), SEEDS, "nominal")))
         thread.start()
-        pid = _read_pid(fifo, timeout_s=60)  # the faulty episode's worker announces itself, then blocks
+        pid = read_pid(fifo, timeout_s=60)  # the faulty episode's worker announces itself, then blocks
         assert pid in ev.worker_pids()
         os.kill(pid, signal.SIGKILL)
         thread.join(60)
@@ -114,21 +91,6 @@ def test_worker_killed_mid_generation(tmp_path):
         assert outcome["result"].faults() == {"worker_died": len(outcome["result"].failures)}
         assert pid not in ev.worker_pids() and ev.replaced == 1
         second_generation_is_normal(ev)
-
-
-def _read_pid(fifo, timeout_s: float) -> int:
-    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-    deadline = time.monotonic() + timeout_s
-    data = b""
-    try:
-        while not data.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            assert left > 0, "the blocking environment never announced its pid"
-            if select.select([fd], [], [], left)[0]:
-                data += os.read(fd, 64)
-    finally:
-        os.close(fd)
-    return int(data)
 
 
 class FixedStrategy(Strategy):

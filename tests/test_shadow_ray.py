@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,14 +59,21 @@ def test_ray_actor_faults_cost_only_their_individuals(tmp_path, monkeypatch):
     import signal
     import threading
 
-    from conftest import TESTS_DIR
-    from shadow_helpers import fault_policies, fault_profile
-    from test_shadow_faults import HEALTHY, SEEDS, _read_pid, check_generation, expected_fitness
+    from shadow_helpers import (
+        HEALTHY,
+        SEEDS,
+        check_generation,
+        expected_fitness,
+        fault_policies,
+        fault_profile,
+        read_pid,
+    )
 
     from srghn.sim.ray_backend import RayEvaluator
     from srghn.sim.workers import WorkerLimits
 
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS_DIR, os.environ.get("PYTHONPATH", "")]))
+    tests_dir = str(Path(__file__).resolve().parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")]))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # the actors inherit PYTHONPATH
     try:
         fifo = tmp_path / "fault.fifo"
@@ -77,7 +85,7 @@ def test_ray_actor_faults_cost_only_their_individuals(tmp_path, monkeypatch):
             thread = threading.Thread(
                 target=lambda: outcome.update(result=ev.evaluate(fault_policies(actions), SEEDS, "nominal")))
             thread.start()
-            pid = _read_pid(fifo, timeout_s=60)
+            pid = read_pid(fifo, timeout_s=60)
             assert pid in ev.worker_pids()
             os.kill(pid, signal.SIGKILL)
             thread.join(60)
