@@ -23,6 +23,7 @@ from collections import deque
 import numpy as np
 
 from srghn import ConfigError
+from srghn.sim.envs import check_regime
 from srghn.sim.episodes import EpisodeResults, RunnerSpec
 from srghn.sim.jobs import Evaluation, EvaluatorError, Job, assemble, job_arrays, plan_jobs
 from srghn.sim.workers import WorkerLimits, _max_episode_steps
@@ -113,14 +114,14 @@ class RayEvaluator:
         ray = self.ray
         if not self.actors:
             raise EvaluatorError("evaluator is closed")
-        if self.spec.regimes and regime not in self.spec.regimes:
-            from srghn.sim.envs import check_regime
-
+        if self.spec.regimes:
             check_regime(regime, self.spec.regimes, f"robot {self.spec.name!r}")
         policies = np.ascontiguousarray(policies, dtype=np.float32)
         seeds = np.asarray(seeds, dtype=np.int64)
         if policies.ndim != 2 or policies.shape[1] != self.spec.policy.num_params:
             raise ConfigError(f"policies must have shape (B, {self.spec.policy.num_params}), got {policies.shape}")
+        if seeds.ndim != 1 or len(seeds) < 1:
+            raise ConfigError(f"seeds must be a non-empty 1-D array, got shape {seeds.shape}")
         b, e = policies.shape[0], len(seeds)
         jobs = plan_jobs(b * e, self.n_workers * self.jobs_per_worker)
         pending, idle = deque(jobs), deque(range(len(self.actors)))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from shadow_runs import cartpole_records
 
-from srghn import ConfigError
+from srghn import ConfigError, UnknownRegime
 from srghn.sim.backends import make_evaluator
 from srghn.sim.evaluator import InProcessEvaluator, evaluate_batch, make_env
 from srghn.sim.jobs import EvaluatorError, ProtocolError, decode, encode, plan_jobs
@@ -107,8 +107,17 @@ def test_frames_round_trip_and_reject_garbage():
         encode({}, {"o": np.array(["x"], dtype=object)})
 
 
-def test_worker_cpu_rlimit_does_not_touch_the_parent():
+def test_bad_evaluate_input_is_refused_and_the_parent_keeps_its_limits():
     soft, _ = resource.getrlimit(resource.RLIMIT_CPU)
     with LocalEvaluator(load_profile("cartpole"), workers=1) as ev:
-        ev.evaluate(np.zeros((1, 226), dtype=np.float32), np.array([0]), "nominal")
-    assert resource.getrlimit(resource.RLIMIT_CPU)[0] == soft
+        good = np.zeros((1, 226), dtype=np.float32)
+        with pytest.raises(UnknownRegime, match="valid regimes: nominal, inverted"):
+            ev.evaluate(good, np.array([0]), "sideways")
+        with pytest.raises(ConfigError, match=r"shape \(B, 226\)"):
+            ev.evaluate(np.zeros((1, 5), dtype=np.float32), np.array([0]), "nominal")
+        with pytest.raises(ConfigError, match="non-empty"):
+            ev.evaluate(good, np.array([], dtype=np.int64), "nominal")
+        assert ev.evaluate(good, np.array([0]), "nominal").failures == {}
+    assert resource.getrlimit(resource.RLIMIT_CPU)[0] == soft  # the per-job CPU limit is the workers' alone
+    with pytest.raises(EvaluatorError, match="closed"):
+        ev.evaluate(good, np.array([0]), "nominal")
