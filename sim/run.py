@@ -109,7 +109,8 @@ def run_evolve(settings: EvolveSettings, on_record: Callable[[GenerationRecord],
     run_info = {
         "robot": profile.name, "seed": settings.seed, "generations": settings.n_generations,
         "episodes": settings.n_episodes, "schedule": [list(s) for s in settings.schedule.switches],
-        "evaluator": {"backend": settings.backend, "workers": settings.workers or os.cpu_count()},
+        "evaluator": {"backend": settings.backend,
+                      "workers": None if settings.backend == "inprocess" else settings.workers or os.cpu_count()},
         "profile": {**profile.to_dict(), "evolution": evolution.to_dict()}, "provenance": provenance(),
     }
     (out / "run.json").write_text(json.dumps(run_info, indent=2))
