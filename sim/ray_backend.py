@@ -45,10 +45,11 @@ class RayJobActor:
     """Body of a Ray actor: a niced process that builds its environments once and plays jobs."""
 
     def __init__(self, spec_json: str, nice: int) -> None:
-        from srghn.sim.worker import JobRunner
+        from srghn.sim.worker import JobRunner, route_mujoco_warnings
 
         if nice:
             os.nice(nice)
+        route_mujoco_warnings()
         self.runner = JobRunner(spec_json)
 
     def run(self, regime: str, policies: np.ndarray, rows: np.ndarray,

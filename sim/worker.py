@@ -75,6 +75,12 @@ def _harden(nice: int, memory_bytes: int | None) -> None:
 
             pr_set_pdeathsig = 1
             ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    route_mujoco_warnings()
+
+
+def route_mujoco_warnings() -> None:
+    """Send MuJoCo's warnings to this process's log instead of stdout and ``./MUJOCO_LOG.TXT`` (worker processes
+    only: the hook is process-wide). Instabilities are still detected, from MuJoCo's warning counters."""
     import mujoco
 
     mujoco.set_mju_user_warning(lambda message: log.warning("MuJoCo: %s", message.strip()))
