@@ -13,6 +13,7 @@ from shadow_helpers import HEALTHY, SEEDS, check_generation, expected_fitness, f
 
 from srghn.controller.strategy import Champion, Strategy
 from srghn.sim.loop import evolve
+from srghn.sim.records import read_records, summarize, write_records
 from srghn.sim.workers import GiB, LocalEvaluator, WorkerLimits
 
 
@@ -121,11 +122,14 @@ class FixedStrategy(Strategy):
         return None
 
 
-def test_generation_records_count_faults():
+def test_generation_records_count_faults(tmp_path):
     strategy = FixedStrategy([fault_policies([0, 2, 1, 2]), fault_policies([0, 1, 1, 0])])
     with LocalEvaluator(fault_profile("raise"), workers=2) as ev:
         records = list(evolve(strategy, ev, generations=2, episodes=2, seed=3))
     assert records[0].faults == {"exception": 2} and records[1].faults == {}
+    assert summarize(records)["faults"] == {"exception": 2}
+    write_records(tmp_path / "metrics.jsonl", records)
+    assert read_records(tmp_path / "metrics.jsonl") == records  # the faults field survives metrics.jsonl
     assert records[0].best == 30.0 and records[0].mean == 25.0  # failed individuals left out of mean
     assert list(strategy.told[0]) == [20.0, -np.inf, 30.0, -np.inf]
     assert list(strategy.told[1]) == [20.0, 30.0, 30.0, 20.0]
