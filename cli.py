@@ -191,6 +191,8 @@ def _print_summary(summary: dict) -> None:
     table.add_row("champion", f"id {summary['champion']['id']}, fitness {summary['champion']['fitness']:.1f}")
     table.add_row("env steps", f"{summary['total_env_steps']:,}")
     table.add_row("wall time", f"{summary['wall_s']:.1f} s")
+    if summary.get("faults"):
+        table.add_row("evaluation faults", ", ".join(f"{kind}: {n}" for kind, n in summary["faults"].items()))
     for s in summary["switches"]:
         regained = ", ".join(f"{k}%: {'never' if v is None else v}" for k, v in s["regained"].items())
         line = f"pre-switch best {s['pre_switch']:.1f}; generations to regain {regained}"
