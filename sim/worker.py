@@ -28,8 +28,8 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
-from srghn.sim.episodes import EpisodeRunner, RunnerSpec, exception_reason, make_runner
-from srghn.sim.jobs import EpisodeResults, decode, encode, results_message
+from srghn.sim.episodes import EpisodeResults, EpisodeRunner, RunnerSpec, exception_reason, make_runner
+from srghn.sim.jobs import decode, encode, results_message
 
 log = logging.getLogger("srghn.sim.worker")
 
