@@ -69,6 +69,14 @@ def evolve(
     population: Annotated[int | None, typer.Option(help="Population size N [default: the profile's].")] = None,
     episodes: Annotated[int | None, typer.Option(
         help="Episodes per evaluation of an individual [default: the profile's].")] = None,
+    backend: Annotated[str, typer.Option(
+        help="Evaluator: local (sandboxed worker processes), ray (a Ray cluster) or inprocess (debugging).")]
+    = "local",
+    workers: Annotated[int | None, typer.Option(
+        help="Evaluation workers for local/ray; more workers change speed, never results [default: all cores].")]
+    = None,
+    ray_address: Annotated[str | None, typer.Option(
+        help="Ray cluster address for --backend ray [default: start a local Ray instance].")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for metrics, plot, population, champion.")]
     = Path("runs/evolve"),
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout at the end.")] = False,
@@ -91,7 +99,7 @@ def evolve(
 
     try:
         settings = EvolveSettings(load_profile(robot), out_dir, generations, seed, population, episodes, switch_at,
-                                  switch_back_at)
+                                  switch_back_at, backend=backend, workers=workers, ray_address=ray_address)
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[regime]}"), TextColumn("best {task.fields[best]}"),
                             TimeElapsedColumn(), console=err, transient=as_json)
@@ -183,6 +191,8 @@ def _print_summary(summary: dict) -> None:
     table.add_row("champion", f"id {summary['champion']['id']}, fitness {summary['champion']['fitness']:.1f}")
     table.add_row("env steps", f"{summary['total_env_steps']:,}")
     table.add_row("wall time", f"{summary['wall_s']:.1f} s")
+    if summary.get("faults"):
+        table.add_row("evaluation faults", ", ".join(f"{kind}: {n}" for kind, n in summary["faults"].items()))
     for s in summary["switches"]:
         regained = ", ".join(f"{k}%: {'never' if v is None else v}" for k, v in s["regained"].items())
         line = f"pre-switch best {s['pre_switch']:.1f}; generations to regain {regained}"

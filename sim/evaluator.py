@@ -7,12 +7,19 @@ episode's outcome depends only on its policy and its seed -- never on which othe
 worker or a process. That is what lets a parallel evaluator give the same numbers as a serial one.
 
 :func:`run_episodes` steps many episodes side by side: one gymnasium env each, one batched numpy forward pass
-per step for all of them, no torch. :class:`InProcessEvaluator` runs it in the calling process.
+per step for all of them, no torch: the plain reference implementation, through gymnasium's full wrapper stack.
+The evaluators run the same episodes through :mod:`srghn.sim.episodes` (same numbers, faults caught per episode,
+a lean MuJoCo path for Ant): :class:`InProcessEvaluator` in the calling process (debugging, tiny runs), the
+sandboxed worker processes of :class:`~srghn.sim.workers.LocalEvaluator` (the default) and
+:class:`~srghn.sim.ray_backend.RayEvaluator` on a Ray cluster. :func:`~srghn.sim.backends.make_evaluator` picks.
+
+Failure semantics, stated once: an individual any of whose episodes failed (worker died, timeout, exception,
+memory limit, non-finite physics) gets fitness ``-inf`` and NaN return, and ``Evaluation.failures`` names the
+reason; the rest of the batch is unaffected.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 import gymnasium as gym
@@ -20,19 +27,9 @@ import numpy as np
 
 from srghn import ConfigError
 from srghn.sim.envs import check_regime  # importing it registers the srghn/ envs
+from srghn.sim.episodes import EpisodeRunner, RunnerSpec, make_runner
+from srghn.sim.jobs import Evaluation, EvaluatorError, Job, assemble
 from srghn.sim.profiles import RobotProfile
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """What evaluating a batch of ``B`` policies produced."""
-
-    fitness: np.ndarray
-    """``(B,)`` mean shaped return over the episodes (the value selection uses)."""
-    returns: np.ndarray
-    """``(B,)`` mean standard environment return (reported beside fitness)."""
-    env_steps: int
-    """Environment steps taken for the whole batch."""
 
 
 class Evaluator(Protocol):
@@ -107,22 +104,39 @@ def evaluate_batch(envs: list[gym.Env], profile: RobotProfile, policies: np.ndar
 
 
 class InProcessEvaluator:
-    """Evaluates in the calling process, up to ``max_envs`` episodes side by side."""
+    """Evaluates in the calling process, up to ``max_envs`` episodes side by side.
 
-    def __init__(self, profile: RobotProfile, max_envs: int = 256) -> None:
+    No isolation: a hanging or crashing environment takes the caller with it. Meant for debugging and for tiny
+    runs where starting worker processes costs more than the simulation.
+    """
+
+    def __init__(self, profile: RobotProfile, max_envs: int = 256, fast_path: bool = True) -> None:
         if max_envs < 1:
             raise ConfigError(f"max_envs must be >= 1, got {max_envs}")
         self.profile, self.max_envs = profile, max_envs
-        self.envs: list[gym.Env] = []
+        self.spec = RunnerSpec.from_profile(profile, fast_path=fast_path)
+        self.runner: EpisodeRunner | None = None
 
     def evaluate(self, policies: np.ndarray, seeds: np.ndarray, regime: str) -> Evaluation:
         check_regime(regime, self.profile.regimes, f"robot {self.profile.name!r}")
-        wanted = min(self.max_envs, policies.shape[0] * len(seeds))
-        while len(self.envs) < wanted:
-            self.envs.append(make_env(self.profile))
-        return evaluate_batch(self.envs[:wanted], self.profile, policies, seeds, regime)
+        policies = np.ascontiguousarray(policies, dtype=np.float32)
+        b, e = policies.shape[0], len(seeds)
+        if self.runner is None:
+            self.runner = make_runner(self.spec)
+        rows = np.repeat(np.arange(b), e)
+        ep_seeds = np.tile(np.asarray(seeds, dtype=np.int64), b)
+        jobs, results = [], {}
+        for lo in range(0, b * e, self.max_envs):
+            job = Job(len(jobs), lo, min(lo + self.max_envs, b * e))
+            results[job.id] = self.runner.run(policies[rows[job.lo:job.hi]], ep_seeds[job.lo:job.hi], regime)
+            jobs.append(job)
+        return assemble(b, e, jobs, results)
 
     def close(self) -> None:
-        for env in self.envs:
-            env.close()
-        self.envs.clear()
+        if self.runner is not None:
+            self.runner.close()
+            self.runner = None
+
+
+__all__ = ["Evaluation", "Evaluator", "EvaluatorError", "InProcessEvaluator", "evaluate_batch", "make_env",
+           "run_episodes"]

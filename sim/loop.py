@@ -8,6 +8,7 @@ generators and, here, one numpy generator for episode seeds.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -85,13 +86,15 @@ def evolve(strategy: Strategy, evaluator: Evaluator, generations: int, episodes:
         total_steps += result.env_steps
         rates = strategy.mutation_rates()
         best = int(np.argmax(result.fitness))
+        healthy = result.fitness[np.isfinite(result.fitness)]
         yield GenerationRecord(
             generation=generation, regime=regime,
-            best=float(result.fitness[best]), mean=float(result.fitness.mean()),
-            median=float(np.median(result.fitness)), best_return=float(result.returns[best]),
+            best=float(result.fitness[best]), mean=float(healthy.mean()) if healthy.size else math.nan,
+            median=float(np.median(healthy)) if healthy.size else math.nan, best_return=float(result.returns[best]),
             champion_fitness=strategy.champion().fitness, diversity=diversity(strategy.population()),
             mutation_rate_mean=None if rates is None else float(rates.mean()),
             mutation_rate_std=None if rates is None else float(rates.std()),
             evaluations=int(batch.shape[0]), env_steps=result.env_steps, total_env_steps=total_steps,
+            faults=result.faults(),
             timing={"wall_s": t3 - t0, "ghn_s": (t1 - t0) + (t3 - t2), "eval_s": t2 - t1},
         )

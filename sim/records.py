@@ -9,6 +9,7 @@ undefined (``None``) when ``L <= 0`` and ``None`` with ``recovered = False`` whe
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -27,7 +28,7 @@ class GenerationRecord:
     best: float
     """Best fitness evaluated this generation."""
     mean: float
-    """Mean fitness over everything evaluated this generation."""
+    """Mean fitness over everything evaluated this generation without a fault (NaN if everything failed)."""
     median: float
     best_return: float
     """Standard environment return of the individual with the best fitness."""
@@ -41,6 +42,10 @@ class GenerationRecord:
     """Individuals evaluated this generation."""
     env_steps: int
     total_env_steps: int
+    faults: dict = field(default_factory=dict)
+    """Individuals whose evaluation failed, by kind of fault (``timeout``, ``worker_died``, ``exception``,
+    ``memory_limit``, ``non_finite``, ...); empty when none did. Failed individuals have fitness ``-inf`` and are
+    left out of ``mean`` and ``median``."""
     timing: dict = field(default_factory=dict)
     """Wall-clock seconds: ``wall_s`` (whole generation), ``ghn_s`` (reproduction + policy generation),
     ``eval_s`` (simulation). Machine-dependent, so excluded from determinism checks."""
@@ -98,10 +103,13 @@ def recovery(records: list[GenerationRecord], switch_at: int, levels: tuple[int,
 
 
 def summarize(records: list[GenerationRecord], target: float | None = None) -> dict:
-    """Run summary: final and best figures, and recovery after every switch."""
+    """Run summary: final and best figures, evaluation faults over the run, and recovery after every switch."""
     if not records:
         raise ConfigError("no generation records to summarize")
     last = records[-1]
+    faults: Counter[str] = Counter()
+    for r in records:
+        faults.update(r.faults)
     return {
         "generations": len(records),
         "final_best": last.best,
@@ -110,5 +118,6 @@ def summarize(records: list[GenerationRecord], target: float | None = None) -> d
         "best_ever": max(r.best for r in records),
         "total_env_steps": last.total_env_steps,
         "wall_s": round(sum(r.timing.get("wall_s", 0.0) for r in records), 3),
+        "faults": dict(sorted(faults.items())),
         "switches": [recovery(records, g, target=target) for g, _ in regime_switches(records)],
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import platform
 import subprocess
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from srghn import ConfigError, __version__
 from srghn.controller.checkpoint import save_policy, save_population
 from srghn.controller.evolution import SRGHNStrategy
 from srghn.controller.ghn import SRGHN
-from srghn.sim.evaluator import InProcessEvaluator
+from srghn.sim.backends import check_backend, make_evaluator
 from srghn.sim.loop import Schedule, evolve
 from srghn.sim.plots import plot_run
 from srghn.sim.profiles import RobotProfile
@@ -43,8 +44,15 @@ class EvolveSettings:
     episodes: int | None = None
     switch_at: int | None = None
     switch_back_at: int | None = None
+    backend: str = "local"
+    """Evaluator backend: ``local`` (sandboxed worker processes), ``ray`` or ``inprocess``."""
+    workers: int | None = None
+    """Evaluation workers (``local``/``ray``); ``None``: one per core. Never changes the results."""
+    ray_address: str | None = None
+    """Ray cluster to join (``--backend ray`` only); ``None`` starts a local Ray instance."""
 
     def __post_init__(self) -> None:
+        check_backend(self.backend, self.workers, self.ray_address)
         for name in ("generations", "population", "episodes", "switch_at", "switch_back_at"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -101,6 +109,8 @@ def run_evolve(settings: EvolveSettings, on_record: Callable[[GenerationRecord],
     run_info = {
         "robot": profile.name, "seed": settings.seed, "generations": settings.n_generations,
         "episodes": settings.n_episodes, "schedule": [list(s) for s in settings.schedule.switches],
+        "evaluator": {"backend": settings.backend,
+                      "workers": None if settings.backend == "inprocess" else settings.workers or os.cpu_count()},
         "profile": {**profile.to_dict(), "evolution": evolution.to_dict()}, "provenance": provenance(),
     }
     (out / "run.json").write_text(json.dumps(run_info, indent=2))
@@ -109,7 +119,7 @@ def run_evolve(settings: EvolveSettings, on_record: Callable[[GenerationRecord],
     # its float results do not depend on how many cores the machine has.
     torch.set_num_threads(1)
     strategy = SRGHNStrategy(SRGHN(profile.policy, profile.ghn, basis_seed=settings.seed), evolution, settings.seed)
-    evaluator = InProcessEvaluator(profile)
+    evaluator = make_evaluator(profile, settings.backend, settings.workers, settings.ray_address)
     records: list[GenerationRecord] = []
     metrics = out / "metrics.jsonl"
     metrics.write_text("")

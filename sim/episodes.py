@@ -1,0 +1,296 @@
+"""Stepping many episodes side by side, with faults caught per episode: the core every evaluator backend runs.
+
+An :class:`EpisodeRunner` owns a pool of environments of one kind and plays a chunk of episodes -- episode ``i``
+is policy row ``i`` from ``reset(seed=seeds[i])`` -- with ONE batched numpy forward pass per step for all the
+episodes still running. It runs in the calling process (the in-process evaluator), in a sandboxed worker process
+(:mod:`srghn.sim.worker`) or in a Ray actor, and gives the same numbers in all three.
+
+Faults are caught per episode, so one bad episode costs only itself: an exception from the environment
+(``exception: <type>: <message>``, the environment is then rebuilt), an allocation refused under the worker's
+address-space limit (``memory_limit``), and non-finite physics (``non_finite``: NaN/Inf in the observation or
+reward, or a MuJoCo instability warning -- MuJoCo silently resets an unstable simulation, so its warning counters
+are checked at the end of every episode).
+
+Two runners: :class:`GymRunner` steps any gymnasium environment through its unwrapped ``step`` (counting the time
+limit itself, which is all the wrappers ``gymnasium.make`` adds here do), and :class:`~srghn.sim.fast_mujoco.AntRunner`
+reproduces Ant-v5's step with MuJoCo calls and vectorised numpy. :func:`make_runner` picks one. This module imports
+numpy, gymnasium and MuJoCo only -- never torch -- because worker processes import it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from srghn import ConfigError
+from srghn.controller.policy import PolicySpec
+from srghn.sim.envs import check_regime  # importing it registers the srghn/ envs
+
+MESSAGE_LIMIT = 200
+"""Exception messages in failure reasons are cut to this many characters."""
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """What a process needs to build a robot's environments and play its episodes (JSON-serialisable)."""
+
+    name: str
+    """Robot profile name (used in error messages)."""
+    env_id: str
+    """Gymnasium id of the environment."""
+    policy: PolicySpec
+    """Policy architecture (the batched numpy forward)."""
+    env_kwargs: dict = field(default_factory=dict)
+    """Keyword arguments for ``gymnasium.make``."""
+    reward_offset: float = 0.0
+    """Subtracted from every step's reward to form fitness."""
+    regimes: tuple[str, ...] = ()
+    """Regimes the robot may be in (empty: whatever the environment accepts)."""
+    fast_path: bool = True
+    """Use the lean MuJoCo stepping path where one exists (same numbers, less Python per step)."""
+
+    @classmethod
+    def from_profile(cls, profile: Any, fast_path: bool = True) -> RunnerSpec:
+        """The runner spec of a :class:`~srghn.sim.profiles.RobotProfile` (duck-typed: no profile import here)."""
+        return cls(name=profile.name, env_id=profile.env_id, policy=profile.policy,
+                   env_kwargs=dict(profile.env_kwargs), reward_offset=float(profile.reward_offset),
+                   regimes=tuple(profile.regimes), fast_path=fast_path)
+
+    def to_json(self) -> str:
+        """JSON text (what the parent sends a worker at start-up)."""
+        return json.dumps({"name": self.name, "env_id": self.env_id, "policy": self.policy.to_dict(),
+                           "env_kwargs": self.env_kwargs, "reward_offset": self.reward_offset,
+                           "regimes": list(self.regimes), "fast_path": self.fast_path})
+
+    @classmethod
+    def from_json(cls, text: str) -> RunnerSpec:
+        """Inverse of :meth:`to_json`; a malformed document is a :class:`ConfigError`."""
+        try:
+            data = json.loads(text)
+            return cls(name=str(data["name"]), env_id=str(data["env_id"]),
+                       policy=PolicySpec.from_dict(data["policy"]), env_kwargs=dict(data["env_kwargs"]),
+                       reward_offset=float(data["reward_offset"]), regimes=tuple(data["regimes"]),
+                       fast_path=bool(data["fast_path"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"malformed runner spec: {exc}") from exc
+
+
+@dataclass
+class EpisodeResults:
+    """Per-episode outcome of a chunk of ``n`` episodes."""
+
+    returns: np.ndarray
+    """``(n,)`` float64 standard environment return (NaN for a failed episode)."""
+    fitness: np.ndarray
+    """``(n,)`` float64 return minus ``reward_offset`` per step (NaN for a failed episode)."""
+    steps: np.ndarray
+    """``(n,)`` int64 environment steps taken."""
+    failures: dict[int, str]
+    """Episode index -> failure reason, for the episodes that failed."""
+    retire: bool = False
+    """The process that ran the chunk should be replaced (it hit its memory limit)."""
+
+    @classmethod
+    def failed(cls, n: int, reason: str) -> EpisodeResults:
+        """``n`` episodes that all failed for ``reason`` (a lost worker, a timeout)."""
+        return cls(np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=np.int64),
+                   dict.fromkeys(range(n), reason))
+
+
+def exception_reason(exc: BaseException) -> str:
+    """Failure reason for an exception raised while playing an episode."""
+    if isinstance(exc, MemoryError):
+        return "memory_limit"
+    return f"exception: {type(exc).__name__}: {str(exc)[:MESSAGE_LIMIT]}"
+
+
+def make_env(spec: RunnerSpec) -> gym.Env:
+    """One environment of the spec, checked against the policy's observation and action sizes."""
+    env = gym.make(spec.env_id, disable_env_checker=True, **spec.env_kwargs)
+    policy = spec.policy
+    if env.observation_space.shape != (policy.obs_dim,):
+        raise ConfigError(f"profile {spec.name!r}: observation.dim is {policy.obs_dim} but {spec.env_id} "
+                          f"observes {env.observation_space.shape}")
+    space = env.action_space
+    if policy.discrete != isinstance(space, gym.spaces.Discrete):
+        raise ConfigError(f"profile {spec.name!r}: action.type does not match {spec.env_id}'s {space}")
+    size = space.n if policy.discrete else space.shape[0]
+    if size != policy.act_dim:
+        raise ConfigError(f"profile {spec.name!r}: {policy.act_dim} actions declared, {spec.env_id} has {size}")
+    return env
+
+
+_MUJOCO_BAD = None
+
+
+def mujoco_unstable(env: gym.Env) -> bool:
+    """Whether a MuJoCo environment hit a NaN/Inf/huge state since its last reset (MuJoCo then resets silently)."""
+    global _MUJOCO_BAD
+    data = getattr(env.unwrapped, "data", None)
+    if data is None or not hasattr(data, "warning"):
+        return False
+    if _MUJOCO_BAD is None:
+        import mujoco
+
+        w = mujoco.mjtWarning
+        _MUJOCO_BAD = (int(w.mjWARN_BADQPOS), int(w.mjWARN_BADQVEL), int(w.mjWARN_BADQACC))
+    return any(data.warning[i].number > 0 for i in _MUJOCO_BAD)
+
+
+class EpisodeRunner:
+    """Base: a growing pool of environments and the bookkeeping shared by both stepping paths."""
+
+    def __init__(self, spec: RunnerSpec) -> None:
+        self.spec = spec
+        self.envs: list[gym.Env | None] = []
+        """The pool; ``None`` where an environment was discarded after a fault (rebuilt on next use)."""
+        self.max_steps: int | None = None
+
+    def _env(self, i: int) -> gym.Env:
+        """Environment ``i`` of the pool, built on first use (or again after it raised)."""
+        while len(self.envs) <= i:
+            self.envs.append(None)
+        if self.envs[i] is None:
+            env = make_env(self.spec)
+            self.max_steps = env.spec.max_episode_steps if env.spec is not None else None
+            self._adopt(i, env)
+            self.envs[i] = env
+        return self.envs[i]
+
+    def _adopt(self, i: int, env: gym.Env) -> None:
+        """Hook for subclasses: cache what they need of a freshly built environment."""
+
+    def _discard(self, i: int) -> None:
+        """Drop environment ``i`` after it raised: its state is unknown, the next episode gets a fresh one."""
+        env, self.envs[i] = self.envs[i], None
+        with contextlib.suppress(Exception):  # the env is already broken; closing it is best effort
+            env.close()
+
+    def run(self, policies: np.ndarray, seeds: np.ndarray, regime: str) -> EpisodeResults:
+        """Play ``len(seeds)`` episodes side by side; episode ``i`` runs ``policies[i]`` from seed ``seeds[i]``."""
+        if self.spec.regimes:
+            check_regime(regime, self.spec.regimes, f"robot {self.spec.name!r}")
+        n = len(seeds)
+        if policies.shape != (n, self.spec.policy.num_params):
+            raise ConfigError(f"policies must have shape ({n}, {self.spec.policy.num_params}), got {policies.shape}")
+        results = EpisodeResults(np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64), {})
+        obs = np.zeros((n, self.spec.policy.obs_dim), dtype=np.float32)
+        alive = np.ones(n, dtype=bool)
+        for i in range(n):
+            try:
+                obs[i] = self._reset(i, int(seeds[i]), regime)
+            except Exception as exc:  # noqa: BLE001 - a faulty env costs its own episode only
+                self._fail(results, alive, i, exception_reason(exc))
+        self._play(policies, obs, alive, results, regime)
+        for i, reason in results.failures.items():
+            results.returns[i] = results.fitness[i] = np.nan
+            results.retire |= reason == "memory_limit"
+        return results
+
+    def _fail(self, results: EpisodeResults, alive: np.ndarray, i: int, reason: str) -> None:
+        results.failures.setdefault(i, reason)
+        alive[i] = False
+        if reason.startswith("exception") or reason == "memory_limit":
+            self._discard(i)
+
+    def _reset(self, i: int, seed: int, regime: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def _play(self, policies: np.ndarray, obs: np.ndarray, alive: np.ndarray, results: EpisodeResults,
+              regime: str) -> None:
+        raise NotImplementedError
+
+    def _finish(self, results: EpisodeResults, i: int) -> None:
+        """Episode ``i`` ended normally: fitness from its return, unless MuJoCo reported an instability."""
+        if mujoco_unstable(self.envs[i]):
+            results.failures.setdefault(i, "non_finite")
+        results.fitness[i] = results.returns[i] - self.spec.reward_offset * results.steps[i]
+
+    def close(self) -> None:
+        """Close every environment of the pool."""
+        for i, env in enumerate(self.envs):
+            if env is not None:
+                self._discard(i)
+        self.envs.clear()
+
+
+_PLAIN_WRAPPERS = (gym.wrappers.TimeLimit, gym.wrappers.OrderEnforcing, gym.wrappers.PassiveEnvChecker)
+
+
+def plain_wrappers(env: gym.Env) -> bool:
+    """Whether ``env``'s wrappers only check call order and count the time limit (so stepping the unwrapped env,
+    counting the limit ourselves, gives the same episodes)."""
+    while isinstance(env, gym.Wrapper):
+        if type(env) not in _PLAIN_WRAPPERS:
+            return False
+        env = env.env
+    return True
+
+
+class GymRunner(EpisodeRunner):
+    """Any gymnasium environment, stepped through ``env.unwrapped`` (when its wrappers allow) with the time limit
+    counted here."""
+
+    def __init__(self, spec: RunnerSpec) -> None:
+        super().__init__(spec)
+        self.steppers: dict[int, gym.Env] = {}
+
+    def _adopt(self, i: int, env: gym.Env) -> None:
+        self.steppers[i] = env.unwrapped if plain_wrappers(env) else env
+
+    def _reset(self, i: int, seed: int, regime: str) -> np.ndarray:
+        self._env(i)
+        return self.steppers[i].reset(seed=seed, options={"regime": regime})[0]
+
+    def _play(self, policies: np.ndarray, obs: np.ndarray, alive: np.ndarray, results: EpisodeResults,
+              regime: str) -> None:
+        spec = self.spec.policy
+        limit = self.max_steps
+        steps, returns, steppers = results.steps, results.returns, self.steppers
+        active = np.flatnonzero(alive)
+        rewards = np.zeros(len(alive))
+        while active.size:
+            actions = spec.act(policies[active], obs[active])
+            done = []
+            for j, i in enumerate(active):
+                try:
+                    o, reward, terminated, truncated, _ = steppers[i].step(actions[j])
+                except Exception as exc:  # noqa: BLE001 - a faulty env costs its own episode only
+                    self._fail(results, alive, i, exception_reason(exc))
+                    continue
+                obs[i] = o
+                rewards[i] = reward
+                steps[i] += 1
+                if terminated or truncated or (limit is not None and steps[i] >= limit):
+                    done.append(i)
+            active = active[alive[active]]
+            returns[active] += rewards[active]
+            bad = ~(np.isfinite(obs[active]).all(axis=1) & np.isfinite(rewards[active]))
+            for i in active[bad]:
+                self._fail(results, alive, i, "non_finite")
+            for i in done:
+                if alive[i]:
+                    alive[i] = False
+                    self._finish(results, i)
+            active = active[alive[active]]
+
+
+def make_runner(spec: RunnerSpec) -> EpisodeRunner:
+    """The fastest runner that reproduces the spec's environment exactly (builds its first environment)."""
+    env = make_env(spec)
+    runner: EpisodeRunner
+    if spec.fast_path:
+        from srghn.sim.fast_mujoco import AntRunner, fast_path_supported
+
+        runner = AntRunner(spec) if fast_path_supported(env) else GymRunner(spec)
+    else:
+        runner = GymRunner(spec)
+    runner.max_steps = env.spec.max_episode_steps if env.spec is not None else None
+    runner._adopt(0, env)
+    runner.envs.append(env)
+    return runner

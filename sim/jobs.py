@@ -1,0 +1,172 @@
+"""Evaluation jobs: how a batch of ``B`` policies x ``E`` seeds is cut into chunks, shipped, and put back together.
+
+Episode ``k = b * E + e`` plays policy row ``b`` on seed ``e``. :func:`plan_jobs` cuts the ``B * E`` episodes into
+contiguous chunks (a chunk = policy rows, seeds, regime); since an episode's result depends only on its policy
+row, its seed and the regime, how the episodes are cut and which worker plays which chunk never changes the
+numbers. :func:`assemble` averages the per-episode results back into per-individual fitness.
+
+Messages between the parent and its workers are single frames: a 4-byte length, a JSON header, then raw array
+buffers described in the header (dtype, shape). No pickles: the parent never unpickles anything a worker wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from srghn import SrghnError
+from srghn.sim.episodes import EpisodeResults
+
+FAILED_FITNESS = -np.inf
+"""Fitness of an individual whose evaluation failed: the worst possible, so selection never keeps it over a
+healthy one (the strategies treat NaN the same way)."""
+
+_DTYPES = {"float32": np.float32, "float64": np.float64, "int64": np.int64}
+_LENGTH = struct.Struct("<I")
+
+
+class EvaluatorError(SrghnError):
+    """An evaluator could not do its job at all (workers cannot start, a backend is missing or misconfigured).
+
+    Faults of single episodes are not errors: they fail the individuals concerned and are reported in the
+    :class:`Evaluation`.
+    """
+
+
+class ProtocolError(EvaluatorError):
+    """A message between the parent and a worker is malformed."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What evaluating a batch of ``B`` policies produced."""
+
+    fitness: np.ndarray
+    """``(B,)`` mean shaped return over the episodes (the value selection uses); ``-inf`` for a failed individual."""
+    returns: np.ndarray
+    """``(B,)`` mean standard environment return (reported beside fitness); NaN for a failed individual."""
+    env_steps: int
+    """Environment steps taken for the whole batch (those of failed episodes included, as far as known)."""
+    failures: Mapping[int, str] = field(default_factory=dict)
+    """Individual index -> why its evaluation failed (the reason of its first failed episode, in seed order).
+    An individual fails if any of its episodes failed."""
+
+    def faults(self) -> dict[str, int]:
+        """Failed individuals counted by kind of fault (``timeout``, ``worker_died``, ``exception``, ...)."""
+        return dict(sorted(Counter(fault_kind(r) for r in self.failures.values()).items()))
+
+
+def fault_kind(reason: str) -> str:
+    """The kind of a failure reason: ``worker_died(signal=9)`` -> ``worker_died``, ``exception: ...`` ->
+    ``exception``."""
+    return reason.split(":", 1)[0].split("(", 1)[0].strip()
+
+
+@dataclass(frozen=True)
+class Job:
+    """A chunk of episodes: flat episode indices ``[lo, hi)`` of a ``B x E`` batch."""
+
+    id: int
+    lo: int
+    hi: int
+
+    @property
+    def size(self) -> int:
+        """Number of episodes."""
+        return self.hi - self.lo
+
+
+def plan_jobs(n_episodes: int, n_jobs: int) -> list[Job]:
+    """Cut ``n_episodes`` into at most ``n_jobs`` contiguous chunks of near-equal size."""
+    n_jobs = max(1, min(n_jobs, n_episodes))
+    bounds = np.linspace(0, n_episodes, n_jobs + 1).round().astype(int)
+    return [Job(j, int(lo), int(hi)) for j, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))
+            if hi > lo]
+
+
+def job_arrays(job: Job, policies: np.ndarray, seeds: np.ndarray) -> dict[str, np.ndarray]:
+    """What a worker needs for ``job``: the distinct policy rows, each episode's row among them, its seed."""
+    e = len(seeds)
+    k = np.arange(job.lo, job.hi)
+    first, last = job.lo // e, (job.hi - 1) // e
+    return {"policies": np.ascontiguousarray(policies[first:last + 1], dtype=np.float32),
+            "rows": (k // e - first).astype(np.int64), "seeds": np.asarray(seeds, dtype=np.int64)[k % e]}
+
+
+def assemble(b: int, e: int, jobs: list[Job], results: Mapping[int, EpisodeResults]) -> Evaluation:
+    """Per-individual fitness from the per-episode results of every job."""
+    returns, fitness = np.zeros(b * e), np.zeros(b * e)
+    steps = np.zeros(b * e, dtype=np.int64)
+    episode_failures: dict[int, str] = {}
+    for job in jobs:
+        r = results[job.id]
+        returns[job.lo:job.hi], fitness[job.lo:job.hi], steps[job.lo:job.hi] = r.returns, r.fitness, r.steps
+        for i, reason in r.failures.items():
+            episode_failures[job.lo + i] = reason
+    failures: dict[int, str] = {}
+    for k in sorted(episode_failures):
+        failures.setdefault(k // e, episode_failures[k])
+    ind_fitness = fitness.reshape(b, e).mean(axis=1)
+    ind_returns = returns.reshape(b, e).mean(axis=1)
+    if failures:
+        failed = np.fromiter(failures, dtype=np.int64)
+        ind_fitness[failed], ind_returns[failed] = FAILED_FITNESS, np.nan
+    return Evaluation(ind_fitness, ind_returns, int(steps.sum()), failures)
+
+
+def encode(header: dict, arrays: Mapping[str, np.ndarray] | None = None) -> bytes:
+    """One message: JSON header (with each array's dtype and shape) followed by the raw array buffers."""
+    arrays = arrays or {}
+    meta, buffers = [], []
+    for name, array in arrays.items():
+        a = np.ascontiguousarray(array)
+        if a.dtype.name not in _DTYPES:
+            raise ProtocolError(f"array {name!r} has dtype {a.dtype}; allowed: {', '.join(_DTYPES)}")
+        meta.append([name, a.dtype.name, list(a.shape)])
+        buffers.append(a.tobytes())
+    head = json.dumps({**header, "arrays": meta}).encode()
+    return b"".join([_LENGTH.pack(len(head)), head, *buffers])
+
+
+def decode(message: bytes) -> tuple[dict, dict[str, np.ndarray]]:
+    """Inverse of :func:`encode`; anything malformed is a :class:`ProtocolError`."""
+    try:
+        (n,) = _LENGTH.unpack_from(message)
+        header = json.loads(message[_LENGTH.size:_LENGTH.size + n])
+        offset = _LENGTH.size + n
+        arrays = {}
+        for name, dtype, shape in header.pop("arrays"):
+            count = int(np.prod(shape, dtype=np.int64))
+            a = np.frombuffer(message, dtype=_DTYPES[dtype], count=count, offset=offset).reshape(shape)
+            arrays[str(name)] = a
+            offset += a.nbytes
+    except (struct.error, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ProtocolError(f"malformed worker message: {type(exc).__name__}: {exc}") from exc
+    if offset != len(message):
+        raise ProtocolError(f"malformed worker message: {len(message) - offset} trailing bytes")
+    return header, arrays
+
+
+def results_message(job_id: int, results: EpisodeResults, **extra: object) -> bytes:
+    """A worker's answer to a job (``extra``: further JSON header fields)."""
+    return encode({"type": "result", "job": job_id, "failures": {str(k): v for k, v in results.failures.items()},
+                   "retire": results.retire, **extra},
+                  {"returns": results.returns, "fitness": results.fitness, "steps": results.steps})
+
+
+def parse_results(header: dict, arrays: dict[str, np.ndarray], size: int) -> EpisodeResults:
+    """Check a worker's answer for a job of ``size`` episodes and turn it into :class:`EpisodeResults`."""
+    try:
+        returns, fitness, steps = (arrays[k] for k in ("returns", "fitness", "steps"))
+        failures = {int(k): str(v) for k, v in header["failures"].items()}
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise ProtocolError(f"malformed job result: {type(exc).__name__}: {exc}") from exc
+    if any(a.shape != (size,) for a in (returns, fitness, steps)) or not all(0 <= k < size for k in failures):
+        raise ProtocolError(f"job result does not match a job of {size} episodes")
+    return EpisodeResults(returns.astype(np.float64), fitness.astype(np.float64), steps.astype(np.int64), failures,
+                          bool(header.get("retire", False)))
