@@ -78,7 +78,10 @@ class BenchSettings:
 
     def shared(self) -> dict:
         """What every run of the bench shares; a resumed bench must agree on all of it."""
-        return {"robot": self.profile.name, "profile": self.profile.to_dict(), "generations": self.generations,
+        # only what decides the numbers: not the gates, the description or where the profile file lives
+        decisive = ("env_id", "env_kwargs", "regimes", "switch_regime", "policy", "ghn", "reward_offset")
+        profile = {k: v for k, v in self.profile.to_dict().items() if k in decisive}
+        return {"robot": self.profile.name, "profile": profile, "generations": self.generations,
                 "switches": [list(s) for s in self.schedule.switches], "evolution": self.evolution.to_dict(),
                 "episodes": self.episodes_per_evaluation,
                 "evaluations_per_generation": evaluations_per_generation(self.evolution)}
