@@ -29,9 +29,15 @@ err = Console(stderr=True)
 out = Console()
 
 StateDirOpt = Annotated[Path | None, typer.Option(
-    "--state-dir", help="State directory holding the champion registry [default: $SRGHN_STATE_DIR, else the "
-    "platform's user state dir for srghn].", show_default=False)]
+    "--state-dir", help="State directory holding the champion registry (default: $SRGHN_STATE_DIR, else the "
+    "platform's user state dir for srghn).", show_default=False)]
 RobotOpt = Annotated[str, typer.Option("--robot", "-r", help="Built-in profile name (see `profiles`) or a .toml path.")]
+BackendOpt = Annotated[str, typer.Option(
+    help="Evaluator: local (sandboxed worker processes), ray (a Ray cluster) or inprocess (debugging).")]
+WorkersOpt = Annotated[int | None, typer.Option(
+    help="Evaluation workers for local/ray; more workers change speed, never results (default: all cores).")]
+RayAddressOpt = Annotated[str | None, typer.Option(
+    help="Ray cluster address for --backend ray (default: start a local Ray instance).")]
 
 
 def fail(exc: SrghnError) -> typer.Exit:
@@ -61,22 +67,17 @@ def profiles(
 @app.command()
 def evolve(
     robot: RobotOpt = "cartpole",
-    generations: Annotated[int | None, typer.Option(help="Generations to run [default: the profile's].")] = None,
+    generations: Annotated[int | None, typer.Option(help="Generations to run (default: the profile's).")] = None,
     switch_at: Annotated[int | None, typer.Option(
         help="Switch the simulator to the profile's switch regime at this generation.")] = None,
     switch_back_at: Annotated[int | None, typer.Option(help="Switch back to nominal at this generation.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of everything random in the run.")] = 0,
-    population: Annotated[int | None, typer.Option(help="Population size N [default: the profile's].")] = None,
+    population: Annotated[int | None, typer.Option(help="Population size N (default: the profile's).")] = None,
     episodes: Annotated[int | None, typer.Option(
-        help="Episodes per evaluation of an individual [default: the profile's].")] = None,
-    backend: Annotated[str, typer.Option(
-        help="Evaluator: local (sandboxed worker processes), ray (a Ray cluster) or inprocess (debugging).")]
-    = "local",
-    workers: Annotated[int | None, typer.Option(
-        help="Evaluation workers for local/ray; more workers change speed, never results [default: all cores].")]
-    = None,
-    ray_address: Annotated[str | None, typer.Option(
-        help="Ray cluster address for --backend ray [default: start a local Ray instance].")] = None,
+        help="Episodes per evaluation of an individual (default: the profile's).")] = None,
+    backend: BackendOpt = "local",
+    workers: WorkersOpt = None,
+    ray_address: RayAddressOpt = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for metrics, plot, population, champion.")]
     = Path("runs/evolve"),
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout at the end.")] = False,
@@ -137,7 +138,10 @@ def bench(
     switch_back_at: Annotated[int | None, typer.Option(help="Switch back to nominal here.")] = None,
     population: Annotated[int | None, typer.Option(
         help="SR-GHN population N; every method evaluates N x (1 + K) individuals per generation.")] = None,
-    episodes: Annotated[int | None, typer.Option(help="Episodes per evaluation [default: the profile's].")] = None,
+    episodes: Annotated[int | None, typer.Option(help="Episodes per evaluation (default: the profile's).")] = None,
+    backend: BackendOpt = "local",
+    workers: WorkersOpt = None,
+    ray_address: RayAddressOpt = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Bench directory (resumed if it exists).")]
     = Path("runs/bench"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON summary on stdout at the end.")] = False,
@@ -148,10 +152,12 @@ def bench(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from srghn.sim.backends import check_backend, make_evaluator
     from srghn.sim.bench import BenchSettings, run_bench
     from srghn.sim.profiles import load_profile
 
     try:
+        check_backend(backend, workers, ray_address)
         settings = BenchSettings(load_profile(robot), tuple(m.strip() for m in methods.split(",") if m.strip()),
                                  tuple(range(seeds)), generations, out_dir, switch_at, switch_back_at, population,
                                  episodes)
@@ -171,7 +177,8 @@ def bench(
                 progress.update(total, advance=1)
                 progress.update(run_task, advance=1)
 
-            summary = run_bench(settings, on_run=on_run, on_record=on_record)
+            summary = run_bench(settings, lambda profile: make_evaluator(profile, backend, workers, ray_address),
+                                on_run=on_run, on_record=on_record)
     except SrghnError as exc:
         raise fail(exc) from None
     except KeyboardInterrupt:
@@ -211,7 +218,7 @@ IdArg = Annotated[str, typer.Argument(help="Champion id (or a unique prefix of o
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why: recorded in the audit log.")]
 ActorOpt = Annotated[str | None, typer.Option(
-    "--actor", help="Who acts, for the audit log [default: $SRGHN_ACTOR, else user@host].", show_default=False)]
+    "--actor", help="Who acts, for the audit log (default: $SRGHN_ACTOR, else user@host).", show_default=False)]
 
 
 @contextlib.contextmanager
@@ -441,9 +448,9 @@ def promote(
 @app.command()
 def rollback(
     to: Annotated[str | None, typer.Option(
-        "--to", help="Champion (previously live) to go back to [default: the previous live champion].")] = None,
+        "--to", help="Champion (previously live) to go back to (default: the previous live champion).")] = None,
     robot: Annotated[str | None, typer.Option(
-        "--robot", "-r", help="Robot to roll back [default: the only robot with a live champion].")] = None,
+        "--robot", "-r", help="Robot to roll back (default: the only robot with a live champion).")] = None,
     reason: ReasonOpt = None,
     actor: ActorOpt = None,
     state_dir: StateDirOpt = None,

@@ -9,6 +9,7 @@ Layout of a bench directory::
     fitness.png                     best fitness and diversity per method, switches marked
 
 An interrupted bench resumes where it stopped: finished runs are read back, an unfinished one starts again.
+The evaluator (backend, workers) is not part of a bench's identity: it changes speed, never results.
 """
 
 from __future__ import annotations
