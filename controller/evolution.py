@@ -31,6 +31,10 @@ class EvolutionConfig:
     """Evaluate survivors again every generation (robust fitness); if off, only after the world changed."""
     random_selection: bool = False
     """Control experiment: survivors are drawn at random, fitness ignored (does the mutation rate drift alone?)."""
+    ties_to_children: bool = False
+    """On equal scores prefer children over parents. At a fitness cap (CartPole's 500) parents winning ties
+    freezes a converged population, and with it the heritable rate; children winning ties lets the lineages whose
+    offspring keep the cap (the low-rate ones) take over."""
 
     def __post_init__(self) -> None:
         if self.population < 1:
@@ -94,7 +98,10 @@ class SRGHNStrategy(Strategy):
             keep = self.rng.permutation(n * (k + 1))[:n]
         else:
             score = np.concatenate([parent_score, child_fitness])
-            keep = np.argsort(-score, kind="stable")[:n]  # stable: ties go to parents, then to earlier children
+            order = np.arange(score.size)
+            if self.config.ties_to_children:
+                order = order[::-1]  # later entries (children) first among equals
+            keep = order[np.argsort(-score[order], kind="stable")][:n]  # stable: ties in `order`
         self.params = all_params[torch.from_numpy(keep)].contiguous()
         self.policies, self.fitness = all_policies[keep], all_fitness[keep]
         self.ids, self.parent_ids = all_ids[keep], all_parents[keep]

@@ -28,6 +28,10 @@ SRGHN_VARIANTS: dict[str, tuple[dict, dict]] = {
     # survivors keep the fitness they were selected with (re-measured only after a regime change): fewer
     # evaluations per generation (N * K) than the others get, a less robust fitness, a faster hill-climb
     "srghn-no-reeval": ({}, {"reevaluate": False}),
+    # children win ties: a converged population keeps turning over, so the rate is selected for offspring that
+    # keep the fitness cap (see EvolutionConfig.ties_to_children)
+    "srghn-ties-children": ({}, {"ties_to_children": True}),
+    "srghn-m1-ties-children": ({"rate_outputs": 1}, {"ties_to_children": True}),
 }
 METHODS = (*SRGHN_VARIANTS, *BASELINES)
 

@@ -89,3 +89,11 @@ def test_bad_evolution_config():
         EvolutionConfig(children=0)
     with pytest.raises(ConfigError, match="child_factor"):
         EvolutionConfig(child_factor=1.5)
+
+
+def test_ties_go_to_parents_or_to_children(cartpole):
+    for to_children, expected in ((False, {0, 1}), (True, {2, 5})):
+        s = strategy(cartpole, population=2, children=2, ties_to_children=to_children)
+        s.ask()
+        s.tell(np.array([500.0, 500.0, 500.0, 10.0, 10.0, 500.0]))  # parents 0, 1; children 2-5
+        assert set(s.ids.tolist()) == expected
