@@ -7,9 +7,8 @@ a crash never leaves half a file under the real name. ``population.npz`` restore
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 
 from srghn import CheckpointError
 from srghn.controller.evolution import EvolutionConfig, SRGHNStrategy
+from srghn.controller.files import atomic_write
 from srghn.controller.ghn import SRGHN, GHNConfig
 from srghn.controller.policy import PolicySpec
 
@@ -26,18 +26,10 @@ POLICY_FORMAT = "srghn.policy/1"
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    np.savez(buffer, meta=np.array(json.dumps(meta)), **arrays)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, buffer.getvalue())
 
 
 def _read_npz(path: Path, fmt: str, keys: tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict]:

@@ -100,6 +100,25 @@ class Strategy(ABC):
         return None
 
 
+class BatchStrategy(Strategy):
+    """A strategy whose population is simply its last evaluated batch (the distribution-based ones: OpenES,
+    CMA-ES). Subclasses set ``self.batch`` in ``_ask``; ``_tell`` stores ``self.fitness`` and updates them."""
+
+    batch: np.ndarray
+    fitness: np.ndarray
+
+    def _invalidate(self) -> None:
+        self.fitness = np.full_like(self.fitness, np.nan)
+
+    def population(self) -> np.ndarray:
+        return self.batch.astype(np.float32)
+
+    def champion(self) -> Champion:
+        best = int(np.argmax(np.where(np.isnan(self.fitness), -np.inf, self.fitness)))
+        return Champion(self.batch[best].astype(np.float32), float(self.fitness[best]),
+                        self.generation * self.batch.shape[0] + best, -1)
+
+
 def diversity(policies: np.ndarray) -> float:
     """Population diversity: the mean over parameters of the standard deviation across individuals."""
     if policies.shape[0] < 2:

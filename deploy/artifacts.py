@@ -8,11 +8,10 @@ is fsynced, so a crash leaves either no file or the whole file. Reads hash the b
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from pathlib import Path
 
+from srghn.controller.files import atomic_write
 from srghn.deploy.errors import ArtifactCorrupted, RegistryError
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -21,34 +20,6 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 def sha256_hex(data: bytes) -> str:
     """Hex sha256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside ``path`` durable (no-op where directories cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via temp -> fsync -> rename -> fsync(dir)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 class ArtifactStore:

@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 
 from srghn.controller.onnx_policy import OnnxPolicy
-from srghn.sim.evaluator import make_env
+from srghn.sim.evaluator import make_env, play_episodes
 from srghn.sim.profiles import RobotProfile
 
 
@@ -48,22 +48,7 @@ def run_scenarios(profile: RobotProfile, policy: OnnxPolicy, regimes: tuple[str,
 
 def _run_regime(envs: list[gym.Env], profile: RobotProfile, policy: OnnxPolicy, regime: str, seed: int,
                 max_steps: int | None) -> ScenarioResult:
-    n = len(envs)
-    obs = np.empty((n, profile.policy.obs_dim), dtype=np.float32)
-    for i, env in enumerate(envs):
-        obs[i], _ = env.reset(seed=seed + i, options={"regime": regime})
-    returns, steps = np.zeros(n), np.zeros(n, dtype=np.int64)
-    active = np.arange(n)
-    while active.size:
-        actions = policy.act(obs[active])
-        still = []
-        for j, i in enumerate(active):
-            o, reward, terminated, truncated, _ = envs[i].step(actions[j])
-            obs[i] = o
-            returns[i] += reward
-            steps[i] += 1
-            if not (terminated or truncated or (max_steps is not None and steps[i] >= max_steps)):
-                still.append(i)
-        active = np.asarray(still, dtype=np.int64)
-    fitness = returns - profile.reward_offset * steps
-    return ScenarioResult(regime, float(fitness.mean()), float(returns.mean()), int(steps.min()), n)
+    seeds = np.arange(seed, seed + len(envs))
+    returns, fitness, steps = play_episodes(envs, profile, lambda rows, obs: policy.act(obs), seeds, regime,
+                                            max_steps)
+    return ScenarioResult(regime, float(fitness.mean()), float(returns.mean()), int(steps.min()), len(envs))

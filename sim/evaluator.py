@@ -20,12 +20,14 @@ reason; the rest of the batch is unaffected.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import gymnasium as gym
 import numpy as np
 
 from srghn import ConfigError
+from srghn.sim import episodes
 from srghn.sim.envs import check_regime  # importing it registers the srghn/ envs
 from srghn.sim.episodes import EpisodeRunner, RunnerSpec, make_runner
 from srghn.sim.jobs import Evaluation, EvaluatorError, Job, assemble
@@ -44,49 +46,42 @@ class Evaluator(Protocol):
 
 def make_env(profile: RobotProfile) -> gym.Env:
     """One simulator instance of the profile, checked against the profile's observation and action spaces."""
-    env = gym.make(profile.env_id, disable_env_checker=True, **profile.env_kwargs)
-    spec = profile.policy
-    if env.observation_space.shape != (spec.obs_dim,):
-        raise ConfigError(f"profile {profile.name!r}: observation.dim is {spec.obs_dim} but {profile.env_id} "
-                          f"observes {env.observation_space.shape}")
-    space = env.action_space
-    if spec.discrete != isinstance(space, gym.spaces.Discrete):
-        raise ConfigError(f"profile {profile.name!r}: action.type does not match {profile.env_id}'s {space}")
-    size = space.n if spec.discrete else space.shape[0]
-    if size != spec.act_dim:
-        raise ConfigError(f"profile {profile.name!r}: {spec.act_dim} actions declared, {profile.env_id} has {size}")
-    return env
+    return episodes.make_env(RunnerSpec.from_profile(profile))
 
 
-def run_episodes(envs: list[gym.Env], profile: RobotProfile, policies: np.ndarray, seeds: np.ndarray,
-                 regime: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Episode ``i`` runs policy row ``i`` from ``reset(seed=seeds[i])`` on ``envs[i]``; all step together.
+def play_episodes(envs: list[gym.Env], profile: RobotProfile, act: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                  seeds: np.ndarray, regime: str, max_steps: int | None = None,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Episode ``i`` starts from ``envs[i].reset(seed=seeds[i])``; all step together, ``act(rows, obs)`` giving
+    the actions of the still-running episodes ``rows`` for their observations ``obs`` in one batched call.
 
-    Returns per-episode ``(returns, fitness, steps)``.
+    Returns per-episode ``(returns, fitness, steps)``; ``max_steps`` cuts episodes short.
     """
     n = len(seeds)
-    spec = profile.policy
-    obs = np.empty((n, spec.obs_dim), dtype=np.float32)
+    obs = np.empty((n, profile.policy.obs_dim), dtype=np.float32)
     for i in range(n):
         obs[i], _ = envs[i].reset(seed=int(seeds[i]), options={"regime": regime})
     returns = np.zeros(n)
     steps = np.zeros(n, dtype=np.int64)
     active = np.arange(n)
-    active_policies = policies
     while active.size:
-        actions = spec.act(active_policies, obs[active])
+        actions = act(active, obs[active])
         still = []
         for j, i in enumerate(active):
             o, reward, terminated, truncated, _ = envs[i].step(actions[j])
             obs[i] = o
             returns[i] += reward
             steps[i] += 1
-            if not (terminated or truncated):
+            if not (terminated or truncated or (max_steps is not None and steps[i] >= max_steps)):
                 still.append(i)
-        if len(still) < active.size:  # gather policy rows only when an episode ended, not every step
-            active = np.asarray(still, dtype=np.int64)
-            active_policies = policies[active]
+        active = np.asarray(still, dtype=np.int64)
     return returns, returns - profile.reward_offset * steps, steps
+
+
+def run_episodes(envs: list[gym.Env], profile: RobotProfile, policies: np.ndarray, seeds: np.ndarray,
+                 regime: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Episode ``i`` runs policy row ``i`` of the ``(B, P)`` matrix ``policies`` (see :func:`play_episodes`)."""
+    return play_episodes(envs, profile, lambda rows, obs: profile.policy.act(policies[rows], obs), seeds, regime)
 
 
 def evaluate_batch(envs: list[gym.Env], profile: RobotProfile, policies: np.ndarray, seeds: np.ndarray,
@@ -139,4 +134,4 @@ class InProcessEvaluator:
 
 
 __all__ = ["Evaluation", "Evaluator", "EvaluatorError", "InProcessEvaluator", "evaluate_batch", "make_env",
-           "run_episodes"]
+           "play_episodes", "run_episodes"]

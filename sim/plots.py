@@ -7,6 +7,17 @@ from pathlib import Path
 from srghn.sim.records import GenerationRecord, regime_switches
 
 
+def _mark_switches(axes, records: list[GenerationRecord]) -> None:
+    """Grid on every panel, a dashed line at every regime switch, the new regime named on the first panel."""
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        for generation, regime in regime_switches(records):
+            ax.axvline(generation, color="black", linestyle="--", linewidth=1)
+            if ax is axes[0]:
+                ax.annotate(f"→ {regime}", (generation, 1.0), xycoords=("data", "axes fraction"),
+                            xytext=(3, -12), textcoords="offset points", fontsize=8)
+
+
 def plot_run(records: list[GenerationRecord], path: Path, title: str = "", target: float | None = None) -> Path:
     """Write a three-panel PNG of ``records`` to ``path``."""
     import matplotlib
@@ -36,13 +47,7 @@ def plot_run(records: list[GenerationRecord], path: Path, title: str = "", targe
         ax_rate.set_ylim(0, 1)
     ax_rate.set_ylabel("mutation rate")
     ax_rate.set_xlabel("generation")
-    for ax in (ax_fit, ax_div, ax_rate):
-        ax.grid(alpha=0.3)
-        for generation, regime in regime_switches(records):
-            ax.axvline(generation, color="black", linestyle="--", linewidth=1)
-            if ax is ax_fit:
-                ax.annotate(f"→ {regime}", (generation, 1.0), xycoords=("data", "axes fraction"),
-                            xytext=(3, -12), textcoords="offset points", fontsize=8)
+    _mark_switches((ax_fit, ax_div, ax_rate), records)
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
@@ -72,14 +77,7 @@ def plot_bench(runs: dict[str, dict[int, list[GenerationRecord]]], path: Path, t
                 ax.fill_between(gens, values.min(axis=0), values.max(axis=0), color=colours(i), alpha=0.12)
     if target is not None:
         ax_fit.axhline(target, color="grey", linestyle=":", label=f"target {target:g}")
-    some_run = next(iter(next(iter(runs.values())).values()))
-    for ax in (ax_fit, ax_div):
-        ax.grid(alpha=0.3)
-        for generation, regime in regime_switches(some_run):
-            ax.axvline(generation, color="black", linestyle="--", linewidth=1)
-            if ax is ax_fit:
-                ax.annotate(f"→ {regime}", (generation, 1.0), xycoords=("data", "axes fraction"),
-                            xytext=(3, -12), textcoords="offset points", fontsize=8)
+    _mark_switches((ax_fit, ax_div), next(iter(next(iter(runs.values())).values())))
     ax_fit.set_ylabel("best fitness (median over seeds)" + (", min–max" if len(runs) <= 6 else ""))
     ax_div.set_ylabel("diversity (log)")
     ax_div.set_yscale("log")

@@ -13,7 +13,7 @@ import numpy as np
 
 from srghn import ConfigError
 from srghn.controller.policy import PolicySpec
-from srghn.controller.strategy import Champion, Strategy
+from srghn.controller.strategy import BatchStrategy
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class CMAESConfig:
             raise ConfigError(f"cmaes needs popsize >= 2 and sigma0 > 0, got {self.popsize}, {self.sigma0}")
 
 
-class CMAES(Strategy):
+class CMAES(BatchStrategy):
     """CMA-ES over the flat policy vector (pycma's ``CMAEvolutionStrategy``)."""
 
     def __init__(self, policy: PolicySpec, config: CMAESConfig, seed: int) -> None:
@@ -61,16 +61,6 @@ class CMAES(Strategy):
         loss = np.where(finite, loss, worst + 1.0 + abs(worst))
         self.es.tell(list(self.batch), loss.tolist())
 
-    def _invalidate(self) -> None:
-        self.fitness = np.full_like(self.fitness, np.nan)
-
-    def population(self) -> np.ndarray:
-        return self.batch.astype(np.float32)
-
-    def champion(self) -> Champion:
-        best = int(np.argmax(np.where(np.isnan(self.fitness), -np.inf, self.fitness)))
-        return Champion(self.batch[best].astype(np.float32), float(self.fitness[best]),
-                        self.generation * self.config.popsize + best, -1)
 
     def mutation_rates(self) -> np.ndarray:
         return np.array([self.es.sigma])

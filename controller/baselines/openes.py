@@ -9,7 +9,7 @@ import numpy as np
 
 from srghn import ConfigError
 from srghn.controller.policy import PolicySpec
-from srghn.controller.strategy import Champion, Strategy
+from srghn.controller.strategy import BatchStrategy
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def centered_ranks(fitness: np.ndarray) -> np.ndarray:
     return ranks / (len(fitness) - 1) - 0.5
 
 
-class OpenES(Strategy):
+class OpenES(BatchStrategy):
     """OpenES over the flat policy vector."""
 
     def __init__(self, policy: PolicySpec, config: OpenESConfig, seed: int) -> None:
@@ -74,14 +74,3 @@ class OpenES(Strategy):
         m_hat = self.m / (1 - 0.9**self.steps)
         v_hat = self.v / (1 - 0.999**self.steps)
         self.mean += cfg.learning_rate * m_hat / (np.sqrt(v_hat) + 1e-8)
-
-    def _invalidate(self) -> None:
-        self.fitness = np.full_like(self.fitness, np.nan)
-
-    def population(self) -> np.ndarray:
-        return self.batch.astype(np.float32)
-
-    def champion(self) -> Champion:
-        best = int(np.argmax(np.where(np.isnan(self.fitness), -np.inf, self.fitness)))
-        return Champion(self.batch[best].astype(np.float32), float(self.fitness[best]),
-                        self.generation * self.config.popsize + best, -1)
