@@ -28,7 +28,7 @@ from srghn.controller.methods import METHODS, build_strategy, evaluations_per_ge
 from srghn.sim.evaluator import Evaluator, InProcessEvaluator
 from srghn.sim.loop import Schedule, evolve
 from srghn.sim.profiles import RobotProfile
-from srghn.sim.records import RECOVERY_LEVELS, GenerationRecord, read_records, recovery
+from srghn.sim.records import RECOVERY_LEVELS, GenerationRecord, read_records, recovery, stream_records
 
 
 @dataclass(frozen=True)
@@ -139,15 +139,9 @@ def _run_one(settings: BenchSettings, method: str, seed: int, run_dir: Path, eva
     torch.set_num_threads(1)  # as in `evolve` (see srghn.sim.run)
     run_dir.mkdir(parents=True, exist_ok=True)
     strategy = build_strategy(method, settings.profile.policy, settings.profile.ghn, settings.evolution, seed)
-    records = []
-    with (run_dir / "metrics.jsonl").open("w") as f:
-        for record in evolve(strategy, evaluator, settings.generations, settings.episodes_per_evaluation, seed,
-                             settings.schedule):
-            records.append(record)
-            f.write(record.to_json() + "\n")
-            f.flush()
-            if on_record:
-                on_record(record)
+    records: list[GenerationRecord] = []
+    stream_records(evolve(strategy, evaluator, settings.generations, settings.episodes_per_evaluation, seed,
+                          settings.schedule), run_dir / "metrics.jsonl", records, on_record)
     (run_dir / "done.json").write_text(json.dumps({"method": method, "seed": seed, "generations": len(records)}))
     return records
 

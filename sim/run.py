@@ -29,7 +29,7 @@ from srghn.sim.backends import check_backend, make_evaluator
 from srghn.sim.loop import Schedule, evolve
 from srghn.sim.plots import plot_run
 from srghn.sim.profiles import RobotProfile
-from srghn.sim.records import GenerationRecord, summarize
+from srghn.sim.records import GenerationRecord, stream_records, summarize
 
 
 @dataclass(frozen=True)
@@ -121,17 +121,9 @@ def run_evolve(settings: EvolveSettings, on_record: Callable[[GenerationRecord],
     strategy = SRGHNStrategy(SRGHN(profile.policy, profile.ghn, basis_seed=settings.seed), evolution, settings.seed)
     evaluator = make_evaluator(profile, settings.backend, settings.workers, settings.ray_address)
     records: list[GenerationRecord] = []
-    metrics = out / "metrics.jsonl"
-    metrics.write_text("")
     try:
-        with metrics.open("a") as f:
-            for record in evolve(strategy, evaluator, settings.n_generations, settings.n_episodes, settings.seed,
-                                 settings.schedule):
-                records.append(record)
-                f.write(record.to_json() + "\n")
-                f.flush()
-                if on_record:
-                    on_record(record)
+        stream_records(evolve(strategy, evaluator, settings.n_generations, settings.n_episodes, settings.seed,
+                              settings.schedule), out / "metrics.jsonl", records, on_record)
     finally:
         evaluator.close()
         if records:  # also after Ctrl-C: keep what was evolved so far
