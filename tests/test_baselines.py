@@ -26,10 +26,8 @@ def make(method: str, seed: int = 0):
     return build_strategy(method, SPEC, GHNConfig(), EVOLUTION, seed)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "srghn-random-selection"])  # ignores fitness
 def test_every_method_improves_a_quadratic_within_its_budget(method):
-    if method == "srghn-random-selection":
-        pytest.skip("the random-selection control ignores fitness by design")
     strategy = make(method)
     budget = evaluations_per_generation(EVOLUTION)
     # never more than the budget; openes may lose one to antithetic pairs, srghn-no-reeval evaluates children only
