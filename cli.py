@@ -188,7 +188,7 @@ def bench(
     if as_json:
         print(json.dumps(summary))
     else:
-        out.print((out_dir / "summary.md").read_text(), markup=False, highlight=False)
+        out.print((out_dir / "summary.md").read_text(), markup=False, highlight=False, soft_wrap=True)
         out.print(f"tables: {out_dir / 'summary.md'}, plot: {out_dir / 'fitness.png'}")
 
 

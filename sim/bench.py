@@ -150,10 +150,18 @@ def _spread(values: list[float | None]) -> dict:
     """Median, min and max of the values that exist, and how many are missing (``None`` = never)."""
     present = [v for v in values if v is not None]
     never = len(values) - len(present)
+    if not values:
+        return {"median": None, "min": None, "max": None, "never": 0, "n": 0}
     # "never" counts as worse than any number: the median is "never" when at least half never made it
     median = None if never * 2 >= len(values) and never else float(np.median(present + [np.inf] * never))
     return {"median": median, "min": min(present) if present else None, "max": max(present) if present else None,
             "never": never, "n": len(values)}
+
+
+def _relative(rows: list[dict], level: str) -> dict:
+    """:func:`_spread` of the generations to regain ``level`` % over the seeds where that is defined."""
+    defined = [row["regained"][level] for row in rows if row["pre_switch"] > 0]
+    return {**_spread(defined), "undefined": len(rows) - len(defined)}
 
 
 def summarize_bench(settings: BenchSettings, runs: dict[str, dict[int, list[GenerationRecord]]]) -> dict:
@@ -175,10 +183,11 @@ def summarize_bench(settings: BenchSettings, runs: dict[str, dict[int, list[Gene
                 "switch_at": at, "regime": settings.schedule.regime_at(at),
                 "pre_switch_best": _spread([row["pre_switch"] for row in rows.values()]),
                 "post_switch_best": _spread([max(r.best for r in seg) for seg in segment.values()]),
-                "regained": {str(x): _spread([row["regained"][str(x)] for row in rows.values()])
-                             for x in RECOVERY_LEVELS},
-                "mean_regained_90": _spread([row["regained"]["90"] for row in means.values()]),
-                "never_recovered_95": sorted(s for s, row in rows.items() if row["regained"]["95"] is None),
+                # X % of a pre-switch level <= 0 means nothing: such seeds are "undefined", not "never"
+                "regained": {str(x): _relative([row for row in rows.values()], str(x)) for x in RECOVERY_LEVELS},
+                "mean_regained_90": _relative(list(means.values()), "90"),
+                "never_recovered_95": sorted(s for s, row in rows.items()
+                                             if row["pre_switch"] > 0 and row["regained"]["95"] is None),
             }
             if target is not None:
                 entry["target"] = target
@@ -200,10 +209,15 @@ def summarize_bench(settings: BenchSettings, runs: dict[str, dict[int, list[Gene
 
 
 def _fmt(spread: dict, digits: int = 0) -> str:
+    undefined = spread.get("undefined", 0)
+    if not spread["n"]:
+        return f"n/a ({undefined}/{undefined} pre-switch ≤ 0)" if undefined else "–"
     if spread["median"] is None:
-        return f"never ({spread['never']}/{spread['n']})"
-    text = f"{spread['median']:.{digits}f} [{spread['min']:.{digits}f}–{spread['max']:.{digits}f}]"
-    return text + (f", never {spread['never']}/{spread['n']}" if spread["never"] else "")
+        text = f"never ({spread['never']}/{spread['n']})"
+    else:
+        text = f"{spread['median']:.{digits}f} [{spread['min']:.{digits}f}–{spread['max']:.{digits}f}]"
+        text += f", never {spread['never']}/{spread['n']}" if spread["never"] else ""
+    return text + (f", n/a {undefined}" if undefined else "")
 
 
 def bench_markdown(summary: dict) -> str:
@@ -234,5 +248,6 @@ def bench_markdown(summary: dict) -> str:
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     lines.append("Cells: median [min–max] over seeds of generations after the switch; `never k/n`: k of n seeds "
-                 "did not get there within the run (counted as slower than any that did).")
+                 "did not get there within the run (counted as slower than any that did); `n/a k`: k seeds whose "
+                 "pre-switch level was <= 0, where a percentage of it means nothing.")
     return "\n".join(lines) + "\n"

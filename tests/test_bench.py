@@ -64,7 +64,7 @@ def test_summary_counts_seeds_that_never_recovered(tmp_path, cartpole):
     runs = {"srghn": {seed: [rec(g, b, "nominal" if g < 3 else "inverted", rate=0.5 + g / 100)
                              for g, b in enumerate(curve)] for seed, curve in curves.items()}}
     (switch,) = summarize_bench(s, runs)["methods"]["srghn"]["switches"]
-    assert switch["regained"]["95"] == {"median": 2.0, "min": 1, "max": 2, "never": 1, "n": 3}
+    assert switch["regained"]["95"] == {"median": 2.0, "min": 1, "max": 2, "never": 1, "n": 3, "undefined": 0}
     assert switch["never_recovered_95"] == [1] and switch["never_reached_target"] == [1]
     assert switch["post_switch_best"]["median"] == 490
     assert switch["mutation_rate_before"]["median"] == pytest.approx(0.52)
@@ -88,3 +88,19 @@ def test_bench_cli_json(tmp_path):
     summary = json.loads(result.output.strip().splitlines()[-1])
     assert set(summary["methods"]) == {"ga", "openes"}
     assert summary["bench"]["evaluations_per_generation"] == 6
+
+
+def test_percentages_of_a_negative_level_are_not_applicable(tmp_path, cartpole):
+    """LunarLander can be below zero before a switch: 'regain 90 %' of that is undefined, not 'never'."""
+    from srghn.sim.bench import bench_markdown
+
+    s = settings(cartpole, tmp_path, methods=("srghn",), seeds=(0, 1), generations=6, switch_at=3)
+    curves = {0: [-50, -40, -30, -80, -20, 10], 1: [100, 200, 300, 10, 20, 30]}
+    runs = {"srghn": {seed: [rec(g, b, "nominal" if g < 3 else "inverted") for g, b in enumerate(curve)]
+                      for seed, curve in curves.items()}}
+    summary = summarize_bench(s, runs)
+    (switch,) = summary["methods"]["srghn"]["switches"]
+    assert switch["regained"]["90"] == {"median": None, "min": None, "max": None, "never": 1, "n": 1,
+                                        "undefined": 1}
+    assert switch["never_recovered_95"] == [1]  # seed 0 is not "never": it had nothing to regain
+    assert "never (1/1), n/a 1" in bench_markdown(summary)
