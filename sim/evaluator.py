@@ -28,9 +28,8 @@ import numpy as np
 
 from srghn import ConfigError
 from srghn.sim import episodes
-from srghn.sim.envs import check_regime  # importing it registers the srghn/ envs
 from srghn.sim.episodes import EpisodeRunner, RunnerSpec, make_runner
-from srghn.sim.jobs import Evaluation, EvaluatorError, Job, assemble
+from srghn.sim.jobs import Evaluation, EvaluatorError, Job, assemble, check_batch
 from srghn.sim.profiles import RobotProfile
 
 
@@ -113,8 +112,7 @@ class InProcessEvaluator:
         self.runner: EpisodeRunner | None = None
 
     def evaluate(self, policies: np.ndarray, seeds: np.ndarray, regime: str) -> Evaluation:
-        check_regime(regime, self.profile.regimes, f"robot {self.profile.name!r}")
-        policies = np.ascontiguousarray(policies, dtype=np.float32)
+        policies, seeds = check_batch(self.spec, policies, seeds, regime)
         b, e = policies.shape[0], len(seeds)
         if self.runner is None:
             self.runner = make_runner(self.spec)

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from srghn import SrghnError
-from srghn.sim.episodes import EpisodeResults
+from srghn import ConfigError, SrghnError
+from srghn.sim.envs import check_regime
+from srghn.sim.episodes import EpisodeResults, RunnerSpec
 
 FAILED_FITNESS = -np.inf
 """Fitness of an individual whose evaluation failed: the worst possible, so selection never keeps it over a
@@ -79,6 +80,20 @@ class Job:
     def size(self) -> int:
         """Number of episodes."""
         return self.hi - self.lo
+
+
+def check_batch(spec: RunnerSpec, policies: np.ndarray, seeds: np.ndarray,
+                regime: str) -> tuple[np.ndarray, np.ndarray]:
+    """The inputs of an ``evaluate`` call, validated (errors name the problem) and in the dtypes jobs use."""
+    if spec.regimes:
+        check_regime(regime, spec.regimes, f"robot {spec.name!r}")
+    policies = np.ascontiguousarray(policies, dtype=np.float32)
+    seeds = np.asarray(seeds, dtype=np.int64)
+    if policies.ndim != 2 or policies.shape[1] != spec.policy.num_params:
+        raise ConfigError(f"policies must have shape (B, {spec.policy.num_params}), got {policies.shape}")
+    if seeds.ndim != 1 or len(seeds) < 1:
+        raise ConfigError(f"seeds must be a non-empty 1-D array, got shape {seeds.shape}")
+    return policies, seeds
 
 
 def plan_jobs(n_episodes: int, n_jobs: int) -> list[Job]:

@@ -23,9 +23,8 @@ from collections import deque
 import numpy as np
 
 from srghn import ConfigError
-from srghn.sim.envs import check_regime
 from srghn.sim.episodes import EpisodeResults, RunnerSpec
-from srghn.sim.jobs import Evaluation, EvaluatorError, Job, assemble, job_arrays, plan_jobs
+from srghn.sim.jobs import Evaluation, EvaluatorError, Job, assemble, check_batch, job_arrays, plan_jobs
 from srghn.sim.workers import WorkerLimits, _max_episode_steps
 
 log = logging.getLogger("srghn.sim.ray_backend")
@@ -115,14 +114,7 @@ class RayEvaluator:
         ray = self.ray
         if not self.actors:
             raise EvaluatorError("evaluator is closed")
-        if self.spec.regimes:
-            check_regime(regime, self.spec.regimes, f"robot {self.spec.name!r}")
-        policies = np.ascontiguousarray(policies, dtype=np.float32)
-        seeds = np.asarray(seeds, dtype=np.int64)
-        if policies.ndim != 2 or policies.shape[1] != self.spec.policy.num_params:
-            raise ConfigError(f"policies must have shape (B, {self.spec.policy.num_params}), got {policies.shape}")
-        if seeds.ndim != 1 or len(seeds) < 1:
-            raise ConfigError(f"seeds must be a non-empty 1-D array, got shape {seeds.shape}")
+        policies, seeds = check_batch(self.spec, policies, seeds, regime)
         b, e = policies.shape[0], len(seeds)
         jobs = plan_jobs(b * e, self.n_workers * self.jobs_per_worker)
         pending, idle = deque(jobs), deque(range(len(self.actors)))

@@ -37,7 +37,6 @@ import gymnasium as gym
 import numpy as np
 
 from srghn import ConfigError
-from srghn.sim.envs import check_regime
 from srghn.sim.episodes import EpisodeResults, RunnerSpec
 from srghn.sim.jobs import (
     Evaluation,
@@ -45,6 +44,7 @@ from srghn.sim.jobs import (
     Job,
     ProtocolError,
     assemble,
+    check_batch,
     decode,
     encode,
     job_arrays,
@@ -213,15 +213,8 @@ class LocalEvaluator:
         """Every row of ``policies`` on every seed in ``regime``; failed individuals get fitness ``-inf``."""
         if not self.workers:
             raise EvaluatorError("evaluator is closed")
-        if self.spec.regimes:
-            check_regime(regime, self.spec.regimes, f"robot {self.spec.name!r}")
-        policies = np.ascontiguousarray(policies, dtype=np.float32)
-        seeds = np.asarray(seeds, dtype=np.int64)
+        policies, seeds = check_batch(self.spec, policies, seeds, regime)
         b, e = policies.shape[0], len(seeds)
-        if policies.ndim != 2 or policies.shape[1] != self.spec.policy.num_params:
-            raise ConfigError(f"policies must have shape (B, {self.spec.policy.num_params}), got {policies.shape}")
-        if seeds.ndim != 1 or len(seeds) < 1:
-            raise ConfigError(f"seeds must be a non-empty 1-D array, got shape {seeds.shape}")
         jobs = plan_jobs(b * e, self.n_workers * self.jobs_per_worker)
         pending = deque(jobs)
         results: dict[int, EpisodeResults] = {}
