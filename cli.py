@@ -59,7 +59,8 @@ def profiles(
         return
     table = Table("robot", "environment", "regimes", "policy", "population", "episodes")
     for p in loaded:
-        table.add_row(p.name, p.env_id, ", ".join(p.regimes), "→".join(map(str, p.policy.layer_sizes)),
+        regimes = ", ".join(p.regimes) if len(p.regimes) <= 3 else f"{', '.join(p.regimes[:2])}, … ({len(p.regimes)})"
+        table.add_row(p.name, p.env_id, regimes, "→".join(map(str, p.policy.layer_sizes)),
                       f"{p.evolution.population} × (1 + {p.evolution.children})", str(p.episodes))
     out.print(table)
 
