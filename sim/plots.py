@@ -4,7 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from srghn.sim.records import GenerationRecord, regime_switches
+
+
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, imported on first use (it is slow to import)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path, title: str) -> Path:
+    """Title, lay out, write the PNG and free the figure."""
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return Path(path)
 
 
 def _mark_switches(axes, records: list[GenerationRecord]) -> None:
@@ -20,11 +41,7 @@ def _mark_switches(axes, records: list[GenerationRecord]) -> None:
 
 def plot_run(records: list[GenerationRecord], path: Path, title: str = "", target: float | None = None) -> Path:
     """Write a three-panel PNG of ``records`` to ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     gens = [r.generation for r in records]
     fig, (ax_fit, ax_div, ax_rate) = plt.subplots(3, 1, figsize=(9, 8), sharex=True,
                                                   gridspec_kw={"height_ratios": [2, 1, 1]})
@@ -48,22 +65,13 @@ def plot_run(records: list[GenerationRecord], path: Path, title: str = "", targe
     ax_rate.set_ylabel("mutation rate")
     ax_rate.set_xlabel("generation")
     _mark_switches((ax_fit, ax_div, ax_rate), records)
-    fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def plot_bench(runs: dict[str, dict[int, list[GenerationRecord]]], path: Path, title: str = "",
                target: float | None = None) -> Path:
     """Best fitness and diversity per method: median over seeds with a min-max band, switches marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
+    plt = _pyplot()
 
     fig, (ax_fit, ax_div) = plt.subplots(2, 1, figsize=(10, 8), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     colours = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20")
@@ -83,9 +91,4 @@ def plot_bench(runs: dict[str, dict[int, list[GenerationRecord]]], path: Path, t
     ax_div.set_yscale("log")
     ax_div.set_xlabel("generation")
     ax_fit.legend(loc="lower right", fontsize=8, ncol=2)
-    fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
