@@ -9,6 +9,7 @@ import contextlib
 import json
 import sqlite3
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -439,12 +440,29 @@ def promote(
     actor: ActorOpt = None,
     state_dir: StateDirOpt = None,
 ) -> None:
-    """Make a champion live for its robot. Refuses candidates without a passing, current gate report."""
-    with _handled(), _open_registry(state_dir) as registry:
-        event = registry.promote(champion_id, _actor(actor), reason, force)
-    forced = f" (FORCED over {', '.join(event.detail['overridden'])})" if event.forced else ""
-    out.print(escape(f"promoted {event.to_id} to live for {event.robot} (was {event.from_id or 'nothing'}){forced}"),
-              highlight=False, soft_wrap=True)
+    """Make a champion live for its robot. Refuses candidates without a passing, current gate report.
+
+    While a daemon runs on the state directory this goes through its admin socket, and returns once the daemon
+    serves the new champion; otherwise it changes the registry directly.
+    """
+    with _handled():
+        daemon = _daemon(state_dir)
+        if daemon is not None:
+            with _open_registry(state_dir) as registry:
+                target = registry.get(champion_id)
+            if target.robot != daemon.robot:
+                daemon.close()
+                daemon = None  # the daemon serves another robot: this one is changed in the registry
+        if daemon is not None:
+            with daemon:
+                event = daemon.promote(target.id, _actor(actor), reason, force)["event"]
+        else:
+            with _open_registry(state_dir) as registry:
+                event = registry.promote(champion_id, _actor(actor), reason, force).to_dict()
+    forced = f" (FORCED over {', '.join(event['detail']['overridden'])})" if event["forced"] else ""
+    via = " (through the running daemon, now serving it)" if daemon is not None else ""
+    out.print(escape(f"promoted {event['to']} to live for {event['robot']} (was {event['from'] or 'nothing'}){forced}"
+                     f"{via}"), highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -457,11 +475,25 @@ def rollback(
     actor: ActorOpt = None,
     state_dir: StateDirOpt = None,
 ) -> None:
-    """Go back to the previous live champion (or to --to). A corrupted target is refused; the live one stays."""
-    with _handled(), _open_registry(state_dir) as registry:
-        event = registry.rollback(_actor(actor), robot, to, reason)
-    out.print(escape(f"rolled back {event.robot}: {event.to_id} is live (was {event.from_id})"), highlight=False,
-              soft_wrap=True)
+    """Go back to the previous live champion (or to --to). A corrupted target is refused; the live one stays.
+
+    Goes through a running daemon's admin socket (which swaps the served policy before answering), else changes
+    the registry directly.
+    """
+    with _handled():
+        daemon = _daemon(state_dir)
+        if daemon is not None and robot not in (None, daemon.robot):
+            daemon.close()
+            daemon = None  # the daemon serves another robot: this one is changed in the registry
+        if daemon is not None:
+            with daemon:
+                event = daemon.rollback(to, _actor(actor), reason)["event"]
+        else:
+            with _open_registry(state_dir) as registry:
+                event = registry.rollback(_actor(actor), robot, to, reason).to_dict()
+    via = " (through the running daemon, now serving it)" if daemon is not None else ""
+    out.print(escape(f"rolled back {event['robot']}: {event['to']} is live (was {event['from']}){via}"),
+              highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -515,6 +547,333 @@ def history(
         _row(table, e.seq, e.time[:19].replace("T", " "), e.robot, kind, e.actor, e.from_id or "-", e.to_id or "-",
              detail)
     out.print(table)
+
+# -- the daemon: run, robot-sim, status, watch, keys (design.md §4) ---------------------------------------------------
+
+EndpointOpt = Annotated[str | None, typer.Option(
+    help="ZeroMQ endpoint, ipc://PATH or tcp://HOST:PORT (default: ipc://<state dir>/<role>.sock).",
+    show_default=False)]
+KeysOpt = Annotated[Path | None, typer.Option(
+    "--keys", help="CURVE key directory from `srghn-ctl keys` (required to bind beyond this machine).",
+    show_default=False)]
+
+
+def _daemon(state_dir: Path | None):
+    """An admin client of the daemon running on the state directory, or None when none runs there."""
+    from srghn.deploy.client import AdminClient
+    from srghn.deploy.state import read_runfile, resolve_state_dir
+
+    info = read_runfile(resolve_state_dir(state_dir))
+    if info is None:
+        return None
+    return AdminClient(info["admin"], robot=info.get("robot"), **_client_keys(info.get("keys")))
+
+
+def _client_keys(keys: str | Path | None, name: str = "client") -> dict:
+    if keys is None:
+        return {}
+    keys = Path(keys)
+    return {"server_key": keys / "server.key", "client_key": keys / "clients" / f"{name}.key_secret"}
+
+
+def _endpoint(given: str | None, role: str, state_dir: Path | None) -> tuple[str, dict]:
+    """An endpoint given on the command line, else the one the running daemon wrote to its run file."""
+    from srghn.deploy.state import read_runfile, resolve_state_dir
+
+    info = read_runfile(resolve_state_dir(state_dir)) or {}
+    if given is not None:
+        return given, info
+    if role not in info:
+        raise ConfigError(f"no daemon runs on state directory {resolve_state_dir(state_dir)}; start one with "
+                          f"`srghn-ctl run`, or pass --{role} ENDPOINT")
+    return info[role], info
+
+
+@app.command()
+def run(
+    robot: RobotOpt = "cartpole",
+    generations: Annotated[int | None, typer.Option(
+        help="Stop cleanly after this many generations (default: run until Ctrl-C / SIGTERM).")] = None,
+    duration: Annotated[float | None, typer.Option(
+        help="Stop cleanly after this many seconds (checked between generations).")] = None,
+    auto_promote: Annotated[bool, typer.Option(
+        "--auto-promote/--no-auto-promote", help="Promote champions that pass the gates (off: leave it to the "
+        "operator).")] = True,
+    gate_every: Annotated[int, typer.Option(min=1, help="Consider the champion for release every N generations.")]
+    = 5,
+    regime: Annotated[str | None, typer.Option(
+        help="Shadow-simulator regime to start in (default: where the last run left off, else nominal).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of a new population (a saved one resumes).")] = 0,
+    population: Annotated[int | None, typer.Option(help="Population size N of a new population.")] = None,
+    episodes: Annotated[int | None, typer.Option(help="Episodes per evaluation (default: the profile's).")] = None,
+    control: EndpointOpt = None,
+    admin: EndpointOpt = None,
+    telemetry: EndpointOpt = None,
+    keys: KeysOpt = None,
+    backend: BackendOpt = "local",
+    workers: WorkersOpt = None,
+    ray_address: RayAddressOpt = None,
+    sim_robot: Annotated[bool, typer.Option(
+        "--sim-robot", help="Also run a simulated robot (`robot-sim`) against the control socket.")] = False,
+    fault: Annotated[str | None, typer.Option(
+        help="With --sim-robot: switch the simulated robot's dynamics to this regime at --fault-at.")] = None,
+    fault_at: Annotated[int | None, typer.Option(help="With --fault: the robot step at which it happens.")] = None,
+    robot_rate: Annotated[float | None, typer.Option(
+        help="With --sim-robot: its control steps per second (default: real time; 0: flat out).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the shutdown summary as JSON on stdout.")] = False,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Run the daemon: evolve in the shadow simulator, gate and promote champions, serve the live control loop.
+
+    Robots connect to the control socket (see docs/protocol.md); `status`, `watch`, `promote`, `rollback` and
+    `champions` talk to the running daemon. Population and registry live in the state directory, so a restarted
+    daemon resumes and serves the last live champion from its first request. Ctrl-C or SIGTERM stops it cleanly.
+    """
+    from srghn.deploy.daemon import Daemon, DaemonSettings
+    from srghn.deploy.state import resolve_state_dir
+    from srghn.sim.profiles import load_profile
+
+    with _handled():
+        if not sim_robot and (fault is not None or fault_at is not None):
+            raise ConfigError("--fault and --fault-at need --sim-robot")
+        if not sim_robot and robot_rate is not None:
+            raise ConfigError("--robot-rate needs --sim-robot")
+        robot_args = (() if fault is None else ("--fault", fault, "--fault-at", str(fault_at))) + (
+            () if robot_rate is None else ("--rate", str(robot_rate)))
+        settings = DaemonSettings(
+            load_profile(robot), resolve_state_dir(state_dir), seed=seed, population=population, episodes=episodes,
+            generations=generations, duration_s=duration, auto_promote=auto_promote, gate_every=gate_every,
+            regime=regime, control=control, admin=admin, telemetry=telemetry, keys=keys, backend=backend,
+            workers=workers, ray_address=ray_address, sim_robot=sim_robot, robot_args=robot_args)
+        if sim_robot and fault is not None:
+            from srghn.deploy.robot_sim import check_fault
+
+            check_fault(settings.profile, fault, fault_at)
+        daemon = Daemon(settings, on_event=None if as_json else _print_event)
+        if not as_json:
+            err.print(f"srghn daemon for {settings.profile.name}: control {daemon.endpoints['control']}, admin "
+                      f"{daemon.endpoints['admin']}, telemetry {daemon.endpoints['telemetry']} (Ctrl-C stops)",
+                      highlight=False, soft_wrap=True)
+        summary = daemon.run()
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        _print_daemon_summary(summary)
+
+
+def _print_event(topic: str, data: dict) -> None:
+    """One line per thing an operator wants to see while the daemon runs."""
+    if topic == "generation":
+        if data["generation"] % 5 == 0:
+            err.print(f"gen {data['generation']:>5}  {data['regime']:<12} best {_fmt(data['best'])}  mean "
+                      f"{_fmt(data['mean'])}  rate {_fmt(data['mutation_rate_mean'], 3)}", highlight=False)
+    elif topic == "gate":
+        verdict = "[green]passed[/]" if data["passed"] else \
+            f"[red]failed[/] {escape(', '.join(data['failed_hard'] + data['failed_soft']))}"
+        err.print(f"gate {escape(data['champion'])} (fitness {_fmt(data['fitness'])}, {data['regime']}): {verdict}",
+                  highlight=False, soft_wrap=True)
+    elif topic == "promoted":
+        err.print(f"[bold green]promoted[/] {escape(data['champion'])}: now serving", highlight=False)
+    elif topic in ("daemon", "evolution"):
+        err.print(f"{topic}: " + escape(", ".join(f"{k}={v}" for k, v in data.items() if k != "endpoints")),
+                  highlight=False, soft_wrap=True)
+
+
+def _print_daemon_summary(summary: dict) -> None:
+    table = Table(title=f"srghn daemon {summary['robot']}: stopped ({summary['stopped_by']})", show_header=False)
+    table.add_row("run time", f"{summary['duration_s']:.1f} s")
+    table.add_row("generations", f"{summary['generations_this_run']} this run, {summary['generation']} in total")
+    table.add_row("shadow regime", str(summary["regime"]))
+    table.add_row("champion fitness", _fmt(summary["champion_fitness"]))
+    c = summary["candidates"]
+    table.add_row("candidates", f"{c['registered']} registered, {c['gate_passed']} passed the gates, "
+                                f"{c['gate_failed']} failed, {c['promoted']} promoted")
+    table.add_row("live / last known good", escape(f"{summary['live'] or '-'} / {summary['last_known_good'] or '-'}"))
+    serving = summary.get("serving") or {}
+    if serving:
+        req = serving["requests"]
+        table.add_row("served", f"{req['act']:,} actions, {req['step']:,} step reports, {req['errors']} error "
+                                f"replies, act p50/p99 {_fmt(req['act_us_p50'])}/{_fmt(req['act_us_p99'])} µs")
+    robot = summary.get("robot_sim")
+    if robot:
+        served = ", ".join(f"{k}: {v}" for k, v in robot["served_by"].items())
+        table.add_row("simulated robot", escape(f"{robot['steps']:,} steps, {robot['episodes']} episodes, mean return "
+                                                f"{_fmt(robot['mean_return'])}, last {_fmt(robot['last_return'])}; "
+                                                f"served by {served}"))
+    table.add_row("files", escape(summary["files"]["home"]))
+    out.print(table)
+
+
+@app.command("robot-sim")
+def robot_sim(
+    robot: RobotOpt = "cartpole",
+    control: EndpointOpt = None,
+    episodes: Annotated[int | None, typer.Option(help="Stop after this many episodes.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    fault: Annotated[str | None, typer.Option(
+        help="Switch the robot's dynamics to this regime (e.g. inverted) at --fault-at.")] = None,
+    fault_at: Annotated[int | None, typer.Option(help="Robot step at which --fault happens.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the episodes.")] = 0,
+    rate: Annotated[float | None, typer.Option(
+        help="Control steps per second (default: the simulator's real-time rate, e.g. 50 for CartPole, 20 for "
+        "Ant; 0: as fast as the daemon answers).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each answer before retrying.")] = 2.0,
+    keys: KeysOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No per-episode lines.")] = False,
+    summary_file: Annotated[Path | None, typer.Option(hidden=True)] = None,
+    parent_pid: Annotated[int | None, typer.Option(hidden=True)] = None,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Run a simulated robot against the daemon: MuJoCo/Box2D env of the profile, every action asked for over
+    the control socket and every step reported. --fault injects a change of dynamics mid-run."""
+    import os
+    import signal
+
+    from srghn.deploy.robot_sim import check_fault, run_robot
+    from srghn.sim.profiles import load_profile
+
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append("SIGTERM"))
+    if parent_pid is not None:  # started by a daemon: it decides when we stop
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    else:
+        signal.signal(signal.SIGINT, lambda *_: stop.append("SIGINT"))
+
+    def should_stop() -> bool:
+        if parent_pid is not None and os.getppid() != parent_pid:
+            stop.append("parent gone")
+        return bool(stop)
+
+    def on_episode(run) -> None:
+        if not quiet and not as_json:
+            err.print(f"episode {run.episodes}: return {run.returns[-1]:.1f} ({run.steps:,} steps; served by "
+                      f"{escape(', '.join(run.served_by))})", highlight=False, soft_wrap=True)
+
+    with _handled():
+        profile = load_profile(robot)
+        check_fault(profile, fault, fault_at)
+        endpoint, info = _endpoint(control, "control", state_dir)
+        result = run_robot(profile, endpoint, episodes=episodes, steps=steps, duration_s=duration, fault=fault,
+                           fault_at=fault_at, seed=seed, rate_hz=rate, timeout_s=timeout,
+                           keys=tuple(_client_keys(keys or info.get("keys")).values()) or None,
+                           on_episode=on_episode, should_stop=should_stop)
+    summary = result.summary()
+    if summary_file is not None:
+        from srghn.controller.files import atomic_write
+
+        atomic_write(summary_file, json.dumps(summary, indent=2).encode())
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    elif not quiet:
+        out.print(escape(f"robot-sim {profile.name}: {summary['steps']:,} steps, {summary['episodes']} episodes, "
+                         f"mean return {_fmt(summary['mean_return'])}, served by {summary['served_by']}, "
+                         f"act round trip {summary['act_round_trip_us']}"), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def status(
+    as_json: JsonOpt = False,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Show what the daemon is doing: serving champion, request rates and latency, robots, evolution.
+
+    With no daemon running, shows the registry's live champions instead."""
+    with _handled():
+        daemon = _daemon(state_dir)
+        if daemon is None:
+            with _open_registry(state_dir) as registry:
+                live = {r: getattr(registry.live(r), "id", None) for r in registry.robots()}
+            if as_json:
+                print(json.dumps({"daemon": None, "live": live}, indent=2))
+            else:
+                out.print("daemon: not running")
+                for r, cid in live.items():
+                    out.print(escape(f"  {r}: live {cid or '-'}"), highlight=False)
+            return
+        with daemon:
+            st = daemon.status()
+    if as_json:
+        print(json.dumps(st, indent=2))
+        return
+    table = Table(title=f"srghn daemon: {st['robot']} (pid {st['pid']}, up {st['uptime_s']:.0f} s)", show_header=False)
+    sv = st["serving"]
+    table.add_row("serving", escape(f"{sv['champion'] or 'SAFE ACTION (nothing live)'} (swap #{sv['serial']}); "
+                                    f"last known good {sv['last_known_good'] or '-'}"))
+    req = st["requests"]
+    table.add_row("requests", f"{req['act']:,} act, {req['step']:,} step, {req['errors']} errors, "
+                              f"{req['watchdog']} watchdog fallbacks; act p50/p99 {_fmt(req['act_us_p50'])}/"
+                              f"{_fmt(req['act_us_p99'])} µs")
+    for c in st["clients"]:
+        table.add_row(escape(f"robot {c['client']}"), f"{c['steps']:,} steps, {c['episodes']} episodes, mean return "
+                      f"(last 10) {_fmt(c['mean_return_last_10'])}, seen {c['seen_s_ago']:.0f} s ago")
+    ev = st.get("evolution")
+    if ev:
+        table.add_row("evolution", f"generation {ev['generation']}, regime {ev['regime']}"
+                      + (" [yellow](paused)[/]" if ev["paused"] else "")
+                      + f", best {_fmt(ev.get('best'))}, mean {_fmt(ev.get('mean'))}, rate "
+                      f"{_fmt(ev.get('mutation_rate'), 3)}")
+        table.add_row("releases", f"{ev['registered']} registered, {ev['gate_passed']} passed, {ev['promoted']} "
+                      f"promoted (auto-promote {'on' if ev['auto_promote'] else 'off'})")
+    table.add_row("endpoints", escape(", ".join(f"{k} {v}" for k, v in st["endpoints"].items())))
+    out.print(table)
+
+
+@app.command()
+def watch(
+    topics: Annotated[list[str] | None, typer.Option(
+        "--topic", "-t", help="Only these topics (repeatable): generation, gate, promotion, rollback, serving, "
+        "watchdog, live, episode, evolution, command, daemon, server.")] = None,
+    count: Annotated[int | None, typer.Option(min=1, help="Stop after this many events.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds without an event.")] = None,
+    telemetry: EndpointOpt = None,
+    keys: KeysOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Follow the daemon's telemetry live: generations, gates, promotions, rollbacks, watchdog, live stats."""
+    from srghn.deploy.client import subscribe
+
+    with _handled():
+        endpoint, info = _endpoint(telemetry, "telemetry", state_dir)
+        events = subscribe(endpoint, tuple(topics or ()), timeout, **_client_keys(keys or info.get("keys")))
+        try:
+            for n, event in enumerate(events, start=1):
+                if as_json:
+                    print(json.dumps(event), flush=True)
+                else:
+                    stamp = time.strftime("%H:%M:%S", time.localtime(event.pop("time")))
+                    topic = event.pop("topic")
+                    event.pop("robot", None)
+                    out.print(f"{stamp} [bold]{topic:<10}[/] " + escape(json.dumps(event, default=str)),
+                              highlight=False, soft_wrap=True)
+                if count is not None and n >= count:
+                    break
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command()
+def keys(
+    directory: Annotated[Path | None, typer.Option(
+        "--keys", help="Key directory (default: <state dir>/keys).", show_default=False)] = None,
+    client: Annotated[list[str] | None, typer.Option(
+        "--client", help="Client certificate(s) to create and authorize (repeatable; default: client).")] = None,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Create CURVE keys: the daemon's certificate and authorized client certificates (for non-local endpoints).
+
+    Start the daemon with `run --keys DIR`; give each client DIR/server.key and its DIR/clients/NAME.key_secret.
+    """
+    from srghn.deploy.security import create_keys
+    from srghn.deploy.state import resolve_state_dir
+
+    with _handled():
+        directory = directory or resolve_state_dir(state_dir) / "keys"
+        made = create_keys(directory, client or ["client"])
+    for name, path in made.items():
+        out.print(escape(f"{name}: {path}"), highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console-script convenience

@@ -5,6 +5,7 @@ This module imports torch (through the exporter) and the simulator; the registry
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from pathlib import Path
@@ -93,8 +94,12 @@ def profile_of(champion: Champion) -> RobotProfile:
 
 
 def gate_champion(registry: Registry, champion_id: str, actor: str = "srghn",
-                  profile: RobotProfile | None = None) -> GateReport:
+                  profile: RobotProfile | None = None, regimes: tuple[str, ...] | None = None) -> GateReport:
     """Run the gate suite on a champion against the robot's live champion and store the report.
+
+    ``regimes`` narrows the scenarios to those regimes (the daemon gates in the regime the robot is in now: a
+    champion adapted to an inverted motor must not be held to the nominal robot's floor); default: the
+    profile's gate regimes.
 
     The candidate's artifact is read without verification so the integrity gate can report a mismatch; its
     parameters (the parity reference) and the incumbent's artifact are verified on load."""
@@ -110,8 +115,10 @@ def gate_champion(registry: Registry, champion_id: str, actor: str = "srghn",
             incumbent = registry.load_model(live.id)
         except ArtifactCorrupted as exc:
             incumbent_error = f"the live champion cannot be compared with: {exc}"
+    config = profile.gates if regimes is None else dataclasses.replace(profile.gates, regimes=tuple(regimes))
     report = run_gate_suite(profile, artifact, champion.artifact_sha256, params, champion_id=champion.id,
-                            incumbent=incumbent, incumbent_id=incumbent_id, incumbent_error=incumbent_error)
+                            incumbent=incumbent, incumbent_id=incumbent_id, incumbent_error=incumbent_error,
+                            config=config)
     registry.store_report(champion.id, report, actor)
     return report
 

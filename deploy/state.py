@@ -33,3 +33,20 @@ def default_actor() -> str:
     except (KeyError, OSError):
         user = f"uid{os.getuid()}" if hasattr(os, "getuid") else "unknown"
     return f"{user}@{socket.gethostname()}"
+
+
+RUNFILE = "daemon.json"
+
+
+def read_runfile(state_dir: Path) -> dict | None:
+    """The running daemon's endpoints from ``<state dir>/daemon.json``, or None when no daemon runs there (no
+    file, an unreadable one, or one left by a daemon whose process is gone)."""
+    import json
+
+    try:
+        info = json.loads((Path(state_dir) / RUNFILE).read_text())
+        pid = int(info["pid"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return info

@@ -8,10 +8,12 @@ generators and, here, one numpy generator for episode seeds.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -58,16 +60,23 @@ class Schedule:
         return regime
 
 
-def evolve(strategy: Strategy, evaluator: Evaluator, generations: int, episodes: int, seed: int,
-           schedule: Schedule | None = None) -> Iterator[GenerationRecord]:
-    """Run ``generations`` generations, yielding one record after each."""
-    if generations < 1 or episodes < 1:
+class RegimeSource(Protocol):
+    def regime_at(self, generation: int) -> str: ...
+
+
+def evolve(strategy: Strategy, evaluator: Evaluator, generations: int | None, episodes: int, seed: int,
+           schedule: RegimeSource | None = None) -> Iterator[GenerationRecord]:
+    """Run ``generations`` generations (None: until the caller stops iterating), yielding one record after each.
+
+    ``schedule`` says the regime of each generation: a :class:`Schedule`, or anything with ``regime_at`` (the
+    daemon's regime follows operator commands)."""
+    if (generations is not None and generations < 1) or episodes < 1:
         raise ConfigError(f"generations and episodes must be >= 1, got {generations} and {episodes}")
     schedule = schedule or Schedule()
     rng = np.random.default_rng(seed)
     total_steps = 0
     regime = None
-    for _ in range(generations):
+    for _ in range(generations) if generations is not None else itertools.count():
         generation = strategy.generation
         new_regime = schedule.regime_at(generation)
         if regime is not None and new_regime != regime:

@@ -17,6 +17,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
+
 from srghn import ConfigError
 from srghn.controller.evolution import EvolutionConfig
 from srghn.controller.ghn import GHNConfig
@@ -65,6 +67,9 @@ class RobotProfile:
     """File the profile was loaded from."""
     gates: GateConfig = GateConfig()
     """Safety gate thresholds (the ``[gates]`` table)."""
+    safe_action: tuple[float, ...] = ()
+    """What the live server sends before any champion is live (``action.safe``): an action index for discrete
+    robots, one value per actuator for continuous ones. Default: action 0 / zero (clipped into the bounds)."""
 
     def to_dict(self) -> dict:
         """JSON-ready copy (stored with every run)."""
@@ -129,10 +134,10 @@ def parse_profile(data: dict, source: str = "") -> RobotProfile:
     action = _table(data, "action")
     kind = _get(action, "type", str, "action")
     if kind == "discrete":
-        _no_unknown(action, {"type", "n"}, "action")
+        _no_unknown(action, {"type", "n", "safe"}, "action")
         act = {"act_dim": _get(action, "n", int, "action"), "discrete": True}
     elif kind == "continuous":
-        _no_unknown(action, {"type", "low", "high"}, "action")
+        _no_unknown(action, {"type", "low", "high", "safe"}, "action")
         low = tuple(float(v) for v in _get(action, "low", list, "action"))
         high = tuple(float(v) for v in _get(action, "high", list, "action"))
         act = {"act_dim": len(low), "discrete": False, "action_low": low, "action_high": high}
@@ -146,6 +151,7 @@ def parse_profile(data: dict, source: str = "") -> RobotProfile:
     policy = _wrap(lambda: PolicySpec(obs_dim=_get(observation, "dim", int, "observation"), hidden=hidden, **act),
                    "policy/action")
 
+    safe_action = _safe_action(action, policy)
     evolution = dict(_table(data, "evolution"))
     episodes = int(_pop_typed(evolution, "episodes", int, "evolution"))
     generations = int(_pop_typed(evolution, "generations", int, "evolution"))
@@ -160,8 +166,26 @@ def parse_profile(data: dict, source: str = "") -> RobotProfile:
         reward_offset=_get(data, "reward_offset", float) if "reward_offset" in data else 0.0,
         solved_fitness=solved, description=str(data.get("description", "")),
         env_kwargs=MappingProxyType(dict(_table(data, "env_kwargs"))), source=source,
-        gates=_wrap(lambda: parse_gates(_table(data, "gates"), regimes), "gates"),
+        gates=_wrap(lambda: parse_gates(_table(data, "gates"), regimes), "gates"), safe_action=safe_action,
     )
+
+
+def _safe_action(action: dict, policy: PolicySpec) -> tuple[float, ...]:
+    """``action.safe``, validated against the action space (default: index 0, or zero clipped into the bounds)."""
+    if policy.discrete:
+        index = _get(action, "safe", int, "action") if "safe" in action else 0
+        if not 0 <= index < policy.act_dim:
+            raise ConfigError(f"field 'action.safe' must be an action index in 0..{policy.act_dim - 1}, got {index}")
+        return (float(index),)
+    if "safe" not in action:
+        return tuple(float(np.clip(0.0, lo, hi)) for lo, hi in zip(policy.action_low, policy.action_high, strict=True))
+    values = _get(action, "safe", list, "action")
+    if len(values) != policy.act_dim or not all(_check_type(v, float, "action.safe") is not None for v in values):
+        raise ConfigError(f"field 'action.safe' must list {policy.act_dim} numbers, got {values}")
+    safe = tuple(float(v) for v in values)
+    if any(not lo <= v <= hi for v, lo, hi in zip(safe, policy.action_low, policy.action_high, strict=True)):
+        raise ConfigError(f"field 'action.safe' {list(safe)} is outside the action bounds")
+    return safe
 
 
 def build_config(cls: type, table: dict, where: str) -> Any:

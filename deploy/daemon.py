@@ -1,0 +1,521 @@
+"""The daemon behind ``srghn-ctl run``: evolve, gate, promote, and serve, until told to stop.
+
+Process model (design.md §4)::
+
+    srghn-ctl run (this module, torch)        control server (deploy/server.py, ONNX Runtime, no torch)
+      evolution loop  ── internal PAIR ──►      control ROUTER  ◄── robots (act / step)
+      gating, registering                      admin ROUTER    ◄── srghn-ctl, tools
+      shadow workers (nice +10, sandboxed)     telemetry PUB   ──► srghn-ctl watch, dashboards
+      [simulated robot]  ── control socket ──►
+
+The server is started first and serves the registry's live champion (or the safe action) from its first tick;
+evolution then runs generation after generation at lower priority. Every ``gate_every`` generations a new,
+better champion is exported, registered, gated in the regime the shadow simulator is in, and, with auto-promote
+on, promoted through the server, which loads it and swaps it in between two requests. Operators pause, resume
+and switch the shadow regime through the admin socket; the loop applies those at the next generation boundary.
+
+State lives in the state directory and survives restarts: the registry, and ``daemon/<robot>/`` with the
+population checkpoint, ``metrics.jsonl`` (appended across runs), ``fitness.png`` and ``daemon.json`` (regime,
+pause). A restarted daemon resumes the population and serves the last live champion from its first request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import itertools
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import zmq
+
+from srghn import ConfigError, SrghnError
+from srghn.controller.checkpoint import load_population, save_population
+from srghn.controller.evolution import SRGHNStrategy
+from srghn.controller.ghn import SRGHN
+from srghn.deploy.champions import gate_champion, register_policy, run_tag
+from srghn.deploy.registry import Registry
+from srghn.deploy.server import ServeConfig
+from srghn.deploy.state import RUNFILE
+from srghn.sim.backends import check_backend, make_evaluator
+from srghn.sim.loop import evolve
+from srghn.sim.plots import plot_run
+from srghn.sim.profiles import RobotProfile
+from srghn.sim.records import GenerationRecord, read_records
+from srghn.sim.run import provenance
+
+IPC_PATH_MAX = 100
+"""ipc:// paths longer than this do not fit a Unix socket address (108 bytes on Linux, 104 on macOS)."""
+SERVER_START_TIMEOUT_S = 60.0
+CHECKPOINT_INTERVAL_S = 5.0
+
+
+class Stop(Exception):
+    """Raised out of the evolution loop by SIGINT / SIGTERM (outside critical sections)."""
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    """One ``srghn-ctl run``. ``None`` means: the profile's default or the state directory's default."""
+
+    profile: RobotProfile
+    state_dir: Path
+    seed: int = 0
+    population: int | None = None
+    episodes: int | None = None
+    generations: int | None = None
+    """Stop after this many generations of this run (None: run until stopped)."""
+    duration_s: float | None = None
+    """Stop after this many seconds (checked between generations)."""
+    auto_promote: bool = True
+    gate_every: int = 5
+    """Consider the champion for release every this many generations."""
+    regime: str | None = None
+    """Shadow regime to start in (None: where the last run left off, else nominal)."""
+    control: str | None = None
+    admin: str | None = None
+    telemetry: str | None = None
+    keys: Path | None = None
+    """CURVE key directory (``srghn-ctl keys``); required when an endpoint is not local."""
+    backend: str = "local"
+    workers: int | None = None
+    ray_address: str | None = None
+    sim_robot: bool = False
+    """Also start ``srghn-ctl robot-sim`` against the control socket."""
+    robot_args: tuple[str, ...] = ()
+    """Extra arguments for the simulated robot (e.g. ``--fault inverted --fault-at 3000``)."""
+    actor: str = "srghn-daemon"
+
+    def __post_init__(self) -> None:
+        check_backend(self.backend, self.workers, self.ray_address)
+        for name in ("generations", "population", "episodes", "gate_every"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if self.duration_s is not None and not (self.duration_s > 0 and math.isfinite(self.duration_s)):
+            raise ConfigError(f"--duration must be a positive number of seconds, got {self.duration_s}")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be >= 0, got {self.seed}")
+        if self.regime is not None and self.regime not in self.profile.regimes:
+            raise ConfigError(f"--regime {self.regime!r} is not a regime of {self.profile.name}; "
+                              f"known: {', '.join(self.profile.regimes)}")
+
+    @property
+    def home(self) -> Path:
+        return Path(self.state_dir) / "daemon" / self.profile.name
+
+    def endpoints(self) -> dict[str, str]:
+        """The three public endpoints: as given, else ``ipc://`` sockets in the state directory."""
+        chosen = {}
+        for role in ("control", "admin", "telemetry"):
+            endpoint = getattr(self, role) or f"ipc://{Path(self.state_dir).resolve()}/{role}.sock"
+            if endpoint.startswith("ipc://") and len(endpoint) - len("ipc://") > IPC_PATH_MAX:
+                raise ConfigError(f"the {role} socket path {endpoint[6:]} is longer than {IPC_PATH_MAX} characters, "
+                                  f"too long for a Unix socket; pass --{role} tcp://127.0.0.1:PORT or a shorter "
+                                  "ipc:// path, or use a shorter --state-dir")
+            if not endpoint.startswith(("ipc://", "tcp://")):
+                raise ConfigError(f"--{role} {endpoint!r}: use ipc://PATH or tcp://HOST:PORT")
+            chosen[role] = endpoint
+        if len(set(chosen.values())) < 3:
+            raise ConfigError(f"control, admin and telemetry need three different endpoints, got {chosen}")
+        return chosen
+
+
+class _Regime:
+    """The shadow simulator's regime as operators set it (``regime_at`` for :func:`srghn.sim.loop.evolve`)."""
+
+    def __init__(self, regime: str) -> None:
+        self.regime = regime
+
+    def regime_at(self, generation: int) -> str:
+        return self.regime
+
+
+class Daemon:
+    def __init__(self, settings: DaemonSettings, on_event: Callable[[str, dict], None] | None = None) -> None:
+        self.settings = settings
+        self.profile = settings.profile
+        self.on_event = on_event or (lambda topic, data: None)
+        self.endpoints = settings.endpoints()
+        self.home = settings.home
+        self.stop_reason: str | None = None
+        self.critical = False
+        self.paused = False
+        self.counts = {"generations": 0, "registered": 0, "gate_passed": 0, "gate_failed": 0, "promoted": 0,
+                       "promotion_refused": 0}
+        self.tokens = itertools.count(1)
+        self.pending_commands: list[dict] = []
+        self.last_candidate: tuple[str, float, str] | None = None
+        """(id, fitness, regime) of the last champion registered: the next must be new and better (or of a new
+        regime)."""
+        self.server: subprocess.Popen | None = None
+        self.robot: subprocess.Popen | None = None
+        self.server_final: dict | None = None
+
+    # -- signals and critical sections ---------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.stop_reason = signal.Signals(signum).name
+        if not self.critical:
+            raise Stop(self.stop_reason)
+
+    @contextlib.contextmanager
+    def _critical(self) -> Iterator[None]:
+        """Signals that arrive inside are honoured at its end, so a write is never cut in half."""
+        self.critical = True
+        try:
+            yield
+        finally:
+            self.critical = False
+        if self.stop_reason:
+            raise Stop(self.stop_reason)
+
+    # -- run -----------------------------------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        """Run until the generation or time bound, or a signal; shut down cleanly and return the summary."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        started = time.time()
+        with self._lock(), tempfile.TemporaryDirectory(prefix="srghn-") as tmp:
+            previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+            self.ctx = zmq.Context()
+            self.internal = self.ctx.socket(zmq.PAIR)
+            self.internal.setsockopt(zmq.LINGER, 1000)
+            self.internal.bind(f"ipc://{tmp}/internal.sock")
+            evaluator = strategy = None
+            try:
+                self.registry = Registry.open(self.settings.state_dir, create=True)
+                strategy, state = self._load_or_create()
+                self.regime = _Regime(self.settings.regime or state.get("regime") or self.profile.regimes[0])
+                self.paused = bool(state.get("paused", False))
+                self._start_server(tmp)
+                self._write_runfile(started)
+                if self.settings.sim_robot:
+                    self._start_robot()
+                self.publish("daemon", {"event": "resumed" if state.get("resumed") else "started",
+                                        "generation": strategy.generation,
+                                        "regime": self.regime.regime, "endpoints": self.endpoints})
+                # Evolution yields the cores to the live server and the robot: lower priority from here on.
+                os.nice(5)
+                torch.set_num_threads(1)
+                evaluator = make_evaluator(self.profile, self.settings.backend, self.settings.workers,
+                                           self.settings.ray_address)
+                self._evolve(strategy, evaluator, started)
+            except Stop:
+                pass
+            finally:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish the shutdown whatever else arrives
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                try:
+                    if evaluator is not None:
+                        evaluator.close()
+                    summary = self._shutdown(strategy, started)
+                finally:
+                    for signum, handler in previous.items():
+                        signal.signal(signum, handler)
+        return summary
+
+    def _evolve(self, strategy: SRGHNStrategy, evaluator, started: float) -> None:
+        settings = self.settings
+        episodes = settings.episodes or self.profile.episodes
+        seed = int(np.random.SeedSequence([settings.seed, strategy.generation]).generate_state(1)[0])
+        records = evolve(strategy, evaluator, None, episodes, seed, self.regime)
+        last_save = time.monotonic()
+        metrics = self.home / "metrics.jsonl"
+        while True:
+            self._handle_commands(block=False)
+            while self.paused:
+                self._status(strategy, None)
+                self._handle_commands(block=True)
+            if self._bound_reached(started):
+                self.stop_reason = self.stop_reason or "bound"
+                return
+            record = next(records)
+            self.counts["generations"] += 1
+            with self._critical():
+                with metrics.open("a") as fh:
+                    fh.write(record.to_json() + "\n")
+                if time.monotonic() - last_save > CHECKPOINT_INTERVAL_S:
+                    self._checkpoint(strategy)
+                    last_save = time.monotonic()
+            self.publish("generation", json.loads(record.to_json()))
+            self._status(strategy, record)
+            if self.counts["generations"] % settings.gate_every == 0:
+                self._release(strategy, record)
+
+    def _bound_reached(self, started: float) -> bool:
+        s = self.settings
+        return ((s.generations is not None and self.counts["generations"] >= s.generations)
+                or (s.duration_s is not None and time.time() - started >= s.duration_s))
+
+    # -- release: register, gate, promote ------------------------------------------------------------------------
+
+    def _release(self, strategy: SRGHNStrategy, record: GenerationRecord) -> None:
+        """Register the champion if it is new and better than the last candidate of this regime, gate it in the
+        current regime, and promote it through the server when it passes and auto-promote is on."""
+        champion = strategy.champion()
+        regime = record.regime
+        if champion.fitness is None or not math.isfinite(champion.fitness):
+            return
+        key = f"{self.tag}-i{champion.id}"
+        if self.last_candidate is not None:
+            last_id, last_fitness, last_regime = self.last_candidate
+            if last_id == key or (last_regime == regime and champion.fitness <= last_fitness):
+                return
+        with self._critical():
+            registered = register_policy(
+                self.registry, self.profile, champion.policy, champion_id=key,
+                parents=(f"{self.tag}-i{champion.parent_id}",) if champion.parent_id >= 0 else (),
+                generation=record.generation, regime=regime, seed=self.settings.seed, run_dir=str(self.home),
+                fitness={"fitness": float(champion.fitness), "population_best": record.best,
+                         "population_mean": record.mean},
+                meta={"individual": int(champion.id), "run_tag": self.tag, "source": "daemon"},
+                actor=self.settings.actor)
+            self.last_candidate = (key, float(champion.fitness), regime)
+            self.counts["registered"] += 1
+            report = gate_champion(self.registry, registered.id, self.settings.actor, self.profile, regimes=(regime,))
+        self.counts["gate_passed" if report.passed else "gate_failed"] += 1
+        self.publish("gate", {"champion": registered.id, "generation": record.generation, "regime": regime,
+                              "fitness": champion.fitness, "passed": report.passed,
+                              "failed_hard": report.failed_hard, "failed_soft": report.failed_soft,
+                              "incumbent": report.incumbent_id})
+        if report.passed and self.settings.auto_promote:
+            self._promote(registered.id, f"auto: passed the gates in regime {regime} at generation "
+                                         f"{record.generation} (fitness {champion.fitness:.1f})")
+
+    def _promote(self, champion_id: str, reason: str) -> None:
+        token = next(self.tokens)
+        self.internal.send_json({"op": "promote", "id": champion_id, "token": token, "actor": self.settings.actor,
+                                 "reason": reason})
+        reply = self._wait_for(lambda m: m.get("op") == "promoted" and m.get("token") == token, 60.0)
+        if reply is None or not reply["ok"]:
+            self.counts["promotion_refused"] += 1
+            why = "the server did not answer" if reply is None else reply["error"]
+            self.publish("daemon", {"event": "promotion_failed", "champion": champion_id, "error": why})
+        else:
+            self.counts["promoted"] += 1
+
+    # -- commands from the admin socket --------------------------------------------------------------------------
+
+    def _wait_for(self, match: Callable[[dict], bool], timeout_s: float) -> dict | None:
+        """Read internal messages until one matches (others are queued as commands); None on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            if not self.internal.poll(int(left * 1000)):
+                break
+            message = self.internal.recv_json()
+            if match(message):
+                return message
+            self.pending_commands.append(message)
+        return None
+
+    def _handle_commands(self, block: bool) -> None:
+        if block and not self.pending_commands:
+            self._wait_for(lambda m: False, 1.0)
+        else:
+            self._wait_for(lambda m: False, 0.0)
+        commands, self.pending_commands = self.pending_commands, []
+        for message in commands:
+            if message.get("op") != "command":
+                continue
+            cmd, actor = message.get("cmd"), message.get("actor", "admin")
+            if cmd == "pause":
+                self.paused = True
+            elif cmd == "resume":
+                self.paused = False
+            elif cmd == "regime" and message.get("regime") in self.profile.regimes:
+                self.regime.regime = message["regime"]
+                self.last_candidate = None
+            else:
+                continue
+            self._save_state()
+            self.publish("evolution", {"event": cmd, "regime": self.regime.regime, "paused": self.paused,
+                                       "actor": actor})
+
+    # -- state ---------------------------------------------------------------------------------------------------
+
+    def _load_or_create(self) -> tuple[SRGHNStrategy, dict]:
+        path = self.home / "population.npz"
+        state = _read_json(self.home / "daemon.json")
+        evolution = self.profile.evolution
+        if self.settings.population is not None:
+            evolution = dataclasses.replace(evolution, population=self.settings.population)
+        if path.is_file():
+            strategy, meta = load_population(path)
+            if strategy.ghn.policy != self.profile.policy:
+                raise ConfigError(f"{path} holds a population for another policy architecture than profile "
+                                  f"{self.profile.name}'s; move it away to start afresh")
+            if self.settings.population is not None and strategy.config.population != self.settings.population:
+                raise ConfigError(f"the saved population in {path} has {strategy.config.population} individuals, "
+                                  f"--population says {self.settings.population}; omit --population to resume it, "
+                                  "or move the file away to start afresh")
+            self.tag = state.get("tag") or run_tag(self.profile.name, strategy.seed)
+            return strategy, {**state, "resumed": True}
+        torch.manual_seed(self.settings.seed)
+        ghn = SRGHN(self.profile.policy, self.profile.ghn, basis_seed=self.settings.seed)
+        strategy = SRGHNStrategy(ghn, evolution, self.settings.seed)
+        self.tag = run_tag(self.profile.name, self.settings.seed)
+        (self.home / "run.json").write_text(json.dumps({"robot": self.profile.name, "seed": self.settings.seed,
+                                                        "profile": self.profile.to_dict(),
+                                                        "provenance": provenance()}, indent=2))
+        return strategy, state
+
+    def _checkpoint(self, strategy: SRGHNStrategy) -> None:
+        save_population(self.home / "population.npz", strategy,
+                        {"robot": self.profile.name, "regime": self.regime.regime})
+        self._save_state()
+
+    def _save_state(self) -> None:
+        from srghn.controller.files import atomic_write
+
+        atomic_write(self.home / "daemon.json", json.dumps(
+            {"robot": self.profile.name, "tag": self.tag, "regime": self.regime.regime, "paused": self.paused},
+            indent=2).encode())
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        Path(self.settings.state_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(self.settings.state_dir) / "daemon.lock", "w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise ConfigError(f"another daemon already runs on state directory {self.settings.state_dir}; "
+                                  "talk to it with `srghn-ctl status`, or stop it first") from None
+            yield
+
+    def _write_runfile(self, started: float) -> None:
+        from srghn.controller.files import atomic_write
+
+        atomic_write(Path(self.settings.state_dir) / RUNFILE, json.dumps({
+            "pid": os.getpid(), "robot": self.profile.name, "started": started, **self.endpoints,
+            "keys": str(self.settings.keys) if self.settings.keys else None}, indent=2).encode())
+
+    def publish(self, topic: str, data: dict) -> None:
+        self.on_event(topic, data)
+        self.internal.send_json({"op": "publish", "topic": topic, "data": data})
+
+    def _status(self, strategy: SRGHNStrategy, record: GenerationRecord | None) -> None:
+        champion = strategy.champion()
+        status = {"generation": strategy.generation, "regime": self.regime.regime, "paused": self.paused,
+                  "auto_promote": self.settings.auto_promote, "population": strategy.config.population,
+                  "champion_fitness": champion.fitness, **self.counts}
+        if record is not None:
+            status.update(best=record.best, mean=record.mean, mutation_rate=record.mutation_rate_mean,
+                          diversity=record.diversity, total_env_steps=record.total_env_steps)
+        self.internal.send_json({"op": "evolution", "status": status})
+
+    # -- child processes -----------------------------------------------------------------------------------------
+
+    def _start_server(self, tmp: str) -> None:
+        spec = self.profile.policy
+        config = ServeConfig(robot=self.profile.name, state_dir=str(Path(self.settings.state_dir).resolve()),
+                             policy=spec.to_dict(), safe_action=self.profile.safe_action, regimes=self.profile.regimes,
+                             **self.endpoints, internal=f"ipc://{tmp}/internal.sock",
+                             curve_dir=str(self.settings.keys) if self.settings.keys else None, parent_pid=os.getpid())
+        path = self.home / "serve.json"
+        path.write_text(config.to_json())
+        log = (self.home / "server.log").open("ab")
+        self.server = subprocess.Popen([sys.executable, "-m", "srghn.deploy.server", str(path)], stdout=log,
+                                       stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.server.poll() is not None:
+                raise SrghnError(f"the control server exited with code {self.server.returncode} at start-up: "
+                                 f"{_tail(self.home / 'server.log')}")
+            if self._wait_for(lambda m: m.get("op") == "hello", 0.2) is not None:
+                return
+        raise SrghnError(f"the control server did not start within {SERVER_START_TIMEOUT_S:.0f} s; see "
+                         f"{self.home / 'server.log'}")
+
+    def _start_robot(self) -> None:
+        summary = self.home / "robot-sim.json"
+        summary.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "srghn.cli", "robot-sim", "--robot", self.profile.source or self.profile.name,
+               "--control", self.endpoints["control"], "--summary-file", str(summary), "--parent-pid",
+               str(os.getpid()), "--quiet", *self.settings.robot_args]
+        if self.settings.keys:
+            cmd += ["--keys", str(self.settings.keys)]
+        log = (self.home / "robot-sim.log").open("ab")
+        self.robot = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def _stop_child(self, proc: subprocess.Popen | None, timeout_s: float = 15.0) -> int | None:
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    def _shutdown(self, strategy: SRGHNStrategy | None, started: float) -> dict:
+        stopped_by = self.stop_reason or "error"
+        robot_summary = None
+        if self.robot is not None:
+            self._stop_child(self.robot)
+            robot_summary = _read_json(self.home / "robot-sim.json") or None
+        if strategy is not None and hasattr(self, "tag"):
+            self._checkpoint(strategy)
+            records = read_records(self.home / "metrics.jsonl") if (self.home / "metrics.jsonl").is_file() else []
+            if records:
+                plot_run(records, self.home / "fitness.png", title=f"{self.profile.name}: daemon evolution",
+                         target=self.profile.solved_fitness)
+        if self.server is not None and self.server.poll() is None:
+            self.publish("daemon", {"event": "stopping", "reason": stopped_by})
+            self.internal.send_json({"op": "stop"})
+            reply = self._wait_for(lambda m: m.get("op") == "stopped", 15.0)
+            self.server_final = reply["status"] if reply else None
+        self._stop_child(self.server)
+        (Path(self.settings.state_dir) / RUNFILE).unlink(missing_ok=True)
+        live = self.registry.live(self.profile.name) if hasattr(self, "registry") else None
+        lkg = self.registry.last_known_good(self.profile.name) if hasattr(self, "registry") else None
+        summary = {
+            "robot": self.profile.name, "state_dir": str(self.settings.state_dir), "stopped_by": stopped_by,
+            "duration_s": round(time.time() - started, 1),
+            "generation": strategy.generation if strategy is not None else None,
+            "generations_this_run": self.counts["generations"],
+            "regime": self.regime.regime if hasattr(self, "regime") else None,
+            "champion_fitness": strategy.champion().fitness if strategy is not None else None,
+            "candidates": {k: self.counts[k] for k in ("registered", "gate_passed", "gate_failed", "promoted",
+                                                       "promotion_refused")},
+            "live": live.id if live else None, "last_known_good": lkg.id if lkg else None,
+            "serving": self.server_final, "robot_sim": robot_summary,
+            "files": {"home": str(self.home), "metrics": str(self.home / "metrics.jsonl"),
+                      "plot": str(self.home / "fitness.png"), "server_log": str(self.home / "server.log")},
+        }
+        if hasattr(self, "registry"):
+            self.registry.close()
+        self.ctx.destroy(linger=500)
+        return summary
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+

@@ -1,0 +1,142 @@
+"""A simulated robot: the robot's side of the control socket, driving a MuJoCo / Box2D env of the profile.
+
+Every step it sends the observation, executes the action the daemon returns, and reports the outcome (reward,
+terminated, truncated, next observation). ``fault`` switches the plant's dynamics to another regime at a given
+step (a motor wired backwards, a weak leg), which is what the daemon's shadow simulator has to adapt to.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from srghn import ConfigError
+from srghn.deploy.client import ControlClient, DaemonUnavailable
+from srghn.sim.evaluator import make_env
+from srghn.sim.profiles import RobotProfile
+
+
+@dataclass
+class RobotRun:
+    """What the simulated robot saw."""
+
+    steps: int = 0
+    episodes: int = 0
+    returns: list[float] = field(default_factory=list)
+    served_by: Counter = field(default_factory=Counter)
+    """Steps per champion id ('safe' for the safe action)."""
+    sources: Counter = field(default_factory=Counter)
+    timeouts: int = 0
+    round_trip_s: list[float] = field(default_factory=list)
+    fault: dict | None = None
+    stopped_by: str = ""
+
+    def summary(self) -> dict:
+        rt = np.asarray(self.round_trip_s[-10000:]) * 1e6
+        return {"steps": self.steps, "episodes": self.episodes, "returns": [round(r, 2) for r in self.returns],
+                "mean_return": round(float(np.mean(self.returns)), 2) if self.returns else None,
+                "last_return": round(self.returns[-1], 2) if self.returns else None,
+                "served_by": dict(self.served_by), "sources": dict(self.sources), "timeouts": self.timeouts,
+                "act_round_trip_us": {"p50": round(float(np.percentile(rt, 50)), 1),
+                                      "p99": round(float(np.percentile(rt, 99)), 1)} if rt.size else None,
+                "fault": self.fault, "stopped_by": self.stopped_by}
+
+
+def check_fault(profile: RobotProfile, fault: str | None, fault_at: int | None) -> None:
+    """Validate a fault injection: a regime of the robot at a step >= 0, both given or neither."""
+    if (fault is None) != (fault_at is None):
+        raise ConfigError("--fault and --fault-at go together")
+    if fault is not None and fault not in profile.regimes:
+        raise ConfigError(f"--fault {fault!r} is not a regime of {profile.name}; known: {', '.join(profile.regimes)}")
+    if fault_at is not None and fault_at < 0:
+        raise ConfigError(f"--fault-at must be >= 0, got {fault_at}")
+
+
+def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = None, steps: int | None = None,
+              duration_s: float | None = None, fault: str | None = None, fault_at: int | None = None, seed: int = 0,
+              rate_hz: float | None = None, timeout_s: float = 2.0, identity: bytes = b"sim-robot",
+              keys: tuple | None = None,
+              on_episode: Callable[[RobotRun], None] | None = None, should_stop: Callable[[], bool] = lambda: False,
+              ) -> RobotRun:
+    """Drive the simulated robot until ``episodes`` episodes, ``steps`` steps, ``duration_s`` seconds, or
+    ``should_stop()``, at ``rate_hz`` control steps per second (None: the env's real-time rate, 0: as fast as the
+    daemon answers). A daemon that does not answer in time is retried (counted in ``timeouts``)."""
+    check_fault(profile, fault, fault_at)
+    for name, value, low in (("episodes", episodes, 1), ("steps", steps, 1)):
+        if value is not None and value < low:
+            raise ConfigError(f"--{name} must be >= {low}, got {value}")
+    if rate_hz is not None and not (rate_hz >= 0 and math.isfinite(rate_hz)):
+        raise ConfigError(f"--rate must be >= 0 steps per second, got {rate_hz}")
+    env = make_env(profile)
+    period = 1.0 / (rate_hz if rate_hz is not None else env.metadata.get("render_fps") or 50) if rate_hz != 0 else 0.0
+    run = RobotRun()
+    server_key, client_key = keys or (None, None)
+    client = ControlClient(control, timeout_s, identity, server_key, client_key)
+    try:
+        info = _retry(client.info, run, should_stop)
+        if info["robot"] != profile.name or info["obs_dim"] != profile.policy.obs_dim:
+            raise ConfigError(f"the daemon at {control} serves robot {info['robot']!r} (obs_dim {info['obs_dim']}), "
+                              f"this simulated robot is {profile.name!r} (obs_dim {profile.policy.obs_dim})")
+        discrete = profile.policy.discrete
+        t_end = None if duration_s is None else time.monotonic() + duration_s
+        obs, _ = env.reset(seed=seed)
+        episode_return = 0.0
+        tick = time.monotonic()
+        while True:
+            if period:  # a real robot steps at its control rate; never catch up on missed ticks in a burst
+                tick = max(tick + period, time.monotonic())
+                time.sleep(max(0.0, tick - time.monotonic()))
+            if should_stop():
+                run.stopped_by = "stopped"
+                break
+            if (episodes is not None and run.episodes >= episodes) or (steps is not None and run.steps >= steps) or (
+                    t_end is not None and time.monotonic() >= t_end):
+                run.stopped_by = "bound"
+                break
+            if fault is not None and run.steps == fault_at:
+                env.unwrapped.set_regime(fault)
+                run.fault = {"regime": fault, "at_step": run.steps, "at_episode": run.episodes}
+            t0 = time.perf_counter()
+            reply = _retry(client.act, run, should_stop, obs)
+            run.round_trip_s.append(time.perf_counter() - t0)
+            run.served_by[reply.champion or "safe"] += 1
+            run.sources[reply.source.name.lower()] += 1
+            action = int(reply.action[0]) if discrete else reply.action
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            episode_return += float(reward)
+            run.steps += 1
+            _retry(client.step, run, should_stop, float(reward), terminated, truncated, next_obs)
+            obs = next_obs
+            if terminated or truncated:
+                run.episodes += 1
+                run.returns.append(episode_return)
+                episode_return = 0.0
+                obs, _ = env.reset(seed=seed + run.episodes)
+                if on_episode is not None:
+                    on_episode(run)
+    except _Stopped:
+        run.stopped_by = "stopped"
+    finally:
+        client.close()
+        env.close()
+    return run
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _retry(call: Callable, run: RobotRun, should_stop: Callable[[], bool], *args: object):
+    """``call(*args)`` until the daemon answers (a restarting daemon is waited for), unless told to stop."""
+    while True:
+        try:
+            return call(*args)
+        except DaemonUnavailable:
+            run.timeouts += 1
+            if should_stop():
+                raise _Stopped from None
