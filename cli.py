@@ -833,11 +833,11 @@ def watch(
     state_dir: StateDirOpt = None,
 ) -> None:
     """Follow the daemon's telemetry live: generations, gates, promotions, rollbacks, watchdog, live stats."""
-    from srghn.deploy.client import subscribe
+    from srghn.deploy.client import Telemetry
 
     with _handled():
         endpoint, info = _endpoint(telemetry, "telemetry", state_dir)
-        events = subscribe(endpoint, tuple(topics or ()), timeout, **_client_keys(keys or info.get("keys")))
+        events = Telemetry(endpoint, tuple(topics or ()), timeout, **_client_keys(keys or info.get("keys")))
         try:
             for n, event in enumerate(events, start=1):
                 if as_json:
@@ -852,6 +852,8 @@ def watch(
                     break
         except KeyboardInterrupt:
             pass
+        finally:
+            events.close()
 
 
 @app.command()

@@ -159,23 +159,40 @@ class AdminClient(_Dealer):
         return self.request("rollback", to=to, actor=actor, reason=reason)
 
 
-def subscribe(endpoint: str, topics: tuple[str, ...] = (), timeout_s: float | None = None,
-              server_key: Path | None = None, client_key: Path | None = None,
-              ctx: zmq.Context | None = None) -> Iterator[dict]:
-    """Telemetry events as dicts, as they come (``topics`` empty: all). Stops after ``timeout_s`` without one."""
-    ctx = ctx or zmq.Context.instance()
-    sock = ctx.socket(zmq.SUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    if server_key is not None and client_key is not None:
-        from srghn.deploy.security import make_client
+class Telemetry:
+    """A subscription to the telemetry socket; iterate for events (dicts). Stops after ``timeout_s`` without one.
 
-        make_client(sock, Path(server_key), Path(client_key))
-    for topic in topics or ("",):
-        sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-    sock.connect(endpoint)
-    try:
-        while timeout_s is None or sock.poll(int(timeout_s * 1000)):
-            _, body = sock.recv_multipart()
-            yield json.loads(body)
-    finally:
-        sock.close(linger=0)
+    The socket subscribes when this object is made (not at the first ``next``); ZeroMQ still needs a moment to
+    pass the subscription on, so wait for a first event (``live`` comes every second) before relying on it."""
+
+    def __init__(self, endpoint: str, topics: tuple[str, ...] = (), timeout_s: float | None = None,
+                 server_key: Path | None = None, client_key: Path | None = None,
+                 ctx: zmq.Context | None = None) -> None:
+        self.sock = (ctx or zmq.Context.instance()).socket(zmq.SUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        if server_key is not None and client_key is not None:
+            from srghn.deploy.security import make_client
+
+            make_client(self.sock, Path(server_key), Path(client_key))
+        for topic in topics or ("",):
+            self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        self.sock.connect(endpoint)
+        self.timeout_ms = None if timeout_s is None else int(timeout_s * 1000)
+
+    def __iter__(self) -> Iterator[dict]:
+        return self
+
+    def __next__(self) -> dict:
+        if not self.sock.poll(self.timeout_ms):
+            raise StopIteration
+        _, body = self.sock.recv_multipart()
+        return json.loads(body)
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+    def __enter__(self) -> Telemetry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

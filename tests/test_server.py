@@ -1,0 +1,82 @@
+"""The live control server as a real process: safe action, admin promote/rollback with hot swap, watchdog."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from serve_helpers import add_champion, booby_trapped_cartpole, running_server
+
+from srghn.deploy import protocol as p
+from srghn.deploy.client import AdminClient, ControlClient, InvalidRequest, ReplyError, Telemetry
+from srghn.deploy.registry import Registry
+
+OBS = np.array([0.01, -0.02, 0.03, 0.04], dtype=np.float32)
+
+
+def test_safe_action_until_a_champion_is_promoted_then_live_and_rollback(tmp_path, cartpole_model) -> None:
+    state = tmp_path / "state"
+    with Registry.open(state, create=True) as registry:
+        add_champion(registry, cartpole_model, "cp-a")
+    with running_server(state) as config, ControlClient(config.control) as robot, \
+            AdminClient(config.admin) as admin:
+        info = robot.info()
+        assert (info["protocol"], info["obs_dim"], info["act_dim"], info["champion"]) == (1, 4, 1, None)
+        reply = robot.act(OBS)
+        assert reply.source is p.Source.SAFE and reply.champion == "" and reply.action.tolist() == [0.0]
+
+        with pytest.raises(ReplyError, match="UNAVAILABLE"):
+            admin.request("pause")  # no evolution attached to a stand-alone server
+        with pytest.raises(InvalidRequest, match="UNKNOWN_CHAMPION"):
+            admin.promote("nope", actor="test")
+        with pytest.raises(ReplyError, match="REFUSED.*nothing is live"):
+            admin.rollback(actor="test")
+
+        first = admin.promote("cp-a", actor="test", reason="first")
+        assert first["serving"] == "cp-a"
+        reply = robot.act(OBS)  # the admin reply came after the swap: the very next request is served by cp-a
+        assert (reply.source, reply.champion, reply.serial) == (p.Source.LIVE, "cp-a", first["serial"])
+        assert reply.action[0] in (0.0, 1.0)
+
+        with Registry.open(state) as registry:
+            add_champion(registry, cartpole_model, "cp-b")
+        second = admin.promote("cp-b", actor="test")
+        assert robot.act(OBS).champion == "cp-b" and second["serial"] > first["serial"]
+        back = admin.rollback(actor="test", reason="check")
+        assert back["serving"] == "cp-a" and robot.act(OBS).champion == "cp-a"
+
+        status = admin.status()
+        # rolling back to cp-a shortened the live stack to [cp-a]: it is its own last-known-good again
+        assert status["serving"]["champion"] == "cp-a" and status["serving"]["last_known_good"] == "cp-a"
+        assert status["requests"]["act"] == 4
+        events = [(e["kind"], e["to"]) for e in admin.request("history")["events"]
+                  if e["kind"] in ("promote", "rollback")]
+        assert events[-3:] == [("promote", "cp-a"), ("promote", "cp-b"), ("rollback", "cp-a")]
+
+
+def test_watchdog_falls_back_to_last_known_good_within_the_request(tmp_path, cartpole_model) -> None:
+    state = tmp_path / "state"
+    with Registry.open(state, create=True) as registry:
+        add_champion(registry, cartpole_model, "good")
+        registry.promote("good", "test")
+        trap = booby_trapped_cartpole("trap")
+        registry.register(champion_id="trap", robot="cartpole", model=trap, params=np.zeros(4, np.float32),
+                          policy=registry.get("good").policy, generation=2, regime="nominal", seed=0)
+        from champion_helpers import passing_report
+
+        registry.store_report("trap", passing_report("trap", "cartpole", "good"))
+        registry.promote("trap", "test")
+    with running_server(state) as config, ControlClient(config.control) as robot:
+        events = Telemetry(config.telemetry, ("watchdog", "live"), timeout_s=30)
+        assert next(events)["topic"] == "live"  # subscribed: nothing published from now on is missed
+        assert robot.act(OBS).champion == "trap"  # behaves while obs[0] <= 1
+        bad = robot.act(np.array([2.0, 0, 0, 0], np.float32))
+        assert bad.source is p.Source.LAST_KNOWN_GOOD and bad.flags & p.ActionFlag.FALLBACK
+        assert bad.champion == "good" and bad.action[0] in (0.0, 1.0)
+        after = robot.act(np.array([2.0, 0, 0, 0], np.float32))
+        assert (after.source, after.champion, after.serial) == (p.Source.LIVE, "good", bad.serial)
+        event = next(e for e in events if e["topic"] == "watchdog")
+        assert event["event"] == "fallback" and event["failed"] == "trap" and event["serving"] == "good"
+        with AdminClient(config.admin) as admin:  # the registry follows: the watchdog rolled back
+            history = admin.request("history")["events"]
+            assert history[-1]["kind"] == "rollback" and history[-1]["actor"] == "watchdog"
+            assert admin.status()["serving"]["champion"] == "good"
