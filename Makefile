@@ -21,8 +21,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# The whole loop on the embedded default: evolve CartPole in the shadow simulator, gate, promote, and serve a
+# simulated robot over ZeroMQ; a second `make run` resumes the saved population and live champion.
 run: $(STAMP)
-	$(BIN)/srghn-ctl evolve --robot cartpole --generations 60 --switch-at 30 --seed 0 --out runs/default
+	$(BIN)/srghn-ctl run --robot cartpole --sim-robot --generations 60 --state-dir runs/state
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

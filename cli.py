@@ -820,6 +820,44 @@ def status(
     out.print(table)
 
 
+def _evolution_command(cmd: str, state_dir: Path | None, actor: str | None, **fields: object) -> None:
+    from srghn.deploy.state import resolve_state_dir
+
+    with _handled():
+        daemon = _daemon(state_dir)
+        if daemon is None:
+            raise ConfigError(f"no daemon runs on state directory {resolve_state_dir(state_dir)}: `{cmd}` acts on "
+                              "a running daemon's evolution (start one with `srghn-ctl run`)")
+        with daemon:
+            reply = daemon.request(cmd, actor=_actor(actor), **fields)
+    out.print(escape(f"{cmd}{' ' + str(reply['regime']) if reply.get('regime') else ''}: accepted; {reply['note']}"),
+              highlight=False, soft_wrap=True)
+
+
+@app.command()
+def pause(actor: ActorOpt = None, state_dir: StateDirOpt = None) -> None:
+    """Pause the running daemon's evolution (serving goes on). It persists across restarts until `resume`."""
+    _evolution_command("pause", state_dir, actor)
+
+
+@app.command()
+def resume(actor: ActorOpt = None, state_dir: StateDirOpt = None) -> None:
+    """Resume the running daemon's evolution."""
+    _evolution_command("resume", state_dir, actor)
+
+
+@app.command()
+def regime(
+    name: Annotated[str, typer.Argument(help="Regime of the robot profile (see `profiles --json`).",
+                                        show_default=False)],
+    actor: ActorOpt = None,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Switch the shadow simulator of the running daemon to another regime (e.g. after the robot's dynamics
+    changed); the population re-adapts, and new champions are gated in that regime."""
+    _evolution_command("regime", state_dir, actor, regime=name)
+
+
 @app.command()
 def watch(
     topics: Annotated[list[str] | None, typer.Option(

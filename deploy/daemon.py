@@ -47,6 +47,7 @@ from srghn.controller.evolution import SRGHNStrategy
 from srghn.controller.ghn import SRGHN
 from srghn.deploy.champions import gate_champion, register_policy, run_tag
 from srghn.deploy.registry import Registry
+from srghn.deploy.security import CurveKeys
 from srghn.deploy.server import ServeConfig
 from srghn.deploy.state import RUNFILE
 from srghn.sim.backends import check_backend, make_evaluator
@@ -149,6 +150,7 @@ class Daemon:
         self.profile = settings.profile
         self.on_event = on_event or (lambda topic, data: None)
         self.endpoints = settings.endpoints()
+        CurveKeys.for_endpoints(settings.keys, self.endpoints.values())  # refuse exposed sockets without keys
         self.home = settings.home
         self.stop_reason: str | None = None
         self.critical = False
@@ -205,7 +207,7 @@ class Daemon:
                 if self.settings.sim_robot:
                     self._start_robot()
                 self.publish("daemon", {"event": "resumed" if state.get("resumed") else "started",
-                                        "generation": strategy.generation,
+                                        "generation": strategy.generation, "paused": self.paused,
                                         "regime": self.regime.regime, "endpoints": self.endpoints})
                 # Evolution yields the cores to the live server and the robot: lower priority from here on.
                 os.nice(5)
@@ -310,11 +312,10 @@ class Daemon:
     # -- commands from the admin socket --------------------------------------------------------------------------
 
     def _wait_for(self, match: Callable[[dict], bool], timeout_s: float) -> dict | None:
-        """Read internal messages until one matches (others are queued as commands); None on timeout."""
+        """Read internal messages until one matches (others are queued as commands); None when none is left
+        after ``timeout_s`` (0: just drain what has arrived)."""
         deadline = time.monotonic() + timeout_s
-        while (left := deadline - time.monotonic()) > 0:
-            if not self.internal.poll(int(left * 1000)):
-                break
+        while self.internal.poll(int(max(0.0, deadline - time.monotonic()) * 1000)):
             message = self.internal.recv_json()
             if match(message):
                 return message

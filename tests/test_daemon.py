@@ -1,0 +1,139 @@
+"""End to end with real processes: `srghn-ctl run` (daemon + control server + shadow workers) and a simulated
+CartPole robot; promotion, serving, manual rollback through the CLI, status/history agreement, restart."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from srghn.deploy import protocol as p
+from srghn.deploy.client import AdminClient, ControlClient
+
+pytestmark = pytest.mark.slow
+
+CLI = [sys.executable, "-m", "srghn.cli"]
+
+
+def ctl(*args: str, state: Path) -> dict | list | str:
+    done = subprocess.run([*CLI, *args, "--state-dir", str(state)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout) if "--json" in args else done.stdout
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> object:
+    """Poll ``condition`` (a query of the daemon, not a guess about timing) until it holds or the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def start(state: Path, socks: Path, *args: str) -> subprocess.Popen:
+    endpoints = [f"--{role}=ipc://{socks}/{role[0]}.sock" for role in ("control", "admin", "telemetry")]
+    return subprocess.Popen([*CLI, "run", "--robot", "cartpole", "--state-dir", str(state), "--json", *endpoints,
+                             "--workers", "1", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen, sig: int | None = None) -> dict:
+    if sig is not None:
+        proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    return json.loads(stdout)
+
+
+def test_daemon_promotes_serves_rolls_back_and_resumes_after_restart(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with tempfile.TemporaryDirectory(prefix="sg") as socks:
+        socks = Path(socks)
+        daemon = start(state, socks, "--sim-robot", "--robot-rate", "400", "--gate-every", "3", "--seed", "1")
+        before = None
+        try:
+            admin = AdminClient(f"ipc://{socks}/a.sock", timeout_s=60)
+
+            def promoted(n: int) -> Callable[[], dict | None]:
+                return lambda: (s := admin.status())["evolution"] and s["evolution"]["promoted"] >= n and s
+
+            first = wait_for(promoted(1), 240, "an automatic promotion")["serving"]["champion"]
+            # The robot's motor gets wired backwards: the operator switches the shadow simulator to match. A
+            # champion that re-adapted is gated in that regime and promoted (at CartPole's 500 cap nothing else
+            # beats the first champion in the nominal regime).
+            ctl("regime", "inverted", state=state)
+            status = wait_for(promoted(2), 240, "a promotion after the switch to the inverted regime")
+            assert status["evolution"]["regime"] == "inverted" and status["serving"]["champion"] != first
+            robot = wait_for(lambda: next((c for c in admin.status()["clients"]
+                                           if c["client"] == "sim-robot" and c["episodes"] > 0), None),
+                             60, "the simulated robot's episodes")
+            assert robot["steps"] > 0
+
+            # Freeze automatic releases, then roll back by hand through the CLI (it talks to the daemon).
+            ctl("pause", state=state)
+            wait_for(lambda: admin.status()["evolution"]["paused"], 120, "evolution to pause")
+            before = admin.status()["serving"]["champion"]
+            previous = [e for e in ctl("history", "--json", state=state) if e["kind"] in ("promote", "rollback")]
+            assert previous[-1]["to"] == before and previous[-1]["actor"] == "srghn-daemon"
+            ctl("rollback", "--reason", "e2e test", state=state)
+            with ControlClient(f"ipc://{socks}/c.sock") as client:
+                served = client.act(np.zeros(4, np.float32))
+            after = admin.status()["serving"]["champion"]
+            assert after == previous[-1]["from"] == first != before
+            assert (served.source, served.champion) == (p.Source.LIVE, after)
+
+            # status, history and the registry agree on who is live
+            history = ctl("history", "--json", state=state)
+            assert history[-1]["kind"] == "rollback" and history[-1]["to"] == after
+            live = [c["id"] for c in ctl("champions", "--status", "live", "--json", state=state)]
+            assert live == [after] and ctl("status", "--json", state=state)["serving"]["champion"] == after
+            ctl("resume", state=state)
+            wait_for(lambda: not admin.status()["evolution"]["paused"], 60, "evolution to resume")
+            admin.close()
+        finally:
+            summary = finish(daemon, signal.SIGTERM)
+
+        assert summary["stopped_by"] == "SIGTERM" and summary["candidates"]["promoted"] >= 2
+        robot_run = summary["robot_sim"]
+        assert robot_run["episodes"] > 0 and robot_run["timeouts"] == 0
+        assert after in robot_run["served_by"] and before in robot_run["served_by"]
+        assert summary["serving"]["requests"]["errors"] == 0
+        generations = summary["generation"]
+        assert (state / "daemon" / "cartpole" / "population.npz").is_file()
+
+        # Restart: the first request is served by the live champion of the last run; evolution resumes.
+        daemon = start(state, socks, "--no-auto-promote", "--generations", "2")
+        with ControlClient(f"ipc://{socks}/c.sock", timeout_s=120) as client:
+            first = client.act(np.zeros(4, np.float32))
+        second = finish(daemon)
+        assert (first.source, first.champion) == (p.Source.LIVE, summary["live"])
+        assert second["stopped_by"] == "bound" and second["generation"] == generations + 2
+        assert second["live"] == summary["live"] and second["candidates"]["promoted"] == 0
+
+
+def test_run_validates_its_flags_before_starting(tmp_path: Path) -> None:
+    cases = [
+        (["--fault", "inverted", "--fault-at", "10"], "need --sim-robot"),
+        (["--sim-robot", "--fault", "sideways", "--fault-at", "10"], "not a regime of cartpole"),
+        (["--regime", "upside-down"], "not a regime of cartpole"),
+        (["--generations", "0"], "--generations must be >= 1"),
+        (["--duration", "-3"], "--duration must be a positive"),
+        (["--control", "tcp://0.0.0.0:5999"], "needs CURVE keys"),
+        (["--control", f"ipc://{tmp_path}/{'x' * 120}.sock"], "too long for a Unix socket"),
+        (["--control", "udp://1.2.3.4:5"], "use ipc://PATH or tcp://HOST:PORT"),
+    ]
+    for args, message in cases:
+        done = subprocess.run([*CLI, "run", "--state-dir", str(tmp_path / "s"), *args], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 2, (args, done.stderr)
+        assert message in " ".join(done.stderr.split()), (args, done.stderr)
+    assert not (tmp_path / "s" / "daemon.json").exists()
