@@ -295,13 +295,13 @@ def _status(status: str, suffix: str = "") -> Text:
     return Text(status + suffix, style=STATUS_STYLE.get(status, ""))
 
 
-def _gates_cell(champion) -> str:
-    report = champion.gate_report
+def _gates_cell(report: dict | None) -> str:
+    """The verdict of a gate report (as JSON)."""
     if report is None:
         return "-"
-    if report.passed:
+    if report["passed"]:
         return "pass"
-    return "FAIL hard" if report.failed_hard else "fail soft"
+    return "FAIL hard" if any(g["hard"] and not g["passed"] for g in report["gates"]) else "fail soft"
 
 
 @app.command()
@@ -313,26 +313,25 @@ def champions(
     state_dir: StateDirOpt = None,
 ) -> None:
     """List registered champions, newest first: status, lineage, fitness, gate verdict."""
-    from srghn.deploy.registry import STATUSES
+    from srghn.deploy.server import champion_rows
 
     with _handled():
-        if status is not None and status not in STATUSES:
-            raise ConfigError(f"--status must be one of {', '.join(STATUSES)}, got {status!r}")
-        with _open_registry(state_dir) as registry:
-            if robot is not None and robot not in registry.robots():
-                raise ConfigError(f"no champions registered for robot {robot!r}; robots in the registry: "
-                                  f"{', '.join(registry.robots()) or 'none'}")
-            rows = registry.list(robot, status)
-            lkg = {r: getattr(registry.last_known_good(r), "id", None) for r in registry.robots()}
+        daemon = _daemon(state_dir)
+        if daemon is not None:
+            with daemon:
+                rows = daemon.request("champions", robot=robot, status=status)["champions"]
+        else:
+            with _open_registry(state_dir) as registry:
+                rows = champion_rows(registry, robot, status)
     if as_json:
-        print(json.dumps([c.to_dict() | {"last_known_good": lkg.get(c.robot) == c.id} for c in rows], indent=2))
+        print(json.dumps(rows, indent=2))
         return
     table = _table("id", "robot", "status", "gen", "regime", "fitness", "gates", "parents",
                    title=f"champions ({len(rows)})")
     for c in rows:
-        suffix = " (lkg)" if lkg.get(c.robot) == c.id and c.status != "live" else ""
-        _row(table, c.id, c.robot, _status(c.status, suffix), _fmt(c.generation), _fmt(c.regime),
-             _fmt(c.fitness.get("fitness")), _gates_cell(c), ", ".join(c.parents) or "-")
+        suffix = " (lkg)" if c["last_known_good"] and c["status"] != "live" else ""
+        _row(table, c["id"], c["robot"], _status(c["status"], suffix), _fmt(c["generation"]), _fmt(c["regime"]),
+             _fmt(c["fitness"].get("fitness")), _gates_cell(c["gate_report"]), ", ".join(c["parents"]) or "-")
     out.print(table)
 
 
@@ -527,26 +526,33 @@ def history(
     state_dir: StateDirOpt = None,
 ) -> None:
     """Show the audit log: registrations, gate runs, promotions, rollbacks and refusals (who, when, why)."""
-    with _handled(), _open_registry(state_dir) as registry:
-        events = registry.history(robot, limit)
+    with _handled():
+        daemon = _daemon(state_dir)
+        if daemon is not None:
+            with daemon:
+                events = daemon.request("history", robot=robot, limit=limit)["events"]
+        else:
+            with _open_registry(state_dir) as registry:
+                events = [e.to_dict() for e in registry.history(robot, limit)]
     if as_json:
-        print(json.dumps([e.to_dict() for e in events], indent=2))
+        print(json.dumps(events, indent=2))
         return
     table = _table("#", "time (UTC)", "robot", "event", "actor", "from", "to", "reason / detail",
                    title=f"audit log ({len(events)} events)")
     for e in events:
-        kind = Text(e.kind) + (Text(" FORCED", style="bold yellow") if e.forced else Text(""))
-        detail = e.reason or ""
-        if e.kind == "gate":
-            detail = ("passed" if e.detail.get("passed") else
-                      f"failed {', '.join(e.detail.get('failed_hard', []) + e.detail.get('failed_soft', []))}")
-        elif e.kind == "refused":
-            detail = f"{e.detail.get('action')}: {e.detail.get('why')}" + (f" ({e.reason})" if e.reason else "")
-        elif e.forced:
-            detail += f" (overrode {', '.join(e.detail.get('overridden', []))})"
-        _row(table, e.seq, e.time[:19].replace("T", " "), e.robot, kind, e.actor, e.from_id or "-", e.to_id or "-",
-             detail)
+        kind = Text(e["kind"]) + (Text(" FORCED", style="bold yellow") if e["forced"] else Text(""))
+        detail, more = e["reason"] or "", e["detail"]
+        if e["kind"] == "gate":
+            detail = ("passed" if more.get("passed") else
+                      f"failed {', '.join(more.get('failed_hard', []) + more.get('failed_soft', []))}")
+        elif e["kind"] == "refused":
+            detail = f"{more.get('action')}: {more.get('why')}" + (f" ({e['reason']})" if e["reason"] else "")
+        elif e["forced"]:
+            detail += f" (overrode {', '.join(more.get('overridden', []))})"
+        _row(table, e["seq"], e["time"][:19].replace("T", " "), e["robot"], kind, e["actor"], e["from"] or "-",
+             e["to"] or "-", detail)
     out.print(table)
+
 
 # -- the daemon: run, robot-sim, status, watch, keys (design.md §4) ---------------------------------------------------
 

@@ -414,13 +414,13 @@ class ControlServer:
             args.done()
             reply(self.status())
         elif cmd == "champions":
-            status = args.str("status")
+            which, status = args.str("robot"), args.str("status")
             args.done()
-            self.submit(lambda r: {"champions": [c.to_dict() for c in r.list(robot, status)]}, reply)
+            self.submit(lambda r: {"champions": champion_rows(r, which, status)}, reply)
         elif cmd == "history":
-            limit = args.int("limit", low=1)
+            which, limit = args.str("robot"), args.int("limit", low=1)
             args.done()
-            self.submit(lambda r: {"events": [e.to_dict() for e in r.history(robot, limit)]}, reply)
+            self.submit(lambda r: {"events": [e.to_dict() for e in r.history(which, limit)]}, reply)
         elif cmd in ("promote", "rollback"):
             champion = args.str("id", required=cmd == "promote") if cmd == "promote" else args.str("to")
             reason, actor = args.str("reason"), args.str("actor") or "admin"
@@ -585,6 +585,20 @@ class ControlServer:
         if self.auth is not None:
             self.auth.stop()
         self.ctx.destroy(linger=1000)
+
+
+def champion_rows(registry: Registry, robot: str | None = None, status: str | None = None) -> list[dict]:
+    """Registered champions as JSON-ready dicts, newest first, each marked whether it is its robot's
+    last-known-good (what the admin ``champions`` command and ``srghn-ctl champions`` show)."""
+    from srghn.deploy.registry import STATUSES
+
+    if status is not None and status not in STATUSES:
+        raise ConfigError(f"--status must be one of {', '.join(STATUSES)}, got {status!r}")
+    if robot is not None and robot not in registry.robots():
+        raise ConfigError(f"no champions registered for robot {robot!r}; robots in the registry: "
+                          f"{', '.join(registry.robots()) or 'none'}")
+    lkg = {r: getattr(registry.last_known_good(r), "id", None) for r in registry.robots()}
+    return [c.to_dict() | {"last_known_good": lkg.get(c.robot) == c.id} for c in registry.list(robot, status)]
 
 
 def _alive(pid: int) -> bool:
