@@ -96,6 +96,9 @@ def test_daemon_promotes_serves_rolls_back_and_resumes_after_restart(tmp_path: P
             assert history[-1]["kind"] == "rollback" and history[-1]["to"] == after
             live = [c["id"] for c in ctl("champions", "--status", "live", "--json", state=state)]
             assert live == [after] and ctl("status", "--json", state=state)["serving"]["champion"] == after
+            assert after in ctl("status", state=state)  # the readable summary names the serving champion
+            event = ctl("watch", "--topic", "live", "--count", "1", "--timeout", "30", "--json", state=state)
+            assert event["topic"] == "live" and event["champion"] == after and event["errors"] == 0
             ctl("resume", state=state)
             wait_for(lambda: not admin.status()["evolution"]["paused"], 60, "evolution to resume")
             admin.close()

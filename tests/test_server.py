@@ -80,3 +80,43 @@ def test_watchdog_falls_back_to_last_known_good_within_the_request(tmp_path, car
             history = admin.request("history")["events"]
             assert history[-1]["kind"] == "rollback" and history[-1]["actor"] == "watchdog"
             assert admin.status()["serving"]["champion"] == "good"
+
+
+def test_the_live_server_imports_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, srghn.deploy.server, srghn.deploy.client; "
+            "print(sorted(m for m in ('torch', 'torch_geometric', 'gymnasium', 'mujoco') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_robot_sim_drives_the_env_through_the_server_and_injects_its_fault(tmp_path, cartpole_model) -> None:
+    import json
+    import subprocess
+    import sys
+
+    state = tmp_path / "state"
+    with Registry.open(state, create=True) as registry:
+        add_champion(registry, cartpole_model, "cp-a")
+        registry.promote("cp-a", "test")
+    with running_server(state) as config:
+        done = subprocess.run([sys.executable, "-m", "srghn.cli", "robot-sim", "--robot", "cartpole", "--control",
+                               config.control, "--steps", "700", "--fault", "inverted", "--fault-at", "600",
+                               "--rate", "0", "--json"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        run = json.loads(done.stdout)
+        with AdminClient(config.admin) as admin:
+            seen = admin.status()["clients"]
+    assert run["steps"] == 700 and run["served_by"] == {"cp-a": 700} and run["sources"] == {"live": 700}
+    starts = [sum(run["returns"][:i]) for i in range(run["episodes"])]  # CartPole: return == steps
+    before = [r for r, start in zip(run["returns"], starts, strict=True) if start + r <= 600]
+    after = [r for r, start in zip(run["returns"], starts, strict=True) if start >= 600]
+    assert run["fault"] == {"regime": "inverted", "at_step": 600, "at_episode": len(before)}
+    # the hand-made balancer holds the pole for hundreds of steps; wired backwards it drops it within dozens
+    assert min(before) > 200 and after and max(after) < 100
+    assert seen == [{"client": "sim-robot", "steps": 700, "episodes": run["episodes"],
+                     "mean_return_last_10": round(sum(run["returns"][-10:]) / 10, 2),
+                     "seen_s_ago": seen[0]["seen_s_ago"]}]
