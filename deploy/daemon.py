@@ -165,6 +165,7 @@ class Daemon:
         self.server: subprocess.Popen | None = None
         self.robot: subprocess.Popen | None = None
         self.server_final: dict | None = None
+        self.restarts = 0
 
     # -- signals and critical sections ---------------------------------------------------------------------------
 
@@ -237,8 +238,10 @@ class Daemon:
         last_save = time.monotonic()
         metrics = self.home / "metrics.jsonl"
         while True:
+            self._supervise()
             self._handle_commands(block=False)
             while self.paused:
+                self._supervise()
                 self._status(strategy, None)
                 self._handle_commands(block=True)
             if self._bound_reached(started):
@@ -299,9 +302,12 @@ class Daemon:
 
     def _promote(self, champion_id: str, reason: str) -> None:
         token = next(self.tokens)
-        self.internal.send_json({"op": "promote", "id": champion_id, "token": token, "actor": self.settings.actor,
-                                 "reason": reason})
-        reply = self._wait_for(lambda m: m.get("op") == "promoted" and m.get("token") == token, 60.0)
+        sent = self._send({"op": "promote", "id": champion_id, "token": token, "actor": self.settings.actor,
+                           "reason": reason})
+        reply = None
+        deadline = time.monotonic() + 60.0
+        while sent and reply is None and time.monotonic() < deadline and self.server.poll() is None:
+            reply = self._wait_for(lambda m: m.get("op") == "promoted" and m.get("token") == token, 1.0)
         if reply is None or not reply["ok"]:
             self.counts["promotion_refused"] += 1
             why = "the server did not answer" if reply is None else reply["error"]
@@ -405,7 +411,16 @@ class Daemon:
 
     def publish(self, topic: str, data: dict) -> None:
         self.on_event(topic, data)
-        self.internal.send_json({"op": "publish", "topic": topic, "data": data})
+        self._send({"op": "publish", "topic": topic, "data": data})
+
+    def _send(self, message: dict) -> bool:
+        """Send to the server without ever blocking: a PAIR socket blocks while its peer is gone (a crashed
+        server, until it is restarted), and telemetry is not worth stalling evolution for."""
+        try:
+            self.internal.send_json(message, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
 
     def _status(self, strategy: SRGHNStrategy, record: GenerationRecord | None) -> None:
         champion = strategy.champion()
@@ -415,11 +430,22 @@ class Daemon:
         if record is not None:
             status.update(best=record.best, mean=record.mean, mutation_rate=record.mutation_rate_mean,
                           diversity=record.diversity, total_env_steps=record.total_env_steps)
-        self.internal.send_json({"op": "evolution", "status": status})
+        self._send({"op": "evolution", "status": status})
 
     # -- child processes -----------------------------------------------------------------------------------------
 
+    def _supervise(self) -> None:
+        """Restart the control server if it died: robots get answers again within a server start-up."""
+        if self.server is None or self.server.poll() is None:
+            return
+        code = self.server.returncode
+        self.restarts += 1
+        self.on_event("daemon", {"event": "server_restart", "exit_code": code, "restarts": self.restarts})
+        self._start_server(self.tmp)
+        self.publish("daemon", {"event": "server_restarted", "exit_code": code, "restarts": self.restarts})
+
     def _start_server(self, tmp: str) -> None:
+        self.tmp = tmp
         spec = self.profile.policy
         config = ServeConfig(robot=self.profile.name, state_dir=str(Path(self.settings.state_dir).resolve()),
                              policy=spec.to_dict(), safe_action=self.profile.safe_action, regimes=self.profile.regimes,
@@ -479,8 +505,7 @@ class Daemon:
                          target=self.profile.solved_fitness)
         if self.server is not None and self.server.poll() is None:
             self.publish("daemon", {"event": "stopping", "reason": stopped_by})
-            self.internal.send_json({"op": "stop"})
-            reply = self._wait_for(lambda m: m.get("op") == "stopped", 15.0)
+            reply = self._wait_for(lambda m: m.get("op") == "stopped", 15.0) if self._send({"op": "stop"}) else None
             self.server_final = reply["status"] if reply else None
         self._stop_child(self.server)
         (Path(self.settings.state_dir) / RUNFILE).unlink(missing_ok=True)
@@ -496,7 +521,7 @@ class Daemon:
             "candidates": {k: self.counts[k] for k in ("registered", "gate_passed", "gate_failed", "promoted",
                                                        "promotion_refused")},
             "live": live.id if live else None, "last_known_good": lkg.id if lkg else None,
-            "serving": self.server_final, "robot_sim": robot_summary,
+            "serving": self.server_final, "server_restarts": self.restarts, "robot_sim": robot_summary,
             "files": {"home": str(self.home), "metrics": str(self.home / "metrics.jsonl"),
                       "plot": str(self.home / "fitness.png"), "server_log": str(self.home / "server.log")},
         }

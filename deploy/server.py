@@ -167,6 +167,7 @@ class ControlServer:
         if config.internal:
             self.internal = self.ctx.socket(zmq.PAIR)
             self.internal.setsockopt(zmq.LINGER, 2000)
+            self.internal.setsockopt(zmq.SNDTIMEO, 10_000)  # for the hello only; everything else never blocks
             self.internal.connect(config.internal)
         self.wake = self.ctx.socket(zmq.PULL)
         self.wake.bind(f"inproc://srghn-jobs-{id(self)}")
@@ -199,7 +200,10 @@ class ControlServer:
     def _to_daemon(self, message: dict) -> bool:
         if self.internal is None:
             return False
-        self.internal.send_json(message)
+        try:  # never block serving on the daemon: a PAIR socket blocks while its peer is gone
+            self.internal.send_json(message, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
         return True
 
     # -- the job thread ------------------------------------------------------------------------------------------
@@ -529,7 +533,8 @@ class ControlServer:
         # The first tick serves the last live champion: load it before reading any request.
         self._apply_sync(self.jobs.submit(lambda: self._sync_job(self.local.registry)).result())
         self.publish("server", {"event": "started", "pid": os.getpid(), "champion": self._serving()})
-        self._to_daemon({"op": "hello", "pid": os.getpid(), "champion": self._serving()})
+        if self.internal is not None:  # blocking: the daemon waits for it (and connecting takes a moment)
+            self.internal.send_json({"op": "hello", "pid": os.getpid(), "champion": self._serving()})
         poller = zmq.Poller()
         for sock in (self.control, self.admin, self.wake, self.internal):
             if sock is not None:

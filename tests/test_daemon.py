@@ -140,3 +140,42 @@ def test_run_validates_its_flags_before_starting(tmp_path: Path) -> None:
         assert done.returncode == 2, (args, done.stderr)
         assert message in " ".join(done.stderr.split()), (args, done.stderr)
     assert not (tmp_path / "s" / "daemon.json").exists()
+
+
+def test_daemon_restarts_a_killed_server_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    import os
+
+    from srghn.deploy.client import DaemonUnavailable
+
+    state = tmp_path / "state"
+    with tempfile.TemporaryDirectory(prefix="sg") as socks:
+        socks = Path(socks)
+        endpoints = [f"--{role}=ipc://{socks}/{role[0]}.sock" for role in ("control", "admin", "telemetry")]
+        # A session of its own, like a terminal's foreground job: Ctrl-C reaches the whole process group.
+        daemon = subprocess.Popen([*CLI, "run", "--robot", "cartpole", "--state-dir", str(state), "--json",
+                                   "--workers", "1", *endpoints], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, start_new_session=True)
+        try:
+            with AdminClient(f"ipc://{socks}/a.sock", timeout_s=2) as admin:
+
+                def status() -> dict | None:
+                    try:
+                        return admin.status()
+                    except DaemonUnavailable:
+                        return None
+
+                old = wait_for(lambda: (s := status()) and s["evolution"] and s["evolution"]["generation"] > 2 and s,
+                               120, "evolution to run")
+                os.kill(old["pid"], signal.SIGKILL)
+                new = wait_for(lambda: (s := status()) and s["pid"] != old["pid"] and s, 120, "a new server")
+                with ControlClient(f"ipc://{socks}/c.sock", timeout_s=30) as robot:
+                    assert robot.act(np.zeros(4, np.float32)).source in (p.Source.LIVE, p.Source.SAFE)
+                wait_for(lambda: (s := status()) and s["evolution"] and s["evolution"]["generation"] >
+                         old["evolution"]["generation"] + 2, 120, "evolution to go on")
+            assert new["endpoints"] == old["endpoints"]
+            os.killpg(daemon.pid, signal.SIGINT)
+        finally:
+            summary = finish(daemon)
+    assert summary["stopped_by"] == "SIGINT" and summary["server_restarts"] == 1
+    assert summary["serving"] is not None  # the restarted server was stopped in order and reported
+    assert not (state / "daemon.json").exists() and (state / "daemon" / "cartpole" / "population.npz").is_file()
