@@ -10,7 +10,7 @@ import json
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -244,6 +244,17 @@ def _open_registry(state_dir: Path | None, create: bool = False):
     return Registry.open(resolve_state_dir(state_dir), create=create)
 
 
+def _query(state_dir: Path | None, cmd: str, local: Callable, **fields: object) -> list[dict]:
+    """A read answered by the daemon running on the state directory (admin ``cmd``), else by ``local(registry)``."""
+    daemon = _daemon(state_dir)
+    if daemon is None:
+        with _open_registry(state_dir) as registry:
+            return local(registry)
+    with daemon:
+        reply = daemon.request(cmd, **fields)
+    return reply["champions" if cmd == "champions" else "events"]
+
+
 def _actor(actor: str | None) -> str:
     from srghn.deploy.state import default_actor
 
@@ -316,13 +327,8 @@ def champions(
     from srghn.deploy.server import champion_rows
 
     with _handled():
-        daemon = _daemon(state_dir)
-        if daemon is not None:
-            with daemon:
-                rows = daemon.request("champions", robot=robot, status=status)["champions"]
-        else:
-            with _open_registry(state_dir) as registry:
-                rows = champion_rows(registry, robot, status)
+        rows = _query(state_dir, "champions", lambda registry: champion_rows(registry, robot, status), robot=robot,
+                      status=status)
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -527,13 +533,8 @@ def history(
 ) -> None:
     """Show the audit log: registrations, gate runs, promotions, rollbacks and refusals (who, when, why)."""
     with _handled():
-        daemon = _daemon(state_dir)
-        if daemon is not None:
-            with daemon:
-                events = daemon.request("history", robot=robot, limit=limit)["events"]
-        else:
-            with _open_registry(state_dir) as registry:
-                events = [e.to_dict() for e in registry.history(robot, limit)]
+        events = _query(state_dir, "history", lambda registry: [e.to_dict() for e in registry.history(robot, limit)],
+                        robot=robot, limit=limit)
     if as_json:
         print(json.dumps(events, indent=2))
         return

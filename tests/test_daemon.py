@@ -134,11 +134,14 @@ def test_run_validates_its_flags_before_starting(tmp_path: Path) -> None:
         (["--control", f"ipc://{tmp_path}/{'x' * 120}.sock"], "too long for a Unix socket"),
         (["--control", "udp://1.2.3.4:5"], "use ipc://PATH or tcp://HOST:PORT"),
     ]
+    from typer.testing import CliRunner
+
+    from srghn.cli import app
+
     for args, message in cases:
-        done = subprocess.run([*CLI, "run", "--state-dir", str(tmp_path / "s"), *args], capture_output=True,
-                              text=True, timeout=120)
-        assert done.returncode == 2, (args, done.stderr)
-        assert message in " ".join(done.stderr.split()), (args, done.stderr)
+        done = CliRunner().invoke(app, ["run", "--state-dir", str(tmp_path / "s"), *args])
+        assert done.exit_code == 2, (args, done.output)
+        assert message in " ".join(done.output.split()), (args, done.output)
     assert not (tmp_path / "s" / "daemon.json").exists()
 
 
