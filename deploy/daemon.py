@@ -156,7 +156,7 @@ class Daemon:
         self.critical = False
         self.paused = False
         self.counts = {"generations": 0, "registered": 0, "gate_passed": 0, "gate_failed": 0, "promoted": 0,
-                       "promotion_refused": 0}
+                       "promotion_refused": 0, "release_failed": 0}
         self.tokens = itertools.count(1)
         self.pending_commands: list[dict] = []
         self.last_candidate: tuple[str, float, str] | None = None
@@ -279,18 +279,14 @@ class Daemon:
             last_id, last_fitness, last_regime = self.last_candidate
             if last_id == key or (last_regime == regime and champion.fitness <= last_fitness):
                 return
-        with self._critical():
-            registered = register_policy(
-                self.registry, self.profile, champion.policy, champion_id=key,
-                parents=(f"{self.tag}-i{champion.parent_id}",) if champion.parent_id >= 0 else (),
-                generation=record.generation, regime=regime, seed=self.settings.seed, run_dir=str(self.home),
-                fitness={"fitness": float(champion.fitness), "population_best": record.best,
-                         "population_mean": record.mean},
-                meta={"individual": int(champion.id), "run_tag": self.tag, "source": "daemon"},
-                actor=self.settings.actor)
+        try:
+            with self._critical():
+                registered, report = self._register_and_gate(champion, key, record)
+        except SrghnError as exc:  # e.g. an export that fails its parity check: evolution goes on
             self.last_candidate = (key, float(champion.fitness), regime)
-            self.counts["registered"] += 1
-            report = gate_champion(self.registry, registered.id, self.settings.actor, self.profile, regimes=(regime,))
+            self.counts["release_failed"] += 1
+            self.publish("daemon", {"event": "release_failed", "champion": key, "error": str(exc)})
+            return
         self.counts["gate_passed" if report.passed else "gate_failed"] += 1
         self.publish("gate", {"champion": registered.id, "generation": record.generation, "regime": regime,
                               "fitness": champion.fitness, "passed": report.passed,
@@ -299,6 +295,21 @@ class Daemon:
         if report.passed and self.settings.auto_promote:
             self._promote(registered.id, f"auto: passed the gates in regime {regime} at generation "
                                          f"{record.generation} (fitness {champion.fitness:.1f})")
+
+    def _register_and_gate(self, champion, key: str, record: GenerationRecord):
+        registered = register_policy(
+            self.registry, self.profile, champion.policy, champion_id=key,
+            parents=(f"{self.tag}-i{champion.parent_id}",) if champion.parent_id >= 0 else (),
+            generation=record.generation, regime=record.regime, seed=self.settings.seed, run_dir=str(self.home),
+            fitness={"fitness": float(champion.fitness), "population_best": record.best,
+                     "population_mean": record.mean},
+            meta={"individual": int(champion.id), "run_tag": self.tag, "source": "daemon"},
+            actor=self.settings.actor)
+        self.last_candidate = (key, float(champion.fitness), record.regime)
+        self.counts["registered"] += 1
+        report = gate_champion(self.registry, registered.id, self.settings.actor, self.profile,
+                               regimes=(record.regime,))
+        return registered, report
 
     def _promote(self, champion_id: str, reason: str) -> None:
         token = next(self.tokens)
