@@ -22,9 +22,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 # The whole loop on the embedded default: evolve CartPole in the shadow simulator, gate, promote, and serve a
-# simulated robot over ZeroMQ; a second `make run` resumes the saved population and live champion.
+# simulated robot over ZeroMQ. At its step 4000 the robot's motor is wired backwards: the daemon sees it in the
+# robot's reported steps, switches the shadow simulator, re-adapts and promotes a champion for the new dynamics.
+# A second `make run` resumes the saved population and the live champion.
 run: $(STAMP)
-	$(BIN)/srghn-ctl run --robot cartpole --sim-robot --generations 60 --state-dir runs/state
+	$(BIN)/srghn-ctl run --robot cartpole --generations 120 --sim-robot --robot-rate 200 \
+		--fault inverted --fault-at 4000 --state-dir runs/state
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -610,6 +610,9 @@ def run(
     = 5,
     regime: Annotated[str | None, typer.Option(
         help="Shadow-simulator regime to start in (default: where the last run left off, else nominal).")] = None,
+    follow_drift: Annotated[bool, typer.Option(
+        "--follow-drift/--no-follow-drift", help="Switch the shadow simulator to the regime the robot's reported "
+        "steps show (CartPole, Ant: replayed in each regime's simulator).")] = True,
     seed: Annotated[int, typer.Option(help="Seed of a new population (a saved one resumes).")] = 0,
     population: Annotated[int | None, typer.Option(help="Population size N of a new population.")] = None,
     episodes: Annotated[int | None, typer.Option(help="Episodes per evaluation (default: the profile's).")] = None,
@@ -650,8 +653,8 @@ def run(
         settings = DaemonSettings(
             load_profile(robot), resolve_state_dir(state_dir), seed=seed, population=population, episodes=episodes,
             generations=generations, duration_s=duration, auto_promote=auto_promote, gate_every=gate_every,
-            regime=regime, control=control, admin=admin, telemetry=telemetry, keys=keys, backend=backend,
-            workers=workers, ray_address=ray_address, sim_robot=sim_robot, robot_args=robot_args)
+            regime=regime, follow_drift=follow_drift, control=control, admin=admin, telemetry=telemetry, keys=keys,
+            backend=backend, workers=workers, ray_address=ray_address, sim_robot=sim_robot, robot_args=robot_args)
         if sim_robot and fault is not None:
             from srghn.deploy.robot_sim import check_fault
 
@@ -681,6 +684,9 @@ def _print_event(topic: str, data: dict) -> None:
                   highlight=False, soft_wrap=True)
     elif topic == "promoted":
         err.print(f"[bold green]promoted[/] {escape(data['champion'])}: now serving", highlight=False)
+    elif topic == "drift":
+        err.print(f"[bold yellow]drift[/]: robot {escape(str(data['client']))} behaves like regime {data['to']} "
+                  f"(was {data['from']}): shadow simulator switched", highlight=False)
     elif topic in ("daemon", "evolution"):
         err.print(f"{topic}: " + escape(", ".join(f"{k}={v}" for k, v in data.items() if k != "endpoints")),
                   highlight=False, soft_wrap=True)

@@ -51,6 +51,7 @@ from srghn.deploy.security import CurveKeys
 from srghn.deploy.server import ServeConfig
 from srghn.deploy.state import RUNFILE
 from srghn.sim.backends import check_backend, make_evaluator
+from srghn.sim.identify import identifiable, identify
 from srghn.sim.loop import evolve
 from srghn.sim.plots import plot_run
 from srghn.sim.profiles import RobotProfile
@@ -93,6 +94,8 @@ class DaemonSettings:
     backend: str = "local"
     workers: int | None = None
     ray_address: str | None = None
+    follow_drift: bool = True
+    """Switch the shadow simulator to the regime the robot's reported transitions show (where identifiable)."""
     sim_robot: bool = False
     """Also start ``srghn-ctl robot-sim`` against the control socket."""
     robot_args: tuple[str, ...] = ()
@@ -345,6 +348,9 @@ class Daemon:
         else:
             self._wait_for(lambda m: False, 0.0)
         commands, self.pending_commands = self.pending_commands, []
+        transitions = [m for m in commands if m.get("op") == "transitions"]
+        if transitions:
+            self._follow_drift(transitions[-1])  # only the latest evidence counts
         for message in commands:
             if message.get("op") != "command":
                 continue
@@ -361,6 +367,26 @@ class Daemon:
             self._save_state()
             self.publish("evolution", {"event": cmd, "regime": self.regime.regime, "paused": self.paused,
                                        "actor": actor})
+
+    def _follow_drift(self, message: dict) -> None:
+        """Replay a robot's transitions in every regime's simulator; switch the shadow simulator to the regime
+        that explains them clearly better than the current one."""
+        if not self.settings.follow_drift or not identifiable(self.profile):
+            return
+        try:
+            found, errors = identify(self.profile, np.asarray(message["obs"]), np.asarray(message["actions"]),
+                                     np.asarray(message["next_obs"]), self.regime.regime)
+        except (KeyError, ValueError) as exc:
+            self.publish("daemon", {"event": "bad_transitions", "error": str(exc)})
+            return
+        if found is None:
+            return
+        previous, self.regime.regime = self.regime.regime, found
+        self.last_candidate = None
+        self._save_state()
+        self.publish("drift", {"client": message.get("client"), "from": previous, "to": found,
+                               "transitions": len(message["obs"]),
+                               "errors": {k: float(f"{v:.3g}") for k, v in errors.items()}})
 
     # -- state ---------------------------------------------------------------------------------------------------
 

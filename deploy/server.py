@@ -41,6 +41,8 @@ from srghn.deploy.registry import Registry
 from srghn.deploy.security import CurveKeys
 
 LATENCY_WINDOW = 4096
+TRANSITIONS = 64
+"""Per client, the last transitions kept for the daemon's regime identification (sent every few seconds)."""
 MAX_CLIENTS = 1024
 """Per-robot step statistics are kept for this many client identities (the least recently seen go first)."""
 
@@ -111,6 +113,11 @@ class ClientStats:
     episode_steps: int = 0
     returns: collections.deque = field(default_factory=lambda: collections.deque(maxlen=100))
     last_seen: float = 0.0
+    pending: tuple | None = None
+    """(observation, action) of its last ACT, waiting for the STEP that reports what followed."""
+    transitions: collections.deque = field(default_factory=lambda: collections.deque(maxlen=TRANSITIONS))
+    fresh: int = 0
+    """Transitions recorded since they were last sent to the daemon."""
 
 
 class Watchdog:
@@ -337,12 +344,13 @@ class ControlServer:
                 obs = p.floats(msg[1], self.spec.obs_dim, "observation", request_id)
                 action, source, flags, champion = self.act(obs)
                 reply = p.action_frames(request_id, action, source, flags, self.serial, champion)
+                self._client(envelope[0]).pending = (obs, action)
                 self.counts["act"] += 1
                 self.latency[self.counts["act"] % LATENCY_WINDOW] = time.perf_counter() - t0
             elif msg_type is p.MsgType.STEP:
                 reward, terminated, truncated = p.parse_outcome(msg[1], request_id)
-                p.floats(msg[2], self.spec.obs_dim, "next observation", request_id)
-                self._record_step(envelope[0], reward, terminated or truncated)
+                next_obs = p.floats(msg[2], self.spec.obs_dim, "next observation", request_id)
+                self._record_step(envelope[0], reward, terminated or truncated, next_obs)
                 reply = [p.header(p.MsgType.STEP_OK, request_id)]
             else:
                 reply = p.json_frames(p.MsgType.INFO_OK, request_id, self.info())
@@ -354,12 +362,24 @@ class ControlServer:
             reply = p.error_frames(p.ErrorCode.INTERNAL, f"internal error: {exc!r}", request_id)
         self.control.send_multipart(envelope + reply, copy=False)
 
-    def _record_step(self, client: bytes, reward: float, done: bool) -> None:
+    def _client(self, identity: bytes) -> ClientStats:
+        """The statistics of one client (robot), most recently seen last; the least recent beyond the cap go."""
+        stats = self.clients.get(identity)
+        if stats is None:
+            stats = self.clients[identity] = ClientStats()
+            if len(self.clients) > MAX_CLIENTS:
+                self.clients.popitem(last=False)
+        else:
+            self.clients.move_to_end(identity)
+        return stats
+
+    def _record_step(self, client: bytes, reward: float, done: bool, next_obs: np.ndarray) -> None:
         self.counts["step"] += 1
-        stats = self.clients.pop(client, None) or ClientStats()
-        self.clients[client] = stats
-        if len(self.clients) > MAX_CLIENTS:
-            self.clients.popitem(last=False)
+        stats = self._client(client)
+        if stats.pending is not None:
+            stats.transitions.append((*stats.pending, next_obs))
+            stats.pending = None
+            stats.fresh += 1
         stats.last_seen = time.time()
         stats.steps += 1
         stats.episode_steps += 1
@@ -562,12 +582,27 @@ class ControlServer:
                 next_stats = now + self.config.stats_interval_s
                 self.publish("live", self._live_stats(last_counts))
                 last_counts = self.counts.copy()
+                self._send_transitions()
                 if self.config.parent_pid and not _alive(self.config.parent_pid):
                     self.stopping = True
             if now >= next_sync:
                 next_sync = now + self.config.sync_interval_s
                 self.sync()
         self.close()
+
+    def _send_transitions(self) -> None:
+        """Hand the most recently active robot's latest transitions to the daemon, which replays them in each
+        regime's simulator to tell whether the robot's dynamics changed."""
+        if self.internal is None:
+            return
+        for identity, stats in reversed(self.clients.items()):
+            if len(stats.transitions) < TRANSITIONS // 2 or stats.fresh < TRANSITIONS // 4:
+                continue
+            obs, actions, next_obs = (np.stack(column).tolist() for column in zip(*stats.transitions, strict=True))
+            if self._to_daemon({"op": "transitions", "client": _client_name(identity), "obs": obs,
+                                "actions": actions, "next_obs": next_obs}):
+                stats.fresh = 0
+            return
 
     def _serving(self) -> str | None:
         return self.live.champion_id if self.live else None

@@ -47,9 +47,13 @@ def start(state: Path, socks: Path, *args: str) -> subprocess.Popen:
 
 
 def finish(proc: subprocess.Popen, sig: int | None = None) -> dict:
-    if sig is not None:
+    if sig is not None and proc.poll() is None:
         proc.send_signal(sig)
-    stdout, stderr = proc.communicate(timeout=120)
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
     assert proc.returncode == 0, stderr
     return json.loads(stdout)
 
@@ -58,7 +62,8 @@ def test_daemon_promotes_serves_rolls_back_and_resumes_after_restart(tmp_path: P
     state = tmp_path / "state"
     with tempfile.TemporaryDirectory(prefix="sg") as socks:
         socks = Path(socks)
-        daemon = start(state, socks, "--sim-robot", "--robot-rate", "400", "--gate-every", "3", "--seed", "1")
+        daemon = start(state, socks, "--sim-robot", "--robot-rate", "400", "--fault", "inverted", "--fault-at",
+                       "4000", "--gate-every", "3", "--seed", "1")
         before = None
         try:
             admin = AdminClient(f"ipc://{socks}/a.sock", timeout_s=60)
@@ -67,12 +72,12 @@ def test_daemon_promotes_serves_rolls_back_and_resumes_after_restart(tmp_path: P
                 return lambda: (s := admin.status())["evolution"] and s["evolution"]["promoted"] >= n and s
 
             first = wait_for(promoted(1), 240, "an automatic promotion")["serving"]["champion"]
-            # The robot's motor gets wired backwards: the operator switches the shadow simulator to match. A
-            # champion that re-adapted is gated in that regime and promoted (at CartPole's 500 cap nothing else
-            # beats the first champion in the nominal regime).
-            ctl("regime", "inverted", state=state)
-            status = wait_for(promoted(2), 240, "a promotion after the switch to the inverted regime")
-            assert status["evolution"]["regime"] == "inverted" and status["serving"]["champion"] != first
+            # At its step 4000 the robot's motor gets wired backwards. The daemon replays the robot's reported
+            # steps in each regime's simulator, switches the shadow simulator to "inverted", re-adapts, and a
+            # champion gated in that regime is promoted.
+            status = wait_for(lambda: (s := promoted(2)()) and s["evolution"]["regime"] == "inverted" and s, 240,
+                              "the drift to be followed and a champion of the inverted regime promoted")
+            assert status["serving"]["champion"] != first
             robot = wait_for(lambda: next((c for c in admin.status()["clients"]
                                            if c["client"] == "sim-robot" and c["episodes"] > 0), None),
                              60, "the simulated robot's episodes")
@@ -108,6 +113,9 @@ def test_daemon_promotes_serves_rolls_back_and_resumes_after_restart(tmp_path: P
         assert summary["stopped_by"] == "SIGTERM" and summary["candidates"]["promoted"] >= 2
         robot_run = summary["robot_sim"]
         assert robot_run["episodes"] > 0 and robot_run["timeouts"] == 0
+        assert robot_run["fault"]["regime"] == "inverted" and robot_run["steps"] > 4000
+        drifts = [e for e in ctl("history", "--json", state=state) if e["kind"] == "promote"]
+        assert "in regime inverted" in drifts[-1]["reason"]
         assert after in robot_run["served_by"] and before in robot_run["served_by"]
         assert summary["serving"]["requests"]["errors"] == 0
         generations = summary["generation"]
@@ -154,6 +162,7 @@ def test_daemon_restarts_a_killed_server_and_stops_cleanly_on_ctrl_c(tmp_path: P
     with tempfile.TemporaryDirectory(prefix="sg") as socks:
         socks = Path(socks)
         endpoints = [f"--{role}=ipc://{socks}/{role[0]}.sock" for role in ("control", "admin", "telemetry")]
+        interrupted = False
         # A session of its own, like a terminal's foreground job: Ctrl-C reaches the whole process group.
         daemon = subprocess.Popen([*CLI, "run", "--robot", "cartpole", "--state-dir", str(state), "--json",
                                    "--workers", "1", *endpoints], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -175,10 +184,13 @@ def test_daemon_restarts_a_killed_server_and_stops_cleanly_on_ctrl_c(tmp_path: P
                     assert robot.act(np.zeros(4, np.float32)).source in (p.Source.LIVE, p.Source.SAFE)
                 wait_for(lambda: (s := status()) and s["evolution"] and s["evolution"]["generation"] >
                          old["evolution"]["generation"] + 2, 120, "evolution to go on")
-            assert new["endpoints"] == old["endpoints"]
+                assert new["endpoints"] == old["endpoints"]
+                ctl("regime", "inverted", state=state)  # an operator's switch, through the restarted server
+                wait_for(lambda: (s := status()) and s["evolution"]["regime"] == "inverted", 120, "the switch")
             os.killpg(daemon.pid, signal.SIGINT)
+            interrupted = True
         finally:
-            summary = finish(daemon)
-    assert summary["stopped_by"] == "SIGINT" and summary["server_restarts"] == 1
+            summary = finish(daemon, None if interrupted else signal.SIGTERM)
+    assert summary["stopped_by"] == "SIGINT" and summary["server_restarts"] == 1 and summary["regime"] == "inverted"
     assert summary["serving"] is not None  # the restarted server was stopped in order and reported
     assert not (state / "daemon.json").exists() and (state / "daemon" / "cartpole" / "population.npz").is_file()
