@@ -666,12 +666,19 @@ class _Args:
         if value is not None and not (0 < len(value) <= 1000):
             raise p.ProtocolError(p.ErrorCode.BAD_REQUEST, f"field {key!r} must be 1..1000 characters",
                                   self.request_id)
+        if value is not None and not value.isascii():
+            try:
+                value.encode("utf-8")  # JSON's "\ud800" escapes decode to lone surrogates that no UTF-8 can hold
+            except UnicodeEncodeError:
+                raise p.ProtocolError(p.ErrorCode.BAD_REQUEST, f"field {key!r} holds a lone surrogate (not valid "
+                                      "Unicode)", self.request_id) from None
         return value
 
-    def int(self, key: str, low: int) -> int | None:
+    def int(self, key: str, low: int, high: int = 2**63 - 1) -> int | None:
         value = self._get(key, int, False)
-        if value is not None and value < low:
-            raise p.ProtocolError(p.ErrorCode.BAD_REQUEST, f"field {key!r} must be >= {low}", self.request_id)
+        if value is not None and not low <= value <= high:
+            raise p.ProtocolError(p.ErrorCode.BAD_REQUEST, f"field {key!r} must be in {low}..{high}",
+                                  self.request_id)
         return value
 
     def bool(self, key: str) -> bool:
