@@ -390,7 +390,7 @@ class ControlServer:
 
         def reply(result: dict | Exception) -> None:
             if isinstance(result, p.ProtocolError):
-                out = p.error_frames(result.code, str(result), request_id)
+                out = p.error_frames(result.code, str(result), result.request_id)
             elif isinstance(result, Exception):
                 out = p.error_frames(*_error_code(result), request_id)
             else:
