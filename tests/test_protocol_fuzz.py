@@ -38,7 +38,7 @@ BATCHES = 110
 E = p.ErrorCode
 CONTROL, ADMIN = "control", "admin"
 COMMANDS = ("status", "champions", "history", "promote", "rollback", "pause", "resume", "regime")
-FIELDS = ("cmd", "id", "to", "reason", "actor", "force", "status", "limit", "regime")
+FIELDS = ("cmd", "id", "to", "reason", "actor", "force", "status", "limit", "regime", "robot")
 REGIMES = ("nominal", "inverted")
 
 
@@ -94,7 +94,8 @@ def _admin(obj: object) -> None:
     if not isinstance(obj, dict):
         raise Bad(E.BAD_REQUEST)
     cmd = _str_field(obj, "cmd", required=True)
-    allowed = {"status": (), "champions": ("status",), "history": ("limit",), "promote": ("id", "reason", "actor",
+    allowed = {"status": (), "champions": ("robot", "status"), "history": ("robot", "limit"),
+               "promote": ("id", "reason", "actor",
                "force"), "rollback": ("to", "reason", "actor"), "pause": ("actor",), "resume": ("actor",),
                "regime": ("regime", "actor")}
     if cmd not in allowed:
@@ -115,6 +116,9 @@ def _admin(obj: object) -> None:
         raise Bad(E.BAD_REQUEST)
     if cmd == "regime" and obj["regime"] not in REGIMES:
         raise Bad(E.BAD_REQUEST)
+    if cmd == "champions" and (obj.get("robot") not in (None, "cartpole") or obj.get("status") not in (
+            None, "candidate", "passed", "failed", "live", "retired")):
+        raise Bad(E.BAD_REQUEST)  # champions checks both against the registry; history takes any robot name
     if cmd in ("pause", "resume", "regime"):
         raise Bad(E.UNAVAILABLE)  # no daemon attached to this server
     if cmd in ("promote", "rollback"):
@@ -229,7 +233,8 @@ def outcome_frame(draw) -> bytes:
 json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10, 10), st.integers(2**62, 2**70),
                          st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
                          st.sampled_from(["", "x" * 1001, "\ud800", "a\udfffb", " ", LIVE_ID, LIVE_ID[:3], "zz-none",
-                                          "nominal", "inverted", "windy", "live", "retired"]))
+                                          "nominal", "inverted", "windy", "live", "retired", "cartpole",
+                                          "ant"]))
 json_values = st.recursive(json_scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
                                                                   st.dictionaries(st.text(max_size=5), inner,
                                                                                   max_size=3)), max_leaves=6)
@@ -299,7 +304,8 @@ def message(draw) -> tuple[str, list[bytes]]:
         return ADMIN, [hdr(17, rid), json.dumps(obj).encode()]
     if kind == "admin_valid":
         obj = draw(st.sampled_from([{"cmd": "status"}, {"cmd": "champions"}, {"cmd": "champions", "status": "live"},
-                                    {"cmd": "history", "limit": 3}, {"cmd": "history"}]))
+                                    {"cmd": "champions", "robot": "cartpole"}, {"cmd": "history", "limit": 3},
+                                    {"cmd": "history"}, {"cmd": "history", "robot": "ant"}]))
         return ADMIN, [hdr(17, rid), json.dumps(obj).encode()]
     base = {CONTROL: [hdr(1, rid), arr([0.1, 0.2, 0.3, 0.4])], ADMIN: [hdr(17, rid), b'{"cmd": "status"}']}[socket]
     if kind == "header":
