@@ -35,6 +35,8 @@ MAX_FRAMES = 8
 """More frames than this (after the routing envelope) is an error whatever the type."""
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
 """Protocol limit on the bytes of one message: above it the reply is ``OVERSIZE``."""
+MAX_ERROR_MESSAGE_BYTES = 1024
+"""An ``ERROR`` reply's message frame is cut to this many bytes."""
 ZMQ_MAXMSGSIZE_FACTOR = 16
 """The socket's ``ZMQ_MAXMSGSIZE`` is this many times the protocol limit: a frame above it makes ZeroMQ drop the
 sender's connection before the server sees it (no reply is possible), protecting the server's memory."""
@@ -54,6 +56,7 @@ class MsgType(IntEnum):
     ERROR = 255
 
 
+_TYPES = {int(t): t for t in MsgType}
 CONTROL_REQUESTS = frozenset({MsgType.ACT, MsgType.STEP, MsgType.INFO})
 ADMIN_REQUESTS = frozenset({MsgType.ADMIN, MsgType.INFO})
 PAYLOAD_FRAMES = {MsgType.ACT: 1, MsgType.STEP: 2, MsgType.INFO: 0, MsgType.ADMIN: 1}
@@ -153,11 +156,12 @@ def parse_header(frames: list[bytes], allowed: frozenset[MsgType], max_bytes: in
     if flags != 0:
         raise ProtocolError(ErrorCode.BAD_VALUE, f"header flags must be 0 in version {VERSION}, got {flags}",
                             request_id)
-    if msg_type not in MsgType.__members__.values() or MsgType(msg_type) not in allowed:
+    known = _TYPES.get(msg_type)  # a dict look-up: MsgType(n) and __members__ cost microseconds on the hot path
+    if known is None or known not in allowed:
         served = ", ".join(f"{t.name} ({int(t)})" for t in sorted(allowed))
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE,
                             f"message type {msg_type} is not served on this socket; it serves {served}", request_id)
-    msg_type = MsgType(msg_type)
+    msg_type = known
     expected = 1 + PAYLOAD_FRAMES[msg_type]
     if len(frames) != expected:
         raise ProtocolError(ErrorCode.BAD_FRAMES,
@@ -199,7 +203,7 @@ def parse_json(frame: bytes, request_id: int) -> dict:
     """Decode a UTF-8 JSON object frame (admin requests)."""
     try:
         value = json.loads(frame.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError: bad UTF-8, bad JSON, an int of > 4300 digits
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"payload is not UTF-8 JSON: {exc}", request_id) from None
     if not isinstance(value, dict):
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"payload must be a JSON object, got {type(value).__name__}",
@@ -208,8 +212,12 @@ def parse_json(frame: bytes, request_id: int) -> dict:
 
 
 def error_frames(code: ErrorCode, message: str, request_id: int) -> list[bytes]:
-    """An ``ERROR`` reply (without envelope)."""
-    return [header(MsgType.ERROR, request_id), ERROR_CODE.pack(int(code)), message.encode("utf-8")[:1024]]
+    """An ``ERROR`` reply (without envelope). The message is valid UTF-8 of at most 1024 bytes whatever it quotes
+    (a lone surrogate from a client's JSON becomes "?"; truncation never splits a character)."""
+    text = message.encode("utf-8", "replace")
+    if len(text) > MAX_ERROR_MESSAGE_BYTES:
+        text = text[:MAX_ERROR_MESSAGE_BYTES].decode("utf-8", "ignore").encode("utf-8")
+    return [header(MsgType.ERROR, request_id), ERROR_CODE.pack(int(code)), text]
 
 
 def json_frames(msg_type: MsgType, request_id: int, value: object) -> list[bytes]:

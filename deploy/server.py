@@ -360,7 +360,7 @@ class ControlServer:
         except Exception as exc:  # a bug must never stop the server: answer INTERNAL and go on
             self.counts["errors"] += 1
             reply = p.error_frames(p.ErrorCode.INTERNAL, f"internal error: {exc!r}", request_id)
-        self.control.send_multipart(envelope + reply, copy=False)
+        self.control.send_multipart(envelope + reply)  # copy=False costs ~6 us more for frames this small
 
     def _client(self, identity: bytes) -> ClientStats:
         """The statistics of one client (robot), most recently seen last; the least recent beyond the cap go."""
@@ -410,7 +410,7 @@ class ControlServer:
 
         def reply(result: dict | Exception) -> None:
             if isinstance(result, p.ProtocolError):
-                out = p.error_frames(result.code, str(result), request_id)
+                out = p.error_frames(result.code, str(result), result.request_id)
             elif isinstance(result, Exception):
                 out = p.error_frames(*_error_code(result), request_id)
             else:
@@ -565,7 +565,7 @@ class ControlServer:
             timeout = max(0.0, min(next_stats, next_sync) - time.monotonic())
             for sock, _ in poller.poll(timeout * 1000):
                 if sock is self.control:
-                    self.on_control(self.control.recv_multipart(copy=True))
+                    self.on_control(self.control.recv_multipart())
                 elif sock is self.admin:
                     self.on_admin(self.admin.recv_multipart())
                 elif sock is self.wake:
@@ -701,12 +701,19 @@ class _Args:
         if value is not None and not (0 < len(value) <= 1000):
             raise p.ProtocolError(p.ErrorCode.BAD_REQUEST, f"field {key!r} must be 1..1000 characters",
                                   self.request_id)
+        if value is not None and not value.isascii():
+            try:
+                value.encode("utf-8")  # JSON's "\ud800" escapes decode to lone surrogates that no UTF-8 can hold
+            except UnicodeEncodeError:
+                raise p.ProtocolError(p.ErrorCode.BAD_REQUEST, f"field {key!r} holds a lone surrogate (not valid "
+                                      "Unicode)", self.request_id) from None
         return value
 
-    def int(self, key: str, low: int) -> int | None:
+    def int(self, key: str, low: int, high: int = 2**63 - 1) -> int | None:
         value = self._get(key, int, False)
-        if value is not None and value < low:
-            raise p.ProtocolError(p.ErrorCode.BAD_REQUEST, f"field {key!r} must be >= {low}", self.request_id)
+        if value is not None and not low <= value <= high:
+            raise p.ProtocolError(p.ErrorCode.BAD_REQUEST, f"field {key!r} must be in {low}..{high}",
+                                  self.request_id)
         return value
 
     def bool(self, key: str) -> bool:

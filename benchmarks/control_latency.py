@@ -1,0 +1,280 @@
+"""Control-loop latency: the daemon's ACT round trip against a bare pyzmq echo on the same transport, idle and
+while evolution keeps the cores busy, measured in one run.
+
+    python benchmarks/control_latency.py --json [--robot cartpole|ant] [--transport ipc|tcp]
+
+* **echo**: a ROUTER in a process of its own (pyzmq only) that answers every request with frames of exactly the
+  sizes of an ``ACTION`` reply (header, action, status, champion id). The client sends the same two frames an
+  ``ACT`` has (16-byte header, ``obs_dim`` float32). This is the floor: ZeroMQ and Python, no work.
+* **act**: the real control server (``python -m srghn.deploy.server``) serving a live champion of ``--robot``
+  (seeded random weights, exported to ONNX and registered in a throwaway state directory; the gate report is a
+  synthetic passing one, since gating is not what is measured here).
+* **loaded**: the same two measurements while ``srghn-ctl evolve --robot ant`` runs at nice +5, as the daemon's
+  evolution does (its shadow workers add +10 on top), measured once it has finished its first generation.
+
+One DEALER client in this process measures every round trip with ``perf_counter_ns``. Echo and act are measured
+in interleaved rounds (``--rounds``), each after ``--warmup`` requests, and the rounds are pooled, so drift on a
+shared machine hits both alike. ``server_act_us`` is the server's own view (receive to reply built, from its
+status), which splits the overhead into the server's work and the transport. Goals: act p50 <= 1.2 x echo p50,
+act p99 <= 1.5 x echo p99, loaded act p99 <= 2 x idle act p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from srghn.deploy import protocol as p
+from srghn.deploy.champions import export_for_profile
+from srghn.deploy.registry import Registry
+from srghn.deploy.server import ServeConfig
+from srghn.safety.report import GateReport, GateResult
+from srghn.sim.profiles import load_profile
+
+GOALS = {"p50_ratio": 1.2, "p99_ratio": 1.5, "loaded_p99_ratio": 2.0}
+CHAMPION_ID = "bench-live"
+START_TIMEOUT_S = 60.0
+LOAD_START_TIMEOUT_S = 300.0
+
+ECHO_SERVER = """
+import sys, zmq
+endpoint, sizes = sys.argv[1], [int(s) for s in sys.argv[2].split(",")]
+reply = [b"\\x00" * n for n in sizes]
+ctx = zmq.Context()
+sock = ctx.socket(zmq.ROUTER)
+sock.setsockopt(zmq.LINGER, 0)
+sock.bind(endpoint)
+while True:
+    frames = sock.recv_multipart()
+    sock.send_multipart(frames[:1] + reply)
+"""
+
+
+def endpoint(transport: str, directory: Path, name: str, port: int) -> str:
+    return f"ipc://{directory}/{name}.sock" if transport == "ipc" else f"tcp://127.0.0.1:{port}"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_state(robot: str, state: Path) -> None:
+    """Register one exported champion of ``robot`` (seeded random weights) and make it live."""
+    profile = load_profile(robot)
+    params = (np.random.default_rng(0).standard_normal(profile.policy.num_params) * 0.5).astype(np.float32)
+    model = export_for_profile(profile, params, CHAMPION_ID).model
+    with Registry.open(state, create=True) as registry:
+        registry.register(champion_id=CHAMPION_ID, robot=profile.name, model=model, params=params,
+                          policy=profile.policy.to_dict())
+        gates = (GateResult("benchmark: gates not run", True, None, None, True),)
+        registry.store_report(CHAMPION_ID, GateReport(CHAMPION_ID, profile.name, gates, None))
+        registry.promote(CHAMPION_ID, "benchmark")
+
+
+def wait_for_reply(sock: zmq.Socket, frames: list[bytes], proc: subprocess.Popen, what: str) -> None:
+    """Send ``frames`` once and wait (bounded) for the answer: the process is up and bound."""
+    sock.send_multipart(frames)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if sock.poll(100):
+            sock.recv_multipart()
+            return
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode} before answering")
+    raise SystemExit(f"{what} did not answer within {START_TIMEOUT_S:.0f} s")
+
+
+def measure(sock: zmq.Socket, frames: list[bytes], n: int, warmup: int) -> np.ndarray:
+    """Round-trip times (ns) of ``n`` requests after ``warmup`` unmeasured ones."""
+    out = np.empty(n, dtype=np.int64)
+    send, recv, clock = sock.send_multipart, sock.recv_multipart, time.perf_counter_ns
+    for _ in range(warmup):
+        send(frames)
+        recv()
+    for i in range(n):
+        t0 = clock()
+        send(frames)
+        recv()
+        out[i] = clock() - t0
+    return out
+
+
+def interleaved(pairs: dict[str, tuple[zmq.Socket, list[bytes]]], n: int, warmup: int, rounds: int) -> dict:
+    """Measure each target in turn, ``rounds`` times, and pool: {name: stats}."""
+    samples = {name: [] for name in pairs}
+    for _ in range(rounds):
+        for name, (sock, frames) in pairs.items():
+            samples[name].append(measure(sock, frames, n // rounds, warmup))
+    return {name: stats(np.concatenate(s)) for name, s in samples.items()}
+
+
+def stats(ns: np.ndarray) -> dict:
+    us = ns / 1e3
+    return {"n": int(us.size), "p50_us": round(float(np.percentile(us, 50)), 1),
+            "p90_us": round(float(np.percentile(us, 90)), 1), "p99_us": round(float(np.percentile(us, 99)), 1),
+            "mean_us": round(float(us.mean()), 1), "max_us": round(float(us.max()), 1)}
+
+
+def server_status(ctx: zmq.Context, admin: str) -> dict:
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(admin)
+    try:
+        sock.send_multipart([p.header(p.MsgType.ADMIN, 1), b'{"cmd": "status"}'])
+        if not sock.poll(10_000):
+            raise SystemExit("the server did not answer status")
+        return json.loads(sock.recv_multipart()[1])
+    finally:
+        sock.close(0)
+
+
+def start_load(out: Path, population: int) -> subprocess.Popen:
+    """``srghn-ctl evolve --robot ant`` at nice +5 in its own process group; returns once a generation is done."""
+    cmd = [str(Path(sys.executable).with_name("srghn-ctl")), "evolve", "--robot", "ant", "--generations", "1000",
+           "--population", str(population), "--no-register", "--out", str(out), "--json"]
+    proc = subprocess.Popen(["nice", "-n", "5", *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + LOAD_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the evolution load exited with {proc.returncode} before its first generation")
+        if metrics.is_file() and metrics.read_text().count("\n") >= 1:
+            return proc
+        time.sleep(0.2)  # polling a file the evolution writes; nothing else to wait on
+    stop_load(proc)
+    raise SystemExit(f"the evolution load finished no generation within {LOAD_START_TIMEOUT_S:.0f} s")
+
+
+def stop_load(proc: subprocess.Popen) -> None:
+    """Kill the evolution's process group (started here: evolve and its shadow workers)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--robot", default="cartpole", help="profile of the live champion (cartpole, ant, ...)")
+    parser.add_argument("--transport", choices=("ipc", "tcp"), default="ipc")
+    parser.add_argument("--requests", type=int, default=20_000, help="measured requests per target, idle")
+    parser.add_argument("--loaded-requests", type=int, default=10_000, help="measured requests per target, loaded")
+    parser.add_argument("--warmup", type=int, default=500, help="unmeasured requests before each round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--load-population", type=int, default=10,
+                        help="population of the evolution load (small: its first generation ends sooner; the "
+                             "workers keep every core busy whatever the size)")
+    parser.add_argument("--no-load", action="store_true", help="skip the measurement under evolution load")
+    parser.add_argument("--json", action="store_true", help="print only the JSON result")
+    args = parser.parse_args()
+    profile = load_profile(args.robot)
+    obs_dim, act_floats = profile.policy.obs_dim, 1 if profile.policy.discrete else profile.policy.act_dim
+
+    ctx = zmq.Context()
+    procs: list[subprocess.Popen] = []
+    load = None
+    with tempfile.TemporaryDirectory(prefix="srghn-lat-") as tmp:
+        tmp = Path(tmp)
+        try:
+            state = tmp / "state"
+            make_state(profile.name, state)
+            ports = [free_port() for _ in range(4)]
+            roles = {role: endpoint(args.transport, tmp, role, port)
+                     for role, port in zip(("control", "admin", "telemetry"), ports[:3], strict=True)}
+            config = ServeConfig(robot=profile.name, state_dir=str(state), policy=profile.policy.to_dict(),
+                                 safe_action=profile.safe_action, regimes=profile.regimes, **roles)
+            (tmp / "serve.json").write_text(config.to_json())
+            server = subprocess.Popen([sys.executable, "-m", "srghn.deploy.server", str(tmp / "serve.json")],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(server)
+            reply_sizes = [p.HEADER.size, 4 * act_floats, p.ACTION_STATUS.size, len(CHAMPION_ID)]
+            echo_endpoint = endpoint(args.transport, tmp, "echo", ports[3])
+            echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, echo_endpoint,
+                                     ",".join(map(str, reply_sizes))])
+            procs.append(echo)
+
+            socks = {}
+            for name, ep in (("echo", echo_endpoint), ("act", config.control)):
+                sock = ctx.socket(zmq.DEALER)
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.connect(ep)
+                socks[name] = sock
+            obs = np.random.default_rng(1).standard_normal(obs_dim).astype(np.float32) * 0.1
+            act = p.act_frames(7, obs)
+            wait_for_reply(socks["echo"], act, echo, "the echo server")
+            wait_for_reply(socks["act"], act, server, "the control server")
+            socks["act"].send_multipart(act)
+            reply = socks["act"].recv_multipart()
+            if p.HEADER.unpack(reply[0])[2] != p.MsgType.ACTION or [len(f) for f in reply] != reply_sizes:
+                raise SystemExit(f"unexpected reply to ACT: {reply!r:.300}")
+            pairs = {"echo": (socks["echo"], act), "act": (socks["act"], act)}
+
+            idle = interleaved(pairs, args.requests, args.warmup, args.rounds)
+            idle_server = server_status(ctx, config.admin)["requests"]
+            loaded = loaded_server = None
+            if not args.no_load:
+                load = start_load(tmp / "evolve", args.load_population)
+                load_started = time.monotonic()
+                loaded = interleaved(pairs, args.loaded_requests, args.warmup, args.rounds)
+                loaded_server = server_status(ctx, config.admin)["requests"]
+                generations = (tmp / "evolve" / "metrics.jsonl").read_text().count("\n")
+                load_s = time.monotonic() - load_started
+                stop_load(load)
+                load = None
+        finally:
+            if load is not None:
+                stop_load(load)
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.terminate()
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            ctx.destroy(linger=0)
+
+    echo_s, act_s = idle["echo"], idle["act"]
+    ratios = {"p50_ratio": round(act_s["p50_us"] / echo_s["p50_us"], 3),
+              "p99_ratio": round(act_s["p99_us"] / echo_s["p99_us"], 3)}
+    result = {
+        "robot": profile.name, "transport": args.transport, "obs_dim": obs_dim, "action_floats": act_floats,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "zmq": zmq.zmq_version(), "pyzmq": zmq.__version__, "loadavg_end": os.getloadavg()},
+        "idle": {"echo": echo_s, "act": act_s,
+                 "server_act_us": {k: idle_server[k] for k in ("act_us_p50", "act_us_p99")}},
+    }
+    if loaded is not None:
+        ratios["loaded_p99_ratio"] = round(loaded["act"]["p99_us"] / act_s["p99_us"], 3)
+        ratios["loaded_echo_p99_ratio"] = round(loaded["echo"]["p99_us"] / echo_s["p99_us"], 3)
+        result["loaded"] = {"echo": loaded["echo"], "act": loaded["act"],
+                            "server_act_us": {k: loaded_server[k] for k in ("act_us_p50", "act_us_p99")},
+                            "load": {"command": "nice -n 5 srghn-ctl evolve --robot ant --generations 1000 "
+                                                f"--population {args.load_population} --no-register",
+                                     "generations_done_at_end": generations, "seconds_measured": round(load_s, 1)}}
+    result["ratios"] = ratios
+    result["goals"] = {k: v for k, v in GOALS.items() if k in ratios}
+    result["pass"] = {k: ratios[k] <= v for k, v in GOALS.items() if k in ratios}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

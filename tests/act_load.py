@@ -1,0 +1,56 @@
+"""A robot that asks for actions as fast as it can, for tests that run it in a process of its own (spawn).
+
+Light on purpose: zmq, numpy and the protocol module only, so the child starts quickly and never imports torch.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import zmq
+
+from srghn.deploy import protocol as p
+
+
+def act_at_full_rate(endpoint: str, obs: list[float], stop, ready, results, timeout_s: float = 5.0) -> None:
+    """Send ACT requests back to back until ``stop`` (an Event) is set; put a summary dict on ``results``.
+
+    The summary counts requests, ERROR replies and timeouts, keeps the slowest round trip, and lists every change of
+    (serial, champion, source) the replies showed, in order: ``[(request number, serial, champion, source), ...]``.
+    ``ready`` is set after the first reply."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    payload = np.asarray(obs, dtype=p.FLOAT32).tobytes()
+    summary = {"requests": 0, "errors": [], "timeouts": 0, "bad_ids": 0, "max_rtt_s": 0.0, "changes": []}
+    last = None
+    rid = 0
+    try:
+        while not stop.is_set():
+            rid += 1
+            t0 = time.perf_counter()
+            sock.send_multipart([p.header(p.MsgType.ACT, rid), payload])
+            if not sock.poll(int(timeout_s * 1000)):
+                summary["timeouts"] += 1
+                break  # a DEALER could go on, but one lost reply already fails the test
+            reply = sock.recv_multipart()
+            summary["max_rtt_s"] = max(summary["max_rtt_s"], time.perf_counter() - t0)
+            summary["requests"] += 1
+            _, _, msg_type, _, reply_id = p.HEADER.unpack(reply[0])
+            if reply_id != rid:
+                summary["bad_ids"] += 1
+            if msg_type != p.MsgType.ACTION:
+                summary["errors"].append([bytes(f[:200]).decode("utf-8", "replace") for f in reply[1:]])
+                continue
+            source, _, _, serial = p.ACTION_STATUS.unpack(reply[2])
+            state = (serial, reply[3].decode(), source)
+            if state != last:
+                summary["changes"].append((rid, *state))
+                last = state
+                if len(summary["changes"]) == 1:
+                    ready.set()
+    finally:
+        results.put(summary)
+        ctx.destroy(linger=0)

@@ -1,0 +1,147 @@
+"""Helpers for tests that run the real control server: a state directory with champions, the server process, and
+raw ZeroMQ request/reply with deadlines (no sleeping: every wait polls a socket or a process until a deadline)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import zmq
+from champion_helpers import passing_report
+
+from srghn.deploy import protocol as p
+from srghn.deploy.registry import Registry
+from srghn.deploy.server import ServeConfig
+from srghn.sim.profiles import load_profile
+
+START_TIMEOUT_S = 60.0
+
+
+def register_champion(registry: Registry, champion_id: str, model: bytes, robot: str = "cartpole") -> None:
+    """Register ``model`` as a candidate of ``robot`` (the flat parameters are a placeholder: nothing here gates)."""
+    import numpy as np
+
+    spec = load_profile(robot).policy
+    registry.register(champion_id=champion_id, robot=robot, model=model, params=np.zeros(spec.num_params, np.float32),
+                      policy=spec.to_dict())
+
+
+def gate_and_promote(registry: Registry, champion_id: str, robot: str = "cartpole") -> None:
+    """Store a passing report against whatever is live now, then promote (directly in the registry)."""
+    live = registry.live(robot)
+    registry.store_report(champion_id, passing_report(champion_id, robot, live.id if live else None))
+    registry.promote(champion_id, "test")
+
+
+def serve_config(state_dir: Path, robot: str = "cartpole", transport: str = "ipc", port: int = 0,
+                 **overrides: object) -> ServeConfig:
+    """A stand-alone ServeConfig (no daemon attached): ipc sockets in ``state_dir``, or tcp loopback ports."""
+    profile = load_profile(robot)
+    if transport == "ipc":
+        endpoints = {role: f"ipc://{Path(state_dir).resolve()}/{role}.sock" for role in ("control", "admin",
+                                                                                      "telemetry")}
+    else:
+        base = port or free_tcp_port(3)
+        endpoints = {role: f"tcp://127.0.0.1:{base + i}" for i, role in enumerate(("control", "admin", "telemetry"))}
+    return ServeConfig(robot=profile.name, state_dir=str(Path(state_dir).resolve()), policy=profile.policy.to_dict(),
+                       safe_action=profile.safe_action, regimes=profile.regimes, **endpoints, **overrides)
+
+
+def free_tcp_port(span: int = 1) -> int:
+    """A loopback port with ``span`` consecutive free ports (best effort: bound and released here)."""
+    import socket
+
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + span >= 65535:
+            continue
+        try:
+            held = []
+            for i in range(span):
+                s = socket.socket()
+                held.append(s)
+                s.bind(("127.0.0.1", base + i))
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+        return base
+    raise RuntimeError("no free tcp port range found")
+
+
+class ServerProcess:
+    """``python -m srghn.deploy.server CONFIG.json`` as a child process; ``start`` returns once it answers INFO."""
+
+    def __init__(self, config: ServeConfig, workdir: Path) -> None:
+        self.config = config
+        self.path = Path(workdir) / "serve.json"
+        self.path.write_text(config.to_json())
+        self.log_path = Path(workdir) / "server.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> ServerProcess:
+        with self.log_path.open("ab") as log:
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            self.proc = subprocess.Popen([sys.executable, "-m", "srghn.deploy.server", str(self.path)], stdout=log,
+                                         stderr=subprocess.STDOUT, env=env)
+        ctx = zmq.Context.instance()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.config.control)
+        try:
+            sock.send_multipart([p.header(p.MsgType.INFO, 1)])
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                if sock.poll(100):
+                    sock.recv_multipart()
+                    return self
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log()}")
+            raise RuntimeError(f"server did not answer INFO within {timeout_s} s: {self.log()}")
+        finally:
+            sock.close(0)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout_s: float = 15.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout_s``; returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def request(sock: zmq.Socket, frames: list[bytes], timeout_s: float = 5.0) -> list[bytes]:
+    """Send ``frames`` and return the next reply; raise TimeoutError if none arrives within ``timeout_s``."""
+    sock.send_multipart(frames)
+    if not sock.poll(int(timeout_s * 1000)):
+        raise TimeoutError(f"no reply within {timeout_s} s to {[f[:24] for f in frames[:4]]}")
+    return sock.recv_multipart()
+
+
+def parse_error(reply: list[bytes]) -> tuple[int, int, str]:
+    """(request id, error code, message) of an ERROR reply; AssertionError if ``reply`` is not one."""
+    assert len(reply) == 3, f"an ERROR has 3 frames, got {len(reply)}: {reply!r:.200}"
+    magic, version, msg_type, flags, request_id = p.HEADER.unpack(reply[0])
+    assert (magic, version, msg_type, flags) == (p.MAGIC, p.VERSION, p.MsgType.ERROR, 0), reply[0]
+    assert len(reply[1]) == 2
+    return request_id, p.ERROR_CODE.unpack(reply[1])[0], reply[2].decode("utf-8")
