@@ -31,8 +31,6 @@ OUTCOME = struct.Struct("<fBBH")
 ERROR_CODE = struct.Struct("<H")
 FLOAT32 = np.dtype("<f4")
 
-MAX_FRAMES = 8
-"""More frames than this (after the routing envelope) is an error whatever the type."""
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
 """Protocol limit on the bytes of one message: above it the reply is ``OVERSIZE``."""
 MAX_ERROR_MESSAGE_BYTES = 1024

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import math
 import os
 import queue
 import signal
@@ -201,8 +202,10 @@ class ControlServer:
         return sock
 
     def publish(self, topic: str, data: dict) -> None:
-        event = {"topic": topic, "time": time.time(), "robot": self.config.robot, **data}
-        self.telemetry.send_multipart([topic.encode(), json.dumps(event, default=str).encode()])
+        """One telemetry event: ``topic``, then JSON with ``topic``, ``time`` (Unix s), ``robot`` and ``data``.
+        Non-finite numbers become null (strict JSON parsers reject NaN)."""
+        event = {**data, "topic": topic, "time": time.time(), "robot": self.config.robot}
+        self.telemetry.send_multipart([topic.encode(), json.dumps(_finite(event), default=str).encode()])
 
     def _to_daemon(self, message: dict) -> bool:
         if self.internal is None:
@@ -660,6 +663,16 @@ def _client_name(identity: bytes) -> str:
     except UnicodeDecodeError:
         pass
     return identity.hex()
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _jsonable(value: object) -> object:

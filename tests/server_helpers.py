@@ -3,10 +3,12 @@ raw ZeroMQ request/reply with deadlines (no sleeping: every wait polls a socket 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import zmq
@@ -29,10 +31,15 @@ def register_champion(registry: Registry, champion_id: str, model: bytes, robot:
                       policy=spec.to_dict())
 
 
-def gate_and_promote(registry: Registry, champion_id: str, robot: str = "cartpole") -> None:
-    """Store a passing report against whatever is live now, then promote (directly in the registry)."""
+def store_passing_report(registry: Registry, champion_id: str, robot: str = "cartpole") -> None:
+    """Store a passing report against whatever is live now (nothing here runs the real gates)."""
     live = registry.live(robot)
     registry.store_report(champion_id, passing_report(champion_id, robot, live.id if live else None))
+
+
+def gate_and_promote(registry: Registry, champion_id: str, robot: str = "cartpole") -> None:
+    """Store a passing report against whatever is live now, then promote (directly in the registry)."""
+    store_passing_report(registry, champion_id, robot)
     registry.promote(champion_id, "test")
 
 
@@ -145,3 +152,45 @@ def parse_error(reply: list[bytes]) -> tuple[int, int, str]:
     assert (magic, version, msg_type, flags) == (p.MAGIC, p.VERSION, p.MsgType.ERROR, 0), reply[0]
     assert len(reply[1]) == 2
     return request_id, p.ERROR_CODE.unpack(reply[1])[0], reply[2].decode("utf-8")
+
+
+@contextlib.contextmanager
+def running_server(state_dir: Path, robot: str = "cartpole", **overrides: object) -> Iterator[ServeConfig]:
+    """A started server on ``state_dir`` for the duration of the block; it must still be alive at the end and exit
+    cleanly on SIGTERM."""
+    server = ServerProcess(serve_config(state_dir, robot, **overrides), Path(state_dir).parent).start()
+    try:
+        yield server.config
+        assert server.alive(), f"the server died during the test: {server.log()}"
+    finally:
+        assert server.stop() == 0, server.log()
+
+
+def booby_trapped_cartpole(champion_id: str) -> bytes:
+    """A CartPole-contract ONNX model that answers action 0 normally but the invalid index 7 when obs[0] > 1:
+    a champion that passed its gates yet misbehaves live, for the watchdog to catch."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from srghn.controller.onnx_policy import contract_metadata
+
+    spec = load_profile("cartpole").policy
+    nodes = [
+        helper.make_node("Gather", ["obs", "zero"], ["x0"], axis=1),
+        helper.make_node("Greater", ["x0", "one"], ["trap"]),
+        helper.make_node("Cast", ["trap"], ["trap_i"], to=TensorProto.INT64),
+        helper.make_node("Mul", ["trap_i", "seven"], ["action"]),
+        helper.make_node("MatMul", ["obs", "w"], ["logits"]),
+    ]
+    inits = [helper.make_tensor("zero", TensorProto.INT64, [], [0]),
+             helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]),
+             helper.make_tensor("seven", TensorProto.INT64, [], [7]),
+             helper.make_tensor("w", TensorProto.FLOAT, [4, 2], [0.0] * 8)]
+    graph = helper.make_graph(nodes, "trap", [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["b", 4])],
+                              [helper.make_tensor_value_info("action", TensorProto.INT64, ["b"]),
+                               helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", 2])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    for key, value in contract_metadata(spec, "cartpole", champion_id, 1e6).items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model, full_check=True)
+    return model.SerializeToString()

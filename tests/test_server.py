@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from serve_helpers import add_champion, booby_trapped_cartpole, running_server
+from champion_helpers import variant
+from server_helpers import booby_trapped_cartpole, register_champion, running_server, store_passing_report
 
 from srghn.deploy import protocol as p
 from srghn.deploy.client import AdminClient, ControlClient, InvalidRequest, ReplyError, Telemetry
 from srghn.deploy.registry import Registry
+
+
+def add_champion(registry: Registry, model: bytes, cid: str) -> None:
+    register_champion(registry, cid, variant(model, cid))
+    store_passing_report(registry, cid)
+
 
 OBS = np.array([0.01, -0.02, 0.03, 0.04], dtype=np.float32)
 
@@ -61,9 +68,7 @@ def test_watchdog_falls_back_to_last_known_good_within_the_request(tmp_path, car
         trap = booby_trapped_cartpole("trap")
         registry.register(champion_id="trap", robot="cartpole", model=trap, params=np.zeros(4, np.float32),
                           policy=registry.get("good").policy, generation=2, regime="nominal", seed=0)
-        from champion_helpers import passing_report
-
-        registry.store_report("trap", passing_report("trap", "cartpole", "good"))
+        store_passing_report(registry, "trap")
         registry.promote("trap", "test")
     with running_server(state) as config, ControlClient(config.control) as robot:
         events = Telemetry(config.telemetry, ("watchdog", "live"), timeout_s=30)
