@@ -243,7 +243,7 @@ class Daemon:
         while True:
             self._supervise()
             self._handle_commands(block=False)
-            while self.paused:
+            while self.paused and not self._bound_reached(started):
                 self._supervise()
                 self._status(strategy, None)
                 self._handle_commands(block=True)
@@ -393,6 +393,10 @@ class Daemon:
     def _load_or_create(self) -> tuple[SRGHNStrategy, dict]:
         path = self.home / "population.npz"
         state = _read_json(self.home / "daemon.json")
+        if state.get("regime", self.profile.regimes[0]) not in self.profile.regimes:
+            raise ConfigError(f"{self.home / 'daemon.json'} names regime {state['regime']!r}, which robot "
+                              f"{self.profile.name} does not have ({', '.join(self.profile.regimes)}); fix or "
+                              "delete the file")
         evolution = self.profile.evolution
         if self.settings.population is not None:
             evolution = dataclasses.replace(evolution, population=self.settings.population)
