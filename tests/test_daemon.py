@@ -194,3 +194,10 @@ def test_daemon_restarts_a_killed_server_and_stops_cleanly_on_ctrl_c(tmp_path: P
     assert summary["stopped_by"] == "SIGINT" and summary["server_restarts"] == 1 and summary["regime"] == "inverted"
     assert summary["serving"] is not None  # the restarted server was stopped in order and reported
     assert not (state / "daemon.json").exists() and (state / "daemon" / "cartpole" / "population.npz").is_file()
+
+
+def test_a_duration_bound_stops_the_daemon_cleanly(tmp_path: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="sg") as socks:
+        summary = finish(start(tmp_path / "state", Path(socks), "--duration", "3"))
+    assert summary["stopped_by"] == "bound" and summary["duration_s"] >= 3
+    assert summary["generations_this_run"] >= 1 and summary["serving"]["requests"]["errors"] == 0

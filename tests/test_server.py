@@ -125,3 +125,46 @@ def test_robot_sim_drives_the_env_through_the_server_and_injects_its_fault(tmp_p
     assert seen == [{"client": "sim-robot", "steps": 700, "episodes": run["episodes"],
                      "mean_return_last_10": round(sum(run["returns"][-10:]) / 10, 2),
                      "seen_s_ago": seen[0]["seen_s_ago"]}]
+
+
+def test_curve_lets_only_authorized_clients_reach_a_server_bound_beyond_loopback(tmp_path, cartpole_model) -> None:
+    import dataclasses
+    import subprocess
+    import sys
+
+    from server_helpers import free_tcp_port, serve_config
+
+    from srghn.deploy.client import DaemonUnavailable
+    from srghn.deploy.security import create_keys
+
+    keys = tmp_path / "keys"
+    create_keys(keys, ["robot"])
+    create_keys(tmp_path / "other", ["intruder"])  # a valid key pair the server never authorized
+    state = tmp_path / "state"
+    with Registry.open(state, create=True) as registry:
+        add_champion(registry, cartpole_model, "cp-a")
+        registry.promote("cp-a", "test")
+    port = free_tcp_port(3)
+    config = serve_config(state, transport="tcp", port=port)
+    exposed = {role: f"tcp://0.0.0.0:{port + i}" for i, role in enumerate(("control", "admin", "telemetry"))}
+    without_keys = dataclasses.replace(config, **exposed)
+    (tmp_path / "bad.json").write_text(without_keys.to_json())
+    refused = subprocess.run([sys.executable, "-m", "srghn.deploy.server", str(tmp_path / "bad.json")],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "needs CURVE keys" in refused.stderr
+
+    (tmp_path / "serve.json").write_text(dataclasses.replace(without_keys, curve_dir=str(keys)).to_json())
+    proc = subprocess.Popen([sys.executable, "-m", "srghn.deploy.server", str(tmp_path / "serve.json")])
+    endpoint = f"tcp://127.0.0.1:{port}"
+    try:
+        with ControlClient(endpoint, timeout_s=60, server_key=keys / "server.key",
+                           client_key=keys / "clients" / "robot.key_secret") as robot:
+            assert robot.act(OBS).champion == "cp-a"
+        for client in ({}, {"server_key": keys / "server.key",
+                            "client_key": tmp_path / "other" / "clients" / "intruder.key_secret"}):
+            with ControlClient(endpoint, timeout_s=2, **client) as stranger, pytest.raises(DaemonUnavailable):
+                stranger.act(OBS)
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
