@@ -49,7 +49,7 @@ from srghn.deploy.champions import gate_champion, register_policy, run_tag
 from srghn.deploy.registry import Registry
 from srghn.deploy.security import CurveKeys
 from srghn.deploy.server import ServeConfig
-from srghn.deploy.state import RUNFILE
+from srghn.deploy.state import LOCKFILE, RUNFILE
 from srghn.sim.backends import check_backend, make_evaluator
 from srghn.sim.identify import identifiable, identify
 from srghn.sim.loop import evolve
@@ -435,7 +435,7 @@ class Daemon:
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
         Path(self.settings.state_dir).mkdir(parents=True, exist_ok=True)
-        with open(Path(self.settings.state_dir) / "daemon.lock", "w") as fh:
+        with open(Path(self.settings.state_dir) / LOCKFILE, "a") as fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:

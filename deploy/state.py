@@ -36,17 +36,29 @@ def default_actor() -> str:
 
 
 RUNFILE = "daemon.json"
+LOCKFILE = "daemon.lock"
+"""Held (flock) by the running daemon for its whole life: one daemon per state directory."""
 
 
 def read_runfile(state_dir: Path) -> dict | None:
-    """The running daemon's endpoints from ``<state dir>/daemon.json``, or None when no daemon runs there (no
-    file, an unreadable one, or one left by a daemon whose process is gone)."""
+    """The running daemon's endpoints from ``<state dir>/daemon.json``, or None when no daemon runs there. A file
+    left behind by a daemon that died is ignored: only a live daemon holds the lock next to it."""
+    import fcntl
     import json
 
+    state_dir = Path(state_dir)
+    if not (state_dir / LOCKFILE).is_file():
+        return None  # never ran here (and reading creates nothing)
     try:
-        info = json.loads((Path(state_dir) / RUNFILE).read_text())
-        pid = int(info["pid"])
-        os.kill(pid, 0)
-    except (OSError, ValueError, KeyError, TypeError):
+        with open(state_dir / LOCKFILE, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass  # held: a daemon runs
+            else:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+                return None
+        info = json.loads((state_dir / RUNFILE).read_text())
+    except (OSError, ValueError):
         return None
-    return info
+    return info if isinstance(info, dict) and "admin" in info else None

@@ -201,3 +201,23 @@ def test_a_duration_bound_stops_the_daemon_cleanly(tmp_path: Path) -> None:
         summary = finish(start(tmp_path / "state", Path(socks), "--duration", "3"))
     assert summary["stopped_by"] == "bound" and summary["duration_s"] >= 3
     assert summary["generations_this_run"] >= 1 and summary["serving"]["requests"]["errors"] == 0
+
+
+def test_daemon_commands_without_a_daemon(tmp_path: Path, cartpole_model) -> None:
+    from server_helpers import gate_and_promote, register_champion
+    from typer.testing import CliRunner
+
+    from srghn.cli import app
+    from srghn.deploy.registry import Registry
+
+    state = tmp_path / "state"
+    with Registry.open(state, create=True) as registry:
+        register_champion(registry, "cp-a", cartpole_model)
+        gate_and_promote(registry, "cp-a")
+    runner = CliRunner()
+    status = runner.invoke(app, ["status", "--json", "--state-dir", str(state)])
+    assert status.exit_code == 0 and json.loads(status.output) == {"daemon": None, "live": {"cartpole": "cp-a"}}
+    for args in (["pause"], ["resume"], ["regime", "inverted"], ["watch", "--count", "1"],
+                 ["robot-sim", "--steps", "1"]):
+        done = runner.invoke(app, [*args, "--state-dir", str(state)])
+        assert done.exit_code == 2 and "no daemon runs on state directory" in " ".join(done.output.split()), args
