@@ -709,10 +709,13 @@ def _print_daemon_summary(summary: dict) -> None:
                                 f"replies, act p50/p99 {_fmt(req['act_us_p50'])}/{_fmt(req['act_us_p99'])} µs")
     robot = summary.get("robot_sim")
     if robot:
-        served = ", ".join(f"{k}: {v}" for k, v in robot["served_by"].items())
-        table.add_row("simulated robot", escape(f"{robot['steps']:,} steps, {robot['episodes']} episodes, mean return "
-                                                f"{_fmt(robot['mean_return'])}, last {_fmt(robot['last_return'])}; "
-                                                f"served by {served}"))
+        table.add_row("simulated robot", escape(f"{robot['steps']:,} steps, {robot['episodes']} episodes"
+                                                + (f", fault {robot['fault']['regime']} at step "
+                                                   f"{robot['fault']['at_step']}" if robot["fault"] else "")))
+        for champion, steps in robot["served_by"].items():
+            done = robot["episodes_by_champion"].get(champion)
+            table.add_row(escape(f"  served by {champion}"), f"{steps:,} steps" + (
+                f", {done['episodes']} episodes ended, mean return {done['mean_return']:.1f}" if done else ""))
     table.add_row("files", escape(summary["files"]["home"]))
     out.print(table)
 

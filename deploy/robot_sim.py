@@ -30,6 +30,8 @@ class RobotRun:
     returns: list[float] = field(default_factory=list)
     served_by: Counter = field(default_factory=Counter)
     """Steps per champion id ('safe' for the safe action)."""
+    finished_by: list[str] = field(default_factory=list)
+    """Per episode, the champion that served its last step."""
     sources: Counter = field(default_factory=Counter)
     timeouts: int = 0
     round_trip_s: list[float] = field(default_factory=list)
@@ -42,6 +44,9 @@ class RobotRun:
                 "mean_return": round(float(np.mean(self.returns)), 2) if self.returns else None,
                 "last_return": round(self.returns[-1], 2) if self.returns else None,
                 "served_by": dict(self.served_by), "sources": dict(self.sources), "timeouts": self.timeouts,
+                "episodes_by_champion": {c: {"episodes": n, "mean_return": round(float(np.mean(
+                    [r for r, who in zip(self.returns, self.finished_by, strict=True) if who == c])), 2)}
+                    for c, n in Counter(self.finished_by).items()},
                 "act_round_trip_us": {"p50": round(float(np.percentile(rt, 50)), 1),
                                       "p99": round(float(np.percentile(rt, 99)), 1)} if rt.size else None,
                 "fault": self.fault, "stopped_by": self.stopped_by}
@@ -104,7 +109,8 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
             t0 = time.perf_counter()
             reply = _retry(client.act, run, should_stop, obs)
             run.round_trip_s.append(time.perf_counter() - t0)
-            run.served_by[reply.champion or "safe"] += 1
+            served = reply.champion or "safe"
+            run.served_by[served] += 1
             run.sources[reply.source.name.lower()] += 1
             action = int(reply.action[0]) if discrete else reply.action
             next_obs, reward, terminated, truncated, _ = env.step(action)
@@ -115,6 +121,7 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
             if terminated or truncated:
                 run.episodes += 1
                 run.returns.append(episode_return)
+                run.finished_by.append(served)
                 episode_return = 0.0
                 obs, _ = env.reset(seed=seed + run.episodes)
                 if on_episode is not None:
