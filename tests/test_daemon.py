@@ -221,3 +221,21 @@ def test_daemon_commands_without_a_daemon(tmp_path: Path, cartpole_model) -> Non
                  ["robot-sim", "--steps", "1"]):
         done = runner.invoke(app, [*args, "--state-dir", str(state)])
         assert done.exit_code == 2 and "no daemon runs on state directory" in " ".join(done.output.split()), args
+
+
+def test_damaged_daemon_state_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from srghn.cli import app
+
+    home = tmp_path / "state" / "daemon" / "cartpole"
+    home.mkdir(parents=True)
+    (home / "daemon.json").write_text(json.dumps({"regime": "sideways", "paused": False}))
+    done = CliRunner().invoke(app, ["run", "--state-dir", str(tmp_path / "state"), "--generations", "1"])
+    assert done.exit_code == 2 and "names regime 'sideways'" in " ".join(done.output.split())
+    (home / "daemon.json").unlink()
+    (home / "population.npz").write_bytes(b"not a population")
+    done = CliRunner().invoke(app, ["run", "--state-dir", str(tmp_path / "state"), "--generations", "1"])
+    assert done.exit_code != 0 and "population.npz" in done.output
+    assert (home / "population.npz").read_bytes() == b"not a population"
+    assert not (tmp_path / "state" / "daemon.json").exists()
