@@ -194,3 +194,29 @@ def booby_trapped_cartpole(champion_id: str) -> bytes:
         model.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(model, full_check=True)
     return model.SerializeToString()
+
+
+def wild_ant(champion_id: str) -> bytes:
+    """An Ant-contract model computing ``10 * log(obs[:8])``: out of bounds for most observations (to be clamped)
+    and NaN for negative ones (to be caught)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from srghn.controller.onnx_policy import contract_metadata
+
+    spec = load_profile("ant").policy
+    nodes = [helper.make_node("Slice", ["obs", "starts", "ends", "axes"], ["head"]),
+             helper.make_node("Log", ["head"], ["log"]),
+             helper.make_node("Mul", ["log", "ten"], ["action"])]
+    inits = [helper.make_tensor("starts", TensorProto.INT64, [1], [0]),
+             helper.make_tensor("ends", TensorProto.INT64, [1], [spec.act_dim]),
+             helper.make_tensor("axes", TensorProto.INT64, [1], [1]),
+             helper.make_tensor("ten", TensorProto.FLOAT, [], [10.0])]
+    graph = helper.make_graph(nodes, "wild", [helper.make_tensor_value_info("obs", TensorProto.FLOAT,
+                                                                            ["b", spec.obs_dim])],
+                              [helper.make_tensor_value_info("action", TensorProto.FLOAT, ["b", spec.act_dim])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    for key, value in contract_metadata(spec, "ant", champion_id, 1e6).items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model, full_check=True)
+    return model.SerializeToString()

@@ -168,3 +168,23 @@ def test_curve_lets_only_authorized_clients_reach_a_server_bound_beyond_loopback
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
+
+
+def test_watchdog_clamps_continuous_actions_and_never_serves_nan(tmp_path) -> None:
+    from server_helpers import wild_ant
+
+    state = tmp_path / "state"
+    with Registry.open(state, create=True) as registry:
+        register_champion(registry, "wild", wild_ant("wild"), robot="ant")
+        store_passing_report(registry, "wild", robot="ant")
+        registry.promote("wild", "test")
+    with running_server(state, robot="ant") as config, ControlClient(config.control) as robot:
+        obs = np.full(27, np.e, np.float32)  # 10 * log(e) = 10: far outside [-1, 1]
+        clamped = robot.act(obs)
+        assert clamped.source is p.Source.LIVE and clamped.flags == p.ActionFlag.CLAMPED
+        assert np.all(np.abs(clamped.action) <= 1.0) and np.all(clamped.action > 0.99)
+        inside = robot.act(np.full(27, np.exp(0.05), np.float32))  # 10 * 0.05 = 0.5: served as it is
+        assert inside.flags == 0 and np.allclose(inside.action, 0.5, atol=1e-5)
+        nan = robot.act(-obs)  # log of a negative number: no last-known-good exists, so the safe action
+        assert nan.source is p.Source.SAFE and nan.flags & p.ActionFlag.FALLBACK
+        assert nan.action.tolist() == [0.0] * 8 and nan.champion == ""
