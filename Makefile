@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 # robot's reported steps, switches the shadow simulator, re-adapts and promotes a champion for the new dynamics.
 # A second `make run` resumes the saved population and the live champion.
 run: $(STAMP)
-	$(BIN)/srghn-ctl run --robot cartpole --generations 120 --sim-robot --robot-rate 200 \
+	$(BIN)/srghn-ctl run --robot cartpole --duration 60 --sim-robot --robot-rate 200 \
 		--fault inverted --fault-at 4000 --state-dir runs/state
 
 lint: $(STAMP)

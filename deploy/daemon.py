@@ -53,7 +53,7 @@ from srghn.deploy.state import LOCKFILE, RUNFILE
 from srghn.sim.backends import check_backend, make_evaluator
 from srghn.sim.identify import identifiable, identify
 from srghn.sim.loop import evolve
-from srghn.sim.plots import plot_run
+from srghn.sim.plots import plot_robot, plot_run
 from srghn.sim.profiles import RobotProfile
 from srghn.sim.records import GenerationRecord, read_records
 from srghn.sim.run import provenance
@@ -538,6 +538,11 @@ class Daemon:
         if self.robot is not None:
             self._stop_child(self.robot)
             robot_summary = _read_json(self.home / "robot-sim.json") or None
+            if robot_summary and robot_summary.get("episodes"):
+                fault = robot_summary.get("fault") or {}
+                plot_robot(robot_summary["returns"], robot_summary["ended_at"], robot_summary["finished_by"],
+                           self.home / "robot.png", title=f"simulated {self.profile.name}: episodes served",
+                           fault_at=fault.get("at_step"))
         if strategy is not None and hasattr(self, "tag"):
             self._checkpoint(strategy)
             records = read_records(self.home / "metrics.jsonl") if (self.home / "metrics.jsonl").is_file() else []
@@ -564,7 +569,8 @@ class Daemon:
             "live": live.id if live else None, "last_known_good": lkg.id if lkg else None,
             "serving": self.server_final, "server_restarts": self.restarts, "robot_sim": robot_summary,
             "files": {"home": str(self.home), "metrics": str(self.home / "metrics.jsonl"),
-                      "plot": str(self.home / "fitness.png"), "server_log": str(self.home / "server.log")},
+                      "plot": str(self.home / "fitness.png"), "server_log": str(self.home / "server.log"),
+                      "robot_plot": str(self.home / "robot.png") if robot_summary else None},
         }
         if hasattr(self, "registry"):
             self.registry.close()

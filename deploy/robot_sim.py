@@ -32,6 +32,8 @@ class RobotRun:
     """Steps per champion id ('safe' for the safe action)."""
     finished_by: list[str] = field(default_factory=list)
     """Per episode, the champion that served its last step."""
+    ended_at: list[int] = field(default_factory=list)
+    """Per episode, the robot step at which it ended."""
     sources: Counter = field(default_factory=Counter)
     timeouts: int = 0
     round_trip_s: list[float] = field(default_factory=list)
@@ -41,6 +43,7 @@ class RobotRun:
     def summary(self) -> dict:
         rt = np.asarray(self.round_trip_s[-10000:]) * 1e6
         return {"steps": self.steps, "episodes": self.episodes, "returns": [round(r, 2) for r in self.returns],
+                "finished_by": self.finished_by, "ended_at": self.ended_at,
                 "mean_return": round(float(np.mean(self.returns)), 2) if self.returns else None,
                 "last_return": round(self.returns[-1], 2) if self.returns else None,
                 "served_by": dict(self.served_by), "sources": dict(self.sources), "timeouts": self.timeouts,
@@ -122,6 +125,7 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
                 run.episodes += 1
                 run.returns.append(episode_return)
                 run.finished_by.append(served)
+                run.ended_at.append(run.steps)
                 episode_return = 0.0
                 obs, _ = env.reset(seed=seed + run.episodes)
                 if on_episode is not None:

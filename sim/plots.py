@@ -92,3 +92,25 @@ def plot_bench(runs: dict[str, dict[int, list[GenerationRecord]]], path: Path, t
     ax_div.set_xlabel("generation")
     ax_fit.legend(loc="lower right", fontsize=8, ncol=2)
     return _save(fig, path, title)
+
+
+def plot_robot(returns: list[float], ended_at: list[int], served_by: list[str], path: Path, title: str = "",
+               fault_at: int | None = None) -> Path:
+    """Episode returns of a (simulated) robot over its steps, coloured by the champion that served each episode's
+    end, the fault marked: what the robot got out of each promotion."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for i, champion in enumerate(dict.fromkeys(served_by)):
+        xs = [x for x, who in zip(ended_at, served_by, strict=True) if who == champion]
+        ys = [y for y, who in zip(returns, served_by, strict=True) if who == champion]
+        label = champion if len(champion) <= 24 else f"…{champion[-20:]}"
+        ax.scatter(xs, ys, s=12, color="grey" if champion == "safe" else plt.cm.tab10(i % 10), label=label)
+    if fault_at is not None:
+        ax.axvline(fault_at, color="red", linestyle="--", linewidth=1)
+        ax.annotate("fault", (fault_at, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                    textcoords="offset points", fontsize=8, color="red")
+    ax.set_xlabel("robot step (episode end)")
+    ax.set_ylabel("episode return")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, title="served by", title_fontsize=8, loc="best")
+    return _save(fig, path, title)

@@ -120,6 +120,9 @@ def test_daemon_promotes_serves_rolls_back_and_resumes_after_restart(tmp_path: P
         assert summary["serving"]["requests"]["errors"] == 0
         generations = summary["generation"]
         assert (state / "daemon" / "cartpole" / "population.npz").is_file()
+        assert summary["files"]["robot_plot"] and Path(summary["files"]["robot_plot"]).stat().st_size > 10_000
+        assert robot_run["ended_at"] == sorted(robot_run["ended_at"]) and len(robot_run["finished_by"]) == \
+            robot_run["episodes"]
 
         # Restart: the first request is served by the live champion of the last run; evolution resumes.
         daemon = start(state, socks, "--no-auto-promote", "--generations", "2")
