@@ -388,6 +388,7 @@ class ControlServer:
                 self.clients.popitem(last=False)
         else:
             self.clients.move_to_end(identity)
+        stats.last_seen = time.time()
         return stats
 
     def _record_step(self, client: bytes, reward: float, done: bool, next_obs: np.ndarray) -> None:
@@ -397,7 +398,6 @@ class ControlServer:
             stats.transitions.append((*stats.pending, next_obs))
             stats.pending = None
             stats.fresh += 1
-        stats.last_seen = time.time()
         stats.steps += 1
         stats.episode_steps += 1
         stats.episode_return += reward
