@@ -16,6 +16,8 @@ from srghn import ConfigError
 from srghn.controller.ghn import SRGHN
 from srghn.controller.strategy import Champion, Strategy
 
+SELECTIONS = ("plus", "comma")
+
 
 @dataclass(frozen=True)
 class EvolutionConfig:
@@ -35,8 +37,16 @@ class EvolutionConfig:
     """On equal scores prefer children over parents. At a fitness cap (CartPole's 500) parents winning ties
     freezes a converged population, and with it the heritable rate; children winning ties lets the lineages whose
     offspring keep the cap (the low-rate ones) take over."""
+    selection: str = "plus"
+    """``plus``: (mu + lambda), the best N of parents and children survive (paper). ``comma``: (mu, lambda), the
+    best N children survive and parents are not evaluated again. Under ``plus`` a converged population at a
+    fitness cap is immortal, so nothing selects its mutation rate any more; under ``comma`` every generation
+    selects the children whose parents' rates kept their fitness (the classical setting of self-adaptive
+    mutation in evolution strategies)."""
 
     def __post_init__(self) -> None:
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"evolution.selection must be one of {SELECTIONS}, got {self.selection!r}")
         if self.population < 1:
             raise ConfigError(f"evolution.population must be >= 1, got {self.population}")
         if self.children < 1:
@@ -56,7 +66,7 @@ class SRGHNStrategy(Strategy):
         super().__init__(ghn.policy)
         self.ghn, self.config, self.seed = ghn, config, seed
         self.generator = torch.Generator().manual_seed(seed)
-        self.rng = np.random.default_rng(seed)  # only used by the random-selection control
+        self.rng = np.random.default_rng(seed)  # random selection (control) and comma selection's tie order
         n = config.population
         self.params = ghn.init_params(n, self.generator)
         self.policies = ghn.generate(self.params).numpy()
@@ -71,7 +81,8 @@ class SRGHNStrategy(Strategy):
         k = self.config.children
         children, rates = self.ghn.reproduce(self.params, k, self.generator)
         self.rates = rates.numpy().astype(np.float64)
-        with_parents = self.config.reevaluate or bool(np.isnan(self.fitness).any())
+        comma = self.config.selection == "comma"
+        with_parents = not comma and (self.config.reevaluate or bool(np.isnan(self.fitness).any()))
         child_policies = self.ghn.generate(children).numpy()
         self._batch = {"children": children, "child_policies": child_policies, "with_parents": with_parents}
         return np.concatenate([self.policies, child_policies]) if with_parents else child_policies
@@ -96,6 +107,9 @@ class SRGHNStrategy(Strategy):
         all_parents = np.concatenate([self.parent_ids, np.repeat(self.ids, k)])
         if self.config.random_selection:
             keep = self.rng.permutation(n * (k + 1))[:n]
+        elif self.config.selection == "comma":
+            shuffled = self.rng.permutation(n * k)  # ties in random order, not by parent index
+            keep = n + shuffled[np.argsort(-child_fitness[shuffled], kind="stable")][:n]  # children only
         else:
             score = np.concatenate([parent_score, child_fitness])
             order = np.arange(score.size)

@@ -46,6 +46,11 @@ class GHNConfig:
     """M: sigmoid outputs per node whose reduction is the node's heritable mutation rate."""
     rate_reduce: str = "max"
     """How the M outputs become one rate: ``max`` (paper), ``mean`` or ``min``."""
+    rate_head_reduce: str | None = None
+    """How the M outputs become the rate of the rate layer's own tensors (``stoch.rate.weight`` and
+    ``stoch.rate.bias``): ``None`` = ``rate_reduce`` like every node (paper); ``max``, ``mean`` or ``min``
+    otherwise. With ``rate_reduce = "min"`` and this ``"max"`` the rate that scales the rest of the network can
+    fall under selection while the rate layer itself keeps mutating, so the rate can rise again after a switch."""
     update_clip: float = 1.0
     """u: elementwise clip of the raw update before it is scaled by the rate (paper: 1, Ant 0.1)."""
     noise_std: float = 1e-3
@@ -59,6 +64,15 @@ class GHNConfig:
     coefficients of a frozen random basis instead (the paper's open question; far fewer parameters)."""
     head_basis_size: int = 64
     """Coefficients per policy tensor when ``head == "random_basis"``."""
+    child_rates: tuple[str, ...] | None = None
+    """``None``: every child is mutated with the rate ``rate_reduce`` gives (paper). Otherwise a reduction per
+    child: child ``j`` of a parent is mutated at the rates ``child_rates[j % len]`` makes of the M outputs, e.g.
+    ``("min", "max")``: with K = 2 one child fine-tunes at the smallest and one explores at the largest."""
+    rate_first: bool = False
+    """``False``: a child is mutated at its parent's rates (paper). ``True``: the child's rate layer mutates
+    first, at the parent's rates, and the rest of the child at the rates of the child's own (mutated) rate layer,
+    so a child's own fitness answers for its own rate (mutate the step size first, then use it, as in the
+    self-adaptation of evolution strategies)."""
     fixed_rate: float | None = None
     """Ablation: every node mutates at this constant rate instead of its heritable one."""
     mutation: str = "self"
@@ -79,10 +93,22 @@ class GHNConfig:
             raise ConfigError(f"ghn.noise_std must be >= 0, got {self.noise_std}")
         if self.rate_reduce not in RATE_REDUCTIONS:
             raise ConfigError(f"ghn.rate_reduce must be one of {RATE_REDUCTIONS}, got {self.rate_reduce!r}")
+        if self.rate_head_reduce is not None and self.rate_head_reduce not in RATE_REDUCTIONS:
+            raise ConfigError(f"ghn.rate_head_reduce must be one of {RATE_REDUCTIONS} or unset, "
+                              f"got {self.rate_head_reduce!r}")
         if self.head not in HEADS:
             raise ConfigError(f"ghn.head must be one of {HEADS}, got {self.head!r}")
         if self.mutation not in MUTATIONS:
             raise ConfigError(f"ghn.mutation must be one of {MUTATIONS}, got {self.mutation!r}")
+        if self.child_rates is not None:
+            if isinstance(self.child_rates, list):
+                object.__setattr__(self, "child_rates", tuple(self.child_rates))
+            if (not isinstance(self.child_rates, tuple) or not self.child_rates
+                    or any(r not in RATE_REDUCTIONS for r in self.child_rates)):
+                raise ConfigError(f"ghn.child_rates must be a non-empty list of {RATE_REDUCTIONS} or unset, "
+                                  f"got {self.child_rates!r}")
+        if self.rate_first and self.child_rates is not None:
+            raise ConfigError("ghn.rate_first and ghn.child_rates cannot be combined")
         if self.fixed_rate is not None and not 0 <= self.fixed_rate <= 1:
             raise ConfigError(f"ghn.fixed_rate must be in [0, 1], got {self.fixed_rate}")
         if not self.gaussian_std > 0:
@@ -90,7 +116,10 @@ class GHNConfig:
 
     def to_dict(self) -> dict:
         """JSON-ready copy."""
-        return asdict(self)
+        data = asdict(self)
+        if self.child_rates is not None:
+            data["child_rates"] = list(self.child_rates)
+        return data
 
 
 def _orthogonal_rows(rows: int, cols: int, generator: torch.Generator) -> Tensor:
@@ -151,6 +180,9 @@ class SRGHN:
             ["gnn.bias_hh", "head.fc.weight", "head.fc.bias", "head.out.weight", "head.out.bias"],
         ])
         self.tensor_shapes = tensors
+        names = [name for name, _ in tensors]
+        self._rate_head_nodes = torch.tensor([names.index("stoch.rate.weight"), names.index("stoch.rate.bias")])
+        self._scale_nodes = torch.tensor([i for i in range(len(names)) if i not in self._rate_head_nodes.tolist()])
         self.sizes = [math.prod(shape) for _, shape in tensors]
         self.offsets = [0, *torch.tensor(self.sizes).cumsum(0).tolist()]
         self.num_params = self.offsets[-1]
@@ -196,28 +228,64 @@ class SRGHN:
         return self._gnn(h, adj, p["gnn.weight"], p["gnn.weight_ih"], p["gnn.weight_hh"], p["gnn.bias_ih"],
                          p["gnn.bias_hh"])
 
-    def _stochastic_head(self, params: Tensor) -> tuple[Tensor, Tensor]:
-        """Per self-graph node: coefficient std ``sigma (N, S, k)`` and mutation rate ``(N, S)``."""
+    def _head_outputs(self, params: Tensor) -> tuple[Tensor, Tensor]:
+        """Per self-graph node: coefficient std ``sigma (N, S, k)`` and the M raw rate outputs ``(N, S, M)``."""
         cfg = self.config
         p = self.views(params)
         trunk = torch.relu(_linear(self._node_states(p, policy_side=False), p["stoch.trunk1"]))
         trunk = torch.relu(_linear(trunk, p["stoch.trunk2"]))
         sigma = torch.exp(_linear(trunk, p["stoch.sigma.weight"], p["stoch.sigma.bias"])).clamp(0.0, cfg.sigma_max)
-        rates = torch.sigmoid(_linear(trunk, p["stoch.rate.weight"], p["stoch.rate.bias"]))
+        return sigma, torch.sigmoid(_linear(trunk, p["stoch.rate.weight"], p["stoch.rate.bias"]))
+
+    def _node_rates(self, outputs: Tensor, reduce: str) -> Tensor:
+        """Per-node mutation rates ``(N, S)`` from the raw outputs ``(N, S, M)``: ``reduce`` over the M outputs
+        (the rate layer's own nodes by ``rate_head_reduce`` when set), or the fixed rate of that ablation."""
+        cfg = self.config
         if cfg.fixed_rate is not None:
-            return sigma, torch.full(rates.shape[:-1], cfg.fixed_rate)
-        reduce = {"max": lambda r: r.amax(-1), "mean": lambda r: r.mean(-1), "min": lambda r: r.amin(-1)}
-        return sigma, reduce[cfg.rate_reduce](rates)
+            return torch.full(outputs.shape[:-1], cfg.fixed_rate)
+        reductions = {"max": lambda r: r.amax(-1), "mean": lambda r: r.mean(-1), "min": lambda r: r.amin(-1)}
+        rates = reductions[reduce](outputs)
+        if cfg.rate_head_reduce is not None:
+            heads = self._rate_head_nodes
+            rates[:, heads] = reductions[cfg.rate_head_reduce](outputs[:, heads])
+        return rates
+
+    def _stochastic_head(self, params: Tensor) -> tuple[Tensor, Tensor]:
+        """Per self-graph node: coefficient std ``sigma (N, S, k)`` and mutation rate ``(N, S)``."""
+        sigma, outputs = self._head_outputs(params)
+        return sigma, self._node_rates(outputs, self.config.rate_reduce)
+
+    def _reported_rate(self, node_rates: Tensor) -> Tensor:
+        """An individual's mutation rate ``(..., )`` from per-node rates ``(..., S)``: their mean (leaving out the
+        rate layer's own nodes when they have a reduction of their own)."""
+        if self.config.rate_head_reduce is not None:
+            node_rates = node_rates[..., self._scale_nodes]
+        return node_rates.mean(dim=-1)
+
+    @torch.no_grad()
+    def rate_head_rates(self, params: Tensor) -> Tensor:
+        """The rate at which each individual's rate layer mutates itself ``(N,)`` (mean of its two nodes)."""
+        return self._stochastic_head(params)[1][:, self._rate_head_nodes].mean(dim=1)
 
     @torch.no_grad()
     def mutation_rates(self, params: Tensor) -> Tensor:
-        """Each individual's heritable mutation rate ``(N,)``: the mean of its per-node rates."""
-        return self._stochastic_head(params)[1].mean(dim=1)
+        """Each individual's heritable mutation rate ``(N,)``: the mean of its per-node rates (see
+        :meth:`_reported_rate`; with ``child_rates`` the mean over the reductions its children use)."""
+        _, outputs = self._head_outputs(params)
+        return self._reported_rate(self._child_rates(outputs, 1 if not self.config.child_rates
+                                                     else len(self.config.child_rates))).mean(dim=1)
+
+    def _child_rates(self, outputs: Tensor, children: int) -> Tensor:
+        """Per-node rates ``(N, children, S)`` each child is mutated with: ``rate_reduce`` for all, or child
+        ``j`` by ``child_rates[j % len(child_rates)]``."""
+        reductions = self.config.child_rates or (self.config.rate_reduce,)
+        per_reduction = {how: self._node_rates(outputs, how) for how in set(reductions)}
+        return torch.stack([per_reduction[reductions[j % len(reductions)]] for j in range(children)], dim=1)
 
     @torch.no_grad()
     def reproduce(self, params: Tensor, children: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """``children`` offspring per parent: returns ``(N * children, D)`` (parent-major) and the parents' rates
-        (NaN under the ``gaussian`` ablation, which has none).
+        (the mean over their children's; NaN under the ``gaussian`` ablation, which has none).
 
         Child = parent + clip(c @ B[:, :P], -u, u) * rate + N(0, noise_std^2), c ~ N(0, sigma), per tensor; then
         every parameter is clamped to the bound.
@@ -228,17 +296,27 @@ class SRGHN:
             noise = torch.randn((n, children, self.num_params), generator=generator) * cfg.gaussian_std
             child = (params[:, None, :] + noise).clamp_(-cfg.param_bound, cfg.param_bound)
             return child.reshape(n * children, self.num_params), torch.full((n,), float("nan"))
-        sigma, rates = self._stochastic_head(params)
+        sigma, outputs = self._head_outputs(params)
+        rates = self._child_rates(outputs, children)  # (N, K, S)
         coeffs = torch.randn((n, children, *sigma.shape[1:]), generator=generator) * sigma[:, None]
-        updates = []
-        for node, size in enumerate(self.sizes):
-            raw = coeffs[:, :, node] @ self.update_basis[:, :size]
-            updates.append(raw.clamp_(-cfg.update_clip, cfg.update_clip) * rates[:, None, node, None])
-        update = torch.cat(updates, dim=-1)
-        if cfg.noise_std > 0:
-            update += torch.randn(update.shape, generator=generator) * cfg.noise_std
+        raws = [(coeffs[:, :, node] @ self.update_basis[:, :size]).clamp_(-cfg.update_clip, cfg.update_clip)
+                for node, size in enumerate(self.sizes)]
+        noise = (torch.randn((n, children, self.num_params), generator=generator) * cfg.noise_std
+                 if cfg.noise_std > 0 else None)
+        if cfg.rate_first:
+            # the rate layer mutates first, at the parent's rates; the rest of the child at the child's own rates
+            heads = set(self._rate_head_nodes.tolist())
+            first = [raw * rates[:, :, node, None] if node in heads else torch.zeros_like(raw)
+                     for node, raw in enumerate(raws)]
+            draft = (params[:, None, :] + torch.cat(first, dim=-1)).clamp_(-cfg.param_bound, cfg.param_bound)
+            own = self._node_rates(self._head_outputs(draft.reshape(n * children, -1))[1], cfg.rate_reduce)
+            rates = torch.where(torch.isin(torch.arange(len(self.sizes)), self._rate_head_nodes),
+                                rates, own.reshape(n, children, -1))
+        update = torch.cat([raw * rates[:, :, node, None] for node, raw in enumerate(raws)], dim=-1)
+        if noise is not None:
+            update += noise
         child = (params[:, None, :] + update).clamp_(-cfg.param_bound, cfg.param_bound)
-        return child.reshape(n * children, self.num_params), rates.mean(dim=1)
+        return child.reshape(n * children, self.num_params), self._reported_rate(rates).mean(dim=1)
 
     @torch.no_grad()
     def generate(self, params: Tensor) -> Tensor:

@@ -32,13 +32,27 @@ SRGHN_VARIANTS: dict[str, tuple[dict, dict]] = {
     # keep the fitness cap (see EvolutionConfig.ties_to_children)
     "srghn-ties-children": ({}, {"ties_to_children": True}),
     "srghn-m1-ties-children": ({"rate_outputs": 1}, {"ties_to_children": True}),
+    # attempts at a rate that falls once converged yet rises after a switch (docs/results.md, "The heritable
+    # mutation rate"); none does both
+    "srghn-child-factor": ({}, {"child_factor": 0.5}),  # the reference implementation's child factor
+    "srghn-m1-child-factor": ({"rate_outputs": 1}, {"child_factor": 0.5}),
+    # (mu, lambda): only children survive; K grows by one so the evaluations per generation stay the same
+    "srghn-comma": ({}, {"selection": "comma"}),
+    "srghn-m1-comma": ({"rate_outputs": 1}, {"selection": "comma"}),
+    # the rate layer's own tensors mutate at the max of the M outputs, the rest at their mean
+    "srghn-split-rate": ({"rate_reduce": "mean", "rate_head_reduce": "max"}, {"ties_to_children": True}),
+    # of each parent's two children one is mutated at the min and one at the max of the M outputs
+    "srghn-child-rates": ({"child_rates": ("min", "max")}, {}),
+    # a child's rate layer mutates first, the rest of it at its own new rate
+    "srghn-rate-first": ({"rate_first": True}, {"ties_to_children": True}),
 }
 METHODS = (*SRGHN_VARIANTS, *BASELINES)
 
 
 def evaluations_per_generation(evolution: EvolutionConfig) -> int:
     """Individuals SR-GHN evaluates per generation once its parents have fitness."""
-    return evolution.population * (evolution.children + (1 if evolution.reevaluate else 0))
+    parents = evolution.reevaluate and evolution.selection == "plus"
+    return evolution.population * (evolution.children + (1 if parents else 0))
 
 
 def build_strategy(method: str, policy: PolicySpec, ghn: GHNConfig, evolution: EvolutionConfig,
@@ -47,8 +61,11 @@ def build_strategy(method: str, policy: PolicySpec, ghn: GHNConfig, evolution: E
     if method in SRGHN_VARIANTS:
         ghn_overrides, evolution_overrides = SRGHN_VARIANTS[method]
         config = dataclasses.replace(ghn, **ghn_overrides)
-        return SRGHNStrategy(SRGHN(policy, config, basis_seed=seed),
-                             dataclasses.replace(evolution, **evolution_overrides), seed)
+        variant = dataclasses.replace(evolution, **evolution_overrides)
+        if variant.selection == "comma" and evolution.selection == "plus":
+            # parents are not evaluated under (mu, lambda): one more child each keeps the budget
+            variant = dataclasses.replace(variant, children=evaluations_per_generation(evolution) // variant.population)
+        return SRGHNStrategy(SRGHN(policy, config, basis_seed=seed), variant, seed)
     if method not in BASELINES:
         raise ConfigError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
     cls, config_cls = BASELINES[method]

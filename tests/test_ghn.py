@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch_geometric.nn import GatedGraphConv
 
+from srghn import ConfigError
 from srghn.controller.ghn import GHNConfig
 
 
@@ -146,3 +147,79 @@ def test_random_basis_head_is_much_smaller_for_ant(make_population):
     basis, _ = make_population(ant, n=1, head="random_basis")
     assert basis.num_params < 0.5 * learned.num_params
     assert basis.head_basis.shape == (GHNConfig().head_basis_size, max(basis.policy_graph.sizes))
+
+
+def spread_rate_outputs(ghn, params, low=-20.0, high=20.0):
+    """Rate layer driven so that every node's M outputs span ~0 (first output) to ~1 (the others)."""
+    p = ghn.views(params)
+    p["stoch.rate.weight"].zero_()
+    p["stoch.rate.bias"].fill_(high)
+    p["stoch.rate.bias"][:, 0] = low
+    return params
+
+
+def test_rate_head_reduce_gives_the_rate_layer_its_own_rate(cartpole, make_population):
+    ghn, params = make_population(cartpole, n=3, rate_reduce="min", rate_head_reduce="max")
+    _, outputs = ghn._head_outputs(params)
+    _, rates = ghn._stochastic_head(params)
+    heads = ghn._rate_head_nodes
+    others = ghn._scale_nodes
+    torch.testing.assert_close(rates[:, heads], outputs[:, heads].amax(-1))
+    torch.testing.assert_close(rates[:, others], outputs[:, others].amin(-1))
+    # the reported rate is that of the rest of the network, the rate layer's own is reported apart
+    torch.testing.assert_close(ghn.mutation_rates(params), rates[:, others].mean(1))
+    torch.testing.assert_close(ghn.rate_head_rates(params), rates[:, heads].mean(1))
+    # driven apart: the rate layer mutates at ~1 while everything else stays at the noise floor
+    parents = spread_rate_outputs(ghn, params.clone())
+    children, _ = ghn.reproduce(parents, 2, torch.Generator().manual_seed(1))
+    delta = (children.view(3, 2, -1) - parents[:, None]).abs()
+    spans = list(zip(ghn.offsets[:-1], ghn.offsets[1:], strict=True))
+    head_delta = torch.cat([delta[..., lo:hi] for lo, hi in (spans[i] for i in heads.tolist())], -1).mean()
+    rest_delta = torch.cat([delta[..., lo:hi] for lo, hi in (spans[i] for i in others.tolist())], -1).mean()
+    assert rest_delta < 0.002 < 0.01 < head_delta
+
+
+def test_child_rates_mutate_each_child_at_its_own_reduction(cartpole, make_population):
+    ghn, params = make_population(cartpole, n=3, child_rates=("min", "max"))
+    parents = spread_rate_outputs(ghn, params)  # min ~ 0, max ~ 1 on every node
+    children, rates = ghn.reproduce(parents, 4, torch.Generator().manual_seed(2))
+    delta = (children.view(3, 4, -1) - parents[:, None]).abs().mean(-1)  # (parent, child)
+    # children 0 and 2 at the min (noise floor only), 1 and 3 at the max
+    assert (delta[:, [0, 2]] < 0.002).all() and (delta[:, [1, 3]] > 0.01).all()
+    torch.testing.assert_close(rates, torch.full((3,), 0.5), atol=1e-6, rtol=0)  # mean of ~0 and ~1
+    with pytest.raises(ConfigError, match="child_rates"):
+        GHNConfig(child_rates=("max", "median"))
+    with pytest.raises(ConfigError, match="child_rates"):
+        GHNConfig(child_rates=())
+    assert GHNConfig(child_rates=["min", "max"]).to_dict()["child_rates"] == ["min", "max"]
+
+
+def test_rate_first_mutates_a_child_at_its_own_new_rate(cartpole, make_population):
+    """Same draws with and without ``rate_first``: the rate layer moves alike, the rest scales with the rate the
+    child's own (mutated) rate layer gives, not its parent's."""
+    ghn, params = make_population(cartpole, n=3, noise_std=0.0, rate_outputs=1)
+    ghn_first, _ = make_population(cartpole, n=3, noise_std=0.0, rate_outputs=1, rate_first=True)
+    p = ghn.views(params)
+    p["stoch.rate.bias"].fill_(0.0)  # rates near 0.5: the rate layer's move changes them visibly
+    plain, _ = ghn.reproduce(params, 2, torch.Generator().manual_seed(4))
+    first, _ = ghn_first.reproduce(params, 2, torch.Generator().manual_seed(4))
+    heads, others = ghn._rate_head_nodes.tolist(), ghn._scale_nodes.tolist()
+    spans = list(zip(ghn.offsets[:-1], ghn.offsets[1:], strict=True))
+    for node in heads:
+        lo, hi = spans[node]
+        torch.testing.assert_close(first[:, lo:hi], plain[:, lo:hi])
+    parent_rates = ghn._stochastic_head(params)[1].repeat_interleave(2, 0)
+    draft = params.repeat_interleave(2, 0).clone()
+    for node in heads:
+        lo, hi = spans[node]
+        draft[:, lo:hi] = plain[:, lo:hi]
+    own_rates = ghn._stochastic_head(draft)[1]
+    assert (own_rates - parent_rates).abs()[:, others].max() > 0.01  # the child's rate really moved
+    base = params.repeat_interleave(2, 0)
+    for node in others:
+        lo, hi = spans[node]
+        raw = (plain[:, lo:hi] - base[:, lo:hi]) / parent_rates[:, node, None]
+        torch.testing.assert_close(first[:, lo:hi] - base[:, lo:hi], raw * own_rates[:, node, None],
+                                   atol=1e-5, rtol=1e-4)
+    with pytest.raises(ConfigError, match="rate_first"):
+        GHNConfig(rate_first=True, child_rates=("min", "max"))

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from srghn import ConfigError
 from srghn.controller.evolution import EvolutionConfig, SRGHNStrategy
 from srghn.controller.ghn import SRGHN
 from srghn.controller.strategy import StrategyError
@@ -83,8 +84,6 @@ def test_evolution_improves_a_smooth_objective(cartpole):
 
 
 def test_bad_evolution_config():
-    from srghn import ConfigError
-
     with pytest.raises(ConfigError, match="children"):
         EvolutionConfig(children=0)
     with pytest.raises(ConfigError, match="child_factor"):
@@ -97,3 +96,32 @@ def test_ties_go_to_parents_or_to_children(cartpole):
         s.ask()
         s.tell(np.array([500.0, 500.0, 500.0, 10.0, 10.0, 500.0]))  # parents 0, 1; children 2-5
         assert set(s.ids.tolist()) == expected
+
+
+def test_comma_selection_keeps_only_children(cartpole):
+    s = strategy(cartpole, population=2, children=3, selection="comma")
+    batch = s.ask()
+    assert batch.shape[0] == 6  # children only, even in the first generation: parents never compete
+    s.tell(np.array([1.0, 9.0, 3.0, 8.0, 2.0, 7.0]))  # children 2..7 (parents 0 and 1 never evaluated)
+    assert set(s.ids.tolist()) == {3, 5}  # the best two children, whatever their parents were worth
+    np.testing.assert_array_equal(s.fitness, [9.0, 8.0])
+    np.testing.assert_array_equal(s.population(), batch[[1, 3]])
+    # ties: all equal children are drawn in a seeded random order, not by parent index
+    picks = set()
+    for seed in range(6):
+        t = strategy(cartpole, seed=seed, population=2, children=3, selection="comma")
+        t.ask()
+        t.tell(np.full(6, 500.0))
+        picks.add(tuple(sorted(t.ids.tolist())))
+    assert len(picks) > 1
+    with pytest.raises(ConfigError, match="selection"):
+        EvolutionConfig(selection="tournament")
+
+
+def test_comma_variant_is_budget_matched(cartpole):
+    from srghn.controller.methods import build_strategy, evaluations_per_generation
+
+    for population in (10, 30):
+        evolution = dataclasses.replace(cartpole.evolution, population=population)
+        s = build_strategy("srghn-comma", cartpole.policy, cartpole.ghn, evolution, seed=0)
+        assert s.config.selection == "comma" and s.ask().shape[0] == evaluations_per_generation(evolution)
