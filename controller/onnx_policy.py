@@ -131,14 +131,13 @@ class OnnxPolicy:
     """
 
     def __init__(self, model: bytes, providers: tuple[str, ...] = ("CPUExecutionProvider",),
-                 threads: int = 1, arena: bool = True) -> None:
+                 threads: int = 1) -> None:
         import onnxruntime as ort  # here, not at module level: importing the contract alone stays cheap
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        options.enable_cpu_mem_arena = arena
         try:
             self.session = ort.InferenceSession(model, options, providers=list(providers))
         except Exception as exc:  # onnxruntime raises its own exception types for every kind of bad model
