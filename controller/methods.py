@@ -45,6 +45,8 @@ SRGHN_VARIANTS: dict[str, tuple[dict, dict]] = {
     "srghn-child-rates": ({"child_rates": ("min", "max")}, {}),
     # a child's rate layer mutates first, the rest of it at its own new rate
     "srghn-rate-first": ({"rate_first": True}, {"ties_to_children": True}),
+    # rate-first with the child factor 0.5 (turnover at the cap without ties to children)
+    "srghn-rate-first-child-factor": ({"rate_first": True}, {"child_factor": 0.5}),
 }
 METHODS = (*SRGHN_VARIANTS, *BASELINES)
 

@@ -100,6 +100,14 @@ def test_ablations_change_what_they_say():
     assert make("srghn-min").ghn.config.rate_reduce == "min"
     assert make("srghn-random-basis").ghn.head_basis is not None  # (smaller only for large policies: see test_ghn)
     assert make("srghn-random-selection").config.random_selection
+    # the rate variants
+    rate_first = make("srghn-rate-first-child-factor")
+    assert rate_first.ghn.config.rate_first and rate_first.config.child_factor == 0.5
+    assert make("srghn-child-rates").ghn.config.child_rates == ("min", "max")
+    split = make("srghn-split-rate").ghn.config
+    assert (split.rate_reduce, split.rate_head_reduce) == ("mean", "max")
+    comma = make("srghn-comma")
+    assert comma.config.selection == "comma" and comma.config.children == EVOLUTION.children + 1
 
 
 def test_unknown_method_and_bad_configs():
