@@ -324,7 +324,7 @@ def champions(
     state_dir: StateDirOpt = None,
 ) -> None:
     """List registered champions, newest first: status, lineage, fitness, gate verdict."""
-    from srghn.deploy.server import champion_rows
+    from srghn.deploy.registry import champion_rows
 
     with _handled():
         rows = _query(state_dir, "champions", lambda registry: champion_rows(registry, robot, status), robot=robot,

@@ -50,13 +50,13 @@ from srghn.deploy.registry import Registry
 from srghn.deploy.security import CurveKeys
 from srghn.deploy.server import ServeConfig
 from srghn.deploy.state import LOCKFILE, RUNFILE
-from srghn.sim.backends import check_backend, make_evaluator
+from srghn.sim.backends import make_evaluator
 from srghn.sim.identify import identifiable, identify
 from srghn.sim.loop import evolve
 from srghn.sim.plots import plot_robot, plot_run
 from srghn.sim.profiles import RobotProfile
 from srghn.sim.records import GenerationRecord, read_records
-from srghn.sim.run import provenance
+from srghn.sim.run import check_run_flags, provenance
 
 IPC_PATH_MAX = 100
 """ipc:// paths longer than this do not fit a Unix socket address (108 bytes on Linux, 104 on macOS)."""
@@ -103,15 +103,9 @@ class DaemonSettings:
     actor: str = "srghn-daemon"
 
     def __post_init__(self) -> None:
-        check_backend(self.backend, self.workers, self.ray_address)
-        for name in ("generations", "population", "episodes", "gate_every"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        check_run_flags(self, ("generations", "population", "episodes", "gate_every"))
         if self.duration_s is not None and not (self.duration_s > 0 and math.isfinite(self.duration_s)):
             raise ConfigError(f"--duration must be a positive number of seconds, got {self.duration_s}")
-        if self.seed < 0:
-            raise ConfigError(f"--seed must be >= 0, got {self.seed}")
         if self.regime is not None and self.regime not in self.profile.regimes:
             raise ConfigError(f"--regime {self.regime!r} is not a regime of {self.profile.name}; "
                               f"known: {', '.join(self.profile.regimes)}")
@@ -252,13 +246,14 @@ class Daemon:
                 return
             record = next(records)
             self.counts["generations"] += 1
+            line = record.to_json()
             with self._critical():
                 with metrics.open("a") as fh:
-                    fh.write(record.to_json() + "\n")
+                    fh.write(line + "\n")
                 if time.monotonic() - last_save > CHECKPOINT_INTERVAL_S:
                     self._checkpoint(strategy)
                     last_save = time.monotonic()
-            self.publish("generation", json.loads(record.to_json()))
+            self.publish("generation", json.loads(line))
             self._status(strategy, record)
             if self.counts["generations"] % settings.gate_every == 0:
                 self._release(strategy, record)
@@ -343,10 +338,8 @@ class Daemon:
         return None
 
     def _handle_commands(self, block: bool) -> None:
-        if block and not self.pending_commands:
-            self._wait_for(lambda m: False, 1.0)
-        else:
-            self._wait_for(lambda m: False, 0.0)
+        """Apply what arrived from the server (with ``block``, wait up to a second if nothing has)."""
+        self._wait_for(lambda m: False, 1.0 if block and not self.pending_commands else 0.0)
         commands, self.pending_commands = self.pending_commands, []
         transitions = [m for m in commands if m.get("op") == "transitions"]
         if transitions:

@@ -457,3 +457,15 @@ class Registry:
         return Champion(cid, robot, status, generation, regime, seed, run_dir, json.loads(fitness),
                         json.loads(policy), sha, size, params_sha, parents,
                         None if report is None else GateReport.from_json(report), json.loads(meta), created)
+
+
+def champion_rows(registry: Registry, robot: str | None = None, status: str | None = None) -> list[dict]:
+    """Registered champions as JSON-ready dicts, newest first, each marked whether it is its robot's
+    last-known-good (what the admin ``champions`` command and ``srghn-ctl champions`` show)."""
+    if status is not None and status not in STATUSES:
+        raise ConfigError(f"--status must be one of {', '.join(STATUSES)}, got {status!r}")
+    if robot is not None and robot not in registry.robots():
+        raise ConfigError(f"no champions registered for robot {robot!r}; robots in the registry: "
+                          f"{', '.join(registry.robots()) or 'none'}")
+    lkg = {r: getattr(registry.last_known_good(r), "id", None) for r in registry.robots()}
+    return [c.to_dict() | {"last_known_good": lkg.get(c.robot) == c.id} for c in registry.list(robot, status)]

@@ -38,7 +38,7 @@ from srghn.controller.onnx_policy import ACTION_NAME, INPUT_NAME, OnnxPolicy, fl
 from srghn.controller.policy import PolicySpec
 from srghn.deploy import protocol as p
 from srghn.deploy.errors import PromotionRefused, UnknownChampion
-from srghn.deploy.registry import Registry
+from srghn.deploy.registry import Registry, champion_rows
 from srghn.deploy.security import CurveKeys
 
 LATENCY_WINDOW = 4096
@@ -72,7 +72,6 @@ class ServeConfig:
     """Directory of the CURVE keys (see :mod:`srghn.deploy.security`); required when any endpoint is not local."""
     parent_pid: int | None = None
     """Exit when this process goes away (the daemon), so a killed daemon never leaves a server behind."""
-    extra: dict = field(default_factory=dict)
 
     @property
     def spec(self) -> PolicySpec:
@@ -277,8 +276,12 @@ class ControlServer:
         if self.live is None or live.champion_id != self.live.champion_id:
             self._swap(live, "registry")
 
+    def _serving(self) -> str | None:
+        """Id of the champion being served (None: the safe action)."""
+        return self.live.champion_id if self.live else None
+
     def _swap(self, new: Loaded | None, why: str) -> None:
-        old = self.live.champion_id if self.live else None
+        old = self._serving()
         self.live = new
         self.serial += 1
         self.publish("serving", {"champion": new.champion_id if new else None, "previous": old, "serial": self.serial,
@@ -335,7 +338,7 @@ class ControlServer:
                 return registry.rollback("watchdog", self.config.robot, fallback,
                                          f"live session failed: {problem}").to_dict()
 
-            self.submit(rollback, lambda r: self.publish("rollback", {"by": "watchdog", "result": _jsonable(r)}))
+            self.submit(rollback, lambda r: self.publish("rollback", {"by": "watchdog", "result": r}))
 
     def on_control(self, frames: list[bytes]) -> None:
         t0 = time.perf_counter()
@@ -392,7 +395,7 @@ class ControlServer:
             stats.returns.append(stats.episode_return)
             self.publish("episode", {"client": _client_name(client), "return": stats.episode_return,
                                      "steps": stats.episode_steps,
-                                     "champion": self.live.champion_id if self.live else None})
+                                     "champion": self._serving()})
             stats.episode_return, stats.episode_steps = 0.0, 0
 
     def info(self) -> dict:
@@ -403,7 +406,7 @@ class ControlServer:
                 "action_high": None if self.spec.discrete else list(self.spec.action_high),
                 "safe_action": list(self.config.safe_action), "regimes": list(self.config.regimes),
                 "max_message_bytes": self.config.max_message_bytes,
-                "champion": self.live.champion_id if self.live else None}
+                "champion": self._serving()}
 
     # -- admin ---------------------------------------------------------------------------------------------------
 
@@ -496,13 +499,13 @@ class ControlServer:
                 self.failed.discard(live.champion_id)  # an operator put it back: serve it
             self._apply_sync(sync)
             self.publish("promotion" if cmd == "promote" else "rollback", result["event"])
-            reply({**result, "serving": self.live.champion_id if self.live else None, "serial": self.serial})
+            reply({**result, "serving": self._serving(), "serial": self.serial})
 
         self.submit(job, done)
 
     def status(self) -> dict:
         n = min(self.counts["act"], LATENCY_WINDOW)
-        lat = self.latency[:n] if n < LATENCY_WINDOW else self.latency
+        lat = self.latency[:n]
         now = time.time()
         returns = [r for c in self.clients.values() for r in list(c.returns)[-10:]]
         return {
@@ -510,7 +513,7 @@ class ControlServer:
             "uptime_s": round(now - self.started, 1),
             "endpoints": {"control": self.config.control, "admin": self.config.admin,
                           "telemetry": self.config.telemetry},
-            "serving": {"champion": self.live.champion_id if self.live else None,
+            "serving": {"champion": self._serving(),
                         "source": "live" if self.live else "safe",
                         "last_known_good": self.lkg.champion_id if self.lkg else None,
                         "serial": self.serial, "failed": sorted(self.failed)},
@@ -607,9 +610,6 @@ class ControlServer:
                 stats.fresh = 0
             return
 
-    def _serving(self) -> str | None:
-        return self.live.champion_id if self.live else None
-
     def _live_stats(self, last: collections.Counter) -> dict:
         status = self.status()
         interval = self.config.stats_interval_s
@@ -628,20 +628,6 @@ class ControlServer:
         if self.auth is not None:
             self.auth.stop()
         self.ctx.destroy(linger=1000)
-
-
-def champion_rows(registry: Registry, robot: str | None = None, status: str | None = None) -> list[dict]:
-    """Registered champions as JSON-ready dicts, newest first, each marked whether it is its robot's
-    last-known-good (what the admin ``champions`` command and ``srghn-ctl champions`` show)."""
-    from srghn.deploy.registry import STATUSES
-
-    if status is not None and status not in STATUSES:
-        raise ConfigError(f"--status must be one of {', '.join(STATUSES)}, got {status!r}")
-    if robot is not None and robot not in registry.robots():
-        raise ConfigError(f"no champions registered for robot {robot!r}; robots in the registry: "
-                          f"{', '.join(registry.robots()) or 'none'}")
-    lkg = {r: getattr(registry.last_known_good(r), "id", None) for r in registry.robots()}
-    return [c.to_dict() | {"last_known_good": lkg.get(c.robot) == c.id} for c in registry.list(robot, status)]
 
 
 def _alive(pid: int) -> bool:
@@ -673,10 +659,6 @@ def _finite(value: object) -> object:
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     return value
-
-
-def _jsonable(value: object) -> object:
-    return str(value) if isinstance(value, Exception) else value
 
 
 def _error_code(exc: Exception) -> tuple[p.ErrorCode, str]:

@@ -32,6 +32,18 @@ from srghn.sim.profiles import RobotProfile
 from srghn.sim.records import GenerationRecord, stream_records, summarize
 
 
+def check_run_flags(settings: object, counts: tuple[str, ...]) -> None:
+    """The flags every evolution run shares: ``counts`` must be >= 1 where given, the seed >= 0, the backend
+    valid. Errors name the flag."""
+    check_backend(settings.backend, settings.workers, settings.ray_address)
+    for name in counts:
+        value = getattr(settings, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if settings.seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {settings.seed}")
+
+
 @dataclass(frozen=True)
 class EvolveSettings:
     """One ``evolve`` run. ``None`` means: the profile's default."""
@@ -52,13 +64,7 @@ class EvolveSettings:
     """Ray cluster to join (``--backend ray`` only); ``None`` starts a local Ray instance."""
 
     def __post_init__(self) -> None:
-        check_backend(self.backend, self.workers, self.ray_address)
-        for name in ("generations", "population", "episodes", "switch_at", "switch_back_at"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-        if self.seed < 0:
-            raise ConfigError(f"--seed must be >= 0, got {self.seed}")
+        check_run_flags(self, ("generations", "population", "episodes", "switch_at", "switch_back_at"))
         for name in ("switch_at", "switch_back_at"):
             value = getattr(self, name)
             if value is not None and value >= self.n_generations:

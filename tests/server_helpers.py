@@ -166,15 +166,29 @@ def running_server(state_dir: Path, robot: str = "cartpole", **overrides: object
         assert server.stop() == 0, server.log()
 
 
-def booby_trapped_cartpole(champion_id: str) -> bytes:
-    """A CartPole-contract ONNX model that answers action 0 normally but the invalid index 7 when obs[0] > 1:
-    a champion that passed its gates yet misbehaves live, for the watchdog to catch."""
+def contract_model(robot: str, champion_id: str, nodes: list, inits: list, outputs: list) -> bytes:
+    """A hand-built ONNX graph on input ``obs`` carrying the robot's srghn contract metadata: it loads and serves
+    like an exported champion, but computes whatever ``nodes`` say."""
     import onnx
     from onnx import TensorProto, helper
 
     from srghn.controller.onnx_policy import contract_metadata
 
-    spec = load_profile("cartpole").policy
+    spec = load_profile(robot).policy
+    obs = helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["b", spec.obs_dim])
+    model = helper.make_model(helper.make_graph(nodes, champion_id, [obs], outputs, inits),
+                              opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    for key, value in contract_metadata(spec, robot, champion_id, 1e6).items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model, full_check=True)
+    return model.SerializeToString()
+
+
+def booby_trapped_cartpole(champion_id: str) -> bytes:
+    """A CartPole-contract ONNX model that answers action 0 normally but the invalid index 7 when obs[0] > 1:
+    a champion that passed its gates yet misbehaves live, for the watchdog to catch."""
+    from onnx import TensorProto, helper
+
     nodes = [
         helper.make_node("Gather", ["obs", "zero"], ["x0"], axis=1),
         helper.make_node("Greater", ["x0", "one"], ["trap"]),
@@ -186,37 +200,22 @@ def booby_trapped_cartpole(champion_id: str) -> bytes:
              helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]),
              helper.make_tensor("seven", TensorProto.INT64, [], [7]),
              helper.make_tensor("w", TensorProto.FLOAT, [4, 2], [0.0] * 8)]
-    graph = helper.make_graph(nodes, "trap", [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["b", 4])],
-                              [helper.make_tensor_value_info("action", TensorProto.INT64, ["b"]),
-                               helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", 2])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
-    for key, value in contract_metadata(spec, "cartpole", champion_id, 1e6).items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.checker.check_model(model, full_check=True)
-    return model.SerializeToString()
+    outputs = [helper.make_tensor_value_info("action", TensorProto.INT64, ["b"]),
+               helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", 2])]
+    return contract_model("cartpole", champion_id, nodes, inits, outputs)
 
 
 def wild_ant(champion_id: str) -> bytes:
     """An Ant-contract model computing ``10 * log(obs[:8])``: out of bounds for most observations (to be clamped)
     and NaN for negative ones (to be caught)."""
-    import onnx
     from onnx import TensorProto, helper
 
-    from srghn.controller.onnx_policy import contract_metadata
-
-    spec = load_profile("ant").policy
     nodes = [helper.make_node("Slice", ["obs", "starts", "ends", "axes"], ["head"]),
              helper.make_node("Log", ["head"], ["log"]),
              helper.make_node("Mul", ["log", "ten"], ["action"])]
     inits = [helper.make_tensor("starts", TensorProto.INT64, [1], [0]),
-             helper.make_tensor("ends", TensorProto.INT64, [1], [spec.act_dim]),
+             helper.make_tensor("ends", TensorProto.INT64, [1], [8]),
              helper.make_tensor("axes", TensorProto.INT64, [1], [1]),
              helper.make_tensor("ten", TensorProto.FLOAT, [], [10.0])]
-    graph = helper.make_graph(nodes, "wild", [helper.make_tensor_value_info("obs", TensorProto.FLOAT,
-                                                                            ["b", spec.obs_dim])],
-                              [helper.make_tensor_value_info("action", TensorProto.FLOAT, ["b", spec.act_dim])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
-    for key, value in contract_metadata(spec, "ant", champion_id, 1e6).items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.checker.check_model(model, full_check=True)
-    return model.SerializeToString()
+    return contract_model("ant", champion_id, nodes, inits,
+                          [helper.make_tensor_value_info("action", TensorProto.FLOAT, ["b", 8])])
