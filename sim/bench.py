@@ -128,7 +128,7 @@ def run_bench(settings: BenchSettings, make_evaluator: Callable[[RobotProfile], 
     from srghn.sim.plots import plot_bench
 
     plot_bench(runs, out / "fitness.png", title=f"{settings.profile.name}: {len(settings.seeds)} seeds",
-               target=settings.profile.solved_fitness)
+               target=settings.profile.solved_fitness, returns=settings.profile.reward_offset != 0)
     return summary
 
 
@@ -202,6 +202,8 @@ def summarize_bench(settings: BenchSettings, runs: dict[str, dict[int, list[Gene
         methods[method] = {
             "seeds": sorted(by_seed),
             "final_best": _spread([records[-1].best for records in by_seed.values()]),
+            # the environment's own return of the fittest individual, best over the run (fitness may be offset)
+            "best_return": _spread([max(r.best_return for r in records) for records in by_seed.values()]),
             "total_env_steps": _spread([float(records[-1].total_env_steps) for records in by_seed.values()]),
             "switches": per_switch,
         }
@@ -226,8 +228,9 @@ def bench_markdown(summary: dict) -> str:
     methods = summary["methods"]
     n_switches = max((len(m["switches"]) for m in methods.values()), default=0)
     if not n_switches:
-        lines += ["| method | final best |", "|---|---|"]
-        lines += [f"| {name} | {_fmt(m['final_best'], 1)} |" for name, m in methods.items()]
+        lines += ["| method | final best fitness | best return (environment's own) | env steps |", "|---|---|---|---|"]
+        lines += [f"| {name} | {_fmt(m['final_best'], 1)} | {_fmt(m['best_return'], 1)} | "
+                  f"{_fmt(m['total_env_steps'])} |" for name, m in methods.items()]
     for i in range(n_switches):
         first = next(iter(methods.values()))["switches"][i]
         has_target = "target" in first

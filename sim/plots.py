@@ -69,43 +69,47 @@ def plot_run(records: list[GenerationRecord], path: Path, title: str = "", targe
 
 
 def plot_bench(runs: dict[str, dict[int, list[GenerationRecord]]], path: Path, title: str = "",
-               target: float | None = None) -> Path:
-    """Best fitness, diversity and (where a method has one) the mutation rate per method: median over seeds with
-    a min-max band, switches marked."""
+               target: float | None = None, returns: bool = False) -> Path:
+    """Best fitness, (with ``returns``, for a profile whose fitness is offset from the return) the environment's
+    own return of the fittest, diversity and (where a method has one) the mutation rate per method: median over
+    seeds with a min-max band, switches marked."""
     plt = _pyplot()
 
     def rated(by_seed: dict[int, list[GenerationRecord]]) -> bool:
         return all(r.mutation_rate_mean is not None for records in by_seed.values() for r in records)
 
-    with_rates = any(rated(by_seed) for by_seed in runs.values())
-    panels = 3 if with_rates else 2
-    fig, axes = plt.subplots(panels, 1, figsize=(10, 10 if with_rates else 8), sharex=True,
-                             gridspec_kw={"height_ratios": [2, 1, 1][:panels]})
-    ax_fit, ax_div = axes[0], axes[1]
+    fields = ["best", *(["best_return"] if returns else []), "diversity"]
+    if any(rated(by_seed) for by_seed in runs.values()):
+        fields.append("mutation_rate_mean")
+    heights = [2 if f == "best" else 1 for f in fields]
+    fig, axes = plt.subplots(len(fields), 1, figsize=(10, 2 + 2 * sum(heights)), sharex=True,
+                             gridspec_kw={"height_ratios": heights})
+    panels = dict(zip(fields, axes, strict=True))
     colours = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20")
     for i, (method, by_seed) in enumerate(runs.items()):
         length = min(len(records) for records in by_seed.values())
         gens = [r.generation for r in next(iter(by_seed.values()))[:length]]
-        fields = [(ax_fit, "best"), (ax_div, "diversity")]
-        if with_rates and rated(by_seed):
-            fields.append((axes[2], "mutation_rate_mean"))
-        for ax, field in fields:
+        for field, ax in panels.items():
+            if field == "mutation_rate_mean" and not rated(by_seed):
+                continue
             values = np.array([[getattr(r, field) for r in records[:length]] for records in by_seed.values()])
             ax.plot(gens, np.median(values, axis=0), color=colours(i), label=method)
             if len(runs) <= 6:  # with more methods the bands hide the lines
                 ax.fill_between(gens, values.min(axis=0), values.max(axis=0), color=colours(i), alpha=0.12)
     if target is not None:
-        ax_fit.axhline(target, color="grey", linestyle=":", label=f"target {target:g}")
+        panels["best"].axhline(target, color="grey", linestyle=":", label=f"target {target:g}")
     _mark_switches(tuple(axes), next(iter(next(iter(runs.values())).values())))
-    ax_fit.set_ylabel("best fitness (median over seeds)" + (", min–max" if len(runs) <= 6 else ""))
-    ax_div.set_ylabel("diversity (log)")
-    ax_div.set_yscale("log")
-    if with_rates:
+    panels["best"].set_ylabel("best fitness (median over seeds)" + (", min–max" if len(runs) <= 6 else ""))
+    if returns:
+        panels["best_return"].set_ylabel("environment return\nof the fittest")
+    panels["diversity"].set_ylabel("diversity (log)")
+    panels["diversity"].set_yscale("log")
+    if "mutation_rate_mean" in panels:
         # SR-GHN's heritable rates lie in [0, 1]; the baselines' step sizes (sigma) have their own scale
-        axes[2].set_ylabel("mutation rate / step\nsize (median, log)")
-        axes[2].set_yscale("log")
+        panels["mutation_rate_mean"].set_ylabel("mutation rate / step\nsize (median, log)")
+        panels["mutation_rate_mean"].set_yscale("log")
     axes[-1].set_xlabel("generation")
-    ax_fit.legend(loc="lower right", fontsize=8, ncol=2)
+    panels["best"].legend(loc="lower right", fontsize=8, ncol=2)
     return _save(fig, path, title)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -104,3 +105,22 @@ def test_percentages_of_a_negative_level_are_not_applicable(tmp_path, cartpole):
                                         "undefined": 1}
     assert switch["never_recovered_95"] == [1]  # seed 0 is not "never": it had nothing to regain
     assert "never (1/1), n/a 1" in bench_markdown(summary)
+
+
+def test_a_bench_without_a_switch_reports_the_environment_return_and_steps(tmp_path, cartpole):
+    """Ant's fitness is offset from its return: the table without a switch shows both, and the steps spent."""
+    from srghn.sim.bench import bench_markdown
+
+    s = settings(cartpole, tmp_path, methods=("srghn", "openes"), seeds=(0, 1), generations=3,
+                 switch_at=None)
+    runs = {method: {seed: [dataclasses.replace(rec(g, 100.0 * g + seed, "nominal"), best_return=1000.0 * g + shift,
+                                                total_env_steps=(g + 1) * 30_000)
+                            for g in range(3)] for seed in (0, 1)} for method, shift in (("srghn", 7), ("openes", 0))}
+    runs["openes"][1][1] = dataclasses.replace(runs["openes"][1][1], best_return=5000.0)  # best mid-run counts
+    summary = summarize_bench(s, runs)
+    assert summary["methods"]["srghn"]["best_return"] == {"median": 2007.0, "min": 2007.0, "max": 2007.0,
+                                                          "never": 0, "n": 2}
+    assert summary["methods"]["openes"]["best_return"]["max"] == 5000.0
+    assert summary["methods"]["srghn"]["final_best"]["median"] == 200.5
+    table = bench_markdown(summary)
+    assert "| srghn | 200.5 [200.0–201.0] | 2007.0 [2007.0–2007.0] | 90000 [90000–90000] |" in table

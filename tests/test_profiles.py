@@ -12,7 +12,7 @@ from srghn.sim.profiles import PROFILE_DIR, available_profiles, load_profile, pa
 def test_builtin_profiles_load():
     assert available_profiles() == ["ant", "cartpole", "lunarlander"]
     ant = load_profile("ant")
-    assert ant.env_id == "srghn/AntSwitch-v0" and ant.reward_offset == 1.0 and ant.ghn.update_clip == 0.1
+    assert ant.env_id == "srghn/AntSwitch-v0" and ant.reward_offset == 0.5 and ant.ghn.update_clip == 0.1
     assert not ant.policy.discrete and ant.policy.action_low == (-1.0,) * 8
     cart = load_profile("cartpole")
     assert cart.regimes == ("nominal", "inverted") and cart.evolution.population == 10
