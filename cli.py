@@ -131,10 +131,9 @@ def evolve(
 def bench(
     robot: RobotOpt = "cartpole",
     methods: Annotated[str, typer.Option(
-        help="Comma-separated methods: srghn, its ablations (srghn-fixed-rate, srghn-m1, srghn-mean, srghn-min, "
-             "srghn-gaussian, srghn-random-basis, srghn-random-selection, srghn-no-reeval, srghn-ties-children, "
-             "srghn-m1-ties-children) and baselines (openes, "
-             "cmaes, ga, gesmr, samr).")] = "srghn,openes,cmaes,ga,gesmr,samr",
+        help="Comma-separated methods: srghn, its ablations and rate variants (srghn-fixed-rate, srghn-m1, "
+             "srghn-random-basis, srghn-random-selection, ...; docs/evolution.md lists and explains them all) and "
+             "the baselines openes, cmaes, ga, gesmr, samr.")] = "srghn,openes,cmaes,ga,gesmr,samr",
     seeds: Annotated[int, typer.Option(help="Number of seeds per method (seeds 0..N-1).")] = 5,
     generations: Annotated[int, typer.Option(help="Generations per run.")] = 100,
     switch_at: Annotated[int | None, typer.Option(help="Switch to the profile's switch regime here.")] = None,

@@ -124,3 +124,16 @@ def test_a_bench_without_a_switch_reports_the_environment_return_and_steps(tmp_p
     assert summary["methods"]["srghn"]["final_best"]["median"] == 200.5
     table = bench_markdown(summary)
     assert "| srghn | 200.5 [200.0–201.0] | 2007.0 [2007.0–2007.0] | 90000 [90000–90000] |" in table
+
+
+def test_every_bench_method_is_documented():
+    """`bench --help` sends users to docs/evolution.md for the list: it must name every method there is."""
+    import re
+    from pathlib import Path
+
+    from srghn.controller.methods import METHODS
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "evolution.md").read_text()
+    section = docs.split("## Bench methods", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `([a-z0-9-]+)`(?:, `([a-z0-9-]+)`)? \|", section, re.MULTILINE))
+    assert {name for pair in documented for name in pair if name} == set(METHODS)
