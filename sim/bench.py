@@ -228,9 +228,17 @@ def bench_markdown(summary: dict) -> str:
     methods = summary["methods"]
     n_switches = max((len(m["switches"]) for m in methods.values()), default=0)
     if not n_switches:
-        lines += ["| method | final best fitness | best return (environment's own) | env steps |", "|---|---|---|---|"]
-        lines += [f"| {name} | {_fmt(m['final_best'], 1)} | {_fmt(m['best_return'], 1)} | "
-                  f"{_fmt(m['total_env_steps'])} |" for name, m in methods.items()]
+        lines += ["| method | final best fitness | best return (environment's own) | env steps (M) |",
+                  "|---|---|---|---|"]
+        for name, m in methods.items():
+            steps = {k: v / 1e6 if k in ("median", "min", "max") and v is not None else v
+                     for k, v in m["total_env_steps"].items()}
+            lines.append(f"| {name} | {_fmt(m['final_best'], 1)} | {_fmt(m['best_return'], 1)} | {_fmt(steps, 2)} |")
+        lines.append("")
+        lines.append("Cells: median [min–max] over seeds. Best return: the environment's return of the fittest "
+                     "individual of a generation, best over the run (it differs from the fitness where the profile "
+                     "offsets the reward).")
+        return "\n".join(lines) + "\n"
     for i in range(n_switches):
         first = next(iter(methods.values()))["switches"][i]
         has_target = "target" in first
