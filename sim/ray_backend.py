@@ -127,19 +127,21 @@ class RayEvaluator:
                 ref = self.actors[slot].run.remote(regime, arrays["policies"], arrays["rows"], arrays["seeds"])
                 running[ref] = (slot, job, time.monotonic() + self.limits.timeout_for(job.size, self.max_steps))
             timeout = max(0.0, min(d for _, _, d in running.values()) - time.monotonic())
-            done, _ = ray.wait(list(running), num_returns=1, timeout=timeout)
+            ray.wait(list(running), num_returns=1, timeout=timeout)  # until a job ends or a deadline passes
+            done, _ = ray.wait(list(running), num_returns=len(running), timeout=0)  # every job that has ended
             for ref in done:
                 slot, job, _ = running.pop(ref)
                 results[job.id] = self._collect(ref, slot, job)
                 idle.append(slot)
             now = time.monotonic()
-            for ref, (slot, job, deadline) in list(running.items()):
-                if now >= deadline:
-                    log.warning("Ray actor %d: job %d timed out; replacing the actor", slot, job.id)
-                    running.pop(ref)
-                    self._replace(slot)
-                    results[job.id] = EpisodeResults.failed(job.size, "timeout")
-                    idle.append(slot)
+            # decided before any replacement: a replacement waits for its actor to start, and jobs that end
+            # meanwhile are collected on the next pass, not taken for timeouts
+            for ref in [ref for ref, (_, _, deadline) in running.items() if now >= deadline]:
+                slot, job, _ = running.pop(ref)
+                log.warning("Ray actor %d: job %d timed out; replacing the actor", slot, job.id)
+                self._replace(slot)
+                results[job.id] = EpisodeResults.failed(job.size, "timeout")
+                idle.append(slot)
         return assemble(b, e, jobs, results)
 
     def _collect(self, ref, slot: int, job: Job) -> EpisodeResults:
@@ -164,6 +166,12 @@ class RayEvaluator:
         self.actors[slot] = self._new_actor()
         self._pids[slot] = self.actors[slot].pid.remote()
         self.replaced += 1
+        # the actor's start-up (imports, building the env) must not count against its first job's deadline:
+        # on a busy node it can take longer than a short job timeout
+        try:
+            self.ray.get(self._pids[slot], timeout=self.limits.startup_timeout_s)
+        except Exception as exc:
+            raise EvaluatorError(f"a replacement Ray actor for {self.spec.name!r} could not start: {exc}") from exc
 
     def close(self) -> None:
         """Kill the actors; shut Ray down if this evaluator started it."""

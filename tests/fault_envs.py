@@ -3,7 +3,8 @@
 ``srghn_test/Fault-v0`` plays 20 steps with reward ``1 + 0.5 * action`` for actions 0 and 1; action 2 triggers
 its fault (constructor argument ``fault``): ``raise``, ``nan`` (NaN observation), ``hang`` (blocks forever),
 ``alloc`` (asks for ``alloc_bytes`` of memory), ``segfault``, ``spin`` (a busy loop), ``block`` (writes its pid
-into the FIFO ``fifo``, then blocks until killed) or ``none``. A policy whose output bias favours action 2 is
+into the FIFO ``fifo``, then blocks until killed) or ``none``. ``start_delay_s`` makes building a process's first env
+slow, as a worker's start-up is on a busy machine. A policy whose output bias favours action 2 is
 thereby a faulty individual, while the episode seeds -- shared by every individual -- stay harmless.
 """
 
@@ -19,6 +20,7 @@ from srghn.sim.envs.regimes import NOMINAL, Regime, Switchable
 
 ENV_ID = "srghn_test/Fault-v0"
 EPISODE_STEPS = 20
+_started = False  # whether this process has built a FaultEnv yet
 
 
 class FaultEnv(Switchable, gym.Env):
@@ -28,8 +30,13 @@ class FaultEnv(Switchable, gym.Env):
     observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
     action_space = gym.spaces.Discrete(3)
 
-    def __init__(self, fault: str = "none", fifo: str | None = None, alloc_bytes: int = 3 << 30) -> None:
+    def __init__(self, fault: str = "none", fifo: str | None = None, alloc_bytes: int = 3 << 30,
+                 start_delay_s: float = 0.0) -> None:
+        global _started
         self.fault, self.fifo, self.alloc_bytes = fault, fifo, alloc_bytes
+        if not _started:
+            _started = True
+            threading.Event().wait(start_delay_s)
         self.t = 0
         self.hoard: list[np.ndarray] = []
 

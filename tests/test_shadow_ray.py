@@ -98,7 +98,9 @@ def test_ray_actor_faults_cost_only_their_individuals(tmp_path, monkeypatch):
 
         actions = [0, 2, 1, 0]
         limits = WorkerLimits(job_timeout_s=4.0)
-        with RayEvaluator(fault_profile("hang"), workers=2, jobs_per_worker=2, limits=limits) as ev:
+        # the replacement actor takes longer to start than a job may run: its start-up must not count
+        with RayEvaluator(fault_profile("hang", start_delay_s=5.0), workers=2, jobs_per_worker=2,
+                          limits=limits) as ev:
             check_generation(ev.evaluate(fault_policies(actions), SEEDS, "nominal"), actions, {1}, "timeout",
                              lost={0})
             assert ev.replaced == 1
