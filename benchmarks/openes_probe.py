@@ -5,10 +5,10 @@
 
 The bench runs OpenES with the same settings on every robot (sigma 0.1, Adam learning rate 0.03). On Ant-v5 it
 then falls over (docs/results.md, "Ant-v5"). This probe runs it with the settings given, one episode per
-evaluation, and prints the columns of the Ant-v5 table in docs/results.md, then every ``--every``-th
-generation's best and mean fitness, the environment return of the
-fittest, the mean episode length and the env steps so far, then the norm of the search mean's weights at the
-start and at the end (a random walk grows it, and with it the size of the actions and their control cost).
+evaluation, and prints the columns of the Ant-v5 table in docs/results.md; every ``--every``-th generation's best
+and mean fitness, environment return of the fittest, mean episode length and env steps; and the norm of the
+search mean's weights at the start and at the end (a random walk grows it, and with it the size of the actions
+and their control cost).
 """
 
 from __future__ import annotations
