@@ -23,7 +23,9 @@ from srghn.controller.gnn import PopulationGatedConv
 from srghn.controller.graphs import adjacency, graph_from_chains, policy_graph
 from srghn.controller.policy import PolicySpec
 
-RATE_REDUCTIONS = ("max", "mean", "min")
+REDUCE = {"max": lambda r: r.amax(-1), "mean": lambda r: r.mean(-1), "min": lambda r: r.amin(-1)}
+"""How M rate outputs ``(..., M)`` become one rate ``(...)``."""
+RATE_REDUCTIONS = tuple(REDUCE)
 HEADS = ("learned", "random_basis")
 MUTATIONS = ("self", "gaussian")
 
@@ -181,8 +183,9 @@ class SRGHN:
         ])
         self.tensor_shapes = tensors
         names = [name for name, _ in tensors]
-        self._rate_head_nodes = torch.tensor([names.index("stoch.rate.weight"), names.index("stoch.rate.bias")])
-        self._scale_nodes = torch.tensor([i for i in range(len(names)) if i not in self._rate_head_nodes.tolist()])
+        self._is_rate_head = torch.tensor([name in ("stoch.rate.weight", "stoch.rate.bias") for name in names])
+        self._rate_head_nodes = self._is_rate_head.nonzero().squeeze(1)
+        self._scale_nodes = (~self._is_rate_head).nonzero().squeeze(1)
         self.sizes = [math.prod(shape) for _, shape in tensors]
         self.offsets = [0, *torch.tensor(self.sizes).cumsum(0).tolist()]
         self.num_params = self.offsets[-1]
@@ -243,11 +246,10 @@ class SRGHN:
         cfg = self.config
         if cfg.fixed_rate is not None:
             return torch.full(outputs.shape[:-1], cfg.fixed_rate)
-        reductions = {"max": lambda r: r.amax(-1), "mean": lambda r: r.mean(-1), "min": lambda r: r.amin(-1)}
-        rates = reductions[reduce](outputs)
+        rates = REDUCE[reduce](outputs)
         if cfg.rate_head_reduce is not None:
             heads = self._rate_head_nodes
-            rates[:, heads] = reductions[cfg.rate_head_reduce](outputs[:, heads])
+            rates[:, heads] = REDUCE[cfg.rate_head_reduce](outputs[:, heads])
         return rates
 
     def _stochastic_head(self, params: Tensor) -> tuple[Tensor, Tensor]:
@@ -305,13 +307,11 @@ class SRGHN:
                  if cfg.noise_std > 0 else None)
         if cfg.rate_first:
             # the rate layer mutates first, at the parent's rates; the rest of the child at the child's own rates
-            heads = set(self._rate_head_nodes.tolist())
-            first = [raw * rates[:, :, node, None] if node in heads else torch.zeros_like(raw)
+            first = [raw * rates[:, :, node, None] if self._is_rate_head[node] else torch.zeros_like(raw)
                      for node, raw in enumerate(raws)]
             draft = (params[:, None, :] + torch.cat(first, dim=-1)).clamp_(-cfg.param_bound, cfg.param_bound)
             own = self._node_rates(self._head_outputs(draft.reshape(n * children, -1))[1], cfg.rate_reduce)
-            rates = torch.where(torch.isin(torch.arange(len(self.sizes)), self._rate_head_nodes),
-                                rates, own.reshape(n, children, -1))
+            rates = torch.where(self._is_rate_head, rates, own.reshape(n, children, -1))
         update = torch.cat([raw * rates[:, :, node, None] for node, raw in enumerate(raws)], dim=-1)
         if noise is not None:
             update += noise
