@@ -231,7 +231,7 @@ def _handled() -> Iterator[None]:
     except SrghnError as exc:
         raise fail(exc) from None
     except sqlite3.DatabaseError as exc:
-        from srghn.deploy.errors import RegistryError
+        from srghn.errors import RegistryError
 
         raise fail(RegistryError(f"the registry database cannot be used: {exc}")) from None
 

@@ -7,56 +7,12 @@ Optionally a parent's selection score blends in its children's mean fitness (the
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 import torch
 
-from srghn import ConfigError
+from srghn.controller.configs import EvolutionConfig
 from srghn.controller.ghn import SRGHN
 from srghn.controller.strategy import Champion, Strategy
-
-SELECTIONS = ("plus", "comma")
-
-
-@dataclass(frozen=True)
-class EvolutionConfig:
-    """Population settings of the SR-GHN strategy."""
-
-    population: int = 10
-    """N: members kept after selection."""
-    children: int = 2
-    """K: children each member makes per generation."""
-    child_factor: float = 0.0
-    """Weight of a parent's children's mean fitness in its selection score (0 = parent's own fitness only)."""
-    reevaluate: bool = True
-    """Evaluate survivors again every generation (robust fitness); if off, only after the world changed."""
-    random_selection: bool = False
-    """Control experiment: survivors are drawn at random, fitness ignored (does the mutation rate drift alone?)."""
-    ties_to_children: bool = False
-    """On equal scores prefer children over parents. At a fitness cap (CartPole's 500) parents winning ties
-    freezes a converged population, and with it the heritable rate; children winning ties lets the lineages whose
-    offspring keep the cap (the low-rate ones) take over."""
-    selection: str = "plus"
-    """``plus``: (mu + lambda), the best N of parents and children survive (paper). ``comma``: (mu, lambda), the
-    best N children survive and parents are not evaluated again. Under ``plus`` a converged population at a
-    fitness cap is immortal, so nothing selects its mutation rate any more; under ``comma`` every generation
-    selects the children whose parents' rates kept their fitness (the classical setting of self-adaptive
-    mutation in evolution strategies)."""
-
-    def __post_init__(self) -> None:
-        if self.selection not in SELECTIONS:
-            raise ConfigError(f"evolution.selection must be one of {SELECTIONS}, got {self.selection!r}")
-        if self.population < 1:
-            raise ConfigError(f"evolution.population must be >= 1, got {self.population}")
-        if self.children < 1:
-            raise ConfigError(f"evolution.children must be >= 1, got {self.children}")
-        if not 0.0 <= self.child_factor <= 1.0:
-            raise ConfigError(f"evolution.child_factor must be in [0, 1], got {self.child_factor}")
-
-    def to_dict(self) -> dict:
-        """JSON-ready copy."""
-        return asdict(self)
 
 
 class SRGHNStrategy(Strategy):

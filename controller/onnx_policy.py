@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from srghn import CheckpointError
 from srghn.controller.policy import PolicySpec
+from srghn.errors import PolicyLoadError
 
 ONNX_FORMAT = "srghn.onnx-policy/1"
 INPUT_NAME = "obs"
@@ -37,10 +37,6 @@ DEFAULT_OBS_CLIP = 1e6
 META_KEYS = ("srghn.format", "srghn.robot", "srghn.champion_id", "srghn.obs_dim", "srghn.act_dim",
              "srghn.discrete", "srghn.action_low", "srghn.action_high", "srghn.layer_sizes", "srghn.obs_clip",
              "srghn.input", "srghn.outputs", "srghn.action_contract")
-
-
-class PolicyLoadError(CheckpointError):
-    """An ONNX policy could not be loaded, or it does not follow the srghn contract."""
 
 
 def output_names(spec: PolicySpec) -> list[str]:

@@ -16,12 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from srghn import SrghnError
 from srghn.controller.policy import PolicySpec
+from srghn.errors import StrategyError
 
-
-class StrategyError(SrghnError):
-    """A strategy was driven out of order (``tell`` without ``ask``) or given fitness of the wrong shape."""
+__all__ = ["BatchStrategy", "Champion", "Strategy", "StrategyError", "diversity"]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from srghn.controller.files import atomic_write
-from srghn.deploy.errors import ArtifactCorrupted, RegistryError
+from srghn.errors import ArtifactCorrupted, RegistryError
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from srghn import CheckpointError
-from srghn.deploy.errors import ArtifactCorrupted
 from srghn.deploy.onnx_export import ExportResult, export_policy
 from srghn.deploy.registry import ONNX_SUFFIX, Champion, Registry
+from srghn.errors import ArtifactCorrupted
 from srghn.safety.gates import run_gate_suite
 from srghn.safety.report import GateReport
 from srghn.safety.stress import record_observations, stress_observations

@@ -33,7 +33,7 @@ from srghn.controller.onnx_policy import (
     output_names,
 )
 from srghn.controller.policy import PolicySpec
-from srghn.deploy.errors import ExportError
+from srghn.errors import ExportError
 
 OPSET = 18
 

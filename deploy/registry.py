@@ -28,8 +28,8 @@ import numpy as np
 
 from srghn import ConfigError
 from srghn.deploy.artifacts import ArtifactStore
-from srghn.deploy.errors import ArtifactCorrupted, PromotionRefused, RegistryError, StateDirMissing, UnknownChampion
 from srghn.deploy.registry_schema import SCHEMA, SCHEMA_VERSION, STATUSES, Champion, Event, now
+from srghn.errors import ArtifactCorrupted, PromotionRefused, RegistryError, StateDirMissing, UnknownChampion
 from srghn.safety.report import GateReport
 
 __all__ = ["DB_NAME", "ONNX_SUFFIX", "PARAMS_SUFFIX", "SCHEMA_VERSION", "STATUSES", "Champion", "Event", "Registry"]

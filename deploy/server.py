@@ -37,9 +37,9 @@ from srghn import ConfigError, SrghnError
 from srghn.controller.onnx_policy import ACTION_NAME, INPUT_NAME, OnnxPolicy, float32_inner_bounds
 from srghn.controller.policy import PolicySpec
 from srghn.deploy import protocol as p
-from srghn.deploy.errors import PromotionRefused, UnknownChampion
 from srghn.deploy.registry import Registry, champion_rows
 from srghn.deploy.security import CurveKeys
+from srghn.errors import PromotionRefused, UnknownChampion
 
 LATENCY_WINDOW = 4096
 TRANSITIONS = 64

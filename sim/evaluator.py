@@ -27,9 +27,10 @@ import gymnasium as gym
 import numpy as np
 
 from srghn import ConfigError
+from srghn.errors import EvaluatorError
 from srghn.sim import episodes
 from srghn.sim.episodes import EpisodeRunner, RunnerSpec, make_runner
-from srghn.sim.jobs import Evaluation, EvaluatorError, Job, assemble, check_batch
+from srghn.sim.jobs import Evaluation, Job, assemble, check_batch
 from srghn.sim.profiles import RobotProfile
 
 

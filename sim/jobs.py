@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from srghn import ConfigError, SrghnError
+from srghn import ConfigError
+from srghn.errors import WorkerProtocolError
 from srghn.sim.envs import check_regime
 from srghn.sim.episodes import EpisodeResults, RunnerSpec
 
@@ -29,18 +30,6 @@ healthy one (the strategies treat NaN the same way)."""
 
 _DTYPES = {"float32": np.float32, "float64": np.float64, "int64": np.int64}
 _LENGTH = struct.Struct("<I")
-
-
-class EvaluatorError(SrghnError):
-    """An evaluator could not do its job at all (workers cannot start, a backend is missing or misconfigured).
-
-    Faults of single episodes are not errors: they fail the individuals concerned and are reported in the
-    :class:`Evaluation`.
-    """
-
-
-class ProtocolError(EvaluatorError):
-    """A message between the parent and a worker is malformed."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +130,7 @@ def encode(header: dict, arrays: Mapping[str, np.ndarray] | None = None) -> byte
     for name, array in arrays.items():
         a = np.ascontiguousarray(array)
         if a.dtype.name not in _DTYPES:
-            raise ProtocolError(f"array {name!r} has dtype {a.dtype}; allowed: {', '.join(_DTYPES)}")
+            raise WorkerProtocolError(f"array {name!r} has dtype {a.dtype}; allowed: {', '.join(_DTYPES)}")
         meta.append([name, a.dtype.name, list(a.shape)])
         buffers.append(a.tobytes())
     head = json.dumps({**header, "arrays": meta}).encode()
@@ -149,7 +138,7 @@ def encode(header: dict, arrays: Mapping[str, np.ndarray] | None = None) -> byte
 
 
 def decode(message: bytes) -> tuple[dict, dict[str, np.ndarray]]:
-    """Inverse of :func:`encode`; anything malformed is a :class:`ProtocolError`."""
+    """Inverse of :func:`encode`; anything malformed is a :class:`WorkerProtocolError`."""
     try:
         (n,) = _LENGTH.unpack_from(message)
         header = json.loads(message[_LENGTH.size:_LENGTH.size + n])
@@ -161,9 +150,9 @@ def decode(message: bytes) -> tuple[dict, dict[str, np.ndarray]]:
             arrays[str(name)] = a
             offset += a.nbytes
     except (struct.error, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ProtocolError(f"malformed worker message: {type(exc).__name__}: {exc}") from exc
+        raise WorkerProtocolError(f"malformed worker message: {type(exc).__name__}: {exc}") from exc
     if offset != len(message):
-        raise ProtocolError(f"malformed worker message: {len(message) - offset} trailing bytes")
+        raise WorkerProtocolError(f"malformed worker message: {len(message) - offset} trailing bytes")
     return header, arrays
 
 
@@ -180,8 +169,8 @@ def parse_results(header: dict, arrays: dict[str, np.ndarray], size: int) -> Epi
         returns, fitness, steps = (arrays[k] for k in ("returns", "fitness", "steps"))
         failures = {int(k): str(v) for k, v in header["failures"].items()}
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
-        raise ProtocolError(f"malformed job result: {type(exc).__name__}: {exc}") from exc
+        raise WorkerProtocolError(f"malformed job result: {type(exc).__name__}: {exc}") from exc
     if any(a.shape != (size,) for a in (returns, fitness, steps)) or not all(0 <= k < size for k in failures):
-        raise ProtocolError(f"job result does not match a job of {size} episodes")
+        raise WorkerProtocolError(f"job result does not match a job of {size} episodes")
     return EpisodeResults(returns.astype(np.float64), fitness.astype(np.float64), steps.astype(np.int64), failures,
                           bool(header.get("retire", False)))

@@ -23,8 +23,9 @@ from collections import deque
 import numpy as np
 
 from srghn import ConfigError
+from srghn.errors import EvaluatorError
 from srghn.sim.episodes import EpisodeResults, RunnerSpec
-from srghn.sim.jobs import Evaluation, EvaluatorError, Job, assemble, check_batch, job_arrays, plan_jobs
+from srghn.sim.jobs import Evaluation, Job, assemble, check_batch, job_arrays, plan_jobs
 from srghn.sim.workers import WorkerLimits, _max_episode_steps
 
 log = logging.getLogger("srghn.sim.ray_backend")

@@ -15,7 +15,7 @@ Supervision -- a fault costs only the individuals of the job it hit, never the g
   (:mod:`srghn.sim.episodes`); after a memory-limit hit the worker retires and is replaced.
 
 Only when workers cannot start at all (a broken profile, a missing module) does the evaluator raise
-:class:`~srghn.sim.jobs.EvaluatorError`.
+:class:`~srghn.errors.EvaluatorError`.
 """
 
 from __future__ import annotations
@@ -37,12 +37,11 @@ import gymnasium as gym
 import numpy as np
 
 from srghn import ConfigError
+from srghn.errors import EvaluatorError, WorkerProtocolError
 from srghn.sim.episodes import EpisodeResults, RunnerSpec
 from srghn.sim.jobs import (
     Evaluation,
-    EvaluatorError,
     Job,
-    ProtocolError,
     assemble,
     check_batch,
     decode,
@@ -271,11 +270,11 @@ class LocalEvaluator:
                     raise EvaluatorError(f"evaluation worker for {self.spec.name!r} could not start: "
                                          f"{header.get('message')}")
                 if kind != "ready":
-                    raise ProtocolError(f"expected 'ready', got {kind!r}")
+                    raise WorkerProtocolError(f"expected 'ready', got {kind!r}")
                 w.state, w.torch_loaded, self._start_failures = "idle", bool(header.get("torch_loaded")), 0
                 return
             if kind != "result" or header.get("job") != w.job.id:
-                raise ProtocolError(f"expected the result of job {w.job.id}, got {kind!r} {header.get('job')!r}")
+                raise WorkerProtocolError(f"expected the result of job {w.job.id}, got {kind!r} {header.get('job')!r}")
             job_results = parse_results(header, arrays, w.job.size)
         except (EOFError, OSError):
             if w.state == "starting":
@@ -287,7 +286,7 @@ class LocalEvaluator:
                             death_reason(rc))
                 self._lose(w, death_reason(rc), results, reaped=True)
             return
-        except ProtocolError as exc:
+        except WorkerProtocolError as exc:
             log.warning("worker pid %d: %s; replacing it", w.pid, exc)
             if w.state == "starting":
                 self._start_failed(w, str(exc))

@@ -13,8 +13,8 @@ from champion_helpers import random_params
 from srghn.controller.onnx_policy import OnnxPolicy, PolicyLoadError, reference_outputs
 from srghn.deploy import onnx_export
 from srghn.deploy.champions import export_for_profile
-from srghn.deploy.errors import ExportError
 from srghn.deploy.onnx_export import PolicyModule, export_policy
+from srghn.errors import ExportError
 from srghn.safety.stress import record_observations, stress_observations
 from srghn.sim.profiles import load_profile
 

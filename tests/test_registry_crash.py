@@ -26,7 +26,7 @@ ROBOT = "cartpole"
 CHILD = r"""
 import random, sys
 import numpy as np
-from srghn.deploy.errors import PromotionRefused
+from srghn.errors import PromotionRefused
 from srghn.deploy.registry import Registry
 from srghn.safety.report import GateReport, GateResult
 

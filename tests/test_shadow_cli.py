@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from srghn.cli import app
-from srghn.sim.jobs import EvaluatorError
+from srghn.errors import EvaluatorError
 from srghn.sim.profiles import load_profile
 
 runner = CliRunner()

@@ -11,9 +11,10 @@ import pytest
 from shadow_runs import cartpole_records
 
 from srghn import ConfigError, UnknownRegime
+from srghn.errors import EvaluatorError, WorkerProtocolError
 from srghn.sim.backends import make_evaluator
 from srghn.sim.evaluator import InProcessEvaluator, evaluate_batch, make_env
-from srghn.sim.jobs import EvaluatorError, ProtocolError, decode, encode, plan_jobs
+from srghn.sim.jobs import decode, encode, plan_jobs
 from srghn.sim.profiles import load_profile
 from srghn.sim.run import EvolveSettings
 from srghn.sim.workers import GiB, LocalEvaluator, WorkerLimits
@@ -101,9 +102,9 @@ def test_frames_round_trip_and_reject_garbage():
         assert back[name].dtype == a.dtype
     good = encode({"type": "x"}, arrays)
     for garbage in (b"", b"\x01", good[:-3], good + b"\x00", good.replace(b"float32", b"object_")):
-        with pytest.raises(ProtocolError):
+        with pytest.raises(WorkerProtocolError):
             decode(garbage)
-    with pytest.raises(ProtocolError, match="dtype"):
+    with pytest.raises(WorkerProtocolError, match="dtype"):
         encode({}, {"o": np.array(["x"], dtype=object)})
 
 

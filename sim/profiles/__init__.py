@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 
 from srghn import ConfigError
-from srghn.controller.evolution import EvolutionConfig
-from srghn.controller.ghn import GHNConfig
+from srghn.controller.configs import EvolutionConfig, GHNConfig
 from srghn.controller.policy import PolicySpec
 from srghn.sim.envs import NOMINAL, regimes_of
 from srghn.sim.gate_config import GateConfig, parse_gates

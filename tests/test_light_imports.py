@@ -1,0 +1,39 @@
+"""Processes that never evolve anything load without torch: the live server and its helpers, the clients, robot
+profiles and configs (so the simulated robot and the CLI's serving commands start in a fraction of a second)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "torch_geometric")
+LIGHT = {
+    "srghn.deploy.server": HEAVY + ("gymnasium", "mujoco"),
+    "srghn.deploy.supervisor": HEAVY + ("gymnasium", "mujoco", "numpy", "zmq"),
+    "srghn.deploy.client": HEAVY + ("gymnasium", "mujoco"),
+    "srghn.deploy.operator": HEAVY + ("gymnasium", "mujoco"),
+    "srghn.deploy.keys": HEAVY + ("gymnasium", "mujoco"),
+    "srghn.sim.profiles": HEAVY,
+    "srghn.controller.configs": HEAVY,
+    "srghn.deploy.robot_sim": HEAVY,
+}
+
+
+@pytest.mark.parametrize("module", sorted(LIGHT))
+def test_module_imports_nothing_heavy(module: str) -> None:
+    code = (f"import sys, {module}; from srghn.sim.profiles import load_profile; " if module == "srghn.sim.profiles"
+            else f"import sys, {module}; ")
+    code += f"print(sorted(m for m in {LIGHT[module]!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", f"{module} pulls in {done.stdout.strip()}"
+
+
+def test_profiles_load_without_torch() -> None:
+    code = ("import sys; from srghn.sim.profiles import available_profiles, load_profile; "
+            "[load_profile(n) for n in available_profiles()]; print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
