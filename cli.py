@@ -10,7 +10,7 @@ import json
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -220,7 +220,11 @@ IdArg = Annotated[str, typer.Argument(help="Champion id (or a unique prefix of o
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why: recorded in the audit log.")]
 ActorOpt = Annotated[str | None, typer.Option(
-    "--actor", help="Who acts, for the audit log (default: $SRGHN_ACTOR, else user@host).", show_default=False)]
+    "--actor", help="Who acts, for the audit log, when no server runs (default: $SRGHN_ACTOR, else user@host); "
+    "through a server the actor is the identity it authenticated.", show_default=False)]
+KeyOpt = Annotated[str | None, typer.Option(
+    "--key", help="With a CURVE server: the name of the local key to connect with (default: the only operator "
+    "key, else observer key, in the server's key directory).", show_default=False)]
 
 
 @contextlib.contextmanager
@@ -243,15 +247,12 @@ def _open_registry(state_dir: Path | None, create: bool = False):
     return Registry.open(resolve_state_dir(state_dir), create=create)
 
 
-def _query(state_dir: Path | None, cmd: str, local: Callable, **fields: object) -> list[dict]:
-    """A read answered by the daemon running on the state directory (admin ``cmd``), else by ``local(registry)``."""
-    daemon = _daemon(state_dir)
-    if daemon is None:
-        with _open_registry(state_dir) as registry:
-            return local(registry)
-    with daemon:
-        reply = daemon.request(cmd, **fields)
-    return reply["champions" if cmd == "champions" else "events"]
+def _operator(state_dir: Path | None, key: str | None = None, actor: str | None = None):
+    """The rule "through the running server, else on the registry" lives in :class:`~srghn.deploy.operator.Operator`."""
+    from srghn.deploy.operator import Operator
+    from srghn.deploy.state import resolve_state_dir
+
+    return Operator(resolve_state_dir(state_dir), key=key, actor=actor)
 
 
 def _actor(actor: str | None) -> str:
@@ -320,14 +321,12 @@ def champions(
     status: Annotated[str | None, typer.Option(
         help="Only champions in this status: candidate, passed, failed, live or retired.")] = None,
     as_json: JsonOpt = False,
+    key: KeyOpt = None,
     state_dir: StateDirOpt = None,
 ) -> None:
     """List registered champions, newest first: status, lineage, fitness, gate verdict."""
-    from srghn.deploy.registry import champion_rows
-
     with _handled():
-        rows = _query(state_dir, "champions", lambda registry: champion_rows(registry, robot, status), robot=robot,
-                      status=status)
+        rows = _operator(state_dir, key).champions(robot, status)
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -442,31 +441,22 @@ def promote(
         "--force", help="Override failed SOFT gates (regression, latency); needs --reason. Hard gates never yield.")]
     = False,
     actor: ActorOpt = None,
+    key: KeyOpt = None,
     state_dir: StateDirOpt = None,
 ) -> None:
     """Make a champion live for its robot. Refuses candidates without a passing, current gate report.
 
-    While a daemon runs on the state directory this goes through its admin socket, and returns once the daemon
-    serves the new champion; otherwise it changes the registry directly.
+    While a server runs on the state directory this goes through its admin socket, and returns once it serves
+    the new champion; otherwise it changes the registry directly.
     """
     with _handled():
-        daemon = _daemon(state_dir)
-        if daemon is not None:
-            with _open_registry(state_dir) as registry:
-                target = registry.get(champion_id)
-            if target.robot != daemon.robot:
-                daemon.close()
-                daemon = None  # the daemon serves another robot: this one is changed in the registry
-        if daemon is not None:
-            with daemon:
-                event = daemon.promote(target.id, _actor(actor), reason, force)["event"]
-        else:
-            with _open_registry(state_dir) as registry:
-                event = registry.promote(champion_id, _actor(actor), reason, force).to_dict()
+        event, via = _operator(state_dir, key, actor).promote(champion_id, reason, force)
     forced = f" (FORCED over {', '.join(event['detail']['overridden'])})" if event["forced"] else ""
-    via = " (through the running daemon, now serving it)" if daemon is not None else ""
     out.print(escape(f"promoted {event['to']} to live for {event['robot']} (was {event['from'] or 'nothing'}){forced}"
-                     f"{via}"), highlight=False, soft_wrap=True)
+                     f"{VIA if via else ''}"), highlight=False, soft_wrap=True)
+
+
+VIA = " (through the running server, now serving it)"
 
 
 @app.command()
@@ -477,26 +467,17 @@ def rollback(
         "--robot", "-r", help="Robot to roll back (default: the only robot with a live champion).")] = None,
     reason: ReasonOpt = None,
     actor: ActorOpt = None,
+    key: KeyOpt = None,
     state_dir: StateDirOpt = None,
 ) -> None:
     """Go back to the previous live champion (or to --to). A corrupted target is refused; the live one stays.
 
-    Goes through a running daemon's admin socket (which swaps the served policy before answering), else changes
+    Goes through a running server's admin socket (which swaps the served policy before answering), else changes
     the registry directly.
     """
     with _handled():
-        daemon = _daemon(state_dir)
-        if daemon is not None and robot not in (None, daemon.robot):
-            daemon.close()
-            daemon = None  # the daemon serves another robot: this one is changed in the registry
-        if daemon is not None:
-            with daemon:
-                event = daemon.rollback(to, _actor(actor), reason)["event"]
-        else:
-            with _open_registry(state_dir) as registry:
-                event = registry.rollback(_actor(actor), robot, to, reason).to_dict()
-    via = " (through the running daemon, now serving it)" if daemon is not None else ""
-    out.print(escape(f"rolled back {event['robot']}: {event['to']} is live (was {event['from']}){via}"),
+        event, via = _operator(state_dir, key, actor).rollback(to, robot, reason)
+    out.print(escape(f"rolled back {event['robot']}: {event['to']} is live (was {event['from']}){VIA if via else ''}"),
               highlight=False, soft_wrap=True)
 
 
@@ -528,12 +509,12 @@ def history(
     robot: Annotated[str | None, typer.Option("--robot", "-r", help="Only this robot's events.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the last N events.")] = None,
     as_json: JsonOpt = False,
+    key: KeyOpt = None,
     state_dir: StateDirOpt = None,
 ) -> None:
     """Show the audit log: registrations, gate runs, promotions, rollbacks and refusals (who, when, why)."""
     with _handled():
-        events = _query(state_dir, "history", lambda registry: [e.to_dict() for e in registry.history(robot, limit)],
-                        robot=robot, limit=limit)
+        events = _operator(state_dir, key).history(robot, limit)
     if as_json:
         print(json.dumps(events, indent=2))
         return
@@ -554,45 +535,14 @@ def history(
     out.print(table)
 
 
-# -- the daemon: run, robot-sim, status, watch, keys (design.md §4) ---------------------------------------------------
+# -- the daemon and the server: run, serve, robot-sim, status, watch, keys (design.md §4) ----------------------------
 
 EndpointOpt = Annotated[str | None, typer.Option(
     help="ZeroMQ endpoint, ipc://PATH or tcp://HOST:PORT (default: ipc://<state dir>/<role>.sock).",
     show_default=False)]
 KeysOpt = Annotated[Path | None, typer.Option(
-    "--keys", help="CURVE key directory from `srghn-ctl keys` (required to bind beyond this machine).",
+    "--keys", help="CURVE key directory from `srghn-ctl keys add` (required to bind beyond this machine).",
     show_default=False)]
-
-
-def _daemon(state_dir: Path | None):
-    """An admin client of the daemon running on the state directory, or None when none runs there."""
-    from srghn.deploy.client import AdminClient
-    from srghn.deploy.state import read_runfile, resolve_state_dir
-
-    info = read_runfile(resolve_state_dir(state_dir))
-    if info is None:
-        return None
-    return AdminClient(info["admin"], robot=info.get("robot"), **_client_keys(info.get("keys")))
-
-
-def _client_keys(keys: str | Path | None, name: str = "client") -> dict:
-    if keys is None:
-        return {}
-    keys = Path(keys)
-    return {"server_key": keys / "server.key", "client_key": keys / "clients" / f"{name}.key_secret"}
-
-
-def _endpoint(given: str | None, role: str, state_dir: Path | None) -> tuple[str, dict]:
-    """An endpoint given on the command line, else the one the running daemon wrote to its run file."""
-    from srghn.deploy.state import read_runfile, resolve_state_dir
-
-    info = read_runfile(resolve_state_dir(state_dir)) or {}
-    if given is not None:
-        return given, info
-    if role not in info:
-        raise ConfigError(f"no daemon runs on state directory {resolve_state_dir(state_dir)}; start one with "
-                          f"`srghn-ctl run`, or pass --{role} ENDPOINT")
-    return info[role], info
 
 
 @app.command()
@@ -629,14 +579,19 @@ def run(
     fault_at: Annotated[int | None, typer.Option(help="With --fault: the robot step at which it happens.")] = None,
     robot_rate: Annotated[float | None, typer.Option(
         help="With --sim-robot: its control steps per second (default: real time; 0: flat out).")] = None,
+    attach: Annotated[bool, typer.Option(
+        "--attach", help="Attach to the control server already running on the state directory (`srghn-ctl serve`, "
+        "its systemd unit) and never start or stop one.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the shutdown summary as JSON on stdout.")] = False,
     state_dir: StateDirOpt = None,
 ) -> None:
     """Run the daemon: evolve in the shadow simulator, gate and promote champions, serve the live control loop.
 
-    Robots connect to the control socket (see docs/protocol.md); `status`, `watch`, `promote`, `rollback` and
-    `champions` talk to the running daemon. Population and registry live in the state directory, so a restarted
-    daemon resumes and serves the last live champion from its first request. Ctrl-C or SIGTERM stops it cleanly.
+    The control server runs in a process of its own that outlives the daemon: started here (under a supervisor
+    that restarts it) when none runs on the state directory, attached to otherwise. Robots connect to its control
+    socket (see docs/protocol.md); `status`, `watch`, `promote`, `rollback` and `champions` talk to it. Population
+    and registry live in the state directory, so a restarted daemon resumes. Ctrl-C or SIGTERM stops evolution
+    between two generations, then the server this command started.
     """
     from srghn.deploy.daemon import Daemon, DaemonSettings
     from srghn.deploy.state import resolve_state_dir
@@ -653,7 +608,8 @@ def run(
             load_profile(robot), resolve_state_dir(state_dir), seed=seed, population=population, episodes=episodes,
             generations=generations, duration_s=duration, auto_promote=auto_promote, gate_every=gate_every,
             regime=regime, follow_drift=follow_drift, control=control, admin=admin, telemetry=telemetry, keys=keys,
-            backend=backend, workers=workers, ray_address=ray_address, sim_robot=sim_robot, robot_args=robot_args)
+            backend=backend, workers=workers, ray_address=ray_address, sim_robot=sim_robot, robot_args=robot_args,
+            attach=attach)
         if sim_robot and fault is not None:
             from srghn.deploy.robot_sim import check_fault
 
@@ -702,6 +658,8 @@ def _print_daemon_summary(summary: dict) -> None:
                                 f"{c['gate_failed']} failed, {c['promoted']} promoted")
     table.add_row("live / last known good", escape(f"{summary['live'] or '-'} / {summary['last_known_good'] or '-'}"))
     serving = summary.get("serving") or {}
+    if not summary.get("server_stopped"):
+        table.add_row("server", "still serving (this daemon only detached from it)")
     if serving:
         req = serving["requests"]
         table.add_row("served", f"{req['act']:,} actions, {req['step']:,} step reports, {req['errors']} error "
@@ -732,34 +690,20 @@ def robot_sim(
     seed: Annotated[int, typer.Option(help="Seed of the episodes.")] = 0,
     rate: Annotated[float | None, typer.Option(
         help="Control steps per second (default: the simulator's real-time rate, e.g. 50 for CartPole, 20 for "
-        "Ant; 0: as fast as the daemon answers).")] = None,
+        "Ant; 0: as fast as the server answers).")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each answer before retrying.")] = 2.0,
     keys: KeysOpt = None,
+    key: Annotated[str | None, typer.Option(
+        "--key", help="With CURVE: the robot key to connect with (default: the only local robot key).",
+        show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No per-episode lines.")] = False,
-    summary_file: Annotated[Path | None, typer.Option(hidden=True)] = None,
-    parent_pid: Annotated[int | None, typer.Option(hidden=True)] = None,
     state_dir: StateDirOpt = None,
 ) -> None:
-    """Run a simulated robot against the daemon: MuJoCo/Box2D env of the profile, every action asked for over
-    the control socket and every step reported. --fault injects a change of dynamics mid-run."""
-    import os
-    import signal
-
-    from srghn.deploy.robot_sim import check_fault, run_robot
+    """Run a simulated robot against the control server: MuJoCo/Box2D env of the profile, every action asked for
+    over the control socket and every step reported. --fault injects a change of dynamics mid-run."""
+    from srghn.deploy.robot_sim import check_fault, drive
     from srghn.sim.profiles import load_profile
-
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append("SIGTERM"))
-    if parent_pid is not None:  # started by a daemon: it decides when we stop
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    else:
-        signal.signal(signal.SIGINT, lambda *_: stop.append("SIGINT"))
-
-    def should_stop() -> bool:
-        if parent_pid is not None and os.getppid() != parent_pid:
-            stop.append("parent gone")
-        return bool(stop)
 
     def on_episode(run) -> None:
         if not quiet and not as_json:
@@ -769,16 +713,13 @@ def robot_sim(
     with _handled():
         profile = load_profile(robot)
         check_fault(profile, fault, fault_at)
-        endpoint, info = _endpoint(control, "control", state_dir)
-        result = run_robot(profile, endpoint, episodes=episodes, steps=steps, duration_s=duration, fault=fault,
-                           fault_at=fault_at, seed=seed, rate_hz=rate, timeout_s=timeout,
-                           keys=tuple(_client_keys(keys or info.get("keys")).values()) or None,
-                           on_episode=on_episode, should_stop=should_stop)
+        operator = _operator(state_dir, key)
+        endpoint = operator.endpoint("control", control)
+        found = operator.client_keys(("robot",), keys)
+        result = drive(profile, endpoint, episodes=episodes, steps=steps, duration_s=duration, fault=fault,
+                       fault_at=fault_at, seed=seed, rate_hz=rate, timeout_s=timeout,
+                       keys=(found["server_key"], found["client_key"]) if found else None, on_episode=on_episode)
     summary = result.summary()
-    if summary_file is not None:
-        from srghn.controller.files import atomic_write
-
-        atomic_write(summary_file, json.dumps(summary, indent=2).encode())
     if as_json:
         print(json.dumps(summary, indent=2))
     elif not quiet:
@@ -788,31 +729,58 @@ def robot_sim(
 
 
 @app.command()
-def status(
-    as_json: JsonOpt = False,
+def serve(
+    robot: RobotOpt = "cartpole",
+    control: EndpointOpt = None,
+    admin: EndpointOpt = None,
+    telemetry: EndpointOpt = None,
+    keys: KeysOpt = None,
     state_dir: StateDirOpt = None,
 ) -> None:
-    """Show what the daemon is doing: serving champion, request rates and latency, robots, evolution.
+    """Run the control server alone, in the foreground: what systemd's srghn-server unit runs
+    (deploy/systemd/). It serves the registry's live champion until SIGTERM, reports readiness and liveness to
+    systemd, and a daemon (`srghn-ctl run --attach`) can attach to it and detach again at any time."""
+    from srghn.deploy.keys import CurveServer
+    from srghn.deploy.server import SERVE_CONFIG, ServeConfig, Server, choose_endpoints
+    from srghn.deploy.state import resolve_state_dir, secure_state_dir
+    from srghn.sim.profiles import load_profile
 
-    With no daemon running, shows the registry's live champions instead."""
     with _handled():
-        daemon = _daemon(state_dir)
-        if daemon is None:
-            with _open_registry(state_dir) as registry:
+        state = secure_state_dir(resolve_state_dir(state_dir))
+        endpoints = choose_endpoints(state, control, admin, telemetry)
+        CurveServer.for_endpoints(keys, endpoints.values())
+        config = ServeConfig.for_profile(load_profile(robot), state, endpoints, keys)
+        (state / SERVE_CONFIG).write_text(config.to_json())
+        code = Server(config).run()
+    raise typer.Exit(code)
+
+
+@app.command()
+def status(
+    as_json: JsonOpt = False,
+    key: KeyOpt = None,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Show what the server is doing: serving champion, request rates and latency, robots, evolution.
+
+    With no server running, shows the registry's live champions instead."""
+    with _handled():
+        operator = _operator(state_dir, key)
+        st = operator.status()
+        if st is None:
+            with operator.registry() as registry:
                 live = {r: getattr(registry.live(r), "id", None) for r in registry.robots()}
             if as_json:
-                print(json.dumps({"daemon": None, "live": live}, indent=2))
+                print(json.dumps({"server": None, "live": live}, indent=2))
             else:
-                out.print("daemon: not running")
+                out.print("server: not running")
                 for r, cid in live.items():
                     out.print(escape(f"  {r}: live {cid or '-'}"), highlight=False)
             return
-        with daemon:
-            st = daemon.status()
     if as_json:
         print(json.dumps(st, indent=2))
         return
-    table = Table(title=f"srghn daemon: {st['robot']} (pid {st['pid']}, up {st['uptime_s']:.0f} s)", show_header=False)
+    table = Table(title=f"srghn server: {st['robot']} (pid {st['pid']}, up {st['uptime_s']:.0f} s)", show_header=False)
     sv = st["serving"]
     table.add_row("serving", escape(f"{sv['champion'] or 'SAFE ACTION (nothing live)'} (swap #{sv['serial']}); "
                                     f"last known good {sv['last_known_good'] or '-'}"))
@@ -831,46 +799,41 @@ def status(
                       f"{_fmt(ev.get('mutation_rate'), 3)}")
         table.add_row("releases", f"{ev['registered']} registered, {ev['gate_passed']} passed, {ev['promoted']} "
                       f"promoted (auto-promote {'on' if ev['auto_promote'] else 'off'})")
+    else:
+        table.add_row("evolution", "no daemon attached")
     table.add_row("endpoints", escape(", ".join(f"{k} {v}" for k, v in st["endpoints"].items())))
     out.print(table)
 
 
-def _evolution_command(cmd: str, state_dir: Path | None, actor: str | None, **fields: object) -> None:
-    from srghn.deploy.state import resolve_state_dir
-
+def _evolution_command(cmd: str, state_dir: Path | None, key: str | None, **fields: object) -> None:
     with _handled():
-        daemon = _daemon(state_dir)
-        if daemon is None:
-            raise ConfigError(f"no daemon runs on state directory {resolve_state_dir(state_dir)}: `{cmd}` acts on "
-                              "a running daemon's evolution (start one with `srghn-ctl run`)")
-        with daemon:
-            reply = daemon.request(cmd, actor=_actor(actor), **fields)
+        reply = _operator(state_dir, key).command(cmd, **fields)
     out.print(escape(f"{cmd}{' ' + str(reply['regime']) if reply.get('regime') else ''}: accepted; {reply['note']}"),
               highlight=False, soft_wrap=True)
 
 
 @app.command()
-def pause(actor: ActorOpt = None, state_dir: StateDirOpt = None) -> None:
+def pause(key: KeyOpt = None, state_dir: StateDirOpt = None) -> None:
     """Pause the running daemon's evolution (serving goes on). It persists across restarts until `resume`."""
-    _evolution_command("pause", state_dir, actor)
+    _evolution_command("pause", state_dir, key)
 
 
 @app.command()
-def resume(actor: ActorOpt = None, state_dir: StateDirOpt = None) -> None:
+def resume(key: KeyOpt = None, state_dir: StateDirOpt = None) -> None:
     """Resume the running daemon's evolution."""
-    _evolution_command("resume", state_dir, actor)
+    _evolution_command("resume", state_dir, key)
 
 
 @app.command()
 def regime(
     name: Annotated[str, typer.Argument(help="Regime of the robot profile (see `profiles --json`).",
                                         show_default=False)],
-    actor: ActorOpt = None,
+    key: KeyOpt = None,
     state_dir: StateDirOpt = None,
 ) -> None:
     """Switch the shadow simulator of the running daemon to another regime (e.g. after the robot's dynamics
     changed); the population re-adapts, and new champions are gated in that regime."""
-    _evolution_command("regime", state_dir, actor, regime=name)
+    _evolution_command("regime", state_dir, key, regime=name)
 
 
 @app.command()
@@ -882,15 +845,18 @@ def watch(
     timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds without an event.")] = None,
     telemetry: EndpointOpt = None,
     keys: KeysOpt = None,
+    key: KeyOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     state_dir: StateDirOpt = None,
 ) -> None:
-    """Follow the daemon's telemetry live: generations, gates, promotions, rollbacks, watchdog, live stats."""
+    """Follow the server's telemetry live: generations, gates, promotions, rollbacks, watchdog, live stats."""
     from srghn.deploy.client import Telemetry
+    from srghn.deploy.operator import READERS
 
     with _handled():
-        endpoint, info = _endpoint(telemetry, "telemetry", state_dir)
-        events = Telemetry(endpoint, tuple(topics or ()), timeout, **_client_keys(keys or info.get("keys")))
+        operator = _operator(state_dir, key)
+        events = Telemetry(operator.endpoint("telemetry", telemetry), tuple(topics or ()), timeout,
+                           **operator.client_keys(READERS, keys))
         try:
             for n, event in enumerate(events, start=1):
                 if as_json:
@@ -909,26 +875,70 @@ def watch(
             events.close()
 
 
-@app.command()
-def keys(
-    directory: Annotated[Path | None, typer.Option(
-        "--keys", help="Key directory (default: <state dir>/keys).", show_default=False)] = None,
-    client: Annotated[list[str] | None, typer.Option(
-        "--client", help="Client certificate(s) to create and authorize (repeatable; default: client).")] = None,
-    state_dir: StateDirOpt = None,
-) -> None:
-    """Create CURVE keys: the daemon's certificate and authorized client certificates (for non-local endpoints).
+keys_app = typer.Typer(help="CURVE keys with a name and a role (robot, operator, observer), needed to bind beyond "
+                            "this machine. Changes take effect on a running server at its next request.",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+KeyDirOpt = Annotated[Path | None, typer.Option(
+    "--keys", help="Key directory (default: <state dir>/keys).", show_default=False)]
 
-    Start the daemon with `run --keys DIR`; give each client DIR/server.key and its DIR/clients/NAME.key_secret.
-    """
-    from srghn.deploy.security import create_keys
+
+def _key_dir(directory: Path | None, state_dir: Path | None) -> Path:
     from srghn.deploy.state import resolve_state_dir
 
+    return directory or resolve_state_dir(state_dir) / "keys"
+
+
+@keys_app.command("add")
+def keys_add(
+    name: Annotated[str, typer.Argument(help="Name of the key: the robot's or person's (e.g. arm-3, alice).",
+                                        show_default=False)],
+    role: Annotated[str, typer.Option(
+        "--role", help="robot (act, step), operator (everything on admin) or observer (read only).",
+        show_default=False)],
+    directory: KeyDirOpt = None,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Make a key pair and authorize it (and the server's certificate, the first time). Give the client
+    DIR/server.key and its DIR/clients/NAME.key_secret (written 0600)."""
+    from srghn.deploy.keys import add_key
+
     with _handled():
-        directory = directory or resolve_state_dir(state_dir) / "keys"
-        made = create_keys(directory, client or ["client"])
-    for name, path in made.items():
-        out.print(escape(f"{name}: {path}"), highlight=False)
+        secret = add_key(_key_dir(directory, state_dir), name, role)
+    out.print(escape(f"{role} key {name}: {secret} (give it, with {secret.parent.parent / 'server.key'}, to the "
+                     "client)"), highlight=False, soft_wrap=True)
+
+
+@keys_app.command("list")
+def keys_list(as_json: JsonOpt = False, directory: KeyDirOpt = None, state_dir: StateDirOpt = None) -> None:
+    """List the authorized keys: name, role, public key, and whether its key pair was made here."""
+    import dataclasses
+
+    from srghn.deploy.keys import list_keys
+
+    with _handled():
+        found = list_keys(_key_dir(directory, state_dir))
+    if as_json:
+        print(json.dumps([dataclasses.asdict(k) for k in found], indent=2))
+        return
+    table = _table("name", "role", "public key", "key pair here", title=f"authorized keys ({len(found)})")
+    for k in found:
+        _row(table, k.name, k.role, k.public_key, "yes" if k.has_secret else "no")
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    name: Annotated[str, typer.Argument(help="Name of the key to revoke.", show_default=False)],
+    directory: KeyDirOpt = None,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Revoke a key: a running server refuses its very next request (FORBIDDEN) and every new connection."""
+    from srghn.deploy.keys import revoke_key
+
+    with _handled():
+        revoke_key(_key_dir(directory, state_dir), name)
+    out.print(escape(f"revoked {name}"), highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console-script convenience

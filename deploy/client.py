@@ -5,8 +5,8 @@
         reply = robot.act(obs)                   # reply.action: float32 array; reply.source: LIVE / ... / SAFE
         robot.step(reward, terminated, truncated, next_obs)
 
-Every call has a timeout and raises :class:`DaemonUnavailable` when the daemon does not answer in time, or
-:class:`ReplyError` (with the protocol's error ``code``) when it answers with an ``ERROR``.
+Every call has a timeout and raises :class:`~srghn.errors.ServerUnavailable` when the server does not answer in
+time, or :class:`~srghn.errors.ReplyError` (with the protocol's error ``code``) when it answers with an ``ERROR``.
 """
 
 from __future__ import annotations
@@ -20,37 +20,17 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from srghn import ConfigError, SrghnError
 from srghn.deploy import protocol as p
-
-
-class DaemonUnavailable(SrghnError):
-    """No answer from the daemon within the timeout (not running, wrong endpoint, or overloaded)."""
-
-
-class ReplyError(SrghnError):
-    """The daemon answered with an ``ERROR`` message."""
-
-    @staticmethod
-    def of(code: int, message: str) -> ReplyError:
-        """The error for a reply code: request mistakes are also :class:`ConfigError` (the CLI exits 2)."""
-        return (InvalidRequest if code not in SERVER_SIDE else ReplyError)(code, message)
-
-    def __init__(self, code: int, message: str) -> None:
-        try:
-            name = p.ErrorCode(code).name
-        except ValueError:
-            name = f"code {code}"
-        super().__init__(f"{name}: {message}")
-        self.code = code
-        self.reason = message
-
-
-class InvalidRequest(ReplyError, ConfigError):
-    """The daemon refused a malformed or meaningless request (bad field, unknown champion, ...)."""
-
+from srghn.errors import ConfigError, Forbidden, InvalidRequest, ReplyError, ServerUnavailable
 
 SERVER_SIDE = {p.ErrorCode.REFUSED, p.ErrorCode.UNAVAILABLE, p.ErrorCode.INTERNAL}
+
+
+def reply_error(code: int, message: str) -> ReplyError:
+    """The error for an ``ERROR`` reply: a role's refusal is :class:`Forbidden`; request mistakes are also
+    :class:`ConfigError` (the CLI exits 2)."""
+    kind = Forbidden if code == p.ErrorCode.FORBIDDEN else ReplyError if code in SERVER_SIDE else InvalidRequest
+    return kind(code, p.error_name(code), message)
 
 
 @dataclass(frozen=True)
@@ -72,12 +52,7 @@ class _Dealer:
         self.sock.setsockopt(zmq.LINGER, 0)
         if identity:
             self.sock.setsockopt(zmq.ROUTING_ID, identity)
-        if server_key is not None:
-            from srghn.deploy.security import make_client
-
-            if client_key is None:
-                raise SrghnError("a CURVE server key needs a client key too")
-            make_client(self.sock, Path(server_key), Path(client_key))
+        _secure(self.sock, endpoint, server_key, client_key)
         self.sock.connect(endpoint)
         self.endpoint = endpoint
         self.timeout_ms = int(timeout_s * 1000)
@@ -88,13 +63,13 @@ class _Dealer:
         self.sock.send_multipart(frames)
         while True:
             if not self.sock.poll(self.timeout_ms):
-                raise DaemonUnavailable(f"no reply from {self.endpoint} within {self.timeout_ms / 1000:g} s")
+                raise ServerUnavailable(f"no reply from {self.endpoint} within {self.timeout_ms / 1000:g} s")
             reply = self.sock.recv_multipart()
             _, version, msg_type, _, rid = p.HEADER.unpack(reply[0])
             if rid != request_id:
                 continue
             if msg_type == p.MsgType.ERROR:
-                raise ReplyError.of(p.ERROR_CODE.unpack(reply[1])[0], reply[2].decode("utf-8", "replace"))
+                raise reply_error(p.ERROR_CODE.unpack(reply[1])[0], reply[2].decode("utf-8", "replace"))
             return p.MsgType(msg_type), reply
 
     def json_call(self, msg_type: p.MsgType, payload: dict | None) -> dict:
@@ -137,13 +112,13 @@ class ControlClient(_Dealer):
 
 
 class AdminClient(_Dealer):
-    """The operator's side of the admin socket (what ``srghn-ctl`` uses while a daemon runs)."""
+    """The operator's side of the admin socket (what ``srghn-ctl`` uses while a server runs)."""
 
     def __init__(self, endpoint: str, timeout_s: float = 30.0, server_key: Path | None = None,
                  client_key: Path | None = None, ctx: zmq.Context | None = None, robot: str | None = None) -> None:
         super().__init__(endpoint, timeout_s, None, server_key, client_key, ctx)
         self.robot = robot
-        """The robot the daemon serves (from its run file), when known."""
+        """The robot the server serves (from its run file), when known."""
 
     def request(self, cmd: str, **fields: object) -> dict:
         return self.json_call(p.MsgType.ADMIN, {"cmd": cmd, **{k: v for k, v in fields.items() if v is not None}})
@@ -151,12 +126,12 @@ class AdminClient(_Dealer):
     def status(self) -> dict:
         return self.request("status")
 
-    def promote(self, champion_id: str, actor: str | None = None, reason: str | None = None,
-                force: bool = False) -> dict:
-        return self.request("promote", id=champion_id, actor=actor, reason=reason, force=force or None)
+    def promote(self, champion_id: str, reason: str | None = None, force: bool = False) -> dict:
+        """Make a champion live; the audit actor is whoever this client authenticated as."""
+        return self.request("promote", id=champion_id, reason=reason, force=force or None)
 
-    def rollback(self, to: str | None = None, actor: str | None = None, reason: str | None = None) -> dict:
-        return self.request("rollback", to=to, actor=actor, reason=reason)
+    def rollback(self, to: str | None = None, reason: str | None = None) -> dict:
+        return self.request("rollback", to=to, reason=reason)
 
 
 class Telemetry:
@@ -170,10 +145,7 @@ class Telemetry:
                  ctx: zmq.Context | None = None) -> None:
         self.sock = (ctx or zmq.Context.instance()).socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
-        if server_key is not None and client_key is not None:
-            from srghn.deploy.security import make_client
-
-            make_client(self.sock, Path(server_key), Path(client_key))
+        _secure(self.sock, endpoint, server_key, client_key)
         for topic in topics or ("",):
             self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
         self.sock.connect(endpoint)
@@ -196,3 +168,15 @@ class Telemetry:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _secure(sock: zmq.Socket, endpoint: str, server_key: Path | None, client_key: Path | None) -> None:
+    """IPv6 where the endpoint needs it; CURVE when keys are given."""
+    if p.is_ipv6(endpoint):
+        sock.setsockopt(zmq.IPV6, 1)
+    if server_key is not None:
+        from srghn.deploy.keys import make_client
+
+        if client_key is None:
+            raise ConfigError("a CURVE server key needs a client key too")
+        make_client(sock, Path(server_key), Path(client_key))

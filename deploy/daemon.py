@@ -1,39 +1,43 @@
-"""The daemon behind ``srghn-ctl run``: evolve, gate, promote, and serve, until told to stop.
+"""The daemon behind ``srghn-ctl run``: evolve, gate and promote, attached to a control server that serves.
 
-Process model (design.md §4)::
+Process model (design.md §4, docs/daemon.md)::
 
-    srghn-ctl run (this module, torch)        control server (deploy/server.py, ONNX Runtime, no torch)
-      evolution loop  ── internal PAIR ──►      control ROUTER  ◄── robots (act / step)
-      gating, registering                      admin ROUTER    ◄── srghn-ctl, tools
-      shadow workers (nice +10, sandboxed)     telemetry PUB   ──► srghn-ctl watch, dashboards
+    supervisor (deploy/supervisor.py) ─► control server (deploy/server.py, ONNX Runtime, no torch)
+                                            control ROUTER  ◄── robots (act / step)
+                                            admin ROUTER    ◄── srghn-ctl, tools
+                                            telemetry PUB   ──► srghn-ctl watch, dashboards
+                                            internal ROUTER ◄── this daemon (typed messages, heartbeats)
+    srghn-ctl run (this module, torch, nice +5)
+      evolution loop, gating, registering
+      shadow workers (nice +15, sandboxed)
       [simulated robot]  ── control socket ──►
 
-The server is started first and serves the registry's live champion (or the safe action) from its first tick;
-evolution then runs generation after generation at lower priority. Every ``gate_every`` generations a new,
-better champion is exported, registered, gated in the regime the shadow simulator is in, and, with auto-promote
-on, promoted through the server, which loads it and swaps it in between two requests. Operators pause, resume
-and switch the shadow regime through the admin socket; the loop applies those at the next generation boundary.
+Serving outlives the daemon: the server is its own process (under systemd a service of its own; else started
+detached under :mod:`srghn.deploy.supervisor` by the first ``srghn-ctl run``), and a daemon that starts finds it
+and attaches to it. A daemon that dies, is killed or restarts changes nothing for the robots. ``srghn-ctl run``
+stops the server it runs with at a clean stop (one command starts and stops everything); ``--attach`` (systemd's
+daemon unit) never starts or stops one.
 
-State lives in the state directory and survives restarts: the registry, and ``daemon/<robot>/`` with the
-population checkpoint, ``metrics.jsonl`` (appended across runs), ``fitness.png`` and ``daemon.json`` (regime,
-pause). A restarted daemon resumes the population and serves the last live champion from its first request.
+Life cycle: :meth:`Daemon.startup` (registry, population, server, simulated robot, evaluator), the evolution
+loop, :meth:`Daemon.shutdown` (in order). SIGTERM and SIGINT only set a flag; the loop stops between two
+generations, and one in flight is abandoned (:func:`srghn.sim.loop.evolve`), so the saved population is always
+one complete generation. State lives in the state directory and survives restarts: the registry, and
+``daemon/<robot>/`` with the population checkpoint, ``metrics.jsonl`` (appended across runs), ``fitness.png`` and
+``daemon.json`` (regime, pause).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import itertools
 import json
+import logging
 import math
 import os
-import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,12 +48,18 @@ import zmq
 from srghn import ConfigError, SrghnError
 from srghn.controller.checkpoint import load_population, save_population
 from srghn.controller.evolution import SRGHNStrategy
+from srghn.controller.files import atomic_write
 from srghn.controller.ghn import SRGHN
+from srghn.deploy import logs
+from srghn.deploy import messages as m
 from srghn.deploy.champions import gate_champion, register_policy, run_tag
+from srghn.deploy.keys import CurveServer
+from srghn.deploy.link import ServerLink
 from srghn.deploy.registry import Registry
-from srghn.deploy.security import CurveKeys
-from srghn.deploy.server import ServeConfig
-from srghn.deploy.state import LOCKFILE, RUNFILE
+from srghn.deploy.server import SERVE_CONFIG, ServeConfig, choose_endpoints
+from srghn.deploy.signals import ExitFlag
+from srghn.deploy.state import DAEMON, SERVER, hold_lock, read_runfile, remove_runfile, secure_state_dir, write_runfile
+from srghn.errors import ServerConflict, ServerUnavailable
 from srghn.sim.backends import make_evaluator
 from srghn.sim.identify import identifiable, identify
 from srghn.sim.loop import evolve
@@ -58,14 +68,11 @@ from srghn.sim.profiles import RobotProfile
 from srghn.sim.records import GenerationRecord, read_records
 from srghn.sim.run import check_run_flags, provenance
 
-IPC_PATH_MAX = 100
-"""ipc:// paths longer than this do not fit a Unix socket address (108 bytes on Linux, 104 on macOS)."""
+log = logging.getLogger("srghn.daemon")
+
 SERVER_START_TIMEOUT_S = 60.0
 CHECKPOINT_INTERVAL_S = 5.0
-
-
-class Stop(Exception):
-    """Raised out of the evolution loop by SIGINT / SIGTERM (outside critical sections)."""
+PROMOTE_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -97,9 +104,11 @@ class DaemonSettings:
     follow_drift: bool = True
     """Switch the shadow simulator to the regime the robot's reported transitions show (where identifiable)."""
     sim_robot: bool = False
-    """Also start ``srghn-ctl robot-sim`` against the control socket."""
+    """Also start a simulated robot (:mod:`srghn.deploy.robot_sim`) against the control socket."""
     robot_args: tuple[str, ...] = ()
     """Extra arguments for the simulated robot (e.g. ``--fault inverted --fault-at 3000``)."""
+    attach: bool = False
+    """Attach to a control server that runs already (systemd's units); never start or stop one."""
     actor: str = "srghn-daemon"
 
     def __post_init__(self) -> None:
@@ -116,19 +125,11 @@ class DaemonSettings:
 
     def endpoints(self) -> dict[str, str]:
         """The three public endpoints: as given, else ``ipc://`` sockets in the state directory."""
-        chosen = {}
-        for role in ("control", "admin", "telemetry"):
-            endpoint = getattr(self, role) or f"ipc://{Path(self.state_dir).resolve()}/{role}.sock"
-            if endpoint.startswith("ipc://") and len(endpoint) - len("ipc://") > IPC_PATH_MAX:
-                raise ConfigError(f"the {role} socket path {endpoint[6:]} is longer than {IPC_PATH_MAX} characters, "
-                                  f"too long for a Unix socket; pass --{role} tcp://127.0.0.1:PORT or a shorter "
-                                  "ipc:// path, or use a shorter --state-dir")
-            if not endpoint.startswith(("ipc://", "tcp://")):
-                raise ConfigError(f"--{role} {endpoint!r}: use ipc://PATH or tcp://HOST:PORT")
-            chosen[role] = endpoint
-        if len(set(chosen.values())) < 3:
-            raise ConfigError(f"control, admin and telemetry need three different endpoints, got {chosen}")
-        return chosen
+        return choose_endpoints(self.state_dir, self.control, self.admin, self.telemetry)
+
+    def serve_config(self) -> ServeConfig:
+        """The configuration of the control server this daemon starts when none runs."""
+        return ServeConfig.for_profile(self.profile, self.state_dir, self.endpoints(), self.keys)
 
 
 class _Regime:
@@ -147,121 +148,107 @@ class Daemon:
         self.profile = settings.profile
         self.on_event = on_event or (lambda topic, data: None)
         self.endpoints = settings.endpoints()
-        CurveKeys.for_endpoints(settings.keys, self.endpoints.values())  # refuse exposed sockets without keys
+        CurveServer.for_endpoints(settings.keys, self.endpoints.values())  # refuse exposed sockets without keys
         self.home = settings.home
+        self.should_exit = ExitFlag()
         self.stop_reason: str | None = None
-        self.critical = False
         self.paused = False
         self.counts = {"generations": 0, "registered": 0, "gate_passed": 0, "gate_failed": 0, "promoted": 0,
                        "promotion_refused": 0, "release_failed": 0}
         self.tokens = itertools.count(1)
-        self.pending_commands: list[dict] = []
         self.last_candidate: tuple[str, float, str] | None = None
         """(id, fitness, regime) of the last champion registered: the next must be new and better (or of a new
         regime)."""
-        self.server: subprocess.Popen | None = None
+        self.link: ServerLink | None = None
+        self.supervisor: subprocess.Popen | None = None
+        self.owns_server = False
+        """Whether a clean stop stops the server too (``srghn-ctl run`` with the server srghn supervises)."""
         self.robot: subprocess.Popen | None = None
         self.server_final: dict | None = None
-        self.restarts = 0
-
-    # -- signals and critical sections ---------------------------------------------------------------------------
-
-    def _on_signal(self, signum: int, frame: object) -> None:
-        self.stop_reason = signal.Signals(signum).name
-        if not self.critical:
-            raise Stop(self.stop_reason)
-
-    @contextlib.contextmanager
-    def _critical(self) -> Iterator[None]:
-        """Signals that arrive inside are honoured at its end, so a write is never cut in half."""
-        self.critical = True
-        try:
-            yield
-        finally:
-            self.critical = False
-        if self.stop_reason:
-            raise Stop(self.stop_reason)
 
     # -- run -----------------------------------------------------------------------------------------------------
 
     def run(self) -> dict:
-        """Run until the generation or time bound, or a signal; shut down cleanly and return the summary."""
+        """Run until the generation or time bound, or a signal; shut down in order and return the summary."""
+        state = secure_state_dir(Path(self.settings.state_dir))
+        logs.configure(state, "daemon", stderr_level=logging.WARNING)  # the CLI prints the events themselves
         self.home.mkdir(parents=True, exist_ok=True)
         started = time.time()
-        with self._lock(), tempfile.TemporaryDirectory(prefix="srghn-") as tmp:
-            previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+        strategy = evaluator = None
+        with hold_lock(state, DAEMON), self.should_exit.captured():
             self.ctx = zmq.Context()
-            self.internal = self.ctx.socket(zmq.PAIR)
-            self.internal.setsockopt(zmq.LINGER, 1000)
-            self.internal.bind(f"ipc://{tmp}/internal.sock")
-            evaluator = strategy = None
             try:
                 self.registry = Registry.open(self.settings.state_dir, create=True)
-                strategy, state = self._load_or_create()
-                self.regime = _Regime(self.settings.regime or state.get("regime") or self.profile.regimes[0])
-                self.paused = bool(state.get("paused", False))
-                self._start_server(tmp)
-                self._write_runfile(started)
-                if self.settings.sim_robot:
-                    self._start_robot()
-                self.publish("daemon", {"event": "resumed" if state.get("resumed") else "started",
-                                        "generation": strategy.generation, "paused": self.paused,
-                                        "regime": self.regime.regime, "endpoints": self.endpoints})
-                # Evolution yields the cores to the live server and the robot: lower priority from here on.
-                os.nice(5)
-                torch.set_num_threads(1)
-                evaluator = make_evaluator(self.profile, self.settings.backend, self.settings.workers,
-                                           self.settings.ray_address)
-                self._evolve(strategy, evaluator, started)
-            except Stop:
-                pass
+                strategy, saved = self._load_or_create()
+                self.regime = _Regime(self.settings.regime or saved.get("regime") or self.profile.regimes[0])
+                self.paused = bool(saved.get("paused", False))
+                if self._attach_server():  # False: a signal came while waiting for the server
+                    write_runfile(state, DAEMON, {"pid": os.getpid(), "robot": self.profile.name,
+                                                  "started": started})
+                    if self.settings.sim_robot:
+                        self._start_robot()
+                    self.publish("daemon", {"event": "resumed" if saved.get("resumed") else "started",
+                                            "generation": strategy.generation, "paused": self.paused,
+                                            "regime": self.regime.regime, "endpoints": self.endpoints})
+                    # Evolution yields the cores to the live server and the robot: lower priority from here on.
+                    os.nice(5)
+                    torch.set_num_threads(1)
+                    evaluator = make_evaluator(self.profile, self.settings.backend, self.settings.workers,
+                                               self.settings.ray_address)
+                    self._evolve(strategy, evaluator, started)
+                self._finished(started)
+            except Exception as exc:
+                self.stop_reason = self.stop_reason or "error"
+                log.error("the daemon stops on an error: %s", exc, exc_info=not isinstance(exc, SrghnError))
+                raise
             finally:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish the shutdown whatever else arrives
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-                try:
-                    if evaluator is not None:
-                        evaluator.close()
-                    summary = self._shutdown(strategy, started)
-                finally:
-                    for signum, handler in previous.items():
-                        signal.signal(signum, handler)
+                self.should_exit.set("shutdown")  # a signal during shutdown changes nothing any more
+                if evaluator is not None:
+                    evaluator.close()
+                summary = self._shutdown(strategy, started)
         return summary
 
     def _evolve(self, strategy: SRGHNStrategy, evaluator, started: float) -> None:
         settings = self.settings
         episodes = settings.episodes or self.profile.episodes
         seed = int(np.random.SeedSequence([settings.seed, strategy.generation]).generate_state(1)[0])
-        records = evolve(strategy, evaluator, None, episodes, seed, self.regime)
+        records = evolve(strategy, evaluator, None, episodes, seed, self.regime, should_stop=self._stopping)
         last_save = time.monotonic()
         metrics = self.home / "metrics.jsonl"
         while True:
-            self._supervise()
-            self._handle_commands(block=False)
-            while self.paused and not self._bound_reached(started):
-                self._supervise()
+            self._handle_server_messages(wait_s=0.0)
+            while self.paused and not self._finished(started):
                 self._status(strategy, None)
-                self._handle_commands(block=True)
-            if self._bound_reached(started):
-                self.stop_reason = self.stop_reason or "bound"
+                self._handle_server_messages(wait_s=1.0)
+            if self._finished(started):
                 return
-            record = next(records)
+            record = next(records, None)
+            if record is None:  # a stop came during the generation: abandoned, nothing of it recorded
+                return
             self.counts["generations"] += 1
             line = record.to_json()
-            with self._critical():
-                with metrics.open("a") as fh:
-                    fh.write(line + "\n")
-                if time.monotonic() - last_save > CHECKPOINT_INTERVAL_S:
-                    self._checkpoint(strategy)
-                    last_save = time.monotonic()
+            with metrics.open("a") as fh:
+                fh.write(line + "\n")
+            if time.monotonic() - last_save > CHECKPOINT_INTERVAL_S:
+                self._checkpoint(strategy)
+                last_save = time.monotonic()
             self.publish("generation", json.loads(line))
             self._status(strategy, record)
-            if self.counts["generations"] % settings.gate_every == 0:
+            if self.counts["generations"] % settings.gate_every == 0 and not self.should_exit:
                 self._release(strategy, record)
 
-    def _bound_reached(self, started: float) -> bool:
+    def _stopping(self) -> bool:
+        return bool(self.should_exit)
+
+    def _finished(self, started: float) -> bool:
+        """Whether to stop now (a signal, or a bound of this run); records why."""
         s = self.settings
-        return ((s.generations is not None and self.counts["generations"] >= s.generations)
-                or (s.duration_s is not None and time.time() - started >= s.duration_s))
+        if self.should_exit:
+            self.stop_reason = self.stop_reason or self.should_exit.reason
+        elif ((s.generations is not None and self.counts["generations"] >= s.generations)
+              or (s.duration_s is not None and time.time() - started >= s.duration_s)):
+            self.stop_reason = self.stop_reason or "bound"
+        return self.stop_reason is not None
 
     # -- release: register, gate, promote ------------------------------------------------------------------------
 
@@ -278,8 +265,7 @@ class Daemon:
             if last_id == key or (last_regime == regime and champion.fitness <= last_fitness):
                 return
         try:
-            with self._critical():
-                registered, report = self._register_and_gate(champion, key, record)
+            registered, report = self._register_and_gate(champion, key, record)
         except SrghnError as exc:  # e.g. an export that fails its parity check: evolution goes on
             self.last_candidate = (key, float(champion.fitness), regime)
             self.counts["release_failed"] += 1
@@ -310,65 +296,47 @@ class Daemon:
         return registered, report
 
     def _promote(self, champion_id: str, reason: str) -> None:
-        token = next(self.tokens)
-        sent = self._send({"op": "promote", "id": champion_id, "token": token, "actor": self.settings.actor,
-                           "reason": reason})
-        reply = None
-        deadline = time.monotonic() + 60.0
-        while sent and reply is None and time.monotonic() < deadline and self.server.poll() is None:
-            reply = self._wait_for(lambda m: m.get("op") == "promoted" and m.get("token") == token, 1.0)
-        if reply is None or not reply["ok"]:
+        reply = self.link.promote(next(self.tokens), champion_id, reason, PROMOTE_TIMEOUT_S)
+        if reply is None or not reply.ok:
             self.counts["promotion_refused"] += 1
-            why = "the server did not answer" if reply is None else reply["error"]
+            why = "the server did not answer" if reply is None else reply.error
             self.publish("daemon", {"event": "promotion_failed", "champion": champion_id, "error": why})
         else:
             self.counts["promoted"] += 1
 
-    # -- commands from the admin socket --------------------------------------------------------------------------
+    # -- what the server passes on -------------------------------------------------------------------------------
 
-    def _wait_for(self, match: Callable[[dict], bool], timeout_s: float) -> dict | None:
-        """Read internal messages until one matches (others are queued as commands); None when none is left
-        after ``timeout_s`` (0: just drain what has arrived)."""
-        deadline = time.monotonic() + timeout_s
-        while self.internal.poll(int(max(0.0, deadline - time.monotonic()) * 1000)):
-            message = self.internal.recv_json()
-            if match(message):
-                return message
-            self.pending_commands.append(message)
-        return None
-
-    def _handle_commands(self, block: bool) -> None:
-        """Apply what arrived from the server (with ``block``, wait up to a second if nothing has)."""
-        self._wait_for(lambda m: False, 1.0 if block and not self.pending_commands else 0.0)
-        commands, self.pending_commands = self.pending_commands, []
-        transitions = [m for m in commands if m.get("op") == "transitions"]
+    def _handle_server_messages(self, wait_s: float) -> None:
+        """Apply operators' commands (pause, resume, regime) and the latest drift evidence."""
+        messages = self.link.take(wait_s)
+        transitions = [msg for msg in messages if isinstance(msg, m.Transitions)]
         if transitions:
             self._follow_drift(transitions[-1])  # only the latest evidence counts
-        for message in commands:
-            if message.get("op") != "command":
+        for command in messages:
+            if not isinstance(command, m.Command):
                 continue
-            cmd, actor = message.get("cmd"), message.get("actor", "admin")
-            if cmd == "pause":
+            if command.cmd == "pause":
                 self.paused = True
-            elif cmd == "resume":
+            elif command.cmd == "resume":
                 self.paused = False
-            elif cmd == "regime" and message.get("regime") in self.profile.regimes:
-                self.regime.regime = message["regime"]
+            elif command.cmd == "regime" and command.regime in self.profile.regimes:
+                self.regime.regime = command.regime
                 self.last_candidate = None
             else:
+                log.warning("command %r from %s ignored", command.cmd, command.actor)
                 continue
             self._save_state()
-            self.publish("evolution", {"event": cmd, "regime": self.regime.regime, "paused": self.paused,
-                                       "actor": actor})
+            self.publish("evolution", {"event": command.cmd, "regime": self.regime.regime, "paused": self.paused,
+                                       "actor": command.actor})
 
-    def _follow_drift(self, message: dict) -> None:
+    def _follow_drift(self, message: m.Transitions) -> None:
         """Replay a robot's transitions in every regime's simulator; switch the shadow simulator to the regime
         that explains them clearly better than the current one."""
         if not self.settings.follow_drift or not identifiable(self.profile):
             return
         try:
-            found, errors = identify(self.profile, np.asarray(message["obs"]), np.asarray(message["actions"]),
-                                     np.asarray(message["next_obs"]), self.regime.regime)
+            found, errors = identify(self.profile, np.asarray(message.obs), np.asarray(message.actions),
+                                     np.asarray(message.next_obs), self.regime.regime)
         except (KeyError, ValueError) as exc:
             self.publish("daemon", {"event": "bad_transitions", "error": str(exc)})
             return
@@ -377,8 +345,8 @@ class Daemon:
         previous, self.regime.regime = self.regime.regime, found
         self.last_candidate = None
         self._save_state()
-        self.publish("drift", {"client": message.get("client"), "from": previous, "to": found,
-                               "transitions": len(message["obs"]),
+        self.publish("drift", {"client": message.client, "from": previous, "to": found,
+                               "transitions": len(message.obs),
                                "errors": {k: float(f"{v:.3g}") for k, v in errors.items()}})
 
     # -- state ---------------------------------------------------------------------------------------------------
@@ -419,42 +387,16 @@ class Daemon:
         self._save_state()
 
     def _save_state(self) -> None:
-        from srghn.controller.files import atomic_write
-
         atomic_write(self.home / "daemon.json", json.dumps(
             {"robot": self.profile.name, "tag": self.tag, "regime": self.regime.regime, "paused": self.paused},
             indent=2).encode())
 
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        Path(self.settings.state_dir).mkdir(parents=True, exist_ok=True)
-        with open(Path(self.settings.state_dir) / LOCKFILE, "a") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                raise ConfigError(f"another daemon already runs on state directory {self.settings.state_dir}; "
-                                  "talk to it with `srghn-ctl status`, or stop it first") from None
-            yield
-
-    def _write_runfile(self, started: float) -> None:
-        from srghn.controller.files import atomic_write
-
-        atomic_write(Path(self.settings.state_dir) / RUNFILE, json.dumps({
-            "pid": os.getpid(), "robot": self.profile.name, "started": started, **self.endpoints,
-            "keys": str(self.settings.keys) if self.settings.keys else None}, indent=2).encode())
-
     def publish(self, topic: str, data: dict) -> None:
+        if topic != "generation":
+            log.info("%s: %s", topic, data)
         self.on_event(topic, data)
-        self._send({"op": "publish", "topic": topic, "data": data})
-
-    def _send(self, message: dict) -> bool:
-        """Send to the server without ever blocking: a PAIR socket blocks while its peer is gone (a crashed
-        server, until it is restarted), and telemetry is not worth stalling evolution for."""
-        try:
-            self.internal.send_json(message, zmq.NOBLOCK)
-        except zmq.Again:
-            return False
-        return True
+        if self.link is not None:
+            self.link.send(m.Publish(topic, data))
 
     def _status(self, strategy: SRGHNStrategy, record: GenerationRecord | None) -> None:
         champion = strategy.champion()
@@ -464,72 +406,77 @@ class Daemon:
         if record is not None:
             status.update(best=record.best, mean=record.mean, mutation_rate=record.mutation_rate_mean,
                           diversity=record.diversity, total_env_steps=record.total_env_steps)
-        self._send({"op": "evolution", "status": status})
+        self.link.send(m.Evolution(status))
 
-    # -- child processes -----------------------------------------------------------------------------------------
+    # -- the server and the simulated robot ----------------------------------------------------------------------
 
-    def _supervise(self) -> None:
-        """Restart the control server if it died: robots get answers again within a server start-up."""
-        if self.server is None or self.server.poll() is None:
-            return
-        code = self.server.returncode
-        self.restarts += 1
-        self.on_event("daemon", {"event": "server_restart", "exit_code": code, "restarts": self.restarts})
-        self._start_server(self.tmp)
-        self.publish("daemon", {"event": "server_restarted", "exit_code": code, "restarts": self.restarts})
-
-    def _start_server(self, tmp: str) -> None:
-        self.tmp = tmp
-        spec = self.profile.policy
-        config = ServeConfig(robot=self.profile.name, state_dir=str(Path(self.settings.state_dir).resolve()),
-                             policy=spec.to_dict(), safe_action=self.profile.safe_action, regimes=self.profile.regimes,
-                             **self.endpoints, internal=f"ipc://{tmp}/internal.sock",
-                             curve_dir=str(self.settings.keys) if self.settings.keys else None, parent_pid=os.getpid())
-        path = self.home / "serve.json"
-        path.write_text(config.to_json())
-        log = (self.home / "server.log").open("ab")
-        self.server = subprocess.Popen([sys.executable, "-m", "srghn.deploy.server", str(path)], stdout=log,
-                                       stderr=subprocess.STDOUT)
-        log.close()
+    def _attach_server(self) -> bool:
+        """Attach to the server running on the state directory, or start one (under its supervisor) first;
+        False when a signal came first."""
+        state = Path(self.settings.state_dir)
+        running = read_runfile(state, SERVER)
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.server.poll() is not None:
-                raise SrghnError(f"the control server exited with code {self.server.returncode} at start-up: "
-                                 f"{_tail(self.home / 'server.log')}")
-            if self._wait_for(lambda m: m.get("op") == "hello", 0.2) is not None:
-                return
-        raise SrghnError(f"the control server did not start within {SERVER_START_TIMEOUT_S:.0f} s; see "
-                         f"{self.home / 'server.log'}")
+        if running is None and not self.settings.attach:
+            self._start_supervisor()
+        while running is None and self.supervisor is None:  # --attach: wait for systemd to start it
+            if self.should_exit:
+                return False
+            if time.monotonic() > deadline:
+                raise ServerUnavailable(f"no control server runs on {state} (--attach starts none); start it with "
+                                        "`srghn-ctl serve` or its systemd unit")
+            time.sleep(0.2)  # nothing to wait on but the run file
+            running = read_runfile(state, SERVER)
+        internal = running["internal"] if running else self.settings.serve_config().internal_endpoint
+        self.link = ServerLink(self.ctx, internal, self.profile.name)
+        welcome = self.link.start(max(1.0, deadline - time.monotonic()), self._give_up)
+        if welcome is None:
+            return False
+        self.owns_server = not self.settings.attach and (self.supervisor is not None or bool(running.get("supervisor")))
+        explicit = {r: e for r, e in self.endpoints.items() if getattr(self.settings, r) is not None}
+        if any(welcome.endpoints.get(r) != e for r, e in explicit.items()):
+            raise ServerConflict(f"the control server on {state} serves {welcome.endpoints}, not {explicit}; stop it "
+                                 "or leave the endpoints out to use its own")
+        self.endpoints = dict(welcome.endpoints)
+        log.info("attached to the control server pid %d (serving %s)", welcome.pid, welcome.champion or "safe")
+        return True
+
+    def _give_up(self) -> str | None:
+        """While waiting for the server: "" after a signal, the reason when the supervisor we started died."""
+        if self.should_exit:
+            return ""
+        if self.supervisor is not None and self.supervisor.poll() is not None:
+            logs_dir = Path(self.settings.state_dir) / "logs"
+            return (f"the control server could not start (its supervisor exited with {self.supervisor.returncode})"
+                    f": {_tail(logs_dir / 'server.log')}")
+        return None
+
+    def _start_supervisor(self) -> None:
+        """The server's supervisor, detached (its own session: a Ctrl-C meant for the daemon never reaches it,
+        and it outlives the daemon)."""
+        path = Path(self.settings.state_dir) / SERVE_CONFIG
+        atomic_write(path, self.settings.serve_config().to_json().encode())
+        self.supervisor = subprocess.Popen([sys.executable, "-m", "srghn.deploy.supervisor", str(path)],
+                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.DEVNULL, start_new_session=True)
+        log.info("started the server's supervisor, pid %d", self.supervisor.pid)
 
     def _start_robot(self) -> None:
         summary = self.home / "robot-sim.json"
         summary.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "srghn.cli", "robot-sim", "--robot", self.profile.source or self.profile.name,
+        cmd = [sys.executable, "-m", "srghn.deploy.robot_sim", "--robot", self.profile.source or self.profile.name,
                "--control", self.endpoints["control"], "--summary-file", str(summary), "--parent-pid",
-               str(os.getpid()), "--quiet", *self.settings.robot_args]
+               str(os.getpid()), *self.settings.robot_args]
         if self.settings.keys:
             cmd += ["--keys", str(self.settings.keys)]
-        log = (self.home / "robot-sim.log").open("ab")
-        self.robot = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-
-    def _stop_child(self, proc: subprocess.Popen | None, timeout_s: float = 15.0) -> int | None:
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
+        log_file = (self.home / "robot-sim.log").open("ab")
+        self.robot = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
+        log_file.close()
 
     def _shutdown(self, strategy: SRGHNStrategy | None, started: float) -> dict:
         stopped_by = self.stop_reason or "error"
         robot_summary = None
         if self.robot is not None:
-            self._stop_child(self.robot)
+            _stop_child(self.robot)
             robot_summary = _read_json(self.home / "robot-sim.json") or None
             if robot_summary and robot_summary.get("episodes"):
                 fault = robot_summary.get("fault") or {}
@@ -542,12 +489,16 @@ class Daemon:
             if records:
                 plot_run(records, self.home / "fitness.png", title=f"{self.profile.name}: daemon evolution",
                          target=self.profile.solved_fitness)
-        if self.server is not None and self.server.poll() is None:
-            self.publish("daemon", {"event": "stopping", "reason": stopped_by})
-            reply = self._wait_for(lambda m: m.get("op") == "stopped", 15.0) if self._send({"op": "stop"}) else None
-            self.server_final = reply["status"] if reply else None
-        self._stop_child(self.server)
-        (Path(self.settings.state_dir) / RUNFILE).unlink(missing_ok=True)
+        if self.link is not None:
+            if self.owns_server:
+                self.publish("daemon", {"event": "stopping", "reason": stopped_by})
+                reply = self.link.close(m.Stop(stopped_by), wait_for=m.Stopped)
+                self.server_final = reply.status if reply is not None else None
+                self._wait_for_server_exit()
+            else:
+                self.publish("daemon", {"event": "detaching", "reason": stopped_by})
+                self.link.close(m.Detach(stopped_by))
+        remove_runfile(Path(self.settings.state_dir), DAEMON)
         live = self.registry.live(self.profile.name) if hasattr(self, "registry") else None
         lkg = self.registry.last_known_good(self.profile.name) if hasattr(self, "registry") else None
         summary = {
@@ -560,15 +511,40 @@ class Daemon:
             "candidates": {k: self.counts[k] for k in ("registered", "gate_passed", "gate_failed", "promoted",
                                                        "promotion_refused")},
             "live": live.id if live else None, "last_known_good": lkg.id if lkg else None,
-            "serving": self.server_final, "server_restarts": self.restarts, "robot_sim": robot_summary,
+            "serving": self.server_final, "server_stopped": self.owns_server, "robot_sim": robot_summary,
             "files": {"home": str(self.home), "metrics": str(self.home / "metrics.jsonl"),
-                      "plot": str(self.home / "fitness.png"), "server_log": str(self.home / "server.log"),
+                      "plot": str(self.home / "fitness.png"),
+                      "logs": str(Path(self.settings.state_dir) / "logs"),
                       "robot_plot": str(self.home / "robot.png") if robot_summary else None},
         }
         if hasattr(self, "registry"):
             self.registry.close()
         self.ctx.destroy(linger=500)
+        log.info("stopped (%s)", stopped_by)
         return summary
+
+    def _wait_for_server_exit(self, timeout_s: float = 30.0) -> None:
+        """After a Stop: wait until the supervisor (ours, or one a killed daemon left) has let go of the server."""
+        if self.supervisor is not None:
+            try:
+                self.supervisor.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                log.error("the server's supervisor did not exit within %.0f s", timeout_s)
+            return
+        deadline = time.monotonic() + timeout_s
+        while read_runfile(Path(self.settings.state_dir), SERVER) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)  # not our child: its lock is all there is to watch
+
+
+def _stop_child(proc: subprocess.Popen, timeout_s: float = 15.0) -> int | None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def _read_json(path: Path) -> dict:
@@ -584,4 +560,3 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-

@@ -20,6 +20,8 @@ from enum import IntEnum
 
 import numpy as np
 
+from srghn.errors import ProtocolError
+
 MAGIC = b"SRGH"
 VERSION = 1
 HEADER = struct.Struct("<4sBBHQ")
@@ -90,6 +92,8 @@ class ErrorCode(IntEnum):
     """Admin: the part that would act is not running (e.g. pause with no evolution attached)."""
     INTERNAL = 14
     """An unexpected server-side failure; the server keeps serving."""
+    FORBIDDEN = 15
+    """The authenticated key's role does not allow this request, or the key has been revoked (CURVE only)."""
 
 
 class Source(IntEnum):
@@ -112,18 +116,15 @@ class ActionFlag(IntEnum):
     """This very request found the serving policy failing and was answered by the fallback."""
 
 
-class ProtocolError(Exception):
-    """A message that breaks the protocol; becomes an ``ERROR`` reply with ``code``."""
-
-    def __init__(self, code: ErrorCode, message: str, request_id: int = 0) -> None:
-        super().__init__(message)
-        self.code = code
-        self.request_id = request_id
-
-
 def header(msg_type: MsgType, request_id: int) -> bytes:
     """The header frame of a message of this protocol version."""
     return HEADER.pack(MAGIC, VERSION, int(msg_type), 0, request_id)
+
+
+def prefix(msg_type: MsgType) -> bytes:
+    """The first 8 header bytes of a version-1 message of this type with no flags: a request whose header starts
+    with them has the right magic, version, type and flags (the serving fast path compares just these bytes)."""
+    return HEADER.pack(MAGIC, VERSION, int(msg_type), 0, 0)[:8]
 
 
 def split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
@@ -166,6 +167,14 @@ def parse_header(frames: list[bytes], allowed: frozenset[MsgType], max_bytes: in
                             f"{msg_type.name} takes {expected} frames (header + {expected - 1}), got {len(frames)}",
                             request_id)
     return msg_type, request_id
+
+
+def error_name(code: int) -> str:
+    """The name of an error code, or ``code N`` for one this version does not know."""
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return f"code {code}"
 
 
 def floats(frame: bytes, n: int, what: str, request_id: int) -> np.ndarray:
@@ -236,6 +245,11 @@ def act_frames(request_id: int, obs: np.ndarray) -> list[bytes]:
 def step_frames(request_id: int, reward: float, terminated: bool, truncated: bool, next_obs: np.ndarray) -> list[bytes]:
     return [header(MsgType.STEP, request_id), OUTCOME.pack(reward, int(terminated), int(truncated), 0),
             np.ascontiguousarray(next_obs, dtype=FLOAT32).tobytes()]
+
+
+def is_ipv6(endpoint: str) -> bool:
+    """Whether ``endpoint`` names an IPv6 host (``tcp://[::1]:5555``): its socket needs ``ZMQ_IPV6``."""
+    return endpoint.startswith("tcp://[")
 
 
 def endpoint_is_local(endpoint: str) -> bool:

@@ -19,6 +19,7 @@ import contextlib
 import difflib
 import io
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ import numpy as np
 from srghn import ConfigError
 from srghn.deploy.artifacts import ArtifactStore
 from srghn.deploy.registry_schema import SCHEMA, SCHEMA_VERSION, STATUSES, Champion, Event, now
+from srghn.deploy.state import secure_state_dir
 from srghn.errors import ArtifactCorrupted, PromotionRefused, RegistryError, StateDirMissing, UnknownChampion
 from srghn.safety.report import GateReport
 
@@ -63,7 +65,11 @@ class Registry:
                                   "champions with `srghn-ctl evolve`, or point --state-dir / SRGHN_STATE_DIR at "
                                   "an existing state directory")
         if create:
+            secure_state_dir(state_dir)
             (state_dir / "artifacts").mkdir(parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # SQLite gives -wal and -shm its mode
+            if path.stat().st_uid == os.getuid():
+                os.chmod(path, 0o600)
         try:
             db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
             db.execute("PRAGMA busy_timeout = 30000")

@@ -1,24 +1,35 @@
 """A simulated robot: the robot's side of the control socket, driving a MuJoCo / Box2D env of the profile.
 
-Every step it sends the observation, executes the action the daemon returns, and reports the outcome (reward,
+Every step it sends the observation, executes the action the server returns, and reports the outcome (reward,
 terminated, truncated, next observation). ``fault`` switches the plant's dynamics to another regime at a given
 step (a motor wired backwards, a weak leg), which is what the daemon's shadow simulator has to adapt to.
+
+``srghn-ctl robot-sim`` runs it from the command line; a daemon started with ``--sim-robot`` runs it as
+``python -m srghn.deploy.robot_sim`` (no CLI, no torch: it starts in well under a second).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import os
+import signal
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from srghn import ConfigError
-from srghn.deploy.client import ControlClient, DaemonUnavailable
+from srghn import ConfigError, SrghnError
+from srghn.controller.files import atomic_write
+from srghn.deploy.client import ControlClient
+from srghn.errors import ServerUnavailable
 from srghn.sim.evaluator import make_env
-from srghn.sim.profiles import RobotProfile
+from srghn.sim.profiles import RobotProfile, load_profile
 
 
 @dataclass
@@ -73,7 +84,7 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
               ) -> RobotRun:
     """Drive the simulated robot until ``episodes`` episodes, ``steps`` steps, ``duration_s`` seconds, or
     ``should_stop()``, at ``rate_hz`` control steps per second (None: the env's real-time rate, 0: as fast as the
-    daemon answers). A daemon that does not answer in time is retried (counted in ``timeouts``)."""
+    server answers). A server that does not answer in time is retried (counted in ``timeouts``)."""
     check_fault(profile, fault, fault_at)
     for name, value, low in (("episodes", episodes, 1), ("steps", steps, 1)):
         if value is not None and value < low:
@@ -88,7 +99,7 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
     try:
         info = _retry(client.info, run, should_stop)
         if info["robot"] != profile.name or info["obs_dim"] != profile.policy.obs_dim:
-            raise ConfigError(f"the daemon at {control} serves robot {info['robot']!r} (obs_dim {info['obs_dim']}), "
+            raise ConfigError(f"the server at {control} serves robot {info['robot']!r} (obs_dim {info['obs_dim']}), "
                               f"this simulated robot is {profile.name!r} (obs_dim {profile.policy.obs_dim})")
         discrete = profile.policy.discrete
         t_end = None if duration_s is None else time.monotonic() + duration_s
@@ -143,11 +154,68 @@ class _Stopped(Exception):
 
 
 def _retry(call: Callable, run: RobotRun, should_stop: Callable[[], bool], *args: object):
-    """``call(*args)`` until the daemon answers (a restarting daemon is waited for), unless told to stop."""
+    """``call(*args)`` until the server answers (a restarting server is waited for), unless told to stop."""
     while True:
         try:
             return call(*args)
-        except DaemonUnavailable:
+        except ServerUnavailable:
             run.timeouts += 1
             if should_stop():
                 raise _Stopped from None
+
+
+def drive(profile: RobotProfile, control: str, *, parent_pid: int | None = None, summary_file: Path | None = None,
+          **options: object) -> RobotRun:
+    """:func:`run_robot` as a process of its own: SIGTERM (and SIGINT, unless a parent started it: the parent
+    decides) stop it after the current step, and so does the parent going away; the summary is written to
+    ``summary_file`` at the end."""
+    stop: list[str] = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append("SIGTERM"))
+    signal.signal(signal.SIGINT, signal.SIG_IGN if parent_pid is not None else lambda *_: stop.append("SIGINT"))
+
+    def should_stop() -> bool:
+        if parent_pid is not None and os.getppid() != parent_pid:
+            stop.append("parent gone")
+        return bool(stop)
+
+    result = run_robot(profile, control, should_stop=should_stop, **options)
+    if summary_file is not None:
+        atomic_write(Path(summary_file), json.dumps(result.summary(), indent=2).encode())
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m srghn.deploy.robot_sim", description=__doc__.splitlines()[0])
+    parser.add_argument("--robot", default="cartpole")
+    parser.add_argument("--control", required=True)
+    parser.add_argument("--episodes", type=int)
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--duration", type=float)
+    parser.add_argument("--fault")
+    parser.add_argument("--fault-at", type=int)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rate", type=float)
+    parser.add_argument("--timeout", type=float, default=2.0)
+    parser.add_argument("--keys", type=Path, help="CURVE key directory: the robot key found there is used")
+    parser.add_argument("--key", help="name of the robot key in --keys (default: the only one)")
+    parser.add_argument("--summary-file", type=Path)
+    parser.add_argument("--parent-pid", type=int)
+    args = parser.parse_args(argv)
+    try:
+        keys = None
+        if args.keys is not None:
+            from srghn.deploy.keys import client_key
+
+            found = client_key(args.keys, args.key, role="robot")
+            keys = (found["server_key"], found["client_key"])
+        drive(load_profile(args.robot), args.control, parent_pid=args.parent_pid, summary_file=args.summary_file,
+              episodes=args.episodes, steps=args.steps, duration_s=args.duration, fault=args.fault,
+              fault_at=args.fault_at, seed=args.seed, rate_hz=args.rate, timeout_s=args.timeout, keys=keys)
+    except SrghnError as exc:
+        print(f"robot-sim: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,14 +1,29 @@
-"""Where the state directory is, and who is acting: shared by the CLI and (later) the daemon. No torch."""
+"""The state directory: where it is, who acts on it, and the run files of the processes working on it. No torch.
+
+One control server and one daemon at most per state directory. Each holds an ``flock`` on ``<who>.lock`` for its
+whole life (for the server: its supervisor, which outlives every restart of it) and describes itself in
+``<who>.json`` (pid, robot, endpoints). A run file is believed only while its lock is held, so one left behind by
+a killed process is ignored. The directory is kept 0700: on ``ipc://`` its permissions are what keeps everyone
+but its owner away from the sockets.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import getpass
+import json
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
+
+from srghn import ConfigError
+from srghn.controller.files import atomic_write
 
 STATE_DIR_ENV = "SRGHN_STATE_DIR"
 ACTOR_ENV = "SRGHN_ACTOR"
+SERVER, DAEMON = "server", "daemon"
 
 
 def resolve_state_dir(option: Path | None = None) -> Path:
@@ -23,8 +38,17 @@ def resolve_state_dir(option: Path | None = None) -> Path:
     return Path(platformdirs.user_state_dir("srghn"))
 
 
+def secure_state_dir(state_dir: Path) -> Path:
+    """Create the state directory 0700 (or make an existing one of ours 0700); return it."""
+    state_dir = Path(state_dir)
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if state_dir.stat().st_uid == os.getuid() and state_dir.stat().st_mode & 0o077:
+        os.chmod(state_dir, 0o700)
+    return state_dir
+
+
 def default_actor() -> str:
-    """``$SRGHN_ACTOR`` if set, else ``user@host`` (recorded with every audited event)."""
+    """``$SRGHN_ACTOR`` if set, else ``user@host`` (recorded with every audited event made without a server)."""
     env = os.environ.get(ACTOR_ENV)
     if env:
         return env
@@ -35,30 +59,54 @@ def default_actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-RUNFILE = "daemon.json"
-LOCKFILE = "daemon.lock"
-"""Held (flock) by the running daemon for its whole life: one daemon per state directory."""
+def _paths(state_dir: Path, who: str) -> tuple[Path, Path]:
+    return Path(state_dir) / f"{who}.json", Path(state_dir) / f"{who}.lock"
 
 
-def read_runfile(state_dir: Path) -> dict | None:
-    """The running daemon's endpoints from ``<state dir>/daemon.json``, or None when no daemon runs there. A file
-    left behind by a daemon that died is ignored: only a live daemon holds the lock next to it."""
-    import fcntl
-    import json
+@contextlib.contextmanager
+def hold_lock(state_dir: Path, who: str) -> Iterator[None]:
+    """Hold ``<who>.lock`` for the block; :class:`ConfigError` when another process holds it."""
+    _, lock = _paths(state_dir, who)
+    with open(lock, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ConfigError(f"another {who} already runs on state directory {state_dir}; talk to it with "
+                              "`srghn-ctl status`, or stop it first") from None
+        yield
 
-    state_dir = Path(state_dir)
-    if not (state_dir / LOCKFILE).is_file():
-        return None  # never ran here (and reading creates nothing)
+
+def lock_is_held(state_dir: Path, who: str) -> bool:
+    """Whether some process holds ``<who>.lock`` (checking creates nothing)."""
+    _, lock = _paths(state_dir, who)
+    if not lock.is_file():
+        return False
     try:
-        with open(state_dir / LOCKFILE, "a") as lock:
+        with open(lock, "a") as fh:
             try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                pass  # held: a daemon runs
-            else:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-                return None
-        info = json.loads((state_dir / RUNFILE).read_text())
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    except OSError:
+        return False
+    return False
+
+
+def write_runfile(state_dir: Path, who: str, info: dict) -> None:
+    atomic_write(_paths(state_dir, who)[0], json.dumps(info, indent=2).encode())
+
+
+def remove_runfile(state_dir: Path, who: str) -> None:
+    _paths(state_dir, who)[0].unlink(missing_ok=True)
+
+
+def read_runfile(state_dir: Path, who: str = SERVER) -> dict | None:
+    """What the running ``who`` (server or daemon) wrote about itself, or None when none runs there."""
+    if not lock_is_held(state_dir, who):
+        return None
+    try:
+        info = json.loads(_paths(state_dir, who)[0].read_text())
     except (OSError, ValueError):
         return None
-    return info if isinstance(info, dict) and "admin" in info else None
+    return info if isinstance(info, dict) and "pid" in info else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -65,18 +65,25 @@ class RegimeSource(Protocol):
 
 
 def evolve(strategy: Strategy, evaluator: Evaluator, generations: int | None, episodes: int, seed: int,
-           schedule: RegimeSource | None = None) -> Iterator[GenerationRecord]:
+           schedule: RegimeSource | None = None,
+           should_stop: Callable[[], bool] | None = None) -> Iterator[GenerationRecord]:
     """Run ``generations`` generations (None: until the caller stops iterating), yielding one record after each.
 
     ``schedule`` says the regime of each generation: a :class:`Schedule`, or anything with ``regime_at`` (the
-    daemon's regime follows operator commands)."""
+    daemon's regime follows operator commands). ``should_stop`` (the daemon's signal flag) ends the run between
+    generations; asked for during one, that generation is abandoned: its evaluation is never told to the
+    strategy and no record is made, so the population (parameters, policies, fitness, lineage) stays as the last
+    complete generation left it."""
     if (generations is not None and generations < 1) or episodes < 1:
         raise ConfigError(f"generations and episodes must be >= 1, got {generations} and {episodes}")
     schedule = schedule or Schedule()
     rng = np.random.default_rng(seed)
     total_steps = 0
     regime = None
+    stop = should_stop or (lambda: False)
     for _ in range(generations) if generations is not None else itertools.count():
+        if stop():
+            return
         generation = strategy.generation
         new_regime = schedule.regime_at(generation)
         if regime is not None and new_regime != regime:
@@ -89,6 +96,8 @@ def evolve(strategy: Strategy, evaluator: Evaluator, generations: int | None, ep
         t1 = time.perf_counter()
         result = evaluator.evaluate(batch, seeds, regime)
         t2 = time.perf_counter()
+        if stop():
+            return
         strategy.tell(result.fitness)
         t3 = time.perf_counter()
 

@@ -53,8 +53,7 @@ def test_fifty_swaps_under_full_rate_fail_no_request(tmp_path, cartpole_model):
             if cmd == "promote" and target == B:
                 with Registry.open(state) as registry:  # gated against the incumbent A, as the daemon would
                     registry.store_report(B, passing_report(B, ROBOT, A))
-            reply = admin.promote(target, actor="test") if cmd == "promote" else admin.rollback(to=target,
-                                                                                                actor="test")
+            reply = admin.promote(target) if cmd == "promote" else admin.rollback(to=target)
             assert reply["event"]["kind"] == cmd and reply["event"]["to"] == target
             assert reply["serving"] == target and reply["serial"] == serial + 1, reply
             serial = reply["serial"]

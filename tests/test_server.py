@@ -8,7 +8,8 @@ from champion_helpers import variant
 from server_helpers import booby_trapped_cartpole, register_champion, running_server, store_passing_report
 
 from srghn.deploy import protocol as p
-from srghn.deploy.client import AdminClient, ControlClient, InvalidRequest, ReplyError, Telemetry
+from srghn.deploy.client import AdminClient, ControlClient, Telemetry
+from srghn.errors import InvalidRequest, ReplyError
 from srghn.deploy.registry import Registry
 
 
@@ -34,11 +35,11 @@ def test_safe_action_until_a_champion_is_promoted_then_live_and_rollback(tmp_pat
         with pytest.raises(ReplyError, match="UNAVAILABLE"):
             admin.request("pause")  # no evolution attached to a stand-alone server
         with pytest.raises(InvalidRequest, match="UNKNOWN_CHAMPION"):
-            admin.promote("nope", actor="test")
+            admin.promote("nope")
         with pytest.raises(ReplyError, match="REFUSED.*nothing is live"):
-            admin.rollback(actor="test")
+            admin.rollback()
 
-        first = admin.promote("cp-a", actor="test", reason="first")
+        first = admin.promote("cp-a", reason="first")
         assert first["serving"] == "cp-a"
         reply = robot.act(OBS)  # the admin reply came after the swap: the very next request is served by cp-a
         assert (reply.source, reply.champion, reply.serial) == (p.Source.LIVE, "cp-a", first["serial"])
@@ -46,9 +47,9 @@ def test_safe_action_until_a_champion_is_promoted_then_live_and_rollback(tmp_pat
 
         with Registry.open(state) as registry:
             add_champion(registry, cartpole_model, "cp-b")
-        second = admin.promote("cp-b", actor="test")
+        second = admin.promote("cp-b")
         assert robot.act(OBS).champion == "cp-b" and second["serial"] > first["serial"]
-        back = admin.rollback(actor="test", reason="check")
+        back = admin.rollback(reason="check")
         assert back["serving"] == "cp-a" and robot.act(OBS).champion == "cp-a"
 
         status = admin.status()
@@ -134,12 +135,12 @@ def test_curve_lets_only_authorized_clients_reach_a_server_bound_beyond_loopback
 
     from server_helpers import free_tcp_port, serve_config
 
-    from srghn.deploy.client import DaemonUnavailable
-    from srghn.deploy.security import create_keys
+    from srghn.deploy.keys import add_key
+    from srghn.errors import ServerUnavailable
 
     keys = tmp_path / "keys"
-    create_keys(keys, ["robot"])
-    create_keys(tmp_path / "other", ["intruder"])  # a valid key pair the server never authorized
+    add_key(keys, "robot", "robot")
+    add_key(tmp_path / "other", "intruder", "robot")  # a valid key pair the server never authorized
     state = tmp_path / "state"
     with Registry.open(state, create=True) as registry:
         add_champion(registry, cartpole_model, "cp-a")
@@ -162,7 +163,7 @@ def test_curve_lets_only_authorized_clients_reach_a_server_bound_beyond_loopback
             assert robot.act(OBS).champion == "cp-a"
         for client in ({}, {"server_key": keys / "server.key",
                             "client_key": tmp_path / "other" / "clients" / "intruder.key_secret"}):
-            with ControlClient(endpoint, timeout_s=2, **client) as stranger, pytest.raises(DaemonUnavailable):
+            with ControlClient(endpoint, timeout_s=2, **client) as stranger, pytest.raises(ServerUnavailable):
                 stranger.act(OBS)
         assert proc.poll() is None
     finally:

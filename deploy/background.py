@@ -1,0 +1,78 @@
+"""The server's second thread: everything slow (registry transactions, loading models into ONNX Runtime).
+
+The serving thread never waits for it. It submits ``job(registry)`` with a ``done`` callback; the job runs here
+and its result (or the exception it raised, as a value) goes back through a queue, with a byte on an inproc
+socket that the serving thread polls with its other sockets; :meth:`Background.deliver` then runs ``done`` on the
+serving thread. So a request is answered by whatever was current when it arrived, and a swap is one assignment.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import zmq
+
+from srghn.deploy.registry import Registry
+from srghn.errors import SrghnError
+
+log = logging.getLogger("srghn.server.background")
+
+Job = Callable[[Registry], object]
+Done = Callable[[object], None]
+
+
+class Background:
+    def __init__(self, ctx: zmq.Context, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        address = f"inproc://srghn-background-{id(self)}"
+        self.wake = ctx.socket(zmq.PULL)
+        self.wake.bind(address)
+        self.results: queue.SimpleQueue = queue.SimpleQueue()
+        self.local = threading.local()
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="srghn-background",
+                                       initializer=self._init, initargs=(ctx, address))
+
+    def _init(self, ctx: zmq.Context, address: str) -> None:
+        self.local.registry = Registry.open(self.state_dir, create=True)
+        self.local.push = ctx.socket(zmq.PUSH)
+        self.local.push.connect(address)
+
+    def submit(self, job: Job, done: Done) -> None:
+        """Run ``job(registry)`` here; ``done(result or exception)`` runs later on the serving thread."""
+
+        def run() -> None:
+            try:
+                result = job(self.local.registry)
+            except SrghnError as exc:  # a refusal (unknown champion, failed gate, ...): the caller answers it
+                result = exc
+            except Exception as exc:  # a bug or a broken database: logged here, answered INTERNAL by the caller
+                log.exception("background job %s failed", getattr(job, "__qualname__", job))
+                result = exc
+            self.results.put((done, result))
+            self.local.push.send(b"")
+
+        self.pool.submit(run)
+
+    def run_now(self, job: Job) -> object:
+        """Run ``job(registry)`` here and wait for it (start-up only: the serving thread is not serving yet)."""
+        return self.pool.submit(lambda: job(self.local.registry)).result()
+
+    def deliver(self) -> None:
+        """Run the ``done`` callbacks of finished jobs (call when :attr:`wake` is readable)."""
+        while True:
+            try:
+                self.wake.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            done, result = self.results.get()
+            done(result)
+
+    def close(self) -> None:
+        self.pool.submit(lambda: (self.local.registry.close(), self.local.push.close(0)))  # in its own thread
+        self.pool.shutdown(wait=True)  # jobs in flight are short registry transactions: let them finish
+        self.wake.close(0)

@@ -1,0 +1,211 @@
+"""Typed messages between the evolution daemon and the control server (their internal socket).
+
+The server binds a ROUTER on ``ipc://<state dir>/internal.sock`` (the state directory is 0700: only its owner
+reaches it); a daemon connects a DEALER, says :class:`Hello` and is answered :class:`Welcome`. Both sides send a
+:class:`Heartbeat` every :data:`HEARTBEAT_INTERVAL_S`; a side that hears nothing for :data:`HEARTBEAT_EXPIRY_S`
+counts its peer as gone (the server keeps serving either way). ``docs/daemon.md`` lists every message.
+
+One message is one frame of JSON, ``{"op": ..., <fields>}``; :func:`decode` checks the op, that every field is
+present with its declared type and that no other field is, and raises :class:`MessageError` otherwise, so a
+handler only ever sees a well-formed dataclass.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from enum import Enum
+
+from srghn.errors import SrghnError
+
+HEARTBEAT_INTERVAL_S = 1.0
+HEARTBEAT_EXPIRY_S = 10.0
+"""Generous on purpose: evolution runs at low priority and a loaded machine may hold its heartbeat back for
+seconds; what expiry changes is only what ``status`` says about evolution (serving never waits on it)."""
+
+
+class MessageError(SrghnError):
+    """An internal message that is not JSON, has an unknown op, or lacks or mistypes a field."""
+
+
+class Op(str, Enum):
+    """The operations; each has the dataclass of the same name."""
+
+    HELLO = "hello"
+    WELCOME = "welcome"
+    HEARTBEAT = "heartbeat"
+    PUBLISH = "publish"
+    EVOLUTION = "evolution"
+    SYNC = "sync"
+    PROMOTE = "promote"
+    PROMOTED = "promoted"
+    COMMAND = "command"
+    TRANSITIONS = "transitions"
+    DETACH = "detach"
+    STOP = "stop"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class Message:
+    op: typing.ClassVar[Op]
+
+
+@dataclass(frozen=True)
+class Hello(Message):
+    """Daemon -> server: a daemon attaches (first message on a new connection)."""
+
+    op = Op.HELLO
+    pid: int
+    robot: str
+
+
+@dataclass(frozen=True)
+class Welcome(Message):
+    """Server -> daemon: attached; what the server serves right now (or ``refused``: why it will not take it)."""
+
+    op = Op.WELCOME
+    pid: int
+    robot: str
+    champion: str | None
+    serial: int
+    endpoints: dict
+    refused: str | None = None
+
+
+@dataclass(frozen=True)
+class Heartbeat(Message):
+    """Both ways, every :data:`HEARTBEAT_INTERVAL_S`."""
+
+    op = Op.HEARTBEAT
+    pid: int
+
+
+@dataclass(frozen=True)
+class Publish(Message):
+    """Daemon -> server: publish ``data`` on the telemetry topic ``topic``."""
+
+    op = Op.PUBLISH
+    topic: str
+    data: dict
+
+
+@dataclass(frozen=True)
+class Evolution(Message):
+    """Daemon -> server: the evolution status shown by admin ``status`` (generation, regime, counters, ...)."""
+
+    op = Op.EVOLUTION
+    status: dict
+
+
+@dataclass(frozen=True)
+class Sync(Message):
+    """Daemon -> server: re-read the registry's live pointers now."""
+
+    op = Op.SYNC
+
+
+@dataclass(frozen=True)
+class Promote(Message):
+    """Daemon -> server: promote ``champion`` (auto-promotion after the gates); answered by :class:`Promoted`."""
+
+    op = Op.PROMOTE
+    token: int
+    champion: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Promoted(Message):
+    """Server -> daemon: the outcome of the :class:`Promote` with this ``token``."""
+
+    op = Op.PROMOTED
+    token: int
+    ok: bool
+    serving: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Command(Message):
+    """Server -> daemon: an operator's ``pause``, ``resume`` or ``regime`` (applied between generations)."""
+
+    op = Op.COMMAND
+    cmd: str
+    actor: str
+    regime: str | None = None
+
+
+@dataclass(frozen=True)
+class Transitions(Message):
+    """Server -> daemon: a robot's latest transitions, for drift identification."""
+
+    op = Op.TRANSITIONS
+    client: str
+    obs: list
+    actions: list
+    next_obs: list
+
+
+@dataclass(frozen=True)
+class Detach(Message):
+    """Daemon -> server: the daemon stops; the server goes on serving."""
+
+    op = Op.DETACH
+    reason: str
+
+
+@dataclass(frozen=True)
+class Stop(Message):
+    """Daemon -> server: stop serving too (``srghn-ctl run`` stopping everything it started); answered by
+    :class:`Stopped` just before the server exits."""
+
+    op = Op.STOP
+    reason: str
+
+
+@dataclass(frozen=True)
+class Stopped(Message):
+    """Server -> daemon: the server's final status (its ``requests`` and ``episodes``)."""
+
+    op = Op.STOPPED
+    status: dict = field(default_factory=dict)
+
+
+TYPES: dict[Op, type[Message]] = {cls.op: cls for cls in (Hello, Welcome, Heartbeat, Publish, Evolution, Sync,
+                                                           Promote, Promoted, Command, Transitions, Detach, Stop,
+                                                           Stopped)}
+_CHECKS = {"int": int, "str": str, "bool": bool, "dict": dict, "list": list, "None": type(None)}
+
+
+def encode(message: Message) -> bytes:
+    return json.dumps({"op": message.op.value, **asdict(message)}, separators=(",", ":")).encode()
+
+
+def decode(frame: bytes) -> Message:
+    """The message in ``frame``; :class:`MessageError` naming what is wrong otherwise."""
+    try:
+        data = json.loads(frame)
+    except (ValueError, RecursionError) as exc:
+        raise MessageError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise MessageError(f"not a JSON object but {type(data).__name__}")
+    try:
+        cls = TYPES[Op(data.pop("op", None))]
+    except ValueError:
+        raise MessageError(f"unknown op; known: {', '.join(o.value for o in Op)}") from None
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise MessageError(f"{cls.op.value}: unknown field(s) {unknown}")
+    for name, f in known.items():
+        if name not in data:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise MessageError(f"{cls.op.value}: field {name!r} is missing")
+            continue
+        allowed = tuple(_CHECKS[t.strip()] for t in str(f.type).split("|"))
+        value = data[name]
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise MessageError(f"{cls.op.value}: field {name!r} must be {f.type}, got {type(value).__name__}")
+    return cls(**data)

@@ -1,0 +1,411 @@
+"""Serving: the control socket (``ACT``, ``STEP``, ``INFO``), the model slots and the swap between them.
+
+A *slot* is one champion loaded in ONNX Runtime. The live slot serves; the last-known-good slot stands by for the
+watchdog (:mod:`srghn.safety.watchdog`). Every slot of the robot is bound (ONNX Runtime I/O binding) to the same
+:class:`PolicyIO` buffers, so a request's observation is copied once into the input buffer and whichever slot
+serves it writes its action into the output buffer: no allocation, no copy, on the hot path. Slots are loaded
+on the background thread and swapped in between two requests by one assignment.
+
+The hot path, measured (``benchmarks/act_stages.py``): the header of a well-formed ``ACT`` from a DEALER is
+recognised by comparing its first 8 bytes and the frame lengths, which is what the full validation
+(:func:`srghn.deploy.protocol.parse_header`) amounts to for such a request; everything else goes through the full
+validation and gets its typed error. Observations are checked finite with one dot product (``obs . 0`` is NaN
+exactly when an entry is NaN or infinite).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+import zmq
+
+from srghn.controller.onnx_policy import ACTION_NAME, INPUT_NAME, LOGITS_NAME, OnnxPolicy
+from srghn.controller.policy import PolicySpec
+from srghn.deploy import protocol as p
+from srghn.deploy.background import Background
+from srghn.deploy.keys import Identity, allowed
+from srghn.deploy.messages import Transitions
+from srghn.deploy.registry import Registry
+from srghn.errors import PromotionRefused, ProtocolError, SrghnError
+from srghn.safety.watchdog import Verdict, Watchdog
+
+log = logging.getLogger("srghn.server.serving")
+
+LATENCY_WINDOW = 4096
+"""``status`` reports the server's handling time of this many most recent ``ACT`` requests."""
+TRANSITIONS = 64
+"""Per client, the last transitions kept for the daemon's regime identification (sent every few seconds)."""
+MAX_CLIENTS = 1024
+"""Per-robot step statistics are kept for this many client identities (the least recently seen go first)."""
+SLOT_CACHE = 4
+"""Models kept loaded for a quick swap back (rollbacks)."""
+REQUEST_ID = struct.Struct("<Q")
+
+Publish = Callable[[str, dict], None]
+
+
+class PolicyIO:
+    """The input and output buffers that every loaded model of one robot is bound to."""
+
+    def __init__(self, spec: PolicySpec) -> None:
+        self.obs = np.zeros((1, spec.obs_dim), np.float32)
+        self.obs_bytes = memoryview(self.obs).cast("B")
+        self.zeros = np.zeros(spec.obs_dim, np.float32)
+        self.outputs = {ACTION_NAME: np.zeros(1, np.int64) if spec.discrete else np.zeros((1, spec.act_dim),
+                                                                                          np.float32)}
+        if spec.discrete:
+            self.outputs[LOGITS_NAME] = np.zeros((1, spec.act_dim), np.float32)
+
+    def finite(self) -> bool:
+        """Whether the observation in the input buffer is finite."""
+        return math.isfinite(float(self.obs[0] @ self.zeros))
+
+
+class ModelSlot:
+    """One champion loaded in ONNX Runtime, bound to the robot's :class:`PolicyIO`."""
+
+    __slots__ = ("action", "binding", "champion_id", "reply_id", "session", "values")
+
+    def __init__(self, champion_id: str, model: bytes, spec: PolicySpec, io: PolicyIO) -> None:
+        import onnxruntime as ort
+
+        policy = OnnxPolicy(model)
+        if policy.spec != spec:
+            raise PromotionRefused(f"champion {champion_id} declares policy {policy.spec.to_dict()}, this robot "
+                                   f"serves {spec.to_dict()}")
+        self.champion_id, self.reply_id = champion_id, champion_id.encode()
+        self.session = policy.session
+        self.binding = self.session.io_binding()
+        self.values = [ort.OrtValue.ortvalue_from_numpy(io.obs)]  # shares the buffer; kept alive with the slot
+        self.binding.bind_ortvalue_input(INPUT_NAME, self.values[0])
+        for name in policy.output_names:
+            self.values.append(ort.OrtValue.ortvalue_from_numpy(io.outputs[name]))
+            self.binding.bind_ortvalue_output(name, self.values[-1])
+        self.action = io.outputs[ACTION_NAME]
+
+    def run(self) -> np.ndarray:
+        """The action for the observation in the input buffer (written into the output buffer)."""
+        self.session.run_with_iobinding(self.binding)
+        return self.action
+
+
+class Client:
+    """What the server keeps about one robot (a ROUTER identity)."""
+
+    __slots__ = ("episode_return", "episode_steps", "episodes", "fresh", "last_seen", "pending", "returns", "steps",
+                 "transitions")
+
+    def __init__(self) -> None:
+        self.steps = self.episodes = self.episode_steps = self.fresh = 0
+        self.episode_return = 0.0
+        self.returns: deque = deque(maxlen=100)
+        self.last_seen = 0.0
+        self.pending: tuple[bytes, bytes] | None = None
+        """(observation, action) of its last ACT as the wire carried them, waiting for the STEP that follows."""
+        self.transitions: deque = deque(maxlen=TRANSITIONS)
+
+
+class Serving:
+    """The control socket and the model slots of one robot."""
+
+    def __init__(self, robot: str, spec: PolicySpec, safe_action: tuple[float, ...], regimes: tuple[str, ...],
+                 max_message_bytes: int, sock: zmq.Socket, publish: Publish, background: Background,
+                 identify: Callable[[zmq.Frame], Identity | None] | None = None) -> None:
+        self.robot, self.spec, self.regimes, self.max_bytes = robot, spec, regimes, max_message_bytes
+        self.sock, self.publish, self.background = sock, publish, background
+        self.identify = identify
+        """With CURVE on: who sent a request (None once its key is revoked). Every request is then checked
+        against its key's role, and the fast path is off."""
+        self.io = PolicyIO(spec)
+        self.watchdog = Watchdog(spec, safe_action)
+        self.safe_action = safe_action
+        self.live: ModelSlot | None = None
+        self.lkg: ModelSlot | None = None
+        self.serial = 0
+        self.cache: dict[str, ModelSlot] = {}
+        """Loaded slots by champion id; used by the background thread only."""
+        self.sync_pending = False
+        self.obs_len = spec.obs_dim * 4
+        self.act_prefix, self.step_prefix = p.prefix(p.MsgType.ACT), p.prefix(p.MsgType.STEP)
+        self.acts = self.steps = self.errors = self.fallbacks = 0
+        self.latency = np.zeros(LATENCY_WINDOW, np.int64)
+        self.clients: dict[bytes, Client] = {}
+        self._refresh()
+
+    # -- requests ----------------------------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Answer every request waiting on the control socket."""
+        recv = self.sock.recv_multipart
+        while True:
+            try:
+                frames = recv(zmq.NOBLOCK, copy=self.identify is None)
+            except zmq.Again:
+                return
+            self.on_request(frames)
+
+    def on_request(self, frames: list) -> None:
+        t0 = time.perf_counter_ns()
+        if (self.identify is None and len(frames) == 3 and len(frames[2]) == self.obs_len
+                and len(frames[1]) == p.HEADER.size and frames[1][:8] == self.act_prefix):
+            envelope, request_id = frames[:1], REQUEST_ID.unpack_from(frames[1], 8)[0]
+            try:  # a well-formed ACT from a DEALER
+                reply = self.act(frames[0], request_id, frames[2])
+                self.latency[self.acts % LATENCY_WINDOW] = time.perf_counter_ns() - t0
+                self.acts += 1
+            except ProtocolError as exc:
+                reply = self._error(exc)
+            except Exception as exc:  # a bug must never stop the server: answer INTERNAL and go on
+                reply = self._internal(exc, request_id)
+        else:
+            envelope, reply = self._validated(frames, t0)
+        self.sock.send_multipart(envelope + reply)  # copy=False costs ~6 us more for frames this small
+
+    def _validated(self, frames: list, t0: int) -> tuple[list[bytes], list[bytes]]:
+        """Any request, checked in the documented order (docs/protocol.md §3.5)."""
+        who = None
+        if self.identify is not None:
+            who = self.identify(frames[0])
+            frames = [f.bytes for f in frames]
+        envelope, msg = p.split_envelope(frames)
+        request_id = 0
+        try:
+            msg_type, request_id = p.parse_header(msg, p.CONTROL_REQUESTS, self.max_bytes)
+            if self.identify is not None:
+                allowed(who, "control", msg_type.name, request_id)
+            if msg_type is p.MsgType.ACT:
+                p.floats(msg[1], self.spec.obs_dim, "observation", request_id)
+                reply = self.act(envelope[0], request_id, msg[1])
+                self.latency[self.acts % LATENCY_WINDOW] = time.perf_counter_ns() - t0
+                self.acts += 1
+            elif msg_type is p.MsgType.STEP:
+                reward, terminated, truncated = p.parse_outcome(msg[1], request_id)
+                p.floats(msg[2], self.spec.obs_dim, "next observation", request_id)
+                self._record_step(envelope[0], reward, terminated or truncated, msg[2])
+                reply = [p.header(p.MsgType.STEP_OK, request_id)]
+            else:
+                reply = [p.header(p.MsgType.INFO_OK, request_id), self.info_json]
+        except ProtocolError as exc:
+            reply = self._error(exc)
+        except Exception as exc:  # a bug must never stop the server: answer INTERNAL and go on
+            reply = self._internal(exc, request_id)
+        return envelope, reply
+
+    def _error(self, exc: ProtocolError) -> list[bytes]:
+        self.errors += 1
+        return p.error_frames(exc.code, str(exc), exc.request_id)
+
+    def _internal(self, exc: Exception, request_id: int) -> list[bytes]:
+        self.errors += 1
+        log.exception("internal error answering a control request")
+        return p.error_frames(p.ErrorCode.INTERNAL, f"internal error: {exc!r}", request_id)
+
+    def act(self, identity: bytes, request_id: int, obs: bytes) -> list[bytes]:
+        """The ``ACTION`` reply for an observation frame of the right length (raises ``NOT_FINITE``)."""
+        io = self.io
+        io.obs_bytes[:] = obs
+        if not io.finite():
+            p.floats(obs, self.spec.obs_dim, "observation", request_id)  # raises, naming the bad entries
+        verdict = self.watchdog.act((self.live, self.lkg))
+        if verdict.failures:
+            self._failed(verdict)
+        client = self.clients.get(identity) or self._client(identity)
+        client.last_seen = time.monotonic()
+        client.pending = (obs, verdict.action)
+        if verdict.served == 0 and not verdict.clamped:
+            return [p.header(p.MsgType.ACTION, request_id), verdict.action, self.live_status, self.live.reply_id]
+        slot = (self.live, self.lkg)[verdict.served] if verdict.served >= 0 else None
+        source = (p.Source.SAFE if slot is None else p.Source.LIVE if verdict.served == 0
+                  else p.Source.LAST_KNOWN_GOOD)
+        flags = (p.ActionFlag.CLAMPED if verdict.clamped else 0) | (p.ActionFlag.FALLBACK if verdict.failures else 0)
+        return [p.header(p.MsgType.ACTION, request_id), verdict.action,
+                p.ACTION_STATUS.pack(int(source), flags, 0, self.serial & 0xFFFFFFFF),
+                slot.reply_id if slot is not None else b""]
+
+    def _client(self, identity: bytes) -> Client:
+        """A new client record; beyond :data:`MAX_CLIENTS` the least recently seen one goes."""
+        if len(self.clients) >= MAX_CLIENTS:
+            del self.clients[min(self.clients, key=lambda k: self.clients[k].last_seen)]
+        client = self.clients[identity] = Client()
+        return client
+
+    def _record_step(self, identity: bytes, reward: float, done: bool, next_obs: bytes) -> None:
+        self.steps += 1
+        client = self.clients.get(identity) or self._client(identity)
+        client.last_seen = time.monotonic()
+        if client.pending is not None:
+            client.transitions.append((*client.pending, next_obs))
+            client.pending = None
+            client.fresh += 1
+        client.steps += 1
+        client.episode_steps += 1
+        client.episode_return += reward
+        if done:
+            client.episodes += 1
+            client.returns.append(client.episode_return)
+            self.publish("episode", {"client": client_name(identity), "return": client.episode_return,
+                                     "steps": client.episode_steps, "champion": self.serving_id})
+            client.episode_return, client.episode_steps = 0.0, 0
+
+    # -- the watchdog's failures ---------------------------------------------------------------------------------
+
+    def _failed(self, verdict: Verdict) -> None:
+        """Failed champions are out of service now; the registry is asked to roll back to the last-known-good."""
+        for slot, problem in verdict.failures:
+            self.fallbacks += 1
+            lkg = self.lkg if self.lkg is not None and self.lkg.champion_id not in self.watchdog.failed else None
+            fallback = lkg.champion_id if lkg else None
+            log.warning("watchdog: champion %s failed (%s); now serving %s", slot.champion_id, problem,
+                        fallback or "the safe action")
+            if slot is self.live:
+                self.swap(lkg, f"watchdog: {problem}")
+            self.publish("watchdog", {"event": "fallback", "failed": slot.champion_id, "problem": problem,
+                                      "serving": fallback})
+            if fallback and slot.champion_id != fallback:
+                self.background.submit(_watchdog_rollback(self.robot, slot.champion_id, fallback, problem),
+                                       lambda r: self.publish("rollback", {"by": "watchdog", "result": r}))
+
+    # -- slots -----------------------------------------------------------------------------------------------------
+
+    @property
+    def serving_id(self) -> str | None:
+        """Id of the champion being served (None: the safe action)."""
+        return self.live.champion_id if self.live else None
+
+    def swap(self, new: ModelSlot | None, why: str) -> None:
+        old = self.serving_id
+        self.live = new
+        self.serial += 1
+        self._refresh()
+        log.info("serving %s (was %s): %s", new.champion_id if new else "the safe action", old or "the safe action",
+                 why)
+        self.publish("serving", {"champion": self.serving_id, "previous": old, "serial": self.serial, "why": why})
+
+    def _refresh(self) -> None:
+        """What depends on the served champion, made once per swap rather than per request."""
+        self.live_status = p.ACTION_STATUS.pack(int(p.Source.LIVE), 0, 0, self.serial & 0xFFFFFFFF)
+        self.info_json = json.dumps(self.info(), separators=(",", ":")).encode()
+
+    def info(self) -> dict:
+        spec = self.spec
+        return {"protocol": p.VERSION, "robot": self.robot, "obs_dim": spec.obs_dim,
+                "act_dim": 1 if spec.discrete else spec.act_dim, "discrete": spec.discrete,
+                "action_count": spec.act_dim if spec.discrete else None,
+                "action_low": None if spec.discrete else list(spec.action_low),
+                "action_high": None if spec.discrete else list(spec.action_high),
+                "safe_action": list(self.safe_action), "regimes": list(self.regimes),
+                "max_message_bytes": self.max_bytes, "champion": self.serving_id}
+
+    def load(self, registry: Registry, champion_id: str | None) -> ModelSlot | None:
+        """The slot of a champion (background thread only; the last few stay cached)."""
+        if champion_id is None:
+            return None
+        if champion_id not in self.cache:
+            self.cache[champion_id] = ModelSlot(champion_id, registry.load_model(champion_id), self.spec, self.io)
+            while len(self.cache) > SLOT_CACHE:
+                self.cache.pop(next(iter(self.cache)))
+        return self.cache[champion_id]
+
+    def sync_job(self, registry: Registry) -> dict:
+        """Read the live and last-known-good pointers and load both (background thread)."""
+        result = {"live": None, "lkg": None, "problems": []}
+        for key, champion in (("live", registry.live(self.robot)), ("lkg", registry.last_known_good(self.robot))):
+            try:
+                result[key] = self.load(registry, champion.id if champion else None)
+            except SrghnError as exc:
+                result["problems"].append(f"{key} champion {champion.id} cannot be loaded: {exc}")
+        return result
+
+    def apply_sync(self, result: dict | Exception) -> None:
+        """Take what :meth:`sync_job` read: swap when the registry's live champion changed."""
+        if isinstance(result, Exception):
+            self.publish("watchdog", {"event": "sync_failed", "error": str(result)})
+            return
+        for problem in result["problems"]:
+            log.error("%s", problem)
+            self.publish("watchdog", {"event": "load_failed", "error": problem})
+        live, lkg = result["live"], result["lkg"]
+        if lkg is not None and lkg.champion_id not in self.watchdog.failed:
+            self.lkg = lkg
+        if live is None:
+            if not result["problems"] and self.live is not None:
+                self.swap(None, "nothing is live in the registry")
+            return
+        if live.champion_id in self.watchdog.failed:
+            return  # the watchdog took it out of service; wait for the registry to move on
+        if self.live is None or live.champion_id != self.live.champion_id:
+            self.swap(live, "registry")
+
+    def sync(self) -> None:
+        """Re-read the registry in the background (at most one such read queued at a time)."""
+        if self.sync_pending:
+            return
+        self.sync_pending = True
+
+        def done(result: dict | Exception) -> None:
+            self.sync_pending = False
+            self.apply_sync(result)
+
+        self.background.submit(self.sync_job, done)
+
+    # -- reports -----------------------------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        n = min(self.acts, LATENCY_WINDOW)
+        lat = self.latency[:n] / 1e3
+        now = time.monotonic()
+        recent = sorted(self.clients.items(), key=lambda kv: kv[1].last_seen)[-16:]
+        returns = [r for c in self.clients.values() for r in list(c.returns)[-10:]]
+        return {
+            "serving": {"champion": self.serving_id, "source": "live" if self.live else "safe",
+                        "last_known_good": self.lkg.champion_id if self.lkg else None, "serial": self.serial,
+                        "failed": sorted(self.watchdog.failed)},
+            "requests": {"act": self.acts, "step": self.steps, "errors": self.errors, "watchdog": self.fallbacks,
+                         "act_us_p50": round(float(np.percentile(lat, 50)), 1) if n else None,
+                         "act_us_p99": round(float(np.percentile(lat, 99)), 1) if n else None},
+            "clients": [{"client": client_name(k), "steps": c.steps, "episodes": c.episodes,
+                         "mean_return_last_10": round(float(np.mean(list(c.returns)[-10:])), 2) if c.returns else None,
+                         "seen_s_ago": round(now - c.last_seen, 1)} for k, c in recent],
+            "episodes": {"count": sum(c.episodes for c in self.clients.values()),
+                         "mean_return_recent": round(float(np.mean(returns)), 2) if returns else None},
+        }
+
+    def take_transitions(self) -> Transitions | None:
+        """The most recently active robot's latest transitions, once enough of them are new (for the daemon,
+        which replays them in each regime's simulator to tell whether the robot's dynamics changed)."""
+        for identity, client in sorted(self.clients.items(), key=lambda kv: kv[1].last_seen, reverse=True):
+            if len(client.transitions) < TRANSITIONS // 2 or client.fresh < TRANSITIONS // 4:
+                continue
+            client.fresh = 0
+            obs, actions, next_obs = ([np.frombuffer(f, "<f4").tolist() for f in column]
+                                      for column in zip(*client.transitions, strict=True))
+            return Transitions(client_name(identity), obs, actions, next_obs)
+        return None
+
+
+def _watchdog_rollback(robot: str, failed: str, fallback: str, problem: str) -> Callable[[Registry], dict]:
+    def rollback(registry: Registry) -> dict:
+        live = registry.live(robot)
+        if live is None or live.id != failed:
+            return {"skipped": True}
+        return registry.rollback("watchdog", robot, fallback, f"live session failed: {problem}").to_dict()
+
+    return rollback
+
+
+def client_name(identity: bytes) -> str:
+    """A ROUTER identity as text: printable names as they are (robots may set ZMQ_ROUTING_ID), others in hex."""
+    try:
+        text = identity.decode("ascii")
+        if text.isprintable() and text:
+            return text
+    except UnicodeDecodeError:
+        pass
+    return identity.hex()
