@@ -175,6 +175,7 @@ class Daemon:
         self.home.mkdir(parents=True, exist_ok=True)
         started = time.time()
         strategy = evaluator = None
+        torch.set_num_threads(1)  # evolution is one thread at low priority, and the same on every run
         with hold_lock(state, DAEMON), self.should_exit.captured():
             self.ctx = zmq.Context()
             try:
@@ -192,7 +193,6 @@ class Daemon:
                                             "regime": self.regime.regime, "endpoints": self.endpoints})
                     # Evolution yields the cores to the live server and the robot: lower priority from here on.
                     os.nice(5)
-                    torch.set_num_threads(1)
                     evaluator = make_evaluator(self.profile, self.settings.backend, self.settings.workers,
                                                self.settings.ray_address)
                     self._evolve(strategy, evaluator, started)
@@ -511,7 +511,8 @@ class Daemon:
             "candidates": {k: self.counts[k] for k in ("registered", "gate_passed", "gate_failed", "promoted",
                                                        "promotion_refused")},
             "live": live.id if live else None, "last_known_good": lkg.id if lkg else None,
-            "serving": self.server_final, "server_stopped": self.owns_server, "robot_sim": robot_summary,
+            "serving": self.server_final, "server_stopped": self.owns_server,
+            "server_restarts": self.link.restarts if self.link else 0, "robot_sim": robot_summary,
             "files": {"home": str(self.home), "metrics": str(self.home / "metrics.jsonl"),
                       "plot": str(self.home / "fitness.png"),
                       "logs": str(Path(self.settings.state_dir) / "logs"),

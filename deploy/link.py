@@ -36,6 +36,8 @@ class ServerLink:
         self.welcome: m.Welcome | None = None
         self.welcomed = threading.Event()
         self.server_pid: int | None = None
+        self.restarts = 0
+        """Restarts of the server this link noticed (and attached again after)."""
         self.last_heard = 0.0
         self.last_status: m.Evolution | None = None
         self._pipe_address = f"inproc://srghn-link-{id(self)}"
@@ -176,6 +178,7 @@ class ServerLink:
                 log.warning("the control server was restarted (pid %s, was %s): attaching again", message.pid,
                             self.server_pid)
                 self.server_pid = message.pid
+                self.restarts += 1
                 with contextlib.suppress(zmq.Again):
                     sock.send(hello, zmq.NOBLOCK)
                     if self.last_status is not None:

@@ -54,3 +54,56 @@ def act_at_full_rate(endpoint: str, obs: list[float], stop, ready, results, time
     finally:
         results.put(summary)
         ctx.destroy(linger=0)
+
+
+def act_at_rate(endpoint: str, obs: list[float], rate_hz: float, deadline_s: float, stop, ready, results) -> None:
+    """A robot's control loop: one ACT every ``1 / rate_hz`` s until ``stop`` is set, each answered within
+    ``deadline_s`` or counted as unanswered (a late answer is recognised by its request id and dropped).
+
+    Puts a summary on ``results``: requests, unanswered, answers by (champion, source), the slowest answer, and the
+    times (``time.monotonic``, comparable across processes) at which answers arrived around the longest silence.
+    ``ready`` is set after the first answer."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    payload = np.asarray(obs, dtype=p.FLOAT32).tobytes()
+    summary = {"requests": 0, "unanswered": 0, "answers": {}, "max_rtt_s": 0.0, "errors": [],
+               "longest_silence_s": 0.0, "silence_from": None, "silence_to": None}
+    period = 1.0 / rate_hz
+    rid = 0
+    last_answer = None
+    tick = time.monotonic()
+    try:
+        while not stop.is_set():
+            tick = max(tick + period, time.monotonic())
+            time.sleep(max(0.0, tick - time.monotonic()))
+            rid += 1
+            t0 = time.monotonic()
+            sock.send_multipart([p.header(p.MsgType.ACT, rid), payload])
+            summary["requests"] += 1
+            answered = False
+            while (left := deadline_s - (time.monotonic() - t0)) > 0 and sock.poll(int(left * 1000) + 1):
+                reply = sock.recv_multipart()
+                if p.HEADER.unpack(reply[0])[4] != rid:
+                    continue  # the late answer to a request already counted as unanswered
+                answered = True
+                break
+            now = time.monotonic()
+            if not answered:
+                summary["unanswered"] += 1
+                continue
+            summary["max_rtt_s"] = max(summary["max_rtt_s"], now - t0)
+            if p.HEADER.unpack(reply[0])[2] != p.MsgType.ACTION:
+                summary["errors"].append(bytes(reply[-1][:200]).decode("utf-8", "replace"))
+                continue
+            key = f"{reply[3].decode()}/{p.Source(p.ACTION_STATUS.unpack(reply[2])[0]).name}"
+            summary["answers"][key] = summary["answers"].get(key, 0) + 1
+            if last_answer is not None and now - last_answer > summary["longest_silence_s"]:
+                summary.update(longest_silence_s=now - last_answer, silence_from=last_answer, silence_to=now)
+            last_answer = now
+            if not ready.is_set():
+                ready.set()
+    finally:
+        results.put(summary)
+        ctx.destroy(linger=0)

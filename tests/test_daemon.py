@@ -159,7 +159,7 @@ def test_run_validates_its_flags_before_starting(tmp_path: Path) -> None:
 def test_daemon_restarts_a_killed_server_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     import os
 
-    from srghn.deploy.client import DaemonUnavailable
+    from srghn.errors import ServerUnavailable
 
     state = tmp_path / "state"
     with tempfile.TemporaryDirectory(prefix="sg") as socks:
@@ -176,7 +176,7 @@ def test_daemon_restarts_a_killed_server_and_stops_cleanly_on_ctrl_c(tmp_path: P
                 def status() -> dict | None:
                     try:
                         return admin.status()
-                    except DaemonUnavailable:
+                    except ServerUnavailable:
                         return None
 
                 old = wait_for(lambda: (s := status()) and s["evolution"] and s["evolution"]["generation"] > 2 and s,
@@ -194,6 +194,7 @@ def test_daemon_restarts_a_killed_server_and_stops_cleanly_on_ctrl_c(tmp_path: P
             interrupted = True
         finally:
             summary = finish(daemon, None if interrupted else signal.SIGTERM)
+    # the supervisor restarted the server; the daemon noticed and attached again
     assert summary["stopped_by"] == "SIGINT" and summary["server_restarts"] == 1 and summary["regime"] == "inverted"
     assert summary["serving"] is not None  # the restarted server was stopped in order and reported
     assert not (state / "daemon.json").exists() and (state / "daemon" / "cartpole" / "population.npz").is_file()
@@ -206,7 +207,7 @@ def test_a_duration_bound_stops_the_daemon_cleanly(tmp_path: Path) -> None:
     assert summary["generations_this_run"] >= 1 and summary["serving"]["requests"]["errors"] == 0
 
 
-def test_daemon_commands_without_a_daemon(tmp_path: Path, cartpole_model) -> None:
+def test_daemon_commands_without_a_server(tmp_path: Path, cartpole_model) -> None:
     from server_helpers import gate_and_promote, register_champion
     from typer.testing import CliRunner
 
@@ -219,11 +220,11 @@ def test_daemon_commands_without_a_daemon(tmp_path: Path, cartpole_model) -> Non
         gate_and_promote(registry, "cp-a")
     runner = CliRunner()
     status = runner.invoke(app, ["status", "--json", "--state-dir", str(state)])
-    assert status.exit_code == 0 and json.loads(status.output) == {"daemon": None, "live": {"cartpole": "cp-a"}}
+    assert status.exit_code == 0 and json.loads(status.output) == {"server": None, "live": {"cartpole": "cp-a"}}
     for args in (["pause"], ["resume"], ["regime", "inverted"], ["watch", "--count", "1"],
                  ["robot-sim", "--steps", "1"]):
         done = runner.invoke(app, [*args, "--state-dir", str(state)])
-        assert done.exit_code == 2 and "no daemon runs on state directory" in " ".join(done.output.split()), args
+        assert done.exit_code == 2 and "no server runs on state directory" in " ".join(done.output.split()), args
 
 
 def test_damaged_daemon_state_is_refused_and_left_untouched(tmp_path: Path) -> None:

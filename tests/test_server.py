@@ -9,8 +9,8 @@ from server_helpers import booby_trapped_cartpole, register_champion, running_se
 
 from srghn.deploy import protocol as p
 from srghn.deploy.client import AdminClient, ControlClient, Telemetry
-from srghn.errors import InvalidRequest, ReplyError
 from srghn.deploy.registry import Registry
+from srghn.errors import InvalidRequest, ReplyError
 
 
 def add_champion(registry: Registry, model: bytes, cid: str) -> None:
