@@ -9,6 +9,7 @@ serving thread. So a request is answered by whatever was current when it arrived
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -38,6 +39,8 @@ class Background:
                                        initializer=self._init, initargs=(ctx, address))
 
     def _init(self, ctx: zmq.Context, address: str) -> None:
+        if os.sched_getscheduler(0) != os.SCHED_OTHER:  # slow work never competes with serving at its priority
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
         self.local.registry = Registry.open(self.state_dir, create=True)
         self.local.push = ctx.socket(zmq.PUSH)
         self.local.push.connect(address)

@@ -48,6 +48,8 @@ log = logging.getLogger("srghn.server")
 
 TICK_S = 0.1
 SHUTDOWN_LINGER_MS = 1000
+SWITCH_INTERVAL_S = 0.0005
+"""How long the background thread may hold the interpreter lock while a request waits (Python's default: 5 ms)."""
 SERVE_CONFIG = "serve.json"
 """Where ``srghn-ctl run`` and ``srghn-ctl serve`` write the configuration, in the state directory."""
 IPC_PATH_MAX = 100
@@ -94,6 +96,11 @@ class ServeConfig:
     """How often the registry's live pointer is re-read (changes made by other processes are picked up)."""
     curve_dir: str | None = None
     """Directory of the CURVE keys (see :mod:`srghn.deploy.keys`); required when any endpoint is not local."""
+    realtime_priority: int | None = 10
+    """The SCHED_FIFO priority the server asks for, so that a robot's request preempts evolution at once (its
+    ZeroMQ threads inherit it; the background thread drops back to normal). Without the privilege (a user
+    without ``LimitRTPRIO``) it serves at normal priority, above the daemon's nice +5 and the workers' +15.
+    None: leave the scheduling alone (e.g. when systemd's ``CPUSchedulingPolicy=`` sets it)."""
 
     @classmethod
     def for_profile(cls, profile, state_dir: Path, endpoints: dict[str, str], keys: Path | None) -> ServeConfig:
@@ -159,6 +166,8 @@ class Server:
 
     def startup(self) -> None:
         config = self.config
+        _prioritise(config.realtime_priority)  # before any thread starts: they all inherit it
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.ctx = zmq.Context()
         self.curve = CurveServer.for_endpoints(config.curve_dir, config.endpoints.values())
         identify = self.curve.identity if self.curve else None
@@ -283,6 +292,16 @@ class Server:
             self.curve.stop()
         remove_runfile(Path(self.config.state_dir), SERVER)
         self.ctx.destroy(linger=SHUTDOWN_LINGER_MS)
+
+
+def _prioritise(priority: int | None) -> None:
+    if priority is None or os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR):
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        log.info("serving at real-time priority %d (SCHED_FIFO)", priority)
+    except (PermissionError, OSError) as exc:
+        log.info("serving at normal priority: real-time priority %d was refused (%s)", priority, exc)
 
 
 def _bind(sock: zmq.Socket, endpoint: str) -> None:

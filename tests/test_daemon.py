@@ -243,34 +243,3 @@ def test_damaged_daemon_state_is_refused_and_left_untouched(tmp_path: Path) -> N
     assert done.exit_code != 0 and "population.npz" in done.output
     assert (home / "population.npz").read_bytes() == b"not a population"
     assert not (tmp_path / "state" / "daemon.json").exists()
-
-
-def test_children_exit_when_the_daemon_is_killed(tmp_path: Path) -> None:
-    import os
-
-    def children() -> list[int]:
-        """Processes started for this test's state directory (server, simulated robot), found by command line."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if entry.name.isdigit() and int(entry.name) != os.getpid() and str(tmp_path) in cmdline:
-                found.append(int(entry.name))
-        return found
-
-    with tempfile.TemporaryDirectory(prefix="sg") as socks:
-        socks = Path(socks)
-        daemon = start(tmp_path / "state", socks, "--sim-robot", "--robot-rate", "100")
-        try:
-            with AdminClient(f"ipc://{socks}/a.sock", timeout_s=60) as admin:
-                wait_for(lambda: admin.status()["clients"], 120, "the simulated robot to be served")
-            orphans = [pid for pid in children() if pid != daemon.pid]
-            assert len(orphans) >= 2  # the control server and the simulated robot
-            daemon.kill()  # SIGKILL: none of the daemon's shutdown code runs
-            daemon.wait(30)
-            wait_for(lambda: not children(), 30, "the server and the robot to notice and exit")
-        finally:
-            if daemon.poll() is None:
-                daemon.kill()
