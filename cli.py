@@ -540,6 +540,13 @@ def history(
 EndpointOpt = Annotated[str | None, typer.Option(
     help="ZeroMQ endpoint, ipc://PATH or tcp://HOST:PORT (default: ipc://<state dir>/<role>.sock).",
     show_default=False)]
+RealtimeOpt = Annotated[bool, typer.Option(
+    "--realtime/--no-realtime", help="The control server asks for real-time priority (SCHED_FIFO 10) where it "
+    "may, so that robots preempt evolution.")]
+BusyPollOpt = Annotated[int, typer.Option(
+    "--busy-poll-us", min=0, max=100_000, help="The control server keeps polling this many microseconds after each "
+    "request before it sleeps (faster answers to fast robots for that much CPU; for a core of its own; turns "
+    "real-time priority off).")]
 KeysOpt = Annotated[Path | None, typer.Option(
     "--keys", help="CURVE key directory from `srghn-ctl keys add` (required to bind beyond this machine).",
     show_default=False)]
@@ -582,6 +589,8 @@ def run(
     attach: Annotated[bool, typer.Option(
         "--attach", help="Attach to the control server already running on the state directory (`srghn-ctl serve`, "
         "its systemd unit) and never start or stop one.")] = False,
+    realtime: RealtimeOpt = True,
+    busy_poll_us: BusyPollOpt = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the shutdown summary as JSON on stdout.")] = False,
     state_dir: StateDirOpt = None,
 ) -> None:
@@ -609,7 +618,7 @@ def run(
             generations=generations, duration_s=duration, auto_promote=auto_promote, gate_every=gate_every,
             regime=regime, follow_drift=follow_drift, control=control, admin=admin, telemetry=telemetry, keys=keys,
             backend=backend, workers=workers, ray_address=ray_address, sim_robot=sim_robot, robot_args=robot_args,
-            attach=attach)
+            attach=attach, realtime=realtime, busy_poll_us=busy_poll_us)
         if sim_robot and fault is not None:
             from srghn.deploy.robot_sim import check_fault
 
@@ -735,6 +744,8 @@ def serve(
     admin: EndpointOpt = None,
     telemetry: EndpointOpt = None,
     keys: KeysOpt = None,
+    realtime: RealtimeOpt = True,
+    busy_poll_us: BusyPollOpt = 0,
     state_dir: StateDirOpt = None,
 ) -> None:
     """Run the control server alone, in the foreground: what systemd's srghn-server unit runs
@@ -749,7 +760,7 @@ def serve(
         state = secure_state_dir(resolve_state_dir(state_dir))
         endpoints = choose_endpoints(state, control, admin, telemetry)
         CurveServer.for_endpoints(keys, endpoints.values())
-        config = ServeConfig.for_profile(load_profile(robot), state, endpoints, keys)
+        config = ServeConfig.for_profile(load_profile(robot), state, endpoints, keys, realtime, busy_poll_us)
         (state / SERVE_CONFIG).write_text(config.to_json())
         code = Server(config).run()
     raise typer.Exit(code)

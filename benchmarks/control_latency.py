@@ -1,22 +1,22 @@
-"""Control-loop latency: the daemon's ACT round trip against a bare pyzmq echo on the same transport, idle and
-while evolution keeps the cores busy, measured in one run.
+"""Control-loop latency: the server's ACT round trip against a bare echo on the same transport, from a Python client
+and from the compiled C client (clients/c), idle and while evolution keeps the cores busy, all in one run.
 
     python benchmarks/control_latency.py --json [--robot cartpole|ant] [--transport ipc|tcp]
 
-* **echo**: a ROUTER in a process of its own (pyzmq only) that answers every request with frames of exactly the
-  sizes of an ``ACTION`` reply (header, action, status, champion id). The client sends the same two frames an
-  ``ACT`` has (16-byte header, ``obs_dim`` float32). This is the floor: ZeroMQ and Python, no work.
-* **act**: the real control server (``python -m srghn.deploy.server``) serving a live champion of ``--robot``
-  (seeded random weights, exported to ONNX and registered in a throwaway state directory; the gate report is a
-  synthetic passing one, since gating is not what is measured here).
-* **loaded**: the same two measurements while ``srghn-ctl evolve --robot ant`` runs at nice +5, as the daemon's
-  evolution does (its shadow workers add +10 on top), measured once it has finished its first generation.
+* **python echo / python act**: one pyzmq DEALER in this process, timing each round trip with
+  ``perf_counter_ns``, against a pyzmq ROUTER echo in a process of its own and against the real control server
+  (``python -m srghn.deploy.server``) serving a live champion of ``--robot`` (seeded random weights, exported to
+  ONNX and registered in a throwaway state directory; its gate report is a synthetic passing one).
+* **c echo / c act**: ``srghn_tool bench`` (the C client, built here from clients/c with make) against
+  ``srghn_echo`` (a bare libzmq ROUTER in C) and against the same server. Every echo answers with a reply of an
+  ACTION's exact frames and sizes (the request's header, then action, status and champion-id-sized frames).
+* **loaded**: the same while ``srghn-ctl evolve --robot ant`` runs at nice +5, as the daemon's evolution does (its
+  shadow workers add +10), measured once it has finished its first generation.
 
-One DEALER client in this process measures every round trip with ``perf_counter_ns``. Echo and act are measured
-in interleaved rounds (``--rounds``), each after ``--warmup`` requests, and the rounds are pooled, so drift on a
-shared machine hits both alike. ``server_act_us`` is the server's own view (receive to reply built, from its
-status), which splits the overhead into the server's work and the transport. Goals: act p50 <= 1.2 x echo p50,
-act p99 <= 1.5 x echo p99, loaded act p99 <= 2 x idle act p99.
+Targets are measured in interleaved rounds (``--rounds``), each after ``--warmup`` requests, and pooled, so drift
+on a shared machine hits them alike. ``server_act_us`` is the server's own clock (request received to reply
+built) as ``status`` reports it. Goals (issue 12): server p50 <= 20 us and p99 <= 50 us, C act p50 <= 1.5 x C
+echo p50, loaded act p99 <= 2 x idle act p99.
 """
 
 from __future__ import annotations
@@ -42,22 +42,23 @@ from srghn.deploy.server import ServeConfig
 from srghn.safety.report import GateReport, GateResult
 from srghn.sim.profiles import load_profile
 
-GOALS = {"p50_ratio": 1.2, "p99_ratio": 1.5, "loaded_p99_ratio": 2.0}
+GOALS = {"server_p50_us": 20.0, "server_p99_us": 50.0, "c_p50_ratio": 1.5, "loaded_p99_ratio": 2.0}
 CHAMPION_ID = "bench-live"
 START_TIMEOUT_S = 60.0
 LOAD_START_TIMEOUT_S = 300.0
+CLIENT_DIR = Path(__file__).resolve().parents[1] / "clients" / "c"
 
 ECHO_SERVER = """
 import sys, zmq
 endpoint, sizes = sys.argv[1], [int(s) for s in sys.argv[2].split(",")]
-reply = [b"\\x00" * n for n in sizes]
+frames = [b"\\x00" * n for n in sizes]
 ctx = zmq.Context()
 sock = ctx.socket(zmq.ROUTER)
 sock.setsockopt(zmq.LINGER, 0)
 sock.bind(endpoint)
 while True:
-    frames = sock.recv_multipart()
-    sock.send_multipart(frames[:1] + reply)
+    request = sock.recv_multipart()
+    sock.send_multipart([request[0], request[1][:5] + b"\\x02" + request[1][6:], *frames])
 """
 
 
@@ -86,6 +87,11 @@ def make_state(robot: str, state: Path) -> None:
         registry.promote(CHAMPION_ID, "benchmark")
 
 
+def build_c_client(directory: Path) -> Path:
+    subprocess.run(["make", "-s", "-C", str(CLIENT_DIR), f"BUILD={directory}"], check=True, capture_output=True)
+    return directory
+
+
 def wait_for_reply(sock: zmq.Socket, frames: list[bytes], proc: subprocess.Popen, what: str) -> None:
     """Send ``frames`` once and wait (bounded) for the answer: the process is up and bound."""
     sock.send_multipart(frames)
@@ -99,8 +105,8 @@ def wait_for_reply(sock: zmq.Socket, frames: list[bytes], proc: subprocess.Popen
     raise SystemExit(f"{what} did not answer within {START_TIMEOUT_S:.0f} s")
 
 
-def measure(sock: zmq.Socket, frames: list[bytes], n: int, warmup: int) -> np.ndarray:
-    """Round-trip times (ns) of ``n`` requests after ``warmup`` unmeasured ones."""
+def measure_python(sock: zmq.Socket, frames: list[bytes], n: int, warmup: int) -> np.ndarray:
+    """Round-trip times (us) of ``n`` requests after ``warmup`` unmeasured ones."""
     out = np.empty(n, dtype=np.int64)
     send, recv, clock = sock.send_multipart, sock.recv_multipart, time.perf_counter_ns
     for _ in range(warmup):
@@ -111,20 +117,25 @@ def measure(sock: zmq.Socket, frames: list[bytes], n: int, warmup: int) -> np.nd
         send(frames)
         recv()
         out[i] = clock() - t0
-    return out
+    return out / 1e3
 
 
-def interleaved(pairs: dict[str, tuple[zmq.Socket, list[bytes]]], n: int, warmup: int, rounds: int) -> dict:
+def measure_c(tool: Path, target: str, obs_dim: int, n: int, warmup: int) -> np.ndarray:
+    done = subprocess.run([tool, "bench", target, str(obs_dim), str(n), str(warmup)], capture_output=True, text=True,
+                          timeout=600, check=True)
+    return np.asarray(json.loads(done.stdout)["samples_us"])
+
+
+def interleaved(targets: dict, n: int, warmup: int, rounds: int) -> dict:
     """Measure each target in turn, ``rounds`` times, and pool: {name: stats}."""
-    samples = {name: [] for name in pairs}
+    samples = {name: [] for name in targets}
     for _ in range(rounds):
-        for name, (sock, frames) in pairs.items():
-            samples[name].append(measure(sock, frames, n // rounds, warmup))
+        for name, measure in targets.items():
+            samples[name].append(measure(n // rounds, warmup))
     return {name: stats(np.concatenate(s)) for name, s in samples.items()}
 
 
-def stats(ns: np.ndarray) -> dict:
-    us = ns / 1e3
+def stats(us: np.ndarray) -> dict:
     return {"n": int(us.size), "p50_us": round(float(np.percentile(us, 50)), 1),
             "p90_us": round(float(np.percentile(us, 90)), 1), "p99_us": round(float(np.percentile(us, 99)), 1),
             "mean_us": round(float(us.mean()), 1), "max_us": round(float(us.max()), 1)}
@@ -168,6 +179,10 @@ def stop_load(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def server_times(status: dict) -> dict:
+    return {k: status["requests"][k] for k in ("act_us_p50", "act_us_p99")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--robot", default="cartpole", help="profile of the live champion (cartpole, ant, ...)")
@@ -180,6 +195,8 @@ def main() -> None:
                         help="population of the evolution load (small: its first generation ends sooner; the "
                              "workers keep every core busy whatever the size)")
     parser.add_argument("--no-load", action="store_true", help="skip the measurement under evolution load")
+    parser.add_argument("--busy-poll-us", type=int, default=0, help="the server's busy-poll window (0: off, the "
+                        "default; on: real-time priority off)")
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
     args = parser.parse_args()
     profile = load_profile(args.robot)
@@ -191,47 +208,52 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="srghn-lat-") as tmp:
         tmp = Path(tmp)
         try:
+            tool = build_c_client(tmp / "c") / "srghn_tool"
             state = tmp / "state"
             make_state(profile.name, state)
-            ports = [free_port() for _ in range(4)]
+            ports = [free_port() for _ in range(5)]
             roles = {role: endpoint(args.transport, tmp, role, port)
                      for role, port in zip(("control", "admin", "telemetry"), ports[:3], strict=True)}
-            config = ServeConfig(robot=profile.name, state_dir=str(state), policy=profile.policy.to_dict(),
-                                 safe_action=profile.safe_action, regimes=profile.regimes, **roles)
+            config = ServeConfig.for_profile(profile, state, roles, None, busy_poll_us=args.busy_poll_us)
             (tmp / "serve.json").write_text(config.to_json())
             server = subprocess.Popen([sys.executable, "-m", "srghn.deploy.server", str(tmp / "serve.json")],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             procs.append(server)
-            reply_sizes = [p.HEADER.size, 4 * act_floats, p.ACTION_STATUS.size, len(CHAMPION_ID)]
-            echo_endpoint = endpoint(args.transport, tmp, "echo", ports[3])
-            echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, echo_endpoint,
-                                     ",".join(map(str, reply_sizes))])
-            procs.append(echo)
+            sizes = [4 * act_floats, p.ACTION_STATUS.size, len(CHAMPION_ID)]
+            echoes = {"python": endpoint(args.transport, tmp, "echo", ports[3]),
+                      "c": endpoint(args.transport, tmp, "cecho", ports[4])}
+            procs.append(subprocess.Popen([sys.executable, "-c", ECHO_SERVER, echoes["python"],
+                                           ",".join(map(str, sizes))]))
+            procs.append(subprocess.Popen([tmp / "c" / "srghn_echo", echoes["c"], ",".join(map(str, sizes))]))
 
             socks = {}
-            for name, ep in (("echo", echo_endpoint), ("act", config.control)):
+            for name, ep in (("echo", echoes["python"]), ("act", config.control)):
                 sock = ctx.socket(zmq.DEALER)
                 sock.setsockopt(zmq.LINGER, 0)
                 sock.connect(ep)
                 socks[name] = sock
             obs = np.random.default_rng(1).standard_normal(obs_dim).astype(np.float32) * 0.1
             act = p.act_frames(7, obs)
-            wait_for_reply(socks["echo"], act, echo, "the echo server")
+            wait_for_reply(socks["echo"], act, procs[1], "the Python echo")
             wait_for_reply(socks["act"], act, server, "the control server")
             socks["act"].send_multipart(act)
             reply = socks["act"].recv_multipart()
-            if p.HEADER.unpack(reply[0])[2] != p.MsgType.ACTION or [len(f) for f in reply] != reply_sizes:
+            if p.HEADER.unpack(reply[0])[2] != p.MsgType.ACTION or [len(f) for f in reply] != [16, *sizes]:
                 raise SystemExit(f"unexpected reply to ACT: {reply!r:.300}")
-            pairs = {"echo": (socks["echo"], act), "act": (socks["act"], act)}
+            measure_c(tool, echoes["c"], obs_dim, 10, 10)  # the C echo is up
+            targets = {"python_echo": lambda n, w: measure_python(socks["echo"], act, n, w),
+                       "python_act": lambda n, w: measure_python(socks["act"], act, n, w),
+                       "c_echo": lambda n, w: measure_c(tool, echoes["c"], obs_dim, n, w),
+                       "c_act": lambda n, w: measure_c(tool, config.control, obs_dim, n, w)}
 
-            idle = interleaved(pairs, args.requests, args.warmup, args.rounds)
-            idle_server = server_status(ctx, config.admin)["requests"]
+            idle = interleaved(targets, args.requests, args.warmup, args.rounds)
+            idle_server = server_times(server_status(ctx, config.admin))
             loaded = loaded_server = None
             if not args.no_load:
                 load = start_load(tmp / "evolve", args.load_population)
                 load_started = time.monotonic()
-                loaded = interleaved(pairs, args.loaded_requests, args.warmup, args.rounds)
-                loaded_server = server_status(ctx, config.admin)["requests"]
+                loaded = interleaved(targets, args.loaded_requests, args.warmup, args.rounds)
+                loaded_server = server_times(server_status(ctx, config.admin))
                 generations = (tmp / "evolve" / "metrics.jsonl").read_text().count("\n")
                 load_s = time.monotonic() - load_started
                 stop_load(load)
@@ -249,31 +271,28 @@ def main() -> None:
                     proc.wait()
             ctx.destroy(linger=0)
 
-    echo_s, act_s = idle["echo"], idle["act"]
-    ratios = {"p50_ratio": round(act_s["p50_us"] / echo_s["p50_us"], 3),
-              "p99_ratio": round(act_s["p99_us"] / echo_s["p99_us"], 3)}
+    ratios = {"server_p50_us": idle_server["act_us_p50"], "server_p99_us": idle_server["act_us_p99"],
+              "c_p50_ratio": round(idle["c_act"]["p50_us"] / idle["c_echo"]["p50_us"], 3),
+              "python_p50_ratio": round(idle["python_act"]["p50_us"] / idle["python_echo"]["p50_us"], 3)}
     result = {
         "robot": profile.name, "transport": args.transport, "obs_dim": obs_dim, "action_floats": act_floats,
+        "server": {"realtime_priority": config.realtime_priority, "busy_poll_us": config.busy_poll_us},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "zmq": zmq.zmq_version(), "pyzmq": zmq.__version__, "loadavg_end": os.getloadavg()},
-        "idle": {"echo": echo_s, "act": act_s,
-                 "server_act_us": {k: idle_server[k] for k in ("act_us_p50", "act_us_p99")}},
+        "idle": {**idle, "server_act_us": idle_server},
     }
     if loaded is not None:
-        ratios["loaded_p99_ratio"] = round(loaded["act"]["p99_us"] / act_s["p99_us"], 3)
-        ratios["loaded_echo_p99_ratio"] = round(loaded["echo"]["p99_us"] / echo_s["p99_us"], 3)
-        result["loaded"] = {"echo": loaded["echo"], "act": loaded["act"],
-                            "server_act_us": {k: loaded_server[k] for k in ("act_us_p50", "act_us_p99")},
+        ratios["loaded_p99_ratio"] = round(loaded["python_act"]["p99_us"] / idle["python_act"]["p99_us"], 3)
+        ratios["loaded_c_p99_ratio"] = round(loaded["c_act"]["p99_us"] / idle["c_act"]["p99_us"], 3)
+        ratios["loaded_echo_p99_ratio"] = round(loaded["python_echo"]["p99_us"] / idle["python_echo"]["p99_us"], 3)
+        result["loaded"] = {**loaded, "server_act_us": loaded_server,
                             "load": {"command": "nice -n 5 srghn-ctl evolve --robot ant --generations 1000 "
                                                 f"--population {args.load_population} --no-register",
                                      "generations_done_at_end": generations, "seconds_measured": round(load_s, 1)}}
     result["ratios"] = ratios
     result["goals"] = {k: v for k, v in GOALS.items() if k in ratios}
     result["pass"] = {k: ratios[k] <= v for k, v in GOALS.items() if k in ratios}
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(json.dumps(result, indent=2))
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

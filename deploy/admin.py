@@ -26,6 +26,7 @@ from srghn.errors import ConfigError, PromotionRefused, ProtocolError, SrghnErro
 log = logging.getLogger("srghn.server.admin")
 
 Reply = Callable[[dict | Exception], None]
+DRAIN_MAX = 16
 COMMANDS = ("status", "champions", "history", "promote", "rollback", "pause", "resume", "regime")
 
 
@@ -39,7 +40,8 @@ class Admin:
         self.errors = 0
 
     def drain(self) -> None:
-        while True:
+        """Answer up to :data:`DRAIN_MAX` waiting requests (a flood of them never delays a robot for long)."""
+        for _ in range(DRAIN_MAX):
             try:
                 frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=self.identify is None)
             except zmq.Again:

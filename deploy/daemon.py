@@ -109,6 +109,10 @@ class DaemonSettings:
     """Extra arguments for the simulated robot (e.g. ``--fault inverted --fault-at 3000``)."""
     attach: bool = False
     """Attach to a control server that runs already (systemd's units); never start or stop one."""
+    realtime: bool = True
+    """The server this daemon starts asks for real-time priority (see :class:`ServeConfig`)."""
+    busy_poll_us: int = 0
+    """The server this daemon starts busy-polls this long after each request (see :class:`ServeConfig`)."""
     actor: str = "srghn-daemon"
 
     def __post_init__(self) -> None:
@@ -129,7 +133,8 @@ class DaemonSettings:
 
     def serve_config(self) -> ServeConfig:
         """The configuration of the control server this daemon starts when none runs."""
-        return ServeConfig.for_profile(self.profile, self.state_dir, self.endpoints(), self.keys)
+        return ServeConfig.for_profile(self.profile, self.state_dir, self.endpoints(), self.keys, self.realtime,
+                                       self.busy_poll_us)
 
 
 class _Regime:

@@ -141,15 +141,14 @@ class Serving:
 
     # -- requests ----------------------------------------------------------------------------------------------
 
-    def drain(self) -> None:
-        """Answer every request waiting on the control socket."""
-        recv = self.sock.recv_multipart
-        while True:
-            try:
-                frames = recv(zmq.NOBLOCK, copy=self.identify is None)
-            except zmq.Again:
-                return
-            self.on_request(frames)
+    def handle(self) -> None:
+        """Answer the request waiting on the control socket (the server's loop polls again for the next one:
+        cheaper than a receive that fails)."""
+        try:
+            frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=self.identify is None)
+        except zmq.Again:
+            return
+        self.on_request(frames)
 
     def on_request(self, frames: list) -> None:
         t0 = time.perf_counter_ns()
@@ -166,7 +165,11 @@ class Serving:
                 reply = self._internal(exc, REQUEST_ID.unpack(request_id)[0])
         else:
             envelope, reply = self._validated(frames, t0)
-        self.sock.send_multipart(envelope + reply)  # copy=False costs ~6 us more for frames this small
+        # frame by frame: send_multipart's checks cost 5 us more here; copy=False costs ~6 us more at these sizes
+        out, send = envelope + reply, self.sock.send
+        for frame in out[:-1]:
+            send(frame, zmq.SNDMORE)
+        send(out[-1])
 
     def _validated(self, frames: list, t0: int) -> tuple[list[bytes], list[bytes]]:
         """Any request, checked in the documented order (docs/protocol.md §3.5)."""

@@ -6,7 +6,8 @@
  *       "act F1 F2 ..."                 -> {"rc":0,"action":[...],"source":1,"flags":0,"serial":3,"champion":"..."}
  *       "step REWARD TERM TRUNC F1 ..." -> {"rc":0}          (an error: {"rc":CODE,"error":"..."})
  *   srghn_tool [...] bench ENDPOINT OBS_DIM N WARMUP
- *       ACT round trips (N after WARMUP unmeasured ones), as JSON: p50, p90, p99, mean, max in microseconds
+ *       ACT round trips (N after WARMUP unmeasured ones), as JSON: p50, p90, p99, mean, max and every sample,
+ *       in microseconds
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,9 +102,13 @@ static int bench(srghn_client *c, size_t obs_dim, int n, int warmup) {
         if (i >= warmup) rtt[i - warmup] = t1 - t0;
     }
     double sum = 0;
-    for (int i = 0; i < n; i++) sum += rtt[i];
+    printf("{\"samples_us\":[");
+    for (int i = 0; i < n; i++) {
+        sum += rtt[i];
+        printf("%s%.2f", i ? "," : "", rtt[i]);
+    }
     qsort(rtt, (size_t)n, sizeof *rtt, compare);
-    printf("{\"n\":%d,\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"mean_us\":%.1f,\"max_us\":%.1f}\n", n,
+    printf("],\"n\":%d,\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"mean_us\":%.1f,\"max_us\":%.1f}\n", n,
            rtt[n / 2], rtt[(int)(n * 0.9)], rtt[(int)(n * 0.99)], sum / n, rtt[n - 1]);
     free(rtt);
     return 0;
