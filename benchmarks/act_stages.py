@@ -7,9 +7,11 @@ A ROUTER server in a process of its own answers ACT requests from one DEALER cli
 stage with ``perf_counter_ns``; a stage measured in a tight in-process loop is two to three times faster than in
 a server that sleeps between requests (its caches go cold), so only the socket loop says what ``status`` sees.
 
-* **before**: ``split_envelope`` + ``parse_header`` + ``floats`` (numpy decode and finiteness check), a plain
-  ``session.run`` with a fresh input dict, the old watchdog (``np.asarray``, ``np.isfinite``, ``np.clip`` on
-  every action), ``action_frames`` (numpy ``tobytes``, ``struct`` packing) and an ``OrderedDict`` of clients.
+* **before**: the model as it was exported then (``nan_to_num`` made ten graph nodes of the observation's
+  sanitising, now three), ``split_envelope`` + ``parse_header`` + ``floats`` (numpy decode and finiteness
+  check), a plain ``session.run`` with a fresh input dict, the old watchdog (``np.asarray``, ``np.isfinite``,
+  ``np.clip`` on every action), ``action_frames`` (numpy ``tobytes``, ``struct`` packing) and an
+  ``OrderedDict`` of clients.
 * **now**: :mod:`srghn.deploy.serving`'s fast path: the 8-byte header prefix and frame lengths, the observation
   copied into the ONNX Runtime I/O-bound input buffer and checked finite, the bound run,
   :class:`srghn.safety.watchdog.Watchdog`, the reply header made from the request's own id bytes.
@@ -51,7 +53,7 @@ def serve(endpoint: str, robot: str, n: int, warmup: int) -> None:
     io = PolicyIO(spec)
     slot = ModelSlot("bench", model, spec, io)
     watchdog = Watchdog(spec, profile.safe_action)
-    session = OnnxPolicy(model).session
+    session = OnnxPolicy(_model_before(profile, params)).session
     low, high = (None, None) if spec.discrete else float32_inner_bounds(spec)
     clients: collections.OrderedDict = collections.OrderedDict()
     act_prefix, action_prefix = p.prefix(p.MsgType.ACT), p.prefix(p.MsgType.ACTION)
@@ -125,6 +127,31 @@ def serve(endpoint: str, robot: str, n: int, warmup: int) -> None:
     print(json.dumps({path: {name: {"p50_us": round(float(np.percentile(v, 50)) / 1e3, 1),
                                     "p99_us": round(float(np.percentile(v, 99)) / 1e3, 1)}
                              for name, v in stages.items()} for path, stages in samples.items()}), flush=True)
+
+
+def _model_before(profile, params: np.ndarray) -> bytes:
+    """The same policy exported the way it was before issue 12 (its observation sanitising as ``nan_to_num``)."""
+    import torch
+
+    from srghn.controller.onnx_policy import contract_metadata
+    from srghn.deploy.onnx_export import PolicyModule, build_model
+
+    class Before(PolicyModule):
+        def forward(self, obs):
+            clip = self.obs_clip
+            x = torch.nan_to_num(obs, nan=0.0, posinf=clip, neginf=-clip).clamp(-clip, clip).to(torch.float64)
+            for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+                x = torch.nn.functional.linear(x, weight, bias)
+                if i < len(self.weights) - 1:
+                    x = torch.tanh(x)
+            if self.spec.discrete:
+                return torch.argmax(x, dim=1), x.to(torch.float32)
+            action = (self.centre + torch.tanh(x) * self.half_range).to(torch.float32)
+            return (torch.minimum(torch.maximum(action, self.low32), self.high32),)
+
+    spec = profile.policy
+    module = Before(spec, params, profile.gates.obs_clip).eval()
+    return build_model(module, contract_metadata(spec, profile.name, "bench", profile.gates.obs_clip))
 
 
 def main() -> None:
