@@ -69,9 +69,9 @@ class Admin:
 
         try:
             msg_type, request_id = p.parse_header(msg, p.ADMIN_REQUESTS, self.serving.max_bytes)
-            if self.identify is not None:
-                allowed(who, "admin", msg_type.name, request_id)
             if msg_type is p.MsgType.INFO:
+                if self.identify is not None:
+                    allowed(who, "admin", "INFO", request_id)
                 self.sock.send_multipart(envelope + [p.header(p.MsgType.INFO_OK, request_id),
                                                      self.serving.info_json])
                 return

@@ -287,7 +287,10 @@ def client_key(directory: str | Path, name: str | None = None, roles: tuple[str,
         else:
             raise ConfigError(f"no local {' or '.join(roles)} key in {directory}; add one with `srghn-ctl keys add "
                               f"NAME --role {roles[0]}`")
-    return {"server_key": directory / "server.key", "client_key": directory / "clients" / f"{name}.key_secret"}
+    secret = directory / "clients" / f"{name}.key_secret"
+    if not secret.is_file():
+        raise ConfigError(f"no key pair named {name!r} in {directory / 'clients'}")
+    return {"server_key": directory / "server.key", "client_key": secret}
 
 
 def make_client(sock: zmq.Socket, server_key: Path, client_key: Path) -> None:

@@ -92,7 +92,8 @@ class ServerProcess:
         self.log_path = Path(workdir) / "server.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = START_TIMEOUT_S) -> ServerProcess:
+    def start(self, timeout_s: float = START_TIMEOUT_S, keys: dict | None = None) -> ServerProcess:
+        """``keys``: the ``server_key`` and ``client_key`` a CURVE server wants from its probe."""
         with self.log_path.open("ab") as log:
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}
             self.proc = subprocess.Popen([sys.executable, "-m", "srghn.deploy.server", str(self.path)], stdout=log,
@@ -100,6 +101,12 @@ class ServerProcess:
         ctx = zmq.Context.instance()
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        if p.is_ipv6(self.config.control):
+            sock.setsockopt(zmq.IPV6, 1)
+        if keys:
+            from srghn.deploy.keys import make_client
+
+            make_client(sock, keys["server_key"], keys["client_key"])
         sock.connect(self.config.control)
         try:
             sock.send_multipart([p.header(p.MsgType.INFO, 1)])
