@@ -175,13 +175,17 @@ class Daemon:
 
     def run(self) -> dict:
         """Run until the generation or time bound, or a signal; shut down in order and return the summary."""
+        with self.should_exit.captured():
+            return self._run()
+
+    def _run(self) -> dict:
         state = secure_state_dir(Path(self.settings.state_dir))
         logs.configure(state, "daemon", stderr_level=logging.WARNING)  # the CLI prints the events themselves
         self.home.mkdir(parents=True, exist_ok=True)
         started = time.time()
         strategy = evaluator = None
         torch.set_num_threads(1)  # evolution is one thread at low priority, and the same on every run
-        with hold_lock(state, DAEMON), self.should_exit.captured():
+        with hold_lock(state, DAEMON):
             self.ctx = zmq.Context()
             try:
                 self.registry = Registry.open(self.settings.state_dir, create=True)
