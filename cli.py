@@ -748,12 +748,14 @@ def serve(
     busy_poll_us: BusyPollOpt = 0,
     state_dir: StateDirOpt = None,
 ) -> None:
-    """Run the control server alone, in the foreground: what systemd's srghn-server unit runs
+    """Run the control server alone, in the foreground, under its supervisor (a server on standby takes over
+    within a fraction of a second if the serving one dies): what systemd's srghn-server unit runs
     (deploy/systemd/). It serves the registry's live champion until SIGTERM, reports readiness and liveness to
     systemd, and a daemon (`srghn-ctl run --attach`) can attach to it and detach again at any time."""
     from srghn.deploy.keys import CurveServer
-    from srghn.deploy.server import SERVE_CONFIG, ServeConfig, Server, choose_endpoints
+    from srghn.deploy.server import SERVE_CONFIG, ServeConfig, choose_endpoints
     from srghn.deploy.state import resolve_state_dir, secure_state_dir
+    from srghn.deploy.supervisor import Supervisor
     from srghn.sim.profiles import load_profile
 
     with _handled():
@@ -762,7 +764,7 @@ def serve(
         CurveServer.for_endpoints(keys, endpoints.values())
         config = ServeConfig.for_profile(load_profile(robot), state, endpoints, keys, realtime, busy_poll_us)
         (state / SERVE_CONFIG).write_text(config.to_json())
-        code = Server(config).run()
+        code = Supervisor(state / SERVE_CONFIG).run()
     raise typer.Exit(code)
 
 

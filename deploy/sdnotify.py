@@ -23,7 +23,8 @@ def notify(*assignments: str) -> bool:
 
 
 def watchdog_interval_s() -> float | None:
-    """How often to send ``WATCHDOG=1``: half of ``WatchdogSec=`` (None when the unit has no watchdog)."""
+    """How often to send ``WATCHDOG=1``: half of ``WatchdogSec=`` (None when the unit has no watchdog). Under
+    the supervisor (the unit's main process) the server it runs pings: the supervisor clears ``WATCHDOG_PID``."""
     usec, pid = os.environ.get("WATCHDOG_USEC"), os.environ.get("WATCHDOG_PID")
     if not usec or (pid and int(pid) != os.getpid()):
         return None

@@ -216,8 +216,8 @@ class Server:
         gc.freeze()  # what start-up made lives as long as the server: keep it out of every collection
         log.info("serving %s for robot %s on %s", self.serving.serving_id or "the safe action", config.robot,
                  ", ".join(f"{k} {v}" for k, v in config.endpoints.items()))
-        sdnotify.notify("READY=1", f"MAINPID={os.getpid()}",
-                        f"STATUS=serving {self.serving.serving_id or 'the safe action'}")
+        sdnotify.notify("READY=1", f"STATUS=serving {self.serving.serving_id or 'the safe action'} (pid "
+                        f"{os.getpid()})")
         self.publish("server", {"event": "started", "pid": os.getpid(), "champion": self.serving.serving_id})
 
     def _socket(self, kind: int, role: str, max_msg: int | None) -> zmq.Socket:
@@ -322,6 +322,15 @@ class Server:
         self.ctx.destroy(linger=SHUTDOWN_LINGER_MS)
 
 
+def _stand_by(fd: int) -> bool:
+    """A standby server (:mod:`srghn.deploy.supervisor`): done with its imports, it waits for the word to take
+    over from a server that died. False when its supervisor went away instead."""
+    import onnxruntime  # noqa: F401 (the slowest import: done before the word comes, not after)
+
+    with os.fdopen(fd, "rb") as word:
+        return word.read(1) == b"g"
+
+
 def _prioritise(priority: int | None) -> None:
     if priority is None or os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR):
         return
@@ -355,7 +364,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m srghn.deploy.server", description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path, help="ServeConfig JSON file")
     parser.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--standby-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.standby_fd is not None and not _stand_by(args.standby_fd):
+        return 0
     try:
         config = ServeConfig.from_json(args.config.read_text())
         return Server(config, args.supervised).run()

@@ -1,10 +1,15 @@
-"""The control server's supervisor when systemd is not the one: ``srghn-ctl run`` starts it, detached, so that
-serving outlives the daemon. It holds the server lock of the state directory for its whole life, starts
-``python -m srghn.deploy.server CONFIG --supervised`` and starts it again the moment it dies (a process-exit
-descriptor wakes it, no polling), backing off only when the server keeps dying at start-up.
+"""The control server's supervisor: it keeps one server serving and a second one on standby, and when the serving
+one dies the standby takes over at once, so robots are served again well within a second.
 
-It exits when the server exits by itself with status 0 (a daemon asked it to stop), and on SIGTERM / SIGINT, which
-it passes on to the server and waits for. Standard library only: it starts in a few milliseconds.
+``srghn-ctl serve`` runs it in the foreground (systemd's srghn-server unit: systemd then supervises the
+supervisor); ``srghn-ctl run`` starts it detached when no server runs, so that serving outlives the daemon. It
+holds the server lock of the state directory for its whole life. The standby is
+``python -m srghn.deploy.server CONFIG --supervised --standby-fd N``: started ahead, done with its imports (the
+slow part of a start), it waits on a pipe; the word makes it load the live and last-known-good champions, bind
+and serve. A process-exit descriptor wakes the supervisor the moment a server dies (no polling).
+
+It exits when a server exits by itself with status 0 (a daemon asked it to stop), and on SIGTERM / SIGINT, which
+it passes on to its servers and waits for. Standard library only: it starts in a few milliseconds.
 
     python -m srghn.deploy.supervisor CONFIG.json
 """
@@ -30,9 +35,50 @@ from srghn.errors import ConfigError
 log = logging.getLogger("srghn.supervisor")
 
 QUICK_DEATH_S = 5.0
-"""A server that dies sooner than this after its start counts as a start-up failure (backed off)."""
+"""A server that dies sooner than this after taking over counts as failing at start-up (backed off)."""
 MAX_BACKOFF_S = 10.0
 STOP_TIMEOUT_S = 30.0
+
+
+class _Server:
+    """One server process; a standby one until :meth:`take_over`."""
+
+    def __init__(self, config: Path, standby: bool) -> None:
+        cmd = [sys.executable, "-m", "srghn.deploy.server", str(config), "--supervised"]
+        env = {k: v for k, v in os.environ.items() if k != "WATCHDOG_PID"}  # the server pings systemd, not us
+        self.word: int | None = None
+        if standby:
+            read, self.word = os.pipe()
+            self.proc = subprocess.Popen([*cmd, "--standby-fd", str(read)], pass_fds=(read,), env=env)
+            os.close(read)
+        else:
+            self.proc = subprocess.Popen(cmd, env=env)
+        self.started = time.monotonic()
+
+    def take_over(self) -> bool:
+        """Give a standby the word; False if it is no longer there to take it."""
+        self.started = time.monotonic()
+        try:
+            os.write(self.word, b"g")
+        except OSError:
+            return False
+        finally:
+            os.close(self.word)
+            self.word = None
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.word is not None:  # a standby: closing its pipe is its signal to go
+            os.close(self.word)
+            self.word = None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            log.error("server pid %d did not stop within %.0f s; killing it", self.proc.pid, STOP_TIMEOUT_S)
+            self.proc.kill()
+            self.proc.wait()
 
 
 class Supervisor:
@@ -46,45 +92,55 @@ class Supervisor:
         logs.configure(state, "supervisor")
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
-        previous = signal.set_wakeup_fd(wake_w)  # a signal makes the wait below return at once
-        try:
-            with hold_lock(state, SERVER), self.should_exit.captured():
+        with hold_lock(state, SERVER), self.should_exit.captured():
+            previous = signal.set_wakeup_fd(wake_w)  # a signal makes the wait below return at once
+            try:
                 return self._supervise(wake_r)
-        finally:
-            signal.set_wakeup_fd(previous)
-            os.close(wake_r)
-            os.close(wake_w)
+            finally:
+                signal.set_wakeup_fd(previous)
+                os.close(wake_r)
+                os.close(wake_w)
 
     def _supervise(self, wake: int) -> int:
+        serving, standby = _Server(self.config_path, standby=False), _Server(self.config_path, standby=True)
+        log.info("server pid %d serving, pid %d on standby", serving.proc.pid, standby.proc.pid)
         failures = 0
-        while not self.should_exit:
-            started = time.monotonic()
-            server = subprocess.Popen([sys.executable, "-m", "srghn.deploy.server", str(self.config_path),
-                                       "--supervised"])
-            log.info("server started, pid %d%s", server.pid, f" (restart {self.restarts})" if self.restarts else "")
-            code = self._wait(server, wake)
-            if code is None:  # we were told to stop
-                return self._stop(server)
-            if code == 0:
-                log.info("server pid %d exited normally; supervisor done", server.pid)
-                return 0
-            failures = failures + 1 if time.monotonic() - started < QUICK_DEATH_S else 0
-            self.restarts += 1
-            log.error("server pid %d died (%s); restarting", server.pid, _death(code))
-            if failures > 1:  # dying at start-up again and again: do not spin
-                self._sleep(min(MAX_BACKOFF_S, 0.5 * 2 ** (failures - 2)), wake)
-        return 0
+        try:
+            while True:
+                code = self._wait(serving, wake)
+                if code is None:  # told to stop
+                    log.info("stopping (%s)", self.should_exit.reason)
+                    return 0
+                if code == 0:
+                    log.info("server pid %d exited normally; the supervisor is done", serving.proc.pid)
+                    return 0
+                failures = failures + 1 if time.monotonic() - serving.started < QUICK_DEATH_S else 0
+                self.restarts += 1
+                log.error("server pid %d died (%s); pid %d takes over", serving.proc.pid, _death(code),
+                          standby.proc.pid)
+                if failures > 1:  # dying at start-up again and again: do not spin
+                    select.select([wake], [], [], min(MAX_BACKOFF_S, 0.5 * 2 ** (failures - 2)))
+                    if self.should_exit:
+                        return 0
+                serving = standby
+                if not serving.take_over():
+                    log.error("the standby server pid %d had gone; starting a new one", serving.proc.pid)
+                    serving = _Server(self.config_path, standby=False)
+                standby = _Server(self.config_path, standby=True)
+        finally:
+            standby.stop()
+            serving.stop()
 
-    def _wait(self, server: subprocess.Popen, wake: int) -> int | None:
+    def _wait(self, server: _Server, wake: int) -> int | None:
         """The server's exit status, or None when a signal asked us to stop first."""
-        pidfd = os.pidfd_open(server.pid)
+        pidfd = os.pidfd_open(server.proc.pid)
         try:
             poller = select.poll()
             poller.register(pidfd, select.POLLIN)
             poller.register(wake, select.POLLIN)
             while True:
-                if server.poll() is not None:
-                    return server.returncode
+                if server.proc.poll() is not None:
+                    return server.proc.returncode
                 if self.should_exit:
                     return None
                 for fd, _ in poller.poll():
@@ -92,20 +148,6 @@ class Supervisor:
                         os.read(wake, 512)
         finally:
             os.close(pidfd)
-
-    def _sleep(self, seconds: float, wake: int) -> None:
-        select.select([wake], [], [], seconds)
-
-    def _stop(self, server: subprocess.Popen) -> int:
-        log.info("stopping (%s): passing it on to server pid %d", self.should_exit.reason, server.pid)
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            log.error("server pid %d did not stop within %.0f s; killing it", server.pid, STOP_TIMEOUT_S)
-            server.kill()
-            server.wait()
-        return 0
 
 
 def _death(code: int) -> str:

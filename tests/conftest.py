@@ -56,3 +56,24 @@ def registry(tmp_path: Path):
     reg = Registry.open(tmp_path / "state", create=True)
     yield reg
     reg.close()
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind(request):
+    """A test that fails half-way may leave a server (whose supervisor outlives daemons by design) running: stop
+    whatever still runs on this test's temporary directory afterwards."""
+    marker = str(request.getfixturevalue("tmp_path")) if "tmp_path" in request.fixturenames else None
+    yield
+    if marker is None:
+        return
+    import os
+    import signal
+
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue

@@ -86,6 +86,8 @@ def test_watchdog_falls_back_to_last_known_good_within_the_request(tmp_path, car
             history = admin.request("history")["events"]
             assert history[-1]["kind"] == "rollback" and history[-1]["actor"] == "watchdog"
             assert admin.status()["serving"]["champion"] == "good"
+    log = (state / "logs" / "server.log").read_text()  # the server's own log, in the state directory
+    assert "watchdog: champion trap failed (discrete action 7 outside 0..1); now serving good" in log
 
 
 def test_the_live_server_imports_no_torch() -> None:

@@ -166,7 +166,7 @@ def test_a_sigkilled_server_is_restarted_by_its_supervisor_and_serves_the_live_c
     outage = robot["longest_silence_s"]
     print(json.dumps({"server_kill": {"outage_s": round(outage, 3), "unanswered": robot["unanswered"],
                                       "requests": robot["requests"]}}))
-    assert robot["silence_from"] <= killed_at + DEADLINE_S <= robot["silence_to"], robot  # the silence was the kill
+    assert robot["silence_from"] <= killed_at <= robot["silence_to"], robot  # the longest silence was the kill
     # every answer, before and after, came from the live champion: the restarted server loaded it before binding
     assert robot["errors"] == [] and set(robot["answers"]) == {f"{LIVE}/LIVE"}, robot
     assert outage <= 1.0, f"no answer for {outage:.2f} s after the server was killed"
