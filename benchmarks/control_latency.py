@@ -34,12 +34,11 @@ from pathlib import Path
 
 import numpy as np
 import zmq
+from champion_state import passing_report, register_random
 
 from srghn.deploy import protocol as p
-from srghn.deploy.champions import export_for_profile
 from srghn.deploy.registry import Registry
 from srghn.deploy.server import ServeConfig
-from srghn.safety.report import GateReport, GateResult
 from srghn.sim.profiles import load_profile
 
 GOALS = {"server_p50_us": 20.0, "server_p99_us": 50.0, "c_p50_ratio": 1.5, "loaded_p99_ratio": 2.0}
@@ -76,14 +75,9 @@ def free_port() -> int:
 
 def make_state(robot: str, state: Path) -> None:
     """Register one exported champion of ``robot`` (seeded random weights) and make it live."""
-    profile = load_profile(robot)
-    params = (np.random.default_rng(0).standard_normal(profile.policy.num_params) * 0.5).astype(np.float32)
-    model = export_for_profile(profile, params, CHAMPION_ID).model
     with Registry.open(state, create=True) as registry:
-        registry.register(champion_id=CHAMPION_ID, robot=profile.name, model=model, params=params,
-                          policy=profile.policy.to_dict())
-        gates = (GateResult("benchmark: gates not run", True, None, None, True),)
-        registry.store_report(CHAMPION_ID, GateReport(CHAMPION_ID, profile.name, gates, None))
+        register_random(registry, robot, CHAMPION_ID)
+        registry.store_report(CHAMPION_ID, passing_report(CHAMPION_ID, robot, None))
         registry.promote(CHAMPION_ID, "benchmark")
 
 
