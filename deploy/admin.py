@@ -17,10 +17,10 @@ import zmq
 
 from srghn.deploy import protocol as p
 from srghn.deploy.background import Background
-from srghn.deploy.keys import Identity, allowed
+from srghn.deploy.keys import Identity, allowed, sender
 from srghn.deploy.messages import Command
 from srghn.deploy.registry import Registry, champion_rows
-from srghn.deploy.serving import Serving
+from srghn.deploy.serving import Serving, receive
 from srghn.errors import ConfigError, PromotionRefused, ProtocolError, SrghnError, UnknownChampion
 
 log = logging.getLogger("srghn.server.admin")
@@ -42,17 +42,13 @@ class Admin:
     def drain(self) -> None:
         """Answer up to :data:`DRAIN_MAX` waiting requests (a flood of them never delays a robot for long)."""
         for _ in range(DRAIN_MAX):
-            try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=self.identify is None)
-            except zmq.Again:
+            frames = receive(self.sock, self.identify)
+            if frames is None:
                 return
             self.on_request(frames)
 
     def on_request(self, frames: list) -> None:
-        who = self.owner
-        if self.identify is not None:
-            who = self.identify(frames[0])
-            frames = [f.bytes for f in frames]
+        who, frames = sender(frames, self.identify, self.owner)
         envelope, msg = p.split_envelope(frames)
         request_id = 0
 

@@ -67,6 +67,14 @@ PERMISSIONS = {
 """Which roles may make which request (``*``: any other) when CURVE is on; docs/protocol.md §1 has the table."""
 
 
+def sender(frames: list, identify, anonymous: Identity | None) -> tuple[Identity | None, list[bytes]]:
+    """Who sent a request and its frames as bytes: with CURVE (``identify`` set) the frames came uncopied
+    (``zmq.Frame``, which carry the authenticated name); without it every sender is ``anonymous``."""
+    if identify is None:
+        return anonymous, frames
+    return identify(frames[0]), [f.bytes for f in frames]
+
+
 def owner_identity(state_dir: Path) -> Identity:
     """Without CURVE only the state directory's owner reaches the sockets: the operator, named after the owner."""
     uid = Path(state_dir).stat().st_uid

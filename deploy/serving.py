@@ -29,7 +29,7 @@ from srghn.controller.onnx_policy import ACTION_NAME, INPUT_NAME, LOGITS_NAME, O
 from srghn.controller.policy import PolicySpec
 from srghn.deploy import protocol as p
 from srghn.deploy.background import Background
-from srghn.deploy.keys import Identity, allowed
+from srghn.deploy.keys import Identity, allowed, sender
 from srghn.deploy.messages import Transitions
 from srghn.deploy.registry import Registry
 from srghn.errors import PromotionRefused, ProtocolError, SrghnError
@@ -144,11 +144,9 @@ class Serving:
     def handle(self) -> None:
         """Answer the request waiting on the control socket (the server's loop polls again for the next one:
         cheaper than a receive that fails)."""
-        try:
-            frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=self.identify is None)
-        except zmq.Again:
-            return
-        self.on_request(frames)
+        frames = receive(self.sock, self.identify)
+        if frames is not None:
+            self.on_request(frames)
 
     def on_request(self, frames: list) -> None:
         t0 = time.perf_counter_ns()
@@ -173,10 +171,7 @@ class Serving:
 
     def _validated(self, frames: list, t0: int) -> tuple[list[bytes], list[bytes]]:
         """Any request, checked in the documented order (docs/protocol.md §3.5)."""
-        who = None
-        if self.identify is not None:
-            who = self.identify(frames[0])
-            frames = [f.bytes for f in frames]
+        who, frames = sender(frames, self.identify, None)
         envelope, msg = p.split_envelope(frames)
         request_id = 0
         try:
@@ -400,6 +395,15 @@ def _watchdog_rollback(robot: str, failed: str, fallback: str, problem: str) -> 
         return registry.rollback("watchdog", robot, fallback, f"live session failed: {problem}").to_dict()
 
     return rollback
+
+
+def receive(sock: zmq.Socket, identify: Callable | None) -> list | None:
+    """The next request waiting on ``sock``, or None: bytes, or uncopied frames (which carry the CURVE name)
+    when ``identify`` is set."""
+    try:
+        return sock.recv_multipart(zmq.NOBLOCK, copy=identify is None)
+    except zmq.Again:
+        return None
 
 
 def client_name(identity: bytes) -> str:

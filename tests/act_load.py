@@ -13,17 +13,22 @@ import zmq
 from srghn.deploy import protocol as p
 
 
+def _robot(endpoint: str, obs: list[float]) -> tuple[zmq.Context, zmq.Socket, bytes]:
+    """A context of its own (this runs in a spawned process), a DEALER on ``endpoint``, the observation frame."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    return ctx, sock, np.asarray(obs, dtype=p.FLOAT32).tobytes()
+
+
 def act_at_full_rate(endpoint: str, obs: list[float], stop, ready, results, timeout_s: float = 5.0) -> None:
     """Send ACT requests back to back until ``stop`` (an Event) is set; put a summary dict on ``results``.
 
     The summary counts requests, ERROR replies and timeouts, keeps the slowest round trip, and lists every change of
     (serial, champion, source) the replies showed, in order: ``[(request number, serial, champion, source), ...]``.
     ``ready`` is set after the first reply."""
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
-    payload = np.asarray(obs, dtype=p.FLOAT32).tobytes()
+    ctx, sock, payload = _robot(endpoint, obs)
     summary = {"requests": 0, "errors": [], "timeouts": 0, "bad_ids": 0, "max_rtt_s": 0.0, "changes": []}
     last = None
     rid = 0
@@ -63,11 +68,7 @@ def act_at_rate(endpoint: str, obs: list[float], rate_hz: float, deadline_s: flo
     Puts a summary on ``results``: requests, unanswered, answers by (champion, source), the slowest answer, and the
     times (``time.monotonic``, comparable across processes) at which answers arrived around the longest silence.
     ``ready`` is set after the first answer."""
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
-    payload = np.asarray(obs, dtype=p.FLOAT32).tobytes()
+    ctx, sock, payload = _robot(endpoint, obs)
     summary = {"requests": 0, "unanswered": 0, "answers": {}, "max_rtt_s": 0.0, "errors": [],
                "longest_silence_s": 0.0, "silence_from": None, "silence_to": None}
     period = 1.0 / rate_hz

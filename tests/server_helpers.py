@@ -37,6 +37,26 @@ def store_passing_report(registry: Registry, champion_id: str, robot: str = "car
     registry.store_report(champion_id, passing_report(champion_id, robot, live.id if live else None))
 
 
+def live_champion(state_dir: Path, champion_id: str, model: bytes) -> None:
+    """A registry in ``state_dir`` whose live CartPole champion is ``champion_id`` (a variant of ``model``)."""
+    from champion_helpers import variant
+
+    with Registry.open(state_dir, create=True) as registry:
+        register_champion(registry, champion_id, variant(model, champion_id))
+        gate_and_promote(registry, champion_id)
+
+
+def wait_for(condition, timeout_s: float, what: str, every_s: float = 0.1) -> object:
+    """Poll ``condition`` (a query of a process, not a guess about timing) until it holds or the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
 def gate_and_promote(registry: Registry, champion_id: str, robot: str = "cartpole") -> None:
     """Store a passing report against whatever is live now, then promote (directly in the registry)."""
     store_passing_report(registry, champion_id, robot)

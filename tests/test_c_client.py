@@ -14,12 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from champion_helpers import variant
-from server_helpers import register_champion, store_passing_report
+from server_helpers import live_champion
 
 from srghn.deploy import protocol as p
 from srghn.deploy.client import AdminClient, ControlClient
-from srghn.deploy.registry import Registry
 from srghn.errors import ServerUnavailable
 
 pytestmark = pytest.mark.slow
@@ -38,10 +36,7 @@ def build(directory: Path) -> Path:
 def test_c_client_acts_steps_and_informs_like_the_python_client_against_a_real_daemon(tmp_path, cartpole_model):
     binaries = build(tmp_path / "build")
     state = tmp_path / "state"
-    with Registry.open(state, create=True) as registry:
-        register_champion(registry, LIVE, variant(cartpole_model, LIVE))
-        store_passing_report(registry, LIVE)
-        registry.promote(LIVE, "test")
+    live_champion(state, LIVE, cartpole_model)
     with tempfile.TemporaryDirectory(prefix="sc") as socks:
         control, admin_endpoint = f"ipc://{socks}/c.sock", f"ipc://{socks}/a.sock"
         daemon = subprocess.Popen([sys.executable, "-m", "srghn.cli", "run", "--robot", "cartpole", "--state-dir",

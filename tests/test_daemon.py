@@ -8,12 +8,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from server_helpers import wait_for
 
 from srghn.deploy import protocol as p
 from srghn.deploy.client import AdminClient, ControlClient
@@ -27,17 +27,6 @@ def ctl(*args: str, state: Path) -> dict | list | str:
     done = subprocess.run([*CLI, *args, "--state-dir", str(state)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout) if "--json" in args else done.stdout
-
-
-def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> object:
-    """Poll ``condition`` (a query of the daemon, not a guess about timing) until it holds or the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def start(state: Path, socks: Path, *args: str) -> subprocess.Popen:

@@ -11,17 +11,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from act_load import act_at_rate
-from champion_helpers import variant
-from server_helpers import register_champion, store_passing_report
+from server_helpers import live_champion, wait_for
 
 from srghn.deploy.client import AdminClient
-from srghn.deploy.registry import Registry
 from srghn.deploy.state import SERVER, read_runfile
 from srghn.errors import ServerUnavailable
 
@@ -32,17 +30,6 @@ LIVE = "cp-live"
 RATE_HZ = 200.0
 DEADLINE_S = 0.25
 OBS = [0.01, -0.02, 0.03, 0.04]
-
-
-def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> object:
-    """Poll ``condition`` (a query of a process, not a guess about timing) until it holds or the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def status(admin: AdminClient) -> dict | None:
@@ -72,10 +59,7 @@ def deployment(tmp_path: Path, cartpole_model: bytes) -> Iterator[dict]:
     """A state directory with a live champion, ``srghn-ctl run`` on it (the server under its supervisor), and a
     robot at 200 Hz. Everything started here is stopped at the end, whatever happened."""
     state = tmp_path / "state"
-    with Registry.open(state, create=True) as registry:
-        register_champion(registry, LIVE, variant(cartpole_model, LIVE))
-        store_passing_report(registry, LIVE)
-        registry.promote(LIVE, "test")
+    live_champion(state, LIVE, cartpole_model)
     with tempfile.TemporaryDirectory(prefix="so") as socks:
         endpoints = {role: f"ipc://{socks}/{role[0]}.sock" for role in ("control", "admin", "telemetry")}
         cmd = [*CLI, "run", "--robot", "cartpole", "--state-dir", str(state), "--json", "--workers", "1",
