@@ -753,7 +753,7 @@ def serve(
     (deploy/systemd/). It serves the registry's live champion until SIGTERM, reports readiness and liveness to
     systemd, and a daemon (`srghn-ctl run --attach`) can attach to it and detach again at any time."""
     from srghn.deploy.keys import CurveServer
-    from srghn.deploy.server import SERVE_CONFIG, ServeConfig, choose_endpoints
+    from srghn.deploy.serve_config import SERVE_CONFIG, ServeConfig, choose_endpoints
     from srghn.deploy.state import resolve_state_dir, secure_state_dir
     from srghn.deploy.supervisor import Supervisor
     from srghn.sim.profiles import load_profile

@@ -38,7 +38,7 @@ from champion_state import passing_report, register_random
 
 from srghn.deploy import protocol as p
 from srghn.deploy.registry import Registry
-from srghn.deploy.server import ServeConfig
+from srghn.deploy.serve_config import ServeConfig
 from srghn.sim.profiles import load_profile
 
 GOALS = {"server_p50_us": 20.0, "server_p99_us": 50.0, "c_p50_ratio": 1.5, "loaded_p99_ratio": 2.0}

@@ -56,7 +56,7 @@ from srghn.deploy.champions import gate_champion, register_policy, run_tag
 from srghn.deploy.keys import CurveServer
 from srghn.deploy.link import ServerLink
 from srghn.deploy.registry import Registry
-from srghn.deploy.server import SERVE_CONFIG, ServeConfig, choose_endpoints
+from srghn.deploy.serve_config import SERVE_CONFIG, ServeConfig, choose_endpoints
 from srghn.deploy.signals import ExitFlag
 from srghn.deploy.state import DAEMON, SERVER, hold_lock, read_runfile, remove_runfile, secure_state_dir, write_runfile
 from srghn.errors import ServerConflict, ServerUnavailable

@@ -16,7 +16,7 @@ from champion_helpers import passing_report
 
 from srghn.deploy import protocol as p
 from srghn.deploy.registry import Registry
-from srghn.deploy.server import ServeConfig
+from srghn.deploy.serve_config import ServeConfig
 from srghn.sim.profiles import load_profile
 
 START_TIMEOUT_S = 60.0
