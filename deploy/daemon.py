@@ -167,7 +167,8 @@ class Daemon:
         self.link: ServerLink | None = None
         self.supervisor: subprocess.Popen | None = None
         self.owns_server = False
-        """Whether a clean stop stops the server too (``srghn-ctl run`` with the server srghn supervises)."""
+        """Whether a clean stop stops the server too: one that ``srghn-ctl run`` started (this one, or one a
+        killed daemon left), never a service of its own (``srghn-ctl serve``)."""
         self.robot: subprocess.Popen | None = None
         self.server_final: dict | None = None
 
@@ -440,7 +441,7 @@ class Daemon:
         welcome = self.link.start(max(1.0, deadline - time.monotonic()), self._give_up)
         if welcome is None:
             return False
-        self.owns_server = not self.settings.attach and (self.supervisor is not None or bool(running.get("supervisor")))
+        self.owns_server = not self.settings.attach and (self.supervisor is not None or bool(running.get("stoppable")))
         explicit = {r: e for r, e in self.endpoints.items() if getattr(self.settings, r) is not None}
         if any(welcome.endpoints.get(r) != e for r, e in explicit.items()):
             raise ServerConflict(f"the control server on {state} serves {welcome.endpoints}, not {explicit}; stop it "
@@ -464,7 +465,7 @@ class Daemon:
         and it outlives the daemon)."""
         path = Path(self.settings.state_dir) / SERVE_CONFIG
         atomic_write(path, self.settings.serve_config().to_json().encode())
-        self.supervisor = subprocess.Popen([sys.executable, "-m", "srghn.deploy.supervisor", str(path)],
+        self.supervisor = subprocess.Popen([sys.executable, "-m", "srghn.deploy.supervisor", str(path), "--stoppable"],
                                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL, start_new_session=True)
         log.info("started the server's supervisor, pid %d", self.supervisor.pid)

@@ -30,7 +30,9 @@ DRAIN_MAX = 64
 
 class DaemonPeer:
     def __init__(self, sock: zmq.Socket, robot: str, endpoints: dict, serving: Serving, admin: Admin,
-                 publish: Callable[[str, dict], None], on_stop: Callable[[str], None]) -> None:
+                 publish: Callable[[str, dict], None], on_stop: Callable[[str], None] | None) -> None:
+        """``on_stop``: how a daemon's stop stops the server; None for a server that is a service of its own
+        (``srghn-ctl serve``): a daemon's stop is then a detach."""
         self.sock, self.robot, self.endpoints = sock, robot, endpoints
         self.serving, self.admin, self.publish, self.on_stop = serving, admin, publish, on_stop
         self.identity: bytes | None = None
@@ -85,13 +87,13 @@ class DaemonPeer:
             self.serving.sync()
         elif isinstance(message, m.Promote):
             self._promote(sender, message)
-        elif isinstance(message, m.Detach) and sender == self.identity:
-            log.info("daemon pid %s detached (%s); serving goes on", self.pid, message.reason)
-            self.identity, self.evolution = None, None
-        elif isinstance(message, m.Stop):
+        elif isinstance(message, m.Stop) and self.on_stop is not None:
             log.info("daemon pid %s asks the server to stop (%s)", self.pid, message.reason)
             self.stop_from = sender
             self.on_stop(f"daemon: {message.reason}")
+        elif isinstance(message, m.Detach | m.Stop) and sender == self.identity:
+            log.info("daemon pid %s detached (%s); serving goes on", self.pid, message.reason)
+            self.identity, self.evolution = None, None
         else:
             log.warning("internal message %s not expected here; ignored", message.op.value)
 

@@ -50,10 +50,12 @@ SHUTDOWN_LINGER_MS = 1000
 SWITCH_INTERVAL_S = 0.0005
 """How long the background thread may hold the interpreter lock while a request waits (Python's default: 5 ms)."""
 class Server:
-    def __init__(self, config: ServeConfig, supervised: bool = False) -> None:
+    def __init__(self, config: ServeConfig, supervised: bool = False, stoppable: bool = False) -> None:
         self.config = config
         self.supervised = supervised
         """Started by :mod:`srghn.deploy.supervisor`, which holds the server lock across restarts."""
+        self.stoppable = stoppable
+        """A daemon may stop it (``srghn-ctl run`` started it); otherwise a daemon's stop is a detach."""
         self.should_exit = ExitFlag()
         self.started = time.time()
 
@@ -99,7 +101,7 @@ class Server:
                            lambda command: self.peer.send(command), self.status,
                            owner_identity(Path(config.state_dir)), identify)
         self.peer = DaemonPeer(self.internal, config.robot, config.endpoints, self.serving, self.admin,
-                               self.publish, self.should_exit.set)
+                               self.publish, self.should_exit.set if self.stoppable else None)
         # the first request is served by the last live champion: load it (and the last-known-good) before binding
         self.serving.apply_sync(self.background.run_now(self.serving.sync_job))
         if self.curve:
@@ -108,7 +110,8 @@ class Server:
                                (self.telemetry, config.telemetry), (self.internal, config.internal_endpoint)):
             _bind(sock, endpoint)
         write_runfile(Path(config.state_dir), SERVER, {
-            "pid": os.getpid(), "supervisor": os.getppid() if self.supervised else None, "robot": config.robot,
+            "pid": os.getpid(), "supervisor": os.getppid() if self.supervised else None,
+            "stoppable": self.stoppable, "robot": config.robot,
             **config.endpoints, "internal": config.internal_endpoint, "keys": config.curve_dir,
             "started": self.started})
         gc.freeze()  # what start-up made lives as long as the server: keep it out of every collection
@@ -263,12 +266,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", type=Path, help="ServeConfig JSON file")
     parser.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--standby-fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--stoppable", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.standby_fd is not None and not _stand_by(args.standby_fd):
         return 0
     try:
         config = ServeConfig.from_json(args.config.read_text())
-        return Server(config, args.supervised).run()
+        return Server(config, args.supervised, args.stoppable).run()
     except (SrghnError, OSError) as exc:
         print(f"srghn server: {exc}", file=sys.stderr)
         return 2

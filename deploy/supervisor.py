@@ -11,7 +11,7 @@ and serve. A process-exit descriptor wakes the supervisor the moment a server di
 It exits when a server exits by itself with status 0 (a daemon asked it to stop), and on SIGTERM / SIGINT, which
 it passes on to its servers and waits for. Standard library only: it starts in a few milliseconds.
 
-    python -m srghn.deploy.supervisor CONFIG.json
+    python -m srghn.deploy.supervisor CONFIG.json [--stoppable]
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ STOP_TIMEOUT_S = 30.0
 class _Server:
     """One server process; a standby one until :meth:`take_over`."""
 
-    def __init__(self, config: Path, standby: bool) -> None:
+    def __init__(self, config: Path, standby: bool, stoppable: bool) -> None:
         cmd = [sys.executable, "-m", "srghn.deploy.server", str(config), "--supervised"]
+        cmd += ["--stoppable"] if stoppable else []
         env = {k: v for k, v in os.environ.items() if k != "WATCHDOG_PID"}  # the server pings systemd, not us
         self.word: int | None = None
         if standby:
@@ -82,8 +83,11 @@ class _Server:
 
 
 class Supervisor:
-    def __init__(self, config_path: Path) -> None:
+    def __init__(self, config_path: Path, stoppable: bool = False) -> None:
         self.config_path = Path(config_path)
+        self.stoppable = stoppable
+        """Started by ``srghn-ctl run``: a daemon's ``stop`` stops serving. Otherwise (``srghn-ctl serve``, a service
+        of its own) a daemon can only detach."""
         self.should_exit = ExitFlag()
         self.restarts = 0
 
@@ -102,7 +106,7 @@ class Supervisor:
                 os.close(wake_w)
 
     def _supervise(self, wake: int) -> int:
-        serving, standby = _Server(self.config_path, standby=False), _Server(self.config_path, standby=True)
+        serving, standby = self._server(standby=False), self._server(standby=True)
         log.info("server pid %d serving, pid %d on standby", serving.proc.pid, standby.proc.pid)
         failures = 0
         try:
@@ -125,11 +129,14 @@ class Supervisor:
                 serving = standby
                 if not serving.take_over():
                     log.error("the standby server pid %d had gone; starting a new one", serving.proc.pid)
-                    serving = _Server(self.config_path, standby=False)
-                standby = _Server(self.config_path, standby=True)
+                    serving = self._server(standby=False)
+                standby = self._server(standby=True)
         finally:
             standby.stop()
             serving.stop()
+
+    def _server(self, standby: bool) -> _Server:
+        return _Server(self.config_path, standby, self.stoppable)
 
     def _wait(self, server: _Server, wake: int) -> int | None:
         """The server's exit status, or None when a signal asked us to stop first."""
@@ -157,9 +164,10 @@ def _death(code: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m srghn.deploy.supervisor", description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path, help="the server's ServeConfig JSON file")
+    parser.add_argument("--stoppable", action="store_true", help="a daemon's stop stops serving (srghn-ctl run)")
     args = parser.parse_args(argv)
     try:
-        return Supervisor(args.config).run()
+        return Supervisor(args.config, args.stoppable).run()
     except (ConfigError, OSError, ValueError, KeyError) as exc:
         print(f"srghn supervisor: {exc}", file=sys.stderr)
         return 2

@@ -232,3 +232,24 @@ def test_damaged_daemon_state_is_refused_and_left_untouched(tmp_path: Path) -> N
     assert done.exit_code != 0 and "population.npz" in done.output
     assert (home / "population.npz").read_bytes() == b"not a population"
     assert not (tmp_path / "state" / "daemon.json").exists()
+
+
+def test_a_daemon_only_detaches_from_a_server_that_is_a_service_of_its_own(tmp_path: Path) -> None:
+    from srghn.deploy.state import SERVER, read_runfile
+
+    state = tmp_path / "state"
+    with tempfile.TemporaryDirectory(prefix="sg") as socks:
+        endpoints = [f"--{role}=ipc://{socks}/{role[0]}.sock" for role in ("control", "admin", "telemetry")]
+        serve = subprocess.Popen([*CLI, "serve", "--robot", "cartpole", "--state-dir", str(state), *endpoints],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            server = wait_for(lambda: read_runfile(state, SERVER), 60, "the server of `srghn-ctl serve`")
+            assert server["stoppable"] is False
+            summary = finish(start(state, Path(socks), "--generations", "2"))  # no --attach: it finds the server
+            assert summary["stopped_by"] == "bound" and summary["server_stopped"] is False
+            assert read_runfile(state, SERVER)["pid"] == server["pid"]  # still the same server, serving
+            with ControlClient(f"ipc://{socks}/c.sock") as robot:
+                assert robot.act(np.zeros(4, np.float32)).source is p.Source.SAFE
+        finally:
+            serve.send_signal(signal.SIGTERM)
+            assert serve.wait(60) == 0, serve.stderr.read()
