@@ -58,7 +58,16 @@ from srghn.deploy.link import ServerLink
 from srghn.deploy.registry import Registry
 from srghn.deploy.serve_config import SERVE_CONFIG, ServeConfig, choose_endpoints
 from srghn.deploy.signals import ExitFlag
-from srghn.deploy.state import DAEMON, SERVER, hold_lock, read_runfile, remove_runfile, secure_state_dir, write_runfile
+from srghn.deploy.state import (
+    DAEMON,
+    SERVER,
+    hold_lock,
+    lock_is_held,
+    read_runfile,
+    remove_runfile,
+    secure_state_dir,
+    write_runfile,
+)
 from srghn.errors import ServerConflict, ServerUnavailable
 from srghn.sim.backends import make_evaluator
 from srghn.sim.identify import identifiable, identify
@@ -426,14 +435,14 @@ class Daemon:
         state = Path(self.settings.state_dir)
         running = read_runfile(state, SERVER)
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        if running is None and not self.settings.attach:
+        if running is None and not self.settings.attach and not lock_is_held(state, SERVER):
             self._start_supervisor()
-        while running is None and self.supervisor is None:  # --attach: wait for systemd to start it
+        while running is None and self.supervisor is None:  # a server starting (systemd's, a supervisor's)
             if self.should_exit:
                 return False
             if time.monotonic() > deadline:
-                raise ServerUnavailable(f"no control server runs on {state} (--attach starts none); start it with "
-                                        "`srghn-ctl serve` or its systemd unit")
+                raise ServerUnavailable(f"no control server came up on {state} within {SERVER_START_TIMEOUT_S:.0f} s"
+                                        " (--attach starts none: start it with `srghn-ctl serve` or its unit)")
             time.sleep(0.2)  # nothing to wait on but the run file
             running = read_runfile(state, SERVER)
         internal = running["internal"] if running else self.settings.serve_config().internal_endpoint
