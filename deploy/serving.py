@@ -210,16 +210,17 @@ class Serving:
         ``request_id`` as the header carries it (8 bytes)."""
         if not self.io.take(obs):  # raises, naming the bad entries
             p.floats(obs, self.spec.obs_dim, "observation", REQUEST_ID.unpack(request_id)[0])
-        verdict = self.watchdog.act((self.live, self.lkg))
+        line = (self.live, self.lkg)
+        verdict = self.watchdog.act(line)
         if verdict.failures:
-            self._failed(verdict)
+            self._failed(verdict)  # swaps: what served this request is still line[verdict.served]
         client = self.clients.get(identity) or self._client(identity)
         client.last_seen = time.monotonic()
         client.pending = (obs, verdict.action)
         header = self.action_prefix + request_id
         if verdict.served == 0 and not verdict.clamped:
-            return [header, verdict.action, self.live_status, self.live.reply_id]
-        slot = (self.live, self.lkg)[verdict.served] if verdict.served >= 0 else None
+            return [header, verdict.action, self.live_status, line[0].reply_id]
+        slot = line[verdict.served] if verdict.served >= 0 else None
         source = (p.Source.SAFE if slot is None else p.Source.LIVE if verdict.served == 0
                   else p.Source.LAST_KNOWN_GOOD)
         flags = (p.ActionFlag.CLAMPED if verdict.clamped else 0) | (p.ActionFlag.FALLBACK if verdict.failures else 0)
