@@ -623,12 +623,7 @@ def run(
             from srghn.deploy.robot_sim import check_fault
 
             check_fault(settings.profile, fault, fault_at)
-        daemon = Daemon(settings, on_event=None if as_json else _print_event)
-        if not as_json:
-            err.print(f"srghn daemon for {settings.profile.name}: control {daemon.endpoints['control']}, admin "
-                      f"{daemon.endpoints['admin']}, telemetry {daemon.endpoints['telemetry']} (Ctrl-C stops)",
-                      highlight=False, soft_wrap=True)
-        summary = daemon.run()
+        summary = Daemon(settings, on_event=None if as_json else _print_event).run()
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
     else:
@@ -654,6 +649,9 @@ def _print_event(topic: str, data: dict) -> None:
     elif topic in ("daemon", "evolution"):
         err.print(f"{topic}: " + escape(", ".join(f"{k}={v}" for k, v in data.items() if k != "endpoints")),
                   highlight=False, soft_wrap=True)
+        if "endpoints" in data:  # the server's, known once the daemon attached to it
+            err.print(escape("served on " + ", ".join(f"{k} {v}" for k, v in data["endpoints"].items())
+                             + " (Ctrl-C stops)"), highlight=False, soft_wrap=True)
 
 
 def _print_daemon_summary(summary: dict) -> None:

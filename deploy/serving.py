@@ -6,6 +6,9 @@ watchdog (:mod:`srghn.safety.watchdog`). Every slot of the robot is bound (ONNX 
 serves it writes its action into the output buffer: no allocation, no copy, on the hot path. Slots are loaded
 on the background thread and swapped in between two requests by one assignment.
 
+Several robots on several regimes (issue 13) fit this shape: more (live, last-known-good) lines of slots, bound to
+the same buffers, the client's regime choosing the line the watchdog is given.
+
 The hot path, measured (``benchmarks/act_stages.py``): the header of a well-formed ``ACT`` from a DEALER is
 recognised by comparing its first 8 bytes and the frame lengths, which is what the full validation
 (:func:`srghn.deploy.protocol.parse_header`) amounts to for such a request; everything else goes through the full
