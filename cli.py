@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import sqlite3
 import sys
 import time
@@ -66,6 +67,28 @@ def profiles(
     out.print(table)
 
 
+@contextlib.contextmanager
+def stop_between_generations() -> Iterator[Callable[[], bool]]:
+    """SIGINT / SIGTERM only set a flag that the run checks between generations (a population is never saved
+    half-updated); a second Ctrl-C stops at once, keeping the last checkpoint. Handlers are restored on exit."""
+    import signal
+
+    asked: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if asked and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        asked.append(signum)
+        err.print("stopping after this generation (Ctrl-C again to stop at once, keeping the last checkpoint)")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: bool(asked)
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 @app.command()
 def evolve(
     robot: RobotOpt = "cartpole",
@@ -89,11 +112,18 @@ def evolve(
     = True,
     register_top: Annotated[int, typer.Option(
         min=1, help="How many of the final population to register (champion first).")] = 3,
+    init: Annotated[str, typer.Option(
+        help="First population: 'scratch' (fresh networks), 'factory' (grown from the robot's shipped factory "
+             "GHN), or a run directory, population.npz or policy file to start from.")] = "scratch",
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue the run checkpointed in --out (bit for bit) with the flags it was started with; "
+                         "without it an --out that holds a run is refused.")] = False,
 ) -> None:
     """Evolve an SR-GHN population for a robot in simulation, optionally switching regime mid-run.
 
-    Writes metrics.jsonl, fitness.png, population.npz, champion.npz and summary.json into --out, then registers
-    the champion and the best runners-up as candidates (exported to ONNX, parity-checked) in the registry.
+    Writes metrics.jsonl, fitness.png, population.npz (checkpointed every 30 s), champion.npz and summary.json
+    into --out, then registers the champion and the best runners-up as candidates (exported to ONNX,
+    parity-checked) in the registry. Ctrl-C stops after the current generation and keeps a resumable checkpoint.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -102,7 +132,8 @@ def evolve(
 
     try:
         settings = EvolveSettings(load_profile(robot), out_dir, generations, seed, population, episodes, switch_at,
-                                  switch_back_at, backend=backend, workers=workers, ray_address=ray_address)
+                                  switch_back_at, backend=backend, workers=workers, ray_address=ray_address,
+                                  init=init, resume=resume, command=shlex.join(["srghn-ctl", *sys.argv[1:]]))
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[regime]}"), TextColumn("best {task.fields[best]}"),
                             TimeElapsedColumn(), console=err, transient=as_json)
@@ -113,12 +144,17 @@ def evolve(
             def on_record(record) -> None:
                 progress.update(task, advance=1, regime=record.regime, best=f"{record.best:.1f}")
 
-            summary = run_evolve(settings, on_record)
+            with stop_between_generations() as stop:
+                summary = run_evolve(settings, on_record, should_stop=stop)
     except SrghnError as exc:
         raise fail(exc) from None
     except KeyboardInterrupt:
-        err.print(f"interrupted: the generations done so far are saved in {out_dir}")
+        err.print(f"interrupted: the last checkpoint is in {out_dir}; continue with the same command and --resume")
         raise typer.Exit(130) from None
+    if not summary["completed"]:
+        err.print(f"interrupted after {summary['generations']} generations: checkpoint in {out_dir}; continue with "
+                  "the same command and --resume")
+        raise typer.Exit(130)
     if register:
         summary["registered"] = _register_run(settings.profile, out_dir, state_dir, register_top)
     if as_json:

@@ -22,7 +22,6 @@ pause). A restarted daemon resumes the population and serves the last live champ
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import itertools
 import json
@@ -38,21 +37,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 import zmq
 
 from srghn import ConfigError, SrghnError
-from srghn.controller.checkpoint import load_population, save_population
-from srghn.controller.evolution import SRGHNStrategy
-from srghn.controller.ghn import SRGHN
 from srghn.deploy.champions import gate_champion, register_policy, run_tag
 from srghn.deploy.registry import Registry
 from srghn.deploy.security import CurveKeys
 from srghn.deploy.server import ServeConfig
 from srghn.deploy.state import LOCKFILE, RUNFILE
 from srghn.sim.backends import make_evaluator
+from srghn.sim.driver import INIT_FACTORY, INIT_SCRATCH, Driver, RunSpec
+from srghn.sim.factory import factory_path
 from srghn.sim.identify import identifiable, identify
-from srghn.sim.loop import evolve
 from srghn.sim.plots import plot_robot, plot_run
 from srghn.sim.profiles import RobotProfile
 from srghn.sim.records import GenerationRecord, read_records
@@ -101,6 +97,9 @@ class DaemonSettings:
     robot_args: tuple[str, ...] = ()
     """Extra arguments for the simulated robot (e.g. ``--fault inverted --fault-at 3000``)."""
     actor: str = "srghn-daemon"
+    init: str | None = None
+    """Where a state directory without a population starts: ``factory`` (grown from the robot's factory GHN),
+    ``scratch``, or a path (see :class:`~srghn.sim.driver.RunSpec`). ``None``: the factory if the robot has one."""
 
     def __post_init__(self) -> None:
         check_run_flags(self, ("generations", "population", "episodes", "gate_every"))
@@ -113,6 +112,12 @@ class DaemonSettings:
     @property
     def home(self) -> Path:
         return Path(self.state_dir) / "daemon" / self.profile.name
+
+    @property
+    def spec(self) -> RunSpec:
+        """The run a state directory without a population starts."""
+        init = self.init or (INIT_FACTORY if factory_path(self.profile).is_file() else INIT_SCRATCH)
+        return RunSpec(self.profile, "srghn", self.seed, self.population, self.episodes, init)
 
     def endpoints(self) -> dict[str, str]:
         """The three public endpoints: as given, else ``ipc://`` sockets in the state directory."""
@@ -132,7 +137,7 @@ class DaemonSettings:
 
 
 class _Regime:
-    """The shadow simulator's regime as operators set it (``regime_at`` for :func:`srghn.sim.loop.evolve`)."""
+    """The shadow simulator's regime as operators set it (``regime_at`` for :meth:`srghn.sim.driver.Driver.run`)."""
 
     def __init__(self, regime: str) -> None:
         self.regime = regime
@@ -194,25 +199,26 @@ class Daemon:
             self.internal = self.ctx.socket(zmq.PAIR)
             self.internal.setsockopt(zmq.LINGER, 1000)
             self.internal.bind(f"ipc://{tmp}/internal.sock")
-            evaluator = strategy = None
+            evaluator = driver = None
             try:
                 self.registry = Registry.open(self.settings.state_dir, create=True)
-                strategy, state = self._load_or_create()
+                state = self._load_state()
                 self.regime = _Regime(self.settings.regime or state.get("regime") or self.profile.regimes[0])
                 self.paused = bool(state.get("paused", False))
                 self._start_server(tmp)
                 self._write_runfile(started)
                 if self.settings.sim_robot:
                     self._start_robot()
-                self.publish("daemon", {"event": "resumed" if state.get("resumed") else "started",
-                                        "generation": strategy.generation, "paused": self.paused,
-                                        "regime": self.regime.regime, "endpoints": self.endpoints})
                 # Evolution yields the cores to the live server and the robot: lower priority from here on.
                 os.nice(5)
-                torch.set_num_threads(1)
                 evaluator = make_evaluator(self.profile, self.settings.backend, self.settings.workers,
                                            self.settings.ray_address)
-                self._evolve(strategy, evaluator, started)
+                driver = self._driver(evaluator, state)
+                self.publish("daemon", {"event": "resumed" if state.get("resumed") else "started",
+                                        "generation": driver.generation, "paused": self.paused,
+                                        "regime": self.regime.regime, "endpoints": self.endpoints,
+                                        "init": state.get("init")})
+                self._evolve(driver, started)
             except Stop:
                 pass
             finally:
@@ -221,17 +227,15 @@ class Daemon:
                 try:
                     if evaluator is not None:
                         evaluator.close()
-                    summary = self._shutdown(strategy, started)
+                    summary = self._shutdown(driver, started)
                 finally:
                     for signum, handler in previous.items():
                         signal.signal(signum, handler)
         return summary
 
-    def _evolve(self, strategy: SRGHNStrategy, evaluator, started: float) -> None:
+    def _evolve(self, driver: Driver, started: float) -> None:
         settings = self.settings
-        episodes = settings.episodes or self.profile.episodes
-        seed = int(np.random.SeedSequence([settings.seed, strategy.generation]).generate_state(1)[0])
-        records = evolve(strategy, evaluator, None, episodes, seed, self.regime)
+        records = driver.run(None, self.regime)
         last_save = time.monotonic()
         metrics = self.home / "metrics.jsonl"
         while True:
@@ -239,7 +243,7 @@ class Daemon:
             self._handle_commands(block=False)
             while self.paused and not self._bound_reached(started):
                 self._supervise()
-                self._status(strategy, None)
+                self._status(driver, None)
                 self._handle_commands(block=True)
             if self._bound_reached(started):
                 self.stop_reason = self.stop_reason or "bound"
@@ -251,12 +255,12 @@ class Daemon:
                 with metrics.open("a") as fh:
                     fh.write(line + "\n")
                 if time.monotonic() - last_save > CHECKPOINT_INTERVAL_S:
-                    self._checkpoint(strategy)
+                    self._checkpoint(driver)
                     last_save = time.monotonic()
             self.publish("generation", json.loads(line))
-            self._status(strategy, record)
+            self._status(driver, record)
             if self.counts["generations"] % settings.gate_every == 0:
-                self._release(strategy, record)
+                self._release(driver, record)
 
     def _bound_reached(self, started: float) -> bool:
         s = self.settings
@@ -265,10 +269,10 @@ class Daemon:
 
     # -- release: register, gate, promote ------------------------------------------------------------------------
 
-    def _release(self, strategy: SRGHNStrategy, record: GenerationRecord) -> None:
+    def _release(self, driver: Driver, record: GenerationRecord) -> None:
         """Register the champion if it is new and better than the last candidate of this regime, gate it in the
         current regime, and promote it through the server when it passes and auto-promote is on."""
-        champion = strategy.champion()
+        champion = driver.champion()
         regime = record.regime
         if champion.fitness is None or not math.isfinite(champion.fitness):
             return
@@ -296,7 +300,7 @@ class Daemon:
 
     def _register_and_gate(self, champion, key: str, record: GenerationRecord):
         registered = register_policy(
-            self.registry, self.profile, champion.policy, champion_id=key,
+            self.registry, self.profile, champion.params, champion_id=key, norm=champion.norm,
             parents=(f"{self.tag}-i{champion.parent_id}",) if champion.parent_id >= 0 else (),
             generation=record.generation, regime=record.regime, seed=self.settings.seed, run_dir=str(self.home),
             fitness={"fitness": float(champion.fitness), "population_best": record.best,
@@ -383,18 +387,22 @@ class Daemon:
 
     # -- state ---------------------------------------------------------------------------------------------------
 
-    def _load_or_create(self) -> tuple[SRGHNStrategy, dict]:
-        path = self.home / "population.npz"
+    def _load_state(self) -> dict:
+        """``daemon.json`` (regime, pause, run tag), checked against the profile."""
         state = _read_json(self.home / "daemon.json")
         if state.get("regime", self.profile.regimes[0]) not in self.profile.regimes:
             raise ConfigError(f"{self.home / 'daemon.json'} names regime {state['regime']!r}, which robot "
                               f"{self.profile.name} does not have ({', '.join(self.profile.regimes)}); fix or "
                               "delete the file")
-        evolution = self.profile.evolution
-        if self.settings.population is not None:
-            evolution = dataclasses.replace(evolution, population=self.settings.population)
+        return state
+
+    def _driver(self, evaluator, state: dict) -> Driver:
+        """The saved population resumed, else a new one as the settings say (from the factory by default)."""
+        path = self.home / "population.npz"
+        spec = self.settings.spec
         if path.is_file():
-            strategy, meta = load_population(path)
+            driver = Driver.resume(path, spec, evaluator, check_identity=False)
+            strategy = driver.strategy
             if strategy.ghn.policy != self.profile.policy:
                 raise ConfigError(f"{path} holds a population for another policy architecture than profile "
                                   f"{self.profile.name}'s; move it away to start afresh")
@@ -403,19 +411,20 @@ class Daemon:
                                   f"--population says {self.settings.population}; omit --population to resume it, "
                                   "or move the file away to start afresh")
             self.tag = state.get("tag") or run_tag(self.profile.name, strategy.seed)
-            return strategy, {**state, "resumed": True}
-        torch.manual_seed(self.settings.seed)
-        ghn = SRGHN(self.profile.policy, self.profile.ghn, basis_seed=self.settings.seed)
-        strategy = SRGHNStrategy(ghn, evolution, self.settings.seed)
+            state.update(resumed=True)
+            return driver
+        driver = Driver.start(spec, evaluator)
         self.tag = run_tag(self.profile.name, self.settings.seed)
+        state.update(init=spec.init)
         (self.home / "run.json").write_text(json.dumps({"robot": self.profile.name, "seed": self.settings.seed,
+                                                        "seeds": spec.seeds.to_dict(),
+                                                        "identity": spec.identity(),
                                                         "profile": self.profile.to_dict(),
-                                                        "provenance": provenance()}, indent=2))
-        return strategy, state
+                                                        "provenance": provenance()}, indent=2, default=str))
+        return driver
 
-    def _checkpoint(self, strategy: SRGHNStrategy) -> None:
-        save_population(self.home / "population.npz", strategy,
-                        {"robot": self.profile.name, "regime": self.regime.regime})
+    def _checkpoint(self, driver: Driver) -> None:
+        driver.save(self.home / "population.npz", {"tag": self.tag})
         self._save_state()
 
     def _save_state(self) -> None:
@@ -456,7 +465,8 @@ class Daemon:
             return False
         return True
 
-    def _status(self, strategy: SRGHNStrategy, record: GenerationRecord | None) -> None:
+    def _status(self, driver: Driver, record: GenerationRecord | None) -> None:
+        strategy = driver.strategy
         champion = strategy.champion()
         status = {"generation": strategy.generation, "regime": self.regime.regime, "paused": self.paused,
                   "auto_promote": self.settings.auto_promote, "population": strategy.config.population,
@@ -525,7 +535,7 @@ class Daemon:
                 proc.wait()
         return proc.returncode
 
-    def _shutdown(self, strategy: SRGHNStrategy | None, started: float) -> dict:
+    def _shutdown(self, driver: Driver | None, started: float) -> dict:
         stopped_by = self.stop_reason or "error"
         robot_summary = None
         if self.robot is not None:
@@ -536,8 +546,8 @@ class Daemon:
                 plot_robot(robot_summary["returns"], robot_summary["ended_at"], robot_summary["finished_by"],
                            self.home / "robot.png", title=f"simulated {self.profile.name}: episodes served",
                            fault_at=fault.get("at_step"))
-        if strategy is not None and hasattr(self, "tag"):
-            self._checkpoint(strategy)
+        if driver is not None and hasattr(self, "tag"):
+            self._checkpoint(driver)
             records = read_records(self.home / "metrics.jsonl") if (self.home / "metrics.jsonl").is_file() else []
             if records:
                 plot_run(records, self.home / "fitness.png", title=f"{self.profile.name}: daemon evolution",
@@ -553,10 +563,10 @@ class Daemon:
         summary = {
             "robot": self.profile.name, "state_dir": str(self.settings.state_dir), "stopped_by": stopped_by,
             "duration_s": round(time.time() - started, 1),
-            "generation": strategy.generation if strategy is not None else None,
+            "generation": driver.generation if driver is not None else None,
             "generations_this_run": self.counts["generations"],
             "regime": self.regime.regime if hasattr(self, "regime") else None,
-            "champion_fitness": strategy.champion().fitness if strategy is not None else None,
+            "champion_fitness": driver.champion().fitness if driver is not None else None,
             "candidates": {k: self.counts[k] for k in ("registered", "gate_passed", "gate_failed", "promoted",
                                                        "promotion_refused")},
             "live": live.id if live else None, "last_known_good": lkg.id if lkg else None,

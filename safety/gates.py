@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from srghn.controller.normalizer import ObsNorm
 from srghn.controller.onnx_policy import ACTION_NAME, LOGITS_NAME, OnnxPolicy, PolicyLoadError, reference_outputs
 from srghn.safety.report import GateReport, GateResult
 from srghn.safety.scenarios import ScenarioResult, run_scenarios
@@ -34,10 +35,12 @@ from srghn.sim.profiles import RobotProfile
 
 def run_gate_suite(profile: RobotProfile, artifact: bytes, expected_sha256: str, params: np.ndarray, *,
                    champion_id: str, incumbent: bytes | None = None, incumbent_id: str | None = None,
-                   incumbent_error: str | None = None, config: GateConfig | None = None) -> GateReport:
+                   incumbent_error: str | None = None, config: GateConfig | None = None,
+                   norm: ObsNorm | None = None) -> GateReport:
     """Run every gate on ``artifact`` (the candidate's ONNX bytes) and return the report.
 
-    ``params`` are the candidate's flat policy parameters, the reference for parity. ``incumbent`` is the live
+    ``params`` and ``norm`` are the candidate's flat policy parameters and observation normalizer, the reference
+    for parity (which therefore covers the normalization inside the graph too). ``incumbent`` is the live
     champion's (already verified) artifact, or None when nothing is live; ``incumbent_error`` says why a live
     champion could not be loaded (the regression gates then fail).
     """
@@ -63,7 +66,7 @@ def run_gate_suite(profile: RobotProfile, artifact: bytes, expected_sha256: str,
         results += [GateResult(n, not n.startswith(("regression", "latency")), None, None, False, why)
                     for n in names]
     else:
-        stress = _stress_gates(profile, policy, params, config)
+        stress = _stress_gates(profile, policy, params, config, norm)
         results += stress
         if all(g.passed for g in stress):
             results += _scenario_gates(profile, policy, incumbent, incumbent_error, config)
@@ -110,12 +113,13 @@ def _validate(profile: RobotProfile, artifact: bytes, params: np.ndarray,
     return policy, ""
 
 
-def _stress_gates(profile: RobotProfile, policy: OnnxPolicy, params: np.ndarray,
-                  config: GateConfig) -> list[GateResult]:
+def _stress_gates(profile: RobotProfile, policy: OnnxPolicy, params: np.ndarray, config: GateConfig,
+                  norm: ObsNorm | None) -> list[GateResult]:
     spec = profile.policy
-    obs = stress_observations(spec.obs_dim, config.seed, record_observations(profile, params, seed=config.seed))
+    recorded = record_observations(profile, params, seed=config.seed, norm=norm)
+    obs = stress_observations(spec.obs_dim, config.seed, recorded)
     got = policy.run(obs)
-    ref = reference_outputs(spec, params, obs, config.obs_clip)
+    ref = reference_outputs(spec, params, obs, config.obs_clip, norm)
     compared = LOGITS_NAME if spec.discrete else ACTION_NAME
     with np.errstate(invalid="ignore", over="ignore"):
         # The contract's outputs are float32: compare with the reference rounded to float32 as well.

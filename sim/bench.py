@@ -24,11 +24,12 @@ import numpy as np
 
 from srghn import ConfigError
 from srghn.controller.evolution import EvolutionConfig
-from srghn.controller.methods import METHODS, build_strategy, evaluations_per_generation
+from srghn.controller.methods import METHODS, evaluations_per_generation
+from srghn.sim.driver import INIT_SCRATCH, Driver, RunSpec
 from srghn.sim.evaluator import Evaluator, InProcessEvaluator
-from srghn.sim.loop import Schedule, evolve
 from srghn.sim.profiles import RobotProfile
 from srghn.sim.records import RECOVERY_LEVELS, GenerationRecord, read_records, recovery, stream_records
+from srghn.sim.schedule import Schedule
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class BenchSettings:
     switch_back_at: int | None = None
     population: int | None = None
     episodes: int | None = None
+    init: str = INIT_SCRATCH
+    """Where every run's first population comes from (see :class:`~srghn.sim.driver.RunSpec`)."""
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -62,6 +65,11 @@ class BenchSettings:
             if value is not None and not 1 <= value < self.generations:
                 raise ConfigError(f"--{name.replace('_', '-')} must be within 1..{self.generations - 1}, got {value}")
         self.schedule  # validates the switch order  # noqa: B018
+        self.spec(self.methods[0], self.seeds[0])  # validates --init  # noqa: B018
+
+    def spec(self, method: str, seed: int) -> RunSpec:
+        """The run of ``method`` with ``seed``."""
+        return RunSpec(self.profile, method, seed, self.population, self.episodes, self.init)
 
     @property
     def schedule(self) -> Schedule:
@@ -80,12 +88,14 @@ class BenchSettings:
     def shared(self) -> dict:
         """What every run of the bench shares; a resumed bench must agree on all of it."""
         # only what decides the numbers: not the gates, the description or where the profile file lives
-        decisive = ("env_id", "env_kwargs", "regimes", "switch_regime", "policy", "ghn", "reward_offset")
+        decisive = ("env_id", "env_kwargs", "regimes", "switch_regime", "policy", "ghn", "reward_offset",
+                    "observation", "baselines")
         profile = {k: v for k, v in self.profile.to_dict().items() if k in decisive}
         return {"robot": self.profile.name, "profile": profile, "generations": self.generations,
                 "switches": [list(s) for s in self.schedule.switches], "evolution": self.evolution.to_dict(),
                 "episodes": self.episodes_per_evaluation,
-                "evaluations_per_generation": evaluations_per_generation(self.evolution)}
+                "evaluations_per_generation": evaluations_per_generation(self.evolution),
+                "init": self.spec(self.methods[0], self.seeds[0]).identity()["init"]}
 
 
 def run_bench(settings: BenchSettings, make_evaluator: Callable[[RobotProfile], Evaluator] = InProcessEvaluator,
@@ -134,15 +144,14 @@ def run_bench(settings: BenchSettings, make_evaluator: Callable[[RobotProfile], 
 
 def _run_one(settings: BenchSettings, method: str, seed: int, run_dir: Path, evaluator: Evaluator,
              on_record: Callable[[GenerationRecord], None] | None) -> list[GenerationRecord]:
-    import torch
-
-    torch.set_num_threads(1)  # as in `evolve` (see srghn.sim.run)
     run_dir.mkdir(parents=True, exist_ok=True)
-    strategy = build_strategy(method, settings.profile.policy, settings.profile.ghn, settings.evolution, seed)
+    spec = settings.spec(method, seed)
+    driver = Driver.start(spec, evaluator)
     records: list[GenerationRecord] = []
-    stream_records(evolve(strategy, evaluator, settings.generations, settings.episodes_per_evaluation, seed,
-                          settings.schedule), run_dir / "metrics.jsonl", records, on_record)
-    (run_dir / "done.json").write_text(json.dumps({"method": method, "seed": seed, "generations": len(records)}))
+    stream_records(driver.run(settings.generations, settings.schedule), run_dir / "metrics.jsonl", records,
+                   on_record)
+    (run_dir / "done.json").write_text(json.dumps({"method": method, "seed": seed, "generations": len(records),
+                                                   "seeds": spec.seeds.to_dict()}))
     return records
 
 
