@@ -43,7 +43,7 @@ class NormConfig:
                 raise ConfigError(f"observation.{name} must be a finite number > 0, got {value!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ObsNorm:
     """A frozen normalizer: ``clip((obs - mean) / std, -clip, clip)`` with ``std >= std_floor`` already applied."""
 
@@ -66,6 +66,12 @@ class ObsNorm:
     @property
     def dim(self) -> int:
         return int(self.mean.shape[0])
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, ObsNorm) and self.clip == other.clip and np.array_equal(self.mean, other.mean)
+                and np.array_equal(self.std, other.std))
+
+    __hash__ = None  # mutable arrays inside
 
     def apply(self, obs: np.ndarray) -> np.ndarray:
         """Normalized observations ``(B, obs_dim)`` float32 (computed in float64, then rounded)."""
