@@ -229,6 +229,99 @@ def bench(
         out.print(f"tables: {out_dir / 'summary.md'}, plot: {out_dir / 'fitness.png'}")
 
 
+factory_app = typer.Typer(help="Factory populations: the nominal controller each robot ships with (docs/factory.md).",
+                          no_args_is_help=True)
+app.add_typer(factory_app, name="factory")
+
+
+@factory_app.command("build")
+def factory_build(
+    robot: Annotated[str, typer.Option("--robot", "-r", help="Built-in profile name or a .toml path.",
+                                       show_default=False)],
+    run_dir: Annotated[Path, typer.Option("--from", help="Directory of a finished SR-GHN `evolve` run.",
+                                          show_default=False)],
+) -> None:
+    """Write the robot's factory file from the champion GHN of a run (with its normalizer and provenance)."""
+    from srghn.sim.factory import build_factory, factory_path
+    from srghn.sim.profiles import load_profile
+
+    with _handled():
+        profile = load_profile(robot)
+        if not run_dir.is_dir():
+            raise ConfigError(f"--from {run_dir}: no such run directory")
+        provenance = build_factory(profile, run_dir)
+    checked = provenance["standard_return"]
+    out.print(escape(f"wrote {factory_path(profile)}: champion {provenance['champion']['id']} of {run_dir} "
+                     f"({provenance['env_steps']:,} env steps), standard return {checked['mean']:.1f} "
+                     f"(mean of seeds {checked['seeds'][0]}-{checked['seeds'][-1]})"), highlight=False, soft_wrap=True)
+
+
+@factory_app.command("export")
+def factory_export(
+    robot: Annotated[str, typer.Argument(help="Built-in robot or .toml profile path.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write the .onnx model to.",
+                                         show_default=False)],
+) -> None:
+    """Write the factory champion's policy as ONNX, with the contract of `export` (raw observations in, bounded
+    actions out; the normalizer inside the graph)."""
+    from srghn.deploy.artifacts import atomic_write
+    from srghn.deploy.champions import export_for_profile
+    from srghn.sim.factory import factory_path, load_factory
+    from srghn.sim.profiles import load_profile
+
+    with _handled():
+        if output.is_dir() or not output.parent.is_dir():
+            raise ConfigError(f"--output {output}: give a file name in an existing directory")
+        profile = load_profile(robot)
+        factory = load_factory(profile)
+        champion_id = f"{profile.name}-factory-{factory_sha(factory_path(profile))}"
+        result = export_for_profile(profile, factory.params, champion_id, {"factory": factory.meta.get("factory")},
+                                    norm=factory.norm)
+        atomic_write(output, result.model)
+    out.print(escape(f"wrote {champion_id} to {output} ({len(result.model):,} bytes, parity "
+                     f"{result.max_abs_diff:.1e} on {result.stress_rows} stress rows)"),
+              highlight=False, soft_wrap=True)
+
+
+@factory_app.command("show")
+def factory_show(
+    robot: Annotated[str, typer.Argument(help="Built-in robot or .toml profile path.", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Print the provenance of the robot's factory population: command, seeds, env steps, wall time, machine,
+    the factory champion's return."""
+    from srghn.sim.factory import factory_path, factory_provenance
+    from srghn.sim.profiles import load_profile
+
+    with _handled():
+        profile = load_profile(robot)
+        provenance = factory_provenance(profile)
+    if as_json:
+        print(json.dumps(provenance, indent=2))
+        return
+    checked = provenance.get("standard_return") or {}
+    table = Table(title=f"factory population of {profile.name}", show_header=False)
+    rows = [("file", str(factory_path(profile))), ("command", provenance.get("command")),
+            ("seed", provenance.get("seed")), ("generations", provenance.get("generations")),
+            ("env steps", f"{provenance.get('env_steps') or 0:,}"),
+            ("wall time", f"{(provenance.get('wall_s') or 0) / 3600:.2f} h"),
+            ("machine", f"{provenance.get('machine')}, {provenance.get('cores')} cores"),
+            ("git", provenance.get("git_sha")),
+            ("champion", json.dumps(provenance.get("champion"))),
+            ("standard return", f"{checked.get('mean', float('nan')):.1f} (seeds {checked.get('seeds')}: "
+                                f"{[round(v, 1) for v in checked.get('per_seed', [])]})")]
+    for key, value in rows:
+        table.add_row(key, escape(str(value)))
+    out.print(table)
+
+
+def factory_sha(path: Path) -> str:
+    """The first 8 hex digits of a factory file's sha256 (names what was exported from it)."""
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+
+
 def _print_summary(summary: dict) -> None:
     table = Table(title=f"evolve {summary['robot']} (seed {summary['seed']})", show_header=False)
     table.add_row("generations", str(summary["generations"]))
@@ -667,6 +760,10 @@ def run(
         help="With --sim-robot: its control steps per second (default: real time; 0: flat out).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the shutdown summary as JSON on stdout.")] = False,
     state_dir: StateDirOpt = None,
+    init: Annotated[str | None, typer.Option(
+        help="Where a state directory without a population starts: 'factory' (grown from the robot's factory GHN; "
+             "the default when the robot ships one), 'scratch', or a run directory / population / policy file.",
+        show_default=False)] = None,
 ) -> None:
     """Run the daemon: evolve in the shadow simulator, gate and promote champions, serve the live control loop.
 
@@ -689,7 +786,9 @@ def run(
             load_profile(robot), resolve_state_dir(state_dir), seed=seed, population=population, episodes=episodes,
             generations=generations, duration_s=duration, auto_promote=auto_promote, gate_every=gate_every,
             regime=regime, follow_drift=follow_drift, control=control, admin=admin, telemetry=telemetry, keys=keys,
-            backend=backend, workers=workers, ray_address=ray_address, sim_robot=sim_robot, robot_args=robot_args)
+            backend=backend, workers=workers, ray_address=ray_address, sim_robot=sim_robot, robot_args=robot_args,
+            init=init)
+        settings.spec  # validates --init before anything starts  # noqa: B018
         if sim_robot and fault is not None:
             from srghn.deploy.robot_sim import check_fault
 

@@ -419,6 +419,7 @@ class Daemon:
         (self.home / "run.json").write_text(json.dumps({"robot": self.profile.name, "seed": self.settings.seed,
                                                         "seeds": spec.seeds.to_dict(),
                                                         "identity": spec.identity(),
+                                                        "initial": driver.initial(),
                                                         "profile": self.profile.to_dict(),
                                                         "provenance": provenance()}, indent=2, default=str))
         return driver

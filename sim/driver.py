@@ -210,6 +210,7 @@ class Driver:
         seeds = self.episode_rng.integers(0, SEED_BOUND, size=self.spec.n_episodes)
         norm = self.next_norm()
 
+        first_new = getattr(strategy, "next_id", None)
         t0 = time.perf_counter()
         batch = strategy.ask()
         t1 = time.perf_counter()
@@ -235,6 +236,8 @@ class Driver:
             evaluations=int(batch.shape[0]), env_steps=result.env_steps, total_env_steps=self.total_steps,
             faults=result.faults(),
             timing={"wall_s": t3 - t0, "ghn_s": (t1 - t0) + (t3 - t2), "eval_s": t2 - t1},
+            born=None if first_new is None else [[int(i), int(p)] for i, p in zip(strategy.ids, strategy.parent_ids,
+                                                                                   strict=True) if i >= first_new],
         )
 
     def run(self, generations: int | None, schedule: RegimeSource | None = None,
@@ -257,6 +260,12 @@ class Driver:
             ghn_params = self.strategy.params[row].numpy().copy()
         return ChampionPolicy(champion.policy, self.scored_norm, champion.fitness, champion.id, champion.parent_id,
                               ghn_params)
+
+    def initial(self) -> dict:
+        """Where the run's first population came from, and its ids and parent ids (the roots of every ancestry
+        the records' ``born`` lists trace; individual 0 of a population grown from a file is that file's GHN)."""
+        return {"origin": self.spec.identity()["init"], "ids": getattr(self.strategy, "ids", np.array([])).tolist(),
+                "parent_ids": getattr(self.strategy, "parent_ids", np.array([])).tolist()}
 
     def save(self, path: Path, extra: dict | None = None) -> None:
         """Checkpoint the run (SR-GHN only): strategy, observation statistics and every generator state."""
@@ -332,9 +341,12 @@ def _from_file(spec: RunSpec, path: Path, seeds: RunSeeds) -> tuple[Strategy, Ru
     if arch.num_params != ghn.num_params:
         raise ConfigError(f"method {spec.method} changes the GHN's architecture; it cannot start from {path}")
     n = evolution.population
-    generator = torch.Generator().manual_seed(seeds.init)
-    params = rows[:n] if rows.shape[0] >= n else arch.grow(rows[0], n, generator)
-    return SRGHNStrategy(arch, evolution, seeds.strategy, params.contiguous()), loaded.obs_stats
+    grown = rows.shape[0] < n
+    params = arch.grow(rows[0], n, torch.Generator().manual_seed(seeds.init)) if grown else rows[:n]
+    strategy = SRGHNStrategy(arch, evolution, seeds.strategy, params.contiguous())
+    if grown:
+        strategy.parent_ids[1:] = 0  # the original (individual 0) and its self-mutated children
+    return strategy, loaded.obs_stats
 
 
 def _jsonable(value: object) -> object:

@@ -157,9 +157,11 @@ def run_evolve(settings: EvolveSettings, on_record: Callable[[GenerationRecord],
             write_records(out / "metrics.jsonl", records)  # generations after the checkpoint are played again
             run_info["resumed"] = [*stored.get("resumed", []), {"at_generation": driver.generation,
                                                                 "command": settings.command}]
-            run_info["started"] = {k: stored.get(k) for k in ("command", "provenance")}
+            run_info.update(started={k: stored.get(k) for k in ("command", "provenance")},
+                            initial=stored.get("initial"))
         else:
             driver = Driver.start(spec, evaluator)
+            run_info["initial"] = driver.initial()
         (out / "run.json").write_text(json.dumps(run_info, indent=2))
         _evolve(driver, settings, out, records, on_record, should_stop)
     finally:
