@@ -123,8 +123,12 @@ def test_a_bench_without_a_switch_reports_the_environment_return_and_steps(tmp_p
     assert summary["methods"]["openes"]["best_return"]["max"] == 5000.0
     assert summary["methods"]["srghn"]["final_best"]["median"] == 200.5
     table = bench_markdown(summary)
-    assert "| srghn | 200.5 [200.0–201.0] | 2007.0 [2007.0–2007.0] | 0.09 [0.09–0.09] |" in table
+    assert ("| srghn | 200.5 [200.0–201.0] | 2007.0 [2007.0–2007.0] | 1007.0 [1007.0–1007.0] | 0.09 [0.09–0.09] |"
+            in table)
     assert "after the switch" not in table
+    # srghn's late returns (1007, 1007) beat openes' (1000, 2333.3) once in four pairs
+    assert summary["methods"]["srghn"]["p_higher"]["openes"]["p"] == 0.5
+    assert "| srghn | 0.50 [" in table and "higher late return than" in table
 
 
 def test_every_bench_method_is_documented():
