@@ -11,9 +11,10 @@ address-space limit (``memory_limit``), and non-finite physics (``non_finite``: 
 reward, or a MuJoCo instability warning -- MuJoCo silently resets an unstable simulation, so its warning counters
 are checked at the end of every episode).
 
-Two runners: :class:`GymRunner` steps any gymnasium environment through its unwrapped ``step`` (counting the time
-limit itself, which is all the wrappers ``gymnasium.make`` adds here do), and :class:`~srghn.sim.fast_mujoco.AntRunner`
-reproduces Ant-v5's step with MuJoCo calls and vectorised numpy. :func:`make_runner` picks one. This module imports
+Runners: :class:`GymRunner` steps any gymnasium environment through its unwrapped ``step`` (counting the time
+limit itself, which is all the wrappers ``gymnasium.make`` adds here do); :class:`~srghn.sim.fast_mujoco.AntRunner`
+reproduces Ant-v5's step with MuJoCo calls and vectorised numpy, :class:`~srghn.sim.fast_cartpole.CartPoleRunner`
+CartPole-v1's with vectorised numpy. :func:`make_runner` picks the fastest exact one. This module imports
 numpy, gymnasium and MuJoCo only -- never torch -- because worker processes import it.
 """
 
@@ -301,13 +302,13 @@ class GymRunner(EpisodeRunner):
 def make_runner(spec: RunnerSpec) -> EpisodeRunner:
     """The fastest runner that reproduces the spec's environment exactly (builds its first environment)."""
     env = make_env(spec)
-    runner: EpisodeRunner
+    runner: EpisodeRunner = GymRunner(spec)
     if spec.fast_path:
-        from srghn.sim.fast_mujoco import AntRunner, fast_path_supported
+        from srghn.sim import fast_cartpole, fast_mujoco
 
-        runner = AntRunner(spec) if fast_path_supported(env) else GymRunner(spec)
-    else:
-        runner = GymRunner(spec)
+        for fast, cls in ((fast_mujoco, fast_mujoco.AntRunner), (fast_cartpole, fast_cartpole.CartPoleRunner)):
+            if fast.fast_path_supported(env):
+                runner = cls(spec)
     runner.max_steps = env.spec.max_episode_steps if env.spec is not None else None
     runner._adopt(0, env)
     runner.envs.append(env)
