@@ -540,17 +540,29 @@ def lineage(champion_id: IdArg, as_json: JsonOpt = False, state_dir: StateDirOpt
 
 
 @app.command()
-def gate(champion_id: IdArg, as_json: JsonOpt = False, actor: ActorOpt = None, state_dir: StateDirOpt = None) -> None:
+def gate(
+    champion_id: IdArg,
+    regimes: Annotated[list[str] | None, typer.Option(
+        "--regime", help="Gate in this regime (repeatable). Default: the regime the champion was evolved in, or "
+                         "the profile's gates.regimes.", show_default=False)] = None,
+    as_json: JsonOpt = False, actor: ActorOpt = None, state_dir: StateDirOpt = None,
+) -> None:
     """Run the safety gate suite on a champion against the robot's live champion; store and print the report.
 
     Exits 1 when a gate failed (the report is stored either way).
     """
-    from srghn.deploy.champions import gate_champion
+    from srghn.deploy.champions import gate_champion, profile_of
 
     with _handled(), _open_registry(state_dir) as registry:
         champion = registry.get(champion_id)
+        profile = profile_of(champion)
+        unknown = [r for r in regimes or () if r not in profile.regimes]
+        if unknown:
+            raise ConfigError(f"--regime {unknown[0]!r} is not a regime of {profile.name}; known: "
+                              f"{', '.join(profile.regimes)}")
         with err.status(f"gating {champion.id}"):
-            report = gate_champion(registry, champion.id, _actor(actor))
+            report = gate_champion(registry, champion.id, _actor(actor), profile,
+                                   tuple(dict.fromkeys(regimes)) if regimes else None)
     if as_json:
         print(report.to_json())
     else:

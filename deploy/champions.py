@@ -98,8 +98,8 @@ def gate_champion(registry: Registry, champion_id: str, actor: str = "srghn",
     """Run the gate suite on a champion against the robot's live champion and store the report.
 
     ``regimes`` narrows the scenarios to those regimes (the daemon gates in the regime the robot is in now: a
-    champion adapted to an inverted motor must not be held to the nominal robot's floor); default: the
-    profile's gate regimes.
+    champion adapted to an inverted motor must not be held to the nominal robot's floor); default: the regime the
+    champion was evolved in, unless the profile names its gate regimes (``gates.regimes``), else every regime.
 
     The candidate's artifact is read without verification so the integrity gate can report a mismatch; its
     parameters (the parity reference) and the incumbent's artifact are verified on load."""
@@ -116,6 +116,8 @@ def gate_champion(registry: Registry, champion_id: str, actor: str = "srghn",
             incumbent = registry.load_model(live.id)
         except ArtifactCorrupted as exc:
             incumbent_error = f"the live champion cannot be compared with: {exc}"
+    if regimes is None and not profile.gates.regimes and champion.regime in profile.regimes:
+        regimes = (champion.regime,)
     config = profile.gates if regimes is None else dataclasses.replace(profile.gates, regimes=tuple(regimes))
     report = run_gate_suite(profile, artifact, champion.artifact_sha256, params, champion_id=champion.id,
                             incumbent=incumbent, incumbent_id=incumbent_id, incumbent_error=incumbent_error,

@@ -546,7 +546,7 @@ class Daemon:
                 fault = robot_summary.get("fault") or {}
                 plot_robot(robot_summary["returns"], robot_summary["ended_at"], robot_summary["finished_by"],
                            self.home / "robot.png", title=f"simulated {self.profile.name}: episodes served",
-                           fault_at=fault.get("at_step"))
+                           fault_at=fault.get("at_step"), distances=robot_summary.get("distances"))
         if driver is not None and hasattr(self, "tag"):
             self._checkpoint(driver)
             records = read_records(self.home / "metrics.jsonl") if (self.home / "metrics.jsonl").is_file() else []

@@ -60,6 +60,7 @@ def run_gate_suite(profile: RobotProfile, artifact: bytes, expected_sha256: str,
                               policy is not None, problem))
     names = ["parity", "finite_actions", "action_bounds",
              *(f"floor[{r}]" for r in _regimes(profile, config) if config.floor_for(r) is not None),
+             *(f"above_safe[{r}]" for r in _regimes(profile, config)),
              *(f"regression[{r}]" for r in _regimes(profile, config)), "latency_p99"]
     if policy is None:
         why = "not run: the artifact failed " + ("validation" if intact else "integrity")
@@ -71,9 +72,9 @@ def run_gate_suite(profile: RobotProfile, artifact: bytes, expected_sha256: str,
         if all(g.passed for g in stress):
             results += _scenario_gates(profile, policy, incumbent, incumbent_error, config)
         else:  # a policy that fails the stress set never drives even the simulated robot
-            results += [GateResult(n, n.startswith("floor"), None, None, False,
+            results += [GateResult(n, n.startswith(("floor", "above_safe")), None, None, False,
                                    "not run: the policy failed the stress-set gates")
-                        for n in names if n.startswith(("floor", "regression"))]
+                        for n in names if n.startswith(("floor", "above_safe", "regression"))]
         results.append(_latency_gate(policy, config))
     return GateReport(champion_id=champion_id, robot=profile.name, gates=tuple(results), incumbent_id=incumbent_id,
                       created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -161,6 +162,7 @@ def _scenario_gates(profile: RobotProfile, policy: OnnxPolicy, incumbent: bytes 
                                    config.max_steps)
         except PolicyLoadError as exc:
             incumbent_error = f"the live champion's model cannot be loaded: {exc}"
+    safe = run_scenarios(profile, None, regimes, config.episodes, config.seed, config.max_steps)
     results = []
     for regime in regimes:
         floor = config.floor_for(regime)
@@ -169,6 +171,10 @@ def _scenario_gates(profile: RobotProfile, policy: OnnxPolicy, incumbent: bytes 
             results.append(GateResult(f"floor[{regime}]", True, floor, value, value >= floor,
                                       (f"fewest steps of {config.episodes} episodes" if config.floor_metric == "steps"
                                        else f"mean {config.floor_metric} of {config.episodes} episodes")))
+    for regime in regimes:  # a champion must do better than standing still (or whatever the safe action does)
+        results.append(GateResult(f"above_safe[{regime}]", True, round(safe[regime].fitness, 6), mine[regime].fitness,
+                                  mine[regime].fitness > safe[regime].fitness,
+                                  "fitness vs the safe action's on the same episodes"))
     for regime in regimes:
         score = mine[regime].fitness
         if incumbent_error is not None:
