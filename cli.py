@@ -266,7 +266,7 @@ def factory_export(
     actions out; the normalizer inside the graph)."""
     from srghn.deploy.artifacts import atomic_write
     from srghn.deploy.champions import export_for_profile
-    from srghn.sim.factory import factory_path, load_factory
+    from srghn.sim.factory import factory_sha, load_factory
     from srghn.sim.profiles import load_profile
 
     with _handled():
@@ -274,7 +274,7 @@ def factory_export(
             raise ConfigError(f"--output {output}: give a file name in an existing directory")
         profile = load_profile(robot)
         factory = load_factory(profile)
-        champion_id = f"{profile.name}-factory-{factory_sha(factory_path(profile))}"
+        champion_id = f"{profile.name}-factory-{factory_sha(profile)}"
         result = export_for_profile(profile, factory.params, champion_id, {"factory": factory.meta.get("factory")},
                                     norm=factory.norm)
         atomic_write(output, result.model)
@@ -313,13 +313,6 @@ def factory_show(
     for key, value in rows:
         table.add_row(key, escape(str(value)))
     out.print(table)
-
-
-def factory_sha(path: Path) -> str:
-    """The first 8 hex digits of a factory file's sha256 (names what was exported from it)."""
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:8]
 
 
 def _print_summary(summary: dict) -> None:

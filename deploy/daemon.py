@@ -47,7 +47,7 @@ from srghn.deploy.server import ServeConfig
 from srghn.deploy.state import LOCKFILE, RUNFILE
 from srghn.sim.backends import make_evaluator
 from srghn.sim.driver import INIT_FACTORY, INIT_SCRATCH, Driver, RunSpec
-from srghn.sim.factory import factory_path
+from srghn.sim.factory import factory_path, factory_sha, load_factory
 from srghn.sim.identify import identifiable, identify
 from srghn.sim.plots import plot_robot, plot_run
 from srghn.sim.profiles import RobotProfile
@@ -214,6 +214,8 @@ class Daemon:
                 evaluator = make_evaluator(self.profile, self.settings.backend, self.settings.workers,
                                            self.settings.ray_address)
                 driver = self._driver(evaluator, state)
+                if state.get("init") == INIT_FACTORY:
+                    self._release_factory()
                 self.publish("daemon", {"event": "resumed" if state.get("resumed") else "started",
                                         "generation": driver.generation, "paused": self.paused,
                                         "regime": self.regime.regime, "endpoints": self.endpoints,
@@ -297,6 +299,36 @@ class Daemon:
         if report.passed and self.settings.auto_promote:
             self._promote(registered.id, f"auto: passed the gates in regime {regime} at generation "
                                          f"{record.generation} (fitness {champion.fitness:.1f})")
+
+    def _release_factory(self) -> None:
+        """A robot that has never had a live champion gets its factory champion at once: registered, gated in the
+        shadow regime and promoted (with auto-promote), before the first generation is evolved."""
+        if self.registry.live(self.profile.name) is not None:
+            return
+        factory = load_factory(self.profile)
+        key = f"{self.profile.name}-factory-{factory_sha(self.profile)}"
+        try:
+            with self._critical():
+                if not self.registry.exists(key):
+                    register_policy(self.registry, self.profile, factory.params, champion_id=key, norm=factory.norm,
+                                    regime=self.profile.regimes[0], run_dir=str(factory_path(self.profile)),
+                                    fitness={"standard_return": factory.meta.get("factory", {}).get(
+                                        "standard_return", {}).get("mean")},
+                                    meta={"source": "factory", "factory": factory.meta.get("factory")},
+                                    actor=self.settings.actor)
+                    self.counts["registered"] += 1
+                report = gate_champion(self.registry, key, self.settings.actor, self.profile,
+                                       regimes=(self.regime.regime,))
+        except SrghnError as exc:
+            self.counts["release_failed"] += 1
+            self.publish("daemon", {"event": "release_failed", "champion": key, "error": str(exc)})
+            return
+        self.counts["gate_passed" if report.passed else "gate_failed"] += 1
+        self.publish("gate", {"champion": key, "generation": None, "regime": self.regime.regime,
+                              "passed": report.passed, "failed_hard": report.failed_hard,
+                              "failed_soft": report.failed_soft, "incumbent": report.incumbent_id})
+        if report.passed and self.settings.auto_promote:
+            self._promote(key, f"auto: the factory champion passed the gates in regime {self.regime.regime}")
 
     def _register_and_gate(self, champion, key: str, record: GenerationRecord):
         registered = register_policy(

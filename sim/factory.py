@@ -10,6 +10,7 @@ stochastic head.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 from pathlib import Path
@@ -91,6 +92,11 @@ def build_factory(profile: RobotProfile, run_dir: Path, command: str | None = No
     save_policy(factory_path(profile), champion.spec, champion.params, {"factory": provenance}, norm=champion.norm,
                 ghn=champion.ghn, ghn_params=champion.ghn_params, obs_stats=champion.obs_stats)
     return provenance
+
+
+def factory_sha(profile: RobotProfile) -> str:
+    """The first 8 hex digits of the sha256 of the robot's factory file (names what came from it)."""
+    return hashlib.sha256(factory_path(profile).read_bytes()).hexdigest()[:8]
 
 
 def factory_provenance(profile: RobotProfile) -> dict:

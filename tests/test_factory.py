@@ -33,11 +33,11 @@ def ctl(*args: object, check: bool = True) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def robot(tmp_path_factory) -> Path:
-    """A CartPole profile of its own (normalizing observations) with a factory built from a short run."""
+    """A CartPole profile of its own (it normalizes observations) with a factory built from a short run."""
     root = tmp_path_factory.mktemp("factory")
     profile = root / "pole.toml"
-    text = (PROFILE_DIR / "cartpole.toml").read_text().replace('name = "cartpole"', 'name = "pole"')
-    profile.write_text(text.replace("dim = 4\n", "dim = 4\nnormalize = true\n"))
+    profile.write_text((PROFILE_DIR / "cartpole.toml").read_text().replace('name = "cartpole"', 'name = "pole"'))
+    assert load_profile(profile).observation.normalize
     ctl("evolve", "--robot", profile, "--generations", 4, "--population", 4, "--backend", "inprocess",
         "--no-register", "--out", root / "run")
     done = ctl("factory", "build", "--robot", profile, "--from", root / "run")
@@ -88,8 +88,17 @@ def test_a_daemon_without_a_population_starts_from_the_factory(robot: Path, tmp_
     assert run["initial"]["origin"]["kind"] == "factory"
     with Registry.open(state) as registry:
         candidates = registry.list("pole")
-    assert candidates, "the daemon registered no candidate"
-    first = min(candidates, key=lambda c: c.created_at)
+        events = registry.history("pole")
+        factory = next(c for c in candidates if c.meta.get("source") == "factory")
+    # the factory champion is registered and gated before anything is evolved, and goes live if it passes
+    assert events[0].kind == "register" and events[0].to_id == factory.id and factory.id.startswith("pole-factory-")
+    promotions = [e.to_id for e in events if e.kind == "promote"]
+    assert factory.status in ("passed", "failed", "live", "retired")
+    if factory.gate_report.passed:
+        assert promotions[0] == factory.id
+    evolved = [c for c in candidates if c.meta.get("source") != "factory"]
+    assert evolved, "the daemon registered no evolved candidate"
+    first = min(evolved, key=lambda c: c.created_at)
     line = ancestry(first.meta["individual"], read_records(home / "metrics.jsonl"))
     root = line[-1]
     assert root in run["initial"]["ids"]
