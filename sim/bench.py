@@ -7,6 +7,7 @@ Layout of a bench directory::
     <method>/seed-<k>/done.json     written last: the run is complete and is never recomputed
     summary.json, summary.md        per method and switch: medians and spreads over seeds
     fitness.png                     best fitness and diversity per method, switches marked
+    curves.png                      (no switch) return against env steps, IQM over seeds with 95 % intervals
 
 An interrupted bench resumes where it stopped: finished runs are read back, an unfinished one starts again.
 The evaluator (backend, workers) is not part of a bench's identity: it changes speed, never results.
@@ -140,10 +141,12 @@ def run_bench(settings: BenchSettings, make_evaluator: Callable[[RobotProfile], 
     summary = summarize_bench(settings, runs)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text(bench_markdown(summary))
-    from srghn.sim.plots import plot_bench
+    from srghn.sim.plots import plot_bench, plot_curves
 
     plot_bench(runs, out / "fitness.png", title=f"{settings.profile.name}: {len(settings.seeds)} seeds",
                target=settings.profile.solved_fitness, returns=settings.profile.reward_offset != 0)
+    if not settings.schedule.switches:
+        plot_curves(runs, out / "curves.png", title=f"{settings.profile.name}: learning curves")
     return summary
 
 

@@ -136,3 +136,35 @@ def plot_robot(returns: list[float], ended_at: list[int], served_by: list[str], 
     axes[0, 0].legend(fontsize=7, title="served by", title_fontsize=8, loc="best")
     axes[-1, 0].set_xlabel("robot step (episode end)")
     return _save(fig, path, title)
+
+
+def plot_curves(runs: dict[str, dict[int, list[GenerationRecord]]], path: Path, title: str = "",
+                field: str = "best_return", points: int = 40) -> Path:
+    """Learning curves against env steps: per method, the interquartile mean over seeds of ``field`` (default: the
+    environment's return of the fittest), each seed's curve read at common env-step marks (its last record at or
+    before the mark), with a 95 % bootstrap band; marks past a seed's end are left out."""
+    from srghn.sim.stats import iqm_interval
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    colours = plt.get_cmap("tab10")
+    end = min(records[-1].total_env_steps for by_seed in runs.values() for records in by_seed.values())
+    marks = np.linspace(end / points, end, points)
+    for i, (method, by_seed) in enumerate(runs.items()):
+        curves = []
+        for records in by_seed.values():
+            steps = np.array([r.total_env_steps for r in records])
+            values = np.array([getattr(r, field) for r in records], dtype=np.float64)
+            curves.append(values[np.searchsorted(steps, marks, side="right") - 1])
+        curves = np.array(curves)
+        stats = [iqm_interval(curves[:, j], resamples=1000) for j in range(len(marks))]
+        ax.plot(marks / 1e6, [s["iqm"] for s in stats], color=colours(i % 10),
+                label=f"{method} ({len(by_seed)} seeds)")
+        ax.fill_between(marks / 1e6, [s["ci"][0] for s in stats], [s["ci"][1] for s in stats],
+                        color=colours(i % 10), alpha=0.15)
+    ax.set_xlabel("environment steps (millions)")
+    ax.set_ylabel(("environment return of the fittest" if field == "best_return" else field)
+                  + "\n(IQM over seeds, 95 % CI)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path, title)

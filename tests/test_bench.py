@@ -49,6 +49,12 @@ def test_bench_resumes_without_recomputing_finished_runs(tmp_path, cartpole):
     assert "| srghn |" in md and "| ga |" in md and "regain ≥ 475" in md
 
 
+def test_a_bench_without_a_switch_plots_learning_curves_against_env_steps(tmp_path, cartpole):
+    summary = run_bench(settings(cartpole, tmp_path, switch_at=None, generations=4))
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(summary["methods"]["srghn"]["p_higher"]) == {"ga"}
+
+
 def test_bench_refuses_other_settings_in_the_same_directory(tmp_path, cartpole):
     run_bench(settings(cartpole, tmp_path, methods=("ga",), seeds=(0,)))
     with pytest.raises(ConfigError, match="other settings \\(generations"):
