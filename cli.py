@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -66,6 +67,28 @@ def profiles(
     out.print(table)
 
 
+@contextlib.contextmanager
+def stop_between_generations() -> Iterator[Callable[[], bool]]:
+    """SIGINT / SIGTERM only set a flag that the run checks between generations (a population is never saved
+    half-updated); a second Ctrl-C stops at once, keeping the last checkpoint. Handlers are restored on exit."""
+    import signal
+
+    asked: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if asked and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        asked.append(signum)
+        err.print("stopping after this generation (Ctrl-C again to stop at once, keeping the last checkpoint)")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: bool(asked)
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 @app.command()
 def evolve(
     robot: RobotOpt = "cartpole",
@@ -89,11 +112,18 @@ def evolve(
     = True,
     register_top: Annotated[int, typer.Option(
         min=1, help="How many of the final population to register (champion first).")] = 3,
+    init: Annotated[str, typer.Option(
+        help="First population: 'scratch' (fresh networks), 'factory' (grown from the robot's shipped factory "
+             "GHN), or a run directory, population.npz or policy file to start from.")] = "scratch",
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue the run checkpointed in --out (bit for bit) with the flags it was started with; "
+                         "without it an --out that holds a run is refused.")] = False,
 ) -> None:
     """Evolve an SR-GHN population for a robot in simulation, optionally switching regime mid-run.
 
-    Writes metrics.jsonl, fitness.png, population.npz, champion.npz and summary.json into --out, then registers
-    the champion and the best runners-up as candidates (exported to ONNX, parity-checked) in the registry.
+    Writes metrics.jsonl, fitness.png, population.npz (checkpointed every 30 s), champion.npz and summary.json
+    into --out, then registers the champion and the best runners-up as candidates (exported to ONNX,
+    parity-checked) in the registry. Ctrl-C stops after the current generation and keeps a resumable checkpoint.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -102,7 +132,8 @@ def evolve(
 
     try:
         settings = EvolveSettings(load_profile(robot), out_dir, generations, seed, population, episodes, switch_at,
-                                  switch_back_at, backend=backend, workers=workers, ray_address=ray_address)
+                                  switch_back_at, backend=backend, workers=workers, ray_address=ray_address,
+                                  init=init, resume=resume, command=shlex.join(["srghn-ctl", *sys.argv[1:]]))
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[regime]}"), TextColumn("best {task.fields[best]}"),
                             TimeElapsedColumn(), console=err, transient=as_json)
@@ -113,12 +144,17 @@ def evolve(
             def on_record(record) -> None:
                 progress.update(task, advance=1, regime=record.regime, best=f"{record.best:.1f}")
 
-            summary = run_evolve(settings, on_record)
+            with stop_between_generations() as stop:
+                summary = run_evolve(settings, on_record, should_stop=stop)
     except SrghnError as exc:
         raise fail(exc) from None
     except KeyboardInterrupt:
-        err.print(f"interrupted: the generations done so far are saved in {out_dir}")
+        err.print(f"interrupted: the last checkpoint is in {out_dir}; continue with the same command and --resume")
         raise typer.Exit(130) from None
+    if not summary["completed"]:
+        err.print(f"interrupted after {summary['generations']} generations: checkpoint in {out_dir}; continue with "
+                  "the same command and --resume")
+        raise typer.Exit(130)
     if register:
         summary["registered"] = _register_run(settings.profile, out_dir, state_dir, register_top)
     if as_json:
@@ -191,6 +227,92 @@ def bench(
     else:
         out.print((out_dir / "summary.md").read_text(), markup=False, highlight=False, soft_wrap=True)
         out.print(f"tables: {out_dir / 'summary.md'}, plot: {out_dir / 'fitness.png'}")
+
+
+factory_app = typer.Typer(help="Factory populations: the nominal controller each robot ships with (docs/factory.md).",
+                          no_args_is_help=True)
+app.add_typer(factory_app, name="factory")
+
+
+@factory_app.command("build")
+def factory_build(
+    robot: Annotated[str, typer.Option("--robot", "-r", help="Built-in profile name or a .toml path.",
+                                       show_default=False)],
+    run_dir: Annotated[Path, typer.Option("--from", help="Directory of a finished SR-GHN `evolve` run.",
+                                          show_default=False)],
+) -> None:
+    """Write the robot's factory file from the champion GHN of a run (with its normalizer and provenance)."""
+    from srghn.sim.factory import build_factory, factory_path
+    from srghn.sim.profiles import load_profile
+
+    with _handled():
+        profile = load_profile(robot)
+        if not run_dir.is_dir():
+            raise ConfigError(f"--from {run_dir}: no such run directory")
+        provenance = build_factory(profile, run_dir)
+    checked = provenance["standard_return"]
+    out.print(escape(f"wrote {factory_path(profile)}: champion {provenance['champion']['id']} of {run_dir} "
+                     f"({provenance['env_steps']:,} env steps), standard return {checked['mean']:.1f} "
+                     f"(mean of seeds {checked['seeds'][0]}-{checked['seeds'][-1]})"), highlight=False, soft_wrap=True)
+
+
+@factory_app.command("export")
+def factory_export(
+    robot: Annotated[str, typer.Argument(help="Built-in robot or .toml profile path.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write the .onnx model to.",
+                                         show_default=False)],
+) -> None:
+    """Write the factory champion's policy as ONNX, with the contract of `export` (raw observations in, bounded
+    actions out; the normalizer inside the graph)."""
+    from srghn.deploy.artifacts import atomic_write
+    from srghn.deploy.champions import export_for_profile
+    from srghn.sim.factory import factory_sha, load_factory
+    from srghn.sim.profiles import load_profile
+
+    with _handled():
+        if output.is_dir() or not output.parent.is_dir():
+            raise ConfigError(f"--output {output}: give a file name in an existing directory")
+        profile = load_profile(robot)
+        factory = load_factory(profile)
+        champion_id = f"{profile.name}-factory-{factory_sha(profile)}"
+        result = export_for_profile(profile, factory.params, champion_id, {"factory": factory.meta.get("factory")},
+                                    norm=factory.norm)
+        atomic_write(output, result.model)
+    out.print(escape(f"wrote {champion_id} to {output} ({len(result.model):,} bytes, parity "
+                     f"{result.max_abs_diff:.1e} on {result.stress_rows} stress rows)"),
+              highlight=False, soft_wrap=True)
+
+
+@factory_app.command("show")
+def factory_show(
+    robot: Annotated[str, typer.Argument(help="Built-in robot or .toml profile path.", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Print the provenance of the robot's factory population: command, seeds, env steps, wall time, machine,
+    the factory champion's return."""
+    from srghn.sim.factory import factory_path, factory_provenance
+    from srghn.sim.profiles import load_profile
+
+    with _handled():
+        profile = load_profile(robot)
+        provenance = factory_provenance(profile)
+    if as_json:
+        print(json.dumps(provenance, indent=2))
+        return
+    checked = provenance.get("standard_return") or {}
+    table = Table(title=f"factory population of {profile.name}", show_header=False)
+    rows = [("file", str(factory_path(profile))), ("command", provenance.get("command")),
+            ("seed", provenance.get("seed")), ("generations", provenance.get("generations")),
+            ("env steps", f"{provenance.get('env_steps') or 0:,}"),
+            ("wall time", f"{(provenance.get('wall_s') or 0) / 3600:.2f} h"),
+            ("machine", f"{provenance.get('machine')}, {provenance.get('cores')} cores"),
+            ("git", provenance.get("git_sha")),
+            ("champion", json.dumps(provenance.get("champion"))),
+            ("standard return", f"{checked.get('mean', float('nan')):.1f} (seeds {checked.get('seeds')}: "
+                                f"{[round(v, 1) for v in checked.get('per_seed', [])]})")]
+    for key, value in rows:
+        table.add_row(key, escape(str(value)))
+    out.print(table)
 
 
 def _print_summary(summary: dict) -> None:
@@ -410,17 +532,29 @@ def lineage(champion_id: IdArg, as_json: JsonOpt = False, state_dir: StateDirOpt
 
 
 @app.command()
-def gate(champion_id: IdArg, as_json: JsonOpt = False, actor: ActorOpt = None, state_dir: StateDirOpt = None) -> None:
+def gate(
+    champion_id: IdArg,
+    regimes: Annotated[list[str] | None, typer.Option(
+        "--regime", help="Gate in this regime (repeatable). Default: the regime the champion was evolved in, or "
+                         "the profile's gates.regimes.", show_default=False)] = None,
+    as_json: JsonOpt = False, actor: ActorOpt = None, state_dir: StateDirOpt = None,
+) -> None:
     """Run the safety gate suite on a champion against the robot's live champion; store and print the report.
 
     Exits 1 when a gate failed (the report is stored either way).
     """
-    from srghn.deploy.champions import gate_champion
+    from srghn.deploy.champions import gate_champion, profile_of
 
     with _handled(), _open_registry(state_dir) as registry:
         champion = registry.get(champion_id)
+        profile = profile_of(champion)
+        unknown = [r for r in regimes or () if r not in profile.regimes]
+        if unknown:
+            raise ConfigError(f"--regime {unknown[0]!r} is not a regime of {profile.name}; known: "
+                              f"{', '.join(profile.regimes)}")
         with err.status(f"gating {champion.id}"):
-            report = gate_champion(registry, champion.id, _actor(actor))
+            report = gate_champion(registry, champion.id, _actor(actor), profile,
+                                   tuple(dict.fromkeys(regimes)) if regimes else None)
     if as_json:
         print(report.to_json())
     else:
@@ -593,6 +727,10 @@ def run(
     busy_poll_us: BusyPollOpt = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the shutdown summary as JSON on stdout.")] = False,
     state_dir: StateDirOpt = None,
+    init: Annotated[str | None, typer.Option(
+        help="Where a state directory without a population starts: 'factory' (grown from the robot's factory GHN; "
+             "the default when the robot ships one), 'scratch', or a run directory / population / policy file.",
+        show_default=False)] = None,
 ) -> None:
     """Run the daemon: evolve in the shadow simulator, gate and promote champions, serve the live control loop.
 
@@ -618,7 +756,8 @@ def run(
             generations=generations, duration_s=duration, auto_promote=auto_promote, gate_every=gate_every,
             regime=regime, follow_drift=follow_drift, control=control, admin=admin, telemetry=telemetry, keys=keys,
             backend=backend, workers=workers, ray_address=ray_address, sim_robot=sim_robot, robot_args=robot_args,
-            attach=attach, realtime=realtime, busy_poll_us=busy_poll_us)
+            attach=attach, realtime=realtime, busy_poll_us=busy_poll_us, init=init)
+        settings.spec  # validates --init before anything starts  # noqa: B018
         if sim_robot and fault is not None:
             from srghn.deploy.robot_sim import check_fault
 

@@ -14,7 +14,6 @@ The first generation (it builds the environments) is a warm-up and is not measur
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -25,10 +24,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from srghn.controller.evolution import SRGHNStrategy
-from srghn.controller.ghn import SRGHN
+from srghn.sim.driver import Driver, RunSpec
 from srghn.sim.evaluator import InProcessEvaluator
-from srghn.sim.loop import evolve
 from srghn.sim.profiles import load_profile
 
 # The plain gymnasium env each srghn switch env is built on.
@@ -65,17 +62,13 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     profile = load_profile(args.robot)
-    evolution = profile.evolution
-    if args.population:
-        evolution = dataclasses.replace(evolution, population=args.population)
     raw_id, raw_kwargs = RAW_ENVS.get(profile.env_id, (profile.env_id, dict(profile.env_kwargs)))
     raw_rate = raw_gym_rate(raw_id, raw_kwargs, args.raw_steps, args.seed)
 
-    torch.set_num_threads(1)  # as `evolve` runs it (see srghn.sim.run)
-    strategy = SRGHNStrategy(SRGHN(profile.policy, profile.ghn, basis_seed=args.seed), evolution, args.seed)
     evaluator = InProcessEvaluator(profile)
+    driver = Driver.start(RunSpec(profile, seed=args.seed, population=args.population), evaluator)
     records = []
-    for record in evolve(strategy, evaluator, args.generations + 1, profile.episodes, args.seed):
+    for record in driver.run(args.generations + 1):
         records.append(record)
         if not args.json:
             print(f"generation {record.generation}: {record.env_steps} steps, "
@@ -89,8 +82,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "generation_cost",
         "robot": profile.name,
-        "population": evolution.population,
-        "children_per_member": evolution.children,
+        "population": driver.spec.evolution.population,
+        "children_per_member": driver.spec.evolution.children,
         "evaluations_per_generation": measured[0].evaluations,
         "episodes_per_evaluation": profile.episodes,
         "generations_measured": len(measured),

@@ -14,13 +14,13 @@ and their control cost).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 import numpy as np
 
-from srghn.controller.baselines import OpenES, OpenESConfig
 from srghn.sim.backends import make_evaluator
-from srghn.sim.loop import evolve
+from srghn.sim.driver import Driver, RunSpec
 from srghn.sim.profiles import load_profile
 
 
@@ -37,11 +37,15 @@ def main() -> None:
     args = parser.parse_args()
 
     profile = load_profile(args.robot)
-    config = OpenESConfig(popsize=args.population, sigma=args.sigma, learning_rate=args.learning_rate)
-    strategy = OpenES(profile.policy, config, args.seed)
-    start_norm = float(np.linalg.norm(strategy.mean))
+    settings = {"sigma": args.sigma, "learning_rate": args.learning_rate}
+    profile = dataclasses.replace(profile, baselines={**profile.baselines, "openes": settings})
+    # the profile's SR-GHN budget N x (1 + K) sets OpenES's evaluations per generation
+    population = max(1, args.population // (1 + profile.evolution.children))
     with make_evaluator(profile, "local", args.workers) as evaluator:
-        records = list(evolve(strategy, evaluator, args.generations, 1, args.seed))
+        driver = Driver.start(RunSpec(profile, "openes", args.seed, population, episodes=1), evaluator)
+        strategy = driver.strategy
+        start_norm = float(np.linalg.norm(strategy.mean))
+        records = list(driver.run(args.generations))
     last = records[-20:]
     summary = {  # the columns of the Ant-v5 table in docs/results.md
         "final_best": round(records[-1].best, 1), "best_return": round(max(r.best_return for r in records), 1),
@@ -53,7 +57,8 @@ def main() -> None:
              "env_steps": r.total_env_steps}
             for r in records if r.generation % args.every == 0 or r is records[-1]]
     print(json.dumps({"robot": profile.name, "config": {"sigma": args.sigma, "learning_rate": args.learning_rate,
-                                                        "popsize": args.population, "seed": args.seed},
+                                                        "popsize": strategy.config.popsize, "seed": args.seed,
+                                                        "normalized": profile.observation.normalize},
                       "mean_weight_norm": {"start": round(start_norm, 2),
                                            "end": round(float(np.linalg.norm(strategy.mean)), 2)},
                       "summary": summary, "generations": rows}, indent=2))

@@ -18,13 +18,13 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
-import torch
 
-from srghn.controller.methods import SRGHN_VARIANTS, build_strategy
+from srghn.controller.methods import SRGHN_VARIANTS
+from srghn.sim.driver import Driver, RunSpec
 from srghn.sim.evaluator import InProcessEvaluator
-from srghn.sim.loop import Schedule, evolve
 from srghn.sim.profiles import load_profile
 from srghn.sim.records import recovery
+from srghn.sim.schedule import Schedule
 
 
 def probe(strategy) -> dict:
@@ -47,20 +47,18 @@ def main() -> None:
     unknown = [m for m in args.methods if m not in SRGHN_VARIANTS or m == "srghn-gaussian"]
     if unknown:
         parser.error(f"not SR-GHN methods with a heritable rate: {unknown}")
-    torch.set_num_threads(1)
     profile = load_profile("cartpole")
-    evolution = dataclasses.replace(profile.evolution, population=args.population)
     schedule = Schedule.switch(profile.switch_regime, args.switch_at)
     evaluator = InProcessEvaluator(profile)
     results = {}
     for method in args.methods:
         per_seed, regained = [], []
         for seed in range(args.seeds):
-            strategy = build_strategy(method, profile.policy, profile.ghn, evolution, seed)
+            driver = Driver.start(RunSpec(profile, method, seed, args.population, episodes=1), evaluator)
             records, probes = [], []
-            for record in evolve(strategy, evaluator, args.generations, 1, seed, schedule):
+            for record in driver.run(args.generations, schedule):
                 records.append(record)
-                probes.append(probe(strategy))
+                probes.append(probe(driver.strategy))
             per_seed.append(probes)
             view = [SimpleNamespace(**dataclasses.asdict(r)) for r in records]
             regained.append(recovery(view, args.switch_at, target=profile.solved_fitness)["target_regained"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from srghn import ConfigError
 from srghn.controller.configs import EvolutionConfig
 from srghn.controller.ghn import SRGHN
 from srghn.controller.strategy import Champion, Strategy
@@ -18,13 +19,20 @@ from srghn.controller.strategy import Champion, Strategy
 class SRGHNStrategy(Strategy):
     """A population of SR-GHNs behind the ask/tell interface."""
 
-    def __init__(self, ghn: SRGHN, config: EvolutionConfig, seed: int) -> None:
+    def __init__(self, ghn: SRGHN, config: EvolutionConfig, seed: int, params: torch.Tensor | None = None) -> None:
+        """``seed`` drives reproduction and selection. ``params``: the initial population ``(N, D)`` (e.g. grown
+        from a factory GHN); default: fresh individuals drawn from ``seed``'s generator."""
         super().__init__(ghn.policy)
         self.ghn, self.config, self.seed = ghn, config, seed
         self.generator = torch.Generator().manual_seed(seed)
         self.rng = np.random.default_rng(seed)  # random selection (control) and comma selection's tie order
         n = config.population
-        self.params = ghn.init_params(n, self.generator)
+        if params is None:
+            params = ghn.init_params(n, self.generator)
+        elif tuple(params.shape) != (n, ghn.num_params) or not bool(torch.isfinite(params).all()):
+            raise ConfigError(f"initial GHN population must be a finite ({n}, {ghn.num_params}) matrix, "
+                              f"got {tuple(params.shape)}")
+        self.params = params.to(torch.float32).contiguous()
         self.policies = ghn.generate(self.params).numpy()
         self.fitness = np.full(n, np.nan)  # NaN: not measured in the current world yet
         self.ids = np.arange(n, dtype=np.int64)

@@ -221,6 +221,16 @@ class SRGHN:
         child = (params[:, None, :] + update).clamp_(-cfg.param_bound, cfg.param_bound)
         return child.reshape(n * children, self.num_params), self._reported_rate(rates).mean(dim=1)
 
+    def grow(self, seed: Tensor, n: int, generator: torch.Generator) -> Tensor:
+        """A population of ``n`` grown from one individual ``seed`` ``(D,)`` by its own stochastic head: the
+        original first, then ``n - 1`` of its self-mutated children (the method's own variation, no outside
+        noise beyond the head's noise floor)."""
+        seed = seed.reshape(1, self.num_params).to(torch.float32)
+        if n == 1:
+            return seed.clone()
+        children, _ = self.reproduce(seed, n - 1, generator)
+        return torch.cat([seed, children]).contiguous()
+
     @torch.no_grad()
     def generate(self, params: Tensor) -> Tensor:
         """The policy each individual writes with its deterministic head: ``(N, P)`` float32."""

@@ -7,12 +7,18 @@ per generation (SR-GHN's ``N * (1 + K)`` with re-evaluation), so each gets the s
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
 
 from srghn import ConfigError
 from srghn.controller.baselines import BASELINES
 from srghn.controller.evolution import EvolutionConfig, SRGHNStrategy
 from srghn.controller.ghn import SRGHN, GHNConfig
 from srghn.controller.policy import PolicySpec
+from srghn.controller.seeding import RunSeeds
 from srghn.controller.strategy import Strategy
 
 SRGHN_VARIANTS: dict[str, tuple[dict, dict]] = {
@@ -57,25 +63,47 @@ def evaluations_per_generation(evolution: EvolutionConfig) -> int:
     return evolution.population * (evolution.children + (1 if parents else 0))
 
 
-def build_strategy(method: str, policy: PolicySpec, ghn: GHNConfig, evolution: EvolutionConfig,
-                   seed: int) -> Strategy:
-    """The strategy called ``method``, its budget matched to SR-GHN with ``evolution``."""
-    if method in SRGHN_VARIANTS:
-        ghn_overrides, evolution_overrides = SRGHN_VARIANTS[method]
-        config = dataclasses.replace(ghn, **ghn_overrides)
-        variant = dataclasses.replace(evolution, **evolution_overrides)
-        if variant.selection == "comma" and evolution.selection == "plus":
-            # parents are not evaluated under (mu, lambda): one more child each keeps the budget
-            variant = dataclasses.replace(variant, children=evaluations_per_generation(evolution) // variant.population)
-        return SRGHNStrategy(SRGHN(policy, config, basis_seed=seed), variant, seed)
+def srghn_variant(method: str, ghn: GHNConfig, evolution: EvolutionConfig) -> tuple[GHNConfig, EvolutionConfig]:
+    """The GHN and population settings of the SR-GHN variant ``method``, budget-matched to ``evolution``."""
+    ghn_overrides, evolution_overrides = SRGHN_VARIANTS[method]
+    config = dataclasses.replace(ghn, **ghn_overrides)
+    variant = dataclasses.replace(evolution, **evolution_overrides)
+    if variant.selection == "comma" and evolution.selection == "plus":
+        # parents are not evaluated under (mu, lambda): one more child each keeps the budget
+        variant = dataclasses.replace(variant, children=evaluations_per_generation(evolution) // variant.population)
+    return config, variant
+
+
+def baseline_config(method: str, evolution: EvolutionConfig, settings: Mapping[str, Any] | None = None) -> Any:
+    """The config of baseline ``method``: its population is SR-GHN's evaluations per generation, ``settings``
+    (the profile's ``[baselines.<method>]`` table) override the rest."""
     if method not in BASELINES:
         raise ConfigError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
-    cls, config_cls = BASELINES[method]
+    config_cls = BASELINES[method][1]
     budget = evaluations_per_generation(evolution)
     if method == "openes":
-        config = config_cls(popsize=max(2, budget - budget % 2))  # antithetic pairs: an odd budget loses one
+        sizes = {"popsize": max(2, budget - budget % 2)}  # antithetic pairs: an odd budget loses one
     elif method == "cmaes":
-        config = config_cls(popsize=budget)
+        sizes = {"popsize": budget}
     else:
-        config = config_cls(popsize=budget, elites=max(1, budget // 10), parents=max(2, budget // 3))
-    return cls(policy, config, seed)
+        sizes = {"popsize": budget, "elites": max(1, budget // 10), "parents": max(2, budget // 3)}
+    return config_cls(**{**sizes, **(settings or {})})
+
+
+def build_strategy(method: str, policy: PolicySpec, ghn: GHNConfig, evolution: EvolutionConfig, seeds: RunSeeds,
+                   baselines: Mapping[str, Mapping[str, Any]] | None = None,
+                   init: np.ndarray | None = None) -> Strategy:
+    """The strategy called ``method``, its budget matched to SR-GHN with ``evolution``, seeded from ``seeds``'
+    streams. ``baselines``: per-method settings of the baselines. ``init``: initial policies ``(n, P)`` for a
+    baseline (a warm start); default: fresh ones from the ``init`` stream (SR-GHN: fresh GHNs from it)."""
+    if method in SRGHN_VARIANTS:
+        if init is not None:
+            raise ConfigError("SR-GHN starts from GHNs, not policies: grow it from a GHN population instead")
+        config, variant = srghn_variant(method, ghn, evolution)
+        arch = SRGHN(policy, config, basis_seed=seeds.basis)
+        params = arch.init_params(variant.population, torch.Generator().manual_seed(seeds.init))
+        return SRGHNStrategy(arch, variant, seeds.strategy, params)
+    config = baseline_config(method, evolution, (baselines or {}).get(method))
+    if init is None:
+        init = policy.initial(config.popsize, np.random.default_rng(seeds.init))
+    return BASELINES[method][0](policy, config, seeds.strategy, init)

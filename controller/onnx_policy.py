@@ -4,8 +4,11 @@ Contract (format ``srghn.onnx-policy/1``), shared by the exporter (:mod:`srghn.d
 gates and the live server:
 
 * one self-contained ``.onnx`` file (weights inside, no side ``.onnx.data``), dynamic batch axis;
-* input ``obs``: float32 ``[batch, obs_dim]``. The model sanitises it first: NaN -> 0, +-Inf -> +-``obs_clip``,
-  then every value is clipped to ``[-obs_clip, obs_clip]``. No observation can make it emit NaN;
+* input ``obs``: float32 ``[batch, obs_dim]``, raw observations as the robot measures them. The model sanitises
+  them first: NaN -> 0, +-Inf -> +-``obs_clip``, then every value is clipped to ``[-obs_clip, obs_clip]``. No
+  observation can make it emit NaN. A policy evolved with observation normalization then normalizes inside the
+  graph with the statistics frozen at export, ``clip((obs - mean) / std, -clip, clip)`` (``srghn.obs_norm``);
+* the last layer's output is multiplied by ``srghn.output_scale`` (1 unless the profile sets another);
 * it computes in float64 inside (inputs and outputs stay float32), so parity holds to far below 1e-5 even for
   +-1e6 observations;
 * output ``action`` -- the final action. Discrete policies: int64 ``[batch]``, the argmax of the logits (the first
@@ -26,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from srghn.controller.normalizer import ObsNorm
 from srghn.controller.policy import PolicySpec
 from srghn.errors import PolicyLoadError
 
@@ -37,6 +41,8 @@ DEFAULT_OBS_CLIP = 1e6
 META_KEYS = ("srghn.format", "srghn.robot", "srghn.champion_id", "srghn.obs_dim", "srghn.act_dim",
              "srghn.discrete", "srghn.action_low", "srghn.action_high", "srghn.layer_sizes", "srghn.obs_clip",
              "srghn.input", "srghn.outputs", "srghn.action_contract")
+OPTIONAL_META = {"srghn.obs_norm": "null", "srghn.output_scale": "1.0"}
+"""Keys newer models carry, with the value an older model without them means."""
 
 
 def output_names(spec: PolicySpec) -> list[str]:
@@ -45,7 +51,7 @@ def output_names(spec: PolicySpec) -> list[str]:
 
 
 def contract_metadata(spec: PolicySpec, robot: str, champion_id: str, obs_clip: float,
-                      extra: dict[str, Any] | None = None) -> dict[str, str]:
+                      extra: dict[str, Any] | None = None, norm: ObsNorm | None = None) -> dict[str, str]:
     """The ``metadata_props`` of an exported policy (all values strings; lists and dicts as JSON)."""
     contract = ("action: int64 [batch], argmax of logits (first index on ties); logits: float32 [batch, act_dim]"
                 if spec.discrete else
@@ -57,32 +63,40 @@ def contract_metadata(spec: PolicySpec, robot: str, champion_id: str, obs_clip: 
         "srghn.action_high": json.dumps(list(spec.action_high)),
         "srghn.layer_sizes": json.dumps(list(spec.layer_sizes)), "srghn.obs_clip": repr(float(obs_clip)),
         "srghn.input": INPUT_NAME, "srghn.outputs": json.dumps(output_names(spec)),
-        "srghn.action_contract": contract,
+        "srghn.action_contract": contract, "srghn.output_scale": repr(float(spec.output_scale)),
+        "srghn.obs_norm": json.dumps(None if norm is None else norm.to_dict()),
     }
     for key, value in (extra or {}).items():
         meta[f"srghn.{key}"] = value if isinstance(value, str) else json.dumps(value)
     return meta
 
 
-def spec_from_metadata(meta: dict[str, str]) -> tuple[PolicySpec, float]:
-    """The policy spec and observation clip a model's metadata declares; :class:`PolicyLoadError` if malformed."""
+def spec_from_metadata(meta: dict[str, str]) -> tuple[PolicySpec, float, ObsNorm | None]:
+    """The policy spec, observation clip and normalizer a model's metadata declares; :class:`PolicyLoadError` if
+    malformed."""
     missing = [k for k in META_KEYS if k not in meta]
     if missing:
         raise PolicyLoadError(f"ONNX model lacks srghn metadata {missing}; was it exported by srghn?")
     if meta["srghn.format"] != ONNX_FORMAT:
         raise PolicyLoadError(f"ONNX model has format {meta['srghn.format']!r}, expected {ONNX_FORMAT!r}")
+    meta = {**OPTIONAL_META, **meta}
     try:
         sizes = json.loads(meta["srghn.layer_sizes"])
         spec = PolicySpec(obs_dim=int(meta["srghn.obs_dim"]), act_dim=int(meta["srghn.act_dim"]),
                           hidden=tuple(int(h) for h in sizes[1:-1]), discrete=bool(json.loads(meta["srghn.discrete"])),
                           action_low=tuple(float(v) for v in json.loads(meta["srghn.action_low"])),
-                          action_high=tuple(float(v) for v in json.loads(meta["srghn.action_high"])))
+                          action_high=tuple(float(v) for v in json.loads(meta["srghn.action_high"])),
+                          output_scale=float(meta["srghn.output_scale"]))
         obs_clip = float(meta["srghn.obs_clip"])
-    except (ValueError, TypeError, IndexError, json.JSONDecodeError) as exc:
+        norm_doc = json.loads(meta["srghn.obs_norm"])
+        norm = None if norm_doc is None else ObsNorm.from_dict(norm_doc)
+    except (ValueError, TypeError, IndexError, json.JSONDecodeError) as exc:  # ConfigError is a ValueError
         raise PolicyLoadError(f"ONNX model has malformed srghn metadata: {exc}") from exc
     if not np.isfinite(obs_clip) or obs_clip <= 0:
         raise PolicyLoadError(f"ONNX model declares obs_clip {obs_clip}; it must be finite and > 0")
-    return spec, obs_clip
+    if norm is not None and norm.dim != spec.obs_dim:
+        raise PolicyLoadError(f"ONNX model's normalizer has {norm.dim} dimensions, its policy observes {spec.obs_dim}")
+    return spec, obs_clip, norm
 
 
 def float32_inner_bounds(spec: PolicySpec) -> tuple[np.ndarray, np.ndarray]:
@@ -101,11 +115,15 @@ def sanitize_observations(obs: np.ndarray, obs_clip: float) -> np.ndarray:
     return np.clip(obs, -obs_clip, obs_clip).astype(np.float32)
 
 
-def reference_outputs(spec: PolicySpec, params: np.ndarray, obs: np.ndarray, obs_clip: float) -> dict[str, np.ndarray]:
-    """What the exported model must output for ``obs``, computed in numpy float64 from the flat parameters.
+def reference_outputs(spec: PolicySpec, params: np.ndarray, obs: np.ndarray, obs_clip: float,
+                      norm: ObsNorm | None = None) -> dict[str, np.ndarray]:
+    """What the exported model must output for raw ``obs``, computed in numpy float64 from the flat parameters
+    and the normalizer.
 
     Outputs are float64 (and int64 actions when discrete); compare them with a tolerance, not bit for bit."""
     x = sanitize_observations(obs, obs_clip).astype(np.float64)
+    if norm is not None:
+        x = np.clip((x - norm.mean) / norm.std, -norm.clip, norm.clip)
     flat = np.asarray(params, dtype=np.float32).reshape(1, -1)
     tensors = [t[0].astype(np.float64) for t in spec.unflatten(flat)]
     n_layers = len(tensors) // 2
@@ -113,6 +131,7 @@ def reference_outputs(spec: PolicySpec, params: np.ndarray, obs: np.ndarray, obs
         x = x @ tensors[2 * layer].T + tensors[2 * layer + 1]
         if layer < n_layers - 1:
             x = np.tanh(x)
+    x = x * spec.output_scale
     if spec.discrete:
         return {ACTION_NAME: np.argmax(x, axis=1).astype(np.int64), LOGITS_NAME: x}
     low, high = np.asarray(spec.action_low), np.asarray(spec.action_high)
@@ -139,7 +158,7 @@ class OnnxPolicy:
         except Exception as exc:  # onnxruntime raises its own exception types for every kind of bad model
             raise PolicyLoadError(f"ONNX Runtime cannot load the model: {exc}") from exc
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.spec, self.obs_clip = spec_from_metadata(self.metadata)
+        self.spec, self.obs_clip, self.norm = spec_from_metadata(self.metadata)
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
         if inputs != [INPUT_NAME] or outputs != output_names(self.spec):

@@ -32,6 +32,9 @@ class PolicySpec:
     """Lower action bounds (continuous only), one per action dimension."""
     action_high: tuple[float, ...] = ()
     """Upper action bounds (continuous only), one per action dimension."""
+    output_scale: float = 1.0
+    """Multiplies the last layer's output before the action head. Below 1 (Ant: 0.1) fresh policies act near
+    zero, as evolution strategies that walk start (ARS, OpenAI-ES); the network can still reach any action."""
 
     def __post_init__(self) -> None:
         if self.obs_dim < 1 or self.act_dim < 1:
@@ -50,6 +53,9 @@ class PolicySpec:
                        for lo, hi in zip(self.action_low, self.action_high, strict=True)):
                 raise ConfigError(f"action bounds must be finite with low < high, got {self.action_low}, "
                                   f"{self.action_high}")
+
+        if not (math.isfinite(self.output_scale) and self.output_scale > 0):
+            raise ConfigError(f"policy output_scale must be finite and > 0, got {self.output_scale}")
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:
@@ -99,7 +105,7 @@ class PolicySpec:
             x = np.matmul(weight, x[:, :, None])[:, :, 0] + bias
             if layer < n_layers - 1:
                 x = np.tanh(x)
-        return x
+        return x * np.float32(self.output_scale) if self.output_scale != 1.0 else x
 
     def act(self, flat: np.ndarray, obs: np.ndarray) -> np.ndarray:
         """Actions for a batch: ``(B,)`` int64 for discrete policies, ``(B, act_dim)`` float32 for continuous."""
@@ -115,6 +121,7 @@ class PolicySpec:
         return {
             "obs_dim": self.obs_dim, "act_dim": self.act_dim, "hidden": list(self.hidden),
             "discrete": self.discrete, "action_low": list(self.action_low), "action_high": list(self.action_high),
+            "output_scale": self.output_scale,
         }
 
     @classmethod
@@ -124,4 +131,5 @@ class PolicySpec:
             obs_dim=int(data["obs_dim"]), act_dim=int(data["act_dim"]), hidden=tuple(int(h) for h in data["hidden"]),
             discrete=bool(data["discrete"]), action_low=tuple(float(v) for v in data["action_low"]),
             action_high=tuple(float(v) for v in data["action_high"]),
+            output_scale=float(data.get("output_scale", 1.0)),
         )

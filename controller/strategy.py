@@ -117,6 +117,23 @@ class BatchStrategy(Strategy):
                         self.generation * self.batch.shape[0] + best, -1)
 
 
+def check_init(policy: PolicySpec, init: np.ndarray) -> np.ndarray:
+    """Initial policies ``(n, P)`` for a flat-vector strategy, validated (finite, the spec's width)."""
+    init = np.asarray(init, dtype=np.float64)
+    if init.ndim == 1:
+        init = init[None]
+    if init.ndim != 2 or init.shape[0] < 1 or init.shape[1] != policy.num_params or not np.isfinite(init).all():
+        raise StrategyError(f"initial policies must be a finite (n, {policy.num_params}) matrix, got {init.shape}")
+    return init
+
+
+def initial_mean(policy: PolicySpec, init: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    """The start mean of a distribution-based strategy: the first initial policy, or a fresh one from ``rng``."""
+    if init is None:
+        return policy.initial(1, rng)[0].astype(np.float64)
+    return check_init(policy, init)[0].copy()
+
+
 def diversity(policies: np.ndarray) -> float:
     """Population diversity: the mean over parameters of the standard deviation across individuals."""
     if policies.shape[0] < 2:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from srghn import CheckpointError
+from srghn.controller.checkpoint import load_population
+from srghn.controller.normalizer import ObsNorm
 from srghn.deploy.onnx_export import ExportResult, export_policy
 from srghn.deploy.registry import ONNX_SUFFIX, Champion, Registry
 from srghn.errors import ArtifactCorrupted
@@ -28,24 +29,26 @@ def run_tag(robot: str, seed: int) -> str:
 
 
 def export_for_profile(profile: RobotProfile, params: np.ndarray, champion_id: str,
-                       extra_meta: dict | None = None) -> ExportResult:
-    """Export ``params`` with the profile's parity tolerance and observation clip, checked on its stress set
-    (random, extreme, NaN/Inf rows plus observations recorded from seeded episodes of its simulator)."""
+                       extra_meta: dict | None = None, norm: ObsNorm | None = None) -> ExportResult:
+    """Export ``params`` and its normalizer with the profile's parity tolerance and observation clip, checked on
+    its stress set (random, extreme, NaN/Inf rows plus observations recorded from seeded episodes of its
+    simulator)."""
     seed = profile.gates.seed
-    recorded = record_observations(profile, params, seed=seed)
+    recorded = record_observations(profile, params, seed=seed, norm=norm)
     stress = stress_observations(profile.policy.obs_dim, seed, recorded)
     return export_policy(profile.policy, params, robot=profile.name, champion_id=champion_id, stress=stress,
-                         obs_clip=profile.gates.obs_clip, tol=profile.gates.parity_tol, extra_meta=extra_meta)
+                         obs_clip=profile.gates.obs_clip, tol=profile.gates.parity_tol, extra_meta=extra_meta,
+                         norm=norm)
 
 
 def register_policy(registry: Registry, profile: RobotProfile, params: np.ndarray, *, champion_id: str,
                     parents: tuple[str, ...] = (), generation: int | None = None, regime: str | None = None,
                     seed: int | None = None, run_dir: str | None = None, fitness: dict | None = None,
-                    meta: dict | None = None, actor: str = "srghn") -> Champion:
-    """Export ``params`` (parity-checked) and register it as a candidate."""
+                    meta: dict | None = None, actor: str = "srghn", norm: ObsNorm | None = None) -> Champion:
+    """Export ``params`` with its frozen normalizer ``norm`` (parity-checked) and register it as a candidate."""
     provenance = {"generation": generation, "regime": regime, "seed": seed, "parents": list(parents)}
-    result = export_for_profile(profile, params, champion_id, {"provenance": provenance})
-    meta = {**(meta or {}), "profile": _profile_ref(profile),
+    result = export_for_profile(profile, params, champion_id, {"provenance": provenance}, norm)
+    meta = {**(meta or {}), "profile": _profile_ref(profile), "obs_norm": None if norm is None else norm.to_dict(),
             "export": {"parity_max_abs_diff": result.max_abs_diff, "stress_rows": result.stress_rows}}
     return registry.register(champion_id=champion_id, robot=profile.name, model=result.model, params=params,
                              policy=profile.policy.to_dict(), parents=parents, generation=generation,
@@ -56,15 +59,12 @@ def register_run(registry: Registry, profile: RobotProfile, run_dir: Path, top: 
                  actor: str = "srghn") -> list[Champion]:
     """Register the ``top`` individuals of a finished run's final population (champion first) as candidates."""
     run_dir = Path(run_dir)
-    try:
-        with np.load(run_dir / "population.npz", allow_pickle=False) as data:
-            policies, fitness = data["policies"], data["fitness"].astype(np.float64)
-            ids, parent_ids = data["ids"], data["parent_ids"]
-            meta = json.loads(str(data["meta"]))
-    except (OSError, KeyError, ValueError) as exc:
-        raise CheckpointError(f"{run_dir / 'population.npz'}: cannot read the final population ({exc})") from exc
+    population = load_population(run_dir / "population.npz")
+    strategy, meta = population.strategy, population.meta
+    policies, fitness = strategy.policies, strategy.fitness.astype(np.float64)
+    ids, parent_ids = strategy.ids, strategy.parent_ids
     run_info = _read_json(run_dir / "run.json")
-    seed = int(meta.get("seed", run_info.get("seed", 0)))
+    seed = int(run_info.get("seed", 0))
     tag = run_tag(profile.name, seed)
     scores = np.where(np.isnan(fitness), -np.inf, fitness)
     order = np.argsort(-scores, kind="stable")[:top]
@@ -84,7 +84,7 @@ def register_run(registry: Registry, profile: RobotProfile, run_dir: Path, top: 
             regime=meta.get("regime"), seed=seed, run_dir=str(run_dir.resolve()),
             fitness={"fitness": None if np.isnan(fitness[index]) else float(fitness[index]), "rank": rank, **stats},
             meta={"individual": int(ids[index]), "run_tag": tag, "provenance": run_info.get("provenance", {})},
-            actor=actor))
+            actor=actor, norm=population.norm))
     return registered
 
 
@@ -98,8 +98,8 @@ def gate_champion(registry: Registry, champion_id: str, actor: str = "srghn",
     """Run the gate suite on a champion against the robot's live champion and store the report.
 
     ``regimes`` narrows the scenarios to those regimes (the daemon gates in the regime the robot is in now: a
-    champion adapted to an inverted motor must not be held to the nominal robot's floor); default: the
-    profile's gate regimes.
+    champion adapted to an inverted motor must not be held to the nominal robot's floor); default: the regime the
+    champion was evolved in, unless the profile names its gate regimes (``gates.regimes``), else every regime.
 
     The candidate's artifact is read without verification so the integrity gate can report a mismatch; its
     parameters (the parity reference) and the incumbent's artifact are verified on load."""
@@ -107,6 +107,7 @@ def gate_champion(registry: Registry, champion_id: str, actor: str = "srghn",
     profile = profile or profile_of(champion)
     artifact = registry.artifacts.read_unverified(champion.artifact_sha256, ONNX_SUFFIX) or b""
     params = registry.load_params(champion.id)
+    norm = champion_norm(champion)
     live = registry.live(champion.robot)
     incumbent, incumbent_id, incumbent_error = None, None, None
     if live is not None and live.id != champion.id:
@@ -115,12 +116,20 @@ def gate_champion(registry: Registry, champion_id: str, actor: str = "srghn",
             incumbent = registry.load_model(live.id)
         except ArtifactCorrupted as exc:
             incumbent_error = f"the live champion cannot be compared with: {exc}"
+    if regimes is None and not profile.gates.regimes and champion.regime in profile.regimes:
+        regimes = (champion.regime,)
     config = profile.gates if regimes is None else dataclasses.replace(profile.gates, regimes=tuple(regimes))
     report = run_gate_suite(profile, artifact, champion.artifact_sha256, params, champion_id=champion.id,
                             incumbent=incumbent, incumbent_id=incumbent_id, incumbent_error=incumbent_error,
-                            config=config)
+                            config=config, norm=norm)
     registry.store_report(champion.id, report, actor)
     return report
+
+
+def champion_norm(champion: Champion) -> ObsNorm | None:
+    """The observation normalizer a champion was registered with (``None``: it sees raw observations)."""
+    doc = champion.meta.get("obs_norm")
+    return None if doc is None else ObsNorm.from_dict(doc)
 
 
 def _profile_ref(profile: RobotProfile) -> str:

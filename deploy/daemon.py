@@ -18,17 +18,16 @@ and attaches to it. A daemon that dies, is killed or restarts changes nothing fo
 stops the server it runs with at a clean stop (one command starts and stops everything); ``--attach`` (systemd's
 daemon unit) never starts or stops one.
 
-Life cycle: :meth:`Daemon.startup` (registry, population, server, simulated robot, evaluator), the evolution
-loop, :meth:`Daemon.shutdown` (in order). SIGTERM and SIGINT only set a flag; the loop stops between two
-generations, and one in flight is abandoned (:func:`srghn.sim.loop.evolve`), so the saved population is always
-one complete generation. State lives in the state directory and survives restarts: the registry, and
-``daemon/<robot>/`` with the population checkpoint, ``metrics.jsonl`` (appended across runs), ``fitness.png`` and
-``daemon.json`` (regime, pause).
+Life cycle: start-up (registry, server, simulated robot, evaluator, population), the evolution loop, an ordered
+shutdown. SIGTERM and SIGINT only set a flag; the loop stops between two generations
+(:meth:`srghn.sim.driver.Driver.run`): a generation in flight is finished and recorded first (so a resumed run
+goes on bit for bit), and the saved population is always one complete generation. State lives in the state
+directory and survives restarts: the registry, and ``daemon/<robot>/`` with the population checkpoint,
+``metrics.jsonl`` (appended across runs), ``fitness.png`` and ``daemon.json`` (regime, pause).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import logging
@@ -46,10 +45,7 @@ import torch
 import zmq
 
 from srghn import ConfigError, SrghnError
-from srghn.controller.checkpoint import load_population, save_population
-from srghn.controller.evolution import SRGHNStrategy
 from srghn.controller.files import atomic_write
-from srghn.controller.ghn import SRGHN
 from srghn.deploy import logs
 from srghn.deploy import messages as m
 from srghn.deploy.champions import gate_champion, register_policy, run_tag
@@ -70,8 +66,9 @@ from srghn.deploy.state import (
 )
 from srghn.errors import ServerConflict, ServerUnavailable
 from srghn.sim.backends import make_evaluator
+from srghn.sim.driver import INIT_FACTORY, INIT_SCRATCH, Driver, RunSpec
+from srghn.sim.factory import factory_path, factory_sha, load_factory
 from srghn.sim.identify import identifiable, identify
-from srghn.sim.loop import evolve
 from srghn.sim.plots import plot_robot, plot_run
 from srghn.sim.profiles import RobotProfile
 from srghn.sim.records import GenerationRecord, read_records
@@ -123,6 +120,9 @@ class DaemonSettings:
     busy_poll_us: int = 0
     """The server this daemon starts busy-polls this long after each request (see :class:`ServeConfig`)."""
     actor: str = "srghn-daemon"
+    init: str | None = None
+    """Where a state directory without a population starts: ``factory`` (grown from the robot's factory GHN),
+    ``scratch``, or a path (see :class:`~srghn.sim.driver.RunSpec`). ``None``: the factory if the robot has one."""
 
     def __post_init__(self) -> None:
         check_run_flags(self, ("generations", "population", "episodes", "gate_every"))
@@ -136,6 +136,12 @@ class DaemonSettings:
     def home(self) -> Path:
         return Path(self.state_dir) / "daemon" / self.profile.name
 
+    @property
+    def spec(self) -> RunSpec:
+        """The run a state directory without a population starts."""
+        init = self.init or (INIT_FACTORY if factory_path(self.profile).is_file() else INIT_SCRATCH)
+        return RunSpec(self.profile, "srghn", self.seed, self.population, self.episodes, init)
+
     def endpoints(self) -> dict[str, str]:
         """The three public endpoints: as given, else ``ipc://`` sockets in the state directory."""
         return choose_endpoints(self.state_dir, self.control, self.admin, self.telemetry)
@@ -147,7 +153,7 @@ class DaemonSettings:
 
 
 class _Regime:
-    """The shadow simulator's regime as operators set it (``regime_at`` for :func:`srghn.sim.loop.evolve`)."""
+    """The shadow simulator's regime as operators set it (``regime_at`` for :meth:`srghn.sim.driver.Driver.run`)."""
 
     def __init__(self, regime: str) -> None:
         self.regime = regime
@@ -193,13 +199,13 @@ class Daemon:
         logs.configure(state, "daemon", stderr_level=logging.WARNING)  # the CLI prints the events themselves
         self.home.mkdir(parents=True, exist_ok=True)
         started = time.time()
-        strategy = evaluator = None
+        driver = evaluator = None
         torch.set_num_threads(1)  # evolution is one thread at low priority, and the same on every run
         with hold_lock(state, DAEMON):
             self.ctx = zmq.Context()
             try:
                 self.registry = Registry.open(self.settings.state_dir, create=True)
-                strategy, saved = self._load_or_create()
+                saved = self._load_state()
                 self.regime = _Regime(self.settings.regime or saved.get("regime") or self.profile.regimes[0])
                 self.paused = bool(saved.get("paused", False))
                 if self._attach_server():  # False: a signal came while waiting for the server
@@ -207,14 +213,18 @@ class Daemon:
                                                   "started": started})
                     if self.settings.sim_robot:
                         self._start_robot()
-                    self.publish("daemon", {"event": "resumed" if saved.get("resumed") else "started",
-                                            "generation": strategy.generation, "paused": self.paused,
-                                            "regime": self.regime.regime, "endpoints": self.endpoints})
                     # Evolution yields the cores to the live server and the robot: lower priority from here on.
                     os.nice(5)
                     evaluator = make_evaluator(self.profile, self.settings.backend, self.settings.workers,
                                                self.settings.ray_address)
-                    self._evolve(strategy, evaluator, started)
+                    driver = self._driver(evaluator, saved)
+                    if saved.get("init") == INIT_FACTORY and not self.should_exit:
+                        self._release_factory()
+                    self.publish("daemon", {"event": "resumed" if saved.get("resumed") else "started",
+                                            "generation": driver.generation, "paused": self.paused,
+                                            "regime": self.regime.regime, "endpoints": self.endpoints,
+                                            "init": saved.get("init")})
+                    self._evolve(driver, started)
                 self._finished(started)
             except Exception as exc:
                 self.stop_reason = self.stop_reason or "error"
@@ -224,37 +234,35 @@ class Daemon:
                 self.should_exit.set("shutdown")  # a signal during shutdown changes nothing any more
                 if evaluator is not None:
                     evaluator.close()
-                summary = self._shutdown(strategy, started)
+                summary = self._shutdown(driver, started)
         return summary
 
-    def _evolve(self, strategy: SRGHNStrategy, evaluator, started: float) -> None:
+    def _evolve(self, driver: Driver, started: float) -> None:
         settings = self.settings
-        episodes = settings.episodes or self.profile.episodes
-        seed = int(np.random.SeedSequence([settings.seed, strategy.generation]).generate_state(1)[0])
-        records = evolve(strategy, evaluator, None, episodes, seed, self.regime, should_stop=self._stopping)
+        records = driver.run(None, self.regime, should_stop=self._stopping)
         last_save = time.monotonic()
         metrics = self.home / "metrics.jsonl"
         while True:
             self._handle_server_messages(wait_s=0.0)
             while self.paused and not self._finished(started):
-                self._status(strategy, None)
+                self._status(driver, None)
                 self._handle_server_messages(wait_s=1.0)
             if self._finished(started):
                 return
             record = next(records, None)
-            if record is None:  # a stop came during the generation: abandoned, nothing of it recorded
+            if record is None:  # a signal, seen between two generations
                 return
             self.counts["generations"] += 1
             line = record.to_json()
             with metrics.open("a") as fh:
                 fh.write(line + "\n")
             if time.monotonic() - last_save > CHECKPOINT_INTERVAL_S:
-                self._checkpoint(strategy)
+                self._checkpoint(driver)
                 last_save = time.monotonic()
             self.publish("generation", json.loads(line))
-            self._status(strategy, record)
+            self._status(driver, record)
             if self.counts["generations"] % settings.gate_every == 0 and not self.should_exit:
-                self._release(strategy, record)
+                self._release(driver, record)
 
     def _stopping(self) -> bool:
         return bool(self.should_exit)
@@ -271,10 +279,10 @@ class Daemon:
 
     # -- release: register, gate, promote ------------------------------------------------------------------------
 
-    def _release(self, strategy: SRGHNStrategy, record: GenerationRecord) -> None:
+    def _release(self, driver: Driver, record: GenerationRecord) -> None:
         """Register the champion if it is new and better than the last candidate of this regime, gate it in the
         current regime, and promote it through the server when it passes and auto-promote is on."""
-        champion = strategy.champion()
+        champion = driver.champion()
         regime = record.regime
         if champion.fitness is None or not math.isfinite(champion.fitness):
             return
@@ -299,9 +307,38 @@ class Daemon:
             self._promote(registered.id, f"auto: passed the gates in regime {regime} at generation "
                                          f"{record.generation} (fitness {champion.fitness:.1f})")
 
+    def _release_factory(self) -> None:
+        """A robot that has never had a live champion gets its factory champion at once: registered, gated in the
+        shadow regime and promoted (with auto-promote), before the first generation is evolved."""
+        if self.registry.live(self.profile.name) is not None:
+            return
+        factory = load_factory(self.profile)
+        key = f"{self.profile.name}-factory-{factory_sha(self.profile)}"
+        try:
+            if not self.registry.exists(key):
+                register_policy(self.registry, self.profile, factory.params, champion_id=key, norm=factory.norm,
+                                regime=self.profile.regimes[0], run_dir=str(factory_path(self.profile)),
+                                fitness={"standard_return": factory.meta.get("factory", {}).get(
+                                    "standard_return", {}).get("mean")},
+                                meta={"source": "factory", "factory": factory.meta.get("factory")},
+                                actor=self.settings.actor)
+                self.counts["registered"] += 1
+            report = gate_champion(self.registry, key, self.settings.actor, self.profile,
+                                   regimes=(self.regime.regime,))
+        except SrghnError as exc:
+            self.counts["release_failed"] += 1
+            self.publish("daemon", {"event": "release_failed", "champion": key, "error": str(exc)})
+            return
+        self.counts["gate_passed" if report.passed else "gate_failed"] += 1
+        self.publish("gate", {"champion": key, "generation": None, "regime": self.regime.regime,
+                              "passed": report.passed, "failed_hard": report.failed_hard,
+                              "failed_soft": report.failed_soft, "incumbent": report.incumbent_id})
+        if report.passed and self.settings.auto_promote:
+            self._promote(key, f"auto: the factory champion passed the gates in regime {self.regime.regime}")
+
     def _register_and_gate(self, champion, key: str, record: GenerationRecord):
         registered = register_policy(
-            self.registry, self.profile, champion.policy, champion_id=key,
+            self.registry, self.profile, champion.params, champion_id=key, norm=champion.norm,
             parents=(f"{self.tag}-i{champion.parent_id}",) if champion.parent_id >= 0 else (),
             generation=record.generation, regime=record.regime, seed=self.settings.seed, run_dir=str(self.home),
             fitness={"fitness": float(champion.fitness), "population_best": record.best,
@@ -370,18 +407,22 @@ class Daemon:
 
     # -- state ---------------------------------------------------------------------------------------------------
 
-    def _load_or_create(self) -> tuple[SRGHNStrategy, dict]:
-        path = self.home / "population.npz"
+    def _load_state(self) -> dict:
+        """``daemon.json`` (regime, pause, run tag), checked against the profile."""
         state = _read_json(self.home / "daemon.json")
         if state.get("regime", self.profile.regimes[0]) not in self.profile.regimes:
             raise ConfigError(f"{self.home / 'daemon.json'} names regime {state['regime']!r}, which robot "
                               f"{self.profile.name} does not have ({', '.join(self.profile.regimes)}); fix or "
                               "delete the file")
-        evolution = self.profile.evolution
-        if self.settings.population is not None:
-            evolution = dataclasses.replace(evolution, population=self.settings.population)
+        return state
+
+    def _driver(self, evaluator, state: dict) -> Driver:
+        """The saved population resumed, else a new one as the settings say (from the factory by default)."""
+        path = self.home / "population.npz"
+        spec = self.settings.spec
         if path.is_file():
-            strategy, meta = load_population(path)
+            driver = Driver.resume(path, spec, evaluator, check_identity=False)
+            strategy = driver.strategy
             if strategy.ghn.policy != self.profile.policy:
                 raise ConfigError(f"{path} holds a population for another policy architecture than profile "
                                   f"{self.profile.name}'s; move it away to start afresh")
@@ -390,19 +431,21 @@ class Daemon:
                                   f"--population says {self.settings.population}; omit --population to resume it, "
                                   "or move the file away to start afresh")
             self.tag = state.get("tag") or run_tag(self.profile.name, strategy.seed)
-            return strategy, {**state, "resumed": True}
-        torch.manual_seed(self.settings.seed)
-        ghn = SRGHN(self.profile.policy, self.profile.ghn, basis_seed=self.settings.seed)
-        strategy = SRGHNStrategy(ghn, evolution, self.settings.seed)
+            state.update(resumed=True)
+            return driver
+        driver = Driver.start(spec, evaluator)
         self.tag = run_tag(self.profile.name, self.settings.seed)
+        state.update(init=spec.init)
         (self.home / "run.json").write_text(json.dumps({"robot": self.profile.name, "seed": self.settings.seed,
+                                                        "seeds": spec.seeds.to_dict(),
+                                                        "identity": spec.identity(),
+                                                        "initial": driver.initial(),
                                                         "profile": self.profile.to_dict(),
-                                                        "provenance": provenance()}, indent=2))
-        return strategy, state
+                                                        "provenance": provenance()}, indent=2, default=str))
+        return driver
 
-    def _checkpoint(self, strategy: SRGHNStrategy) -> None:
-        save_population(self.home / "population.npz", strategy,
-                        {"robot": self.profile.name, "regime": self.regime.regime})
+    def _checkpoint(self, driver: Driver) -> None:
+        driver.save(self.home / "population.npz", {"tag": self.tag})
         self._save_state()
 
     def _save_state(self) -> None:
@@ -417,7 +460,8 @@ class Daemon:
         if self.link is not None:
             self.link.send(m.Publish(topic, data))
 
-    def _status(self, strategy: SRGHNStrategy, record: GenerationRecord | None) -> None:
+    def _status(self, driver: Driver, record: GenerationRecord | None) -> None:
+        strategy = driver.strategy
         champion = strategy.champion()
         status = {"generation": strategy.generation, "regime": self.regime.regime, "paused": self.paused,
                   "auto_promote": self.settings.auto_promote, "population": strategy.config.population,
@@ -491,7 +535,7 @@ class Daemon:
         self.robot = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
         log_file.close()
 
-    def _shutdown(self, strategy: SRGHNStrategy | None, started: float) -> dict:
+    def _shutdown(self, driver: Driver | None, started: float) -> dict:
         stopped_by = self.stop_reason or "error"
         robot_summary = None
         if self.robot is not None:
@@ -501,9 +545,9 @@ class Daemon:
                 fault = robot_summary.get("fault") or {}
                 plot_robot(robot_summary["returns"], robot_summary["ended_at"], robot_summary["finished_by"],
                            self.home / "robot.png", title=f"simulated {self.profile.name}: episodes served",
-                           fault_at=fault.get("at_step"))
-        if strategy is not None and hasattr(self, "tag"):
-            self._checkpoint(strategy)
+                           fault_at=fault.get("at_step"), distances=robot_summary.get("distances"))
+        if driver is not None and hasattr(self, "tag"):
+            self._checkpoint(driver)
             records = read_records(self.home / "metrics.jsonl") if (self.home / "metrics.jsonl").is_file() else []
             if records:
                 plot_run(records, self.home / "fitness.png", title=f"{self.profile.name}: daemon evolution",
@@ -523,10 +567,10 @@ class Daemon:
         summary = {
             "robot": self.profile.name, "state_dir": str(self.settings.state_dir), "stopped_by": stopped_by,
             "duration_s": round(time.time() - started, 1),
-            "generation": strategy.generation if strategy is not None else None,
+            "generation": driver.generation if driver is not None else None,
             "generations_this_run": self.counts["generations"],
             "regime": self.regime.regime if hasattr(self, "regime") else None,
-            "champion_fitness": strategy.champion().fitness if strategy is not None else None,
+            "champion_fitness": driver.champion().fitness if driver is not None else None,
             "candidates": {k: self.counts[k] for k in ("registered", "gate_passed", "gate_failed", "promoted",
                                                        "promotion_refused")},
             "live": live.id if live else None, "last_known_good": lkg.id if lkg else None,

@@ -1,10 +1,11 @@
 """Export a generated policy to one self-contained ONNX file, and prove it computes what the policy computes.
 
-:class:`PolicyModule` is the torch form of a flat parameter vector (:mod:`srghn.controller.policy`) with the
-contract of :mod:`srghn.controller.onnx_policy` baked in: observation sanitising in front, the final action
-behind. :func:`export_policy` exports it with the dynamo exporter (weights inside the file, dynamic batch axis,
-opset 18), stamps the contract metadata, checks it with ``onnx.checker``, then runs it in ONNX Runtime against
-the torch module on a stress set; a max abs difference above the tolerance raises :class:`ExportError`.
+:class:`PolicyModule` is the torch form of a flat parameter vector (:mod:`srghn.controller.policy`) and its
+frozen observation normalizer, with the contract of :mod:`srghn.controller.onnx_policy` baked in: observation
+sanitising and normalization in front, the final action behind. :func:`export_policy` exports it with the
+dynamo exporter (weights inside the file, dynamic batch axis, opset 18), stamps the contract metadata, checks it
+with ``onnx.checker``, then runs it in ONNX Runtime against the torch module on a stress set; a max abs
+difference above the tolerance raises :class:`ExportError`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from srghn import __version__
+from srghn.controller.normalizer import ObsNorm
 from srghn.controller.onnx_policy import (
     ACTION_NAME,
     DEFAULT_OBS_CLIP,
@@ -39,12 +41,17 @@ OPSET = 18
 
 
 class PolicyModule(nn.Module):
-    """Torch form of one policy: sanitise observations, MLP forward, final action (and logits if discrete)."""
+    """Torch form of one policy: sanitise and normalize observations, MLP forward, final action (and logits if
+    discrete)."""
 
-    def __init__(self, spec: PolicySpec, params: np.ndarray, obs_clip: float = DEFAULT_OBS_CLIP) -> None:
+    def __init__(self, spec: PolicySpec, params: np.ndarray, obs_clip: float = DEFAULT_OBS_CLIP,
+                 norm: ObsNorm | None = None) -> None:
         super().__init__()
         flat = np.asarray(params, dtype=np.float32).reshape(1, -1)
-        self.spec, self.obs_clip = spec, float(obs_clip)
+        self.spec, self.obs_clip, self.norm = spec, float(obs_clip), norm
+        if norm is not None:
+            self.register_buffer("obs_mean", torch.from_numpy(norm.mean.copy()))
+            self.register_buffer("obs_std", torch.from_numpy(norm.std.copy()))
         # Weights are widened to float64 (exactly): the model computes in float64 so that ONNX Runtime, torch and
         # the numpy reference agree far below 1e-5 even for +-1e6 inputs and weights near the +-20 clamp.
         tensors = [torch.from_numpy(np.ascontiguousarray(t[0], dtype=np.float64)) for t in spec.unflatten(flat)]
@@ -65,11 +72,15 @@ class PolicyModule(nn.Module):
         # NaN -> 0, then clip (which also takes +-Inf to +-clip): three graph nodes where nan_to_num makes ten;
         # every node is a cost on the server's hot path
         x = torch.where(torch.isnan(obs), 0.0, obs).clamp(-clip, clip).to(torch.float64)
+        if self.norm is not None:
+            x = ((x - self.obs_mean) / self.obs_std).clamp(-self.norm.clip, self.norm.clip)
         last = len(self.weights) - 1
         for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
             x = nn.functional.linear(x, weight, bias)
             if i < last:
                 x = torch.tanh(x)
+        if self.spec.output_scale != 1.0:
+            x = x * self.spec.output_scale
         if self.spec.discrete:
             return torch.argmax(x, dim=1), x.to(torch.float32)
         action = (self.centre + torch.tanh(x) * self.half_range).to(torch.float32)
@@ -88,18 +99,22 @@ class ExportResult:
 
 
 def export_policy(spec: PolicySpec, params: np.ndarray, *, robot: str, champion_id: str, stress: np.ndarray,
-                  obs_clip: float = DEFAULT_OBS_CLIP, tol: float = 1e-5,
-                  extra_meta: dict[str, Any] | None = None) -> ExportResult:
-    """Export ``params`` (flat, ``(P,)``) to ONNX bytes; :class:`ExportError` unless parity holds on ``stress``."""
+                  obs_clip: float = DEFAULT_OBS_CLIP, tol: float = 1e-5, extra_meta: dict[str, Any] | None = None,
+                  norm: ObsNorm | None = None) -> ExportResult:
+    """Export ``params`` (flat, ``(P,)``) with its normalizer ``norm`` to ONNX bytes; :class:`ExportError` unless
+    parity holds on ``stress`` (raw observations)."""
     params = np.asarray(params, dtype=np.float32).reshape(-1)
     if params.size != spec.num_params:
         raise ExportError(f"champion {champion_id}: {params.size} parameters, the policy spec needs {spec.num_params}")
     if not np.isfinite(params).all():
         raise ExportError(f"champion {champion_id}: {int((~np.isfinite(params)).sum())} parameters are NaN or "
                           "infinite; such a policy cannot be exported")
-    module = PolicyModule(spec, params, obs_clip).eval()
+    if norm is not None and norm.dim != spec.obs_dim:
+        raise ExportError(f"champion {champion_id}: normalizer has {norm.dim} dimensions, the policy observes "
+                          f"{spec.obs_dim}")
+    module = PolicyModule(spec, params, obs_clip, norm).eval()
     meta = contract_metadata(spec, robot, champion_id, obs_clip,
-                             {"srghn_version": __version__, "opset": str(OPSET), **(extra_meta or {})})
+                             {"srghn_version": __version__, "opset": str(OPSET), **(extra_meta or {})}, norm)
     data = build_model(module, meta, f"srghn policy {champion_id} for robot {robot}")
     diff = parity(module, data, stress)
     if not diff <= tol:

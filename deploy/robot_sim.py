@@ -45,6 +45,9 @@ class RobotRun:
     """Per episode, the champion that served its last step."""
     ended_at: list[int] = field(default_factory=list)
     """Per episode, the robot step at which it ended."""
+    distances: list[float] = field(default_factory=list)
+    """Per episode, how far forward the robot got (x at the end minus x at the start; robots whose env reports
+    ``x_position``, such as Ant)."""
     sources: Counter = field(default_factory=Counter)
     timeouts: int = 0
     round_trip_s: list[float] = field(default_factory=list)
@@ -55,15 +58,22 @@ class RobotRun:
         rt = np.asarray(self.round_trip_s[-10000:]) * 1e6
         return {"steps": self.steps, "episodes": self.episodes, "returns": [round(r, 2) for r in self.returns],
                 "finished_by": self.finished_by, "ended_at": self.ended_at,
+                "distances": [round(d, 3) for d in self.distances],
                 "mean_return": round(float(np.mean(self.returns)), 2) if self.returns else None,
                 "last_return": round(self.returns[-1], 2) if self.returns else None,
                 "served_by": dict(self.served_by), "sources": dict(self.sources), "timeouts": self.timeouts,
-                "episodes_by_champion": {c: {"episodes": n, "mean_return": round(float(np.mean(
-                    [r for r, who in zip(self.returns, self.finished_by, strict=True) if who == c])), 2)}
-                    for c, n in Counter(self.finished_by).items()},
+                "episodes_by_champion": {c: self._by_champion(c, n) for c, n in Counter(self.finished_by).items()},
                 "act_round_trip_us": {"p50": round(float(np.percentile(rt, 50)), 1),
                                       "p99": round(float(np.percentile(rt, 99)), 1)} if rt.size else None,
                 "fault": self.fault, "stopped_by": self.stopped_by}
+
+
+    def _by_champion(self, champion: str, n: int) -> dict:
+        mine = [i for i, who in enumerate(self.finished_by) if who == champion]
+        entry = {"episodes": n, "mean_return": round(float(np.mean([self.returns[i] for i in mine])), 2)}
+        if self.distances:
+            entry["mean_distance"] = round(float(np.mean([self.distances[i] for i in mine])), 3)
+        return entry
 
 
 def check_fault(profile: RobotProfile, fault: str | None, fault_at: int | None) -> None:
@@ -103,7 +113,8 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
                               f"this simulated robot is {profile.name!r} (obs_dim {profile.policy.obs_dim})")
         discrete = profile.policy.discrete
         t_end = None if duration_s is None else time.monotonic() + duration_s
-        obs, _ = env.reset(seed=seed)
+        obs, info = env.reset(seed=seed)
+        start_x = info.get("x_position")
         episode_return = 0.0
         tick = time.monotonic()
         while True:
@@ -127,7 +138,7 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
             run.served_by[served] += 1
             run.sources[reply.source.name.lower()] += 1
             action = int(reply.action[0]) if discrete else reply.action
-            next_obs, reward, terminated, truncated, _ = env.step(action)
+            next_obs, reward, terminated, truncated, info = env.step(action)
             episode_return += float(reward)
             run.steps += 1
             _retry(client.step, run, should_stop, float(reward), terminated, truncated, next_obs)
@@ -137,8 +148,11 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
                 run.returns.append(episode_return)
                 run.finished_by.append(served)
                 run.ended_at.append(run.steps)
+                if start_x is not None and "x_position" in info:
+                    run.distances.append(float(info["x_position"]) - float(start_x))
                 episode_return = 0.0
-                obs, _ = env.reset(seed=seed + run.episodes)
+                obs, info = env.reset(seed=seed + run.episodes)
+                start_x = info.get("x_position")
                 if on_episode is not None:
                     on_episode(run)
     except _Stopped:

@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from srghn.controller.normalizer import ObsNorm
 from srghn.controller.onnx_policy import ACTION_NAME, LOGITS_NAME, OnnxPolicy, PolicyLoadError, reference_outputs
 from srghn.safety.report import GateReport, GateResult
 from srghn.safety.scenarios import ScenarioResult, run_scenarios
@@ -34,10 +35,12 @@ from srghn.sim.profiles import RobotProfile
 
 def run_gate_suite(profile: RobotProfile, artifact: bytes, expected_sha256: str, params: np.ndarray, *,
                    champion_id: str, incumbent: bytes | None = None, incumbent_id: str | None = None,
-                   incumbent_error: str | None = None, config: GateConfig | None = None) -> GateReport:
+                   incumbent_error: str | None = None, config: GateConfig | None = None,
+                   norm: ObsNorm | None = None) -> GateReport:
     """Run every gate on ``artifact`` (the candidate's ONNX bytes) and return the report.
 
-    ``params`` are the candidate's flat policy parameters, the reference for parity. ``incumbent`` is the live
+    ``params`` and ``norm`` are the candidate's flat policy parameters and observation normalizer, the reference
+    for parity (which therefore covers the normalization inside the graph too). ``incumbent`` is the live
     champion's (already verified) artifact, or None when nothing is live; ``incumbent_error`` says why a live
     champion could not be loaded (the regression gates then fail).
     """
@@ -57,20 +60,21 @@ def run_gate_suite(profile: RobotProfile, artifact: bytes, expected_sha256: str,
                               policy is not None, problem))
     names = ["parity", "finite_actions", "action_bounds",
              *(f"floor[{r}]" for r in _regimes(profile, config) if config.floor_for(r) is not None),
+             *(f"above_safe[{r}]" for r in _regimes(profile, config)),
              *(f"regression[{r}]" for r in _regimes(profile, config)), "latency_p99"]
     if policy is None:
         why = "not run: the artifact failed " + ("validation" if intact else "integrity")
         results += [GateResult(n, not n.startswith(("regression", "latency")), None, None, False, why)
                     for n in names]
     else:
-        stress = _stress_gates(profile, policy, params, config)
+        stress = _stress_gates(profile, policy, params, config, norm)
         results += stress
         if all(g.passed for g in stress):
             results += _scenario_gates(profile, policy, incumbent, incumbent_error, config)
         else:  # a policy that fails the stress set never drives even the simulated robot
-            results += [GateResult(n, n.startswith("floor"), None, None, False,
+            results += [GateResult(n, n.startswith(("floor", "above_safe")), None, None, False,
                                    "not run: the policy failed the stress-set gates")
-                        for n in names if n.startswith(("floor", "regression"))]
+                        for n in names if n.startswith(("floor", "above_safe", "regression"))]
         results.append(_latency_gate(policy, config))
     return GateReport(champion_id=champion_id, robot=profile.name, gates=tuple(results), incumbent_id=incumbent_id,
                       created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -110,12 +114,13 @@ def _validate(profile: RobotProfile, artifact: bytes, params: np.ndarray,
     return policy, ""
 
 
-def _stress_gates(profile: RobotProfile, policy: OnnxPolicy, params: np.ndarray,
-                  config: GateConfig) -> list[GateResult]:
+def _stress_gates(profile: RobotProfile, policy: OnnxPolicy, params: np.ndarray, config: GateConfig,
+                  norm: ObsNorm | None) -> list[GateResult]:
     spec = profile.policy
-    obs = stress_observations(spec.obs_dim, config.seed, record_observations(profile, params, seed=config.seed))
+    recorded = record_observations(profile, params, seed=config.seed, norm=norm)
+    obs = stress_observations(spec.obs_dim, config.seed, recorded)
     got = policy.run(obs)
-    ref = reference_outputs(spec, params, obs, config.obs_clip)
+    ref = reference_outputs(spec, params, obs, config.obs_clip, norm)
     compared = LOGITS_NAME if spec.discrete else ACTION_NAME
     with np.errstate(invalid="ignore", over="ignore"):
         # The contract's outputs are float32: compare with the reference rounded to float32 as well.
@@ -157,6 +162,7 @@ def _scenario_gates(profile: RobotProfile, policy: OnnxPolicy, incumbent: bytes 
                                    config.max_steps)
         except PolicyLoadError as exc:
             incumbent_error = f"the live champion's model cannot be loaded: {exc}"
+    safe = run_scenarios(profile, None, regimes, config.episodes, config.seed, config.max_steps)
     results = []
     for regime in regimes:
         floor = config.floor_for(regime)
@@ -165,6 +171,10 @@ def _scenario_gates(profile: RobotProfile, policy: OnnxPolicy, incumbent: bytes 
             results.append(GateResult(f"floor[{regime}]", True, floor, value, value >= floor,
                                       (f"fewest steps of {config.episodes} episodes" if config.floor_metric == "steps"
                                        else f"mean {config.floor_metric} of {config.episodes} episodes")))
+    for regime in regimes:  # a champion must do better than standing still (or whatever the safe action does)
+        results.append(GateResult(f"above_safe[{regime}]", True, round(safe[regime].fitness, 6), mine[regime].fitness,
+                                  mine[regime].fitness > safe[regime].fitness,
+                                  "fitness vs the safe action's on the same episodes"))
     for regime in regimes:
         score = mine[regime].fitness
         if incumbent_error is not None:

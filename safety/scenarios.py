@@ -35,9 +35,10 @@ class ScenarioResult:
         return {"fitness": self.fitness, "return": self.mean_return, "steps": float(self.min_steps)}[name]
 
 
-def run_scenarios(profile: RobotProfile, policy: OnnxPolicy, regimes: tuple[str, ...], episodes: int, seed: int,
-                  max_steps: int | None = None) -> dict[str, ScenarioResult]:
-    """Episodes ``seed, seed + 1, ...`` in every regime; the same seeds for every policy (common random numbers)."""
+def run_scenarios(profile: RobotProfile, policy: OnnxPolicy | None, regimes: tuple[str, ...], episodes: int,
+                  seed: int, max_steps: int | None = None) -> dict[str, ScenarioResult]:
+    """Episodes ``seed, seed + 1, ...`` in every regime; the same seeds for every policy (common random numbers).
+    ``policy`` ``None``: the robot's safe action at every step (what the server sends before any champion)."""
     envs = [make_env(profile) for _ in range(episodes)]
     try:
         return {regime: _run_regime(envs, profile, policy, regime, seed, max_steps) for regime in regimes}
@@ -46,9 +47,17 @@ def run_scenarios(profile: RobotProfile, policy: OnnxPolicy, regimes: tuple[str,
             env.close()
 
 
-def _run_regime(envs: list[gym.Env], profile: RobotProfile, policy: OnnxPolicy, regime: str, seed: int,
+def _run_regime(envs: list[gym.Env], profile: RobotProfile, policy: OnnxPolicy | None, regime: str, seed: int,
                 max_steps: int | None) -> ScenarioResult:
     seeds = np.arange(seed, seed + len(envs))
-    returns, fitness, steps = play_episodes(envs, profile, lambda rows, obs: policy.act(obs), seeds, regime,
-                                            max_steps)
+    if policy is None:
+        safe = (np.full(1, int(profile.safe_action[0])) if profile.policy.discrete
+                else np.asarray(profile.safe_action, dtype=np.float32)[None])
+
+        def act(rows: np.ndarray, obs: np.ndarray) -> np.ndarray:
+            return np.repeat(safe, len(rows), axis=0)
+    else:
+        def act(rows: np.ndarray, obs: np.ndarray) -> np.ndarray:
+            return policy.act(obs)
+    returns, fitness, steps = play_episodes(envs, profile, act, seeds, regime, max_steps)
     return ScenarioResult(regime, float(fitness.mean()), float(returns.mean()), int(steps.min()), len(envs))

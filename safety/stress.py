@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from srghn.controller.normalizer import ObsNorm
 from srghn.sim.evaluator import make_env
 from srghn.sim.profiles import RobotProfile
 
@@ -44,8 +45,9 @@ def stress_observations(obs_dim: int, seed: int, recorded: np.ndarray | None = N
 
 
 def record_observations(profile: RobotProfile, params: np.ndarray, seed: int, episodes: int = 2,
-                        max_steps: int = 100) -> np.ndarray:
-    """Observations met by the policy ``params`` in ``episodes`` seeded episodes (nominal and switch regime)."""
+                        max_steps: int = 100, norm: ObsNorm | None = None) -> np.ndarray:
+    """Raw observations met by the policy ``params`` (normalizer ``norm``) in ``episodes`` seeded episodes
+    (nominal and switch regime)."""
     spec = profile.policy
     flat = np.asarray(params, dtype=np.float32).reshape(1, -1)
     env = make_env(profile)
@@ -56,7 +58,8 @@ def record_observations(profile: RobotProfile, params: np.ndarray, seed: int, ep
             obs, _ = env.reset(seed=seed + episode, options={"regime": regime})
             rows.append(obs)
             for _ in range(max_steps):
-                obs, _, terminated, truncated, _ = env.step(spec.act(flat, obs[None, :].astype(np.float32))[0])
+                x = obs[None, :].astype(np.float32)
+                obs, _, terminated, truncated, _ = env.step(spec.act(flat, x if norm is None else norm.apply(x))[0])
                 rows.append(obs)
                 if terminated or truncated:
                     break

@@ -7,6 +7,7 @@ Layout of a bench directory::
     <method>/seed-<k>/done.json     written last: the run is complete and is never recomputed
     summary.json, summary.md        per method and switch: medians and spreads over seeds
     fitness.png                     best fitness and diversity per method, switches marked
+    curves.png                      (no switch) return against env steps, IQM over seeds with 95 % intervals
 
 An interrupted bench resumes where it stopped: finished runs are read back, an unfinished one starts again.
 The evaluator (backend, workers) is not part of a bench's identity: it changes speed, never results.
@@ -23,12 +24,18 @@ from pathlib import Path
 import numpy as np
 
 from srghn import ConfigError
+from srghn.controller.baselines import BASELINES
 from srghn.controller.evolution import EvolutionConfig
-from srghn.controller.methods import METHODS, build_strategy, evaluations_per_generation
+from srghn.controller.methods import METHODS, evaluations_per_generation
+from srghn.sim.driver import INIT_SCRATCH, Driver, RunSpec
 from srghn.sim.evaluator import Evaluator, InProcessEvaluator
-from srghn.sim.loop import Schedule, evolve
 from srghn.sim.profiles import RobotProfile
 from srghn.sim.records import RECOVERY_LEVELS, GenerationRecord, read_records, recovery, stream_records
+from srghn.sim.schedule import Schedule
+from srghn.sim.stats import improvement_interval, iqm_interval
+
+LATE = 10
+"""A run's late return: the mean over its last generations of the fittest individual's environment return."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,8 @@ class BenchSettings:
     switch_back_at: int | None = None
     population: int | None = None
     episodes: int | None = None
+    init: str = INIT_SCRATCH
+    """Where every run's first population comes from (see :class:`~srghn.sim.driver.RunSpec`)."""
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -62,6 +71,11 @@ class BenchSettings:
             if value is not None and not 1 <= value < self.generations:
                 raise ConfigError(f"--{name.replace('_', '-')} must be within 1..{self.generations - 1}, got {value}")
         self.schedule  # validates the switch order  # noqa: B018
+        self.spec(self.methods[0], self.seeds[0])  # validates --init  # noqa: B018
+
+    def spec(self, method: str, seed: int) -> RunSpec:
+        """The run of ``method`` with ``seed``."""
+        return RunSpec(self.profile, method, seed, self.population, self.episodes, self.init)
 
     @property
     def schedule(self) -> Schedule:
@@ -80,12 +94,14 @@ class BenchSettings:
     def shared(self) -> dict:
         """What every run of the bench shares; a resumed bench must agree on all of it."""
         # only what decides the numbers: not the gates, the description or where the profile file lives
-        decisive = ("env_id", "env_kwargs", "regimes", "switch_regime", "policy", "ghn", "reward_offset")
+        decisive = ("env_id", "env_kwargs", "regimes", "switch_regime", "policy", "ghn", "reward_offset",
+                    "observation", "baselines")
         profile = {k: v for k, v in self.profile.to_dict().items() if k in decisive}
         return {"robot": self.profile.name, "profile": profile, "generations": self.generations,
                 "switches": [list(s) for s in self.schedule.switches], "evolution": self.evolution.to_dict(),
                 "episodes": self.episodes_per_evaluation,
-                "evaluations_per_generation": evaluations_per_generation(self.evolution)}
+                "evaluations_per_generation": evaluations_per_generation(self.evolution),
+                "init": self.spec(self.methods[0], self.seeds[0]).identity()["init"]}
 
 
 def run_bench(settings: BenchSettings, make_evaluator: Callable[[RobotProfile], Evaluator] = InProcessEvaluator,
@@ -125,24 +141,25 @@ def run_bench(settings: BenchSettings, make_evaluator: Callable[[RobotProfile], 
     summary = summarize_bench(settings, runs)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text(bench_markdown(summary))
-    from srghn.sim.plots import plot_bench
+    from srghn.sim.plots import plot_bench, plot_curves
 
     plot_bench(runs, out / "fitness.png", title=f"{settings.profile.name}: {len(settings.seeds)} seeds",
                target=settings.profile.solved_fitness, returns=settings.profile.reward_offset != 0)
+    if not settings.schedule.switches:
+        plot_curves(runs, out / "curves.png", title=f"{settings.profile.name}: learning curves")
     return summary
 
 
 def _run_one(settings: BenchSettings, method: str, seed: int, run_dir: Path, evaluator: Evaluator,
              on_record: Callable[[GenerationRecord], None] | None) -> list[GenerationRecord]:
-    import torch
-
-    torch.set_num_threads(1)  # as in `evolve` (see srghn.sim.run)
     run_dir.mkdir(parents=True, exist_ok=True)
-    strategy = build_strategy(method, settings.profile.policy, settings.profile.ghn, settings.evolution, seed)
+    spec = settings.spec(method, seed)
+    driver = Driver.start(spec, evaluator)
     records: list[GenerationRecord] = []
-    stream_records(evolve(strategy, evaluator, settings.generations, settings.episodes_per_evaluation, seed,
-                          settings.schedule), run_dir / "metrics.jsonl", records, on_record)
-    (run_dir / "done.json").write_text(json.dumps({"method": method, "seed": seed, "generations": len(records)}))
+    stream_records(driver.run(settings.generations, settings.schedule), run_dir / "metrics.jsonl", records,
+                   on_record)
+    (run_dir / "done.json").write_text(json.dumps({"method": method, "seed": seed, "generations": len(records),
+                                                   "seeds": spec.seeds.to_dict()}))
     return records
 
 
@@ -193,21 +210,48 @@ def summarize_bench(settings: BenchSettings, runs: dict[str, dict[int, list[Gene
                 entry["target"] = target
                 entry["target_regained"] = _spread([row["target_regained"] for row in rows.values()])
                 entry["never_reached_target"] = sorted(s for s, row in rows.items() if row["target_regained"] is None)
+            # one number per seed for the interval statistics: generations to the target (95 % of the pre-switch
+            # best without one), never counted at the horizon (generations left in the run)
+            horizon = bounds[i + 1] - at
+            times = [(row["target_regained"] if target is not None else row["regained"]["95"]) for row in
+                     rows.values() if target is not None or row["pre_switch"] > 0]
+            entry["recovery_times"] = [horizon if t is None else t for t in times]
+            entry["recovery_measure"] = f"≥ {target:g}" if target is not None else "95 %"
+            entry["iqm_recovery"] = iqm_interval(entry["recovery_times"]) if times else None
             if all(rates.values()):
                 before = [by_seed[s][at - 1].mutation_rate_mean for s in by_seed]
                 after = [max(r.mutation_rate_mean for r in seg[:10]) for seg in segment.values()]
                 entry["mutation_rate_before"] = _spread(before)
                 entry["mutation_rate_max_10_after"] = _spread(after)
             per_switch.append(entry)
+        late_returns = [float(np.mean([r.best_return for r in records[-LATE:]])) for records in by_seed.values()]
         methods[method] = {
             "seeds": sorted(by_seed),
+            "late_return": late_returns,
+            "iqm_late_return": iqm_interval(late_returns),
             "final_best": _spread([records[-1].best for records in by_seed.values()]),
             # the environment's own return of the fittest individual, best over the run (fitness may be offset)
             "best_return": _spread([max(r.best_return for r in records) for records in by_seed.values()]),
             "total_env_steps": _spread([float(records[-1].total_env_steps) for records in by_seed.values()]),
             "switches": per_switch,
         }
+    _compare(methods)
     return {"bench": settings.shared() | {"profile": settings.profile.name}, "methods": methods}
+
+
+def _compare(methods: dict) -> None:
+    """For every SR-GHN method against every baseline of the bench: the probability that it recovers faster after
+    each switch (``p_faster``), and that its late return is higher (``p_higher``), with bootstrap intervals."""
+    baselines = [m for m in methods if m in BASELINES]
+    for name, m in methods.items():
+        if name in BASELINES:
+            continue
+        m["p_higher"] = {b: improvement_interval(methods[b]["late_return"], m["late_return"]) for b in baselines}
+        for i, entry in enumerate(m["switches"]):
+            entry["p_faster"] = {b: improvement_interval(entry["recovery_times"],
+                                                         methods[b]["switches"][i]["recovery_times"])
+                                 for b in baselines if entry["recovery_times"]
+                                 and methods[b]["switches"][i]["recovery_times"]}
 
 
 def _fmt(spread: dict, digits: int = 0) -> str:
@@ -222,22 +266,51 @@ def _fmt(spread: dict, digits: int = 0) -> str:
     return text + (f", n/a {undefined}" if undefined else "")
 
 
+def _fmt_iqm(interval: dict | None, digits: int = 1) -> str:
+    if interval is None:
+        return "–"
+    low, high = interval["ci"]
+    return f"{interval['iqm']:.{digits}f} [{low:.{digits}f}–{high:.{digits}f}]"
+
+
+def _probability_table(methods: dict, pick: Callable[[dict], dict | None], relation: str) -> list[str]:
+    """SR-GHN methods x baselines: P(the row method {relation} the column baseline) [95 % CI]; bold where the
+    interval excludes 0.5 (a difference the seeds support)."""
+    rows = {name: pick(m) for name, m in methods.items() if pick(m)}
+    if not rows:
+        return []
+    baselines = list(next(iter(rows.values())))
+    lines = ["", f"P(row {relation} column) [95 % CI]; **bold**: the interval excludes 0.5.", "",
+             "| method | " + " | ".join(baselines) + " |", "|" + "---|" * (len(baselines) + 1)]
+    for name, by_baseline in rows.items():
+        cells = []
+        for b in baselines:
+            p = by_baseline[b]
+            text = f"{p['p']:.2f} [{p['ci'][0]:.2f}–{p['ci'][1]:.2f}]"
+            cells.append(f"**{text}**" if p["ci"][0] > 0.5 or p["ci"][1] < 0.5 else text)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def bench_markdown(summary: dict) -> str:
     """The summary as markdown tables: one per switch, one row per method; ``median [min–max]`` over seeds."""
     lines = []
     methods = summary["methods"]
     n_switches = max((len(m["switches"]) for m in methods.values()), default=0)
     if not n_switches:
-        lines += ["| method | final best fitness | best return (environment's own) | env steps (M) |",
-                  "|---|---|---|---|"]
+        lines += ["| method | final best fitness | best return (environment's own) | late return, IQM [95 % CI] | "
+                  "env steps (M) |", "|---|---|---|---|---|"]
         for name, m in methods.items():
             steps = {k: v / 1e6 if k in ("median", "min", "max") and v is not None else v
                      for k, v in m["total_env_steps"].items()}
-            lines.append(f"| {name} | {_fmt(m['final_best'], 1)} | {_fmt(m['best_return'], 1)} | {_fmt(steps, 2)} |")
+            lines.append(f"| {name} | {_fmt(m['final_best'], 1)} | {_fmt(m['best_return'], 1)} | "
+                         f"{_fmt_iqm(m['iqm_late_return'], 1)} | {_fmt(steps, 2)} |")
         lines.append("")
         lines.append("Cells: median [min–max] over seeds. Best return: the environment's return of the fittest "
                      "individual of a generation, best over the run (it differs from the fitness where the profile "
-                     "offsets the reward).")
+                     f"offsets the reward). Late return: its mean over the last {LATE} generations; IQM = "
+                     "interquartile mean over seeds, 95 % percentile-bootstrap interval.")
+        lines += _probability_table(methods, lambda m: m.get("p_higher"), "has a higher late return than")
         return "\n".join(lines) + "\n"
     for i in range(n_switches):
         first = next(iter(methods.values()))["switches"][i]
@@ -247,7 +320,8 @@ def bench_markdown(summary: dict) -> str:
         header = ["method", "pre-switch best", "post-switch best", "regain 50 %", "regain 90 %", "regain 95 %"]
         if has_target:
             header.append(f"regain ≥ {first['target']:g}")
-        header += ["mean back to 90 %", "never regained 95 % (seeds)"]
+        header += ["mean back to 90 %", "never regained 95 % (seeds)",
+                   f"IQM to {first['recovery_measure']} [95 % CI]"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for name, m in methods.items():
             s = m["switches"][i]
@@ -255,10 +329,15 @@ def bench_markdown(summary: dict) -> str:
                    *(_fmt(s["regained"][str(x)]) for x in RECOVERY_LEVELS)]
             if has_target:
                 row.append(_fmt(s["target_regained"]))
-            row += [_fmt(s["mean_regained_90"]), ", ".join(map(str, s["never_recovered_95"])) or "–"]
+            row += [_fmt(s["mean_regained_90"]), ", ".join(map(str, s["never_recovered_95"])) or "–",
+                    _fmt_iqm(s["iqm_recovery"])]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
+        lines += _probability_table(methods, lambda m, i=i: m["switches"][i].get("p_faster"),
+                                    f"recovers (to {first['recovery_measure']}) faster than")
     lines.append("Cells: median [min–max] over seeds of generations after the switch; `never k/n`: k of n seeds "
                  "did not get there within the run (counted as slower than any that did); `n/a k`: k seeds whose "
-                 "pre-switch level was <= 0, where a percentage of it means nothing.")
+                 "pre-switch level was <= 0, where a percentage of it means nothing. IQM: interquartile mean over "
+                 "seeds, never counted at the horizon (the generations left), 95 % percentile-bootstrap interval "
+                 "(scipy.stats.bootstrap, 5000 resamples, seeded).")
     return "\n".join(lines) + "\n"

@@ -11,9 +11,10 @@ address-space limit (``memory_limit``), and non-finite physics (``non_finite``: 
 reward, or a MuJoCo instability warning -- MuJoCo silently resets an unstable simulation, so its warning counters
 are checked at the end of every episode).
 
-Two runners: :class:`GymRunner` steps any gymnasium environment through its unwrapped ``step`` (counting the time
-limit itself, which is all the wrappers ``gymnasium.make`` adds here do), and :class:`~srghn.sim.fast_mujoco.AntRunner`
-reproduces Ant-v5's step with MuJoCo calls and vectorised numpy. :func:`make_runner` picks one. This module imports
+Runners: :class:`GymRunner` steps any gymnasium environment through its unwrapped ``step`` (counting the time
+limit itself, which is all the wrappers ``gymnasium.make`` adds here do); :class:`~srghn.sim.fast_mujoco.AntRunner`
+reproduces Ant-v5's step with MuJoCo calls and vectorised numpy, :class:`~srghn.sim.fast_cartpole.CartPoleRunner`
+CartPole-v1's with vectorised numpy. :func:`make_runner` picks the fastest exact one. This module imports
 numpy, gymnasium and MuJoCo only -- never torch -- because worker processes import it.
 """
 
@@ -28,6 +29,7 @@ import gymnasium as gym
 import numpy as np
 
 from srghn import ConfigError
+from srghn.controller.normalizer import EpisodeStats, ObsNorm
 from srghn.controller.policy import PolicySpec
 from srghn.sim.envs import check_regime  # importing it registers the srghn/ envs
 
@@ -94,6 +96,8 @@ class EpisodeResults:
     """Episode index -> failure reason, for the episodes that failed."""
     retire: bool = False
     """The process that ran the chunk should be replaced (it hit its memory limit)."""
+    obs_stats: EpisodeStats | None = None
+    """Per-episode statistics of the raw observations each policy saw (``None`` when all failed)."""
 
     @classmethod
     def failed(cls, n: int, reason: str) -> EpisodeResults:
@@ -150,6 +154,8 @@ class EpisodeRunner:
         self.envs: list[gym.Env | None] = []
         """The pool; ``None`` where an environment was discarded after a fault (rebuilt on next use)."""
         self.max_steps: int | None = None
+        self._norm: ObsNorm | None = None
+        """The normalizer of the chunk being played."""
 
     def _env(self, i: int) -> gym.Env:
         """Environment ``i`` of the pool, built on first use (or again after it raised)."""
@@ -171,14 +177,20 @@ class EpisodeRunner:
         with contextlib.suppress(Exception):  # the env is already broken; closing it is best effort
             env.close()
 
-    def run(self, policies: np.ndarray, seeds: np.ndarray, regime: str) -> EpisodeResults:
-        """Play ``len(seeds)`` episodes side by side; episode ``i`` runs ``policies[i]`` from seed ``seeds[i]``."""
+    def run(self, policies: np.ndarray, seeds: np.ndarray, regime: str, norm: ObsNorm | None = None) -> EpisodeResults:
+        """Play ``len(seeds)`` episodes side by side; episode ``i`` runs ``policies[i]`` from seed ``seeds[i]``,
+        its observations normalized by ``norm`` (if given) before they reach the policy."""
         if self.spec.regimes:
             check_regime(regime, self.spec.regimes, f"robot {self.spec.name!r}")
         n = len(seeds)
         if policies.shape != (n, self.spec.policy.num_params):
             raise ConfigError(f"policies must have shape ({n}, {self.spec.policy.num_params}), got {policies.shape}")
-        results = EpisodeResults(np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64), {})
+        if norm is not None and norm.dim != self.spec.policy.obs_dim:
+            raise ConfigError(f"observation normalizer has {norm.dim} dimensions, the policy observes "
+                              f"{self.spec.policy.obs_dim}")
+        results = EpisodeResults(np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64), {},
+                                 obs_stats=EpisodeStats(n, self.spec.policy.obs_dim))
+        self._norm = norm
         obs = np.zeros((n, self.spec.policy.obs_dim), dtype=np.float32)
         alive = np.ones(n, dtype=bool)
         for i in range(n):
@@ -197,6 +209,14 @@ class EpisodeRunner:
         alive[i] = False
         if reason.startswith("exception") or reason == "memory_limit":
             self._discard(i)
+
+    def _act(self, policies: np.ndarray, rows: np.ndarray, obs: np.ndarray, results: EpisodeResults) -> np.ndarray:
+        """Actions of the running episodes ``rows`` (policies ``policies``, raw observations ``obs``); the raw
+        observations join the episodes' statistics before they are normalized."""
+        results.obs_stats.add(rows, obs)
+        if self._norm is not None:
+            obs = self._norm.apply(obs)
+        return self.spec.policy.act(policies, obs)
 
     def _reset(self, i: int, seed: int, regime: str) -> np.ndarray:
         raise NotImplementedError
@@ -249,13 +269,12 @@ class GymRunner(EpisodeRunner):
 
     def _play(self, policies: np.ndarray, obs: np.ndarray, alive: np.ndarray, results: EpisodeResults,
               regime: str) -> None:
-        spec = self.spec.policy
         limit = self.max_steps
         steps, returns, steppers = results.steps, results.returns, self.steppers
         active = np.flatnonzero(alive)
         rewards = np.zeros(len(alive))
         while active.size:
-            actions = spec.act(policies[active], obs[active])
+            actions = self._act(policies[active], active, obs[active], results)
             done = []
             for j, i in enumerate(active):
                 try:
@@ -283,13 +302,13 @@ class GymRunner(EpisodeRunner):
 def make_runner(spec: RunnerSpec) -> EpisodeRunner:
     """The fastest runner that reproduces the spec's environment exactly (builds its first environment)."""
     env = make_env(spec)
-    runner: EpisodeRunner
+    runner: EpisodeRunner = GymRunner(spec)
     if spec.fast_path:
-        from srghn.sim.fast_mujoco import AntRunner, fast_path_supported
+        from srghn.sim import fast_cartpole, fast_mujoco
 
-        runner = AntRunner(spec) if fast_path_supported(env) else GymRunner(spec)
-    else:
-        runner = GymRunner(spec)
+        for fast, cls in ((fast_mujoco, fast_mujoco.AntRunner), (fast_cartpole, fast_cartpole.CartPoleRunner)):
+            if fast.fast_path_supported(env):
+                runner = cls(spec)
     runner.max_steps = env.spec.max_episode_steps if env.spec is not None else None
     runner._adopt(0, env)
     runner.envs.append(env)

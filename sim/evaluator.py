@@ -27,6 +27,7 @@ import gymnasium as gym
 import numpy as np
 
 from srghn import ConfigError
+from srghn.controller.normalizer import ObsNorm
 from srghn.errors import EvaluatorError
 from srghn.sim import episodes
 from srghn.sim.episodes import EpisodeRunner, RunnerSpec, make_runner
@@ -37,8 +38,9 @@ from srghn.sim.profiles import RobotProfile
 class Evaluator(Protocol):
     """Anything that can evaluate a batch of policies of one profile."""
 
-    def evaluate(self, policies: np.ndarray, seeds: np.ndarray, regime: str) -> Evaluation:
-        """Evaluate each row of ``policies`` on every episode seed in ``regime``."""
+    def evaluate(self, policies: np.ndarray, seeds: np.ndarray, regime: str, norm: ObsNorm | None = None) -> Evaluation:
+        """Evaluate each row of ``policies`` on every episode seed in ``regime``, observations normalized by
+        ``norm``."""
 
     def close(self) -> None:
         """Release environments and workers."""
@@ -112,7 +114,7 @@ class InProcessEvaluator:
         self.spec = RunnerSpec.from_profile(profile, fast_path=fast_path)
         self.runner: EpisodeRunner | None = None
 
-    def evaluate(self, policies: np.ndarray, seeds: np.ndarray, regime: str) -> Evaluation:
+    def evaluate(self, policies: np.ndarray, seeds: np.ndarray, regime: str, norm: ObsNorm | None = None) -> Evaluation:
         policies, seeds = check_batch(self.spec, policies, seeds, regime)
         b, e = policies.shape[0], len(seeds)
         if self.runner is None:
@@ -122,7 +124,7 @@ class InProcessEvaluator:
         jobs, results = [], {}
         for lo in range(0, b * e, self.max_envs):
             job = Job(len(jobs), lo, min(lo + self.max_envs, b * e))
-            results[job.id] = self.runner.run(policies[rows[job.lo:job.hi]], ep_seeds[job.lo:job.hi], regime)
+            results[job.id] = self.runner.run(policies[rows[job.lo:job.hi]], ep_seeds[job.lo:job.hi], regime, norm)
             jobs.append(job)
         return assemble(b, e, jobs, results)
 

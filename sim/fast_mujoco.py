@@ -79,12 +79,12 @@ class AntRunner(EpisodeRunner):
         xy0, xy1 = np.empty((n, 2)), np.empty((n, 2))
         forces = np.empty((n, *d0.cfrc_ext.shape))
         ok = np.ones(n, dtype=bool)
-        spec, limit, views = self.spec.policy, self.max_steps, self.views
+        limit, views = self.max_steps, self.views
         steps, returns = results.steps, results.returns
         mj_step, mj_rne, fs = mujoco.mj_step, mujoco.mj_rnePostConstraint, self.frame_skip
         active_policies, rows = policies[active], active.tolist()
         while active.size:
-            actions = spec.act(active_policies, obs[active])
+            actions = self._act(active_policies, active, obs[active], results)
             if gains is not None:
                 actions = actions * gains  # what AntSwitchEnv.step hands to AntEnv.step (float32)
             k = active.size

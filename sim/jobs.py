@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from srghn import ConfigError
+from srghn.controller.normalizer import EpisodeStats, ObsNorm, RunningStats
 from srghn.errors import WorkerProtocolError
 from srghn.sim.envs import check_regime
 from srghn.sim.episodes import EpisodeResults, RunnerSpec
@@ -45,6 +46,9 @@ class Evaluation:
     failures: Mapping[int, str] = field(default_factory=dict)
     """Individual index -> why its evaluation failed (the reason of its first failed episode, in seed order).
     An individual fails if any of its episodes failed."""
+    obs_stats: RunningStats | None = None
+    """Statistics of the raw observations of every episode that did not fail, merged in episode order (so the
+    same for any number of workers); ``None`` if no episode reported any."""
 
     def faults(self) -> dict[str, int]:
         """Failed individuals counted by kind of fault (``timeout``, ``worker_died``, ``exception``, ...)."""
@@ -93,13 +97,24 @@ def plan_jobs(n_episodes: int, n_jobs: int) -> list[Job]:
             if hi > lo]
 
 
-def job_arrays(job: Job, policies: np.ndarray, seeds: np.ndarray) -> dict[str, np.ndarray]:
-    """What a worker needs for ``job``: the distinct policy rows, each episode's row among them, its seed."""
+def job_arrays(job: Job, policies: np.ndarray, seeds: np.ndarray, norm: ObsNorm | None = None) -> dict[str, np.ndarray]:
+    """What a worker needs for ``job``: the distinct policy rows, each episode's row among them, its seed, and the
+    generation's observation normalizer (if any)."""
     e = len(seeds)
     k = np.arange(job.lo, job.hi)
     first, last = job.lo // e, (job.hi - 1) // e
-    return {"policies": np.ascontiguousarray(policies[first:last + 1], dtype=np.float32),
-            "rows": (k // e - first).astype(np.int64), "seeds": np.asarray(seeds, dtype=np.int64)[k % e]}
+    arrays = {"policies": np.ascontiguousarray(policies[first:last + 1], dtype=np.float32),
+              "rows": (k // e - first).astype(np.int64), "seeds": np.asarray(seeds, dtype=np.int64)[k % e]}
+    if norm is not None:
+        arrays.update(norm_mean=norm.mean, norm_std=norm.std, norm_clip=np.array([norm.clip]))
+    return arrays
+
+
+def job_norm(arrays: Mapping[str, np.ndarray]) -> ObsNorm | None:
+    """The normalizer a job's arrays carry (inverse of :func:`job_arrays`'s part); malformed: ConfigError."""
+    if "norm_mean" not in arrays:
+        return None
+    return ObsNorm(arrays["norm_mean"], arrays["norm_std"], float(arrays["norm_clip"][0]))
 
 
 def assemble(b: int, e: int, jobs: list[Job], results: Mapping[int, EpisodeResults]) -> Evaluation:
@@ -107,11 +122,15 @@ def assemble(b: int, e: int, jobs: list[Job], results: Mapping[int, EpisodeResul
     returns, fitness = np.zeros(b * e), np.zeros(b * e)
     steps = np.zeros(b * e, dtype=np.int64)
     episode_failures: dict[int, str] = {}
+    obs_stats = None
     for job in jobs:
         r = results[job.id]
         returns[job.lo:job.hi], fitness[job.lo:job.hi], steps[job.lo:job.hi] = r.returns, r.fitness, r.steps
         for i, reason in r.failures.items():
             episode_failures[job.lo + i] = reason
+        if r.obs_stats is not None:  # jobs are in episode order: the merge order never depends on the workers
+            obs_stats = (obs_stats or RunningStats.empty(r.obs_stats.mean.shape[1])).merge_episodes(
+                r.obs_stats, skip=set(r.failures))
     failures: dict[int, str] = {}
     for k in sorted(episode_failures):
         failures.setdefault(k // e, episode_failures[k])
@@ -120,7 +139,7 @@ def assemble(b: int, e: int, jobs: list[Job], results: Mapping[int, EpisodeResul
     if failures:
         failed = np.fromiter(failures, dtype=np.int64)
         ind_fitness[failed], ind_returns[failed] = FAILED_FITNESS, np.nan
-    return Evaluation(ind_fitness, ind_returns, int(steps.sum()), failures)
+    return Evaluation(ind_fitness, ind_returns, int(steps.sum()), failures, obs_stats)
 
 
 def encode(header: dict, arrays: Mapping[str, np.ndarray] | None = None) -> bytes:
@@ -158,9 +177,12 @@ def decode(message: bytes) -> tuple[dict, dict[str, np.ndarray]]:
 
 def results_message(job_id: int, results: EpisodeResults, **extra: object) -> bytes:
     """A worker's answer to a job (``extra``: further JSON header fields)."""
+    arrays = {"returns": results.returns, "fitness": results.fitness, "steps": results.steps}
+    if results.obs_stats is not None:
+        stats = results.obs_stats
+        arrays.update(obs_count=stats.count, obs_mean=stats.mean, obs_m2=stats.m2)
     return encode({"type": "result", "job": job_id, "failures": {str(k): v for k, v in results.failures.items()},
-                   "retire": results.retire, **extra},
-                  {"returns": results.returns, "fitness": results.fitness, "steps": results.steps})
+                   "retire": results.retire, **extra}, arrays)
 
 
 def parse_results(header: dict, arrays: dict[str, np.ndarray], size: int) -> EpisodeResults:
@@ -173,4 +195,16 @@ def parse_results(header: dict, arrays: dict[str, np.ndarray], size: int) -> Epi
     if any(a.shape != (size,) for a in (returns, fitness, steps)) or not all(0 <= k < size for k in failures):
         raise WorkerProtocolError(f"job result does not match a job of {size} episodes")
     return EpisodeResults(returns.astype(np.float64), fitness.astype(np.float64), steps.astype(np.int64), failures,
-                          bool(header.get("retire", False)))
+                          bool(header.get("retire", False)), episode_stats(arrays, size))
+
+
+def episode_stats(arrays: Mapping[str, np.ndarray], size: int) -> EpisodeStats | None:
+    """The per-episode observation statistics of a job's result (absent when every episode failed)."""
+    if "obs_count" not in arrays:
+        return None
+    count, mean, m2 = arrays["obs_count"], arrays["obs_mean"], arrays["obs_m2"]
+    if count.shape != (size,) or mean.ndim != 2 or mean.shape[0] != size or m2.shape != mean.shape:
+        raise WorkerProtocolError(f"observation statistics do not match a job of {size} episodes")
+    stats = EpisodeStats(size, mean.shape[1])
+    stats.count[:], stats.mean[:], stats.m2[:] = count, mean, m2
+    return stats

@@ -114,22 +114,57 @@ def plot_bench(runs: dict[str, dict[int, list[GenerationRecord]]], path: Path, t
 
 
 def plot_robot(returns: list[float], ended_at: list[int], served_by: list[str], path: Path, title: str = "",
-               fault_at: int | None = None) -> Path:
+               fault_at: int | None = None, distances: list[float] | None = None) -> Path:
     """Episode returns of a (simulated) robot over its steps, coloured by the champion that served each episode's
-    end, the fault marked: what the robot got out of each promotion."""
+    end, the fault marked: what the robot got out of each promotion. With ``distances`` (robots that walk), a
+    second panel shows how far forward each episode got."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(9, 4))
-    for i, champion in enumerate(dict.fromkeys(served_by)):
-        xs = [x for x, who in zip(ended_at, served_by, strict=True) if who == champion]
-        ys = [y for y, who in zip(returns, served_by, strict=True) if who == champion]
-        label = champion if len(champion) <= 24 else f"…{champion[-20:]}"
-        ax.scatter(xs, ys, s=12, color="grey" if champion == "safe" else plt.cm.tab10(i % 10), label=label)
-    if fault_at is not None:
-        ax.axvline(fault_at, color="red", linestyle="--", linewidth=1)
-        ax.annotate("fault", (fault_at, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
-                    textcoords="offset points", fontsize=8, color="red")
-    ax.set_xlabel("robot step (episode end)")
-    ax.set_ylabel("episode return")
+    panels = [("episode return", returns)] + ([("forward distance (m)", distances)] if distances else [])
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.2 * len(panels)), sharex=True, squeeze=False)
+    for ax, (label, values) in zip(axes[:, 0], panels, strict=True):
+        for i, champion in enumerate(dict.fromkeys(served_by)):
+            xs = [x for x, who in zip(ended_at, served_by, strict=True) if who == champion]
+            ys = [y for y, who in zip(values, served_by, strict=True) if who == champion]
+            name = champion if len(champion) <= 24 else f"…{champion[-20:]}"
+            ax.scatter(xs, ys, s=12, color="grey" if champion == "safe" else plt.cm.tab10(i % 10), label=name)
+        if fault_at is not None:
+            ax.axvline(fault_at, color="red", linestyle="--", linewidth=1)
+            ax.annotate("fault", (fault_at, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                        textcoords="offset points", fontsize=8, color="red")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7, title="served by", title_fontsize=8, loc="best")
+    axes[-1, 0].set_xlabel("robot step (episode end)")
+    return _save(fig, path, title)
+
+
+def plot_curves(runs: dict[str, dict[int, list[GenerationRecord]]], path: Path, title: str = "",
+                field: str = "best_return", points: int = 40) -> Path:
+    """Learning curves against env steps: per method, the interquartile mean over seeds of ``field`` (default: the
+    environment's return of the fittest), each seed's curve read at common env-step marks (its last record at or
+    before the mark), with a 95 % bootstrap band; marks past a seed's end are left out."""
+    from srghn.sim.stats import iqm_interval
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    colours = plt.get_cmap("tab10")
+    end = min(records[-1].total_env_steps for by_seed in runs.values() for records in by_seed.values())
+    marks = np.linspace(end / points, end, points)
+    for i, (method, by_seed) in enumerate(runs.items()):
+        curves = []
+        for records in by_seed.values():
+            steps = np.array([r.total_env_steps for r in records])
+            values = np.array([getattr(r, field) for r in records], dtype=np.float64)
+            curves.append(values[np.searchsorted(steps, marks, side="right") - 1])
+        curves = np.array(curves)
+        stats = [iqm_interval(curves[:, j], resamples=1000) for j in range(len(marks))]
+        ax.plot(marks / 1e6, [s["iqm"] for s in stats], color=colours(i % 10),
+                label=f"{method} ({len(by_seed)} seeds)")
+        ax.fill_between(marks / 1e6, [s["ci"][0] for s in stats], [s["ci"][1] for s in stats],
+                        color=colours(i % 10), alpha=0.15)
+    ax.set_xlabel("environment steps (millions)")
+    ax.set_ylabel(("environment return of the fittest" if field == "best_return" else field)
+                  + "\n(IQM over seeds, 95 % CI)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, title="served by", title_fontsize=8, loc="best")
+    ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path, title)

@@ -23,9 +23,10 @@ from collections import deque
 import numpy as np
 
 from srghn import ConfigError
+from srghn.controller.normalizer import ObsNorm
 from srghn.errors import EvaluatorError
 from srghn.sim.episodes import EpisodeResults, RunnerSpec
-from srghn.sim.jobs import Evaluation, Job, assemble, check_batch, job_arrays, plan_jobs
+from srghn.sim.jobs import Evaluation, Job, assemble, check_batch, job_arrays, job_norm, plan_jobs
 from srghn.sim.workers import WorkerLimits, _max_episode_steps
 
 log = logging.getLogger("srghn.sim.ray_backend")
@@ -52,11 +53,9 @@ class RayJobActor:
         route_mujoco_warnings()
         self.runner = JobRunner(spec_json)
 
-    def run(self, regime: str, policies: np.ndarray, rows: np.ndarray,
-            seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str], bool]:
-        """Play one job; returns per-episode ``(returns, fitness, steps, failures)`` and whether to retire."""
-        r = self.runner.run(regime, policies, rows, seeds)
-        return r.returns, r.fitness, r.steps, r.failures, r.retire
+    def run(self, regime: str, arrays: dict[str, np.ndarray]) -> EpisodeResults:
+        """Play one job (the arrays of :func:`~srghn.sim.jobs.job_arrays`); returns its per-episode results."""
+        return self.runner.run(regime, arrays["policies"], arrays["rows"], arrays["seeds"], job_norm(arrays))
 
     def pid(self) -> int:
         """The actor's process id."""
@@ -110,8 +109,9 @@ class RayEvaluator:
         """Process ids of the actors (on their nodes; a test hook, like the local backend's)."""
         return self.ray.get(self._pids)
 
-    def evaluate(self, policies: np.ndarray, seeds: np.ndarray, regime: str) -> Evaluation:
-        """Every row of ``policies`` on every seed in ``regime``; failed individuals get fitness ``-inf``."""
+    def evaluate(self, policies: np.ndarray, seeds: np.ndarray, regime: str, norm: ObsNorm | None = None) -> Evaluation:
+        """Every row of ``policies`` on every seed in ``regime`` (observations normalized by ``norm``); failed
+        individuals get fitness ``-inf``."""
         ray = self.ray
         if not self.actors:
             raise EvaluatorError("evaluator is closed")
@@ -124,8 +124,7 @@ class RayEvaluator:
         while len(results) < len(jobs):
             while idle and pending:
                 slot, job = idle.popleft(), pending.popleft()
-                arrays = job_arrays(job, policies, seeds)
-                ref = self.actors[slot].run.remote(regime, arrays["policies"], arrays["rows"], arrays["seeds"])
+                ref = self.actors[slot].run.remote(regime, job_arrays(job, policies, seeds, norm))
                 running[ref] = (slot, job, time.monotonic() + self.limits.timeout_for(job.size, self.max_steps))
             timeout = max(0.0, min(d for _, _, d in running.values()) - time.monotonic())
             ray.wait(list(running), num_returns=1, timeout=timeout)  # until a job ends or a deadline passes
@@ -148,7 +147,7 @@ class RayEvaluator:
     def _collect(self, ref, slot: int, job: Job) -> EpisodeResults:
         ray = self.ray
         try:
-            returns, fitness, steps, failures, retire = ray.get(ref)
+            result = ray.get(ref)
         except ray.exceptions.RayActorError as exc:
             log.warning("Ray actor %d died during job %d (%s); replacing it", slot, job.id, exc)
             self._replace(slot)
@@ -156,9 +155,7 @@ class RayEvaluator:
         except ray.exceptions.RayTaskError as exc:
             self._replace(slot)
             return EpisodeResults.failed(job.size, f"exception: {type(exc).__name__}: {str(exc)[:200]}")
-        result = EpisodeResults(np.asarray(returns, dtype=np.float64), np.asarray(fitness, dtype=np.float64),
-                                np.asarray(steps, dtype=np.int64), {int(k): str(v) for k, v in failures.items()})
-        if retire:  # a memory-limit hit or a job-level error: start afresh
+        if result.retire:  # a memory-limit hit or a job-level error: start afresh
             self._replace(slot)
         return result
 

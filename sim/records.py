@@ -50,6 +50,9 @@ class GenerationRecord:
     timing: dict = field(default_factory=dict)
     """Wall-clock seconds: ``wall_s`` (whole generation), ``ghn_s`` (reproduction + policy generation),
     ``eval_s`` (simulation). Machine-dependent, so excluded from determinism checks."""
+    born: list | None = None
+    """``[id, parent id]`` of every individual that joined the population this generation (strategies with
+    lineage: SR-GHN, the GAs). With the run's initial population they give any survivor's whole ancestry."""
 
     def to_json(self) -> str:
         """One line of ``metrics.jsonl``."""
@@ -85,6 +88,16 @@ def read_records(path: Path) -> list[GenerationRecord]:
         except (json.JSONDecodeError, TypeError) as exc:
             raise ConfigError(f"{path}:{number}: not a generation record ({exc})") from exc
     return records
+
+
+def ancestry(individual: int, records: Iterable[GenerationRecord]) -> list[int]:
+    """``individual`` and its ancestors, newest first, as far back as the records' ``born`` lists reach (to a
+    member of the initial population)."""
+    parents = {child: parent for r in records for child, parent in (r.born or ())}
+    line = [individual]
+    while line[-1] in parents:
+        line.append(parents[line[-1]])
+    return line
 
 
 def regime_switches(records: list[GenerationRecord]) -> list[tuple[int, str]]:

@@ -1,35 +1,39 @@
 """One evolution run from a profile to files on disk: what ``srghn-ctl evolve`` does, minus the printing.
 
-The output directory receives ``run.json`` (settings and provenance: versions, git revision, seed),
+The output directory receives ``run.json`` (settings, seeds and provenance: versions, git revision, command),
 ``metrics.jsonl`` (one record per generation, appended as they come so an interrupted run keeps its history),
-``population.npz`` (resumable SR-GHN population), ``champion.npz`` (the best policy), ``fitness.png`` and
-``summary.json`` (final figures and recovery after every switch).
+``population.npz`` (the resumable checkpoint: population, observation statistics, every generator state; written
+every ``checkpoint_s`` seconds and at the end), ``champion.npz`` (the best policy with its normalizer and GHN),
+``fitness.png`` and ``summary.json`` (final figures and recovery after every switch).
+
+An existing output directory is never overwritten: ``resume`` continues the run checkpointed there, bit for bit
+(the generations after the last checkpoint are played again and give the same records).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import platform
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from srghn import ConfigError, __version__
-from srghn.controller.checkpoint import save_policy, save_population
-from srghn.controller.evolution import SRGHNStrategy
-from srghn.controller.ghn import SRGHN
 from srghn.sim.backends import check_backend, make_evaluator
-from srghn.sim.loop import Schedule, evolve
+from srghn.sim.driver import INIT_SCRATCH, Driver, RunSpec, _jsonable
 from srghn.sim.plots import plot_run
 from srghn.sim.profiles import RobotProfile
-from srghn.sim.records import GenerationRecord, stream_records, summarize
+from srghn.sim.records import GenerationRecord, read_records, summarize, write_records
+from srghn.sim.schedule import Schedule
+
+CHECKPOINT_S = 30.0
+"""Seconds between checkpoints of a running ``evolve`` (and one after the last generation)."""
 
 
 def check_run_flags(settings: object, counts: tuple[str, ...]) -> None:
@@ -62,6 +66,13 @@ class EvolveSettings:
     """Evaluation workers (``local``/``ray``); ``None``: one per core. Never changes the results."""
     ray_address: str | None = None
     """Ray cluster to join (``--backend ray`` only); ``None`` starts a local Ray instance."""
+    init: str = INIT_SCRATCH
+    """Where the first population comes from (see :class:`~srghn.sim.driver.RunSpec`)."""
+    resume: bool = False
+    """Continue the run checkpointed in ``out`` instead of starting one (which ``out`` must not hold)."""
+    checkpoint_s: float = CHECKPOINT_S
+    command: str | None = None
+    """The command line that started the run (recorded in ``run.json``)."""
 
     def __post_init__(self) -> None:
         check_run_flags(self, ("generations", "population", "episodes", "switch_at", "switch_back_at"))
@@ -71,18 +82,28 @@ class EvolveSettings:
                 raise ConfigError(f"--{name.replace('_', '-')} {value} is not before the end of the run "
                                   f"({self.n_generations} generations)")
         self.schedule  # validates the switch order  # noqa: B018
+        self.spec  # validates --init  # noqa: B018
+        out = Path(self.out)
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} exists and is not a directory")
+        started = (out / "run.json").exists()
+        if self.resume and not (out / "population.npz").exists():
+            raise ConfigError(f"--resume: {out} holds no checkpointed run (no population.npz)")
+        if not self.resume and started:
+            raise ConfigError(f"--out {out} already holds a run; pass --resume to continue it, or choose another "
+                              "--out")
 
     @property
     def n_generations(self) -> int:
         return self.generations or self.profile.generations
 
     @property
-    def n_episodes(self) -> int:
-        return self.episodes or self.profile.episodes
-
-    @property
     def schedule(self) -> Schedule:
         return Schedule.switch(self.profile.switch_regime, self.switch_at, self.switch_back_at)
+
+    @property
+    def spec(self) -> RunSpec:
+        return RunSpec(self.profile, "srghn", self.seed, self.population, self.episodes, self.init)
 
 
 def provenance() -> dict:
@@ -104,57 +125,84 @@ def provenance() -> dict:
     return {"versions": versions, "git_sha": sha, "git_dirty": dirty, "machine": platform.machine()}
 
 
-def run_evolve(settings: EvolveSettings, on_record: Callable[[GenerationRecord], None] | None = None) -> dict:
-    """Run evolution as ``settings`` say, write every output file, return the summary."""
-    profile = settings.profile
-    evolution = profile.evolution
-    if settings.population is not None:
-        evolution = dataclasses.replace(evolution, population=settings.population)
+def run_evolve(settings: EvolveSettings, on_record: Callable[[GenerationRecord], None] | None = None,
+               should_stop: Callable[[], bool] | None = None) -> dict:
+    """Run (or resume) evolution as ``settings`` say, write every output file, return the summary.
+
+    ``should_stop`` is asked between generations (a signal handler's flag): the run then checkpoints and ends,
+    ``summary["completed"]`` false, and ``resume`` continues it."""
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
+    spec = settings.spec
     run_info = {
-        "robot": profile.name, "seed": settings.seed, "generations": settings.n_generations,
-        "episodes": settings.n_episodes, "schedule": [list(s) for s in settings.schedule.switches],
+        "robot": settings.profile.name, "method": spec.method, "seed": settings.seed,
+        "seeds": spec.seeds.to_dict(), "generations": settings.n_generations, "episodes": spec.n_episodes,
+        "schedule": [list(s) for s in settings.schedule.switches], "init": settings.init,
+        "identity": _jsonable(spec.identity()),
         "evaluator": {"backend": settings.backend,
                       "workers": None if settings.backend == "inprocess" else settings.workers or os.cpu_count()},
-        "profile": {**profile.to_dict(), "evolution": evolution.to_dict()}, "provenance": provenance(),
+        "profile": {**settings.profile.to_dict(), "evolution": spec.evolution.to_dict()},
+        "command": settings.command, "cores": os.cpu_count(), "provenance": provenance(),
     }
-    (out / "run.json").write_text(json.dumps(run_info, indent=2))
-
-    # The GHN's ops are small: one torch thread is faster than two fighting the simulator for the cores, and
-    # its float results do not depend on how many cores the machine has.
-    torch.set_num_threads(1)
-    strategy = SRGHNStrategy(SRGHN(profile.policy, profile.ghn, basis_seed=settings.seed), evolution, settings.seed)
-    evaluator = make_evaluator(profile, settings.backend, settings.workers, settings.ray_address)
     records: list[GenerationRecord] = []
+    evaluator = make_evaluator(settings.profile, settings.backend, settings.workers, settings.ray_address)
     try:
-        stream_records(evolve(strategy, evaluator, settings.n_generations, settings.n_episodes, settings.seed,
-                              settings.schedule), out / "metrics.jsonl", records, on_record)
+        if settings.resume:
+            stored = json.loads((out / "run.json").read_text())
+            if stored.get("identity") != run_info["identity"] or stored.get("schedule") != run_info["schedule"]:
+                raise ConfigError(f"--resume: {out} holds a run with other settings; resume it with the flags it "
+                                  "was started with (see its run.json)")
+            driver = Driver.resume(out / "population.npz", spec, evaluator)
+            records = read_records(out / "metrics.jsonl")[:driver.generation]
+            write_records(out / "metrics.jsonl", records)  # generations after the checkpoint are played again
+            run_info["resumed"] = [*stored.get("resumed", []), {"at_generation": driver.generation,
+                                                                "command": settings.command}]
+            run_info.update(started={k: stored.get(k) for k in ("command", "provenance")},
+                            initial=stored.get("initial"))
+        else:
+            driver = Driver.start(spec, evaluator)
+            run_info["initial"] = driver.initial()
+        (out / "run.json").write_text(json.dumps(run_info, indent=2))
+        _evolve(driver, settings, out, records, on_record, should_stop)
     finally:
         evaluator.close()
-        if records:  # also after Ctrl-C: keep what was evolved so far
-            _write_results(out, profile, strategy, records, settings)
     return json.loads((out / "summary.json").read_text())
 
 
-def _write_results(out: Path, profile: RobotProfile, strategy: SRGHNStrategy, records: list[GenerationRecord],
-                   settings: EvolveSettings) -> None:
-    champion = strategy.champion()
+def _evolve(driver: Driver, settings: EvolveSettings, out: Path, records: list[GenerationRecord],
+            on_record: Callable[[GenerationRecord], None] | None, should_stop: Callable[[], bool] | None) -> None:
+    last_checkpoint = time.monotonic()
+    try:
+        with (out / "metrics.jsonl").open("a") as metrics:
+            for record in driver.run(settings.n_generations, settings.schedule, should_stop):
+                records.append(record)
+                metrics.write(record.to_json() + "\n")
+                metrics.flush()
+                if time.monotonic() - last_checkpoint >= settings.checkpoint_s:
+                    driver.save(out / "population.npz")
+                    last_checkpoint = time.monotonic()
+                if on_record:
+                    on_record(record)
+        driver.save(out / "population.npz")  # between generations: always a consistent state
+    finally:
+        if records:
+            _write_results(out, settings, driver, records)
+
+
+def _write_results(out: Path, settings: EvolveSettings, driver: Driver, records: list[GenerationRecord]) -> None:
+    profile = settings.profile
+    champion = driver.save_champion(out / "champion.npz")
     last = records[-1]
-    save_population(out / "population.npz", strategy, {"robot": profile.name, "regime": last.regime})
-    save_policy(out / "champion.npz", profile.policy, champion.policy, {
-        "robot": profile.name, "id": champion.id, "parent_id": champion.parent_id, "fitness": champion.fitness,
-        "generation": last.generation, "regime": last.regime, "seed": settings.seed,
-    })
     plot_run(records, out / "fitness.png", title=f"{profile.name}: SR-GHN, seed {settings.seed}",
              target=profile.solved_fitness)
     summary = {
-        "robot": profile.name, "seed": settings.seed, "out": str(out),
+        "robot": profile.name, "seed": settings.seed, "seeds": driver.spec.seeds.to_dict(), "out": str(out),
         **summarize(records, target=profile.solved_fitness),
         "champion": {"id": champion.id, "parent_id": champion.parent_id, "fitness": champion.fitness,
                      "regime": last.regime, "file": str(out / "champion.npz")},
+        "normalized": champion.norm is not None,
         "mutation_rate_final": last.mutation_rate_mean,
-        "completed": len(records) == settings.n_generations,
+        "completed": len(records) >= settings.n_generations,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
 

@@ -28,8 +28,10 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
+from srghn import ConfigError
+from srghn.controller.normalizer import ObsNorm
 from srghn.sim.episodes import EpisodeResults, EpisodeRunner, RunnerSpec, exception_reason, make_runner
-from srghn.sim.jobs import decode, encode, results_message
+from srghn.sim.jobs import decode, encode, job_norm, results_message
 
 log = logging.getLogger("srghn.sim.worker")
 
@@ -44,10 +46,12 @@ class JobRunner:
         self.spec = RunnerSpec.from_json(spec_json)
         self.runner: EpisodeRunner = make_runner(self.spec)
 
-    def run(self, regime: str, policies: np.ndarray, rows: np.ndarray, seeds: np.ndarray) -> EpisodeResults:
-        """Episodes ``i`` = ``policies[rows[i]]`` on ``seeds[i]``; an error of the whole job fails every episode."""
+    def run(self, regime: str, policies: np.ndarray, rows: np.ndarray, seeds: np.ndarray,
+            norm: ObsNorm | None = None) -> EpisodeResults:
+        """Episodes ``i`` = ``policies[rows[i]]`` on ``seeds[i]``, observations normalized by ``norm``; an error of
+        the whole job fails every episode."""
         try:
-            return self.runner.run(np.ascontiguousarray(policies[rows], dtype=np.float32), seeds, regime)
+            return self.runner.run(np.ascontiguousarray(policies[rows], dtype=np.float32), seeds, regime, norm)
         except Exception as exc:  # noqa: BLE001 - reported as the job's failure, the supervisor decides
             results = EpisodeResults.failed(len(seeds), exception_reason(exc))
             results.retire = True  # state unknown after a job-level error: start afresh
@@ -122,7 +126,13 @@ def serve(reader: Connection, writer: Connection) -> int:
         if header.get("type") != "job":
             break
         _limit_cpu(header.get("cpu_s"))
-        results = job_runner.run(str(header["regime"]), arrays["policies"], arrays["rows"], arrays["seeds"])
+        try:
+            norm = job_norm(arrays)
+        except ConfigError as exc:
+            results = EpisodeResults.failed(len(arrays["seeds"]), exception_reason(exc))
+        else:
+            results = job_runner.run(str(header["regime"]), arrays["policies"], arrays["rows"], arrays["seeds"],
+                                     norm)
         writer.send_bytes(results_message(int(header["job"]), results, torch_loaded="torch" in sys.modules))
         if results.retire:
             break

@@ -37,6 +37,7 @@ import gymnasium as gym
 import numpy as np
 
 from srghn import ConfigError
+from srghn.controller.normalizer import ObsNorm
 from srghn.errors import EvaluatorError, WorkerProtocolError
 from srghn.sim.episodes import EpisodeResults, RunnerSpec
 from srghn.sim.jobs import (
@@ -208,8 +209,9 @@ class LocalEvaluator:
         """Process ids of the current workers (a test hook; they change when a worker is replaced)."""
         return [w.pid for w in self.workers]
 
-    def evaluate(self, policies: np.ndarray, seeds: np.ndarray, regime: str) -> Evaluation:
-        """Every row of ``policies`` on every seed in ``regime``; failed individuals get fitness ``-inf``."""
+    def evaluate(self, policies: np.ndarray, seeds: np.ndarray, regime: str, norm: ObsNorm | None = None) -> Evaluation:
+        """Every row of ``policies`` on every seed in ``regime`` (observations normalized by ``norm``); failed
+        individuals get fitness ``-inf``."""
         if not self.workers:
             raise EvaluatorError("evaluator is closed")
         policies, seeds = check_batch(self.spec, policies, seeds, regime)
@@ -226,15 +228,16 @@ class LocalEvaluator:
                         w.reap()
                         self._replace(w)
                         continue
-                    self._dispatch(w, pending.popleft(), policies, seeds, regime)
+                    self._dispatch(w, pending.popleft(), policies, seeds, regime, norm)
             self._pump(results)
         return assemble(b, e, jobs, results)
 
-    def _dispatch(self, w: _Worker, job: Job, policies: np.ndarray, seeds: np.ndarray, regime: str) -> None:
+    def _dispatch(self, w: _Worker, job: Job, policies: np.ndarray, seeds: np.ndarray, regime: str,
+                  norm: ObsNorm | None) -> None:
         timeout = self.limits.timeout_for(job.size, self.max_steps)
         cpu = self.limits.cpu_s_per_job or timeout
         message = encode({"type": "job", "job": job.id, "regime": regime, "cpu_s": cpu},
-                         job_arrays(job, policies, seeds))
+                         job_arrays(job, policies, seeds, norm))
         w.state, w.job, w.deadline = "busy", job, time.monotonic() + timeout
         with contextlib.suppress(OSError):  # if it died, the poll loop sees its pipe end and accounts for the job
             w.writer.send_bytes(message)

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 
-from srghn.controller.evolution import SRGHNStrategy
-from srghn.controller.ghn import SRGHN
-from srghn.sim.loop import Schedule, evolve
+from srghn.controller.normalizer import NormConfig
+from srghn.sim.driver import Driver, RunSpec
 from srghn.sim.profiles import load_profile
+from srghn.sim.schedule import Schedule
 
 GENERATIONS, EPISODES, SEED = 4, 2, 7
 
 
 def cartpole_records(evaluator) -> list[dict]:
-    """Four CartPole generations (population 6, a switch at generation 2) as plain dicts without ``timing``."""
-    profile = load_profile("cartpole")
-    config = dataclasses.replace(profile.evolution, population=6)
-    strategy = SRGHNStrategy(SRGHN(profile.policy, profile.ghn, basis_seed=SEED), config, SEED)
-    records = evolve(strategy, evaluator, GENERATIONS, EPISODES, SEED, Schedule.switch("inverted", at=2))
-    return [{k: v for k, v in dataclasses.asdict(r).items() if k != "timing"} for r in records]
+    """Four CartPole generations (population 6, a switch at generation 2, observations normalized) as plain dicts
+    without ``timing``, then the run's observation statistics (what the next normalizer is built from)."""
+    profile = dataclasses.replace(load_profile("cartpole"), observation=NormConfig(normalize=True))
+    driver = Driver.start(RunSpec(profile, seed=SEED, population=6, episodes=EPISODES), evaluator)
+    records = [{k: v for k, v in dataclasses.asdict(r).items() if k != "timing"}
+               for r in driver.run(GENERATIONS, Schedule.switch("inverted", at=2))]
+    stats = driver.obs_stats
+    return [*records, {"obs_count": stats.count, "obs_mean": stats.mean.tolist(), "obs_m2": stats.m2.tolist()}]

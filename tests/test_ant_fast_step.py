@@ -34,7 +34,7 @@ def test_fast_ant_equals_gymnasium(regime):
 def test_only_exact_ant_classes_take_the_fast_path():
     profile = load_profile("ant")
     assert isinstance(make_runner(RunnerSpec.from_profile(profile, fast_path=False)), GymRunner)
-    assert isinstance(make_runner(RunnerSpec.from_profile(load_profile("cartpole"))), GymRunner)
+    assert isinstance(make_runner(RunnerSpec.from_profile(load_profile("lunarlander"))), GymRunner)
 
 
 class _UnstableAntRunner(AntRunner):

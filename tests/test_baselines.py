@@ -12,6 +12,7 @@ from srghn.controller.evolution import EvolutionConfig
 from srghn.controller.ghn import GHNConfig
 from srghn.controller.methods import METHODS, build_strategy, evaluations_per_generation
 from srghn.controller.policy import PolicySpec
+from srghn.controller.seeding import RunSeeds
 
 SPEC = PolicySpec(obs_dim=3, act_dim=2, hidden=(4,))  # 26 parameters: a small smooth problem
 EVOLUTION = EvolutionConfig(population=10, children=2)
@@ -23,7 +24,7 @@ def quadratic(batch: np.ndarray) -> np.ndarray:
 
 
 def make(method: str, seed: int = 0):
-    return build_strategy(method, SPEC, GHNConfig(), EVOLUTION, seed)
+    return build_strategy(method, SPEC, GHNConfig(), EVOLUTION, RunSeeds.from_seed(seed))
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "srghn-random-selection"])  # ignores fitness

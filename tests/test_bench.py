@@ -49,6 +49,12 @@ def test_bench_resumes_without_recomputing_finished_runs(tmp_path, cartpole):
     assert "| srghn |" in md and "| ga |" in md and "regain ≥ 475" in md
 
 
+def test_a_bench_without_a_switch_plots_learning_curves_against_env_steps(tmp_path, cartpole):
+    summary = run_bench(settings(cartpole, tmp_path, switch_at=None, generations=4))
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(summary["methods"]["srghn"]["p_higher"]) == {"ga"}
+
+
 def test_bench_refuses_other_settings_in_the_same_directory(tmp_path, cartpole):
     run_bench(settings(cartpole, tmp_path, methods=("ga",), seeds=(0,)))
     with pytest.raises(ConfigError, match="other settings \\(generations"):
@@ -123,8 +129,12 @@ def test_a_bench_without_a_switch_reports_the_environment_return_and_steps(tmp_p
     assert summary["methods"]["openes"]["best_return"]["max"] == 5000.0
     assert summary["methods"]["srghn"]["final_best"]["median"] == 200.5
     table = bench_markdown(summary)
-    assert "| srghn | 200.5 [200.0–201.0] | 2007.0 [2007.0–2007.0] | 0.09 [0.09–0.09] |" in table
+    assert ("| srghn | 200.5 [200.0–201.0] | 2007.0 [2007.0–2007.0] | 1007.0 [1007.0–1007.0] | 0.09 [0.09–0.09] |"
+            in table)
     assert "after the switch" not in table
+    # srghn's late returns (1007, 1007) beat openes' (1000, 2333.3) once in four pairs
+    assert summary["methods"]["srghn"]["p_higher"]["openes"]["p"] == 0.5
+    assert "| srghn | 0.50 [" in table and "higher late return than" in table
 
 
 def test_every_bench_method_is_documented():

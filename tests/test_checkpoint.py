@@ -20,7 +20,8 @@ def test_loaded_population_continues_exactly(tmp_path, cartpole):
     for _ in range(3):
         original.tell(objective(original.ask()))
     save_population(tmp_path / "population.npz", original, {"robot": "cartpole"})
-    resumed, meta = load_population(tmp_path / "population.npz")
+    loaded = load_population(tmp_path / "population.npz")
+    resumed, meta = loaded.strategy, loaded.meta
     assert meta["robot"] == "cartpole" and resumed.generation == 3
     np.testing.assert_array_equal(resumed.ids, original.ids)
     for _ in range(3):
@@ -34,9 +35,9 @@ def test_loaded_population_continues_exactly(tmp_path, cartpole):
 def test_champion_round_trip(tmp_path, cartpole):
     params = np.random.default_rng(0).normal(size=cartpole.policy.num_params).astype(np.float32)
     save_policy(tmp_path / "champion.npz", cartpole.policy, params, {"robot": "cartpole", "fitness": 500.0})
-    spec, loaded, meta = load_policy(tmp_path / "champion.npz")
-    assert spec == cartpole.policy and meta["fitness"] == 500.0
-    np.testing.assert_array_equal(loaded, params)
+    loaded = load_policy(tmp_path / "champion.npz")
+    assert loaded.spec == cartpole.policy and loaded.meta["fitness"] == 500.0 and loaded.norm is None
+    np.testing.assert_array_equal(loaded.params, params)
     assert not list(tmp_path.glob("*.tmp"))  # written through a temporary file, then renamed
 
 

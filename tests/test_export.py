@@ -10,6 +10,7 @@ import onnx
 import pytest
 from champion_helpers import random_params
 
+from srghn.controller.normalizer import ObsNorm
 from srghn.controller.onnx_policy import OnnxPolicy, PolicyLoadError, reference_outputs
 from srghn.deploy import onnx_export
 from srghn.deploy.champions import export_for_profile
@@ -21,17 +22,28 @@ from srghn.sim.profiles import load_profile
 PROFILES = ("cartpole", "lunarlander", "ant")
 
 
+def normalizer(profile) -> ObsNorm | None:
+    """A non-trivial normalizer for the profiles that normalize (offsets and scales of several magnitudes)."""
+    if not profile.observation.normalize:
+        return None
+    rng = np.random.default_rng(7)
+    d = profile.policy.obs_dim
+    return ObsNorm(rng.normal(size=d), 10.0 ** rng.uniform(-2, 1, size=d), profile.observation.clip)
+
+
 @pytest.fixture(scope="module", params=PROFILES)
 def exported(request: pytest.FixtureRequest) -> tuple:
-    """Each profile's policy with large weights (near the +-20 clamp for a few) exported once per module."""
+    """Each profile's policy with large weights (near the +-20 clamp for a few) exported once per module, with a
+    normalizer where the profile normalizes observations."""
     profile = load_profile(request.param)
     params = random_params(profile.name, seed=3, scale=2.0)
     params[:5] = [20.0, -20.0, 19.5, -19.5, 20.0]
-    return profile, params, export_for_profile(profile, params, f"{profile.name}-test-i1")
+    norm = normalizer(profile)
+    return profile, params, export_for_profile(profile, params, f"{profile.name}-test-i1", norm=norm), norm
 
 
 def test_export_is_one_checked_file_with_the_contract_in_its_metadata(exported: tuple, tmp_path: Path) -> None:
-    profile, _, result = exported
+    profile, _, result, norm = exported
     path = tmp_path / "policy.onnx"
     path.write_bytes(result.model)
     model = onnx.load(str(path))  # loads with no side .onnx.data file next to it
@@ -49,15 +61,17 @@ def test_export_is_one_checked_file_with_the_contract_in_its_metadata(exported: 
     assert json.loads(meta["srghn.action_low"]) == list(profile.policy.action_low)
     assert json.loads(meta["srghn.discrete"]) is profile.policy.discrete
     assert meta["srghn.input"] == "obs" and json.loads(meta["srghn.outputs"]) == outputs
+    assert float(meta["srghn.output_scale"]) == profile.policy.output_scale
+    assert json.loads(meta["srghn.obs_norm"]) == (None if norm is None else norm.to_dict())
 
 
 def test_parity_with_torch_and_the_numpy_reference_on_the_stress_set(exported: tuple) -> None:
-    profile, params, result = exported
+    profile, params, result, norm = exported
     assert result.max_abs_diff <= 1e-5 and result.stress_rows > 500
     policy = OnnxPolicy(result.model)
-    stress = stress_observations(profile.policy.obs_dim, seed=11,
-                                 recorded=record_observations(profile, params, seed=5, episodes=2, max_steps=50))
-    got, ref = policy.run(stress), reference_outputs(profile.policy, params, stress, profile.gates.obs_clip)
+    stress = stress_observations(profile.policy.obs_dim, seed=11, recorded=record_observations(
+        profile, params, seed=5, episodes=2, max_steps=50, norm=norm))
+    got, ref = policy.run(stress), reference_outputs(profile.policy, params, stress, profile.gates.obs_clip, norm)
     key = "logits" if profile.policy.discrete else "action"
     assert np.max(np.abs(got[key] - ref[key].astype(np.float32))) <= 1e-5
     if profile.policy.discrete:
@@ -66,8 +80,24 @@ def test_parity_with_torch_and_the_numpy_reference_on_the_stress_set(exported: t
           f"{np.max(np.abs(got[key] - ref[key].astype(np.float32))):.2e} on {len(stress)} rows")
 
 
+def test_raw_observations_in_give_the_actions_the_policy_was_evolved_with(exported: tuple) -> None:
+    """Robots send raw observations: the model normalizes inside its graph as the shadow simulator did. (The shadow
+    simulator computes in float32, the model in float64: with these large weights they differ by ~1e-5.)"""
+    profile, params, result, norm = exported
+    raw = record_observations(profile, params, seed=9, episodes=2, max_steps=100, norm=norm)
+    evolved = profile.policy.outputs(params[None].repeat(len(raw), 0), raw if norm is None else norm.apply(raw))
+    got = OnnxPolicy(result.model).run(raw)
+    if profile.policy.discrete:
+        np.testing.assert_allclose(got["logits"], evolved, atol=1e-4, rtol=1e-4)
+    else:
+        np.testing.assert_allclose(got["action"], profile.policy.act(params[None].repeat(len(raw), 0),
+                                   raw if norm is None else norm.apply(raw)), atol=1e-4)
+    assert OnnxPolicy(result.model).norm is None if norm is None else np.array_equal(OnnxPolicy(result.model).norm.std,
+                                                                                     norm.std)
+
+
 def test_nan_and_inf_observations_give_finite_in_bound_actions_at_any_batch_size(exported: tuple) -> None:
-    profile, _, result = exported
+    profile, _, result, _ = exported
     policy = OnnxPolicy(result.model)
     spec = profile.policy
     for batch in (1, 7, 64):

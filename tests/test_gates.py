@@ -57,8 +57,8 @@ def test_a_good_policy_passes_every_gate(registry: Registry) -> None:
     report = gate_champion(registry, "good", actor="tester")
     assert report.passed, [g for g in report.gates if not g.passed]
     assert names(report) == ["artifact_integrity", "model_size", "onnx_valid", "parity", "finite_actions",
-                             "action_bounds", "floor[nominal]", "regression[nominal]", "regression[inverted]",
-                             "latency_p99"]
+                             "action_bounds", "floor[nominal]", "above_safe[nominal]", "above_safe[inverted]",
+                             "regression[nominal]", "regression[inverted]", "latency_p99"]
     measured = {g.name: g.measured for g in report.gates}
     assert measured["parity"] <= 1e-5 and measured["finite_actions"] == 0 and measured["floor[nominal]"] == 500.0
     assert registry.get("good").status == "passed" and registry.get("good").gate_report == report
@@ -128,7 +128,7 @@ def test_latency_is_a_soft_gate_with_the_profiles_budget(cartpole_model: bytes) 
     report = run_gate_suite(CARTPOLE, cartpole_model, hashlib.sha256(cartpole_model).hexdigest(),
                             cartpole_controller(GOOD), champion_id="cp-model", config=tight)
     assert report.failed_soft == ["latency_p99"] and report.failed_hard == []
-    assert names(report)[-3:] == ["floor[nominal]", "regression[nominal]", "latency_p99"]
+    assert names(report)[-4:] == ["floor[nominal]", "above_safe[nominal]", "regression[nominal]", "latency_p99"]
 
 
 def test_ant_gates_cover_every_regime_with_short_healthy_episodes(registry: Registry) -> None:
@@ -138,9 +138,24 @@ def test_ant_gates_cover_every_regime_with_short_healthy_episodes(registry: Regi
     floors = [g for g in report.gates if g.name.startswith("floor[")]
     assert [g.name for g in floors] == [f"floor[{r}]" for r in ant.regimes]
     assert all(g.measured == 200 and g.passed for g in floors)  # a gentle policy stays healthy everywhere
-    assert report.passed, [g for g in report.gates if not g.passed]
+    assert [g.name for g in report.gates if g.name.startswith("above_safe[")] == [f"above_safe[{r}]"
+                                                                                  for r in ant.regimes]
     print(f"ant gates ({len(ant.regimes)} regimes x {ant.gates.episodes} episodes x {ant.gates.max_steps} "
           f"steps): {report.wall_s:.2f} s")
+
+
+def test_a_champion_no_better_than_the_safe_action_fails_hard(registry: Registry) -> None:
+    """A policy whose every action is the safe action (zero torque: the Ant stands) scores exactly what the safe
+    action scores; it must not be promoted over it, in any regime."""
+    ant = load_profile("ant")
+    register_policy(registry, ant, np.zeros(ant.policy.num_params, dtype=np.float32), champion_id="idle")
+    report = gate_champion(registry, "idle", regimes=("nominal", "weak_front_left"))
+    assert report.failed_hard == ["above_safe[nominal]", "above_safe[weak_front_left]"]
+    for gate in report.gates:
+        if gate.name.startswith("above_safe["):
+            assert gate.hard and gate.measured == pytest.approx(gate.threshold, abs=1e-6)  # same episodes, same score
+    with pytest.raises(PromotionRefused):
+        registry.promote("idle", actor="tester", force=True, reason="hard gates never yield")
 
 
 def test_gate_settings_are_validated_with_the_field_named(tmp_path: Path) -> None:

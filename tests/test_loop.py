@@ -10,9 +10,9 @@ import pytest
 
 from srghn import ConfigError, UnknownRegime
 from srghn.sim.evaluator import InProcessEvaluator
-from srghn.sim.loop import Schedule
 from srghn.sim.records import GenerationRecord, read_records, recovery, summarize
 from srghn.sim.run import EvolveSettings, run_evolve
+from srghn.sim.schedule import Schedule
 
 
 def test_schedule_switches_and_validates():

@@ -43,7 +43,7 @@ def test_numpy_forward_matches_torch_and_respects_bounds(profile):
     obs = rng.normal(0, 3, size=(5, spec.obs_dim)).astype(np.float32)
     out = spec.outputs(flat, obs)
     for i in range(5):
-        expected = torch_mlp(spec, flat[i])(torch.from_numpy(obs[i:i + 1])).detach().numpy()[0]
+        expected = torch_mlp(spec, flat[i])(torch.from_numpy(obs[i:i + 1])).detach().numpy()[0] * spec.output_scale
         np.testing.assert_allclose(out[i], expected, atol=1e-5)
     actions = spec.act(flat, obs)
     if spec.discrete:

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from shadow_helpers import HEALTHY, SEEDS, check_generation, expected_fitness, fault_policies, fault_profile, read_pid
 
+from srghn.controller.normalizer import RunningStats
 from srghn.controller.strategy import Champion, Strategy
-from srghn.sim.loop import evolve
+from srghn.sim.driver import Driver, RunSpec
 from srghn.sim.records import read_records, summarize, write_records
 from srghn.sim.workers import GiB, LocalEvaluator, WorkerLimits
 
@@ -95,7 +96,7 @@ def test_worker_killed_mid_generation(tmp_path):
 
 
 class FixedStrategy(Strategy):
-    """Asks for a fixed list of batches, one per generation (to drive :func:`evolve` with chosen policies)."""
+    """Asks for a fixed list of batches, one per generation (to drive a :class:`Driver` with chosen policies)."""
 
     def __init__(self, batches: list[np.ndarray]) -> None:
         from shadow_helpers import FAULT_POLICY
@@ -124,8 +125,11 @@ class FixedStrategy(Strategy):
 
 def test_generation_records_count_faults(tmp_path):
     strategy = FixedStrategy([fault_policies([0, 2, 1, 2]), fault_policies([0, 1, 1, 0])])
-    with LocalEvaluator(fault_profile("raise"), workers=2) as ev:
-        records = list(evolve(strategy, ev, generations=2, episodes=2, seed=3))
+    profile = fault_profile("raise")
+    with LocalEvaluator(profile, workers=2) as ev:
+        driver = Driver(RunSpec(profile, seed=3, episodes=2), ev, strategy,
+                        obs_stats=RunningStats.empty(profile.policy.obs_dim), episode_rng=np.random.default_rng(3))
+        records = list(driver.run(2))
     assert records[0].faults == {"exception": 2} and records[1].faults == {}
     assert summarize(records)["faults"] == {"exception": 2}
     write_records(tmp_path / "metrics.jsonl", records)

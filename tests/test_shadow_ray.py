@@ -18,7 +18,7 @@ ray = pytest.importorskip("ray", reason="the Ray backend needs the [ray] extra (
 
 
 @pytest.mark.slow
-def test_local_and_ray_backends_give_identical_records():
+def test_local_and_ray_backends_give_identical_records_and_observation_statistics():
     from srghn.sim.ray_backend import RayEvaluator
 
     profile = load_profile("cartpole")
@@ -37,8 +37,8 @@ def test_local_and_ray_backends_give_identical_records():
         got, want = ev.evaluate(policies, seeds, "inverted"), InProcessEvaluator(profile).evaluate(
             policies, seeds, "inverted")
     assert not ray.is_initialized()  # the evaluator started Ray, so it shut it down
-    assert one == two == on_ray
-    assert sum(r["env_steps"] for r in one) > 0 and all(r["faults"] == {} for r in one)
+    assert one == two == on_ray  # records and the observation statistics they leave, bit for bit
+    assert sum(r["env_steps"] for r in one[:-1]) > 0 and all(r["faults"] == {} for r in one[:-1])
     np.testing.assert_array_equal(got.fitness, want.fitness)
     np.testing.assert_array_equal(got.returns, want.returns)
     assert got.env_steps == want.env_steps and got.failures == {}

@@ -20,10 +20,11 @@ from srghn.sim.run import EvolveSettings
 from srghn.sim.workers import GiB, LocalEvaluator, WorkerLimits
 
 
-def test_one_and_two_workers_give_the_in_process_records():
+def test_one_and_two_workers_give_the_in_process_records_and_observation_statistics():
     profile = load_profile("cartpole")
     reference = cartpole_records(InProcessEvaluator(profile))
-    assert [r["regime"] for r in reference] == ["nominal", "nominal", "inverted", "inverted"]
+    assert [r["regime"] for r in reference[:-1]] == ["nominal", "nominal", "inverted", "inverted"]
+    assert reference[-1]["obs_count"] == sum(r["env_steps"] for r in reference[:-1])  # every observation counted
     for workers in (1, 2):
         with LocalEvaluator(profile, workers=workers) as ev:
             assert cartpole_records(ev) == reference

@@ -10,6 +10,7 @@ import pytest
 from srghn import ConfigError
 from srghn.controller.evolution import EvolutionConfig, SRGHNStrategy
 from srghn.controller.ghn import SRGHN
+from srghn.controller.seeding import RunSeeds
 from srghn.controller.strategy import StrategyError
 
 
@@ -123,5 +124,5 @@ def test_comma_variant_is_budget_matched(cartpole):
 
     for population in (10, 30):
         evolution = dataclasses.replace(cartpole.evolution, population=population)
-        s = build_strategy("srghn-comma", cartpole.policy, cartpole.ghn, evolution, seed=0)
+        s = build_strategy("srghn-comma", cartpole.policy, cartpole.ghn, evolution, RunSeeds.from_seed(0))
         assert s.config.selection == "comma" and s.ask().shape[0] == evaluations_per_generation(evolution)

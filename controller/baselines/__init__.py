@@ -13,7 +13,8 @@ from srghn.controller.baselines.samr import SAMR, SAMRConfig
 
 BASELINES = {"openes": (OpenES, OpenESConfig), "cmaes": (CMAES, CMAESConfig), "ga": (GA, GAConfig),
              "gesmr": (GESMR, GESMRConfig), "samr": (SAMR, SAMRConfig)}
-"""Name -> (strategy class, its config class); every class is built as ``cls(policy_spec, config, seed)``."""
+"""Name -> (strategy class, its config class); every class is built as ``cls(policy_spec, config, seed, init)``
+with ``init`` the initial policies ``(n, P)`` or ``None``."""
 
 __all__ = ["BASELINES", "CMAES", "GA", "GESMR", "SAMR", "CMAESConfig", "GAConfig", "GESMRConfig", "OpenES",
            "OpenESConfig", "SAMRConfig"]

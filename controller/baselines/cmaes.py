@@ -13,7 +13,7 @@ import numpy as np
 
 from srghn import ConfigError
 from srghn.controller.policy import PolicySpec
-from srghn.controller.strategy import BatchStrategy
+from srghn.controller.strategy import BatchStrategy, initial_mean
 
 
 @dataclass(frozen=True)
@@ -36,11 +36,12 @@ class CMAESConfig:
 class CMAES(BatchStrategy):
     """CMA-ES over the flat policy vector (pycma's ``CMAEvolutionStrategy``)."""
 
-    def __init__(self, policy: PolicySpec, config: CMAESConfig, seed: int) -> None:
+    def __init__(self, policy: PolicySpec, config: CMAESConfig, seed: int, init: np.ndarray | None = None) -> None:
+        """``init``: initial policies ``(n, P)``, the first is the start mean (default: a fresh policy)."""
         super().__init__(policy)
         self.config = config
         self.rng = np.random.default_rng(seed)
-        x0 = policy.initial(1, self.rng)[0].astype(np.float64)
+        x0 = initial_mean(policy, init, self.rng)
         diagonal = policy.num_params > 1000 if config.diagonal is None else config.diagonal
         self.es = cma.CMAEvolutionStrategy(x0, config.sigma0, {
             "popsize": config.popsize, "seed": np.nan, "randn": lambda lam, n: self.rng.standard_normal((lam, n)),

@@ -14,7 +14,7 @@ import numpy as np
 
 from srghn import ConfigError
 from srghn.controller.policy import PolicySpec
-from srghn.controller.strategy import Champion, Strategy
+from srghn.controller.strategy import Champion, Strategy, check_init
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,14 @@ class GAConfig:
 class GA(Strategy):
     """Elitist GA with a fixed mutation strength; subclasses choose per-child strengths."""
 
-    def __init__(self, policy: PolicySpec, config: GAConfig, seed: int) -> None:
+    def __init__(self, policy: PolicySpec, config: GAConfig, seed: int, init: np.ndarray | None = None) -> None:
+        """``init``: initial policies ``(n, P)``, repeated in turn to fill the population (default: fresh ones)."""
         super().__init__(policy)
         self.config = config
         self.rng = np.random.default_rng(seed)
         n = config.popsize
-        self.batch = policy.initial(n, self.rng)
+        self.batch = (policy.initial(n, self.rng) if init is None
+                      else np.resize(check_init(policy, init), (n, policy.num_params)).astype(np.float32))
         self.ids = np.arange(n, dtype=np.int64)
         self.parent_ids = np.full(n, -1, dtype=np.int64)
         self.parent_fitness = np.full(n, np.nan)  # fitness of each member's parent when it was selected

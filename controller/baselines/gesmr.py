@@ -39,8 +39,8 @@ class GESMR(GA):
 
     config: GESMRConfig
 
-    def __init__(self, policy: PolicySpec, config: GESMRConfig, seed: int) -> None:
-        super().__init__(policy, config, seed)
+    def __init__(self, policy: PolicySpec, config: GESMRConfig, seed: int, init: np.ndarray | None = None) -> None:
+        super().__init__(policy, config, seed, init)
         self.group_sigmas = self._spread(config.sigma)
         self.groups = np.full(config.popsize, -1)  # group of each member (-1: elite or initial)
 

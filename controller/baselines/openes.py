@@ -9,7 +9,7 @@ import numpy as np
 
 from srghn import ConfigError
 from srghn.controller.policy import PolicySpec
-from srghn.controller.strategy import BatchStrategy
+from srghn.controller.strategy import BatchStrategy, initial_mean
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,12 @@ def centered_ranks(fitness: np.ndarray) -> np.ndarray:
 class OpenES(BatchStrategy):
     """OpenES over the flat policy vector."""
 
-    def __init__(self, policy: PolicySpec, config: OpenESConfig, seed: int) -> None:
+    def __init__(self, policy: PolicySpec, config: OpenESConfig, seed: int, init: np.ndarray | None = None) -> None:
+        """``init``: initial policies ``(n, P)``, the first is the search mean (default: a fresh policy)."""
         super().__init__(policy)
         self.config = config
         self.rng = np.random.default_rng(seed)
-        self.mean = policy.initial(1, self.rng)[0].astype(np.float64)
+        self.mean = initial_mean(policy, init, self.rng)
         self.m = np.zeros_like(self.mean)
         self.v = np.zeros_like(self.mean)
         self.steps = 0

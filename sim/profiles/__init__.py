@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 
 from srghn import ConfigError
+from srghn.controller.baselines import BASELINES
 from srghn.controller.configs import EvolutionConfig, GHNConfig
+from srghn.controller.normalizer import NormConfig
 from srghn.controller.policy import PolicySpec
 from srghn.sim.envs import NOMINAL, regimes_of
 from srghn.sim.gate_config import GateConfig, parse_gates
@@ -69,6 +71,10 @@ class RobotProfile:
     safe_action: tuple[float, ...] = ()
     """What the live server sends before any champion is live (``action.safe``): an action index for discrete
     robots, one value per actuator for continuous ones. Default: action 0 / zero (clipped into the bounds)."""
+    observation: NormConfig = NormConfig()
+    """Observation normalization (the ``[observation]`` table's ``normalize``, ``clip``, ``std_floor``)."""
+    baselines: typing.Mapping[str, typing.Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+    """Per-baseline settings (``[baselines.openes]``, ...), on top of the budget-matched population size."""
 
     def to_dict(self) -> dict:
         """JSON-ready copy (stored with every run)."""
@@ -78,7 +84,8 @@ class RobotProfile:
             "evolution": self.evolution.to_dict(), "episodes": self.episodes, "generations": self.generations,
             "reward_offset": self.reward_offset, "solved_fitness": self.solved_fitness,
             "description": self.description, "env_kwargs": dict(self.env_kwargs), "source": self.source,
-            "gates": self.gates.to_dict(),
+            "gates": self.gates.to_dict(), "observation": dataclasses.asdict(self.observation),
+            "baselines": {name: dict(values) for name, values in self.baselines.items()},
         }
 
 
@@ -108,7 +115,7 @@ def load_profile(name_or_path: str | Path) -> RobotProfile:
 def parse_profile(data: dict, source: str = "") -> RobotProfile:
     """Validate a parsed TOML document into a profile; errors name the field."""
     known = {"name", "description", "env_id", "regimes", "switch_regime", "solved_fitness", "reward_offset",
-             "env_kwargs", "observation", "action", "policy", "ghn", "evolution", "gates"}
+             "env_kwargs", "observation", "action", "policy", "ghn", "evolution", "gates", "baselines"}
     _no_unknown(data, known, "")
     name = _get(data, "name", str)
     env_id = _get(data, "env_id", str)
@@ -129,7 +136,8 @@ def parse_profile(data: dict, source: str = "") -> RobotProfile:
         solved = _get(data, "solved_fitness", float)
 
     observation = _table(data, "observation")
-    _no_unknown(observation, {"dim"}, "observation")
+    _no_unknown(observation, {"dim", "normalize", "clip", "std_floor"}, "observation")
+    norm = build_config(NormConfig, {k: v for k, v in observation.items() if k != "dim"}, "observation")
     action = _table(data, "action")
     kind = _get(action, "type", str, "action")
     if kind == "discrete":
@@ -143,12 +151,13 @@ def parse_profile(data: dict, source: str = "") -> RobotProfile:
     else:
         raise ConfigError(f"field 'action.type' must be 'discrete' or 'continuous', got {kind!r}")
     policy_table = _table(data, "policy")
-    _no_unknown(policy_table, {"hidden"}, "policy")
+    _no_unknown(policy_table, {"hidden", "output_scale"}, "policy")
     hidden = tuple(_get(policy_table, "hidden", list, "policy"))
     if not all(isinstance(h, int) and not isinstance(h, bool) for h in hidden):
         raise ConfigError(f"field 'policy.hidden' must be a list of integers, got {list(hidden)}")
-    policy = _wrap(lambda: PolicySpec(obs_dim=_get(observation, "dim", int, "observation"), hidden=hidden, **act),
-                   "policy/action")
+    scale = _get(policy_table, "output_scale", float, "policy") if "output_scale" in policy_table else 1.0
+    policy = _wrap(lambda: PolicySpec(obs_dim=_get(observation, "dim", int, "observation"), hidden=hidden,
+                                      output_scale=scale, **act), "policy/action")
 
     safe_action = _safe_action(action, policy)
     evolution = dict(_table(data, "evolution"))
@@ -166,7 +175,25 @@ def parse_profile(data: dict, source: str = "") -> RobotProfile:
         solved_fitness=solved, description=str(data.get("description", "")),
         env_kwargs=MappingProxyType(dict(_table(data, "env_kwargs"))), source=source,
         gates=_wrap(lambda: parse_gates(_table(data, "gates"), regimes), "gates"), safe_action=safe_action,
+        observation=norm, baselines=_baselines(_table(data, "baselines")),
     )
+
+
+def _baselines(table: dict) -> typing.Mapping[str, typing.Mapping[str, Any]]:
+    """``[baselines.<method>]`` tables, each checked against that baseline's settings (its population size is
+    always the budget-matched one, so it cannot be set here)."""
+    _no_unknown(table, set(BASELINES), "baselines")
+    out = {}
+    for method, values in table.items():
+        where = f"baselines.{method}"
+        if not isinstance(values, dict):
+            raise ConfigError(f"field {where!r} must be a table, got {values!r}")
+        if "popsize" in values:
+            raise ConfigError(f"field '{where}.popsize' cannot be set: every method evaluates as many individuals "
+                              "per generation as SR-GHN (set evolution.population instead)")
+        build_config(BASELINES[method][1], values, where)  # validates names, types and ranges
+        out[method] = MappingProxyType(dict(values))
+    return MappingProxyType(out)
 
 
 def _safe_action(action: dict, policy: PolicySpec) -> tuple[float, ...]:

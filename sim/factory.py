@@ -1,0 +1,111 @@
+"""Factory populations: the nominal controller a robot ships with, evolved beforehand at a larger budget.
+
+A factory file is a policy file (:mod:`srghn.controller.checkpoint`) holding the champion GHN of a pretraining
+run, the policy it writes, the observation normalizer that policy was scored with, the run's observation
+statistics, and its provenance (command, seeds, env steps, wall time, machine, measured return). It lives beside
+its profile: ``<profile>.factory.npz`` (built-in robots: package data in ``srghn/sim/profiles/``). A daemon with
+no saved population, and ``evolve --init factory``, grow their first population from it with the GHN's own
+stochastic head.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from srghn import CheckpointError, ConfigError
+from srghn.controller.checkpoint import PolicyFile, load_policy, save_policy
+from srghn.controller.normalizer import ObsNorm
+from srghn.sim.evaluator import InProcessEvaluator
+from srghn.sim.profiles import RobotProfile
+
+FACTORY_SUFFIX = ".factory.npz"
+CHECK_EPISODES = 5
+"""Seeded episodes (seeds 0..4, nominal) the factory champion's standard return is measured on."""
+
+
+def factory_path(profile: RobotProfile) -> Path:
+    """Where ``profile``'s factory file lives: beside the profile file."""
+    if not profile.source:
+        raise ConfigError(f"profile {profile.name!r} was not loaded from a file, so it has no factory file")
+    source = Path(profile.source)
+    return source.with_name(source.stem + FACTORY_SUFFIX)
+
+
+def load_factory(profile: RobotProfile) -> PolicyFile:
+    """The robot's factory GHN and policy, checked against its profile."""
+    path = factory_path(profile)
+    if not path.is_file():
+        raise ConfigError(f"robot {profile.name!r} has no factory population ({path} does not exist); build one "
+                          f"with `srghn-ctl factory build --robot {profile.name} --from RUN_DIR`, or start "
+                          "with --init scratch")
+    factory = load_policy(path)
+    if factory.ghn is None or factory.ghn_params is None:
+        raise CheckpointError(f"{path}: a factory file must hold the GHN that wrote its policy")
+    if factory.spec != profile.policy:
+        raise CheckpointError(f"{path}: its policy {factory.spec.to_dict()} is not the profile's "
+                              f"{profile.policy.to_dict()}; rebuild it for this profile")
+    if profile.observation.normalize and factory.norm is None:
+        raise CheckpointError(f"{path}: the profile normalizes observations but the factory has no normalizer")
+    return factory
+
+
+def standard_return(profile: RobotProfile, params: np.ndarray, norm: ObsNorm | None,
+                    seeds: range = range(CHECK_EPISODES)) -> dict:
+    """The policy's standard environment return on nominal episodes of the given seeds: mean and per seed."""
+    evaluator = InProcessEvaluator(profile)
+    try:
+        per_seed = [float(evaluator.evaluate(params[None], np.asarray([s]), "nominal", norm).returns[0])
+                    for s in seeds]
+    finally:
+        evaluator.close()
+    return {"mean": float(np.mean(per_seed)), "per_seed": per_seed, "seeds": list(seeds)}
+
+
+def build_factory(profile: RobotProfile, run_dir: Path, command: str | None = None) -> dict:
+    """Write ``profile``'s factory file from the champion of the run in ``run_dir``; returns its provenance."""
+    run_dir = Path(run_dir)
+    champion = load_policy(run_dir / "champion.npz")
+    if champion.ghn is None or champion.ghn_params is None:
+        raise ConfigError(f"{run_dir / 'champion.npz'} holds no GHN: a factory must come from an SR-GHN run")
+    if champion.spec != profile.policy:
+        raise ConfigError(f"the run's policy {champion.spec.to_dict()} is not {profile.name}'s "
+                          f"{profile.policy.to_dict()}")
+    run = _read_json(run_dir / "run.json")
+    summary = _read_json(run_dir / "summary.json")
+    checked = standard_return(profile, champion.params, champion.norm)
+    provenance = {
+        "robot": profile.name, "source_run": str(run_dir), "command": command or run.get("command"),
+        "seed": run.get("seed"), "seeds": run.get("seeds"), "method": run.get("method", "srghn"),
+        "generations": summary.get("generations"), "env_steps": summary.get("total_env_steps"),
+        "wall_s": summary.get("wall_s"), "machine": run.get("provenance", {}).get("machine", platform.machine()),
+        "cores": run.get("cores"), "versions": run.get("provenance", {}).get("versions"),
+        "git_sha": run.get("provenance", {}).get("git_sha"),
+        "champion": {"id": champion.meta.get("id"), "generation": champion.meta.get("generation"),
+                     "fitness": champion.meta.get("fitness")},
+        "standard_return": checked,
+    }
+    save_policy(factory_path(profile), champion.spec, champion.params, {"factory": provenance}, norm=champion.norm,
+                ghn=champion.ghn, ghn_params=champion.ghn_params, obs_stats=champion.obs_stats)
+    return provenance
+
+
+def factory_sha(profile: RobotProfile) -> str:
+    """The first 8 hex digits of the sha256 of the robot's factory file (names what came from it)."""
+    return hashlib.sha256(factory_path(profile).read_bytes()).hexdigest()[:8]
+
+
+def factory_provenance(profile: RobotProfile) -> dict:
+    """The provenance stored in the robot's factory file."""
+    return load_factory(profile).meta.get("factory", {})
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc}); is this a finished run directory?") from exc

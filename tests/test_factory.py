@@ -1,0 +1,114 @@
+"""Factory populations: build from a run, export with the `export` contract, grow runs and daemons from them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from srghn import ConfigError
+from srghn.controller.checkpoint import load_population
+from srghn.controller.onnx_policy import OnnxPolicy
+from srghn.deploy.registry import Registry
+from srghn.safety.stress import record_observations
+from srghn.sim.factory import factory_path, load_factory
+from srghn.sim.profiles import PROFILE_DIR, load_profile
+from srghn.sim.records import ancestry, read_records
+
+CLI = [sys.executable, "-m", "srghn.cli"]
+
+
+def ctl(*args: object, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=300)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+@pytest.fixture(scope="module")
+def robot(tmp_path_factory) -> Path:
+    """A CartPole profile of its own (it normalizes observations) with a factory built from a short run."""
+    root = tmp_path_factory.mktemp("factory")
+    profile = root / "pole.toml"
+    profile.write_text((PROFILE_DIR / "cartpole.toml").read_text().replace('name = "cartpole"', 'name = "pole"'))
+    assert load_profile(profile).observation.normalize
+    ctl("evolve", "--robot", profile, "--generations", 4, "--population", 4, "--backend", "inprocess",
+        "--no-register", "--out", root / "run")
+    done = ctl("factory", "build", "--robot", profile, "--from", root / "run")
+    assert "wrote" in done.stdout and factory_path(load_profile(profile)).is_file()
+    return profile
+
+
+def test_factory_export_acts_as_the_factory_champion(robot: Path, tmp_path: Path) -> None:
+    profile = load_profile(robot)
+    factory = load_factory(profile)
+    assert factory.norm is not None and factory.ghn is not None
+    np.testing.assert_array_equal(factory.ghn.generate(torch.from_numpy(factory.ghn_params)[None])[0].numpy(),
+                                  factory.params)
+    ctl("factory", "export", robot, "-o", tmp_path / "pole.onnx")
+    policy = OnnxPolicy((tmp_path / "pole.onnx").read_bytes())
+    assert policy.norm == factory.norm and policy.spec == profile.policy
+    raw = record_observations(profile, factory.params, seed=4, episodes=4, max_steps=200, norm=factory.norm)
+    expected = profile.policy.act(np.repeat(factory.params[None], len(raw), 0), factory.norm.apply(raw))
+    np.testing.assert_array_equal(policy.act(raw), expected)  # raw observations in, the champion's actions out
+    shown = json.loads(ctl("factory", "show", robot, "--json").stdout)
+    assert shown["robot"] == "pole" and shown["generations"] == 4 and shown["env_steps"] > 0
+    assert shown["standard_return"]["seeds"] == [0, 1, 2, 3, 4] and shown["command"].startswith("srghn-ctl evolve")
+    assert "factory population of pole" in ctl("factory", "show", robot).stdout
+
+
+def test_evolve_grows_its_population_from_the_factory_or_starts_from_scratch(robot: Path, tmp_path: Path) -> None:
+    factory = load_factory(load_profile(robot))
+    ctl("evolve", "--robot", robot, "--generations", 1, "--population", 5, "--backend", "inprocess",
+        "--no-register", "--init", "factory", "--out", tmp_path / "grown")
+    run = json.loads((tmp_path / "grown" / "run.json").read_text())
+    assert run["initial"]["origin"]["kind"] == "factory"
+    assert run["initial"]["parent_ids"] == [-1, 0, 0, 0, 0]  # the original, then its self-mutated children
+    ctl("evolve", "--robot", robot, "--generations", 1, "--population", 5, "--backend", "inprocess",
+        "--no-register", "--init", "scratch", "--seed", 1, "--out", tmp_path / "scratch")
+    scratch = load_population(tmp_path / "scratch" / "population.npz").strategy
+    grown = load_population(tmp_path / "grown" / "population.npz").strategy
+    assert grown.ghn.basis_seed == factory.ghn.basis_seed and scratch.ghn.basis_seed != factory.ghn.basis_seed
+    bad = ctl("evolve", "--robot", "cartpole", "--init", "nowhere", "--out", tmp_path / "x", check=False)
+    assert bad.returncode == 2 and "--init 'nowhere'" in bad.stderr
+
+
+def test_a_daemon_without_a_population_starts_from_the_factory(robot: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    ctl("run", "--robot", robot, "--generations", 4, "--gate-every", 2, "--population", 4, "--workers", 1,
+        "--state-dir", state, "--json")
+    home = state / "daemon" / "pole"
+    run = json.loads((home / "run.json").read_text())
+    assert run["initial"]["origin"]["kind"] == "factory"
+    with Registry.open(state) as registry:
+        candidates = registry.list("pole")
+        events = registry.history("pole")
+        factory = next(c for c in candidates if c.meta.get("source") == "factory")
+    # the factory champion is registered and gated before anything is evolved, and goes live if it passes
+    assert events[0].kind == "register" and events[0].to_id == factory.id and factory.id.startswith("pole-factory-")
+    promotions = [e.to_id for e in events if e.kind == "promote"]
+    assert factory.status in ("passed", "failed", "live", "retired")
+    if factory.gate_report.passed:
+        assert promotions[0] == factory.id
+    evolved = [c for c in candidates if c.meta.get("source") != "factory"]
+    assert evolved, "the daemon registered no evolved candidate"
+    first = min(evolved, key=lambda c: c.created_at)
+    line = ancestry(first.meta["individual"], read_records(home / "metrics.jsonl"))
+    root = line[-1]
+    assert root in run["initial"]["ids"]
+    assert root == 0 or run["initial"]["parent_ids"][run["initial"]["ids"].index(root)] == 0  # the factory GHN
+
+
+def test_a_robot_without_a_factory_says_how_to_build_one(tmp_path: Path) -> None:
+    profile = tmp_path / "lone.toml"
+    shutil.copy(PROFILE_DIR / "cartpole.toml", profile)
+    with pytest.raises(ConfigError, match="factory build --robot"):
+        load_factory(load_profile(profile))
+    done = ctl("factory", "show", profile, check=False)
+    assert done.returncode == 2 and "has no factory population" in done.stderr
