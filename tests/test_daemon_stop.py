@@ -102,7 +102,8 @@ def check_saved_population(state: Path) -> int | None:
     home = state / "daemon" / "cartpole"
     if not (home / "population.npz").is_file():
         return None  # stopped before the population was first saved
-    strategy, meta = load_population(home / "population.npz")
+    saved = load_population(home / "population.npz")
+    strategy, meta = saved.strategy, saved.meta
     with torch.no_grad():
         regenerated = strategy.ghn.generate(strategy.params).numpy()
     assert np.array_equal(regenerated, strategy.policies), "saved parameters and policies disagree"
