@@ -14,9 +14,11 @@ and from the compiled C client (clients/c), idle and while evolution keeps the c
   shadow workers add +10), measured once it has finished its first generation.
 
 Targets are measured in interleaved rounds (``--rounds``), each after ``--warmup`` requests, and pooled, so drift
-on a shared machine hits them alike. ``server_act_us`` is the server's own clock (request received to reply
-built) as ``status`` reports it. Goals (issue 12): server p50 <= 20 us and p99 <= 50 us, C act p50 <= 1.5 x C
-echo p50, loaded act p99 <= 2 x idle act p99.
+on a shared machine hits them alike; every server (echoes included) runs on the last CPU and every client on the
+first (``--no-pin``: wherever the scheduler puts them), since placement alone moves a round trip by half here.
+``server_act_us`` is the server's own clock (request received to reply built) as ``status`` reports it. Goals
+(issue 12): server p50 <= 20 us and p99 <= 50 us, C act p50 <= 1.5 x C echo p50, loaded act p99 <= 2 x idle
+act p99.
 """
 
 from __future__ import annotations
@@ -173,6 +175,13 @@ def stop_load(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def pin(pid: int, cpu: int) -> None:
+    """Every thread of process ``pid`` on ``cpu``: where a process lands relative to its peer changes a round trip
+    by half on a small machine, so every target is measured with the same placement."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), {cpu})
+
+
 def server_times(status: dict) -> dict:
     return {k: status["requests"][k] for k in ("act_us_p50", "act_us_p99")}
 
@@ -189,6 +198,9 @@ def main() -> None:
                         help="population of the evolution load (small: its first generation ends sooner; the "
                              "workers keep every core busy whatever the size)")
     parser.add_argument("--no-load", action="store_true", help="skip the measurement under evolution load")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="leave processes where the scheduler puts them (default: servers on the last CPU, the "
+                             "clients on the first)")
     parser.add_argument("--busy-poll-us", type=int, default=0, help="the server's busy-poll window (0: off, the "
                         "default; on: real-time priority off)")
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
@@ -235,6 +247,10 @@ def main() -> None:
             if p.HEADER.unpack(reply[0])[2] != p.MsgType.ACTION or [len(f) for f in reply] != [16, *sizes]:
                 raise SystemExit(f"unexpected reply to ACT: {reply!r:.300}")
             measure_c(tool, echoes["c"], obs_dim, 10, 10)  # the C echo is up
+            if args.pin and (os.cpu_count() or 1) >= 2:  # servers on the last CPU, clients on the first
+                for proc in procs:
+                    pin(proc.pid, os.cpu_count() - 1)
+                pin(os.getpid(), 0)  # the C client (srghn_tool) inherits it
             targets = {"python_echo": lambda n, w: measure_python(socks["echo"], act, n, w),
                        "python_act": lambda n, w: measure_python(socks["act"], act, n, w),
                        "c_echo": lambda n, w: measure_c(tool, echoes["c"], obs_dim, n, w),
@@ -271,6 +287,7 @@ def main() -> None:
     result = {
         "robot": profile.name, "transport": args.transport, "obs_dim": obs_dim, "action_floats": act_floats,
         "server": {"realtime_priority": config.realtime_priority, "busy_poll_us": config.busy_poll_us},
+        "pinned": bool(args.pin and (os.cpu_count() or 1) >= 2),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "zmq": zmq.zmq_version(), "pyzmq": zmq.__version__, "loadavg_end": os.getloadavg()},
         "idle": {**idle, "server_act_us": idle_server},
