@@ -134,27 +134,35 @@ def identify(profile: RobotProfile, obs: np.ndarray, actions: np.ndarray, next_o
 
 def _fit_and_match(profile: RobotProfile, twin: Twin, data: tuple, candidates: dict[str, Regime],
                    errors: dict[str, float], best: str, current: str | None) -> Identification:
-    fit = twin.fit(*data, candidates[best])
-    match = _match(profile, twin, fit, candidates, errors, current)
+    start = best
+    fit = twin.fit(*data, candidates[start])
+    match = _match(profile, twin, fit, candidates, errors, current, candidates[start])
     if match is None and best != NOMINAL and fit.residual > 1e-3 * errors[best]:  # a second start, from nominal
         other = twin.fit(*data, candidates[NOMINAL])
         if other.residual < fit.residual:
-            fit, match = other, _match(profile, twin, other, candidates, errors, current)
+            start, fit = NOMINAL, other
+            match = _match(profile, twin, other, candidates, errors, current, candidates[NOMINAL])
     n = len(data[0])
     if match is not None:
         return Identification(match, True, candidates[match], errors, fit.values, fit.stderr, fit.residual, n)
-    regime = _new_regime(profile, twin, fit, candidates[best], n)
+    regime = _new_regime(profile, twin, fit, candidates[start], n)
     digest = hashlib.sha1(json.dumps(regime.changes(), sort_keys=True, default=dict).encode()).hexdigest()
     name = IDENTIFIED + digest[:8]
     return Identification(name, False, regime, errors, fit.values, fit.stderr, fit.residual, n)
 
 
 def _match(profile: RobotProfile, twin: Twin, fit: Fit, candidates: dict[str, Regime], errors: dict[str, float],
-           current: str | None) -> str | None:
-    """The candidate whose values of every fitted parameter are within tolerance of the fit, if any."""
+           current: str | None, start: Regime) -> str | None:
+    """The candidate whose values of every fitted parameter are within tolerance of the fit, and whose other
+    parameters (held at the start regime's values during the fit: the choice of start identified them) are the
+    start's, if any."""
+    fitted = {(p.kind, p.index) for p in twin.fitted}
+    held = {k: v for k, v in twin.params.regime_values(start, "start").items() if k not in fitted}
     within = []
     for name, regime in candidates.items():
         values = twin.params.regime_values(regime, name)
+        if {k: v for k, v in values.items() if k not in fitted} != held:
+            continue
         if all(abs(fit.values[p.key] - values.get((p.kind, p.index), KINDS[p.kind]))
                <= profile.twin.tolerance_of(p.kind) for p in twin.fitted):
             within.append(name)
