@@ -109,3 +109,23 @@ def test_profile_does_not_match_its_environment(tmp_path):
     profile = parse_profile(edited("observation.dim", 5))
     with pytest.raises(ConfigError, match="observation.dim is 5"):
         make_env(profile)
+
+
+def test_docs_profiles_md_documents_every_field():
+    """docs/profiles.md is the reference of the format: every field a profile may hold is named there."""
+    import dataclasses
+    import re
+
+    from srghn.controller.evolution import EvolutionConfig
+    from srghn.controller.ghn import GHNConfig
+    from srghn.sim.envs import KINDS
+    from srghn.sim.gate_config import GateConfig
+
+    text = (PROFILE_DIR.parents[1] / "docs" / "profiles.md").read_text()
+    documented = set(re.findall(r"`\[?(?:[a-z_]+\.)?([a-z_0-9]+)", text))
+    fields = {"name", "description", "env_id", "switch_regime", "reward_offset", "solved_fitness", "env_kwargs",
+              "dim", "type", "n", "low", "high", "safe", "hidden", "episodes", "generations", "floors",
+              "permutation", "tolerance", "max_transitions", *KINDS}
+    for cls in (GHNConfig, EvolutionConfig, GateConfig):
+        fields |= {f.name for f in dataclasses.fields(cls)}
+    assert sorted(fields - documented) == []
