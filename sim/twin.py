@@ -113,7 +113,8 @@ class Twin:
         if not isinstance(self.base, CartPoleEnv):
             from srghn.sim.envs.model_params import ModelParams
 
-            self.params = ModelParams(self.base.model, profile.env_id)
+            # one owner of the model's nominal snapshot: the wrapper's, where its regimes change the model
+            self.params = self.env.params or ModelParams(self.base.model, profile.env_id)
             self.skip = self._position_offset(np.asarray(obs, np.float64))
             self.qpos0 = self.base.data.qpos.copy()
             self.fitted = self._fitted_params()
