@@ -60,6 +60,33 @@ class Identification:
                 "residual": self.residual, "transitions": self.transitions}
 
 
+def random_transitions(profile: RobotProfile, regime: str, n: int, seed: int = 0, scale: float = 0.5,
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a robot in ``regime`` reports under seeded random actions (uniform indices, or uniform in ``scale``
+    times the bounds): float32 observations, the actions it was sent, the next observations (an episode that ends
+    is reset, and its last transition kept)."""
+    from srghn.sim.evaluator import make_env
+
+    spec = profile.policy
+    env = make_env(profile)
+    rng = np.random.default_rng(seed)
+    try:
+        obs, _ = env.reset(seed=seed, options={"regime": regime})
+        rows = []
+        for _ in range(n):
+            if spec.discrete:
+                action = np.array([rng.integers(spec.act_dim)], np.float32)
+            else:
+                action = (scale * rng.uniform(spec.action_low, spec.action_high)).astype(np.float32)
+            nxt, _, terminated, truncated, _ = env.step(int(action[0]) if spec.discrete else action)
+            rows.append((np.float32(obs), action, np.float32(nxt)))
+            obs = env.reset()[0] if terminated or truncated else nxt
+    finally:
+        env.close()
+    obs_, actions, next_obs = (np.stack(column) for column in zip(*rows, strict=True))
+    return obs_, actions, next_obs
+
+
 def identifiable(profile: RobotProfile) -> bool:
     """Whether the robot's regimes can be identified from its transitions (its state can be set from an
     observation)."""
@@ -189,4 +216,5 @@ def _new_regime(profile: RobotProfile, twin: Twin, fit: Fit, start: Regime, n: i
     return Regime(description=f"identified by the twin from {n} transitions: {text or 'no change'}", **changes)
 
 
-__all__ = ["IDENTIFIED", "Identification", "NotIdentifiable", "identifiable", "identify", "prediction_errors"]
+__all__ = ["IDENTIFIED", "Identification", "NotIdentifiable", "identifiable", "identify", "prediction_errors",
+           "random_transitions"]

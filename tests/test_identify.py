@@ -7,29 +7,20 @@ import numpy as np
 import pytest
 
 from srghn.sim.envs import Regime
-from srghn.sim.evaluator import make_env
-from srghn.sim.identify import IDENTIFIED, NotIdentifiable, identifiable, identify, prediction_errors
+from srghn.sim.identify import (
+    IDENTIFIED,
+    NotIdentifiable,
+    identifiable,
+    identify,
+    prediction_errors,
+    random_transitions,
+)
 from srghn.sim.profiles import RobotProfile, load_profile
 
 
-def transitions(profile: RobotProfile, regime: str, n: int, seed: int = 0, scale: float = 0.5,
-                ) -> tuple[np.ndarray, ...]:
-    """What a robot in ``regime`` reports under random actions (``scale`` of the range for continuous ones):
-    float32 observations, the actions it was sent, the next observations."""
-    env = make_env(profile)
-    rng = np.random.default_rng(seed)
-    obs, _ = env.reset(seed=seed, options={"regime": regime})
-    rows = []
-    for _ in range(n):
-        if profile.policy.discrete:
-            action = np.array([rng.integers(profile.policy.act_dim)], np.float32)
-        else:
-            action = rng.uniform(-scale, scale, profile.policy.act_dim).astype(np.float32)
-        nxt, _, terminated, truncated, _ = env.step(int(action[0]) if profile.policy.discrete else action)
-        rows.append((np.float32(obs), action, np.float32(nxt)))
-        obs = env.reset()[0] if terminated or truncated else nxt
-    env.close()
-    return tuple(np.stack(column) for column in zip(*rows, strict=True))
+def transitions(profile: RobotProfile, regime: str, n: int, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """What a robot in ``regime`` reports under random actions (half the range for continuous ones)."""
+    return random_transitions(profile, regime, n, seed)
 
 
 @pytest.mark.parametrize(("robot", "regime"), [("cartpole", r) for r in load_profile("cartpole").regimes]

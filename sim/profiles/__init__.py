@@ -81,6 +81,11 @@ class RobotProfile:
     twin: TwinConfig | None = None
     """The model parameters the parametric twin fits (the ``[twin]`` table); None: declared regimes only."""
 
+    def __post_init__(self) -> None:
+        missing = [name for name in self.regimes if name not in self.regime_defs]
+        if missing:
+            raise ConfigError(f"profile {self.name!r}: regime(s) {missing} have no definition in regime_defs")
+
     def regime(self, name: str) -> Regime:
         """What regime ``name`` changes (:class:`~srghn.UnknownRegime` if the profile has no such regime)."""
         return self.regime_defs[check_regime(name, self.regimes, f"robot {self.name!r}")]
