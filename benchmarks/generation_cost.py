@@ -28,12 +28,6 @@ from srghn.sim.driver import Driver, RunSpec
 from srghn.sim.evaluator import InProcessEvaluator
 from srghn.sim.profiles import load_profile
 
-# The plain gymnasium env each srghn switch env is built on.
-RAW_ENVS = {
-    "srghn/AntSwitch-v0": ("Ant-v5", {"include_cfrc_ext_in_observation": False}),
-    "srghn/CartPoleSwitch-v0": ("CartPole-v1", {}),
-    "srghn/LunarLanderSwitch-v0": ("LunarLander-v3", {}),
-}
 GHN_SHARE_GOAL = 0.10
 
 
@@ -62,8 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     profile = load_profile(args.robot)
-    raw_id, raw_kwargs = RAW_ENVS.get(profile.env_id, (profile.env_id, dict(profile.env_kwargs)))
-    raw_rate = raw_gym_rate(raw_id, raw_kwargs, args.raw_steps, args.seed)
+    raw_rate = raw_gym_rate(profile.env_id, dict(profile.env_kwargs), args.raw_steps, args.seed)  # no wrapper
 
     evaluator = InProcessEvaluator(profile)
     driver = Driver.start(RunSpec(profile, seed=args.seed, population=args.population), evaluator)
@@ -88,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
         "episodes_per_evaluation": profile.episodes,
         "generations_measured": len(measured),
         "env_steps_measured": steps,
-        "raw_env": raw_id,
+        "raw_env": profile.env_id,
         "raw_env_steps_per_s": round(raw_rate, 1),
         "eval_env_steps_per_s": round(steps / eval_s, 1),
         "eval_vs_raw": round(steps / eval_s / raw_rate, 3),

@@ -391,11 +391,18 @@ class Daemon:
         if not self.settings.follow_drift or not identifiable(self.profile):
             return
         try:
-            found, errors = identify(self.profile, np.asarray(message.obs), np.asarray(message.actions),
-                                     np.asarray(message.next_obs), self.regime.regime)
+            result = identify(self.profile, np.asarray(message.obs), np.asarray(message.actions),
+                              np.asarray(message.next_obs), current=self.regime.regime)
         except (KeyError, ValueError) as exc:
             self.publish("daemon", {"event": "bad_transitions", "error": str(exc)})
             return
+        errors = result.errors
+        if not result.known:  # a fault no regime declares: the twin's parameters, for the registry to store
+            self.publish("daemon", {"event": "undeclared_regime", "client": message.client,
+                                    "regime": result.regime, "changes": result.definition.to_dict(),
+                                    "residual": float(f"{result.residual:.3g}")})
+            return
+        found = result.regime if result.regime != self.regime.regime else None
         if found is None:
             return
         previous, self.regime.regime = self.regime.regime, found

@@ -129,7 +129,7 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
                 run.stopped_by = "bound"
                 break
             if fault is not None and run.steps == fault_at:
-                env.unwrapped.set_regime(fault)
+                env.set_regime(fault)  # the regime wrapper changes the plant now, mid-episode
                 run.fault = {"regime": fault, "at_step": run.steps, "at_episode": run.episodes}
             t0 = time.perf_counter()
             reply = _retry(client.act, run, should_stop, obs)

@@ -12,9 +12,10 @@ reward, or a MuJoCo instability warning -- MuJoCo silently resets an unstable si
 are checked at the end of every episode).
 
 Runners: :class:`GymRunner` steps any gymnasium environment through its unwrapped ``step`` (counting the time
-limit itself, which is all the wrappers ``gymnasium.make`` adds here do); :class:`~srghn.sim.fast_mujoco.AntRunner`
-reproduces Ant-v5's step with MuJoCo calls and vectorised numpy, :class:`~srghn.sim.fast_cartpole.CartPoleRunner`
-CartPole-v1's with vectorised numpy. :func:`make_runner` picks the fastest exact one. This module imports
+limit itself, which is all the wrappers ``gymnasium.make`` adds here do; the regime wrapper's action permutation is
+applied on the way); :class:`~srghn.sim.fast_mujoco.AntRunner` reproduces Ant-v5's step with MuJoCo calls and
+vectorised numpy, :class:`~srghn.sim.fast_cartpole.CartPoleRunner` CartPole-v1's with vectorised numpy.
+:func:`make_runner` picks the fastest exact one. This module imports
 numpy, gymnasium and MuJoCo only -- never torch -- because worker processes import it.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +33,7 @@ import numpy as np
 from srghn import ConfigError
 from srghn.controller.normalizer import EpisodeStats, ObsNorm
 from srghn.controller.policy import PolicySpec
-from srghn.sim.envs import check_regime  # importing it registers the srghn/ envs
+from srghn.sim.envs import NOMINAL, Regime, RegimeWrapper, check_regime
 
 MESSAGE_LIMIT = 200
 """Exception messages in failure reasons are cut to this many characters."""
@@ -51,8 +53,8 @@ class RunnerSpec:
     """Keyword arguments for ``gymnasium.make``."""
     reward_offset: float = 0.0
     """Subtracted from every step's reward to form fitness."""
-    regimes: tuple[str, ...] = ()
-    """Regimes the robot may be in (empty: whatever the environment accepts)."""
+    regimes: dict[str, Regime] = field(default_factory=lambda: {NOMINAL: Regime()})
+    """The regimes the robot may be in, by name, with what each changes."""
     fast_path: bool = True
     """Use the lean MuJoCo stepping path where one exists (same numbers, less Python per step)."""
 
@@ -61,13 +63,14 @@ class RunnerSpec:
         """The runner spec of a :class:`~srghn.sim.profiles.RobotProfile` (duck-typed: no profile import here)."""
         return cls(name=profile.name, env_id=profile.env_id, policy=profile.policy,
                    env_kwargs=dict(profile.env_kwargs), reward_offset=float(profile.reward_offset),
-                   regimes=tuple(profile.regimes), fast_path=fast_path)
+                   regimes={name: profile.regime_defs[name] for name in profile.regimes}, fast_path=fast_path)
 
     def to_json(self) -> str:
         """JSON text (what the parent sends a worker at start-up)."""
         return json.dumps({"name": self.name, "env_id": self.env_id, "policy": self.policy.to_dict(),
                            "env_kwargs": self.env_kwargs, "reward_offset": self.reward_offset,
-                           "regimes": list(self.regimes), "fast_path": self.fast_path})
+                           "regimes": {name: r.to_dict() for name, r in self.regimes.items()},
+                           "fast_path": self.fast_path})
 
     @classmethod
     def from_json(cls, text: str) -> RunnerSpec:
@@ -76,9 +79,10 @@ class RunnerSpec:
             data = json.loads(text)
             return cls(name=str(data["name"]), env_id=str(data["env_id"]),
                        policy=PolicySpec.from_dict(data["policy"]), env_kwargs=dict(data["env_kwargs"]),
-                       reward_offset=float(data["reward_offset"]), regimes=tuple(data["regimes"]),
+                       reward_offset=float(data["reward_offset"]),
+                       regimes={str(k): Regime.from_dict(v, f"regimes.{k}") for k, v in data["regimes"].items()},
                        fast_path=bool(data["fast_path"]))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(f"malformed runner spec: {exc}") from exc
 
 
@@ -113,8 +117,9 @@ def exception_reason(exc: BaseException) -> str:
     return f"exception: {type(exc).__name__}: {str(exc)[:MESSAGE_LIMIT]}"
 
 
-def make_env(spec: RunnerSpec) -> gym.Env:
-    """One environment of the spec, checked against the policy's observation and action sizes."""
+def make_env(spec: RunnerSpec) -> RegimeWrapper:
+    """One environment of the spec in its regime wrapper (``nominal`` at first), checked against the policy's
+    observation and action sizes."""
     env = gym.make(spec.env_id, disable_env_checker=True, **spec.env_kwargs)
     policy = spec.policy
     if env.observation_space.shape != (policy.obs_dim,):
@@ -126,7 +131,11 @@ def make_env(spec: RunnerSpec) -> gym.Env:
     size = space.n if policy.discrete else space.shape[0]
     if size != policy.act_dim:
         raise ConfigError(f"profile {spec.name!r}: {policy.act_dim} actions declared, {spec.env_id} has {size}")
-    return env
+    try:
+        return RegimeWrapper(env, spec.regimes)
+    except ConfigError as exc:
+        env.close()
+        raise ConfigError(f"profile {spec.name!r}: {exc}") from exc
 
 
 _MUJOCO_BAD = None
@@ -180,8 +189,7 @@ class EpisodeRunner:
     def run(self, policies: np.ndarray, seeds: np.ndarray, regime: str, norm: ObsNorm | None = None) -> EpisodeResults:
         """Play ``len(seeds)`` episodes side by side; episode ``i`` runs ``policies[i]`` from seed ``seeds[i]``,
         its observations normalized by ``norm`` (if given) before they reach the policy."""
-        if self.spec.regimes:
-            check_regime(regime, self.spec.regimes, f"robot {self.spec.name!r}")
+        check_regime(regime, self.spec.regimes, f"robot {self.spec.name!r}")
         n = len(seeds)
         if policies.shape != (n, self.spec.policy.num_params):
             raise ConfigError(f"policies must have shape ({n}, {self.spec.policy.num_params}), got {policies.shape}")
@@ -252,20 +260,28 @@ def plain_wrappers(env: gym.Env) -> bool:
     return True
 
 
+def step_function(env: gym.Env) -> Callable[[Any], tuple]:
+    """The leanest call that steps ``env`` as ``env.step`` does, the time limit aside: the unwrapped ``step`` under
+    plain wrappers, with the regime wrapper's action permutation applied on top."""
+    if isinstance(env, RegimeWrapper) and plain_wrappers(env.env):
+        return env.base_step
+    return env.unwrapped.step if plain_wrappers(env) else env.step
+
+
 class GymRunner(EpisodeRunner):
     """Any gymnasium environment, stepped through ``env.unwrapped`` (when its wrappers allow) with the time limit
-    counted here."""
+    counted here. Resets go through the whole wrapper stack, which puts the environment into the episode's
+    regime."""
 
     def __init__(self, spec: RunnerSpec) -> None:
         super().__init__(spec)
-        self.steppers: dict[int, gym.Env] = {}
+        self.steppers: dict[int, Callable[[Any], tuple]] = {}
 
     def _adopt(self, i: int, env: gym.Env) -> None:
-        self.steppers[i] = env.unwrapped if plain_wrappers(env) else env
+        self.steppers[i] = step_function(env)
 
     def _reset(self, i: int, seed: int, regime: str) -> np.ndarray:
-        self._env(i)
-        return self.steppers[i].reset(seed=seed, options={"regime": regime})[0]
+        return self._env(i).reset(seed=seed, options={"regime": regime})[0]
 
     def _play(self, policies: np.ndarray, obs: np.ndarray, alive: np.ndarray, results: EpisodeResults,
               regime: str) -> None:
@@ -278,7 +294,7 @@ class GymRunner(EpisodeRunner):
             done = []
             for j, i in enumerate(active):
                 try:
-                    o, reward, terminated, truncated, _ = steppers[i].step(actions[j])
+                    o, reward, terminated, truncated, _ = steppers[i](actions[j])
                 except Exception as exc:  # noqa: BLE001 - a faulty env costs its own episode only
                     self._fail(results, alive, i, exception_reason(exc))
                     continue

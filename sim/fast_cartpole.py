@@ -15,38 +15,39 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
-from srghn.sim.envs.cartpole import CartPoleSwitchEnv
-from srghn.sim.episodes import EpisodeResults, EpisodeRunner
-
-_CLASSES = (CartPoleEnv, CartPoleSwitchEnv)
+from srghn.sim.envs import RegimeWrapper
+from srghn.sim.episodes import EpisodeResults, EpisodeRunner, plain_wrappers
 
 
 def fast_path_supported(env: gym.Env) -> bool:
-    """Whether :class:`CartPoleRunner` reproduces this environment's ``step`` exactly."""
+    """Whether :class:`CartPoleRunner` reproduces this environment's ``step`` exactly: gymnasium's own CartPole
+    with its defaults, under plain wrappers and at most a regime wrapper (whose permutations it applies)."""
     u = env.unwrapped
-    return (type(u) in _CLASSES and u.render_mode is None and u.kinematics_integrator == "euler"
-            and not u._sutton_barto_reward)
+    if (type(u) is not CartPoleEnv or u.render_mode is not None or u.kinematics_integrator != "euler"
+            or u._sutton_barto_reward):
+        return False
+    return plain_wrappers(env.env if isinstance(env, RegimeWrapper) else env)
 
 
 class CartPoleRunner(EpisodeRunner):
-    """CartPole-v1 episodes (and :class:`~srghn.sim.envs.cartpole.CartPoleSwitchEnv`'s regimes), vectorised."""
+    """CartPole-v1 episodes in any regime (an action permutation), vectorised."""
 
     def _adopt(self, i: int, env: gym.Env) -> None:
         if not fast_path_supported(env):
             raise TypeError(f"{type(env.unwrapped).__name__} is not stepped by CartPoleRunner")
 
     def _reset(self, i: int, seed: int, regime: str) -> np.ndarray:
-        return self._env(i).unwrapped.reset(seed=seed, options={"regime": regime})[0]
+        return self._env(i).reset(seed=seed, options={"regime": regime})[0]  # the wrapper takes the regime
 
     def _play(self, policies: np.ndarray, obs: np.ndarray, alive: np.ndarray, results: EpisodeResults,
               regime: str) -> None:
         active = np.flatnonzero(alive)
         if not active.size:
             return
-        u = self.envs[active[0]].unwrapped
-        permutation = None
-        if isinstance(u, CartPoleSwitchEnv) and u.REGIMES[u.regime].permutation is not None:
-            permutation = np.asarray(u.REGIMES[u.regime].permutation)
+        env = self.envs[active[0]]
+        u = env.unwrapped
+        permutation = env.regimes[env.regime].permutation if isinstance(env, RegimeWrapper) else None
+        permutation = None if permutation is None else np.asarray(permutation)
         state = np.stack([np.asarray(self.envs[i].unwrapped.state, dtype=np.float64) for i in active])
         gravity, masspole, total_mass = u.gravity, u.masspole, u.total_mass
         length, polemass_length, force_mag, tau = u.length, u.polemass_length, u.force_mag, u.tau

@@ -8,8 +8,12 @@ running episodes at once with numpy, reading arrays cached once per environment.
 own ``reset`` so reset noise comes from the env's seeded ``np_random``. ``tests/test_ant_fast_step.py`` checks
 the results equal gymnasium's bit for bit.
 
-Only the exact classes whose ``step`` this reproduces qualify (:func:`fast_path_supported`); anything else --
-a subclass, a render mode -- goes through :class:`~srghn.sim.episodes.GymRunner`.
+Regimes need nothing here: :class:`~srghn.sim.envs.RegimeWrapper` writes a regime's gains, payload, friction and
+damping into the MuJoCo model at reset, and this path steps that same model.
+
+Only the exact class whose ``step`` this reproduces qualifies, under plain wrappers and a regime wrapper that
+permutes no action (:func:`fast_path_supported`); anything else -- a subclass, another wrapper, a render mode -- goes
+through :class:`~srghn.sim.episodes.GymRunner`.
 """
 
 from __future__ import annotations
@@ -19,20 +23,22 @@ import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 
-from srghn.sim.envs.ant import AntSwitchEnv
-from srghn.sim.episodes import EpisodeResults, EpisodeRunner, RunnerSpec, exception_reason
-
-_ANT_CLASSES = (AntEnv, AntSwitchEnv)
+from srghn.sim.envs import RegimeWrapper
+from srghn.sim.episodes import EpisodeResults, EpisodeRunner, RunnerSpec, exception_reason, plain_wrappers
 
 
 def fast_path_supported(env: gym.Env) -> bool:
     """Whether :class:`AntRunner` reproduces this environment's ``step`` exactly."""
     u = env.unwrapped
-    return type(u) in _ANT_CLASSES and u.render_mode is None
+    if type(u) is not AntEnv or u.render_mode is not None:
+        return False
+    if isinstance(env, RegimeWrapper):  # its regimes change the model at reset; a permutation would act per step
+        return not env.permutes and plain_wrappers(env.env)
+    return plain_wrappers(env)
 
 
 class AntRunner(EpisodeRunner):
-    """Ant-v5 episodes (and :class:`~srghn.sim.envs.ant.AntSwitchEnv`'s regimes), stepped with MuJoCo directly."""
+    """Ant-v5 episodes, in any regime of the model, stepped with MuJoCo directly."""
 
     def __init__(self, spec: RunnerSpec) -> None:
         super().__init__(spec)
@@ -63,7 +69,7 @@ class AntRunner(EpisodeRunner):
         super()._discard(i)
 
     def _reset(self, i: int, seed: int, regime: str) -> np.ndarray:
-        return self._env(i).unwrapped.reset(seed=seed, options={"regime": regime})[0]
+        return self._env(i).reset(seed=seed, options={"regime": regime})[0]  # the wrapper sets the regime's model
 
     def _play(self, policies: np.ndarray, obs: np.ndarray, alive: np.ndarray, results: EpisodeResults,
               regime: str) -> None:
@@ -71,9 +77,6 @@ class AntRunner(EpisodeRunner):
         if not active.size:
             return
         u = self.envs[active[0]].unwrapped
-        gains = None
-        if isinstance(u, AntSwitchEnv) and u.REGIMES[u.regime].gains is not None:
-            gains = np.asarray(u.REGIMES[u.regime].gains, dtype=np.float32)
         n, m0, d0 = len(alive), u.model, u.data
         qpos, qvel = np.empty((n, m0.nq)), np.empty((n, m0.nv))
         xy0, xy1 = np.empty((n, 2)), np.empty((n, 2))
@@ -85,8 +88,6 @@ class AntRunner(EpisodeRunner):
         active_policies, rows = policies[active], active.tolist()
         while active.size:
             actions = self._act(active_policies, active, obs[active], results)
-            if gains is not None:
-                actions = actions * gains  # what AntSwitchEnv.step hands to AntEnv.step (float32)
             k = active.size
             ok[:k] = True
             for j, i in enumerate(rows):

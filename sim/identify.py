@@ -1,66 +1,220 @@
-"""Which regime is the robot in? Replay the transitions it reported through each regime's simulator.
+"""Which regime is the robot in? Replay its reported transitions in the parametric twin (:mod:`srghn.sim.twin`).
 
-For every reported ``(observation, action, next observation)`` the simulator is put into the observed state, the
-action is applied as that regime would apply it, and the prediction is compared with what the robot saw next. The
-regime whose predictions match best is the robot's. This needs a simulator whose state can be set from an
-observation: CartPole (the observation is the state) and Ant (positions but x/y, and velocities; the flat floor
-makes x/y irrelevant). LunarLander's Box2D bodies cannot be placed from its observation, so it is not identifiable.
+1. Every candidate regime -- the profile's declared ones and any ``known`` ones (regimes identified before, which
+   a registry keeps) -- predicts each reported ``(obs, action, next_obs)``; its mean squared error is recorded.
+2. A robot with a ``[twin]`` table then has the twin's parameters fitted by least squares, starting from the best
+   candidate (and from ``nominal`` too when that fit lands on no candidate and explains the transitions less than
+   a thousand times better than the best candidate: a second start guards against a local minimum). A fit whose
+   every parameter lies within the profile's tolerance of a candidate's value IS that candidate (the current
+   regime first, else the one predicting best). Otherwise it is a new regime, named
+   ``identified-<hash of its values>``, whose :class:`~srghn.sim.envs.Regime` is returned for the registry to keep.
+3. A robot without a ``[twin]`` table (CartPole: its regimes are action permutations) is in the candidate that
+   predicts best, unless the current regime predicts nearly as well (within ``margin``).
+
+Robots whose state cannot be set from an observation (LunarLander) are not identifiable here: their drift shows in
+the returns they report (:mod:`srghn.safety.drift`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
 import numpy as np
 
-from srghn.sim.evaluator import make_env
+from srghn.sim.envs import KINDS, NOMINAL, Regime
 from srghn.sim.profiles import RobotProfile
+from srghn.sim.twin import Fit, NotIdentifiable, Twin, replayable
 
-IDENTIFIABLE = ("srghn/CartPoleSwitch-v0", "srghn/AntSwitch-v0")
+IDENTIFIED = "identified-"
+"""Name prefix of a regime found by the twin that matches no candidate."""
+
+
+@dataclass(frozen=True)
+class Identification:
+    """The regime a robot's transitions show."""
+
+    regime: str
+    """A candidate's name, or ``identified-…`` for a new regime."""
+    known: bool
+    """Whether ``regime`` is one of the candidates (declared, or passed in as known)."""
+    definition: Regime
+    """What ``regime`` changes: for a new regime, what a registry stores to simulate it."""
+    errors: Mapping[str, float]
+    """Mean squared one-step prediction error of every candidate regime."""
+    params: Mapping[str, float] = field(default_factory=dict)
+    """Fitted twin parameters (``gain.hip_1`` -> value); empty without a ``[twin]`` table."""
+    stderr: Mapping[str, float] = field(default_factory=dict)
+    """Standard error of each fitted parameter."""
+    residual: float = float("nan")
+    """Mean squared prediction error at the fit (without a twin: of the chosen regime)."""
+    transitions: int = 0
+    """How many transitions were used."""
+
+    def to_dict(self) -> dict:
+        """JSON-ready copy (telemetry, the registry)."""
+        return {"regime": self.regime, "known": self.known, "definition": self.definition.to_dict(),
+                "errors": dict(self.errors), "params": dict(self.params), "stderr": dict(self.stderr),
+                "residual": self.residual, "transitions": self.transitions}
+
+
+def random_transitions(profile: RobotProfile, regime: str, n: int, seed: int = 0, scale: float = 0.5,
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a robot in ``regime`` reports under seeded random actions (uniform indices, or uniform in ``scale``
+    times the bounds): float32 observations, the actions it was sent, the next observations (an episode that ends
+    is reset, and its last transition kept)."""
+    from srghn.sim.evaluator import make_env
+
+    spec = profile.policy
+    env = make_env(profile)
+    rng = np.random.default_rng(seed)
+    try:
+        obs, _ = env.reset(seed=seed, options={"regime": regime})
+        rows = []
+        for _ in range(n):
+            if spec.discrete:
+                action = np.array([rng.integers(spec.act_dim)], np.float32)
+            else:
+                action = (scale * rng.uniform(spec.action_low, spec.action_high)).astype(np.float32)
+            nxt, _, terminated, truncated, _ = env.step(int(action[0]) if spec.discrete else action)
+            rows.append((np.float32(obs), action, np.float32(nxt)))
+            obs = env.reset()[0] if terminated or truncated else nxt
+    finally:
+        env.close()
+    obs_, actions, next_obs = (np.stack(column) for column in zip(*rows, strict=True))
+    return obs_, actions, next_obs
 
 
 def identifiable(profile: RobotProfile) -> bool:
-    return profile.env_id in IDENTIFIABLE
+    """Whether the robot's regimes can be identified from its transitions (its state can be set from an
+    observation)."""
+    return replayable(profile)
 
 
-def prediction_errors(profile: RobotProfile, obs: np.ndarray, actions: np.ndarray,
-                      next_obs: np.ndarray) -> dict[str, float]:
-    """Mean squared one-step prediction error of the transitions in each of the profile's regimes."""
-    if not identifiable(profile):
-        raise ValueError(f"regimes of {profile.env_id} cannot be identified from observations")
+def _transitions(profile: RobotProfile, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray,
+                 limit: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The transitions as float64 arrays of checked shapes (the latest ``limit`` of them)."""
+    spec = profile.policy
     obs, next_obs = np.asarray(obs, np.float64), np.asarray(next_obs, np.float64)
-    actions = np.asarray(actions)
-    env = make_env(profile)
+    actions = np.asarray(actions, np.float64)
+    n = len(obs)
+    if actions.ndim == 1:
+        actions = actions.reshape(n, -1)
+    width = 1 if spec.discrete else spec.act_dim
+    if n < 1 or obs.shape != (n, spec.obs_dim) or next_obs.shape != obs.shape or actions.shape != (n, width):
+        raise ValueError(f"transitions must be obs ({n}, {spec.obs_dim}), actions ({n}, {width}) and next_obs "
+                         f"({n}, {spec.obs_dim}) with n >= 1; got {obs.shape}, {actions.shape}, {next_obs.shape}")
+    if not (np.isfinite(obs).all() and np.isfinite(actions).all() and np.isfinite(next_obs).all()):
+        raise ValueError("transitions hold NaN or infinite values")
+    if spec.discrete and not np.isin(actions, np.arange(spec.act_dim)).all():
+        raise ValueError(f"discrete actions must be indices 0..{spec.act_dim - 1}")
+    if limit is not None:
+        obs, actions, next_obs = obs[-limit:], actions[-limit:], next_obs[-limit:]
+    return obs, actions, next_obs
+
+
+def _candidates(profile: RobotProfile, known: Mapping[str, Regime] | None) -> dict[str, Regime]:
+    out = {name: profile.regime_defs[name] for name in profile.regimes}
+    out.update(known or {})
+    return out
+
+
+def prediction_errors(profile: RobotProfile, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray,
+                      known: Mapping[str, Regime] | None = None) -> dict[str, float]:
+    """Mean squared one-step prediction error of the transitions in each candidate regime."""
+    if not identifiable(profile):
+        raise NotIdentifiable(f"regimes of {profile.env_id} cannot be identified from observations")
+    twin = Twin(profile)
     try:
-        env.reset(seed=0)
-        base = env.unwrapped
-        errors = {}
-        for regime in profile.regimes:
-            base.set_regime(regime)
-            predicted = np.stack([_predict(base, o, a, profile.policy.discrete) for o, a in zip(obs, actions,
-                                                                                               strict=True)])
-            errors[regime] = float(np.mean((predicted - next_obs) ** 2))
-        return errors
+        data = _transitions(profile, obs, actions, next_obs, None)
+        return {name: twin.error(*data, regime) for name, regime in _candidates(profile, known).items()}
     finally:
-        env.close()
-
-
-def _predict(env, obs: np.ndarray, action: np.ndarray, discrete: bool) -> np.ndarray:
-    if discrete:  # CartPole: the observation is the state
-        env.state = obs.copy()
-        env.steps_beyond_terminated = None
-        return np.asarray(env.step(int(action[0]))[0], np.float64)
-    qpos = env.init_qpos.copy()
-    nq = qpos.size
-    qpos[2:] = obs[:nq - 2]
-    env.set_state(qpos, obs[nq - 2:nq - 2 + env.init_qvel.size])
-    return np.asarray(env.step(np.asarray(action, np.float32))[0], np.float64)
+        twin.close()
 
 
 def identify(profile: RobotProfile, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray,
-             current: str, margin: float = 0.2) -> tuple[str | None, dict[str, float]]:
-    """The regime the transitions show, if it is not ``current`` and explains them clearly better (its error is
-    below ``margin`` times the current regime's); else None. Also returns every regime's error."""
-    errors = prediction_errors(profile, obs, actions, next_obs)
-    best = min(errors, key=errors.get)
-    if best != current and errors[best] < margin * errors[current]:
-        return best, errors
-    return None, errors
+             current: str | None = None, known: Mapping[str, Regime] | None = None,
+             margin: float = 0.2) -> Identification:
+    """The regime the transitions show (see the module docstring). ``current`` is the regime the shadow simulator
+    is in now; ``known`` adds regimes to the profile's declared ones; ``margin`` applies without a twin: the best
+    candidate replaces ``current`` only if its error is below ``margin`` times the current one's."""
+    if not identifiable(profile):
+        raise NotIdentifiable(f"regimes of {profile.env_id} cannot be identified from observations")
+    twin = Twin(profile)
+    try:
+        limit = profile.twin.max_transitions if profile.twin is not None else None
+        data = _transitions(profile, obs, actions, next_obs, limit)
+        candidates = _candidates(profile, known)
+        errors = {name: twin.error(*data, regime) for name, regime in candidates.items()}
+        best = min(errors, key=errors.get)
+        if not twin.fitted:
+            if current in errors and best != current and not errors[best] < margin * errors[current]:
+                best = current
+            return Identification(best, True, candidates[best], errors, residual=errors[best],
+                                  transitions=len(data[0]))
+        return _fit_and_match(profile, twin, data, candidates, errors, best, current)
+    finally:
+        twin.close()
+
+
+def _fit_and_match(profile: RobotProfile, twin: Twin, data: tuple, candidates: dict[str, Regime],
+                   errors: dict[str, float], best: str, current: str | None) -> Identification:
+    start = best
+    fit = twin.fit(*data, candidates[start])
+    match = _match(profile, twin, fit, candidates, errors, current, candidates[start])
+    if match is None and best != NOMINAL and fit.residual > 1e-3 * errors[best]:  # a second start, from nominal
+        other = twin.fit(*data, candidates[NOMINAL])
+        if other.residual < fit.residual:
+            start, fit = NOMINAL, other
+            match = _match(profile, twin, other, candidates, errors, current, candidates[NOMINAL])
+    n = len(data[0])
+    if match is not None:
+        return Identification(match, True, candidates[match], errors, fit.values, fit.stderr, fit.residual, n)
+    regime = _new_regime(profile, twin, fit, candidates[start], n)
+    digest = hashlib.sha1(json.dumps(regime.changes(), sort_keys=True, default=dict).encode()).hexdigest()
+    name = IDENTIFIED + digest[:8]
+    return Identification(name, False, regime, errors, fit.values, fit.stderr, fit.residual, n)
+
+
+def _match(profile: RobotProfile, twin: Twin, fit: Fit, candidates: dict[str, Regime], errors: dict[str, float],
+           current: str | None, start: Regime) -> str | None:
+    """The candidate whose values of every fitted parameter are within tolerance of the fit, and whose other
+    parameters (held at the start regime's values during the fit: the choice of start identified them) are the
+    start's, if any."""
+    fitted = {(p.kind, p.index) for p in twin.fitted}
+    held = {k: v for k, v in twin.params.regime_values(start, "start").items() if k not in fitted}
+    within = []
+    for name, regime in candidates.items():
+        values = twin.params.regime_values(regime, name)
+        if {k: v for k, v in values.items() if k not in fitted} != held:
+            continue
+        if all(abs(fit.values[p.key] - values.get((p.kind, p.index), KINDS[p.kind]))
+               <= profile.twin.tolerance_of(p.kind) for p in twin.fitted):
+            within.append(name)
+    if current in within:
+        return current
+    return min(within, key=errors.get) if within else None
+
+
+def _new_regime(profile: RobotProfile, twin: Twin, fit: Fit, start: Regime, n: int) -> Regime:
+    """The fitted values as a regime: fitted parameters within tolerance of their nominal value are left out, the
+    others rounded to 3 decimals; what the start regime changes beyond the fitted parameters is kept."""
+    fitted_kinds = {p.kind for p in twin.fitted}
+    changes = {kind: dict(values) for kind, values in start.changes().items() if kind not in fitted_kinds}
+    values = {key: value for key, value in twin.params.regime_values(start, "start").items()
+              if key[0] in fitted_kinds}
+    for p in twin.fitted:
+        value = fit.values[p.key]
+        near = abs(value - KINDS[p.kind]) <= profile.twin.tolerance_of(p.kind)
+        values[(p.kind, p.index)] = KINDS[p.kind] if near else round(value, 3)
+    for (kind, i), value in sorted(values.items()):
+        if value != KINDS[kind]:
+            changes.setdefault(kind, {})[twin.params.names[kind][i]] = value
+    text = ", ".join(f"{kind}.{name} {value:g}" for kind, values in changes.items() for name, value in values.items())
+    return Regime(description=f"identified by the twin from {n} transitions: {text or 'no change'}", **changes)
+
+
+__all__ = ["IDENTIFIED", "Identification", "NotIdentifiable", "identifiable", "identify", "prediction_errors",
+           "random_transitions"]

@@ -16,17 +16,14 @@ import threading
 import gymnasium as gym
 import numpy as np
 
-from srghn.sim.envs.regimes import NOMINAL, Regime, Switchable
-
 ENV_ID = "srghn_test/Fault-v0"
 EPISODE_STEPS = 20
 _started = False  # whether this process has built a FaultEnv yet
 
 
-class FaultEnv(Switchable, gym.Env):
+class FaultEnv(gym.Env):
     """A 20-step toy environment whose action 2 misbehaves as told."""
 
-    REGIMES = {NOMINAL: Regime("as is")}
     observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
     action_space = gym.spaces.Discrete(3)
 
@@ -42,7 +39,6 @@ class FaultEnv(Switchable, gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        self.pop_regime_option(options)
         self.t = 0
         return self._obs(), {}
 

@@ -69,7 +69,7 @@ def test_ant_fitness_keeps_half_the_healthy_reward():
     from srghn.sim.profiles import load_profile
 
     ant = load_profile("ant")
-    ant = dataclasses.replace(ant, env_kwargs={"max_episode_steps": 50})
+    ant = dataclasses.replace(ant, env_kwargs={**ant.env_kwargs, "max_episode_steps": 50})
     zero = np.zeros((1, ant.policy.num_params), dtype=np.float32)  # outputs 0: the ant stands still
     result = InProcessEvaluator(ant).evaluate(zero, np.array([0]), "nominal")
     assert result.env_steps == 50

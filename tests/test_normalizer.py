@@ -90,7 +90,8 @@ def test_batch_statistics_equal_numpy_of_the_observations_the_policies_saw(robot
 
 def test_profiles_switch_normalization_and_set_baselines(tmp_path):
     assert load_profile("ant").observation.normalize and load_profile("lunarlander").observation.normalize
-    data = {"name": "x", "env_id": "srghn/CartPoleSwitch-v0", "regimes": ["nominal", "inverted"],
+    data = {"name": "x", "env_id": "CartPole-v1",
+            "regimes": {"nominal": {}, "inverted": {"permutation": [1, 0]}},
             "switch_regime": "inverted", "observation": {"dim": 4, "normalize": True, "clip": 5.0},
             "action": {"type": "discrete", "n": 2}, "policy": {"hidden": [8]},
             "evolution": {"population": 4, "episodes": 1, "generations": 3},

@@ -1,14 +1,18 @@
 """Robot profiles: one TOML file per robot, validated into a frozen :class:`RobotProfile` on load.
 
-A profile names the environment and its kwargs, the regimes the robot can be in, the observation and action
-spaces (action bounds included), the policy architecture, the GHN settings and the evolution defaults. Built-in
-profiles live beside this module (``cartpole``, ``lunarlander``, ``ant``); any other ``.toml`` path loads the
-same way. Every error names the file and the offending field.
+A profile names a gymnasium environment and its kwargs, declares the regimes the robot can be in (as changes of
+its MuJoCo model or permutations of its discrete actions) and what the parametric twin may fit, and gives the
+observation and action spaces (action bounds included), the policy architecture, the GHN settings, the evolution
+defaults and the safety gates. Built-in profiles live beside this module (``cartpole``, ``lunarlander``, ``ant``);
+any other ``.toml`` path loads the same way. Every error names the file and the offending field. The whole format
+is documented in ``docs/profiles.md``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import importlib
 import math
 import sys
 import typing
@@ -17,6 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from srghn import ConfigError
@@ -24,8 +29,9 @@ from srghn.controller.baselines import BASELINES
 from srghn.controller.configs import EvolutionConfig, GHNConfig
 from srghn.controller.normalizer import NormConfig
 from srghn.controller.policy import PolicySpec
-from srghn.sim.envs import NOMINAL, regimes_of
+from srghn.sim.envs import NOMINAL, Regime, check_regime, parse_regimes
 from srghn.sim.gate_config import GateConfig, parse_gates
+from srghn.sim.twin_config import TwinConfig, parse_twin
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -42,9 +48,9 @@ class RobotProfile:
     name: str
     """Short name used on the command line (``--robot NAME``)."""
     env_id: str
-    """Gymnasium id of the simulated robot (an ``srghn/`` switch environment)."""
+    """Gymnasium id of the simulated robot (``module:Id`` imports ``module`` first, which may register it)."""
     regimes: tuple[str, ...]
-    """Regimes this robot can be in; ``nominal`` first."""
+    """Names of the regimes this robot can be in; ``nominal`` first."""
     switch_regime: str
     """Regime that ``--switch-at`` switches to."""
     policy: PolicySpec
@@ -75,6 +81,25 @@ class RobotProfile:
     """Observation normalization (the ``[observation]`` table's ``normalize``, ``clip``, ``std_floor``)."""
     baselines: typing.Mapping[str, typing.Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
     """Per-baseline settings (``[baselines.openes]``, ...), on top of the budget-matched population size."""
+    regime_defs: typing.Mapping[str, Regime] = field(default_factory=lambda: MappingProxyType({NOMINAL: Regime()}))
+    """What each regime changes (the ``[regimes.<name>]`` tables); its keys include every name of ``regimes``."""
+    twin: TwinConfig | None = None
+    """The model parameters the parametric twin fits (the ``[twin]`` table); None: declared regimes only."""
+
+    def __post_init__(self) -> None:
+        missing = [name for name in self.regimes if name not in self.regime_defs]
+        if missing:
+            raise ConfigError(f"profile {self.name!r}: regime(s) {missing} have no definition in regime_defs")
+
+    def regime(self, name: str) -> Regime:
+        """What regime ``name`` changes (:class:`~srghn.UnknownRegime` if the profile has no such regime)."""
+        return self.regime_defs[check_regime(name, self.regimes, f"robot {self.name!r}")]
+
+    def with_regime(self, name: str, regime: Regime) -> RobotProfile:
+        """A copy that also has regime ``name`` (an identified fault, say), last in ``regimes``."""
+        names = self.regimes if name in self.regimes else (*self.regimes, name)
+        return dataclasses.replace(self, regimes=names,
+                                   regime_defs=MappingProxyType({**self.regime_defs, name: regime}))
 
     def to_dict(self) -> dict:
         """JSON-ready copy (stored with every run)."""
@@ -86,6 +111,8 @@ class RobotProfile:
             "description": self.description, "env_kwargs": dict(self.env_kwargs), "source": self.source,
             "gates": self.gates.to_dict(), "observation": dataclasses.asdict(self.observation),
             "baselines": {name: dict(values) for name, values in self.baselines.items()},
+            "regime_params": {name: self.regime_defs[name].to_dict() for name in self.regimes},
+            "twin": self.twin.to_dict() if self.twin is not None else None,
         }
 
 
@@ -115,22 +142,12 @@ def load_profile(name_or_path: str | Path) -> RobotProfile:
 def parse_profile(data: dict, source: str = "") -> RobotProfile:
     """Validate a parsed TOML document into a profile; errors name the field."""
     known = {"name", "description", "env_id", "regimes", "switch_regime", "solved_fitness", "reward_offset",
-             "env_kwargs", "observation", "action", "policy", "ghn", "evolution", "gates", "baselines"}
+             "env_kwargs", "observation", "action", "policy", "ghn", "evolution", "gates", "baselines", "twin"}
     _no_unknown(data, known, "")
     name = _get(data, "name", str)
-    env_id = _get(data, "env_id", str)
-    env_regimes = regimes_of(env_id)
-    regimes = tuple(_get(data, "regimes", list))
-    if not regimes or regimes[0] != NOMINAL:
-        raise ConfigError(f"field 'regimes' must start with {NOMINAL!r}, got {list(regimes)}")
-    for regime in regimes:
-        if regime not in env_regimes:
-            raise ConfigError(f"field 'regimes' names {regime!r}, which {env_id} does not define; "
-                              f"valid: {', '.join(env_regimes)}")
-    switch_regime = _get(data, "switch_regime", str)
-    if switch_regime not in regimes or switch_regime == NOMINAL:
-        raise ConfigError(f"field 'switch_regime' must be one of the non-nominal regimes {list(regimes[1:])}, "
-                          f"got {switch_regime!r}")
+    env_id = _check_env_id(_get(data, "env_id", str))
+    if "regimes" not in data:
+        raise ConfigError("missing field 'regimes' (a [regimes.nominal] table, then one table per fault)")
     solved = data.get("solved_fitness")
     if solved is not None:
         solved = _get(data, "solved_fitness", float)
@@ -160,6 +177,14 @@ def parse_profile(data: dict, source: str = "") -> RobotProfile:
                                       output_scale=scale, **act), "policy/action")
 
     safe_action = _safe_action(action, policy)
+    regime_defs = parse_regimes(data["regimes"], policy.discrete, policy.act_dim)
+    regimes = tuple(regime_defs)
+    if len(regimes) < 2:
+        raise ConfigError("field 'regimes' declares only 'nominal'; declare at least one fault to switch to")
+    switch_regime = _get(data, "switch_regime", str)
+    if switch_regime not in regimes or switch_regime == NOMINAL:
+        raise ConfigError(f"field 'switch_regime' must be one of the non-nominal regimes {list(regimes[1:])}, "
+                          f"got {switch_regime!r}")
     evolution = dict(_table(data, "evolution"))
     episodes = int(_pop_typed(evolution, "episodes", int, "evolution"))
     generations = int(_pop_typed(evolution, "generations", int, "evolution"))
@@ -176,6 +201,7 @@ def parse_profile(data: dict, source: str = "") -> RobotProfile:
         env_kwargs=MappingProxyType(dict(_table(data, "env_kwargs"))), source=source,
         gates=_wrap(lambda: parse_gates(_table(data, "gates"), regimes), "gates"), safe_action=safe_action,
         observation=norm, baselines=_baselines(_table(data, "baselines")),
+        regime_defs=MappingProxyType(regime_defs), twin=parse_twin(data.get("twin")),
     )
 
 
@@ -194,6 +220,22 @@ def _baselines(table: dict) -> typing.Mapping[str, typing.Mapping[str, Any]]:
         build_config(BASELINES[method][1], values, where)  # validates names, types and ranges
         out[method] = MappingProxyType(dict(values))
     return MappingProxyType(out)
+
+
+def _check_env_id(env_id: str) -> str:
+    """``env_id`` if gymnasium knows it (after importing the module of a ``module:Id`` id), else a ConfigError
+    suggesting the nearest registered ids."""
+    module, _, bare = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"field 'env_id' {env_id!r}: cannot import module {module!r}: {exc}") from exc
+    if bare not in gym.registry:
+        near = difflib.get_close_matches(bare, list(gym.registry), n=3)
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        raise ConfigError(f"field 'env_id': unknown environment {env_id!r}{hint}")
+    return env_id
 
 
 def _safe_action(action: dict, policy: PolicySpec) -> tuple[float, ...]:
