@@ -91,6 +91,7 @@ def build_factory(profile: RobotProfile, run_dir: Path, command: str | None = No
     }
     save_policy(factory_path(profile), champion.spec, champion.params, {"factory": provenance}, norm=champion.norm,
                 ghn=champion.ghn, ghn_params=champion.ghn_params, obs_stats=champion.obs_stats)
+    factory_path(profile).chmod(0o644)  # package data: readable by every user of the installed package
     return provenance
 
 
