@@ -331,6 +331,7 @@ class Daemon:
             return
         self.counts["gate_passed" if report.passed else "gate_failed"] += 1
         self.publish("gate", {"champion": key, "generation": None, "regime": self.regime.regime,
+                              "fitness": factory.meta.get("factory", {}).get("standard_return", {}).get("mean"),
                               "passed": report.passed, "failed_hard": report.failed_hard,
                               "failed_soft": report.failed_soft, "incumbent": report.incumbent_id})
         if report.passed and self.settings.auto_promote:

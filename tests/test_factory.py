@@ -81,8 +81,9 @@ def test_evolve_grows_its_population_from_the_factory_or_starts_from_scratch(rob
 
 def test_a_daemon_without_a_population_starts_from_the_factory(robot: Path, tmp_path: Path) -> None:
     state = tmp_path / "state"
-    ctl("run", "--robot", robot, "--generations", 4, "--gate-every", 2, "--population", 4, "--workers", 1,
-        "--state-dir", state, "--json")
+    done = ctl("run", "--robot", robot, "--generations", 4, "--gate-every", 2, "--population", 4, "--workers", 1,
+               "--state-dir", state)
+    assert "gate pole-factory-" in done.stderr  # the operator's log names the factory champion's gate
     home = state / "daemon" / "pole"
     run = json.loads((home / "run.json").read_text())
     assert run["initial"]["origin"]["kind"] == "factory"
