@@ -360,6 +360,7 @@ class Daemon:
             self.publish("daemon", {"event": "promotion_failed", "champion": champion_id, "error": why})
         else:
             self.counts["promoted"] += 1
+            self.on_event("promoted", {"champion": champion_id})  # local only: the server publishes the telemetry
 
     # -- what the server passes on -------------------------------------------------------------------------------
 

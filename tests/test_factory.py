@@ -97,6 +97,7 @@ def test_a_daemon_without_a_population_starts_from_the_factory(robot: Path, tmp_
     assert factory.status in ("passed", "failed", "live", "retired")
     if factory.gate_report.passed:
         assert promotions[0] == factory.id
+        assert f"promoted {factory.id}" in done.stderr
     evolved = [c for c in candidates if c.meta.get("source") != "factory"]
     assert evolved, "the daemon registered no evolved candidate"
     first = min(evolved, key=lambda c: c.created_at)
