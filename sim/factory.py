@@ -79,7 +79,7 @@ def build_factory(profile: RobotProfile, run_dir: Path, command: str | None = No
     summary = _read_json(run_dir / "summary.json")
     checked = standard_return(profile, champion.params, champion.norm)
     provenance = {
-        "robot": profile.name, "source_run": str(run_dir), "command": command or run.get("command"),
+        "robot": profile.name, "source_run": str(run_dir), "command": command or run.get("started", {}).get("command") or run.get("command"),
         "seed": run.get("seed"), "seeds": run.get("seeds"), "method": run.get("method", "srghn"),
         "generations": summary.get("generations"), "env_steps": summary.get("total_env_steps"),
         "wall_s": summary.get("wall_s"), "machine": run.get("provenance", {}).get("machine", platform.machine()),
