@@ -193,7 +193,8 @@ def test_a_duration_bound_stops_the_daemon_cleanly(tmp_path: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="sg") as socks:
         summary = finish(start(tmp_path / "state", Path(socks), "--duration", "3"))
     assert summary["stopped_by"] == "bound" and summary["duration_s"] >= 3
-    assert summary["generations_this_run"] >= 1 and summary["serving"]["requests"]["errors"] == 0
+    # how many generations fit in 3 s depends on the machine (and the factory champion is gated first): none needed
+    assert summary["serving"]["requests"]["errors"] == 0
 
 
 def test_daemon_commands_without_a_server(tmp_path: Path, cartpole_model) -> None:
