@@ -157,7 +157,7 @@ def run_evolve(settings: EvolveSettings, on_record: Callable[[GenerationRecord],
             write_records(out / "metrics.jsonl", records)  # generations after the checkpoint are played again
             run_info["resumed"] = [*stored.get("resumed", []), {"at_generation": driver.generation,
                                                                 "command": settings.command}]
-            run_info.update(started={k: stored.get(k) for k in ("command", "provenance")},
+            run_info.update(started=stored.get("started") or {k: stored.get(k) for k in ("command", "provenance")},
                             initial=stored.get("initial"))
         else:
             driver = Driver.start(spec, evaluator)
