@@ -17,6 +17,7 @@ from server_helpers import wait_for
 
 from srghn.deploy import protocol as p
 from srghn.deploy.client import AdminClient, ControlClient
+from srghn.deploy.registry import Registry
 
 pytestmark = pytest.mark.slow
 
@@ -202,7 +203,6 @@ def test_daemon_commands_without_a_server(tmp_path: Path, cartpole_model) -> Non
     from typer.testing import CliRunner
 
     from srghn.cli import app
-    from srghn.deploy.registry import Registry
 
     state = tmp_path / "state"
     with Registry.open(state, create=True) as registry:
@@ -249,8 +249,11 @@ def test_a_daemon_only_detaches_from_a_server_that_is_a_service_of_its_own(tmp_p
             summary = finish(start(state, Path(socks), "--generations", "2"))  # no --attach: it finds the server
             assert summary["stopped_by"] == "bound" and summary["server_stopped"] is False
             assert read_runfile(state, SERVER)["pid"] == server["pid"]  # still the same server, serving
+            with Registry.open(state) as registry:
+                live = registry.live("cartpole")  # the factory champion, when it passed its gates
             with ControlClient(f"ipc://{socks}/c.sock") as robot:
-                assert robot.act(np.zeros(4, np.float32)).source is p.Source.SAFE
+                reply = robot.act(np.zeros(4, np.float32))
+            assert (reply.source, reply.champion) == ((p.Source.LIVE, live.id) if live else (p.Source.SAFE, ""))
         finally:
             serve.send_signal(signal.SIGTERM)
             assert serve.wait(60) == 0, serve.stderr.read()
