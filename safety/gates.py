@@ -13,7 +13,7 @@ Gates, in order (H = hard, never overridable; S = soft, overridable with ``--for
 * ``action_bounds`` (H): every action inside the profile's bounds (discrete: a valid index);
 * ``floor[<regime>]`` (H): absolute minimum of ``floor_metric`` in that regime's fixed-seed episodes;
 * ``regression[<regime>]`` (S): fitness >= incumbent - tolerance * |incumbent| against the live champion;
-* ``latency_p99`` (S): 99th percentile of one single-observation inference, 1 thread, within budget.
+* ``latency_p99`` (S): 99th percentile of one single-observation inference's CPU time, 1 thread, within budget.
 """
 
 from __future__ import annotations
@@ -191,8 +191,9 @@ def _scenario_gates(profile: RobotProfile, policy: OnnxPolicy, incumbent: bytes 
 
 
 def _latency_gate(policy: OnnxPolicy, config: GateConfig, rounds: int = 5) -> GateResult:
-    """p99 of single-observation inference: the best of ``rounds`` rounds, so a burst of load from other
-    processes on a shared CPU does not fail a model, while a model that is slow is slow in every round."""
+    """p99 of single-observation inference in this thread's CPU time (the session runs in the calling thread),
+    best of ``rounds`` rounds: what the model costs, not how long other processes kept the core. A machine
+    saturated by evolution made wall-clock p99 exceed 1 ms for a 40 µs model and fail a good champion."""
     obs = np.random.default_rng(config.seed).standard_normal((1, policy.spec.obs_dim)).astype(np.float32)
     session, feed = policy.session, {"obs": obs}
     for _ in range(100):
@@ -202,11 +203,11 @@ def _latency_gate(policy: OnnxPolicy, config: GateConfig, rounds: int = 5) -> Ga
     for _ in range(rounds):
         times = np.empty(per_round)
         for i in range(per_round):
-            t = time.perf_counter_ns()
+            t = time.thread_time_ns()
             session.run(None, feed)
-            times[i] = time.perf_counter_ns() - t
+            times[i] = time.thread_time_ns() - t
         p99s.append(float(np.percentile(times, 99) / 1e3))
         p50s.append(float(np.percentile(times, 50) / 1e3))
     p99 = min(p99s)
     return GateResult("latency_p99", False, config.latency_p99_us, round(p99, 2), p99 <= config.latency_p99_us,
-                      f"µs, batch 1, 1 thread, best of {rounds} rounds (p50 {min(p50s):.1f})")
+                      f"µs of CPU time, batch 1, 1 thread, best of {rounds} rounds (p50 {min(p50s):.1f})")
