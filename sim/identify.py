@@ -159,10 +159,23 @@ def identify(profile: RobotProfile, obs: np.ndarray, actions: np.ndarray, next_o
         twin.close()
 
 
+def _constrained(profile: RobotProfile, twin: Twin, fit: Fit) -> set[str]:
+    """Keys of the parameters the transitions determine: a change by the tolerance moves the predictions by more
+    than twice the fit's residual (RMS). An actuator that was sent no torque (a robot on its safe action) leaves its
+    gain free, and any value the optimiser lands on says nothing about the robot."""
+    floor = 4.0 * fit.trimmed_residual + 1e-14
+    return {p.key for p in twin.fitted
+            if (fit.sensitivity.get(p.key, np.inf) * profile.twin.tolerance_of(p.kind)) ** 2 > floor}
+
+
 def _fit_and_match(profile: RobotProfile, twin: Twin, data: tuple, candidates: dict[str, Regime],
                    errors: dict[str, float], best: str, current: str | None) -> Identification:
     start = best
     fit = twin.fit(*data, candidates[start])
+    if not _constrained(profile, twin, fit):  # the transitions carry no information on any parameter
+        stay = current if current in candidates else best
+        return Identification(stay, True, candidates[stay], errors, fit.values, fit.stderr, fit.residual,
+                              len(data[0]))
     match = _match(profile, twin, fit, candidates, errors, current, candidates[start])
     if match is None and best != NOMINAL and fit.residual > 1e-3 * errors[best]:  # a second start, from nominal
         other = twin.fit(*data, candidates[NOMINAL])
@@ -185,13 +198,14 @@ def _match(profile: RobotProfile, twin: Twin, fit: Fit, candidates: dict[str, Re
     start's, if any."""
     fitted = {(p.kind, p.index) for p in twin.fitted}
     held = {k: v for k, v in twin.params.regime_values(start, "start").items() if k not in fitted}
+    constrained = _constrained(profile, twin, fit)
     within = []
     for name, regime in candidates.items():
         values = twin.params.regime_values(regime, name)
         if {k: v for k, v in values.items() if k not in fitted} != held:
             continue
         if all(abs(fit.values[p.key] - values.get((p.kind, p.index), KINDS[p.kind]))
-               <= profile.twin.tolerance_of(p.kind) for p in twin.fitted):
+               <= profile.twin.tolerance_of(p.kind) for p in twin.fitted if p.key in constrained):
             within.append(name)
     if current in within:
         return current
@@ -205,7 +219,10 @@ def _new_regime(profile: RobotProfile, twin: Twin, fit: Fit, start: Regime, n: i
     changes = {kind: dict(values) for kind, values in start.changes().items() if kind not in fitted_kinds}
     values = {key: value for key, value in twin.params.regime_values(start, "start").items()
               if key[0] in fitted_kinds}
+    constrained = _constrained(profile, twin, fit)
     for p in twin.fitted:
+        if p.key not in constrained:  # left as the start regime has it
+            continue
         value = fit.values[p.key]
         near = abs(value - KINDS[p.kind]) <= profile.twin.tolerance_of(p.kind)
         values[(p.kind, p.index)] = KINDS[p.kind] if near else round(value, 3)

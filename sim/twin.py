@@ -25,7 +25,7 @@ each from the last estimate; the true parameters predict every transition, so dr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gymnasium as gym
 import numpy as np
@@ -95,6 +95,9 @@ class Fit:
     """The same over the transitions the last round kept."""
     evaluations: int
     """Evaluations of the prediction error the optimiser made (Jacobian columns included)."""
+    sensitivity: dict[str, float] = field(default_factory=dict)
+    """Root-mean-square change of a predicted observation entry per unit change of each parameter, over the kept
+    transitions: 0 for a parameter the transitions say nothing about (an actuator that was sent no torque)."""
 
 
 class Twin:
@@ -229,7 +232,8 @@ class Twin:
         full = float(np.mean(per_transition(x, np.arange(len(obs))) ** 2))
         return Fit(values=dict(zip(keys, map(float, x), strict=True)),
                    stderr=dict(zip(keys, map(float, stderr), strict=True)),
-                   residual=full, trimmed_residual=float(np.mean(r ** 2)), evaluations=calls[0])
+                   residual=full, trimmed_residual=float(np.mean(r ** 2)), evaluations=calls[0],
+                   sensitivity=dict(zip(keys, map(float, np.sqrt(np.mean(jac ** 2, axis=0))), strict=True)))
 
 
 __all__ = ["Fit", "NotIdentifiable", "Param", "Twin", "replayable"]

@@ -72,6 +72,17 @@ def test_a_payload_on_the_torso_is_weighed() -> None:
     assert set(found.definition.payload) == {"torso"} and not found.definition.gain
 
 
+def test_transitions_without_torque_say_nothing_about_gains() -> None:
+    """A robot on its safe (zero) action, as every robot is before its first champion goes live: any gain explains
+    its transitions, so the twin must not name a fault from them (it once found `ankle_4 -0.828`)."""
+    ant = load_profile("ant")
+    data = random_transitions(ant, "nominal", 64, seed=3, scale=0.0)
+    assert not np.any(data[1])
+    for current in ("nominal", "invert_front_left"):
+        found = identify(ant, *data, current=current)
+        assert found.known and found.regime == current
+
+
 def test_without_a_twin_the_current_regime_stays_unless_another_is_clearly_better() -> None:
     cart = load_profile("cartpole")
     data = transitions(cart, "inverted", n=48)
