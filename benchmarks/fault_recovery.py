@@ -19,31 +19,34 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
-from srghn.sim.backends import make_evaluator
 from srghn.sim.driver import INIT_FACTORY, Driver, RunSpec
 from srghn.sim.factory import factory_provenance
 from srghn.sim.profiles import load_profile
 from srghn.sim.stats import improvement_interval, iqm_interval
+from srghn.sim.workers import LocalEvaluator, WorkerLimits
 
 
 def recover(profile, method: str, seed: int, fault: str, target: float, max_generations: int, evaluator,
             episodes: int | None) -> dict:
     """One run: generations, env steps and seconds until the fittest standard return reaches ``target``."""
     driver = Driver.start(RunSpec(profile, method, seed, episodes=episodes, init=INIT_FACTORY), evaluator)
-    started, steps, curve = time.perf_counter(), 0, []
+    started, steps, curve, failed = time.perf_counter(), 0, [], 0
     for generation in range(max_generations):
         record = driver.step(fault)
         steps += record.env_steps
+        failed += sum(record.faults.values())
         curve.append(round(record.best_return, 1))
         if record.best_return >= target:
             return {"seed": seed, "generations": generation + 1, "env_steps": steps,
-                    "wall_s": round(time.perf_counter() - started, 1), "curve": curve}
+                    "wall_s": round(time.perf_counter() - started, 1), "failed_evaluations": failed,
+                    "curve": curve}
     return {"seed": seed, "generations": None, "env_steps": None, "wall_s": None, "budget_steps": steps,
-            "curve": curve}
+            "failed_evaluations": failed, "curve": curve}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -56,6 +59,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--level", type=float, default=0.8, help="fraction of the pre-fault return to regain")
     parser.add_argument("--episodes", type=int, default=None, help="episodes per evaluation (default: profile's)")
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--job-timeout-s", type=float, default=1800.0,
+                        help="wall-clock limit of one evaluation job; generous, so that a machine busy with other "
+                             "work slows the benchmark down instead of failing evaluations (each run reports "
+                             "failed_evaluations)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
     args = parser.parse_args(argv)
@@ -68,7 +75,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"benchmark": "fault_recovery", "robot": profile.name, "pre_fault_return": before, "level": args.level,
               "target_return": target, "max_generations": args.max_generations, "seeds": args.seeds,
               "factory": {k: provenance.get(k) for k in ("command", "env_steps", "git_sha")}, "faults": {}}
-    with make_evaluator(profile, "local", args.workers) as evaluator:
+    with LocalEvaluator(profile, workers=args.workers or os.cpu_count() or 1,
+                        limits=WorkerLimits(job_timeout_s=args.job_timeout_s)) as evaluator:
         for fault in faults:
             per_method = {}
             for method in methods:
