@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 GOALS = {"errors": 0, "max_rss_growth": 0.05}
 CHAMPIONS = ("soak-a", "soak-b")
@@ -114,14 +115,10 @@ def rss_mb(pid: int) -> float | None:
 
 
 def children(parent: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
-                found.append(int(entry.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    return found
+    try:
+        return [child.pid for child in psutil.Process(parent).children()]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def processes(state: Path, daemon: int, robot_pid: int) -> dict[str, int]:
