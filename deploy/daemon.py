@@ -119,6 +119,8 @@ class DaemonSettings:
     """The server this daemon starts asks for real-time priority (see :class:`ServeConfig`)."""
     busy_poll_us: int = 0
     """The server this daemon starts busy-polls this long after each request (see :class:`ServeConfig`)."""
+    record: dict | None = None
+    """The server this daemon starts records the session (:mod:`srghn.deploy.recording`): its size bounds."""
     actor: str = "srghn-daemon"
     init: str | None = None
     """Where a state directory without a population starts: ``factory`` (grown from the robot's factory GHN),
@@ -149,7 +151,7 @@ class DaemonSettings:
     def serve_config(self) -> ServeConfig:
         """The configuration of the control server this daemon starts when none runs."""
         return ServeConfig.for_profile(self.profile, self.state_dir, self.endpoints(), self.keys, self.realtime,
-                                       self.busy_poll_us)
+                                       self.busy_poll_us, self.record)
 
 
 class _Regime:
