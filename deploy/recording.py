@@ -19,6 +19,7 @@ library is imported only where files are written or read: the server process nev
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -91,7 +92,7 @@ def stamp(time_ns: int) -> dict:
     return {"sec": time_ns // 1_000_000_000, "nsec": time_ns % 1_000_000_000}
 
 
-# -- the server's side --------------------------------------------------------------------------------------------------
+# -- the server's side -------------------------------------------------------------------------------------------------
 
 
 class Tap:
@@ -165,10 +166,8 @@ class Tap:
         import zmq
 
         self.flush()
-        try:
+        with contextlib.suppress(zmq.Again):
             self.sock.send(END, zmq.NOBLOCK)
-        except zmq.Again:
-            pass
         self.sock.close()
         if self.proc is not None:
             try:
@@ -178,7 +177,7 @@ class Tap:
                 self.proc.wait(5)
 
 
-# -- the recorder's side: decoding and writing ---------------------------------------------------------------------------
+# -- the recorder's side: decoding and writing -------------------------------------------------------------------------
 
 
 def decode_batch(frames: list[bytes], dim: int | None = None) -> Iterator[tuple[str, int, dict | bytes, dict]]:
@@ -340,7 +339,7 @@ def _json_default(value: object) -> object:
     return str(value)
 
 
-# -- reading back: srghn-ctl record list | export ------------------------------------------------------------------------
+# -- reading back: srghn-ctl record list | export ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
