@@ -331,6 +331,60 @@ class RecordingWriter:
         self._finish()
 
 
+class BackgroundRecorder:
+    """A :class:`RecordingWriter` on a thread of its own, for a process whose loop must not wait on files (the
+    simulated robot): :meth:`add` only queues. With ``telemetry`` (a SUB socket's endpoint) it records the
+    server's telemetry events as well."""
+
+    def __init__(self, writer: RecordingWriter, telemetry: str | None = None) -> None:
+        import queue
+        import threading
+
+        self.writer = writer
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.telemetry = telemetry
+        self.thread = threading.Thread(target=self._run, name="srghn-recorder", daemon=True)
+        self.thread.start()
+
+    def add(self, kind: str, wall: int, info: dict, reply: dict) -> None:
+        self.queue.put((kind, wall, info, reply))
+
+    def _run(self) -> None:
+        import queue
+
+        import zmq
+
+        sock = None
+        if self.telemetry is not None:
+            sock = zmq.Context.instance().socket(zmq.SUB)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SUBSCRIBE, b"")
+            sock.connect(self.telemetry)
+        try:
+            while True:
+                while sock is not None and sock.poll(0):
+                    _, body = sock.recv_multipart()
+                    event = json.loads(body)
+                    self.writer.write(f"/telemetry/{event.get('topic', 'unknown')}", "telemetry", time.time_ns(),
+                                      event)
+                try:
+                    item = self.queue.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                if item is None:
+                    break
+                self.writer.add(*item)
+        finally:
+            if sock is not None:
+                sock.close()
+            self.writer.close()
+
+    def close(self) -> None:
+        """Write what is queued, finish the file."""
+        self.queue.put(None)
+        self.thread.join()
+
+
 def _json_default(value: object) -> object:
     if hasattr(value, "item"):
         return value.item()
