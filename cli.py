@@ -27,7 +27,7 @@ from srghn import ConfigError, SrghnError
 
 app = typer.Typer(
     help="srghn: self-referential graph hypernetworks evolved in a shadow simulator, served to robots.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
 )
 err = Console(stderr=True)
 out = Console()
@@ -360,7 +360,7 @@ def factory_export(
         champion_id = f"{profile.name}-factory-{factory_sha(profile)}"
         result = export_for_profile(profile, factory.params, champion_id, {"factory": factory.meta.get("factory")},
                                     norm=factory.norm)
-        atomic_write(output, result.model)
+        atomic_write(output, result.model, mode=0o644)
     out.print(escape(f"wrote {champion_id} to {output} ({len(result.model):,} bytes, parity "
                      f"{result.max_abs_diff:.1e} on {result.stress_rows} stress rows)"),
               highlight=False, soft_wrap=True)
@@ -723,7 +723,7 @@ def export(
         with _open_registry(state_dir) as registry:
             champion = registry.get(champion_id)
             data = registry.load_model(champion.id)
-        atomic_write(output, data)
+        atomic_write(output, data, mode=0o644)  # a model to hand around, not a secret
     out.print(escape(f"wrote {champion.id} to {output} ({len(data):,} bytes, sha256 {champion.artifact_sha256[:16]}…)"),
               highlight=False, soft_wrap=True)
 
@@ -1296,6 +1296,81 @@ def keys_revoke(
     with _handled():
         revoke_key(_key_dir(directory, state_dir), name)
     out.print(escape(f"revoked {name}"), highlight=False)
+
+
+record_app = typer.Typer(help="Session recordings (`run --record`, `serve --record`, `robot-sim --record`): MCAP "
+                              "files for Foxglove, in <state dir>/recordings (docs/recording.md).",
+                         no_args_is_help=True)
+app.add_typer(record_app, name="record")
+RecordDirOpt = Annotated[Path | None, typer.Option(
+    "--dir", help="Recordings directory (default: <state dir>/recordings).", show_default=False)]
+
+
+def _recordings(directory: Path | None, state_dir: Path | None) -> Path:
+    from srghn.deploy.recording import recordings_dir
+    from srghn.deploy.state import resolve_state_dir
+
+    found = directory or recordings_dir(resolve_state_dir(state_dir))
+    if not found.is_dir():
+        raise ConfigError(f"no recordings in {found} (record with `srghn-ctl run --record`)")
+    return found
+
+
+@record_app.command("list")
+def record_list(as_json: JsonOpt = False, directory: RecordDirOpt = None, state_dir: StateDirOpt = None) -> None:
+    """List the recording files: size, time span, messages per topic (oldest first)."""
+    from srghn.deploy.recording import list_recordings
+
+    with _handled():
+        files = list_recordings(_recordings(directory, state_dir))
+    if as_json:
+        print(json.dumps([f.to_dict() for f in files], indent=2))
+        return
+    table = _table("file", "size", "start (UTC)", "span", "messages", title=f"recordings ({len(files)})")
+    for f in files:
+        start = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(f.start)) if f.start else "-"
+        span = _duration(f.end - f.start) if f.start and f.end else "-"
+        topics = ", ".join(f"{t} {n:,}" for t, n in f.topics.items())
+        _row(table, f.path.name + ("" if f.complete else " (being written or cut short)"), f"{f.bytes / 2**20:.1f} MiB",
+             start, span, f"{f.messages:,}: {topics}")
+    out.print(table)
+
+
+@record_app.command("export")
+def record_export(
+    files: Annotated[list[Path] | None, typer.Argument(
+        help="Recording files (default: every file of the recordings directory).", show_default=False)] = None,
+    kind: Annotated[str, typer.Option(help="What to export: act, step, rejected or telemetry.")] = "step",
+    client: Annotated[str | None, typer.Option(help="Only this robot client (its name as recorded).")] = None,
+    start: Annotated[float | None, typer.Option(help="From this time (Unix seconds).")] = None,
+    end: Annotated[float | None, typer.Option(help="Up to this time (Unix seconds).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many rows.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="CSV file to write (default: stdout).", show_default=False)] = None,
+    directory: RecordDirOpt = None,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Convert a slice of the recordings to CSV: one row per message, one column per observation/action value."""
+    from srghn.deploy.recording import SCHEMAS, export_csv, list_recordings
+
+    with _handled():
+        if kind not in SCHEMAS:
+            raise ConfigError(f"--kind {kind!r}: expected one of {', '.join(SCHEMAS)}")
+        if start is not None and end is not None and end < start:
+            raise ConfigError(f"--end ({end}) is before --start ({start})")
+        for f in files or ():
+            if not f.is_file():
+                raise ConfigError(f"{f}: no such recording file")
+        if output is not None and (output.is_dir() or not output.parent.is_dir()):
+            raise ConfigError(f"--output {output}: give a file name in an existing directory")
+        paths = list(files) if files else [f.path for f in list_recordings(_recordings(directory, state_dir))]
+        if output is None:
+            rows = export_csv(paths, sys.stdout, kind, client, start, end, limit)
+        else:
+            with output.open("w", newline="") as fh:
+                rows = export_csv(paths, fh, kind, client, start, end, limit)
+    err.print(escape(f"exported {rows:,} {kind} rows from {len(paths)} file(s)" + (f" to {output}" if output else "")),
+              highlight=False, soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover - console-script convenience
