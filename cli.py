@@ -872,6 +872,10 @@ def run(
         if record and server is not None and not server.get("recording"):
             raise ConfigError(f"--record: the control server already running on {state} (pid {server['pid']}) does "
                               "not record; stop it, or start it with `srghn-ctl serve --record`")
+        from srghn.deploy.keys import CurveServer
+        from srghn.deploy.serve_config import choose_endpoints
+
+        CurveServer.for_endpoints(keys, choose_endpoints(state, control, admin, telemetry).values())
         preflight.check_spaces(profile)
     from srghn.deploy.daemon import Daemon, DaemonSettings
 

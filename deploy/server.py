@@ -233,6 +233,9 @@ class Server:
             self.curve.stop()
         remove_runfile(Path(self.config.state_dir), SERVER)
         self.ctx.destroy(linger=SHUTDOWN_LINGER_MS)
+        for endpoint in (*self.config.endpoints.values(), self.config.internal_endpoint):
+            if endpoint.startswith("ipc://"):  # ZeroMQ leaves the socket files of bound ipc endpoints behind
+                Path(endpoint[len("ipc://"):]).unlink(missing_ok=True)
 
 
 def _stand_by(fd: int) -> bool:

@@ -15,7 +15,7 @@ from server_helpers import gate_and_promote, live_champion, register_champion, r
 
 from srghn.deploy.client import ControlClient
 from srghn.deploy.recording import RECORDINGS, RecordingWriter, check_limits, list_recordings, read_messages
-from srghn.errors import ConfigError
+from srghn.errors import ConfigError, ReplyError
 
 
 def _read_all(directory: Path) -> list[tuple[str, int, dict, str]]:
@@ -54,7 +54,7 @@ def test_recorded_session_holds_every_act_and_step_with_its_champion(tmp_path, c
             sent.append("probe")  # the probes above are ACTs without a STEP; counted below
             for _ in range(30):
                 one_step()
-            with pytest.raises(Exception):  # a rejected request is recorded too
+            with pytest.raises(ReplyError, match="NOT_FINITE|NaN"):  # a rejected request is recorded too
                 client.act(np.array([np.nan, 0, 0, 0], np.float32))
         finally:
             client.close()
@@ -87,6 +87,7 @@ def test_recorded_session_holds_every_act_and_step_with_its_champion(tmp_path, c
     server_events = [m["event"] for t, _, m, _ in records if t == "/telemetry/server"]
     assert server_events[0] == "started" and server_events[-1] == "stopped"
     assert not list((state / RECORDINGS).glob("*.part"))
+    assert not list(state.glob("*.sock"))  # a clean stop removes the socket files (the recorder's too)
 
 
 def test_files_rotate_and_the_oldest_go(tmp_path):
@@ -135,3 +136,21 @@ def test_record_list_and_export_csv(tmp_path):
     lines = out.read_text().splitlines()
     assert lines[0].startswith("time,client,request_id,observation_0")
     assert [row.split(",")[2] for row in lines[1:]] == ["1", "2", "3"]
+
+
+def test_robot_sim_records_what_the_robot_saw(tmp_path, cartpole_model):
+    state = tmp_path / "state"
+    live_champion(state, "champ-a", cartpole_model)
+    with running_server(state) as config:
+        done = subprocess.run([sys.executable, "-m", "srghn.cli", "robot-sim", "--control", config.control,
+                               "--steps", "60", "--rate", "0", "--record", "--quiet", "--json",
+                               "--state-dir", str(state)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    records = _read_all(state / RECORDINGS)
+    acts = [m for t, _, m, _ in records if t == "/robots/sim-robot/act"]
+    steps = [m for t, _, m, _ in records if t == "/robots/sim-robot/step"]
+    assert len(acts) == len(steps) == summary["steps"] == 60
+    assert [a["request_id"] for a in acts] == [s["request_id"] for s in steps] == list(range(1, 61))
+    assert {s["champion"] for s in steps} == {"champ-a"} and all(a["round_trip_us"] > 0 for a in acts)
+    assert sum(s["done"] for s in steps) == summary["episodes"]
