@@ -100,7 +100,7 @@ class Tap:
     ``perf_counter_ns`` when it arrived), :meth:`event` per telemetry event. Batches go to the recorder process on
     :meth:`flush`, which the server's loop calls between requests when :meth:`due`."""
 
-    __slots__ = ("append", "dropped", "next_flush", "pending", "proc", "sock")
+    __slots__ = ("append", "dropped", "next_flush", "offset", "pending", "proc", "sock")
 
     def __init__(self, sock, proc=None) -> None:
         self.sock, self.proc = sock, proc
@@ -108,6 +108,9 @@ class Tap:
         self.append = self.pending.append
         self.next_flush = 0.0
         self.dropped = 0
+        self.offset = time.time_ns() - time.perf_counter_ns()
+        """Wall clock minus the performance counter: a request's wall time is worked out at the flush, so the
+        serving thread reads one clock, not two (set again at every flush)."""
 
     @classmethod
     def start(cls, ctx, state_dir: Path, robot: str, limits: dict) -> Tap:
@@ -130,10 +133,10 @@ class Tap:
         return cls(sock, proc)
 
     def __call__(self, t0: int, frames: list, reply: list) -> None:
-        self.append((time.time_ns(), time.perf_counter_ns() - t0, frames, reply))
+        self.append((t0, time.perf_counter_ns(), frames, reply))
 
     def event(self, payload: bytes) -> None:
-        self.append((time.time_ns(), -1, None, payload))
+        self.append((time.perf_counter_ns(), -1, None, payload))
 
     def due(self, now: float) -> bool:
         return bool(self.pending) and (now >= self.next_flush or len(self.pending) >= FLUSH_COUNT)
@@ -145,15 +148,17 @@ class Tap:
         if not self.pending:
             return
         frames: list = [BATCH]
-        for wall, latency, request, reply in self.pending:
+        offset = self.offset
+        for t0, done, request, reply in self.pending:
             if request is None:
-                frames += (META.pack(wall, -1, EVENT, 1), reply)
+                frames += (META.pack(t0 + offset, -1, EVENT, 1), reply)
             else:
-                frames.append(META.pack(wall, latency, len(request), len(reply)))
+                frames.append(META.pack(t0 + offset, done - t0, len(request), len(reply)))
                 frames += request
                 frames += reply
         n = len(self.pending)
         self.pending.clear()
+        self.offset = time.time_ns() - time.perf_counter_ns()
         try:
             self.sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:
