@@ -62,6 +62,17 @@ def record(endpoint: str, writer: RecordingWriter, parent_pid: int | None, stop:
     return batches
 
 
+def _yield_to_the_server() -> None:
+    """The recorder is the server's child, so it inherits the server's real-time priority: drop it, and sit at
+    nice +10, so that writing files never takes a core from a robot's request."""
+    try:
+        if os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR):
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        os.nice(10)
+    except OSError as exc:
+        log.warning("the recorder keeps the server's priority: %s", exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m srghn.deploy.recorder", description=__doc__.splitlines()[0])
     parser.add_argument("--endpoint", required=True)
@@ -72,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-total-bytes", type=int, default=DEFAULT_TOTAL_MB * 2**20)
     parser.add_argument("--parent-pid", type=int)
     args = parser.parse_args(argv)
+    _yield_to_the_server()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = ExitFlag()
     signal.signal(signal.SIGTERM, lambda *_: stop.set("SIGTERM"))
