@@ -272,11 +272,6 @@ def bench(
     with _handled():
         check_backend(backend, workers, ray_address)
         profile = load_profile(robot)
-        for name, value in (("seeds", seeds), ("generations", generations), ("population", population),
-                            ("episodes", episodes)):
-            if value is not None and value < 1:
-                raise ConfigError(f"--{name} must be >= 1, got {value}")
-        preflight.check_switches(profile, generations, switch_at, switch_back_at)
         if out_dir.exists() and not out_dir.is_dir():
             raise ConfigError(f"--out {out_dir} exists and is not a directory")
         preflight.check_writable(out_dir, "--out")
