@@ -139,6 +139,14 @@ class Progress:
             self.bar.stop()
 
 
+def _working(what: str):
+    """A spinner on a terminal; otherwise the line once (a log shows what the command is busy with)."""
+    if err.is_terminal:
+        return err.status(escape(what))
+    err.print(escape(what + " ..."), highlight=False, soft_wrap=True)
+    return contextlib.nullcontext()
+
+
 def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
@@ -474,7 +482,7 @@ def _register_run(profile, out_dir: Path, state_dir: Path | None, top: int) -> l
 
     try:
         with _open_registry(state_dir, create=True) as registry:
-            with err.status("registering candidates (ONNX export + parity check)"):
+            with _working("registering candidates (ONNX export + parity check)"):
                 champions = register_run(registry, profile, out_dir, top, actor=default_actor())
             err.print(f"registered {len(champions)} candidate(s) in {registry.state_dir}: "
                       f"{', '.join(c.id for c in champions)}; next: `srghn-ctl gate {champions[0].id}`",
@@ -637,7 +645,7 @@ def gate(
         if unknown:
             raise ConfigError(f"--regime {unknown[0]!r} is not a regime of {profile.name}; known: "
                               f"{', '.join(profile.regimes)}")
-        with err.status(f"gating {champion.id}"):
+        with _working(f"gating {champion.id}"):
             report = gate_champion(registry, champion.id, _actor(actor), profile,
                                    tuple(dict.fromkeys(regimes)) if regimes else None)
     if as_json:
@@ -1011,7 +1019,8 @@ def robot_sim(
             from srghn.deploy.recording import BackgroundRecorder, RecordingWriter, recordings_dir
 
             writer = RecordingWriter(recordings_dir(operator.state_dir), profile.name, "robot-sim", **limits)
-            recorder = BackgroundRecorder(writer, None if found else operator.endpoint("telemetry", None))
+            telemetry = operator.server.get("telemetry") if operator.server and not found else None
+            recorder = BackgroundRecorder(writer, telemetry)  # the telemetry too, where it needs no keys
         try:
             result = drive(profile, endpoint, episodes=episodes, steps=steps, duration_s=duration, fault=fault,
                            fault_at=fault_at, seed=seed, rate_hz=rate, timeout_s=timeout,

@@ -50,6 +50,8 @@ def test_resume_after_sigint_equals_an_uninterrupted_run(tmp_path):
     reference = evolve(whole)
     ref_stdout, stderr = reference.communicate(timeout=600)
     assert reference.returncode == 0, stderr
+    # without a terminal, progress is a line at the start and one at the end (--json's stdout stays clean)
+    assert "evolve cartpole: started, 30 to do" in stderr and "evolve cartpole: 30/30" in stderr
 
     assert records(cut) == records(whole) and len(records(whole)) == 30
     a, b = json.loads(stdout), json.loads(ref_stdout)
