@@ -445,7 +445,9 @@ def _describe(path: Path) -> RecordingFile:
 def _messages(path: Path, topics: Iterable[str] | None) -> Iterator:
     """The messages of one file in log-time order; a file still written or cut short yields what it holds."""
     from mcap.exceptions import McapError
-    from mcap.reader import NonSeekingReader, make_reader
+    from mcap.reader import make_reader
+    from mcap.records import Channel, Message, Schema
+    from mcap.stream_reader import StreamReader
 
     with open(path, "rb") as fh:
         if path.suffix == ".mcap":
@@ -455,11 +457,18 @@ def _messages(path: Path, topics: Iterable[str] | None) -> Iterator:
             except McapError:
                 fh.seek(0)
         wanted = set(topics) if topics else None
-        try:
-            for schema, channel, message in NonSeekingReader(fh).iter_messages():
-                if wanted is None or channel.topic in wanted:
-                    yield schema, channel, message
-        except (McapError, EOFError, struct.error, ValueError):
+        schemas, channels = {}, {}
+        try:  # record by record: whatever complete chunks the file holds
+            for record in StreamReader(fh).records:
+                if isinstance(record, Schema):
+                    schemas[record.id] = record
+                elif isinstance(record, Channel):
+                    channels[record.id] = record
+                elif isinstance(record, Message):
+                    channel = channels[record.channel_id]
+                    if wanted is None or channel.topic in wanted:
+                        yield schemas.get(channel.schema_id), channel, record
+        except (McapError, EOFError, struct.error, ValueError, KeyError):
             return  # the end of a file that was never finished
 
 

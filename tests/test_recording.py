@@ -154,3 +154,16 @@ def test_robot_sim_records_what_the_robot_saw(tmp_path, cartpole_model):
     assert [a["request_id"] for a in acts] == [s["request_id"] for s in steps] == list(range(1, 61))
     assert {s["champion"] for s in steps} == {"champ-a"} and all(a["round_trip_us"] > 0 for a in acts)
     assert sum(s["done"] for s in steps) == summary["episodes"]
+
+
+def test_a_file_cut_short_still_reads(tmp_path):
+    """A recorder killed mid-file leaves ``.mcap.part``: its finished chunks are listed and exported."""
+    writer = RecordingWriter(tmp_path, "cartpole", "test", **check_limits(1, 10))
+    for i in range(3000):
+        writer.add("step", 3_000_000_000 + i, {"client": "r", "request_id": i},
+                   {"reward": 1.0, "terminated": False, "truncated": False, "next_observation": [0.1 * i] * 4})
+    writer.fh.flush()  # the process dies here: no footer, no rename
+    (part,) = list_recordings(tmp_path)
+    assert not part.complete and part.path.name.endswith(".mcap.part")
+    got = [m["request_id"] for _, _, m in read_messages([part.path])]
+    assert 0 < len(got) <= 3000 and got == list(range(len(got)))
