@@ -367,6 +367,7 @@ class Daemon:
             self.publish("daemon", {"event": "promotion_failed", "champion": champion_id, "error": why})
         else:
             self.counts["promoted"] += 1
+            self.on_event("promoted", {"champion": champion_id})  # the server publishes the audit event itself
 
     # -- what the server passes on -------------------------------------------------------------------------------
 
