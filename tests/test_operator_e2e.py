@@ -61,7 +61,7 @@ def test_recorded_daemon_session_and_truthful_status(tmp_path: Path) -> None:
             daemon.send_signal(signal.SIGTERM)
             stdout, stderr = daemon.communicate(timeout=180)
         assert daemon.returncode == 0, stderr
-        assert "gen " in stderr  # progress on stderr with --json
+        assert "gen " in stderr and "promoted " in stderr  # progress on stderr with --json
         summary = json.loads(stdout)
     robot = summary["robot_sim"]
     messages = []
