@@ -920,7 +920,7 @@ def _print_event(topic: str, data: dict) -> None:
     elif topic == "gate":
         verdict = "[green]passed[/]" if data["passed"] else \
             f"[red]failed[/] {escape(', '.join(data['failed_hard'] + data['failed_soft']))}"
-        err.print(f"gate {escape(data['champion'])} (fitness {_fmt(data['fitness'])}, {data['regime']}): {verdict}",
+        err.print(f"gate {escape(data['champion'])} (fitness {_fmt(data.get('fitness'))}, {data['regime']}): {verdict}",
                   highlight=False, soft_wrap=True)
     elif topic == "promoted":
         err.print(f"[bold green]promoted[/] {escape(data['champion'])}: now serving", highlight=False)

@@ -472,7 +472,10 @@ class Daemon:
     def publish(self, topic: str, data: dict) -> None:
         if topic != "generation":
             log.info("%s: %s", topic, data)
-        self.on_event(topic, data)
+        try:
+            self.on_event(topic, data)
+        except Exception:  # the caller's printing must never stop evolution
+            log.exception("the event callback failed on a %s event", topic)
         if self.link is not None:
             self.link.send(m.Publish(topic, data))
 
