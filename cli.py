@@ -843,9 +843,7 @@ def run(
     and registry live in the state directory, so a restarted daemon resumes. Ctrl-C or SIGTERM stops evolution
     between two generations, then the server this command started.
     """
-    from srghn.deploy import state as st
     from srghn.sim import preflight
-    from srghn.sim.profiles import load_profile
 
     with _handled():  # everything that can be told wrong before any work, without torch
         if not sim_robot and (fault is not None or fault_at is not None):
@@ -853,6 +851,9 @@ def run(
         if not sim_robot and robot_rate is not None:
             raise ConfigError("--robot-rate needs --sim-robot")
         preflight.check_rate(robot_rate, "--robot-rate")
+        from srghn.deploy import state as st
+        from srghn.sim.profiles import load_profile
+
         preflight.check_run_flags(SimpleNamespace(backend=backend, workers=workers, ray_address=ray_address,
                                                   seed=seed, generations=generations, population=population,
                                                   episodes=episodes, gate_every=gate_every),
@@ -1172,8 +1173,6 @@ def watch(
 ) -> None:
     """Follow the server's telemetry live, one readable line per event: generations, gates, promotions,
     rollbacks, watchdog, live stats (--json: the events as they are)."""
-    from srghn.deploy.client import Telemetry
-    from srghn.deploy.operator import READERS
     from srghn.deploy.protocol import TELEMETRY_TOPICS
 
     with _handled():
@@ -1182,6 +1181,9 @@ def watch(
             raise ConfigError(f"--topic {unknown[0]!r} is not a telemetry topic; topics: {', '.join(TELEMETRY_TOPICS)}")
         if timeout is not None and not timeout > 0:
             raise ConfigError(f"--timeout must be a positive number of seconds, got {timeout}")
+        from srghn.deploy.client import Telemetry
+        from srghn.deploy.operator import READERS
+
         operator = _operator(state_dir, key)
         events = Telemetry(operator.endpoint("telemetry", telemetry), tuple(topics or ()), timeout,
                            **operator.client_keys(READERS, keys))

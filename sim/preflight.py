@@ -7,16 +7,19 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from srghn import ConfigError
-from srghn.sim.backends import check_backend
-from srghn.sim.profiles import RobotProfile
-from srghn.sim.schedule import Schedule
+
+if TYPE_CHECKING:  # the flag checks run before anything else is imported (gymnasium takes a quarter second)
+    from srghn.sim.profiles import RobotProfile
 
 
 def check_run_flags(settings: object, counts: tuple[str, ...]) -> None:
     """The flags every evolution run shares: ``counts`` must be >= 1 where given, the seed >= 0, the backend
     valid. Errors name the flag."""
+    from srghn.sim.backends import check_backend
+
     check_backend(settings.backend, settings.workers, settings.ray_address)
     for name in counts:
         value = getattr(settings, name)
@@ -33,6 +36,8 @@ def check_switches(profile: RobotProfile, generations: int | None, switch_at: in
     for name, value in (("switch_at", switch_at), ("switch_back_at", switch_back_at)):
         if value is not None and value >= n:
             raise ConfigError(f"--{name.replace('_', '-')} {value} is not before the end of the run ({n} generations)")
+    from srghn.sim.schedule import Schedule
+
     Schedule.switch(profile.switch_regime, switch_at, switch_back_at)
 
 
