@@ -1001,7 +1001,7 @@ def robot_sim(
     from srghn.sim.profiles import load_profile
 
     def on_episode(run) -> None:
-        if not quiet and not as_json:
+        if not quiet:  # stderr: --json's stdout stays the summary's
             err.print(f"episode {run.episodes}: return {run.returns[-1]:.1f} ({run.steps:,} steps; served by "
                       f"{escape(', '.join(run.served_by))})", highlight=False, soft_wrap=True)
 
