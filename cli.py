@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import shlex
 import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated
 
 import typer
@@ -25,10 +27,24 @@ from srghn import ConfigError, SrghnError
 
 app = typer.Typer(
     help="srghn: self-referential graph hypernetworks evolved in a shadow simulator, served to robots.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
 )
 err = Console(stderr=True)
 out = Console()
+
+
+def _version(value: bool) -> None:
+    if value:
+        from srghn import __version__
+
+        print(f"srghn-ctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False) -> None:
+    """srghn: self-referential graph hypernetworks evolved in a shadow simulator, served to robots."""
 
 StateDirOpt = Annotated[Path | None, typer.Option(
     "--state-dir", help="State directory holding the champion registry (default: $SRGHN_STATE_DIR, else the "
@@ -67,26 +83,88 @@ def profiles(
     out.print(table)
 
 
+PROGRESS_EVERY_S = 10.0
+"""Without a terminal on stderr (a log, CI, a pipe), long commands print one status line this often."""
+
+
+class Progress:
+    """Progress of a long command on stderr: a rich bar on a terminal; otherwise one line at the start, then at
+    most every :data:`PROGRESS_EVERY_S`, and one at the end (``--json`` included: stdout stays the JSON's)."""
+
+    def __init__(self, what: str, total: int | None, transient: bool = False) -> None:
+        self.what, self.total, self.done = what, total, 0
+        self.started = self.last = time.monotonic()
+        self.fields: dict[str, str] = {}
+        self.bar = None
+        if err.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as Bar
+
+            self.bar = Bar(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                           TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err, transient=transient)
+            self.task = self.bar.add_task(what, total=total, info="")
+
+    def __enter__(self) -> Progress:
+        if self.bar is not None:
+            self.bar.start()
+        else:
+            err.print(escape(f"{self.what}: started" + (f", {self.total} to do" if self.total else "")),
+                      highlight=False, soft_wrap=True)
+        return self
+
+    def update(self, advance: int = 1, description: str | None = None, **fields: object) -> None:
+        self.done += advance
+        self.fields.update({k: str(v) for k, v in fields.items()})
+        info = ", ".join(f"{k} {v}" for k, v in self.fields.items() if v != "")
+        if self.bar is not None:
+            self.bar.update(self.task, advance=advance, info=escape(info),
+                            **({"description": description} if description else {}))
+            return
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_EVERY_S or (self.total and self.done >= self.total):
+            self.last = now
+            self._line(info, now)
+
+    def _line(self, info: str, now: float) -> None:
+        elapsed = now - self.started
+        of = f"{self.done}/{self.total}" if self.total else f"{self.done}"
+        left = ""
+        if self.total and 0 < self.done < self.total:
+            left = f", about {_duration(elapsed / self.done * (self.total - self.done))} left"
+        err.print(escape(f"{self.what}: {of}{', ' + info if info else ''} ({_duration(elapsed)} elapsed{left})"),
+                  highlight=False, soft_wrap=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _working(what: str):
+    """A spinner on a terminal; otherwise the line once (a log shows what the command is busy with)."""
+    if err.is_terminal:
+        return err.status(escape(what))
+    err.print(escape(what + " ..."), highlight=False, soft_wrap=True)
+    return contextlib.nullcontext()
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 @contextlib.contextmanager
-def stop_between_generations() -> Iterator[Callable[[], bool]]:
+def _between_generations() -> Iterator[Callable[[], bool]]:
     """SIGINT / SIGTERM only set a flag that the run checks between generations (a population is never saved
     half-updated); a second Ctrl-C stops at once, keeping the last checkpoint. Handlers are restored on exit."""
-    import signal
+    from srghn.deploy.signals import ExitFlag
 
-    asked: list[int] = []
-
-    def handler(signum: int, frame: object) -> None:
-        if asked and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        asked.append(signum)
-        err.print("stopping after this generation (Ctrl-C again to stop at once, keeping the last checkpoint)")
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield lambda: bool(asked)
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    flag = ExitFlag(lambda _: err.print("stopping after this generation (Ctrl-C again to stop at once, keeping the "
+                                        "last checkpoint)"), interrupt=True)
+    with flag.captured():
+        yield flag
 
 
 @app.command()
@@ -125,26 +203,33 @@ def evolve(
     into --out, then registers the champion and the best runners-up as candidates (exported to ONNX,
     parity-checked) in the registry. Ctrl-C stops after the current generation and keeps a resumable checkpoint.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from srghn.sim import preflight
     from srghn.sim.profiles import load_profile
+
+    with _handled():  # everything that can be told wrong before any work, without torch
+        profile = load_profile(robot)
+        preflight.check_run_flags(SimpleNamespace(backend=backend, workers=workers, ray_address=ray_address,
+                                                  seed=seed, generations=generations, population=population,
+                                                  episodes=episodes, switch_at=switch_at,
+                                                  switch_back_at=switch_back_at),
+                                  ("generations", "population", "episodes", "switch_at", "switch_back_at"))
+        preflight.check_switches(profile, generations, switch_at, switch_back_at)
+        preflight.check_init(init)
+        preflight.check_out_dir(out_dir, resume)
+        if register:
+            _checked_state_dir(state_dir)
+        preflight.check_spaces(profile)
     from srghn.sim.run import EvolveSettings, run_evolve
 
     try:
-        settings = EvolveSettings(load_profile(robot), out_dir, generations, seed, population, episodes, switch_at,
+        settings = EvolveSettings(profile, out_dir, generations, seed, population, episodes, switch_at,
                                   switch_back_at, backend=backend, workers=workers, ray_address=ray_address,
                                   init=init, resume=resume, command=shlex.join(["srghn-ctl", *sys.argv[1:]]))
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[regime]}"), TextColumn("best {task.fields[best]}"),
-                            TimeElapsedColumn(), console=err, transient=as_json)
-        with progress:
-            task = progress.add_task(f"evolve {settings.profile.name}", total=settings.n_generations,
-                                     regime="", best="-")
-
+        with Progress(f"evolve {settings.profile.name}", settings.n_generations, transient=as_json) as progress:
             def on_record(record) -> None:
-                progress.update(task, advance=1, regime=record.regime, best=f"{record.best:.1f}")
+                progress.update(regime=record.regime, best=f"{record.best:.1f}")
 
-            with stop_between_generations() as stop:
+            with _between_generations() as stop:
                 summary = run_evolve(settings, on_record, should_stop=stop)
     except SrghnError as exc:
         raise fail(exc) from None
@@ -188,32 +273,33 @@ def bench(
 
     An interrupted bench continues where it stopped when run again with the same --out.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from srghn.sim.backends import check_backend, make_evaluator
-    from srghn.sim.bench import BenchSettings, run_bench
+    from srghn.sim import preflight
+    from srghn.sim.backends import check_backend
     from srghn.sim.profiles import load_profile
 
-    try:
+    with _handled():
         check_backend(backend, workers, ray_address)
-        settings = BenchSettings(load_profile(robot), tuple(m.strip() for m in methods.split(",") if m.strip()),
+        profile = load_profile(robot)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ConfigError(f"--out {out_dir} exists and is not a directory")
+        preflight.check_writable(out_dir, "--out")
+        preflight.check_spaces(profile)
+    from srghn.sim.backends import make_evaluator
+    from srghn.sim.bench import BenchSettings, run_bench
+
+    try:
+        settings = BenchSettings(profile, tuple(m.strip() for m in methods.split(",") if m.strip()),
                                  tuple(range(seeds)), generations, out_dir, switch_at, switch_back_at, population,
                                  episodes)
         runs = len(settings.methods) * len(settings.seeds)
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err, transient=as_json) as progress:
-            total = progress.add_task("bench", total=runs * generations)
-            run_task = progress.add_task("run", total=generations)
-
+        with Progress("bench", runs * generations, transient=as_json) as progress:
             def on_run(method: str, seed: int, finished: bool) -> None:
-                progress.reset(run_task, description=f"{method} seed {seed}" + (" (done before)" if finished else ""))
+                progress.update(0, run=f"{method} seed {seed}" + (" (done before)" if finished else ""))
                 if finished:
-                    progress.update(total, advance=generations)
-                    progress.update(run_task, completed=generations)
+                    progress.update(generations)
 
             def on_record(record) -> None:
-                progress.update(total, advance=1)
-                progress.update(run_task, advance=1)
+                progress.update(best=f"{record.best:.1f}")
 
             summary = run_bench(settings, lambda profile: make_evaluator(profile, backend, workers, ray_address),
                                 on_run=on_run, on_record=on_record)
@@ -277,7 +363,7 @@ def factory_export(
         champion_id = f"{profile.name}-factory-{factory_sha(profile)}"
         result = export_for_profile(profile, factory.params, champion_id, {"factory": factory.meta.get("factory")},
                                     norm=factory.norm)
-        atomic_write(output, result.model)
+        atomic_write(output, result.model, mode=0o644)
     out.print(escape(f"wrote {champion_id} to {output} ({len(result.model):,} bytes, parity "
                      f"{result.max_abs_diff:.1e} on {result.stress_rows} stress rows)"),
               highlight=False, soft_wrap=True)
@@ -362,6 +448,13 @@ def _handled() -> Iterator[None]:
         raise fail(RegistryError(f"the registry database cannot be used: {exc}")) from None
 
 
+def _checked_state_dir(state_dir: Path | None) -> Path:
+    """The state directory, checked (a directory, writable) before any work."""
+    from srghn.deploy.state import check_state_dir, resolve_state_dir
+
+    return check_state_dir(resolve_state_dir(state_dir))
+
+
 def _open_registry(state_dir: Path | None, create: bool = False):
     from srghn.deploy.registry import Registry
     from srghn.deploy.state import resolve_state_dir
@@ -389,7 +482,7 @@ def _register_run(profile, out_dir: Path, state_dir: Path | None, top: int) -> l
 
     try:
         with _open_registry(state_dir, create=True) as registry:
-            with err.status("registering candidates (ONNX export + parity check)"):
+            with _working("registering candidates (ONNX export + parity check)"):
                 champions = register_run(registry, profile, out_dir, top, actor=default_actor())
             err.print(f"registered {len(champions)} candidate(s) in {registry.state_dir}: "
                       f"{', '.join(c.id for c in champions)}; next: `srghn-ctl gate {champions[0].id}`",
@@ -552,7 +645,7 @@ def gate(
         if unknown:
             raise ConfigError(f"--regime {unknown[0]!r} is not a regime of {profile.name}; known: "
                               f"{', '.join(profile.regimes)}")
-        with err.status(f"gating {champion.id}"):
+        with _working(f"gating {champion.id}"):
             report = gate_champion(registry, champion.id, _actor(actor), profile,
                                    tuple(dict.fromkeys(regimes)) if regimes else None)
     if as_json:
@@ -633,7 +726,7 @@ def export(
         with _open_registry(state_dir) as registry:
             champion = registry.get(champion_id)
             data = registry.load_model(champion.id)
-        atomic_write(output, data)
+        atomic_write(output, data, mode=0o644)  # a model to hand around, not a secret
     out.print(escape(f"wrote {champion.id} to {output} ({len(data):,} bytes, sha256 {champion.artifact_sha256[:16]}…)"),
               highlight=False, soft_wrap=True)
 
@@ -681,6 +774,13 @@ BusyPollOpt = Annotated[int, typer.Option(
     "--busy-poll-us", min=0, max=100_000, help="The control server keeps polling this many microseconds after each "
     "request before it sleeps (faster answers to fast robots for that much CPU; for a core of its own; turns "
     "real-time priority off).")]
+RecordOpt = Annotated[bool, typer.Option(
+    "--record", help="Record every control request and telemetry event into <state dir>/recordings as MCAP files "
+    "(docs/recording.md; `record list`, `record export`).")]
+RecordFileOpt = Annotated[float, typer.Option(
+    "--record-file-mb", help="With --record: start a new file at this size (MiB).")]
+RecordTotalOpt = Annotated[float, typer.Option(
+    "--record-total-mb", help="With --record: delete the oldest recordings beyond this total (MiB).")]
 KeysOpt = Annotated[Path | None, typer.Option(
     "--keys", help="CURVE key directory from `srghn-ctl keys add` (required to bind beyond this machine).",
     show_default=False)]
@@ -726,6 +826,9 @@ def run(
     realtime: RealtimeOpt = True,
     busy_poll_us: BusyPollOpt = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the shutdown summary as JSON on stdout.")] = False,
+    record: RecordOpt = False,
+    record_file_mb: RecordFileOpt = 64.0,
+    record_total_mb: RecordTotalOpt = 1024.0,
     state_dir: StateDirOpt = None,
     init: Annotated[str | None, typer.Option(
         help="Where a state directory without a population starts: 'factory' (grown from the robot's factory GHN; "
@@ -740,45 +843,85 @@ def run(
     and registry live in the state directory, so a restarted daemon resumes. Ctrl-C or SIGTERM stops evolution
     between two generations, then the server this command started.
     """
-    from srghn.deploy.daemon import Daemon, DaemonSettings
-    from srghn.deploy.state import resolve_state_dir
-    from srghn.sim.profiles import load_profile
+    from srghn.sim import preflight
 
-    with _handled():
+    with _handled():  # everything that can be told wrong before any work, without torch
         if not sim_robot and (fault is not None or fault_at is not None):
             raise ConfigError("--fault and --fault-at need --sim-robot")
         if not sim_robot and robot_rate is not None:
             raise ConfigError("--robot-rate needs --sim-robot")
+        preflight.check_rate(robot_rate, "--robot-rate")
+        from srghn.deploy import state as st
+        from srghn.sim.profiles import load_profile
+
+        preflight.check_run_flags(SimpleNamespace(backend=backend, workers=workers, ray_address=ray_address,
+                                                  seed=seed, generations=generations, population=population,
+                                                  episodes=episodes, gate_every=gate_every),
+                                  ("generations", "population", "episodes", "gate_every"))
+        if duration is not None and not (duration > 0 and math.isfinite(duration)):
+            raise ConfigError(f"--duration must be a positive number of seconds, got {duration}")
+        profile = load_profile(robot)
+        if regime is not None and regime not in profile.regimes:
+            raise ConfigError(f"--regime {regime!r} is not a regime of {profile.name}; known: "
+                              f"{', '.join(profile.regimes)}")
+        if sim_robot:
+            from srghn.deploy.robot_sim import check_fault
+
+            check_fault(profile, fault, fault_at)
+        preflight.check_init(init)
+        limits = _record_limits(record, record_file_mb, record_total_mb)
+        state = _checked_state_dir(state_dir)
+        st.check_free(state, st.DAEMON)
+        server = st.read_runfile(state, st.SERVER)
+        if record and server is not None and not server.get("recording"):
+            raise ConfigError(f"--record: the control server already running on {state} (pid {server['pid']}) does "
+                              "not record; stop it, or start it with `srghn-ctl serve --record`")
+        from srghn.deploy.keys import CurveServer
+        from srghn.deploy.serve_config import choose_endpoints
+
+        CurveServer.for_endpoints(keys, choose_endpoints(state, control, admin, telemetry).values())
+        preflight.check_spaces(profile)
+    from srghn.deploy.daemon import Daemon, DaemonSettings
+
+    with _handled():
         robot_args = (() if fault is None else ("--fault", fault, "--fault-at", str(fault_at))) + (
             () if robot_rate is None else ("--rate", str(robot_rate)))
         settings = DaemonSettings(
-            load_profile(robot), resolve_state_dir(state_dir), seed=seed, population=population, episodes=episodes,
+            profile, state, seed=seed, population=population, episodes=episodes,
             generations=generations, duration_s=duration, auto_promote=auto_promote, gate_every=gate_every,
             regime=regime, follow_drift=follow_drift, control=control, admin=admin, telemetry=telemetry, keys=keys,
             backend=backend, workers=workers, ray_address=ray_address, sim_robot=sim_robot, robot_args=robot_args,
-            attach=attach, realtime=realtime, busy_poll_us=busy_poll_us, init=init)
+            attach=attach, realtime=realtime, busy_poll_us=busy_poll_us, init=init, record=limits)
         settings.spec  # validates --init before anything starts  # noqa: B018
-        if sim_robot and fault is not None:
-            from srghn.deploy.robot_sim import check_fault
-
-            check_fault(settings.profile, fault, fault_at)
-        summary = Daemon(settings, on_event=None if as_json else _print_event).run()
+        summary = Daemon(settings, on_event=_print_event).run()  # progress on stderr, --json or not
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
     else:
         _print_daemon_summary(summary)
 
 
+def _record_limits(record: bool, file_mb: float, total_mb: float) -> dict | None:
+    from srghn.deploy.recording import check_limits
+
+    limits = check_limits(file_mb, total_mb)
+    return limits if record else None
+
+
+_last_generation_line = [0.0]
+
+
 def _print_event(topic: str, data: dict) -> None:
     """One line per thing an operator wants to see while the daemon runs."""
     if topic == "generation":
-        if data["generation"] % 5 == 0:
+        now = time.monotonic()
+        if data["generation"] % 5 == 0 or now - _last_generation_line[0] >= PROGRESS_EVERY_S:
+            _last_generation_line[0] = now
             err.print(f"gen {data['generation']:>5}  {data['regime']:<12} best {_fmt(data['best'])}  mean "
                       f"{_fmt(data['mean'])}  rate {_fmt(data['mutation_rate_mean'], 3)}", highlight=False)
     elif topic == "gate":
         verdict = "[green]passed[/]" if data["passed"] else \
             f"[red]failed[/] {escape(', '.join(data['failed_hard'] + data['failed_soft']))}"
-        err.print(f"gate {escape(data['champion'])} (fitness {_fmt(data['fitness'])}, {data['regime']}): {verdict}",
+        err.print(f"gate {escape(data['champion'])} (fitness {_fmt(data.get('fitness'))}, {data['regime']}): {verdict}",
                   highlight=False, soft_wrap=True)
     elif topic == "promoted":
         err.print(f"[bold green]promoted[/] {escape(data['champion'])}: now serving", highlight=False)
@@ -844,27 +987,50 @@ def robot_sim(
         show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No per-episode lines.")] = False,
+    record: Annotated[bool, typer.Option(
+        "--record", help="Record every step as the robot saw it (and the telemetry) into <state dir>/recordings as "
+        "MCAP files (docs/recording.md).")] = False,
+    record_file_mb: RecordFileOpt = 64.0,
+    record_total_mb: RecordTotalOpt = 1024.0,
     state_dir: StateDirOpt = None,
 ) -> None:
     """Run a simulated robot against the control server: MuJoCo/Box2D env of the profile, every action asked for
     over the control socket and every step reported. --fault injects a change of dynamics mid-run."""
     from srghn.deploy.robot_sim import check_fault, drive
+    from srghn.sim import preflight
     from srghn.sim.profiles import load_profile
 
     def on_episode(run) -> None:
-        if not quiet and not as_json:
+        if not quiet:  # stderr: --json's stdout stays the summary's
             err.print(f"episode {run.episodes}: return {run.returns[-1]:.1f} ({run.steps:,} steps; served by "
                       f"{escape(', '.join(run.served_by))})", highlight=False, soft_wrap=True)
 
     with _handled():
         profile = load_profile(robot)
         check_fault(profile, fault, fault_at)
+        preflight.check_rate(rate, "--rate")
+        limits = _record_limits(record, record_file_mb, record_total_mb)
+        if record:
+            _checked_state_dir(state_dir)
         operator = _operator(state_dir, key)
         endpoint = operator.endpoint("control", control)
         found = operator.client_keys(("robot",), keys)
-        result = drive(profile, endpoint, episodes=episodes, steps=steps, duration_s=duration, fault=fault,
-                       fault_at=fault_at, seed=seed, rate_hz=rate, timeout_s=timeout,
-                       keys=(found["server_key"], found["client_key"]) if found else None, on_episode=on_episode)
+        recorder = None
+        if limits is not None:
+            from srghn.deploy.recording import BackgroundRecorder, RecordingWriter, recordings_dir
+
+            writer = RecordingWriter(recordings_dir(operator.state_dir), profile.name, "robot-sim", **limits)
+            telemetry = operator.server.get("telemetry") if operator.server and not found else None
+            recorder = BackgroundRecorder(writer, telemetry)  # the telemetry too, where it needs no keys
+        try:
+            result = drive(profile, endpoint, episodes=episodes, steps=steps, duration_s=duration, fault=fault,
+                           fault_at=fault_at, seed=seed, rate_hz=rate, timeout_s=timeout,
+                           keys=(found["server_key"], found["client_key"]) if found else None, on_episode=on_episode,
+                           record=recorder.add if recorder else None)
+        finally:
+            if recorder is not None:
+                recorder.close()
+                err.print(escape(f"recorded into {writer.directory}"), highlight=False, soft_wrap=True)
     summary = result.summary()
     if as_json:
         print(json.dumps(summary, indent=2))
@@ -883,6 +1049,9 @@ def serve(
     keys: KeysOpt = None,
     realtime: RealtimeOpt = True,
     busy_poll_us: BusyPollOpt = 0,
+    record: RecordOpt = False,
+    record_file_mb: RecordFileOpt = 64.0,
+    record_total_mb: RecordTotalOpt = 1024.0,
     state_dir: StateDirOpt = None,
 ) -> None:
     """Run the control server alone, in the foreground, under its supervisor (a server on standby takes over
@@ -891,15 +1060,18 @@ def serve(
     systemd, and a daemon (`srghn-ctl run --attach`) can attach to it and detach again at any time."""
     from srghn.deploy.keys import CurveServer
     from srghn.deploy.serve_config import SERVE_CONFIG, ServeConfig, choose_endpoints
-    from srghn.deploy.state import resolve_state_dir, secure_state_dir
+    from srghn.deploy.state import SERVER, check_free, secure_state_dir
     from srghn.deploy.supervisor import Supervisor
     from srghn.sim.profiles import load_profile
 
     with _handled():
-        state = secure_state_dir(resolve_state_dir(state_dir))
+        limits = _record_limits(record, record_file_mb, record_total_mb)
+        profile = load_profile(robot)
+        state = secure_state_dir(_checked_state_dir(state_dir))
+        check_free(state, SERVER)
         endpoints = choose_endpoints(state, control, admin, telemetry)
         CurveServer.for_endpoints(keys, endpoints.values())
-        config = ServeConfig.for_profile(load_profile(robot), state, endpoints, keys, realtime, busy_poll_us)
+        config = ServeConfig.for_profile(profile, state, endpoints, keys, realtime, busy_poll_us, limits)
         (state / SERVE_CONFIG).write_text(config.to_json())
         code = Supervisor(state / SERVE_CONFIG).run()
     raise typer.Exit(code)
@@ -990,20 +1162,28 @@ def regime(
 def watch(
     topics: Annotated[list[str] | None, typer.Option(
         "--topic", "-t", help="Only these topics (repeatable): generation, gate, promotion, rollback, serving, "
-        "watchdog, live, episode, evolution, command, daemon, server.")] = None,
+        "watchdog, live, episode, evolution, command, daemon, server, drift.")] = None,
     count: Annotated[int | None, typer.Option(min=1, help="Stop after this many events.")] = None,
     timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds without an event.")] = None,
     telemetry: EndpointOpt = None,
     keys: KeysOpt = None,
     key: KeyOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One raw JSON object per line.")] = False,
     state_dir: StateDirOpt = None,
 ) -> None:
-    """Follow the server's telemetry live: generations, gates, promotions, rollbacks, watchdog, live stats."""
-    from srghn.deploy.client import Telemetry
-    from srghn.deploy.operator import READERS
+    """Follow the server's telemetry live, one readable line per event: generations, gates, promotions,
+    rollbacks, watchdog, live stats (--json: the events as they are)."""
+    from srghn.deploy.protocol import TELEMETRY_TOPICS
 
     with _handled():
+        unknown = [t for t in topics or () if t not in TELEMETRY_TOPICS]
+        if unknown:
+            raise ConfigError(f"--topic {unknown[0]!r} is not a telemetry topic; topics: {', '.join(TELEMETRY_TOPICS)}")
+        if timeout is not None and not timeout > 0:
+            raise ConfigError(f"--timeout must be a positive number of seconds, got {timeout}")
+        from srghn.deploy.client import Telemetry
+        from srghn.deploy.operator import READERS
+
         operator = _operator(state_dir, key)
         events = Telemetry(operator.endpoint("telemetry", telemetry), tuple(topics or ()), timeout,
                            **operator.client_keys(READERS, keys))
@@ -1012,10 +1192,8 @@ def watch(
                 if as_json:
                     print(json.dumps(event), flush=True)
                 else:
-                    stamp = time.strftime("%H:%M:%S", time.localtime(event.pop("time")))
-                    topic = event.pop("topic")
-                    event.pop("robot", None)
-                    out.print(f"{stamp} [bold]{topic:<10}[/] " + escape(json.dumps(event, default=str)),
+                    stamp = time.strftime("%H:%M:%S", time.localtime(event.get("time", time.time())))
+                    out.print(escape(f"{stamp} {event.get('topic', '?'):<10} {_event_line(event)}"),
                               highlight=False, soft_wrap=True)
                 if count is not None and n >= count:
                     break
@@ -1023,6 +1201,45 @@ def watch(
             pass
         finally:
             events.close()
+
+
+def _event_line(event: dict) -> str:
+    """A telemetry event as one line an operator reads at a glance (docs/protocol.md lists the fields)."""
+    e, topic = event, event.get("topic")
+    g = e.get
+    if topic == "generation":
+        return (f"gen {g('generation')} {g('regime')}: best {_fmt(g('best'))}, mean {_fmt(g('mean'))}, rate "
+                f"{_fmt(g('mutation_rate_mean'), 3)}, {_fmt(g('total_env_steps'))} env steps")
+    if topic == "gate":
+        failed = (g("failed_hard") or []) + (g("failed_soft") or [])
+        verdict = "passed" if g("passed") else "FAILED " + ", ".join(failed)
+        return (f"{g('champion')} {verdict} (regime {g('regime')}, fitness {_fmt(g('fitness'))}, vs "
+                f"{g('incumbent') or 'nothing live'})")
+    if topic in ("promotion", "rollback") and "to" in e:
+        return (f"{g('robot')}: {g('to')} live (was {g('from') or 'nothing'}) by {g('actor')}"
+                + (" FORCED" if g("forced") else "") + (f": {g('reason')}" if g("reason") else ""))
+    if topic == "rollback":
+        result = g("result") or {}
+        return f"by {g('by')}: " + (f"{result.get('to')} live (was {result.get('from')})" if isinstance(result, dict)
+                                    and "to" in result else str(result))
+    if topic == "serving":
+        return f"serving {g('champion') or 'the SAFE ACTION'} (was {g('previous') or 'the safe action'}, swap " \
+               f"#{g('serial')}): {g('why')}"
+    if topic == "live":
+        return (f"{g('champion') or 'safe action'}: {_fmt(g('act_per_s'))} act/s, {_fmt(g('step_per_s'))} step/s, "
+                f"act p50/p99 {_fmt(g('act_us_p50'))}/{_fmt(g('act_us_p99'))} us, {g('errors')} errors")
+    if topic == "episode":
+        return (f"robot {g('client')}: return {_fmt(g('return'))} in {g('steps')} steps (served by "
+                f"{g('champion') or 'the safe action'})")
+    if topic == "drift":
+        return f"robot {g('client')} behaves like regime {g('to')} (was {g('from')}): shadow simulator switched"
+    if topic == "watchdog" and g("event") == "fallback":
+        return f"{g('failed')} failed ({g('problem')}); now serving {g('serving') or 'the safe action'}"
+    skip = {"topic", "time", "robot", "endpoints"}
+    head = str(g("event") or g("cmd") or "")
+    rest = ", ".join(f"{k}={_fmt(v) if not isinstance(v, dict | list) else json.dumps(v, default=str)}"
+                     for k, v in e.items() if k not in skip and k not in ("event", "cmd"))
+    return f"{head}{': ' if head and rest else ''}{rest}"
 
 
 keys_app = typer.Typer(help="CURVE keys with a name and a role (robot, operator, observer), needed to bind beyond "
@@ -1089,6 +1306,81 @@ def keys_revoke(
     with _handled():
         revoke_key(_key_dir(directory, state_dir), name)
     out.print(escape(f"revoked {name}"), highlight=False)
+
+
+record_app = typer.Typer(help="Session recordings (`run --record`, `serve --record`, `robot-sim --record`): MCAP "
+                              "files for Foxglove, in <state dir>/recordings (docs/recording.md).",
+                         no_args_is_help=True)
+app.add_typer(record_app, name="record")
+RecordDirOpt = Annotated[Path | None, typer.Option(
+    "--dir", help="Recordings directory (default: <state dir>/recordings).", show_default=False)]
+
+
+def _recordings(directory: Path | None, state_dir: Path | None) -> Path:
+    from srghn.deploy.recording import recordings_dir
+    from srghn.deploy.state import resolve_state_dir
+
+    found = directory or recordings_dir(resolve_state_dir(state_dir))
+    if not found.is_dir():
+        raise ConfigError(f"no recordings in {found} (record with `srghn-ctl run --record`)")
+    return found
+
+
+@record_app.command("list")
+def record_list(as_json: JsonOpt = False, directory: RecordDirOpt = None, state_dir: StateDirOpt = None) -> None:
+    """List the recording files: size, time span, messages per topic (oldest first)."""
+    from srghn.deploy.recording import list_recordings
+
+    with _handled():
+        files = list_recordings(_recordings(directory, state_dir))
+    if as_json:
+        print(json.dumps([f.to_dict() for f in files], indent=2))
+        return
+    table = _table("file", "size", "start (UTC)", "span", "messages", title=f"recordings ({len(files)})")
+    for f in files:
+        start = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(f.start)) if f.start else "-"
+        span = _duration(f.end - f.start) if f.start and f.end else "-"
+        topics = ", ".join(f"{t} {n:,}" for t, n in f.topics.items())
+        _row(table, f.path.name + ("" if f.complete else " (being written or cut short)"), f"{f.bytes / 2**20:.1f} MiB",
+             start, span, f"{f.messages:,}: {topics}")
+    out.print(table)
+
+
+@record_app.command("export")
+def record_export(
+    files: Annotated[list[Path] | None, typer.Argument(
+        help="Recording files (default: every file of the recordings directory).", show_default=False)] = None,
+    kind: Annotated[str, typer.Option(help="What to export: act, step, rejected or telemetry.")] = "step",
+    client: Annotated[str | None, typer.Option(help="Only this robot client (its name as recorded).")] = None,
+    start: Annotated[float | None, typer.Option(help="From this time (Unix seconds).")] = None,
+    end: Annotated[float | None, typer.Option(help="Up to this time (Unix seconds).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many rows.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="CSV file to write (default: stdout).", show_default=False)] = None,
+    directory: RecordDirOpt = None,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Convert a slice of the recordings to CSV: one row per message, one column per observation/action value."""
+    from srghn.deploy.recording import SCHEMAS, export_csv, list_recordings
+
+    with _handled():
+        if kind not in SCHEMAS:
+            raise ConfigError(f"--kind {kind!r}: expected one of {', '.join(SCHEMAS)}")
+        if start is not None and end is not None and end < start:
+            raise ConfigError(f"--end ({end}) is before --start ({start})")
+        for f in files or ():
+            if not f.is_file():
+                raise ConfigError(f"{f}: no such recording file")
+        if output is not None and (output.is_dir() or not output.parent.is_dir()):
+            raise ConfigError(f"--output {output}: give a file name in an existing directory")
+        paths = list(files) if files else [f.path for f in list_recordings(_recordings(directory, state_dir))]
+        if output is None:
+            rows = export_csv(paths, sys.stdout, kind, client, start, end, limit)
+        else:
+            with output.open("w", newline="") as fh:
+                rows = export_csv(paths, fh, kind, client, start, end, limit)
+    err.print(escape(f"exported {rows:,} {kind} rows from {len(paths)} file(s)" + (f" to {output}" if output else "")),
+              highlight=False, soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover - console-script convenience

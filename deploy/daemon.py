@@ -119,6 +119,8 @@ class DaemonSettings:
     """The server this daemon starts asks for real-time priority (see :class:`ServeConfig`)."""
     busy_poll_us: int = 0
     """The server this daemon starts busy-polls this long after each request (see :class:`ServeConfig`)."""
+    record: dict | None = None
+    """The server this daemon starts records the session (:mod:`srghn.deploy.recording`): its size bounds."""
     actor: str = "srghn-daemon"
     init: str | None = None
     """Where a state directory without a population starts: ``factory`` (grown from the robot's factory GHN),
@@ -149,7 +151,7 @@ class DaemonSettings:
     def serve_config(self) -> ServeConfig:
         """The configuration of the control server this daemon starts when none runs."""
         return ServeConfig.for_profile(self.profile, self.state_dir, self.endpoints(), self.keys, self.realtime,
-                                       self.busy_poll_us)
+                                       self.busy_poll_us, self.record)
 
 
 class _Regime:
@@ -186,6 +188,9 @@ class Daemon:
         killed daemon left), never a service of its own (``srghn-ctl serve``)."""
         self.robot: subprocess.Popen | None = None
         self.server_final: dict | None = None
+        self.last_record: dict = {}
+        """Figures of the last generation (this run's, else the last line of ``metrics.jsonl``): ``status`` shows
+        them while paused and between generations."""
 
     # -- run -----------------------------------------------------------------------------------------------------
 
@@ -224,6 +229,8 @@ class Daemon:
                                             "generation": driver.generation, "paused": self.paused,
                                             "regime": self.regime.regime, "endpoints": self.endpoints,
                                             "init": saved.get("init")})
+                    self.last_record = _last_figures(self.home / "metrics.jsonl")
+                    self._status(driver, None)  # counters and figures current from the start
                     self._evolve(driver, started)
                 self._finished(started)
             except Exception as exc:
@@ -263,6 +270,7 @@ class Daemon:
             self._status(driver, record)
             if self.counts["generations"] % settings.gate_every == 0 and not self.should_exit:
                 self._release(driver, record)
+                self._status(driver, record)  # the release's counters now, not a generation later
 
     def _stopping(self) -> bool:
         return bool(self.should_exit)
@@ -360,7 +368,7 @@ class Daemon:
             self.publish("daemon", {"event": "promotion_failed", "champion": champion_id, "error": why})
         else:
             self.counts["promoted"] += 1
-            self.on_event("promoted", {"champion": champion_id})  # local only: the server publishes the telemetry
+            self.on_event("promoted", {"champion": champion_id})  # the server publishes the audit event itself
 
     # -- what the server passes on -------------------------------------------------------------------------------
 
@@ -465,7 +473,10 @@ class Daemon:
     def publish(self, topic: str, data: dict) -> None:
         if topic != "generation":
             log.info("%s: %s", topic, data)
-        self.on_event(topic, data)
+        try:
+            self.on_event(topic, data)
+        except Exception:  # the caller's printing must never stop evolution
+            log.exception("the event callback failed on a %s event", topic)
         if self.link is not None:
             self.link.send(m.Publish(topic, data))
 
@@ -476,8 +487,9 @@ class Daemon:
                   "auto_promote": self.settings.auto_promote, "population": strategy.config.population,
                   "champion_fitness": champion.fitness, **self.counts}
         if record is not None:
-            status.update(best=record.best, mean=record.mean, mutation_rate=record.mutation_rate_mean,
-                          diversity=record.diversity, total_env_steps=record.total_env_steps)
+            self.last_record = {"best": record.best, "mean": record.mean, "mutation_rate": record.mutation_rate_mean,
+                                "diversity": record.diversity, "total_env_steps": record.total_env_steps}
+        status.update(self.last_record)
         self.link.send(m.Evolution(status))
 
     # -- the server and the simulated robot ----------------------------------------------------------------------
@@ -618,6 +630,19 @@ def _stop_child(proc: subprocess.Popen, timeout_s: float = 15.0) -> int | None:
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+def _last_figures(metrics: Path) -> dict:
+    """The figures ``status`` shows, from the last record of a ``metrics.jsonl`` ({} when there is none)."""
+    try:
+        with metrics.open("rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 65536))
+            lines = fh.read().splitlines()
+        record = json.loads(lines[-1]) if lines else {}
+    except (OSError, ValueError):
+        return {}
+    return {"best": record.get("best"), "mean": record.get("mean"), "mutation_rate": record.get("mutation_rate_mean"),
+            "diversity": record.get("diversity"), "total_env_steps": record.get("total_env_steps")}
 
 
 def _read_json(path: Path) -> dict:

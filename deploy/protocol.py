@@ -42,6 +42,11 @@ ZMQ_MAXMSGSIZE_FACTOR = 16
 sender's connection before the server sees it (no reply is possible), protecting the server's memory."""
 
 
+TELEMETRY_TOPICS = ("generation", "gate", "promotion", "rollback", "serving", "watchdog", "live", "episode",
+                    "evolution", "command", "daemon", "server", "drift")
+"""The telemetry socket's topics (docs/protocol.md §5): a subscription names some of them."""
+
+
 class MsgType(IntEnum):
     """The message types. Requests are odd, their replies the next even number; ``ERROR`` answers any."""
 

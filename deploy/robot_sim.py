@@ -91,10 +91,11 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
               rate_hz: float | None = None, timeout_s: float = 2.0, identity: bytes = b"sim-robot",
               keys: tuple | None = None,
               on_episode: Callable[[RobotRun], None] | None = None, should_stop: Callable[[], bool] = lambda: False,
-              ) -> RobotRun:
+              record: Callable[[str, int, dict, dict], None] | None = None) -> RobotRun:
     """Drive the simulated robot until ``episodes`` episodes, ``steps`` steps, ``duration_s`` seconds, or
     ``should_stop()``, at ``rate_hz`` control steps per second (None: the env's real-time rate, 0: as fast as the
-    server answers). A server that does not answer in time is retried (counted in ``timeouts``)."""
+    server answers). A server that does not answer in time is retried (counted in ``timeouts``). ``record``
+    (:meth:`srghn.deploy.recording.BackgroundRecorder.add`) is given every step as the robot saw it."""
     check_fault(profile, fault, fault_at)
     for name, value, low in (("episodes", episodes, 1), ("steps", steps, 1)):
         if value is not None and value < low:
@@ -134,6 +135,8 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
             t0 = time.perf_counter()
             reply = _retry(client.act, run, should_stop, obs)
             run.round_trip_s.append(time.perf_counter() - t0)
+            if record is not None:
+                _record_act(record, identity, run, obs, reply)
             served = reply.champion or "safe"
             run.served_by[served] += 1
             run.sources[reply.source.name.lower()] += 1
@@ -142,6 +145,10 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
             episode_return += float(reward)
             run.steps += 1
             _retry(client.step, run, should_stop, float(reward), terminated, truncated, next_obs)
+            if record is not None:
+                record("step", time.time_ns(), {"client": identity.decode(errors="replace"), "request_id": run.steps},
+                       {"reward": float(reward), "terminated": bool(terminated), "truncated": bool(truncated),
+                        "next_observation": np.asarray(next_obs, np.float32).tolist()})
             obs = next_obs
             if terminated or truncated:
                 run.episodes += 1
@@ -161,6 +168,17 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
         client.close()
         env.close()
     return run
+
+
+def _record_act(record: Callable, identity: bytes, run: RobotRun, obs: np.ndarray, reply) -> None:
+    from srghn.deploy import protocol as p
+
+    record("act", time.time_ns(), {"client": identity.decode(errors="replace"), "request_id": run.steps + 1,
+                                   "observation": np.asarray(obs, np.float32).tolist(),
+                                   "round_trip_us": round(run.round_trip_s[-1] * 1e6, 1)},
+           {"action": np.asarray(reply.action, np.float32).tolist(), "source": reply.source.name.lower(),
+            "clamped": bool(reply.flags & p.ActionFlag.CLAMPED), "fallback": bool(reply.flags & p.ActionFlag.FALLBACK),
+            "serial": reply.serial, "champion": reply.champion or None})
 
 
 class _Stopped(Exception):

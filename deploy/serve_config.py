@@ -69,6 +69,10 @@ class ServeConfig:
     of ~33 us here), at the price of that much CPU per request. For a core of its own (systemd ``CPUAffinity=``);
     not with ``realtime_priority`` (a real-time spinner starves whatever shares its core)."""
 
+    record: dict | None = None
+    """Session recording (docs/recording.md): ``{"max_file_bytes": N, "max_total_bytes": N}`` to record every
+    control request and telemetry event into ``<state dir>/recordings``; None: no recording."""
+
     def __post_init__(self) -> None:
         if self.busy_poll_us and self.realtime_priority is not None:
             raise ConfigError("busy polling needs realtime_priority None: a real-time spinner starves its core")
@@ -77,14 +81,14 @@ class ServeConfig:
 
     @classmethod
     def for_profile(cls, profile, state_dir: Path, endpoints: dict[str, str], keys: Path | None,
-                    realtime: bool = True, busy_poll_us: int = 0) -> ServeConfig:
+                    realtime: bool = True, busy_poll_us: int = 0, record: dict | None = None) -> ServeConfig:
         """The configuration for a robot profile (a :class:`srghn.sim.profiles.RobotProfile`); busy polling
         turns real-time priority off."""
         return cls(robot=profile.name, state_dir=str(Path(state_dir).resolve()), policy=profile.policy.to_dict(),
                    safe_action=profile.safe_action, regimes=profile.regimes, **endpoints,
                    curve_dir=str(keys) if keys else None,
                    realtime_priority=REALTIME_PRIORITY if realtime and not busy_poll_us else None,
-                   busy_poll_us=busy_poll_us)
+                   busy_poll_us=busy_poll_us, record=record)
 
     @property
     def spec(self) -> PolicySpec:

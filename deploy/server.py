@@ -37,6 +37,7 @@ from srghn.deploy.admin import Admin
 from srghn.deploy.background import Background
 from srghn.deploy.keys import CurveServer, owner_identity
 from srghn.deploy.peer import DaemonPeer
+from srghn.deploy.recording import Tap
 from srghn.deploy.serve_config import ServeConfig
 from srghn.deploy.serving import Serving
 from srghn.deploy.signals import ExitFlag
@@ -58,6 +59,8 @@ class Server:
         """A daemon may stop it (``srghn-ctl run`` started it); otherwise a daemon's stop is a detach."""
         self.should_exit = ExitFlag()
         self.started = time.time()
+        self.tap: Tap | None = None
+        """Session recording: the recorder process's side in this one (``config.record``)."""
 
     def run(self) -> int:
         """Serve until SIGTERM / SIGINT or a daemon's stop; 0 after an orderly shutdown."""
@@ -88,6 +91,8 @@ class Server:
         self.curve = CurveServer.for_endpoints(config.curve_dir, config.endpoints.values())
         identify = self.curve.identity if self.curve else None
         self.background = Background(self.ctx, Path(config.state_dir))
+        if config.record:
+            self.tap = Tap.start(self.ctx, Path(config.state_dir), config.robot, config.record)
         zmq_max = config.max_message_bytes * p.ZMQ_MAXMSGSIZE_FACTOR
         control, admin = self._socket(zmq.ROUTER, "control", zmq_max), self._socket(zmq.ROUTER, "admin", zmq_max)
         self.telemetry = self._socket(zmq.PUB, "telemetry", None)
@@ -96,6 +101,7 @@ class Server:
         self.internal.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self.serving = Serving(config.robot, config.spec, config.safe_action, config.regimes,
                                config.max_message_bytes, control, self.publish, self.background, identify)
+        self.serving.tap = self.tap
         self.peer: DaemonPeer | None = None
         self.admin = Admin(admin, self.serving, self.background, self.publish,
                            lambda command: self.peer.send(command), self.status,
@@ -113,7 +119,7 @@ class Server:
             "pid": os.getpid(), "supervisor": os.getppid() if self.supervised else None,
             "stoppable": self.stoppable, "robot": config.robot,
             **config.endpoints, "internal": config.internal_endpoint, "keys": config.curve_dir,
-            "started": self.started})
+            "started": self.started, "recording": bool(config.record)})
         gc.freeze()  # what start-up made lives as long as the server: keep it out of every collection
         log.info("serving %s for robot %s on %s", self.serving.serving_id or "the safe action", config.robot,
                  ", ".join(f"{k} {v}" for k, v in config.endpoints.items()))
@@ -136,9 +142,11 @@ class Server:
         """One telemetry event: ``topic``, then JSON with ``topic``, ``time`` (Unix s), ``robot`` and ``data``.
         Non-finite numbers become null (strict JSON parsers reject NaN)."""
         event = {**data, "topic": topic, "time": time.time(), "robot": self.config.robot}
+        payload = json.dumps(_finite(event), default=str).encode()
+        if self.tap is not None:
+            self.tap.event(payload)
         with contextlib.suppress(zmq.Again):  # PUB drops for slow subscribers rather than block; so do we
-            self.telemetry.send_multipart([topic.encode(), json.dumps(_finite(event), default=str).encode()],
-                                          zmq.NOBLOCK)
+            self.telemetry.send_multipart([topic.encode(), payload], zmq.NOBLOCK)
 
     # -- the loop --------------------------------------------------------------------------------------------------
 
@@ -167,6 +175,8 @@ class Server:
             if internal in ready:
                 self.peer.drain()
             now = time.monotonic()
+            if self.tap is not None and self.tap.due(now):
+                self.tap.flush(now)
             if now >= next_stats:
                 interval = now - next_stats + self.config.stats_interval_s
                 next_stats = now + self.config.stats_interval_s
@@ -217,10 +227,15 @@ class Server:
         self.publish("server", {"event": "stopped", "requests": final["requests"], "episodes": final["episodes"]})
         self.peer.stopped({"requests": final["requests"], "episodes": final["episodes"]})
         self.background.close()
+        if self.tap is not None:
+            self.tap.close()
         if self.curve:
             self.curve.stop()
         remove_runfile(Path(self.config.state_dir), SERVER)
         self.ctx.destroy(linger=SHUTDOWN_LINGER_MS)
+        for endpoint in (*self.config.endpoints.values(), self.config.internal_endpoint):
+            if endpoint.startswith("ipc://"):  # ZeroMQ leaves the socket files of bound ipc endpoints behind
+                Path(endpoint[len("ipc://"):]).unlink(missing_ok=True)
 
 
 def _stand_by(fd: int) -> bool:

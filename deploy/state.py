@@ -38,6 +38,30 @@ def resolve_state_dir(option: Path | None = None) -> Path:
     return Path(platformdirs.user_state_dir("srghn"))
 
 
+def check_state_dir(state_dir: Path) -> Path:
+    """A state directory that is a directory and writable, or can be made one; one line naming the problem
+    otherwise (before any work starts)."""
+    state_dir = Path(state_dir).expanduser()
+    existing = state_dir
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"state directory {state_dir}: {existing} is not a directory"
+                          + (" (--state-dir or $SRGHN_STATE_DIR)" if existing == state_dir else ""))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"state directory {state_dir}: {existing} is not writable")
+    return state_dir
+
+
+def check_free(state_dir: Path, who: str) -> None:
+    """No ``who`` (server or daemon) runs on the state directory yet."""
+    if lock_is_held(state_dir, who):
+        running = read_runfile(state_dir, who) or {}
+        pid = f" (pid {running['pid']})" if "pid" in running else ""
+        raise ConfigError(f"another {who}{pid} already runs on state directory {state_dir}; talk to it with "
+                          "`srghn-ctl status`, or stop it first")
+
+
 def secure_state_dir(state_dir: Path) -> Path:
     """Create the state directory 0700 (or make an existing one of ours 0700); return it."""
     state_dir = Path(state_dir)

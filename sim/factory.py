@@ -78,8 +78,9 @@ def build_factory(profile: RobotProfile, run_dir: Path, command: str | None = No
     run = _read_json(run_dir / "run.json")
     summary = _read_json(run_dir / "summary.json")
     checked = standard_return(profile, champion.params, champion.norm)
+    started = run.get("started") or run  # a resumed run keeps the command that started it
     provenance = {
-        "robot": profile.name, "source_run": str(run_dir), "command": command or run.get("started", {}).get("command") or run.get("command"),
+        "robot": profile.name, "source_run": str(run_dir), "command": command or started.get("command"),
         "seed": run.get("seed"), "seeds": run.get("seeds"), "method": run.get("method", "srghn"),
         "generations": summary.get("generations"), "env_steps": summary.get("total_env_steps"),
         "wall_s": summary.get("wall_s"), "machine": run.get("provenance", {}).get("machine", platform.machine()),

@@ -25,27 +25,16 @@ from pathlib import Path
 import numpy as np
 
 from srghn import ConfigError, __version__
-from srghn.sim.backends import check_backend, make_evaluator
+from srghn.sim.backends import make_evaluator
 from srghn.sim.driver import INIT_SCRATCH, Driver, RunSpec, _jsonable
 from srghn.sim.plots import plot_run
+from srghn.sim.preflight import check_out_dir, check_run_flags, check_switches
 from srghn.sim.profiles import RobotProfile
 from srghn.sim.records import GenerationRecord, read_records, summarize, write_records
 from srghn.sim.schedule import Schedule
 
 CHECKPOINT_S = 30.0
 """Seconds between checkpoints of a running ``evolve`` (and one after the last generation)."""
-
-
-def check_run_flags(settings: object, counts: tuple[str, ...]) -> None:
-    """The flags every evolution run shares: ``counts`` must be >= 1 where given, the seed >= 0, the backend
-    valid. Errors name the flag."""
-    check_backend(settings.backend, settings.workers, settings.ray_address)
-    for name in counts:
-        value = getattr(settings, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if settings.seed < 0:
-        raise ConfigError(f"--seed must be >= 0, got {settings.seed}")
 
 
 @dataclass(frozen=True)
@@ -76,22 +65,9 @@ class EvolveSettings:
 
     def __post_init__(self) -> None:
         check_run_flags(self, ("generations", "population", "episodes", "switch_at", "switch_back_at"))
-        for name in ("switch_at", "switch_back_at"):
-            value = getattr(self, name)
-            if value is not None and value >= self.n_generations:
-                raise ConfigError(f"--{name.replace('_', '-')} {value} is not before the end of the run "
-                                  f"({self.n_generations} generations)")
-        self.schedule  # validates the switch order  # noqa: B018
+        check_switches(self.profile, self.generations, self.switch_at, self.switch_back_at)
         self.spec  # validates --init  # noqa: B018
-        out = Path(self.out)
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out {out} exists and is not a directory")
-        started = (out / "run.json").exists()
-        if self.resume and not (out / "population.npz").exists():
-            raise ConfigError(f"--resume: {out} holds no checkpointed run (no population.npz)")
-        if not self.resume and started:
-            raise ConfigError(f"--out {out} already holds a run; pass --resume to continue it, or choose another "
-                              "--out")
+        check_out_dir(self.out, self.resume)
 
     @property
     def n_generations(self) -> int:

@@ -80,6 +80,7 @@ def test_evolve_registers_candidates_then_gate_promote_export_through_the_cli(tm
     onnx_file = tmp_path / "policy.onnx"
     exported = ctl("export", best, "-o", onnx_file, "--state-dir", state)
     assert exported.exit_code == 0
+    assert onnx_file.stat().st_mode & 0o777 == 0o644  # a model to hand around (the registry's own stay 0600)
     with Registry.open(state) as registry:
         assert onnx_file.read_bytes() == registry.load_model(best)
     assert OnnxPolicy(onnx_file.read_bytes()).metadata["srghn.champion_id"] == best

@@ -9,13 +9,19 @@ import sys
 import pytest
 
 HEAVY = ("torch", "torch_geometric")
+SLOW = ("cma", "scipy", "matplotlib", "mcap")
+"""Libraries that take seconds to import here (pycma pulls in scipy.stats and matplotlib), or that only the
+recorder process needs."""
 LIGHT = {
-    "srghn.deploy.server": HEAVY + ("gymnasium", "mujoco"),
+    "srghn.cli": HEAVY + SLOW + ("gymnasium", "mujoco", "zmq", "onnxruntime"),
+    "srghn.sim.preflight": HEAVY + SLOW,
+    "srghn.deploy.recording": HEAVY + SLOW + ("gymnasium", "zmq"),
+    "srghn.deploy.server": HEAVY + SLOW + ("gymnasium", "mujoco"),
     "srghn.deploy.supervisor": HEAVY + ("gymnasium", "mujoco", "numpy", "zmq"),
     "srghn.deploy.client": HEAVY + ("gymnasium", "mujoco"),
     "srghn.deploy.operator": HEAVY + ("gymnasium", "mujoco"),
     "srghn.deploy.keys": HEAVY + ("gymnasium", "mujoco"),
-    "srghn.sim.profiles": HEAVY,
+    "srghn.sim.profiles": HEAVY + SLOW,
     "srghn.controller.configs": HEAVY,
     "srghn.deploy.robot_sim": HEAVY,
 }

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cma
 import numpy as np
 
 from srghn import ConfigError
@@ -43,6 +42,8 @@ class CMAES(BatchStrategy):
         self.rng = np.random.default_rng(seed)
         x0 = initial_mean(policy, init, self.rng)
         diagonal = policy.num_params > 1000 if config.diagonal is None else config.diagonal
+        import cma  # imports scipy.stats and matplotlib: ~3 s, only for a run that uses it
+
         self.es = cma.CMAEvolutionStrategy(x0, config.sigma0, {
             "popsize": config.popsize, "seed": np.nan, "randn": lambda lam, n: self.rng.standard_normal((lam, n)),
             "CMA_diagonal": diagonal, "verbose": -9, "verb_log": 0, "verb_disp": 0,

@@ -1,0 +1,86 @@
+"""Checks made before any work: what a command can tell is wrong from its flags, the profile and the disk, in a
+fraction of a second and without torch (``srghn-ctl`` runs them before its heavy imports, so a bad flag is one
+line and exit code 2, never a traceback after minutes of evolution). The objects that run the work check again."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from srghn import ConfigError
+
+if TYPE_CHECKING:  # the flag checks run before anything else is imported (gymnasium takes a quarter second)
+    from srghn.sim.profiles import RobotProfile
+
+
+def check_run_flags(settings: object, counts: tuple[str, ...]) -> None:
+    """The flags every evolution run shares: ``counts`` must be >= 1 where given, the seed >= 0, the backend
+    valid. Errors name the flag."""
+    from srghn.sim.backends import check_backend
+
+    check_backend(settings.backend, settings.workers, settings.ray_address)
+    for name in counts:
+        value = getattr(settings, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if settings.seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {settings.seed}")
+
+
+def check_switches(profile: RobotProfile, generations: int | None, switch_at: int | None,
+                   switch_back_at: int | None) -> None:
+    """Switches inside the run, in order."""
+    n = generations or profile.generations
+    for name, value in (("switch_at", switch_at), ("switch_back_at", switch_back_at)):
+        if value is not None and value >= n:
+            raise ConfigError(f"--{name.replace('_', '-')} {value} is not before the end of the run ({n} generations)")
+    from srghn.sim.schedule import Schedule
+
+    Schedule.switch(profile.switch_regime, switch_at, switch_back_at)
+
+
+def check_out_dir(out: Path, resume: bool) -> None:
+    """An ``evolve`` output directory: a directory (or creatable), writable; a run there only with ``resume``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a directory")
+    if resume and not (out / "population.npz").exists():
+        raise ConfigError(f"--resume: {out} holds no checkpointed run (no population.npz)")
+    if not resume and (out / "run.json").exists():
+        raise ConfigError(f"--out {out} already holds a run; pass --resume to continue it, or choose another --out")
+    check_writable(out, "--out")
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """``path`` is a writable directory, or can be made one (its nearest existing parent is)."""
+    path = Path(path).expanduser()
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        what = path if existing == path else existing
+        raise ConfigError(f"{flag} {path}: {what} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: {existing} is not writable")
+
+
+def check_rate(rate: float | None, flag: str) -> None:
+    if rate is not None and not (rate >= 0 and math.isfinite(rate)):
+        raise ConfigError(f"{flag} must be >= 0 steps per second (0: as fast as the server answers), got {rate}")
+
+
+def check_init(init: str | None) -> None:
+    if init is not None and init not in ("scratch", "factory") and not Path(init).exists():
+        raise ConfigError(f"--init {init!r}: expected 'scratch', 'factory' or the path of a run directory, "
+                          "population.npz or policy file, and no such path exists")
+
+
+def check_spaces(profile: RobotProfile) -> None:
+    """The profile's observation and action sizes match its environment's (one environment made and closed)."""
+    from srghn.sim.evaluator import make_env
+
+    make_env(profile).close()
