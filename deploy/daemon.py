@@ -40,7 +40,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import zmq
 
@@ -48,9 +47,11 @@ from srghn import ConfigError, SrghnError
 from srghn.controller.files import atomic_write
 from srghn.deploy import logs
 from srghn.deploy import messages as m
+from srghn.deploy.adaptation import Adaptation, Identified, evolution_regime
 from srghn.deploy.champions import gate_champion, register_policy, run_tag
 from srghn.deploy.keys import CurveServer
 from srghn.deploy.link import ServerLink
+from srghn.deploy.portfolio import champion_for, portfolio
 from srghn.deploy.registry import Registry
 from srghn.deploy.serve_config import SERVE_CONFIG, ServeConfig, choose_endpoints
 from srghn.deploy.signals import ExitFlag
@@ -68,7 +69,7 @@ from srghn.errors import ServerConflict, ServerUnavailable
 from srghn.sim.backends import make_evaluator
 from srghn.sim.driver import INIT_FACTORY, INIT_SCRATCH, Driver, RunSpec
 from srghn.sim.factory import factory_path, factory_sha, load_factory
-from srghn.sim.identify import identifiable, identify
+from srghn.sim.identify import identifiable
 from srghn.sim.plots import plot_robot, plot_run
 from srghn.sim.profiles import RobotProfile
 from srghn.sim.records import GenerationRecord, read_records
@@ -79,6 +80,10 @@ log = logging.getLogger("srghn.daemon")
 SERVER_START_TIMEOUT_S = 60.0
 CHECKPOINT_INTERVAL_S = 5.0
 PROMOTE_TIMEOUT_S = 60.0
+ADOPT_INTERVAL_S = 30.0
+"""At most one adaptation promotion (a regime's stored champion made live again) per this many seconds: a robot
+flapping between regimes is served the right champion at once, while the registry's live pointer follows
+calmly."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +191,10 @@ class Daemon:
         killed daemon left), never a service of its own (``srghn-ctl serve``)."""
         self.robot: subprocess.Popen | None = None
         self.server_final: dict | None = None
+        self.adaptation: Adaptation | None = None
+        self.wanted: str | None = None
+        """The regime evolution should work on, as the robots' regimes last said (:func:`evolution_regime`)."""
+        self.next_adopt = 0.0
 
     # -- run -----------------------------------------------------------------------------------------------------
 
@@ -209,6 +218,7 @@ class Daemon:
                 self.regime = _Regime(self.settings.regime or saved.get("regime") or self.profile.regimes[0])
                 self.paused = bool(saved.get("paused", False))
                 if self._attach_server():  # False: a signal came while waiting for the server
+                    self._start_adaptation()
                     write_runfile(state, DAEMON, {"pid": os.getpid(), "robot": self.profile.name,
                                                   "started": started})
                     if self.settings.sim_robot:
@@ -232,6 +242,8 @@ class Daemon:
                 raise
             finally:
                 self.should_exit.set("shutdown")  # a signal during shutdown changes nothing any more
+                if self.adaptation is not None:
+                    self.adaptation.close()
                 if evaluator is not None:
                     evaluator.close()
                 summary = self._shutdown(driver, started)
@@ -363,11 +375,12 @@ class Daemon:
     # -- what the server passes on -------------------------------------------------------------------------------
 
     def _handle_server_messages(self, wait_s: float) -> None:
-        """Apply operators' commands (pause, resume, regime) and the latest drift evidence."""
+        """Apply operators' commands (pause, resume, regime) and what the robots' transitions showed."""
         messages = self.link.take(wait_s)
-        transitions = [msg for msg in messages if isinstance(msg, m.Transitions)]
-        if transitions:
-            self._follow_drift(transitions[-1])  # only the latest evidence counts
+        if self.adaptation is not None:
+            for found in self.adaptation.take():
+                self._follow_drift(found)
+            self._follow_robots()
         for command in messages:
             if not isinstance(command, m.Command):
                 continue
@@ -385,32 +398,85 @@ class Daemon:
             self.publish("evolution", {"event": command.cmd, "regime": self.regime.regime, "paused": self.paused,
                                        "actor": command.actor})
 
-    def _follow_drift(self, message: m.Transitions) -> None:
-        """Replay a robot's transitions in every regime's simulator; switch the shadow simulator to the regime
-        that explains them clearly better than the current one."""
+    def _start_adaptation(self) -> None:
+        """Identify each robot's regime from its transitions on a thread of its own (:mod:`srghn.deploy.
+        adaptation`), where the profile allows it and ``--follow-drift`` is on."""
         if not self.settings.follow_drift or not identifiable(self.profile):
             return
-        try:
-            result = identify(self.profile, np.asarray(message.obs), np.asarray(message.actions),
-                              np.asarray(message.next_obs), current=self.regime.regime)
-        except (KeyError, ValueError) as exc:
-            self.publish("daemon", {"event": "bad_transitions", "error": str(exc)})
-            return
-        errors = result.errors
+        self.adaptation = Adaptation(self.profile, self.link.send, self.publish, known=self._known_regimes)
+        self.link.on_transitions = self.adaptation.offer
+
+    def _known_regimes(self) -> dict:
+        """Regimes beyond the profile's declared ones that identification should recognise (none yet: identified
+        regimes are stored by the release side of issue 13)."""
+        return {}
+
+    def _follow_drift(self, found: Identified) -> None:
+        """A robot changed regime (the server already serves it its regime's stored champion), or showed a fault
+        no known regime explains."""
+        result = found.result
         if not result.known:  # a fault no regime declares: the twin's parameters, for the registry to store
-            self.publish("daemon", {"event": "undeclared_regime", "client": message.client,
+            self.publish("daemon", {"event": "undeclared_regime", "client": found.client,
                                     "regime": result.regime, "changes": result.definition.to_dict(),
                                     "residual": float(f"{result.residual:.3g}")})
             return
-        found = result.regime if result.regime != self.regime.regime else None
-        if found is None:
+        self.publish("adaptation", {"event": "identified", "client": found.client, "regime": result.regime,
+                                    "previous": found.previous, "steps": found.steps,
+                                    "transitions": result.transitions,
+                                    "errors": {k: float(f"{v:.3g}") for k, v in result.errors.items()}})
+        self._evidence = found
+
+    def _follow_robots(self) -> None:
+        """Evolution follows the regime most robots are in (:func:`~srghn.deploy.adaptation.evolution_regime`),
+        when that changes; and that regime's stored champion is made live again (rate-limited)."""
+        robots = self.adaptation.regimes()
+        wanted = evolution_regime(robots, self.regime.regime, portfolio(self.registry, self.profile.name))
+        if wanted is None:
             return
-        previous, self.regime.regime = self.regime.regime, found
-        self.last_candidate = None
-        self._save_state()
-        self.publish("drift", {"client": message.client, "from": previous, "to": found,
-                               "transitions": len(message.obs),
-                               "errors": {k: float(f"{v:.3g}") for k, v in errors.items()}})
+        if wanted != self.wanted:  # only a change of the robots moves evolution: an operator's regime stands
+            self.wanted = wanted
+            if wanted != self.regime.regime and wanted in self.profile.regimes:
+                previous, self.regime.regime = self.regime.regime, wanted
+                self.last_candidate = None
+                self._save_state()
+                evidence = getattr(self, "_evidence", None)
+                self.publish("drift", {"client": evidence.client if evidence else None, "from": previous,
+                                       "to": wanted, "robots": robots,
+                                       "transitions": evidence.result.transitions if evidence else None,
+                                       "errors": {k: float(f"{v:.3g}") for k, v in evidence.result.errors.items()}
+                                       if evidence else {}})
+        self._adopt(self.regime.regime)
+
+    def _adopt(self, regime: str) -> None:
+        """Make ``regime``'s stored champion live again, when another regime's is live: at most once per
+        :data:`ADOPT_INTERVAL_S`, only with auto-promote on. A champion that never went live is gated again first
+        (against the live champion, in its regime); one that did is rolled back to."""
+        if not self.settings.auto_promote or time.monotonic() < self.next_adopt:
+            return
+        live = self.registry.live(self.profile.name)
+        if live is not None and live.regime == regime:
+            return
+        stored = champion_for(self.registry, self.profile.name, regime)
+        if stored is None or (live is not None and stored.id == live.id):
+            return
+        self.next_adopt = time.monotonic() + ADOPT_INTERVAL_S
+        if stored.status != "retired":
+            try:
+                report = gate_champion(self.registry, stored.id, self.settings.actor, self.profile, regimes=(regime,))
+            except SrghnError as exc:
+                self.publish("adaptation", {"event": "adopt_failed", "champion": stored.id, "error": str(exc)})
+                return
+            if not report.passed:
+                self.publish("adaptation", {"event": "adopt_failed", "champion": stored.id,
+                                            "error": f"failed gate(s) {report.failed_hard + report.failed_soft}"})
+                return
+        reason = f"adaptation: the robots are in regime {regime}; its stored champion serves again"
+        reply = self.link.adopt(next(self.tokens), stored.id, regime, reason, PROMOTE_TIMEOUT_S)
+        ok = reply is not None and reply.ok
+        self.publish("adaptation", {"event": "adopted" if ok else "adopt_failed", "champion": stored.id,
+                                    "regime": regime, "from": live.id if live else None,
+                                    **({} if ok else {"error": "the server did not answer" if reply is None
+                                                      else reply.error})})
 
     # -- state ---------------------------------------------------------------------------------------------------
 

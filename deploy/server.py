@@ -151,6 +151,7 @@ class Server:
         busy_poll_s = self.config.busy_poll_us / 1e6
         now = time.monotonic()
         next_stats = next_sync = now + self.config.stats_interval_s
+        next_forward = now + TICK_S
         next_watchdog = now if watchdog_s else math.inf
         last = (0, 0)
         while not self.should_exit:
@@ -167,6 +168,9 @@ class Server:
             if internal in ready:
                 self.peer.drain()
             now = time.monotonic()
+            if now >= next_forward:
+                next_forward = now + TICK_S
+                self.peer.forward()
             if now >= next_stats:
                 interval = now - next_stats + self.config.stats_interval_s
                 next_stats = now + self.config.stats_interval_s

@@ -1,0 +1,58 @@
+"""The portfolio: the champion that serves each regime, read from the registry. No torch (the server reads it).
+
+Every champion carries the regime it was evolved in, and its gate report the fitness it scored there on the gate
+suite's fixed-seed episodes (the ``above_safe[<regime>]`` measurement). The champion of a regime is:
+
+1. the robot's live champion, when it was evolved in that regime (an operator's or the release loop's choice
+   stands for its own regime);
+2. otherwise the passed champion of that regime (``passed``, ``live`` or ``retired``, its report passed and holding
+   a measurement in that regime) with the best gate score there, the newest first on a tie.
+
+A regime without one has no entry: its robots are served the live champion meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from srghn.deploy.registry import Champion, Registry
+
+SCORE_GATE = "above_safe[{}]"
+"""The gate whose measurement ranks the champions of a regime (their fitness on fixed-seed episodes there)."""
+
+
+def gate_score(report: dict | None, regime: str) -> float | None:
+    """A stored gate report's (JSON form) fitness measured in ``regime``; None when it was not gated there."""
+    if not report:
+        return None
+    name = SCORE_GATE.format(regime)
+    for gate in report.get("gates", ()):
+        if gate.get("name") == name and isinstance(gate.get("measured"), int | float):
+            value = float(gate["measured"])
+            return value if math.isfinite(value) else None
+    return None
+
+
+def portfolio(registry: Registry, robot: str) -> dict[str, Champion]:
+    """Regime -> the champion that serves it (see the module docstring)."""
+    rows = registry.db.execute(
+        "SELECT id, regime, gate_report, created_at FROM champions WHERE robot = ? AND gate_passed = 1 "
+        "AND status IN ('passed', 'live', 'retired') AND regime IS NOT NULL", (robot,)).fetchall()
+    best: dict[str, tuple[float, str, str]] = {}
+    for champion_id, regime, report, created in rows:
+        score = gate_score(json.loads(report) if report else None, regime)
+        if score is None:
+            continue
+        if regime not in best or (score, created) > best[regime][:2]:
+            best[regime] = (score, created, champion_id)
+    chosen = {regime: registry.get(entry[2]) for regime, entry in best.items()}
+    live = registry.live(robot)
+    if live is not None and live.regime is not None:
+        chosen[live.regime] = live
+    return chosen
+
+
+def champion_for(registry: Registry, robot: str, regime: str) -> Champion | None:
+    """The champion that serves ``regime`` (None: the regime has none yet)."""
+    return portfolio(registry, robot).get(regime)
