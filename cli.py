@@ -718,6 +718,8 @@ def run(
     fault: Annotated[str | None, typer.Option(
         help="With --sim-robot: switch the simulated robot's dynamics to this regime at --fault-at.")] = None,
     fault_at: Annotated[int | None, typer.Option(help="With --fault: the robot step at which it happens.")] = None,
+    fault_until: Annotated[int | None, typer.Option(
+        help="With --fault: the robot step at which the fault is repaired (back to nominal).")] = None,
     robot_rate: Annotated[float | None, typer.Option(
         help="With --sim-robot: its control steps per second (default: real time; 0: flat out).")] = None,
     attach: Annotated[bool, typer.Option(
@@ -750,6 +752,7 @@ def run(
         if not sim_robot and robot_rate is not None:
             raise ConfigError("--robot-rate needs --sim-robot")
         robot_args = (() if fault is None else ("--fault", fault, "--fault-at", str(fault_at))) + (
+            () if fault_until is None else ("--fault-until", str(fault_until))) + (
             () if robot_rate is None else ("--rate", str(robot_rate)))
         settings = DaemonSettings(
             load_profile(robot), resolve_state_dir(state_dir), seed=seed, population=population, episodes=episodes,
@@ -761,7 +764,7 @@ def run(
         if sim_robot and fault is not None:
             from srghn.deploy.robot_sim import check_fault
 
-            check_fault(settings.profile, fault, fault_at)
+            check_fault(settings.profile, fault, fault_at, fault_until)
         summary = Daemon(settings, on_event=None if as_json else _print_event).run()
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
