@@ -195,6 +195,8 @@ class Daemon:
         self.wanted: str | None = None
         """The regime evolution should work on, as the robots' regimes last said (:func:`evolution_regime`)."""
         self.next_adopt = 0.0
+        self._evidence: Identified | None = None
+        """The last identification that changed a robot's regime (what a ``drift`` event cites)."""
 
     # -- run -----------------------------------------------------------------------------------------------------
 
@@ -418,12 +420,14 @@ class Daemon:
         if not result.known:  # a fault no regime declares: the twin's parameters, for the registry to store
             self.publish("daemon", {"event": "undeclared_regime", "client": found.client,
                                     "regime": result.regime, "changes": result.definition.to_dict(),
-                                    "residual": float(f"{result.residual:.3g}")})
+                                    "residual": float(f"{result.residual:.3g}"), "steps": found.steps,
+                                    "params": {k: round(v, 4) for k, v in result.params.items()}})
             return
         self.publish("adaptation", {"event": "identified", "client": found.client, "regime": result.regime,
                                     "previous": found.previous, "steps": found.steps,
                                     "transitions": result.transitions,
-                                    "errors": {k: float(f"{v:.3g}") for k, v in result.errors.items()}})
+                                    "errors": {k: float(f"{v:.3g}") for k, v in result.errors.items()},
+                                    "params": {k: round(v, 4) for k, v in result.params.items()}})
         self._evidence = found
 
     def _follow_robots(self) -> None:
@@ -439,7 +443,7 @@ class Daemon:
                 previous, self.regime.regime = self.regime.regime, wanted
                 self.last_candidate = None
                 self._save_state()
-                evidence = getattr(self, "_evidence", None)
+                evidence = self._evidence
                 self.publish("drift", {"client": evidence.client if evidence else None, "from": previous,
                                        "to": wanted, "robots": robots,
                                        "transitions": evidence.result.transitions if evidence else None,

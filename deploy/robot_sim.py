@@ -181,8 +181,6 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
             run.steps += 1
             _retry(client.step, run, should_stop, float(reward), terminated, truncated, next_obs)
             obs = next_obs
-            if on_step is not None:
-                on_step(run, served, float(reward))
             if terminated or truncated:
                 run.episodes += 1
                 run.returns.append(episode_return)
@@ -195,6 +193,8 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
                 start_x = info.get("x_position")
                 if on_episode is not None:
                     on_episode(run)
+            if on_step is not None:
+                on_step(run, served, float(reward))
     except _Stopped:
         run.stopped_by = "stopped"
     finally:
