@@ -275,7 +275,8 @@ class Daemon:
                 last_save = time.monotonic()
             self.publish("generation", json.loads(line))
             self._status(driver, record)
-            if self.counts["generations"] % settings.gate_every == 0 and not self.should_exit:
+            if (self.counts["generations"] % settings.gate_every == 0 and not self.should_exit
+                    and record.regime == self.regime.regime):  # not a generation of a regime the robots just left
                 self._release(driver, record)
 
     def _stopping(self) -> bool:
