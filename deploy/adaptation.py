@@ -13,6 +13,7 @@ regime evolution works on (:func:`evolution_regime`) and puts that regime's stor
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -152,18 +153,26 @@ class Adaptation:
         self.results.put(Identified(robot.name, result, previous, robot.steps))
 
 
-def evolution_regime(robots: Mapping[str, str], current: str, stored: Iterable[str]) -> str | None:
-    """The regime evolution works on: the one most robots are in; on a tie, one whose robots no stored champion
-    serves yet (they need evolution most), then the current one (no churn), then the first by name. None without
-    robots."""
+def evolution_regime(robots: Mapping[str, str], current: str, stored: Mapping[str, float],
+                     solved: float | None = None, margin: float = 0.05) -> str | None:
+    """The regime evolution works on: the one most robots are in. On a tie, the one whose robots are served worst:
+    no stored champion at all, else the lowest gate score of its stored champion (``stored``: regime -> score;
+    scores at or above ``solved`` count as equal) -- unless the current regime is within ``margin`` (relative) of
+    that, to avoid churn; then the first by name. None without robots."""
     counts = Counter(robots.values())
     if not counts:
         return None
     top = max(counts.values())
     tied = sorted(regime for regime, n in counts.items() if n == top)
-    stored = set(stored)
-    needy = [regime for regime in tied if regime not in stored] or tied
-    return current if current in needy else needy[0]
+
+    def need(regime: str) -> float:  # lower: needs evolution more
+        score = stored.get(regime, -math.inf)
+        return min(score, solved) if solved is not None else score
+
+    worst = min(need(regime) for regime in tied)
+    if current in tied and (need(current) == worst or need(current) <= worst + margin * abs(worst)):
+        return current
+    return next(regime for regime in tied if need(regime) == worst)
 
 
 def _drain(inbox: queue.SimpleQueue) -> list:

@@ -51,7 +51,7 @@ from srghn.deploy.adaptation import Adaptation, Identified, evolution_regime
 from srghn.deploy.champions import gate_champion, register_policy, run_tag
 from srghn.deploy.keys import CurveServer
 from srghn.deploy.link import ServerLink
-from srghn.deploy.portfolio import champion_for, portfolio
+from srghn.deploy.portfolio import champion_for, portfolio, regime_scores
 from srghn.deploy.registry import Registry
 from srghn.deploy.serve_config import SERVE_CONFIG, ServeConfig, choose_endpoints
 from srghn.deploy.signals import ExitFlag
@@ -435,7 +435,8 @@ class Daemon:
         """Evolution follows the regime most robots are in (:func:`~srghn.deploy.adaptation.evolution_regime`),
         when that changes; and that regime's stored champion is made live again (rate-limited)."""
         robots = self.adaptation.regimes()
-        wanted = evolution_regime(robots, self.regime.regime, portfolio(self.registry, self.profile.name))
+        scores = regime_scores(portfolio(self.registry, self.profile.name))
+        wanted = evolution_regime(robots, self.regime.regime, scores, self.profile.solved_fitness)
         if wanted is None:
             return
         if wanted != self.wanted:  # only a change of the robots moves evolution: an operator's regime stands

@@ -53,6 +53,17 @@ def portfolio(registry: Registry, robot: str) -> dict[str, Champion]:
     return chosen
 
 
+def regime_scores(chosen: dict[str, Champion]) -> dict[str, float]:
+    """Regime -> the gate score of its portfolio champion there (regimes whose champion has none are left out)."""
+    out = {}
+    for regime, champion in chosen.items():
+        report = json.loads(champion.gate_report.to_json()) if champion.gate_report is not None else None
+        score = gate_score(report, regime)
+        if score is not None:
+            out[regime] = score
+    return out
+
+
 def champion_for(registry: Registry, robot: str, regime: str) -> Champion | None:
     """The champion that serves ``regime`` (None: the regime has none yet)."""
     return portfolio(registry, robot).get(regime)

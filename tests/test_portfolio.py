@@ -64,15 +64,22 @@ def test_portfolio_keeps_the_best_passed_champion_of_every_regime_and_the_live_o
 
 
 def test_evolution_works_on_the_regime_most_robots_need() -> None:
-    assert evolution_regime({}, "nominal", ()) is None
-    assert evolution_regime({"a": "inverted"}, "nominal", ("nominal", "inverted")) == "inverted"
-    assert evolution_regime({"a": "nominal", "b": "inverted", "c": "inverted"}, "nominal", ()) == "inverted"
+    stored = {"nominal": 500.0, "inverted": 500.0}
+    assert evolution_regime({}, "nominal", {}) is None
+    assert evolution_regime({"a": "inverted"}, "nominal", stored) == "inverted"
+    assert evolution_regime({"a": "nominal", "b": "inverted", "c": "inverted"}, "nominal", {}) == "inverted"
     # a tie: the regime no stored champion serves yet needs evolution most
-    assert evolution_regime({"a": "nominal", "b": "inverted"}, "nominal", ("nominal",)) == "inverted"
-    # a tie where both (or neither) have one: stay, no churn
-    assert evolution_regime({"a": "nominal", "b": "inverted"}, "inverted", ("nominal", "inverted")) == "inverted"
-    assert evolution_regime({"a": "nominal", "b": "inverted"}, "nominal", ()) == "nominal"
-    assert evolution_regime({"a": "x", "b": "y"}, "nominal", ()) == "x"
+    assert evolution_regime({"a": "nominal", "b": "inverted"}, "nominal", {"nominal": 120.0}) == "inverted"
+    # ... else the one whose stored champion scored lowest
+    assert evolution_regime({"a": "nominal", "b": "inverted"}, "inverted", {"nominal": 120.0, "inverted": 480.0}
+                            ) == "nominal"
+    # a tie where both are served about equally well (or both solved): stay, no churn
+    assert evolution_regime({"a": "nominal", "b": "inverted"}, "inverted", {"nominal": 470.0, "inverted": 480.0}
+                            ) == "inverted"
+    assert evolution_regime({"a": "nominal", "b": "inverted"}, "inverted", {"nominal": 480.0, "inverted": 500.0},
+                            solved=475.0) == "inverted"
+    assert evolution_regime({"a": "nominal", "b": "inverted"}, "nominal", {}) == "nominal"
+    assert evolution_regime({"a": "x", "b": "y"}, "nominal", {}) == "x"
 
 
 class FakeDaemon:
