@@ -195,6 +195,8 @@ class Daemon:
         self.wanted: str | None = None
         """The regime evolution should work on, as the robots' regimes last said (:func:`evolution_regime`)."""
         self.next_adopt = 0.0
+        self.adopt_for: str | None = None
+        """A regime the robots moved to whose stored champion is to be made live (waiting for the rate limit)."""
         self._evidence: Identified | None = None
         """The last identification that changed a robot's regime (what a ``drift`` event cites)."""
 
@@ -433,14 +435,15 @@ class Daemon:
 
     def _follow_robots(self) -> None:
         """Evolution follows the regime most robots are in (:func:`~srghn.deploy.adaptation.evolution_regime`),
-        when that changes; and that regime's stored champion is made live again (rate-limited)."""
+        when that changes; and that regime's stored champion is made live again (rate-limited, not while paused).
+        Both happen on a change of the robots only: an operator's regime, promotion or rollback since stands."""
         robots = self.adaptation.regimes()
         scores = regime_scores(portfolio(self.registry, self.profile.name))
         wanted = evolution_regime(robots, self.regime.regime, scores, self.profile.solved_fitness)
         if wanted is None:
             return
-        if wanted != self.wanted:  # only a change of the robots moves evolution: an operator's regime stands
-            self.wanted = wanted
+        if wanted != self.wanted:
+            self.wanted = self.adopt_for = wanted
             if wanted != self.regime.regime and wanted in self.profile.regimes:
                 previous, self.regime.regime = self.regime.regime, wanted
                 self.last_candidate = None
@@ -451,31 +454,34 @@ class Daemon:
                                        "transitions": evidence.result.transitions if evidence else None,
                                        "errors": {k: float(f"{v:.3g}") for k, v in evidence.result.errors.items()}
                                        if evidence else {}})
-        self._adopt(self.regime.regime)
+        if self.adopt_for is not None and not self.paused and self._adopt(self.adopt_for):
+            self.adopt_for = None
 
-    def _adopt(self, regime: str) -> None:
+    def _adopt(self, regime: str) -> bool:
         """Make ``regime``'s stored champion live again, when another regime's is live: at most once per
         :data:`ADOPT_INTERVAL_S`, only with auto-promote on. A champion that never went live is gated again first
-        (against the live champion, in its regime); one that did is rolled back to."""
-        if not self.settings.auto_promote or time.monotonic() < self.next_adopt:
-            return
+        (against the live champion, in its regime); one that did is rolled back to. False: not yet (rate limit)."""
+        if not self.settings.auto_promote:
+            return True
         live = self.registry.live(self.profile.name)
         if live is not None and live.regime == regime:
-            return
+            return True
         stored = champion_for(self.registry, self.profile.name, regime)
         if stored is None or (live is not None and stored.id == live.id):
-            return
+            return True
+        if time.monotonic() < self.next_adopt:
+            return False
         self.next_adopt = time.monotonic() + ADOPT_INTERVAL_S
         if stored.status != "retired":
             try:
                 report = gate_champion(self.registry, stored.id, self.settings.actor, self.profile, regimes=(regime,))
             except SrghnError as exc:
                 self.publish("adaptation", {"event": "adopt_failed", "champion": stored.id, "error": str(exc)})
-                return
+                return True
             if not report.passed:
                 self.publish("adaptation", {"event": "adopt_failed", "champion": stored.id,
                                             "error": f"failed gate(s) {report.failed_hard + report.failed_soft}"})
-                return
+                return True
         reason = f"adaptation: the robots are in regime {regime}; its stored champion serves again"
         reply = self.link.adopt(next(self.tokens), stored.id, regime, reason, PROMOTE_TIMEOUT_S)
         ok = reply is not None and reply.ok
@@ -483,6 +489,7 @@ class Daemon:
                                     "regime": regime, "from": live.id if live else None,
                                     **({} if ok else {"error": "the server did not answer" if reply is None
                                                       else reply.error})})
+        return True
 
     # -- state ---------------------------------------------------------------------------------------------------
 
