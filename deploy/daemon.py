@@ -412,9 +412,9 @@ class Daemon:
         self.link.on_transitions = self.adaptation.offer
 
     def _known_regimes(self) -> dict:
-        """Regimes beyond the profile's declared ones that identification should recognise (none yet: identified
-        regimes are stored by the release side of issue 13)."""
-        return {}
+        """Regimes beyond the profile's declared ones that identification recognises and evolution can run: the
+        twin's identified regimes, where the daemon keeps them (``self.identified``, issue 13's release side)."""
+        return dict(getattr(self, "identified", {}))
 
     def _follow_drift(self, found: Identified) -> None:
         """A robot changed regime (the server already serves it its regime's stored champion), or showed a fault
@@ -444,7 +444,7 @@ class Daemon:
             return
         if wanted != self.wanted:
             self.wanted = self.adopt_for = wanted
-            if wanted != self.regime.regime and wanted in self.profile.regimes:
+            if wanted != self.regime.regime and (wanted in self.profile.regimes or wanted in self._known_regimes()):
                 previous, self.regime.regime = self.regime.regime, wanted
                 self.last_candidate = None
                 self._save_state()
