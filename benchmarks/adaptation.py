@@ -24,7 +24,9 @@ sees rather than from a fixed step:
    _back``: generations the daemon evolved in nominal in between (0: no evolution was needed).
    ``live_return_after``: the mean return of the next ``--episodes-after`` episodes started after the switch.
 
-A phase that does not finish within its time limit is reported as such (``null`` figures, ``stopped_at``).
+A phase that does not finish within its time limit is reported as such (``null`` figures, ``stopped_at``); a
+robot not recovered within ``--recover-timeout-s`` is repaired anyway (``recovery_timed_out``), so that the switch
+back is still measured.
 Goals (issue 13): CartPole ``fault_to_recovered_s`` <= 60 and ``switch_back_s`` <= 1; Ant walking again at >= 80 %
 of its pre-fault return within 120 s of an undeclared leg fault.
 """
@@ -85,6 +87,7 @@ class Schedule:
         self.step_fault = self.step_repair = None
         self.episode_fault = self.episode_switch = None
         self.stopped_at: str | None = None
+        self.recovery_timed_out = False
         self.nominal_champions: set[str] = set()
 
     def __call__(self, run) -> str:  # noqa: ANN001 (RobotRun)
@@ -105,8 +108,10 @@ class Schedule:
                 self.t_recovered = now
                 self.phase, self.t_repair, self.step_repair = "repaired", now, run.steps
                 self.t_phase_end = now + a.repaired_timeout_s
-            elif now - self.t_fault > a.recover_timeout_s:
-                self.stopped_at = "fault"
+            elif now - self.t_fault > a.recover_timeout_s:  # not recovered in time: repair anyway, and go on
+                self.recovery_timed_out = True
+                self.phase, self.t_repair, self.step_repair = "repaired", now, run.steps
+                self.t_phase_end = now + a.repaired_timeout_s
         elif self.phase == "repaired":
             if self.episode_switch is not None and run.episodes - self.episode_switch > a.episodes_after:
                 self.phase = "done"
@@ -219,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _figures(args, profile, fault: str, s: Schedule, run, ends: list[float], tel: Telemetry) -> dict:  # noqa: ANN001
-    out: dict = {"stopped_at": s.stopped_at, "live_return_before": round(float(np.mean(s.before)), 2)
-                 if s.before else None}
+    out: dict = {"stopped_at": s.stopped_at, "recovery_timed_out": s.recovery_timed_out,
+                 "live_return_before": round(float(np.mean(s.before)), 2) if s.before else None}
     if s.t_fault is None or run is None:
         return out
     episodes = _episodes(run)
