@@ -29,7 +29,7 @@ def test_inverted_fault_is_identified_served_and_repaired_from_the_portfolio() -
                           capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
-    assert result["stopped_at"] is None, result
+    assert result["stopped_at"] is None and not result["recovery_timed_out"], result
     assert result["identified"] == {"regime": "inverted", "declared": True}
     assert result["fault_to_detect_steps"] > 0
     before = result["live_return_before"]
