@@ -203,7 +203,15 @@ def main(argv: list[str] | None = None) -> int:
                             identity=b"bench-robot", timeout_s=5.0, plant=schedule, on_step=on_step,
                             should_stop=lambda: schedule.done() or daemon.poll() is not None)
         finally:
+            serving = None
             if daemon.poll() is None:
+                try:  # the server's own handling time of ACTs, per-robot serving included
+                    from srghn.deploy.client import AdminClient
+
+                    with AdminClient(endpoints["admin"], timeout_s=10) as admin:
+                        serving = admin.status()["requests"]
+                except Exception as exc:  # noqa: BLE001 (a figure missing, not a failed benchmark)
+                    serving = {"error": str(exc)}
                 daemon.send_signal(signal.SIGTERM)
             try:
                 stdout, stderr = daemon.communicate(timeout=180)
@@ -213,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             telemetry.stop.set()
         summary = json.loads(stdout) if stdout.strip() else {"error": stderr[-2000:]}
         result.update(_figures(args, profile, fault, schedule, run, episode_ends, telemetry))
+        result["server_requests"] = serving
         result["daemon"] = {k: summary.get(k) for k in ("stopped_by", "generation", "generations_this_run",
                                                           "regime", "candidates", "live")}
         with Registry.open(state) as registry:
