@@ -6,7 +6,10 @@ suite's fixed-seed episodes (the ``above_safe[<regime>]`` measurement). The cham
 1. the robot's live champion, when it was evolved in that regime (an operator's or the release loop's choice
    stands for its own regime);
 2. otherwise the passed champion of that regime (``passed``, ``live`` or ``retired``, its report passed and holding
-   a measurement in that regime) with the best gate score there, the newest first on a tie.
+   a measurement in that regime) with the best gate score there, the newest first on a tie -- leaving out a
+   champion that was rolled back *from* (by an operator or the watchdog: someone distrusted it) and has not gone
+   live since. The daemon's own rollbacks (actor ``adaptation``, a robot returning to another regime) say nothing
+   against the champion they leave.
 
 A regime without one has no entry: its robots are served the live champion meanwhile.
 """
@@ -18,6 +21,7 @@ import math
 
 from srghn.deploy.registry import Champion, Registry
 
+ADAPTATION_ACTOR = "adaptation"
 SCORE_GATE = "above_safe[{}]"
 """The gate whose measurement ranks the champions of a regime (their fitness on fixed-seed episodes there)."""
 
@@ -40,7 +44,10 @@ def portfolio(registry: Registry, robot: str) -> dict[str, Champion]:
         "SELECT id, regime, gate_report, created_at FROM champions WHERE robot = ? AND gate_passed = 1 "
         "AND status IN ('passed', 'live', 'retired') AND regime IS NOT NULL", (robot,)).fetchall()
     best: dict[str, tuple[float, str, str]] = {}
+    distrusted = _rolled_back_from(registry, robot)
     for champion_id, regime, report, created in rows:
+        if champion_id in distrusted:
+            continue
         score = gate_score(json.loads(report) if report else None, regime)
         if score is None:
             continue
@@ -51,6 +58,18 @@ def portfolio(registry: Registry, robot: str) -> dict[str, Champion]:
     if live is not None and live.regime is not None:
         chosen[live.regime] = live
     return chosen
+
+
+def _rolled_back_from(registry: Registry, robot: str) -> set[str]:
+    """Champions an operator or the watchdog rolled back from, and that have not gone live since."""
+    out: set[str] = set()
+    for kind, actor, from_id, to_id in registry.db.execute(
+            "SELECT kind, actor, from_id, to_id FROM events WHERE robot = ? AND kind IN ('promote', 'rollback') "
+            "ORDER BY seq", (robot,)):
+        if kind == "rollback" and actor != ADAPTATION_ACTOR and from_id is not None:
+            out.add(from_id)
+        out.discard(to_id)
+    return out
 
 
 def regime_scores(chosen: dict[str, Champion]) -> dict[str, float]:

@@ -59,6 +59,12 @@ def test_portfolio_keeps_the_best_passed_champion_of_every_regime_and_the_live_o
     chosen = {regime: c.id for regime, c in portfolio(registry, "cartpole").items()}
     assert chosen == {"nominal": "nom-b", "inverted": "inv-b"}  # nom-a retired: the best nominal one stands
     assert champion_for(registry, "cartpole", "nominal").id == "nom-b"
+    # a rollback by the daemon's adaptation leaves its champion in the portfolio; an operator's takes it out
+    registry.rollback("adaptation", "cartpole", "nom-a", "robots back in nominal")
+    assert portfolio(registry, "cartpole")["inverted"].id == "inv-b"
+    registry.rollback("operator:alice", "cartpole", "inv-b", "back to inv-b")
+    registry.rollback("operator:alice", "cartpole", "nom-a", "inv-b misbehaves")
+    assert portfolio(registry, "cartpole")["inverted"].id == "inv-a"
     assert champion_for(registry, "cartpole", "identified-0badc0de") is None
     assert portfolio(registry, "ant") == {}
 
