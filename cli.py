@@ -836,6 +836,7 @@ def robot_sim(
     fault: Annotated[str | None, typer.Option(
         help="Switch the robot's dynamics to this regime (e.g. inverted) at --fault-at.")] = None,
     fault_at: Annotated[int | None, typer.Option(help="Robot step at which --fault happens.")] = None,
+    fault_until: Annotated[int | None, typer.Option(help="Robot step at which --fault is repaired.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the episodes.")] = 0,
     rate: Annotated[float | None, typer.Option(
         help="Control steps per second (default: the simulator's real-time rate, e.g. 50 for CartPole, 20 for "
@@ -861,12 +862,12 @@ def robot_sim(
 
     with _handled():
         profile = load_profile(robot)
-        check_fault(profile, fault, fault_at)
+        check_fault(profile, fault, fault_at, fault_until)
         operator = _operator(state_dir, key)
         endpoint = operator.endpoint("control", control)
         found = operator.client_keys(("robot",), keys)
         result = drive(profile, endpoint, episodes=episodes, steps=steps, duration_s=duration, fault=fault,
-                       fault_at=fault_at, seed=seed, rate_hz=rate, timeout_s=timeout,
+                       fault_at=fault_at, fault_until=fault_until, seed=seed, rate_hz=rate, timeout_s=timeout,
                        keys=(found["server_key"], found["client_key"]) if found else None, on_episode=on_episode)
     summary = result.summary()
     if as_json:
