@@ -50,6 +50,8 @@ class RobotRegime:
     steps: int | None = None
     """The robot's step count at its last transition, as the server counted."""
     rows: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
+    unknown: Identification | None = None
+    """The last fit that matched no known regime (an undeclared fault is reported once two fits agree)."""
 
 
 @dataclass(frozen=True)
@@ -139,8 +141,13 @@ class Adaptation:
         obs, actions, next_obs = (np.asarray(column, np.float64) for column in zip(*robot.rows, strict=True))
         result = identify(self.profile, obs, actions, next_obs, current=robot.regime, known=self.known())
         if not result.known:
-            self.results.put(Identified(robot.name, result, robot.regime, robot.steps))
+            # A window half before and half after a change fits something in between; only a fit that the next
+            # window repeats (within the twin's tolerance) is a fault of its own.
+            if _agree(self.profile, robot.unknown, result):
+                self.results.put(Identified(robot.name, result, robot.regime, robot.steps))
+            robot.unknown = result
             return
+        robot.unknown = None
         if result.regime == robot.regime:
             return
         previous = robot.regime
@@ -173,6 +180,14 @@ def evolution_regime(robots: Mapping[str, str], current: str, stored: Mapping[st
     if current in tied and (need(current) == worst or need(current) <= worst + margin * abs(worst)):
         return current
     return next(regime for regime in tied if need(regime) == worst)
+
+
+def _agree(profile: RobotProfile, before: Identification | None, now: Identification) -> bool:
+    """Whether two twin fits found the same parameters, within the profile's tolerance of each kind."""
+    if before is None or before.params.keys() != now.params.keys() or profile.twin is None:
+        return False
+    return all(abs(before.params[key] - value) <= profile.twin.tolerance_of(key.partition(".")[0])
+               for key, value in now.params.items())
 
 
 def _drain(inbox: queue.SimpleQueue) -> list:
