@@ -15,7 +15,8 @@ sees rather than from a fixed step:
    their mean is ``live_return_before``.
 2. **fault**: the plant switches to ``--fault`` (a declared regime) or to the regime ``--fault-def`` defines (a
    fault nobody declared). ``fault_to_detect_steps``: robot steps from the fault until the runtime assigned the
-   robot a regime other than nominal (the server's ``assignment`` event, or the daemon's ``undeclared_regime``);
+   robot a regime other than nominal (the server's ``assignment`` event), or reported a fault nobody declared (the
+   daemon's ``adaptation`` event ``undeclared``);
    ``identified``: that regime, and for a robot with a twin the largest error of its fitted gains against the
    fault's true ones. ``fault_to_recovered_s``: seconds from the fault until the end of the first episode that
    started after it and returned at least ``--recovered-fraction`` (0.9) of ``live_return_before``.
@@ -241,14 +242,14 @@ def _figures(args, profile, fault: str, s: Schedule, run, ends: list[float], tel
     # detection: the first assignment of another regime than nominal after the fault, or an undeclared fit
     assigned = [(t, e) for t, e in tel.find("assignment", s.t_fault, client="bench-robot")
                 if e.get("regime") not in (None, "nominal") and e.get("previous_regime") != e.get("regime")]
-    undeclared = [(t, e) for t, e in tel.find("daemon", s.t_fault, event="undeclared_regime", client="bench-robot")]
+    undeclared = [(t, e) for t, e in tel.find("adaptation", s.t_fault, event="undeclared", client="bench-robot")]
     first = min([*assigned, *undeclared], key=lambda te: te[0], default=None)
     if first is not None:
         t, event = first
         steps = event.get("steps")
         out["fault_to_detect_steps"] = steps - s.step_fault if isinstance(steps, int) else None
         out["fault_to_detect_s"] = round(t - s.t_fault, 3)
-        out["identified"] = {"regime": event.get("regime"), "declared": event.get("event") != "undeclared_regime"}
+        out["identified"] = {"regime": event.get("regime"), "declared": event.get("event") != "undeclared"}
         fit = [e for _, e in tel.find("adaptation", s.t_fault, event="identified", client="bench-robot")
                if e.get("regime") == event.get("regime")]
         params = (fit[0].get("params") if fit else None) or event.get("params")

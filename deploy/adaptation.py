@@ -52,6 +52,8 @@ class RobotRegime:
     rows: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
     unknown: Identification | None = None
     """The last fit that matched no known regime (an undeclared fault is reported once two fits agree)."""
+    reported: str | None = None
+    """The undeclared regime last published for this robot."""
 
 
 @dataclass(frozen=True)
@@ -144,10 +146,15 @@ class Adaptation:
             # A window half before and half after a change fits something in between; only a fit that the next
             # window repeats (within the twin's tolerance) is a fault of its own.
             if _agree(self.profile, robot.unknown, result):
+                if robot.reported != result.regime:  # telemetry once per fault; the evolution loop every time
+                    robot.reported = result.regime
+                    self.publish("adaptation", {"event": "undeclared", "client": robot.name,
+                                                "regime": result.regime, "steps": robot.steps,
+                                                "changes": result.definition.to_dict(), **_evidence(result)})
                 self.results.put(Identified(robot.name, result, robot.regime, robot.steps))
             robot.unknown = result
             return
-        robot.unknown = None
+        robot.unknown = robot.reported = None
         if result.regime == robot.regime:
             return
         previous = robot.regime
@@ -157,6 +164,8 @@ class Adaptation:
                   + (f" ({previous}: {result.errors[previous]:.2g})" if previous in result.errors else ""))
         self.send(m.Assign(robot.name, result.regime, reason))
         log.info("robot %s: regime %s (was %s): %s", robot.name, result.regime, previous, reason)
+        self.publish("adaptation", {"event": "identified", "client": robot.name, "regime": result.regime,
+                                    "previous": previous, "steps": robot.steps, **_evidence(result)})
         self.results.put(Identified(robot.name, result, previous, robot.steps))
 
 
@@ -180,6 +189,12 @@ def evolution_regime(robots: Mapping[str, str], current: str, stored: Mapping[st
     if current in tied and (need(current) == worst or need(current) <= worst + margin * abs(worst)):
         return current
     return next(regime for regime in tied if need(regime) == worst)
+
+
+def _evidence(result: Identification) -> dict:
+    return {"transitions": result.transitions, "residual": float(f"{result.residual:.3g}"),
+            "errors": {k: float(f"{v:.3g}") for k, v in result.errors.items()},
+            "params": {k: round(v, 4) for k, v in result.params.items()}}
 
 
 def _agree(profile: RobotProfile, before: Identification | None, now: Identification) -> bool:

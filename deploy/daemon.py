@@ -426,12 +426,7 @@ class Daemon:
                                     "residual": float(f"{result.residual:.3g}"), "steps": found.steps,
                                     "params": {k: round(v, 4) for k, v in result.params.items()}})
             return
-        self.publish("adaptation", {"event": "identified", "client": found.client, "regime": result.regime,
-                                    "previous": found.previous, "steps": found.steps,
-                                    "transitions": result.transitions,
-                                    "errors": {k: float(f"{v:.3g}") for k, v in result.errors.items()},
-                                    "params": {k: round(v, 4) for k, v in result.params.items()}})
-        self._evidence = found
+        self._evidence = found  # the adaptation thread published it already (`adaptation` event `identified`)
 
     def _follow_robots(self) -> None:
         """Evolution follows the regime most robots are in (:func:`~srghn.deploy.adaptation.evolution_regime`),
