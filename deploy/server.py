@@ -206,7 +206,8 @@ class Server:
                 "act_per_s": round((self.serving.acts - last[0]) / interval, 1),
                 "step_per_s": round((self.serving.steps - last[1]) / interval, 1),
                 "errors": requests["errors"] + self.admin.errors,
-                **{k: requests[k] for k in ("act_us_p50", "act_us_p99")}, "episodes": status["episodes"]}
+                **{k: requests[k] for k in ("act_us_p50", "act_us_p99")}, "episodes": status["episodes"],
+                "robots": [{k: c[k] for k in ("client", "regime", "champion")} for c in status["clients"]]}
 
     # -- shutdown --------------------------------------------------------------------------------------------------
 
