@@ -943,8 +943,9 @@ def status(
                               f"{req['watchdog']} watchdog fallbacks; act p50/p99 {_fmt(req['act_us_p50'])}/"
                               f"{_fmt(req['act_us_p99'])} µs")
     for c in st["clients"]:
-        table.add_row(escape(f"robot {c['client']}"), f"{c['steps']:,} steps, {c['episodes']} episodes, mean return "
-                      f"(last 10) {_fmt(c['mean_return_last_10'])}, seen {c['seen_s_ago']:.0f} s ago")
+        served = escape(f"regime {c.get('regime') or '?'}, served {c.get('champion') or 'SAFE ACTION'}; ")
+        table.add_row(escape(f"robot {c['client']}"), served + f"{c['steps']:,} steps, {c['episodes']} episodes, "
+                      f"mean return (last 10) {_fmt(c['mean_return_last_10'])}, seen {c['seen_s_ago']:.0f} s ago")
     ev = st.get("evolution")
     if ev:
         table.add_row("evolution", f"generation {ev['generation']}, regime {ev['regime']}"
