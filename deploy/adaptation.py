@@ -54,6 +54,8 @@ class RobotRegime:
     """The last fit that matched no known regime (an undeclared fault is reported once two fits agree)."""
     reported: str | None = None
     """The undeclared regime last published for this robot."""
+    candidate: str | None = None
+    """Another known regime the last window matched (a robot with a twin changes regime when the next agrees)."""
 
 
 @dataclass(frozen=True)
@@ -152,11 +154,16 @@ class Adaptation:
                                                 "regime": result.regime, "steps": robot.steps,
                                                 "changes": result.definition.to_dict(), **_evidence(result)})
                 self.results.put(Identified(robot.name, result, robot.regime, robot.steps))
-            robot.unknown = result
+            robot.unknown, robot.candidate = result, None
             return
         robot.unknown = robot.reported = None
         if result.regime == robot.regime:
+            robot.candidate = None
             return
+        if self.profile.twin is not None and robot.candidate != result.regime:
+            robot.candidate = result.regime  # a fitted twin: two windows in a row must say so (see _agree)
+            return
+        robot.candidate = None
         previous = robot.regime
         with self.lock:
             robot.regime, robot.since = result.regime, time.monotonic()

@@ -60,3 +60,19 @@ def test_an_undeclared_fault_is_reported_once_two_windows_agree() -> None:
     assert not result.known and result.regime.startswith("identified-")
     assert abs(result.params["gain.hip_1"] - 0.4) < 0.1 and abs(result.params["gain.ankle_1"] - 0.4) < 0.1
     assert not [a for a in sent if isinstance(a, m.Assign)]  # nothing is served for it before it is stored
+
+
+def test_a_robot_with_a_twin_changes_regime_when_two_windows_agree() -> None:
+    ant = load_profile("ant")
+    sent: list[m.Message] = []
+    adaptation = Adaptation(ant, sent.append, lambda topic, data: None)
+    try:
+        first, second = (batches(ant, "invert_front_left", 32, seed=s, size=32)[0] for s in (6, 7))
+        adaptation.offer(m.Transitions("leg", *first))
+        wait_for(lambda: adaptation.robots.get("leg") and adaptation.robots["leg"].candidate, 120, "the first fit")
+        assert adaptation.regimes() == {} and not sent
+        adaptation.offer(m.Transitions("leg", *second))
+        wait_for(lambda: adaptation.regimes() == {"leg": "invert_front_left"}, 120, "the change")
+    finally:
+        adaptation.close()
+    assert [(a.client, a.regime) for a in sent] == [("leg", "invert_front_left")]
