@@ -818,6 +818,8 @@ def run(
     fault: Annotated[str | None, typer.Option(
         help="With --sim-robot: switch the simulated robot's dynamics to this regime at --fault-at.")] = None,
     fault_at: Annotated[int | None, typer.Option(help="With --fault: the robot step at which it happens.")] = None,
+    fault_until: Annotated[int | None, typer.Option(
+        help="With --fault: the robot step at which the fault is repaired (back to nominal).")] = None,
     robot_rate: Annotated[float | None, typer.Option(
         help="With --sim-robot: its control steps per second (default: real time; 0: flat out).")] = None,
     attach: Annotated[bool, typer.Option(
@@ -867,7 +869,7 @@ def run(
         if sim_robot:
             from srghn.deploy.robot_sim import check_fault
 
-            check_fault(profile, fault, fault_at)
+            check_fault(profile, fault, fault_at, fault_until)
         preflight.check_init(init)
         limits = _record_limits(record, record_file_mb, record_total_mb)
         state = _checked_state_dir(state_dir)
@@ -885,6 +887,7 @@ def run(
 
     with _handled():
         robot_args = (() if fault is None else ("--fault", fault, "--fault-at", str(fault_at))) + (
+            () if fault_until is None else ("--fault-until", str(fault_until))) + (
             () if robot_rate is None else ("--rate", str(robot_rate)))
         settings = DaemonSettings(
             profile, state, seed=seed, population=population, episodes=episodes,
@@ -976,6 +979,7 @@ def robot_sim(
     fault: Annotated[str | None, typer.Option(
         help="Switch the robot's dynamics to this regime (e.g. inverted) at --fault-at.")] = None,
     fault_at: Annotated[int | None, typer.Option(help="Robot step at which --fault happens.")] = None,
+    fault_until: Annotated[int | None, typer.Option(help="Robot step at which --fault is repaired.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the episodes.")] = 0,
     rate: Annotated[float | None, typer.Option(
         help="Control steps per second (default: the simulator's real-time rate, e.g. 50 for CartPole, 20 for "
@@ -1007,7 +1011,7 @@ def robot_sim(
 
     with _handled():
         profile = load_profile(robot)
-        check_fault(profile, fault, fault_at)
+        check_fault(profile, fault, fault_at, fault_until)
         preflight.check_rate(rate, "--rate")
         limits = _record_limits(record, record_file_mb, record_total_mb)
         if record:
@@ -1024,7 +1028,8 @@ def robot_sim(
             recorder = BackgroundRecorder(writer, telemetry)  # the telemetry too, where it needs no keys
         try:
             result = drive(profile, endpoint, episodes=episodes, steps=steps, duration_s=duration, fault=fault,
-                           fault_at=fault_at, seed=seed, rate_hz=rate, timeout_s=timeout,
+                           fault_at=fault_at, fault_until=fault_until, seed=seed, rate_hz=rate,
+                           timeout_s=timeout,
                            keys=(found["server_key"], found["client_key"]) if found else None, on_episode=on_episode,
                            record=recorder.add if recorder else None)
         finally:
@@ -1111,8 +1116,9 @@ def status(
                               f"{req['watchdog']} watchdog fallbacks; act p50/p99 {_fmt(req['act_us_p50'])}/"
                               f"{_fmt(req['act_us_p99'])} µs")
     for c in st["clients"]:
-        table.add_row(escape(f"robot {c['client']}"), f"{c['steps']:,} steps, {c['episodes']} episodes, mean return "
-                      f"(last 10) {_fmt(c['mean_return_last_10'])}, seen {c['seen_s_ago']:.0f} s ago")
+        served = escape(f"regime {c.get('regime') or '?'}, served {c.get('champion') or 'SAFE ACTION'}; ")
+        table.add_row(escape(f"robot {c['client']}"), served + f"{c['steps']:,} steps, {c['episodes']} episodes, "
+                      f"mean return (last 10) {_fmt(c['mean_return_last_10'])}, seen {c['seen_s_ago']:.0f} s ago")
     ev = st.get("evolution")
     if ev:
         table.add_row("evolution", f"generation {ev['generation']}, regime {ev['regime']}"

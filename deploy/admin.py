@@ -120,11 +120,15 @@ class Admin:
 
     def transition(self, cmd: str, champion: str | None, actor: str, reason: str | None, force: bool,
                    reply: Reply) -> None:
-        """Promote or roll back in the registry, load the new live slot, then swap and reply."""
+        """Promote or roll back in the registry (``adopt``: whichever puts a stored champion back), load the new
+        live slot, then swap and reply."""
         serving = self.serving
 
         def job(registry: Registry) -> dict:
-            if cmd == "promote":
+            how = cmd
+            if cmd == "adopt":  # a stored champion back in service: a rollback to it if it was live before
+                how = "rollback" if registry.get(champion).status == "retired" else "promote"
+            if how == "promote":
                 target = registry.get(champion)
                 if target.robot != serving.robot:
                     raise PromotionRefused(f"champion {target.id} belongs to robot {target.robot}; this server "
@@ -143,7 +147,7 @@ class Admin:
                 serving.watchdog.failed.discard(sync["live"].champion_id)  # an operator put it back: serve it
             serving.apply_sync(sync)
             log.info("%s: %s to %s", actor, cmd, result["event"]["to"])
-            self.publish("promotion" if cmd == "promote" else "rollback", result["event"])
+            self.publish("promotion" if result["event"]["kind"] == "promote" else "rollback", result["event"])
             reply({**result, "serving": serving.serving_id, "serial": serving.serial})
 
         self.background.submit(job, done)

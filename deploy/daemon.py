@@ -40,7 +40,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import zmq
 
@@ -48,9 +47,11 @@ from srghn import ConfigError, SrghnError
 from srghn.controller.files import atomic_write
 from srghn.deploy import logs
 from srghn.deploy import messages as m
+from srghn.deploy.adaptation import Adaptation, Identified, evolution_regime
 from srghn.deploy.champions import gate_champion, register_policy, run_tag
 from srghn.deploy.keys import CurveServer
 from srghn.deploy.link import ServerLink
+from srghn.deploy.portfolio import champion_for, portfolio, regime_scores
 from srghn.deploy.registry import Registry
 from srghn.deploy.serve_config import SERVE_CONFIG, ServeConfig, choose_endpoints
 from srghn.deploy.signals import ExitFlag
@@ -68,7 +69,7 @@ from srghn.errors import ServerConflict, ServerUnavailable
 from srghn.sim.backends import make_evaluator
 from srghn.sim.driver import INIT_FACTORY, INIT_SCRATCH, Driver, RunSpec
 from srghn.sim.factory import factory_path, factory_sha, load_factory
-from srghn.sim.identify import identifiable, identify
+from srghn.sim.identify import identifiable
 from srghn.sim.plots import plot_robot, plot_run
 from srghn.sim.profiles import RobotProfile
 from srghn.sim.records import GenerationRecord, read_records
@@ -79,6 +80,10 @@ log = logging.getLogger("srghn.daemon")
 SERVER_START_TIMEOUT_S = 60.0
 CHECKPOINT_INTERVAL_S = 5.0
 PROMOTE_TIMEOUT_S = 60.0
+ADOPT_INTERVAL_S = 30.0
+"""At most one adaptation promotion (a regime's stored champion made live again) per this many seconds: a robot
+flapping between regimes is served the right champion at once, while the registry's live pointer follows
+calmly."""
 
 
 @dataclass(frozen=True)
@@ -191,6 +196,14 @@ class Daemon:
         self.last_record: dict = {}
         """Figures of the last generation (this run's, else the last line of ``metrics.jsonl``): ``status`` shows
         them while paused and between generations."""
+        self.adaptation: Adaptation | None = None
+        self.wanted: str | None = None
+        """The regime evolution should work on, as the robots' regimes last said (:func:`evolution_regime`)."""
+        self.next_adopt = 0.0
+        self.adopt_for: str | None = None
+        """A regime the robots moved to whose stored champion is to be made live (waiting for the rate limit)."""
+        self._evidence: Identified | None = None
+        """The last identification that changed a robot's regime (what a ``drift`` event cites)."""
 
     # -- run -----------------------------------------------------------------------------------------------------
 
@@ -214,6 +227,7 @@ class Daemon:
                 self.regime = _Regime(self.settings.regime or saved.get("regime") or self.profile.regimes[0])
                 self.paused = bool(saved.get("paused", False))
                 if self._attach_server():  # False: a signal came while waiting for the server
+                    self._start_adaptation()
                     write_runfile(state, DAEMON, {"pid": os.getpid(), "robot": self.profile.name,
                                                   "started": started})
                     if self.settings.sim_robot:
@@ -239,6 +253,8 @@ class Daemon:
                 raise
             finally:
                 self.should_exit.set("shutdown")  # a signal during shutdown changes nothing any more
+                if self.adaptation is not None:
+                    self.adaptation.close()
                 if evaluator is not None:
                     evaluator.close()
                 summary = self._shutdown(driver, started)
@@ -268,7 +284,8 @@ class Daemon:
                 last_save = time.monotonic()
             self.publish("generation", json.loads(line))
             self._status(driver, record)
-            if self.counts["generations"] % settings.gate_every == 0 and not self.should_exit:
+            if (self.counts["generations"] % settings.gate_every == 0 and not self.should_exit
+                    and record.regime == self.regime.regime):  # not a generation of a regime the robots just left
                 self._release(driver, record)
                 self._status(driver, record)  # the release's counters now, not a generation later
 
@@ -373,11 +390,12 @@ class Daemon:
     # -- what the server passes on -------------------------------------------------------------------------------
 
     def _handle_server_messages(self, wait_s: float) -> None:
-        """Apply operators' commands (pause, resume, regime) and the latest drift evidence."""
+        """Apply operators' commands (pause, resume, regime) and what the robots' transitions showed."""
         messages = self.link.take(wait_s)
-        transitions = [msg for msg in messages if isinstance(msg, m.Transitions)]
-        if transitions:
-            self._follow_drift(transitions[-1])  # only the latest evidence counts
+        if self.adaptation is not None:
+            for found in self.adaptation.take():
+                self._follow_drift(found)
+            self._follow_robots()
         for command in messages:
             if not isinstance(command, m.Command):
                 continue
@@ -395,32 +413,88 @@ class Daemon:
             self.publish("evolution", {"event": command.cmd, "regime": self.regime.regime, "paused": self.paused,
                                        "actor": command.actor})
 
-    def _follow_drift(self, message: m.Transitions) -> None:
-        """Replay a robot's transitions in every regime's simulator; switch the shadow simulator to the regime
-        that explains them clearly better than the current one."""
+    def _start_adaptation(self) -> None:
+        """Identify each robot's regime from its transitions on a thread of its own (:mod:`srghn.deploy.
+        adaptation`), where the profile allows it and ``--follow-drift`` is on."""
         if not self.settings.follow_drift or not identifiable(self.profile):
             return
-        try:
-            result = identify(self.profile, np.asarray(message.obs), np.asarray(message.actions),
-                              np.asarray(message.next_obs), current=self.regime.regime)
-        except (KeyError, ValueError) as exc:
-            self.publish("daemon", {"event": "bad_transitions", "error": str(exc)})
-            return
-        errors = result.errors
+        self.adaptation = Adaptation(self.profile, self.link.send, self.publish, known=self._known_regimes)
+        self.link.on_transitions = self.adaptation.offer
+
+    def _known_regimes(self) -> dict:
+        """Regimes beyond the profile's declared ones that identification recognises and evolution can run: the
+        twin's identified regimes, where the daemon keeps them (``self.identified``, issue 13's release side)."""
+        return dict(getattr(self, "identified", {}))
+
+    def _follow_drift(self, found: Identified) -> None:
+        """A robot changed regime (the server already serves it its regime's stored champion), or showed a fault
+        no known regime explains."""
+        result = found.result
         if not result.known:  # a fault no regime declares: the twin's parameters, for the registry to store
-            self.publish("daemon", {"event": "undeclared_regime", "client": message.client,
+            self.publish("daemon", {"event": "undeclared_regime", "client": found.client,
                                     "regime": result.regime, "changes": result.definition.to_dict(),
-                                    "residual": float(f"{result.residual:.3g}")})
+                                    "residual": float(f"{result.residual:.3g}"), "steps": found.steps,
+                                    "params": {k: round(v, 4) for k, v in result.params.items()}})
             return
-        found = result.regime if result.regime != self.regime.regime else None
-        if found is None:
+        self._evidence = found  # the adaptation thread published it already (`adaptation` event `identified`)
+
+    def _follow_robots(self) -> None:
+        """Evolution follows the regime most robots are in (:func:`~srghn.deploy.adaptation.evolution_regime`),
+        when that changes; and that regime's stored champion is made live again (rate-limited, not while paused).
+        Both happen on a change of the robots only: an operator's regime, promotion or rollback since stands."""
+        robots = self.adaptation.regimes()
+        scores = regime_scores(portfolio(self.registry, self.profile.name))
+        wanted = evolution_regime(robots, self.regime.regime, scores, self.profile.solved_fitness)
+        if wanted is None:
             return
-        previous, self.regime.regime = self.regime.regime, found
-        self.last_candidate = None
-        self._save_state()
-        self.publish("drift", {"client": message.client, "from": previous, "to": found,
-                               "transitions": len(message.obs),
-                               "errors": {k: float(f"{v:.3g}") for k, v in errors.items()}})
+        if wanted != self.wanted:
+            self.wanted = self.adopt_for = wanted
+            if wanted != self.regime.regime and (wanted in self.profile.regimes or wanted in self._known_regimes()):
+                previous, self.regime.regime = self.regime.regime, wanted
+                self.last_candidate = None
+                self._save_state()
+                evidence = self._evidence
+                self.publish("drift", {"client": evidence.client if evidence else None, "from": previous,
+                                       "to": wanted, "robots": robots,
+                                       "transitions": evidence.result.transitions if evidence else None,
+                                       "errors": {k: float(f"{v:.3g}") for k, v in evidence.result.errors.items()}
+                                       if evidence else {}})
+        if self.adopt_for is not None and not self.paused and self._adopt(self.adopt_for):
+            self.adopt_for = None
+
+    def _adopt(self, regime: str) -> bool:
+        """Make ``regime``'s stored champion live again, when another regime's is live: at most once per
+        :data:`ADOPT_INTERVAL_S`, only with auto-promote on. A champion that never went live is gated again first
+        (against the live champion, in its regime); one that did is rolled back to. False: not yet (rate limit)."""
+        if not self.settings.auto_promote:
+            return True
+        live = self.registry.live(self.profile.name)
+        if live is not None and live.regime == regime:
+            return True
+        stored = champion_for(self.registry, self.profile.name, regime)
+        if stored is None or (live is not None and stored.id == live.id):
+            return True
+        if time.monotonic() < self.next_adopt:
+            return False
+        self.next_adopt = time.monotonic() + ADOPT_INTERVAL_S
+        if stored.status != "retired":
+            try:
+                report = gate_champion(self.registry, stored.id, self.settings.actor, self.profile, regimes=(regime,))
+            except SrghnError as exc:
+                self.publish("adaptation", {"event": "adopt_failed", "champion": stored.id, "error": str(exc)})
+                return True
+            if not report.passed:
+                self.publish("adaptation", {"event": "adopt_failed", "champion": stored.id,
+                                            "error": f"failed gate(s) {report.failed_hard + report.failed_soft}"})
+                return True
+        reason = f"adaptation: the robots are in regime {regime}; its stored champion serves again"
+        reply = self.link.adopt(next(self.tokens), stored.id, regime, reason, PROMOTE_TIMEOUT_S)
+        ok = reply is not None and reply.ok
+        self.publish("adaptation", {"event": "adopted" if ok else "adopt_failed", "champion": stored.id,
+                                    "regime": regime, "from": live.id if live else None,
+                                    **({} if ok else {"error": "the server did not answer" if reply is None
+                                                      else reply.error})})
+        return True
 
     # -- state ---------------------------------------------------------------------------------------------------
 

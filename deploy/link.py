@@ -40,6 +40,10 @@ class ServerLink:
         """Restarts of the server this link noticed (and attached again after)."""
         self.last_heard = 0.0
         self.last_status: m.Evolution | None = None
+        self.assignments: dict[str, m.Assign] = {}
+        """The last regime assigned to each robot, said again to a restarted server (which forgot them)."""
+        self.on_transitions: Callable[[m.Transitions], None] | None = None
+        """Where robots' transitions go, on this thread, as they come (default: the inbox, like everything else)."""
         self._pipe_address = f"inproc://srghn-link-{id(self)}"
         self._out = ctx.socket(zmq.PAIR)
         self._out.bind(self._pipe_address)
@@ -70,6 +74,8 @@ class ServerLink:
     def send(self, message: m.Message) -> None:
         if isinstance(message, m.Evolution):
             self.last_status = message
+        elif isinstance(message, m.Assign):
+            self.assignments[message.client] = message
         with self._lock:
             self._out.send(m.encode(message))
 
@@ -79,6 +85,19 @@ class ServerLink:
         self.answers[token] = answer
         try:
             self.send(m.Promote(token, champion, reason))
+            return answer.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+        finally:
+            self.answers.pop(token, None)
+
+    def adopt(self, token: int, champion: str, regime: str, reason: str, timeout_s: float) -> m.Promoted | None:
+        """Ask the server to put a regime's stored champion back live and wait for its answer (None: none in
+        time)."""
+        answer: queue.SimpleQueue = queue.SimpleQueue()
+        self.answers[token] = answer
+        try:
+            self.send(m.Adopt(token, champion, regime, reason))
             return answer.get(timeout=timeout_s)
         except queue.Empty:
             return None
@@ -183,6 +202,8 @@ class ServerLink:
                     sock.send(hello, zmq.NOBLOCK)
                     if self.last_status is not None:
                         sock.send(m.encode(self.last_status), zmq.NOBLOCK)
+                    for assignment in list(self.assignments.values()):
+                        sock.send(m.encode(assignment), zmq.NOBLOCK)
         elif isinstance(message, m.Promoted):
             answer = self.answers.get(message.token)
             if answer is not None:
@@ -191,5 +212,7 @@ class ServerLink:
             answer = self.answers.get(-1)
             if answer is not None:
                 answer.put(message)
+        elif isinstance(message, m.Transitions) and self.on_transitions is not None:
+            self.on_transitions(message)
         else:
             self.inbox.put(message)

@@ -42,6 +42,8 @@ class Op(str, Enum):
     PROMOTED = "promoted"
     COMMAND = "command"
     TRANSITIONS = "transitions"
+    ASSIGN = "assign"
+    ADOPT = "adopt"
     DETACH = "detach"
     STOP = "stop"
     STOPPED = "stopped"
@@ -139,13 +141,38 @@ class Command(Message):
 
 @dataclass(frozen=True)
 class Transitions(Message):
-    """Server -> daemon: a robot's latest transitions, for drift identification."""
+    """Server -> daemon: a robot's transitions reported since the last such message (at most the last 64), for
+    regime identification; ``steps``: the robot's step count at the last of them."""
 
     op = Op.TRANSITIONS
     client: str
     obs: list
     actions: list
     next_obs: list
+    steps: int | None = None
+
+
+@dataclass(frozen=True)
+class Assign(Message):
+    """Daemon -> server: robot ``client`` is in ``regime`` (identified from its transitions); the server serves it
+    that regime's champion from the portfolio (:mod:`srghn.deploy.portfolio`), else the live one."""
+
+    op = Op.ASSIGN
+    client: str
+    regime: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Adopt(Message):
+    """Daemon -> server: make the stored champion ``champion`` of ``regime`` live again (audit actor
+    ``adaptation``: a promotion, or a rollback to it when it was live before); answered by :class:`Promoted`."""
+
+    op = Op.ADOPT
+    token: int
+    champion: str
+    regime: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -174,8 +201,8 @@ class Stopped(Message):
 
 
 TYPES: dict[Op, type[Message]] = {cls.op: cls for cls in (Hello, Welcome, Heartbeat, Publish, Evolution, Sync,
-                                                           Promote, Promoted, Command, Transitions, Detach, Stop,
-                                                           Stopped)}
+                                                           Promote, Promoted, Command, Transitions, Assign, Adopt,
+                                                           Detach, Stop, Stopped)}
 _CHECKS = {"int": int, "str": str, "bool": bool, "dict": dict, "list": list, "None": type(None)}
 
 

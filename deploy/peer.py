@@ -24,6 +24,9 @@ log = logging.getLogger("srghn.server.peer")
 DAEMON_ACTOR = "srghn-daemon"
 """The audit actor of the promotions the daemon decides (it reaches the server only through the 0700 state
 directory)."""
+ADAPTATION_ACTOR = "adaptation"
+"""The audit actor when the daemon puts a regime's stored champion back in service (:class:`~srghn.deploy.messages.
+Adopt`)."""
 DRAIN_MAX = 64
 """Messages handled per wake-up, so a chatty daemon never delays robots for long."""
 
@@ -85,8 +88,10 @@ class DaemonPeer:
             self.evolution = message.status
         elif isinstance(message, m.Sync):
             self.serving.sync()
-        elif isinstance(message, m.Promote):
+        elif isinstance(message, m.Promote | m.Adopt):
             self._promote(sender, message)
+        elif isinstance(message, m.Assign):
+            self.serving.assign(message.client, message.regime, message.reason)
         elif isinstance(message, m.Stop) and self.on_stop is not None:
             log.info("daemon pid %s asks the server to stop (%s)", self.pid, message.reason)
             self.stop_from = sender
@@ -110,26 +115,33 @@ class DaemonPeer:
         self.send(m.Welcome(os.getpid(), self.robot, self.serving.serving_id, self.serving.serial, self.endpoints,
                             refused), sender)
 
-    def _promote(self, sender: bytes, message: m.Promote) -> None:
+    def _promote(self, sender: bytes, message: m.Promote | m.Adopt) -> None:
         def answer(result: dict | Exception) -> None:
             ok = not isinstance(result, Exception)
             self.send(m.Promoted(message.token, ok, result.get("serving") if ok else None,
                                  None if ok else str(result)), sender)
 
-        self.admin.transition("promote", message.champion, DAEMON_ACTOR, message.reason, False, answer)
+        if isinstance(message, m.Adopt):
+            self.admin.transition("adopt", message.champion, ADAPTATION_ACTOR, message.reason, False, answer)
+        else:
+            self.admin.transition("promote", message.champion, DAEMON_ACTOR, message.reason, False, answer)
 
     def tick(self) -> None:
-        """Count a silent daemon as gone; hand it the robot's latest transitions."""
+        """Count a silent daemon as gone."""
         if self.identity is None:
             return
         if time.monotonic() - self.last_seen > m.HEARTBEAT_EXPIRY_S:
             log.warning("daemon pid %s silent for %.0f s: counted as gone (serving goes on)", self.pid,
                         time.monotonic() - self.last_seen)
             self.identity, self.evolution = None, None
-            return
-        transitions = self.serving.take_transitions()
-        if transitions is not None:
-            self.send(transitions)
+
+    def forward(self) -> None:
+        """Hand the attached daemon the robots' new transitions (every loop tick: a robot's regime change is seen
+        within a fraction of a second)."""
+        if self.serving.fresh_clients:
+            for transitions in self.serving.take_transitions():
+                if self.identity is not None:
+                    self.send(transitions)
 
     def status(self) -> dict | None:
         if self.identity is None:

@@ -2,7 +2,9 @@
 
 Every step it sends the observation, executes the action the server returns, and reports the outcome (reward,
 terminated, truncated, next observation). ``fault`` switches the plant's dynamics to another regime at a given
-step (a motor wired backwards, a weak leg), which is what the daemon's shadow simulator has to adapt to.
+step (a motor wired backwards, a weak leg), which is what the daemon's shadow simulator has to adapt to, and
+``fault_until`` back to nominal later. A fault need not be one of the profile's regimes: ``fault_regime`` defines
+it (``--fault-def '{"gain": {"hip_1": -0.6, "ankle_1": -0.6}}'``), a fault nobody declared.
 
 ``srghn-ctl robot-sim`` runs it from the command line; a daemon started with ``--sim-robot`` runs it as
 ``python -m srghn.deploy.robot_sim`` (no CLI, no torch: it starts in well under a second).
@@ -28,6 +30,7 @@ from srghn import ConfigError, SrghnError
 from srghn.controller.files import atomic_write
 from srghn.deploy.client import ControlClient
 from srghn.errors import ServerUnavailable
+from srghn.sim.envs import NOMINAL, Regime
 from srghn.sim.evaluator import make_env
 from srghn.sim.profiles import RobotProfile, load_profile
 
@@ -53,6 +56,8 @@ class RobotRun:
     round_trip_s: list[float] = field(default_factory=list)
     fault: dict | None = None
     stopped_by: str = ""
+    plant_changes: list[tuple[int, str, float]] = field(default_factory=list)
+    """(step, regime, ``time.monotonic()``) of every change a ``plant`` schedule made."""
 
     def summary(self) -> dict:
         rt = np.asarray(self.round_trip_s[-10000:]) * 1e6
@@ -76,27 +81,53 @@ class RobotRun:
         return entry
 
 
-def check_fault(profile: RobotProfile, fault: str | None, fault_at: int | None) -> None:
-    """Validate a fault injection: a regime of the robot at a step >= 0, both given or neither."""
+def check_fault(profile: RobotProfile, fault: str | None, fault_at: int | None, fault_until: int | None = None,
+                ) -> None:
+    """Validate a fault injection: a regime of the robot at a step >= 0, both given or neither, and where it ends
+    after it starts."""
     if (fault is None) != (fault_at is None):
         raise ConfigError("--fault and --fault-at go together")
     if fault is not None and fault not in profile.regimes:
-        raise ConfigError(f"--fault {fault!r} is not a regime of {profile.name}; known: {', '.join(profile.regimes)}")
+        raise ConfigError(f"--fault {fault!r} is not a regime of {profile.name}; known: {', '.join(profile.regimes)}"
+                          " (or define it with --fault-def)")
     if fault_at is not None and fault_at < 0:
         raise ConfigError(f"--fault-at must be >= 0, got {fault_at}")
+    if fault_until is not None and (fault_at is None or fault_until <= fault_at):
+        raise ConfigError(f"--fault-until must come after --fault-at, got {fault_until} (fault at {fault_at})")
+
+
+def undeclared_fault(profile: RobotProfile, name: str, definition: str | dict) -> RobotProfile:
+    """``profile`` with one more regime ``name`` defined by ``definition`` (JSON text or a dict in the profile's
+    regime format, e.g. ``{"gain": {"hip_1": -0.6}}``): the plant of a fault the profile does not declare."""
+    import json as _json
+
+    if name in profile.regimes:
+        raise ConfigError(f"--fault {name!r} is a declared regime of {profile.name}; give --fault-def a new name")
+    try:
+        data = _json.loads(definition) if isinstance(definition, str) else dict(definition)
+    except ValueError as exc:
+        raise ConfigError(f"--fault-def is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--fault-def must be a JSON object such as {{\"gain\": {{\"hip_1\": -0.6}}}}, got {data!r}")
+    return profile.with_regime(name, Regime.from_dict(data, "--fault-def"))
 
 
 def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = None, steps: int | None = None,
               duration_s: float | None = None, fault: str | None = None, fault_at: int | None = None, seed: int = 0,
               rate_hz: float | None = None, timeout_s: float = 2.0, identity: bytes = b"sim-robot",
-              keys: tuple | None = None,
+              keys: tuple | None = None, fault_until: int | None = None,
               on_episode: Callable[[RobotRun], None] | None = None, should_stop: Callable[[], bool] = lambda: False,
+              on_step: Callable[[RobotRun, str, float], None] | None = None,
+              plant: Callable[[RobotRun], str] | None = None,
               record: Callable[[str, int, dict, dict], None] | None = None) -> RobotRun:
     """Drive the simulated robot until ``episodes`` episodes, ``steps`` steps, ``duration_s`` seconds, or
     ``should_stop()``, at ``rate_hz`` control steps per second (None: the env's real-time rate, 0: as fast as the
-    server answers). A server that does not answer in time is retried (counted in ``timeouts``). ``record``
-    (:meth:`srghn.deploy.recording.BackgroundRecorder.add`) is given every step as the robot saw it."""
-    check_fault(profile, fault, fault_at)
+    server answers). A server that does not answer in time is retried (counted in ``timeouts``). ``on_step(run,
+    champion, reward)`` is called after every step (``run.steps`` already counts it); ``plant(run)``, before every
+    step, names the regime the plant is to be in (a fault schedule decided as the run goes; each change is recorded
+    in ``run.plant_changes``). ``record`` (:meth:`srghn.deploy.recording.BackgroundRecorder.add`) is given every
+    step as the robot saw it."""
+    check_fault(profile, fault, fault_at, fault_until)
     for name, value, low in (("episodes", episodes, 1), ("steps", steps, 1)):
         if value is not None and value < low:
             raise ConfigError(f"--{name} must be >= {low}, got {value}")
@@ -132,6 +163,14 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
             if fault is not None and run.steps == fault_at:
                 env.set_regime(fault)  # the regime wrapper changes the plant now, mid-episode
                 run.fault = {"regime": fault, "at_step": run.steps, "at_episode": run.episodes}
+            if fault_until is not None and run.steps == fault_until and run.fault is not None:
+                env.set_regime(NOMINAL)  # repaired, mid-episode
+                run.fault.update(until_step=run.steps, until_episode=run.episodes)
+            if plant is not None:
+                wanted = plant(run)
+                if wanted != (run.plant_changes[-1][1] if run.plant_changes else NOMINAL):
+                    env.set_regime(wanted)
+                    run.plant_changes.append((run.steps, wanted, time.monotonic()))
             t0 = time.perf_counter()
             reply = _retry(client.act, run, should_stop, obs)
             run.round_trip_s.append(time.perf_counter() - t0)
@@ -162,6 +201,8 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
                 start_x = info.get("x_position")
                 if on_episode is not None:
                     on_episode(run)
+            if on_step is not None:
+                on_step(run, served, float(reward))
     except _Stopped:
         run.stopped_by = "stopped"
     finally:
@@ -225,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float)
     parser.add_argument("--fault")
     parser.add_argument("--fault-at", type=int)
+    parser.add_argument("--fault-until", type=int, help="robot step at which the fault is repaired")
+    parser.add_argument("--fault-def", help="JSON regime defining --fault when the profile does not declare it")
+    parser.add_argument("--name", default="sim-robot", help="the robot's name (its ZeroMQ routing id)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rate", type=float)
     parser.add_argument("--timeout", type=float, default=2.0)
@@ -240,9 +284,15 @@ def main(argv: list[str] | None = None) -> int:
 
             found = client_key(args.keys, args.key, role="robot")
             keys = (found["server_key"], found["client_key"])
-        drive(load_profile(args.robot), args.control, parent_pid=args.parent_pid, summary_file=args.summary_file,
+        profile = load_profile(args.robot)
+        if args.fault_def is not None:
+            profile = undeclared_fault(profile, args.fault or "undeclared", args.fault_def)
+        if not args.name or len(args.name) > 255 or not args.name.isprintable():
+            raise ConfigError(f"--name must be 1..255 printable characters, got {args.name!r}")
+        drive(profile, args.control, parent_pid=args.parent_pid, summary_file=args.summary_file,
               episodes=args.episodes, steps=args.steps, duration_s=args.duration, fault=args.fault,
-              fault_at=args.fault_at, seed=args.seed, rate_hz=args.rate, timeout_s=args.timeout, keys=keys)
+              fault_at=args.fault_at, fault_until=args.fault_until, seed=args.seed, rate_hz=args.rate,
+              timeout_s=args.timeout, keys=keys, identity=args.name.encode())
     except SrghnError as exc:
         print(f"robot-sim: {exc}", file=sys.stderr)
         return 2

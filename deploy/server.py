@@ -159,6 +159,7 @@ class Server:
         busy_poll_s = self.config.busy_poll_us / 1e6
         now = time.monotonic()
         next_stats = next_sync = now + self.config.stats_interval_s
+        next_forward = now + TICK_S
         next_watchdog = now if watchdog_s else math.inf
         last = (0, 0)
         while not self.should_exit:
@@ -177,6 +178,9 @@ class Server:
             now = time.monotonic()
             if self.tap is not None and self.tap.due(now):
                 self.tap.flush(now)
+            if now >= next_forward:
+                next_forward = now + TICK_S
+                self.peer.forward()
             if now >= next_stats:
                 interval = now - next_stats + self.config.stats_interval_s
                 next_stats = now + self.config.stats_interval_s
@@ -212,7 +216,8 @@ class Server:
                 "act_per_s": round((self.serving.acts - last[0]) / interval, 1),
                 "step_per_s": round((self.serving.steps - last[1]) / interval, 1),
                 "errors": requests["errors"] + self.admin.errors,
-                **{k: requests[k] for k in ("act_us_p50", "act_us_p99")}, "episodes": status["episodes"]}
+                **{k: requests[k] for k in ("act_us_p50", "act_us_p99")}, "episodes": status["episodes"],
+                "robots": [{k: c[k] for k in ("client", "regime", "champion")} for c in status["clients"]]}
 
     # -- shutdown --------------------------------------------------------------------------------------------------
 

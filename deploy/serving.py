@@ -6,8 +6,12 @@ watchdog (:mod:`srghn.safety.watchdog`). Every slot of the robot is bound (ONNX 
 serves it writes its action into the output buffer: no allocation, no copy, on the hot path. Slots are loaded
 on the background thread and swapped in between two requests by one assignment.
 
-Several robots on several regimes (issue 13) fit this shape: more (live, last-known-good) lines of slots, bound to
-the same buffers, the client's regime choosing the line the watchdog is given.
+Several robots on several regimes (issue 13): each robot (client) has a regime, which the daemon identifies from
+its transitions and assigns (:class:`~srghn.deploy.messages.Assign`), and a *line* of slots -- its regime's
+champion from the portfolio (:mod:`srghn.deploy.portfolio`; the live champion while its regime has none, or
+before it is identified), then the last-known-good -- that the watchdog is given for its requests. One slot is
+loaded per regime robots are in; every slot is bound to the same buffers, and a request costs one more attribute
+look-up on the client record it already fetches.
 
 The hot path, measured (``benchmarks/act_stages.py``): the header of a well-formed ``ACT`` from a DEALER is
 recognised by comparing its first 8 bytes and the frame lengths, which is what the full validation
@@ -34,6 +38,7 @@ from srghn.deploy import protocol as p
 from srghn.deploy.background import Background
 from srghn.deploy.keys import Identity, allowed, sender
 from srghn.deploy.messages import Transitions
+from srghn.deploy.portfolio import portfolio
 from srghn.deploy.registry import Registry
 from srghn.errors import PromotionRefused, ProtocolError, SrghnError
 from srghn.safety.watchdog import Verdict, Watchdog
@@ -43,7 +48,9 @@ log = logging.getLogger("srghn.server.serving")
 LATENCY_WINDOW = 4096
 """``status`` reports the server's handling time of this many most recent ``ACT`` requests."""
 TRANSITIONS = 64
-"""Per client, the last transitions kept for the daemon's regime identification (sent every few seconds)."""
+"""Per client, the last transitions kept for the daemon's regime identification."""
+FORWARD_MIN = 8
+"""A client's new transitions go to the daemon once at least this many have come (checked every loop tick)."""
 MAX_CLIENTS = 1024
 """Per-robot step statistics are kept for this many client identities (the least recently seen go first)."""
 SLOT_CACHE = 4
@@ -100,12 +107,17 @@ class ModelSlot:
 
 
 class Client:
-    """What the server keeps about one robot (a ROUTER identity)."""
+    """What the server keeps about one robot (its ROUTER identity, or with CURVE its key's name)."""
 
-    __slots__ = ("episode_return", "episode_steps", "episodes", "fresh", "last_seen", "pending", "returns", "steps",
-                 "transitions")
+    __slots__ = ("episode_return", "episode_steps", "episodes", "fresh", "last_seen", "line", "name", "pending",
+                 "regime", "returns", "steps", "transitions")
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.regime: str | None = None
+        """The regime the daemon identified this robot in (None: not yet)."""
+        self.line: tuple[ModelSlot | None, ModelSlot | None] = (None, None)
+        """What serves it, in order: its regime's champion (else the live one), then the last-known-good."""
         self.steps = self.episodes = self.episode_steps = self.fresh = 0
         self.episode_return = 0.0
         self.returns: deque = deque(maxlen=100)
@@ -134,7 +146,15 @@ class Serving:
         self.serial = 0
         self.cache: dict[str, ModelSlot] = {}
         """Loaded slots by champion id; used by the background thread only."""
-        self.sync_pending = False
+        self.regime_slots: dict[str, ModelSlot] = {}
+        """Regime -> its portfolio champion's slot, for the regimes robots are in (serving thread only)."""
+        self.active: frozenset[str] = frozenset()
+        """The regimes robots are in now (replaced whole, so the background thread reads a consistent set)."""
+        self.sync_pending = self.sync_again = False
+        self.pending_regimes: dict[str, str] = {}
+        """Regimes assigned to robots not seen yet (by name), applied at their first request."""
+        self.fresh_clients: set[bytes] = set()
+        """Clients with at least :data:`FORWARD_MIN` transitions the daemon has not seen."""
         self.obs_len = spec.obs_dim * 4
         self.act_prefix, self.action_prefix = p.prefix(p.MsgType.ACT), p.prefix(p.MsgType.ACTION)
         self.acts = self.steps = self.errors = self.fallbacks = 0
@@ -181,22 +201,23 @@ class Serving:
         who, frames = sender(frames, self.identify, None)
         envelope, msg = p.split_envelope(frames)
         request_id = 0
+        key = envelope[0] if who is None else who.name.encode()  # with CURVE a robot is its key, across connections
         try:
             msg_type, request_id = p.parse_header(msg, p.CONTROL_REQUESTS, self.max_bytes)
             if self.identify is not None:
                 allowed(who, "control", msg_type.name, request_id)
             if msg_type is p.MsgType.ACT:
                 p.floats(msg[1], self.spec.obs_dim, "observation", request_id)
-                reply = self.act(envelope[0], msg[0][8:], msg[1])
+                reply = self.act(key, msg[0][8:], msg[1])
                 self.latency[self.acts % LATENCY_WINDOW] = time.perf_counter_ns() - t0
                 self.acts += 1
             elif msg_type is p.MsgType.STEP:
                 reward, terminated, truncated = p.parse_outcome(msg[1], request_id)
                 p.floats(msg[2], self.spec.obs_dim, "next observation", request_id)
-                self._record_step(envelope[0], reward, terminated or truncated, msg[2])
+                self._record_step(key, reward, terminated or truncated, msg[2])
                 reply = [p.header(p.MsgType.STEP_OK, request_id)]
             else:
-                reply = [p.header(p.MsgType.INFO_OK, request_id), self.info_json]
+                reply = [p.header(p.MsgType.INFO_OK, request_id), self.client_info(key)]
         except ProtocolError as exc:
             reply = self._error(exc)
         except Exception as exc:  # a bug must never stop the server: answer INTERNAL and go on
@@ -217,11 +238,11 @@ class Serving:
         ``request_id`` as the header carries it (8 bytes)."""
         if not self.io.take(obs):  # raises, naming the bad entries
             p.floats(obs, self.spec.obs_dim, "observation", REQUEST_ID.unpack(request_id)[0])
-        line = (self.live, self.lkg)
+        client = self.clients.get(identity) or self._client(identity)
+        line = client.line
         verdict = self.watchdog.act(line)
         if verdict.failures:
             self._failed(verdict)  # swaps: what served this request is still line[verdict.served]
-        client = self.clients.get(identity) or self._client(identity)
         client.last_seen = time.monotonic()
         client.pending = (obs, verdict.action)
         header = self.action_prefix + request_id
@@ -237,9 +258,60 @@ class Serving:
     def _client(self, identity: bytes) -> Client:
         """A new client record; beyond :data:`MAX_CLIENTS` the least recently seen one goes."""
         if len(self.clients) >= MAX_CLIENTS:
-            del self.clients[min(self.clients, key=lambda k: self.clients[k].last_seen)]
-        client = self.clients[identity] = Client()
+            gone = min(self.clients, key=lambda k: self.clients[k].last_seen)
+            del self.clients[gone]
+            self.fresh_clients.discard(gone)
+        client = self.clients[identity] = Client(client_name(identity))
+        if client.name in self.pending_regimes:  # assigned before this server saw it (it was restarted)
+            client.regime = self.pending_regimes.pop(client.name)
+            self.active = self.active | {client.regime}
+            if client.regime not in self.regime_slots:
+                self.sync()
+        client.line = self._line_for(client)
         return client
+
+    def _line_for(self, client: Client) -> tuple[ModelSlot | None, ModelSlot | None]:
+        first = self.regime_slots.get(client.regime, self.live) if client.regime is not None else self.live
+        return first, self.lkg
+
+    def _relink(self, why: str) -> None:
+        """Give every client its line again (after the live, last-known-good or a regime's slot changed); a robot
+        with a regime whose champion changed gets an ``assignment`` event."""
+        for client in self.clients.values():
+            before = client.line[0]
+            client.line = self._line_for(client)
+            if client.regime is not None and client.line[0] is not before:
+                self._assigned(client, client.regime, before, why)
+
+    def _assigned(self, client: Client, previous_regime: str | None, before: ModelSlot | None, why: str) -> None:
+        now = client.line[0]
+        log.info("robot %s (regime %s) served %s (was %s): %s", client.name, client.regime,
+                 now.champion_id if now else "the safe action", before.champion_id if before else "the safe action",
+                 why)
+        self.publish("assignment", {"client": client.name, "regime": client.regime, "previous_regime": previous_regime,
+                                    "champion": now.champion_id if now else None,
+                                    "previous": before.champion_id if before else None, "steps": client.steps,
+                                    "why": why})
+
+    def assign(self, name: str, regime: str, reason: str = "") -> bool:
+        """Robot ``name`` is in ``regime``: serve it that regime's champion (at once when its slot is loaded, else
+        once the background thread has loaded it). False when no such robot is known."""
+        identity = next((k for k, c in self.clients.items() if c.name == name), None)
+        if identity is None:  # a restarted server hears the daemon before the robot: keep it for its first request
+            log.info("regime %s assigned to robot %s, not seen yet: kept for its first request", regime, name)
+            if len(self.pending_regimes) < MAX_CLIENTS:
+                self.pending_regimes[name] = regime
+            return False
+        client = self.clients[identity]
+        previous, before = client.regime, client.line[0]
+        client.regime = regime
+        self.active = frozenset(c.regime for c in self.clients.values() if c.regime is not None)
+        client.line = self._line_for(client)
+        if previous != regime or client.line[0] is not before:
+            self._assigned(client, previous, before, f"identified: {reason}" if reason else "identified")
+        if regime not in self.regime_slots:
+            self.sync()  # its regime's champion, if the portfolio has one, serves it once loaded
+        return True
 
     def _record_step(self, identity: bytes, reward: float, done: bool, next_obs: bytes) -> None:
         self.steps += 1
@@ -249,14 +321,18 @@ class Serving:
             client.transitions.append((*client.pending, next_obs))
             client.pending = None
             client.fresh += 1
+            if client.fresh >= FORWARD_MIN:
+                self.fresh_clients.add(identity)
         client.steps += 1
         client.episode_steps += 1
         client.episode_return += reward
         if done:
             client.episodes += 1
             client.returns.append(client.episode_return)
-            self.publish("episode", {"client": client_name(identity), "return": client.episode_return,
-                                     "steps": client.episode_steps, "champion": self.serving_id})
+            served = client.line[0]
+            self.publish("episode", {"client": client.name, "return": client.episode_return,
+                                     "steps": client.episode_steps, "regime": client.regime,
+                                     "champion": served.champion_id if served else None})
             client.episode_return, client.episode_steps = 0.0, 0
 
     # -- the watchdog's failures ---------------------------------------------------------------------------------
@@ -271,6 +347,11 @@ class Serving:
                         fallback or "the safe action")
             if slot is self.live:
                 self.swap(lkg, f"watchdog: {problem}")
+            failed_regimes = [regime for regime, s in self.regime_slots.items() if s is slot]
+            for regime in failed_regimes:  # its robots go back to the live champion
+                del self.regime_slots[regime]
+            if failed_regimes:
+                self._relink(f"watchdog: {problem}")
             self.publish("watchdog", {"event": "fallback", "failed": slot.champion_id, "problem": problem,
                                       "serving": fallback})
             if fallback and slot.champion_id != fallback:
@@ -289,6 +370,7 @@ class Serving:
         self.live = new
         self.serial += 1
         self._refresh()
+        self._relink(f"live: {why}")
         log.info("serving %s (was %s): %s", new.champion_id if new else "the safe action", old or "the safe action",
                  why)
         self.publish("serving", {"champion": self.serving_id, "previous": old, "serial": self.serial, "why": why})
@@ -306,7 +388,16 @@ class Serving:
                 "action_low": None if spec.discrete else list(spec.action_low),
                 "action_high": None if spec.discrete else list(spec.action_high),
                 "safe_action": list(self.safe_action), "regimes": list(self.regimes),
-                "max_message_bytes": self.max_bytes, "champion": self.serving_id}
+                "max_message_bytes": self.max_bytes, "champion": self.serving_id, "regime": None}
+
+    def client_info(self, identity: bytes) -> bytes:
+        """INFO for one robot: the same as for everyone, with its own regime and the champion serving it."""
+        client = self.clients.get(identity)
+        if client is None or client.regime is None:
+            return self.info_json
+        served = client.line[0]
+        return json.dumps({**self.info(), "regime": client.regime,
+                           "champion": served.champion_id if served else None}, separators=(",", ":")).encode()
 
     def load(self, registry: Registry, champion_id: str | None) -> ModelSlot | None:
         """The slot of a champion (background thread only; the last few stay cached)."""
@@ -314,18 +405,26 @@ class Serving:
             return None
         if champion_id not in self.cache:
             self.cache[champion_id] = ModelSlot(champion_id, registry.load_model(champion_id), self.spec, self.io)
-            while len(self.cache) > SLOT_CACHE:
+            while len(self.cache) > SLOT_CACHE + len(self.active):
                 self.cache.pop(next(iter(self.cache)))
         return self.cache[champion_id]
 
     def sync_job(self, registry: Registry) -> dict:
-        """Read the live and last-known-good pointers and load both (background thread)."""
-        result = {"live": None, "lkg": None, "problems": []}
+        """Read the live and last-known-good pointers and the portfolio champions of the regimes robots are in, and
+        load them (background thread)."""
+        result = {"live": None, "lkg": None, "problems": [], "regimes": {}}
         for key, champion in (("live", registry.live(self.robot)), ("lkg", registry.last_known_good(self.robot))):
             try:
                 result[key] = self.load(registry, champion.id if champion else None)
             except SrghnError as exc:
                 result["problems"].append(f"{key} champion {champion.id} cannot be loaded: {exc}")
+        active = self.active
+        chosen = portfolio(registry, self.robot) if active else {}
+        for regime in sorted(active & chosen.keys()):
+            try:
+                result["regimes"][regime] = self.load(registry, chosen[regime].id)
+            except SrghnError as exc:
+                result["problems"].append(f"regime {regime}'s champion {chosen[regime].id} cannot be loaded: {exc}")
         return result
 
     def apply_sync(self, result: dict | Exception) -> None:
@@ -337,26 +436,36 @@ class Serving:
             log.error("%s", problem)
             self.publish("watchdog", {"event": "load_failed", "error": problem})
         live, lkg = result["live"], result["lkg"]
-        if lkg is not None and lkg.champion_id not in self.watchdog.failed:
-            self.lkg = lkg
+        relink = False
+        if lkg is not None and lkg.champion_id not in self.watchdog.failed and lkg is not self.lkg:
+            self.lkg, relink = lkg, True
+        regimes = {regime: slot for regime, slot in result.get("regimes", {}).items()
+                   if slot.champion_id not in self.watchdog.failed}
+        if regimes != self.regime_slots:
+            self.regime_slots, relink = regimes, True
         if live is None:
             if not result["problems"] and self.live is not None:
                 self.swap(None, "nothing is live in the registry")
-            return
-        if live.champion_id in self.watchdog.failed:
-            return  # the watchdog took it out of service; wait for the registry to move on
-        if self.live is None or live.champion_id != self.live.champion_id:
+        elif live.champion_id not in self.watchdog.failed and (  # a failed one waits for the registry to move on
+                self.live is None or live.champion_id != self.live.champion_id):
             self.swap(live, "registry")
+            relink = False  # swap relinked
+        if relink:
+            self._relink("portfolio")
 
     def sync(self) -> None:
-        """Re-read the registry in the background (at most one such read queued at a time)."""
+        """Re-read the registry in the background (at most one such read queued at a time; a request meanwhile
+        makes another follow it)."""
         if self.sync_pending:
+            self.sync_again = True
             return
-        self.sync_pending = True
+        self.sync_pending, self.sync_again = True, False
 
         def done(result: dict | Exception) -> None:
             self.sync_pending = False
             self.apply_sync(result)
+            if self.sync_again:
+                self.sync()
 
         self.background.submit(self.sync_job, done)
 
@@ -371,28 +480,35 @@ class Serving:
         return {
             "serving": {"champion": self.serving_id, "source": "live" if self.live else "safe",
                         "last_known_good": self.lkg.champion_id if self.lkg else None, "serial": self.serial,
-                        "failed": sorted(self.watchdog.failed)},
+                        "failed": sorted(self.watchdog.failed),
+                        "regimes": {regime: slot.champion_id for regime, slot in sorted(self.regime_slots.items())}},
             "requests": {"act": self.acts, "step": self.steps, "errors": self.errors, "watchdog": self.fallbacks,
                          "act_us_p50": round(float(np.percentile(lat, 50)), 1) if n else None,
                          "act_us_p99": round(float(np.percentile(lat, 99)), 1) if n else None},
-            "clients": [{"client": client_name(k), "steps": c.steps, "episodes": c.episodes,
+            "clients": [{"client": c.name, "regime": c.regime,
+                         "champion": c.line[0].champion_id if c.line[0] else None, "steps": c.steps,
+                         "episodes": c.episodes,
                          "mean_return_last_10": round(float(np.mean(list(c.returns)[-10:])), 2) if c.returns else None,
-                         "seen_s_ago": round(now - c.last_seen, 1)} for k, c in recent],
+                         "seen_s_ago": round(now - c.last_seen, 1)} for _, c in recent],
             "episodes": {"count": sum(c.episodes for c in self.clients.values()),
                          "mean_return_recent": round(float(np.mean(returns)), 2) if returns else None},
         }
 
-    def take_transitions(self) -> Transitions | None:
-        """The most recently active robot's latest transitions, once enough of them are new (for the daemon,
-        which replays them in each regime's simulator to tell whether the robot's dynamics changed)."""
-        for identity, client in sorted(self.clients.items(), key=lambda kv: kv[1].last_seen, reverse=True):
-            if len(client.transitions) < TRANSITIONS // 2 or client.fresh < TRANSITIONS // 4:
+    def take_transitions(self) -> list[Transitions]:
+        """Each robot's transitions the daemon has not seen yet, for robots with at least :data:`FORWARD_MIN` of
+        them (the daemon replays them in the twin to tell each robot's regime)."""
+        out = []
+        for identity in self.fresh_clients:
+            client = self.clients.get(identity)
+            if client is None:
                 continue
+            rows = list(client.transitions)[-min(client.fresh, TRANSITIONS):]
             client.fresh = 0
             obs, actions, next_obs = ([np.frombuffer(f, "<f4").tolist() for f in column]
-                                      for column in zip(*client.transitions, strict=True))
-            return Transitions(client_name(identity), obs, actions, next_obs)
-        return None
+                                      for column in zip(*rows, strict=True))
+            out.append(Transitions(client.name, obs, actions, next_obs, client.steps))
+        self.fresh_clients.clear()
+        return out
 
 
 def _watchdog_rollback(robot: str, failed: str, fallback: str, problem: str) -> Callable[[Registry], dict]:

@@ -14,7 +14,9 @@ EVERY = [m.Hello(12, "cartpole"), m.Welcome(3, "cartpole", None, 0, {"control": 
          m.Publish("gate", {"passed": True}), m.Evolution({"generation": 3}), m.Sync(),
          m.Promote(1, "cp-1", "auto"), m.Promoted(1, True, "cp-1"), m.Promoted(2, False, error="refused"),
          m.Command("regime", "operator:alice", "inverted"), m.Transitions("arm", [[0.0]], [[1.0]], [[0.5]]),
-         m.Detach("SIGTERM"), m.Stop("SIGINT"), m.Stopped({"requests": {}})]
+         m.Transitions("arm", [[0.0]], [[1.0]], [[0.5]], steps=9), m.Assign("arm", "inverted", "evidence"),
+         m.Adopt(3, "cp-1", "nominal", "robots back in nominal"), m.Detach("SIGTERM"), m.Stop("SIGINT"),
+         m.Stopped({"requests": {}})]
 
 
 def test_every_op_has_its_message_and_round_trips() -> None:

@@ -114,7 +114,8 @@ def test_robot_sim_drives_the_env_through_the_server_and_injects_its_fault(tmp_p
     assert run["fault"] == {"regime": "inverted", "at_step": 600, "at_episode": len(before)}
     # the hand-made balancer holds the pole for hundreds of steps; wired backwards it drops it within dozens
     assert min(before) > 200 and after and max(after) < 100
-    assert seen == [{"client": "sim-robot", "steps": 700, "episodes": run["episodes"],
+    assert seen == [{"client": "sim-robot", "regime": None, "champion": "cp-a", "steps": 700,
+                     "episodes": run["episodes"],
                      "mean_return_last_10": round(sum(run["returns"][-10:]) / 10, 2),
                      "seen_s_ago": seen[0]["seen_s_ago"]}]
 

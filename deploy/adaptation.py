@@ -1,0 +1,221 @@
+"""Each robot's regime, from its reported transitions: the daemon's side of per-robot serving (docs/daemon.md).
+
+The server forwards every robot's new transitions as they come (:class:`~srghn.deploy.messages.Transitions`, a few
+times a second). The link's thread hands them to :class:`Adaptation`, whose own thread keeps each robot's latest
+:data:`WINDOW` transitions and replays them in the twin (:func:`srghn.sim.identify.identify`). When a robot turns
+out to be in another known regime, the server is told at once (:class:`~srghn.deploy.messages.Assign`) and serves
+that robot its regime's stored champion (:mod:`srghn.deploy.portfolio`) -- without waiting for the evolution loop,
+which may be in the middle of a generation. Identifications also go to the evolution loop, which chooses the
+regime evolution works on (:func:`evolution_regime`) and puts that regime's stored champion back live
+(rate-limited; audit actor ``adaptation``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from srghn.deploy import messages as m
+from srghn.sim.envs import Regime
+from srghn.sim.identify import Identification, identify
+from srghn.sim.profiles import RobotProfile
+
+log = logging.getLogger("srghn.daemon.adaptation")
+
+WINDOW = 32
+"""Transitions a robot's regime is identified from: its latest ones, so that a change shows as soon as most of
+them are new (CartPole at 200 steps/s: about 0.15 s), and enough for the twin's fit (32 x 27 residuals for Ant)."""
+ROBOT_EXPIRY_S = 60.0
+"""A robot that reported nothing for this long no longer counts when the evolution regime is chosen."""
+
+
+@dataclass
+class RobotRegime:
+    """What the daemon knows of one robot."""
+
+    name: str
+    regime: str | None = None
+    """Its identified regime (None: not yet)."""
+    since: float = 0.0
+    """``time.monotonic()`` when it was identified in that regime."""
+    last_seen: float = 0.0
+    steps: int | None = None
+    """The robot's step count at its last transition, as the server counted."""
+    rows: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
+    unknown: Identification | None = None
+    """The last fit that matched no known regime (an undeclared fault is reported once two fits agree)."""
+    reported: str | None = None
+    """The undeclared regime last published for this robot."""
+    candidate: str | None = None
+    """Another known regime the last window matched (a robot with a twin changes regime when the next agrees)."""
+
+
+@dataclass(frozen=True)
+class Identified:
+    """One identification worth the evolution loop's attention: a robot changed regime, or showed a fault that no
+    known regime explains."""
+
+    client: str
+    result: Identification
+    previous: str | None
+    steps: int | None
+
+
+class Adaptation:
+    """Identifies each robot's regime on a thread of its own and assigns it through the server."""
+
+    def __init__(self, profile: RobotProfile, send: Callable[[m.Message], None],
+                 publish: Callable[[str, dict], None],
+                 known: Callable[[], Mapping[str, Regime]] = dict, window: int = WINDOW) -> None:
+        self.profile, self.send, self.publish, self.known, self.window = profile, send, publish, known, window
+        self.robots: dict[str, RobotRegime] = {}
+        self.inbox: queue.SimpleQueue[m.Transitions] = queue.SimpleQueue()
+        self.results: queue.SimpleQueue[Identified] = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="srghn-adaptation", daemon=True)
+        self._thread.start()
+
+    # -- other threads' side -------------------------------------------------------------------------------------
+
+    def offer(self, message: m.Transitions) -> None:
+        """A robot's new transitions (the link's thread)."""
+        self.inbox.put(message)
+
+    def take(self) -> list[Identified]:
+        """What was identified since the last call, the latest per robot (the evolution loop)."""
+        latest: dict[str, Identified] = {}
+        while True:
+            try:
+                found = self.results.get_nowait()
+            except queue.Empty:
+                return list(latest.values())
+            latest[found.client] = found
+
+    def regimes(self) -> dict[str, str]:
+        """Robot -> identified regime, for the robots heard from within :data:`ROBOT_EXPIRY_S`."""
+        now = time.monotonic()
+        with self.lock:
+            return {name: r.regime for name, r in self.robots.items()
+                    if r.regime is not None and now - r.last_seen < ROBOT_EXPIRY_S}
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+
+    # -- the thread ------------------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                first = self.inbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            updated = self._add([first, *_drain(self.inbox)])
+            for robot in updated:  # one identification per robot per batch, on its latest window
+                try:
+                    self._identify(robot)
+                except Exception as exc:  # bad evidence or a bug: logged, and the next batch is tried
+                    log.warning("identifying robot %s failed: %s", robot.name, exc, exc_info=not isinstance(
+                        exc, KeyError | ValueError))
+                    self.publish("daemon", {"event": "bad_transitions", "client": robot.name, "error": str(exc)})
+
+    def _add(self, messages: Iterable[m.Transitions]) -> list[RobotRegime]:
+        updated: dict[str, RobotRegime] = {}
+        now = time.monotonic()
+        with self.lock:
+            for message in messages:
+                robot = self.robots.get(message.client)
+                if robot is None:
+                    robot = self.robots[message.client] = RobotRegime(message.client, rows=deque(maxlen=self.window))
+                robot.rows.extend(zip(message.obs, message.actions, message.next_obs, strict=False))
+                robot.last_seen, robot.steps = now, message.steps
+                updated[robot.name] = robot
+        return list(updated.values())
+
+    def _identify(self, robot: RobotRegime) -> None:
+        obs, actions, next_obs = (np.asarray(column, np.float64) for column in zip(*robot.rows, strict=True))
+        result = identify(self.profile, obs, actions, next_obs, current=robot.regime, known=self.known())
+        if not result.known:
+            # A window half before and half after a change fits something in between; only a fit that the next
+            # window repeats (within the twin's tolerance) is a fault of its own.
+            if _agree(self.profile, robot.unknown, result):
+                if robot.reported != result.regime:  # telemetry once per fault; the evolution loop every time
+                    robot.reported = result.regime
+                    self.publish("adaptation", {"event": "undeclared", "client": robot.name,
+                                                "regime": result.regime, "steps": robot.steps,
+                                                "changes": result.definition.to_dict(), **_evidence(result)})
+                self.results.put(Identified(robot.name, result, robot.regime, robot.steps))
+            robot.unknown, robot.candidate = result, None
+            return
+        robot.unknown = robot.reported = None
+        if result.regime == robot.regime:
+            robot.candidate = None
+            return
+        if self.profile.twin is not None and robot.candidate != result.regime:
+            robot.candidate = result.regime  # a fitted twin: two windows in a row must say so (see _agree)
+            return
+        robot.candidate = None
+        previous = robot.regime
+        with self.lock:
+            robot.regime, robot.since = result.regime, time.monotonic()
+        reason = (f"{len(obs)} transitions predicted to {result.residual:.2g} in {result.regime}"
+                  + (f" ({previous}: {result.errors[previous]:.2g})" if previous in result.errors else ""))
+        self.send(m.Assign(robot.name, result.regime, reason))
+        log.info("robot %s: regime %s (was %s): %s", robot.name, result.regime, previous, reason)
+        self.publish("adaptation", {"event": "identified", "client": robot.name, "regime": result.regime,
+                                    "previous": previous, "steps": robot.steps, **_evidence(result)})
+        self.results.put(Identified(robot.name, result, previous, robot.steps))
+
+
+def evolution_regime(robots: Mapping[str, str], current: str, stored: Mapping[str, float],
+                     solved: float | None = None, margin: float = 0.05) -> str | None:
+    """The regime evolution works on: the one most robots are in. On a tie, the one whose robots are served worst:
+    no stored champion at all, else the lowest gate score of its stored champion (``stored``: regime -> score;
+    scores at or above ``solved`` count as equal) -- unless the current regime is within ``margin`` (relative) of
+    that, to avoid churn; then the first by name. None without robots."""
+    counts = Counter(robots.values())
+    if not counts:
+        return None
+    top = max(counts.values())
+    tied = sorted(regime for regime, n in counts.items() if n == top)
+
+    def need(regime: str) -> float:  # lower: needs evolution more
+        score = stored.get(regime, -math.inf)
+        return min(score, solved) if solved is not None else score
+
+    worst = min(need(regime) for regime in tied)
+    if current in tied and (need(current) == worst or need(current) <= worst + margin * abs(worst)):
+        return current
+    return next(regime for regime in tied if need(regime) == worst)
+
+
+def _evidence(result: Identification) -> dict:
+    return {"transitions": result.transitions, "residual": float(f"{result.residual:.3g}"),
+            "errors": {k: float(f"{v:.3g}") for k, v in result.errors.items()},
+            "params": {k: round(v, 4) for k, v in result.params.items()}}
+
+
+def _agree(profile: RobotProfile, before: Identification | None, now: Identification) -> bool:
+    """Whether two twin fits found the same parameters, within the profile's tolerance of each kind."""
+    if before is None or before.params.keys() != now.params.keys() or profile.twin is None:
+        return False
+    return all(abs(before.params[key] - value) <= profile.twin.tolerance_of(key.partition(".")[0])
+               for key, value in now.params.items())
+
+
+def _drain(inbox: queue.SimpleQueue) -> list:
+    out = []
+    while True:
+        try:
+            out.append(inbox.get_nowait())
+        except queue.Empty:
+            return out

@@ -1,0 +1,78 @@
+"""The daemon's identification thread on recorded transitions: each robot assigned its regime as soon as its latest
+window shows it, and a fault nobody declared reported only once two windows agree on it."""
+
+from __future__ import annotations
+
+from server_helpers import wait_for
+
+from srghn.deploy import messages as m
+from srghn.deploy.adaptation import Adaptation
+from srghn.sim.envs import Regime
+from srghn.sim.identify import random_transitions
+from srghn.sim.profiles import load_profile
+
+
+def batches(profile, regime: str, n: int, seed: int, size: int = 8) -> list[tuple]:
+    obs, actions, next_obs = random_transitions(profile, regime, n, seed=seed)
+    return [(obs[i:i + size].tolist(), actions[i:i + size].tolist(), next_obs[i:i + size].tolist())
+            for i in range(0, n, size)]
+
+
+def test_each_robot_is_assigned_the_regime_its_latest_transitions_show() -> None:
+    cartpole = load_profile("cartpole")
+    sent: list[m.Message] = []
+    adaptation = Adaptation(cartpole, sent.append, lambda topic, data: None)
+    try:
+        for i, batch in enumerate(batches(cartpole, "nominal", 32, seed=1)):
+            adaptation.offer(m.Transitions("arm-1", *batch, steps=8 * (i + 1)))
+        for batch in batches(cartpole, "inverted", 32, seed=2):
+            adaptation.offer(m.Transitions("arm-2", *batch))
+        wait_for(lambda: adaptation.regimes() == {"arm-1": "nominal", "arm-2": "inverted"}, 60, "both identified")
+        # arm-1's motor gets wired backwards: once most of its window is new, it is assigned the inverted regime
+        for batch in batches(cartpole, "inverted", 40, seed=3):
+            adaptation.offer(m.Transitions("arm-1", *batch))
+        wait_for(lambda: adaptation.regimes()["arm-1"] == "inverted", 60, "arm-1 re-identified")
+    finally:
+        adaptation.close()
+    assigned = [(a.client, a.regime) for a in sent if isinstance(a, m.Assign)]
+    assert assigned.count(("arm-1", "nominal")) == 1 and assigned.count(("arm-2", "inverted")) == 1
+    assert assigned[-1] == ("arm-1", "inverted")
+    found = {f.client: f for f in adaptation.take()}
+    assert found["arm-1"].previous == "nominal" and found["arm-1"].result.regime == "inverted"
+
+
+def test_an_undeclared_fault_is_reported_once_two_windows_agree() -> None:
+    ant = load_profile("ant")
+    hidden = ant.with_regime("hidden", Regime(gain={"hip_1": 0.4, "ankle_1": 0.4}))
+    sent: list[m.Message] = []
+    adaptation = Adaptation(ant, sent.append, lambda topic, data: None)
+    try:
+        first, second = (batches(hidden, "hidden", 32, seed=s, size=32)[0] for s in (4, 5))
+        adaptation.offer(m.Transitions("leg", *first))
+        wait_for(lambda: adaptation.robots.get("leg") and adaptation.robots["leg"].unknown is not None, 120,
+                 "the first fit")
+        assert adaptation.take() == []  # one window alone could straddle a change
+        adaptation.offer(m.Transitions("leg", *second))
+        found = wait_for(adaptation.take, 120, "the fault reported")
+    finally:
+        adaptation.close()
+    result = found[0].result
+    assert not result.known and result.regime.startswith("identified-")
+    assert abs(result.params["gain.hip_1"] - 0.4) < 0.1 and abs(result.params["gain.ankle_1"] - 0.4) < 0.1
+    assert not [a for a in sent if isinstance(a, m.Assign)]  # nothing is served for it before it is stored
+
+
+def test_a_robot_with_a_twin_changes_regime_when_two_windows_agree() -> None:
+    ant = load_profile("ant")
+    sent: list[m.Message] = []
+    adaptation = Adaptation(ant, sent.append, lambda topic, data: None)
+    try:
+        first, second = (batches(ant, "invert_front_left", 32, seed=s, size=32)[0] for s in (6, 7))
+        adaptation.offer(m.Transitions("leg", *first))
+        wait_for(lambda: adaptation.robots.get("leg") and adaptation.robots["leg"].candidate, 120, "the first fit")
+        assert adaptation.regimes() == {} and not sent
+        adaptation.offer(m.Transitions("leg", *second))
+        wait_for(lambda: adaptation.regimes() == {"leg": "invert_front_left"}, 120, "the change")
+    finally:
+        adaptation.close()
+    assert [(a.client, a.regime) for a in sent] == [("leg", "invert_front_left")]
