@@ -16,6 +16,7 @@ from srghn.controller.checkpoint import load_population
 from srghn.controller.normalizer import ObsNorm
 from srghn.deploy.onnx_export import ExportResult, export_policy
 from srghn.deploy.registry import ONNX_SUFFIX, Champion, Registry
+from srghn.deploy.release import passed_in_regime
 from srghn.errors import ArtifactCorrupted
 from srghn.safety.gates import run_gate_suite
 from srghn.safety.report import GateReport
@@ -121,9 +122,25 @@ def gate_champion(registry: Registry, champion_id: str, actor: str = "srghn",
     config = profile.gates if regimes is None else dataclasses.replace(profile.gates, regimes=tuple(regimes))
     report = run_gate_suite(profile, artifact, champion.artifact_sha256, params, champion_id=champion.id,
                             incumbent=incumbent, incumbent_id=incumbent_id, incumbent_error=incumbent_error,
-                            config=config, norm=norm)
+                            config=config, norm=norm,
+                            references=regime_incumbents(registry, champion, config.regimes or profile.regimes))
     registry.store_report(champion.id, report, actor)
     return report
+
+
+def regime_incumbents(registry: Registry, champion: Champion, regimes: tuple[str, ...]) -> dict[str, tuple[str, bytes]]:
+    """Per regime, the id and verified artifact of its best champion that passed its gates (the candidate itself
+    left out): the incumbents the derived ``incumbent_floor`` gates measure against. A corrupted artifact is
+    skipped (the next best one counts)."""
+    out = {}
+    for regime in regimes:
+        for other in passed_in_regime(registry, champion.robot, regime, exclude=champion.id):
+            try:
+                out[regime] = (other.id, registry.load_model(other.id))
+                break
+            except ArtifactCorrupted:
+                continue
+    return out
 
 
 def champion_norm(champion: Champion) -> ObsNorm | None:

@@ -52,6 +52,7 @@ from srghn.deploy.champions import gate_champion, register_policy, run_tag
 from srghn.deploy.keys import CurveServer
 from srghn.deploy.link import ServerLink
 from srghn.deploy.registry import Registry
+from srghn.deploy.release import decide
 from srghn.deploy.serve_config import SERVE_CONFIG, ServeConfig, choose_endpoints
 from srghn.deploy.signals import ExitFlag
 from srghn.deploy.state import (
@@ -176,9 +177,8 @@ class Daemon:
         self.counts = {"generations": 0, "registered": 0, "gate_passed": 0, "gate_failed": 0, "promoted": 0,
                        "promotion_refused": 0, "release_failed": 0}
         self.tokens = itertools.count(1)
-        self.last_candidate: tuple[str, float, str] | None = None
-        """(id, fitness, regime) of the last champion registered: the next must be new and better (or of a new
-        regime)."""
+        self.release_failed: set[str] = set()
+        """Candidates whose export failed (never registered): not tried again."""
         self.link: ServerLink | None = None
         self.supervisor: subprocess.Popen | None = None
         self.owns_server = False
@@ -280,21 +280,23 @@ class Daemon:
     # -- release: register, gate, promote ------------------------------------------------------------------------
 
     def _release(self, driver: Driver, record: GenerationRecord) -> None:
-        """Register the champion if it is new and better than the last candidate of this regime, gate it in the
-        current regime, and promote it through the server when it passes and auto-promote is on."""
+        """Register the champion if it beats the best champion that passed in its regime (:mod:`srghn.deploy.
+        release`: failed candidates set no bar), gate it in that regime, and promote it through the server when it
+        passes and auto-promote is on."""
         champion = driver.champion()
         regime = record.regime
         if champion.fitness is None or not math.isfinite(champion.fitness):
             return
         key = f"{self.tag}-i{champion.id}"
-        if self.last_candidate is not None:
-            last_id, last_fitness, last_regime = self.last_candidate
-            if last_id == key or (last_regime == regime and champion.fitness <= last_fitness):
-                return
+        if key in self.release_failed:  # its export failed once: the same individual fails again
+            return
+        decision = decide(self.registry, self.profile.name, key, regime, float(champion.fitness))
+        if not decision.register:
+            return
         try:
             registered, report = self._register_and_gate(champion, key, record)
         except SrghnError as exc:  # e.g. an export that fails its parity check: evolution goes on
-            self.last_candidate = (key, float(champion.fitness), regime)
+            self.release_failed.add(key)
             self.counts["release_failed"] += 1
             self.publish("daemon", {"event": "release_failed", "champion": key, "error": str(exc)})
             return
@@ -345,7 +347,6 @@ class Daemon:
                      "population_mean": record.mean},
             meta={"individual": int(champion.id), "run_tag": self.tag, "source": "daemon"},
             actor=self.settings.actor)
-        self.last_candidate = (key, float(champion.fitness), record.regime)
         self.counts["registered"] += 1
         report = gate_champion(self.registry, registered.id, self.settings.actor, self.profile,
                                regimes=(record.regime,))
@@ -377,7 +378,6 @@ class Daemon:
                 self.paused = False
             elif command.cmd == "regime" and command.regime in self.profile.regimes:
                 self.regime.regime = command.regime
-                self.last_candidate = None
             else:
                 log.warning("command %r from %s ignored", command.cmd, command.actor)
                 continue
@@ -406,7 +406,6 @@ class Daemon:
         if found is None:
             return
         previous, self.regime.regime = self.regime.regime, found
-        self.last_candidate = None
         self._save_state()
         self.publish("drift", {"client": message.client, "from": previous, "to": found,
                                "transitions": len(message.obs),

@@ -46,7 +46,7 @@ def test_every_command_has_help(command: str) -> None:
 def test_evolve_registers_candidates_then_gate_promote_export_through_the_cli(tmp_path: Path) -> None:
     # the built-in cartpole profile, but with a floor a 3-generation champion can clear
     profile = tmp_path / "cartpole-demo.toml"
-    profile.write_text((PROFILE_DIR / "cartpole.toml").read_text().replace("nominal = 100.0", "nominal = 5.0"))
+    profile.write_text((PROFILE_DIR / "cartpole.toml").read_text().replace("all = 100.0", "all = 5.0"))
     state = tmp_path / "state"
     result = ctl("evolve", "--robot", profile, "--generations", 3, "--state-dir", state, "--out", tmp_path / "run",
                  "--json")
