@@ -529,6 +529,23 @@ def lineage(champion_id: IdArg, as_json: JsonOpt = False, state_dir: StateDirOpt
     if data["children"]:
         grow(tree.add("[italic]descendants[/]"), data["children"], "children")
     out.print(tree)
+    out.print(_line_summary(data.get("line") or []), highlight=False, soft_wrap=True)
+
+
+def _line_summary(line: list[dict]) -> Text:
+    """The champion's line back to its first ancestor: its length, the registered champions on it, the root."""
+    if len(line) < 2:
+        return Text("line: it is its own first ancestor", style="italic")
+    text = Text(f"line back to the first ancestor: {len(line) - 1} generation(s) of ancestors", style="italic")
+    for entry in line[1:]:
+        if entry["registered"] or entry is line[-1]:
+            where = f" gen {_fmt(entry['generation'])}" + (f" {entry['regime']}" if entry.get("regime") else "")
+            text += Text("\n  ← ") + Text(entry["id"], style="bold" if entry["registered"] else "") + Text(where)
+    root = line[-1]
+    run = next((e["root_of_run"] for e in reversed(line) if "root_of_run" in e), None)
+    origin = f"the start of run {run['run']} ({run['origin']})" if run else "no recorded run"
+    text += Text(f"\nfirst ancestor: {root['id']}, {origin}", style="italic")
+    return text
 
 
 @app.command()

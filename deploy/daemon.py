@@ -66,6 +66,7 @@ from srghn.deploy.state import (
     write_runfile,
 )
 from srghn.errors import ServerConflict, ServerUnavailable
+from srghn.sim.ancestry import Ancestry
 from srghn.sim.backends import make_evaluator
 from srghn.sim.driver import INIT_FACTORY, INIT_SCRATCH, Driver, RunSpec
 from srghn.sim.factory import factory_path, factory_sha, load_factory
@@ -80,6 +81,8 @@ log = logging.getLogger("srghn.daemon")
 SERVER_START_TIMEOUT_S = 60.0
 CHECKPOINT_INTERVAL_S = 5.0
 PROMOTE_TIMEOUT_S = 60.0
+ANCESTRY_PRUNE_EVERY = 50
+"""Generations between two prunings of the run's ancestry to the living population's ancestors."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,8 @@ class Daemon:
         self.counts = {"generations": 0, "registered": 0, "gate_passed": 0, "gate_failed": 0, "promoted": 0,
                        "promotion_refused": 0, "release_failed": 0}
         self.tokens = itertools.count(1)
+        self.ancestry = Ancestry()
+        """Who was born of whom in this run (pruned to the living population's ancestors)."""
         self.release_failed: set[str] = set()
         """Candidates whose export failed (never registered): not tried again."""
         self.link: ServerLink | None = None
@@ -253,6 +258,9 @@ class Daemon:
             if record is None:  # a signal, seen between two generations
                 return
             self.counts["generations"] += 1
+            self.ancestry.add(record.born, record.generation)
+            if self.counts["generations"] % ANCESTRY_PRUNE_EVERY == 0:
+                self.ancestry.prune(int(i) for i in getattr(driver.strategy, "ids", ()))
             line = record.to_json()
             with metrics.open("a") as fh:
                 fh.write(line + "\n")
@@ -348,6 +356,7 @@ class Daemon:
             meta={"individual": int(champion.id), "run_tag": self.tag, "source": "daemon"},
             actor=self.settings.actor)
         self.counts["registered"] += 1
+        self.registry.record_ancestry(self.tag, self.ancestry.chain(int(champion.id)))
         report = gate_champion(self.registry, registered.id, self.settings.actor, self.profile,
                                regimes=(record.regime,))
         return registered, report
@@ -438,6 +447,7 @@ class Daemon:
                                   "or move the file away to start afresh")
             self.tag = state.get("tag") or run_tag(self.profile.name, strategy.seed)
             state.update(resumed=True)
+            self._load_ancestry(driver)
             return driver
         driver = Driver.start(spec, evaluator)
         self.tag = run_tag(self.profile.name, self.settings.seed)
@@ -448,9 +458,31 @@ class Daemon:
                                                         "initial": driver.initial(),
                                                         "profile": self.profile.to_dict(),
                                                         "provenance": provenance()}, indent=2, default=str))
+        self.ancestry = Ancestry.from_initial(driver.initial())
+        self._record_run(driver.initial()["origin"])
         return driver
 
+    def _load_ancestry(self, driver: Driver) -> None:
+        """The run's ancestry as the last checkpoint left it (``ancestry.json``), else rebuilt from ``run.json``
+        and ``metrics.jsonl`` (state written before ancestry was kept)."""
+        path = self.home / "ancestry.json"
+        try:
+            self.ancestry = Ancestry.from_json(path.read_text())
+        except (OSError, ValueError):
+            self.ancestry = Ancestry.from_run(self.home / "run.json", self.home / "metrics.jsonl")
+            self.ancestry.prune(int(i) for i in getattr(driver.strategy, "ids", ()))
+        self._record_run(_read_json(self.home / "run.json").get("initial", {}).get("origin") or {})
+
+    def _record_run(self, origin: dict) -> None:
+        """The registry learns where this run started (a factory run's root is the factory champion)."""
+        kind = str(origin.get("kind", "unknown"))
+        origin_id = (f"{self.profile.name}-factory-{factory_sha(self.profile)}"
+                     if kind == INIT_FACTORY and factory_path(self.profile).is_file() else None)
+        self.registry.record_run(self.tag, self.profile.name, kind, origin_id)
+
     def _checkpoint(self, driver: Driver) -> None:
+        # first: an ancestry newer than the population only knows more
+        atomic_write(self.home / "ancestry.json", self.ancestry.to_json().encode())
         driver.save(self.home / "population.npz", {"tag": self.tag})
         self._save_state()
 
