@@ -300,7 +300,8 @@ class Registry:
                                   (current,)).fetchone()
             run, individual = _run_and_individual(current, None if row is None else json.loads(row[3]))
             known = None if run is None else self.db.execute(
-                "SELECT parent, generation FROM ancestry WHERE run = ? AND individual = ?", (run, individual)).fetchone()
+                "SELECT parent, generation FROM ancestry WHERE run = ? AND individual = ?",
+                (run, individual)).fetchone()
             entry = {"id": current, "registered": row is not None,
                      "generation": row[2] if row is not None else (known[1] if known else None)}
             if row is not None:
