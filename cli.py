@@ -564,7 +564,7 @@ def gate(
 
     with _handled(), _open_registry(state_dir) as registry:
         champion = registry.get(champion_id)
-        profile = profile_of(champion)
+        profile = profile_of(champion, registry)  # with the regimes the twin identified
         unknown = [r for r in regimes or () if r not in profile.regimes]
         if unknown:
             raise ConfigError(f"--regime {unknown[0]!r} is not a regime of {profile.name}; known: "

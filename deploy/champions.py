@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from srghn import ConfigError
 from srghn.controller.checkpoint import load_population
 from srghn.controller.normalizer import ObsNorm
 from srghn.deploy.onnx_export import ExportResult, export_policy
@@ -21,6 +22,7 @@ from srghn.errors import ArtifactCorrupted
 from srghn.safety.gates import run_gate_suite
 from srghn.safety.report import GateReport
 from srghn.safety.stress import record_observations, stress_observations
+from srghn.sim.envs import Regime
 from srghn.sim.profiles import PROFILE_DIR, RobotProfile, available_profiles, load_profile
 
 
@@ -89,9 +91,23 @@ def register_run(registry: Registry, profile: RobotProfile, run_dir: Path, top: 
     return registered
 
 
-def profile_of(champion: Champion) -> RobotProfile:
-    """The robot profile a champion was registered under (built-in name or profile path)."""
-    return load_profile(champion.meta.get("profile") or champion.robot)
+def profile_of(champion: Champion, registry: Registry | None = None) -> RobotProfile:
+    """The robot profile a champion was registered under (built-in name or profile path), with the regimes the
+    parametric twin identified for its robot when ``registry`` is given (so champions evolved in one can be gated
+    in it)."""
+    profile = load_profile(champion.meta.get("profile") or champion.robot)
+    return with_identified(registry, profile) if registry is not None else profile
+
+
+def with_identified(registry: Registry, profile: RobotProfile) -> RobotProfile:
+    """``profile`` plus the regimes identified for its robot and kept in ``registry`` (unusable rows skipped)."""
+    for name, definition in registry.regimes(profile.name).items():
+        if name not in profile.regimes:
+            try:
+                profile = profile.with_regime(name, Regime.from_dict(definition, f"registry regime {name}"))
+            except ConfigError:
+                continue
+    return profile
 
 
 def gate_champion(registry: Registry, champion_id: str, actor: str = "srghn",
@@ -105,7 +121,7 @@ def gate_champion(registry: Registry, champion_id: str, actor: str = "srghn",
     The candidate's artifact is read without verification so the integrity gate can report a mismatch; its
     parameters (the parity reference) and the incumbent's artifact are verified on load."""
     champion = registry.get(champion_id)
-    profile = profile or profile_of(champion)
+    profile = profile or profile_of(champion, registry)
     artifact = registry.artifacts.read_unverified(champion.artifact_sha256, ONNX_SUFFIX) or b""
     params = registry.load_params(champion.id)
     norm = champion_norm(champion)

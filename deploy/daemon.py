@@ -69,8 +69,9 @@ from srghn.errors import ServerConflict, ServerUnavailable
 from srghn.sim.ancestry import Ancestry
 from srghn.sim.backends import make_evaluator
 from srghn.sim.driver import INIT_FACTORY, INIT_SCRATCH, Driver, RunSpec
+from srghn.sim.envs import Regime
 from srghn.sim.factory import factory_path, factory_sha, load_factory
-from srghn.sim.identify import identifiable, identify
+from srghn.sim.identify import IDENTIFIED, identifiable, identify
 from srghn.sim.plots import plot_robot, plot_run
 from srghn.sim.profiles import RobotProfile
 from srghn.sim.records import GenerationRecord, read_records
@@ -132,7 +133,8 @@ class DaemonSettings:
         check_run_flags(self, ("generations", "population", "episodes", "gate_every"))
         if self.duration_s is not None and not (self.duration_s > 0 and math.isfinite(self.duration_s)):
             raise ConfigError(f"--duration must be a positive number of seconds, got {self.duration_s}")
-        if self.regime is not None and self.regime not in self.profile.regimes:
+        if (self.regime is not None and self.regime not in self.profile.regimes
+                and not self.regime.startswith(IDENTIFIED)):  # identified ones are checked against the registry
             raise ConfigError(f"--regime {self.regime!r} is not a regime of {self.profile.name}; "
                               f"known: {', '.join(self.profile.regimes)}")
 
@@ -190,6 +192,8 @@ class Daemon:
         """Whether a clean stop stops the server too: one that ``srghn-ctl run`` started (this one, or one a
         killed daemon left), never a service of its own (``srghn-ctl serve``)."""
         self.robot: subprocess.Popen | None = None
+        self.identified: dict[str, Regime] = {}
+        """Regimes the parametric twin identified (kept in the registry), by name."""
         self.server_final: dict | None = None
 
     # -- run -----------------------------------------------------------------------------------------------------
@@ -210,6 +214,10 @@ class Daemon:
             self.ctx = zmq.Context()
             try:
                 self.registry = Registry.open(self.settings.state_dir, create=True)
+                self._load_identified()
+                if self.settings.regime is not None and self.settings.regime not in self.profile.regimes:
+                    raise ConfigError(f"--regime {self.settings.regime!r} is not a regime of {self.profile.name}: "
+                                      f"known: {', '.join(self.profile.regimes)}")
                 saved = self._load_state()
                 self.regime = _Regime(self.settings.regime or saved.get("regime") or self.profile.regimes[0])
                 self.paused = bool(saved.get("paused", False))
@@ -222,7 +230,7 @@ class Daemon:
                     os.nice(5)
                     evaluator = make_evaluator(self.profile, self.settings.backend, self.settings.workers,
                                                self.settings.ray_address)
-                    driver = self._driver(evaluator, saved)
+                    driver = self.driver = self._driver(evaluator, saved)
                     if saved.get("init") == INIT_FACTORY and not self.should_exit:
                         self._release_factory()
                     self.publish("daemon", {"event": "resumed" if saved.get("resumed") else "started",
@@ -237,7 +245,9 @@ class Daemon:
                 raise
             finally:
                 self.should_exit.set("shutdown")  # a signal during shutdown changes nothing any more
-                if evaluator is not None:
+                if driver is not None:
+                    driver.evaluator.close()  # the evaluator of the latest regimes (see _adopt_regime)
+                elif evaluator is not None:
                     evaluator.close()
                 summary = self._shutdown(driver, started)
         return summary
@@ -401,24 +411,56 @@ class Daemon:
             return
         try:
             result = identify(self.profile, np.asarray(message.obs), np.asarray(message.actions),
-                              np.asarray(message.next_obs), current=self.regime.regime)
+                              np.asarray(message.next_obs), current=self.regime.regime, known=self.identified)
         except (KeyError, ValueError) as exc:
             self.publish("daemon", {"event": "bad_transitions", "error": str(exc)})
             return
         errors = result.errors
-        if not result.known:  # a fault no regime declares: the twin's parameters, for the registry to store
+        if not result.known:  # a fault no regime declares: it becomes a regime, kept in the registry
             self.publish("daemon", {"event": "undeclared_regime", "client": message.client,
                                     "regime": result.regime, "changes": result.definition.to_dict(),
+                                    "params": {k: round(v, 3) for k, v in result.params.items()},
+                                    "stderr": {k: float(f"{v:.3g}") for k, v in result.stderr.items()},
                                     "residual": float(f"{result.residual:.3g}")})
-            return
+            self._adopt_regime(result.regime, result.definition, result.to_dict())
         found = result.regime if result.regime != self.regime.regime else None
         if found is None:
             return
         previous, self.regime.regime = self.regime.regime, found
         self._save_state()
         self.publish("drift", {"client": message.client, "from": previous, "to": found,
-                               "transitions": len(message.obs),
+                               "identified": found.startswith(IDENTIFIED), "transitions": len(message.obs),
                                "errors": {k: float(f"{v:.3g}") for k, v in errors.items()}})
+
+    def _load_identified(self) -> None:
+        """The regimes the twin identified before (the registry keeps them): the shadow simulator can run them,
+        the gates gate in them, and a fit within tolerance of one of them is that regime again."""
+        self.identified: dict[str, Regime] = {}
+        for name, definition in self.registry.regimes(self.profile.name).items():
+            try:
+                regime = Regime.from_dict(definition, f"registry regime {name}")
+            except ConfigError as exc:  # a damaged row costs that regime, never the daemon
+                log.error("identified regime %s is unusable: %s", name, exc)
+                continue
+            self.identified[name] = regime
+            self.profile = self.profile.with_regime(name, regime)
+
+    def _adopt_regime(self, name: str, regime: Regime, fit: dict) -> None:
+        """A regime the twin identified becomes one of the robot's: stored in the registry (first), then the
+        shadow simulator's evaluator is rebuilt with it (its workers build their environments from the profile's
+        regimes), between two generations."""
+        if name in self.identified:
+            return
+        self.registry.store_regime(self.profile.name, name, regime.to_dict(), {"fit": fit})
+        self.identified[name] = regime
+        self.profile = self.profile.with_regime(name, regime)
+        driver = getattr(self, "driver", None)
+        if driver is not None:
+            old = driver.evaluator
+            driver.evaluator = make_evaluator(self.profile, self.settings.backend, self.settings.workers,
+                                              self.settings.ray_address)
+            old.close()
+        self.publish("daemon", {"event": "regime_identified", "regime": name, "changes": regime.to_dict()})
 
     # -- state ---------------------------------------------------------------------------------------------------
 
