@@ -36,6 +36,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,7 @@ from srghn.deploy.champions import gate_champion, register_policy, run_tag
 from srghn.deploy.keys import CurveServer
 from srghn.deploy.link import ServerLink
 from srghn.deploy.registry import Registry
-from srghn.deploy.release import decide
+from srghn.deploy.release import decide, passed_in_regime
 from srghn.deploy.serve_config import SERVE_CONFIG, ServeConfig, choose_endpoints
 from srghn.deploy.signals import ExitFlag
 from srghn.deploy.state import (
@@ -66,6 +67,8 @@ from srghn.deploy.state import (
     write_runfile,
 )
 from srghn.errors import ServerConflict, ServerUnavailable
+from srghn.safety.drift import ReturnDriftDetector
+from srghn.safety.regime_trial import explain_returns
 from srghn.sim.ancestry import Ancestry
 from srghn.sim.backends import make_evaluator
 from srghn.sim.driver import INIT_FACTORY, INIT_SCRATCH, Driver, RunSpec
@@ -82,6 +85,8 @@ log = logging.getLogger("srghn.daemon")
 SERVER_START_TIMEOUT_S = 60.0
 CHECKPOINT_INTERVAL_S = 5.0
 PROMOTE_TIMEOUT_S = 60.0
+RETURN_DRIFT_WINDOW = 5
+"""After a return drift alarm, the latest this many returns are what the regime trial explains."""
 ANCESTRY_PRUNE_EVERY = 50
 """Generations between two prunings of the run's ancestry to the living population's ancestors."""
 
@@ -194,6 +199,9 @@ class Daemon:
         self.robot: subprocess.Popen | None = None
         self.identified: dict[str, Regime] = {}
         """Regimes the parametric twin identified (kept in the registry), by name."""
+        self.return_watch: dict[str, tuple[str | None, ReturnDriftDetector, deque]] = {}
+        """Per robot (not identifiable from transitions): the champion serving it, its return drift detector, its
+        recent returns."""
         self.server_final: dict | None = None
 
     # -- run -----------------------------------------------------------------------------------------------------
@@ -388,6 +396,8 @@ class Daemon:
         transitions = [msg for msg in messages if isinstance(msg, m.Transitions)]
         if transitions:
             self._follow_drift(transitions[-1])  # only the latest evidence counts
+        for returns in (msg for msg in messages if isinstance(msg, m.Returns)):
+            self._follow_returns(returns)
         for command in messages:
             if not isinstance(command, m.Command):
                 continue
@@ -431,6 +441,51 @@ class Daemon:
         self.publish("drift", {"client": message.client, "from": previous, "to": found,
                                "identified": found.startswith(IDENTIFIED), "transitions": len(message.obs),
                                "errors": {k: float(f"{v:.3g}") for k, v in errors.items()}})
+
+    def _follow_returns(self, message: m.Returns) -> None:
+        """Robots whose transitions cannot be replayed (LunarLander): a Page-Hinkley test per robot on its episode
+        returns (a new reference whenever another champion serves); on an alarm, the regime that explains the drop
+        is found in the shadow simulator (:mod:`srghn.safety.regime_trial`) and the shadow simulator follows."""
+        if not self.settings.follow_drift or identifiable(self.profile):
+            return
+        watch = self.return_watch.get(message.client)
+        if watch is None or watch[0] != message.champion:
+            watch = self.return_watch[message.client] = (message.champion, ReturnDriftDetector(), deque(maxlen=50))
+        _, detector, recent = watch
+        for value in message.returns:
+            if not (isinstance(value, int | float) and math.isfinite(value)):
+                self.publish("daemon", {"event": "bad_returns", "client": message.client, "value": repr(value)})
+                return
+            recent.append(float(value))
+            if detector.update(value):
+                since = max(1, min(len(recent), RETURN_DRIFT_WINDOW))
+                self._after_return_drift(message.client, message.champion, list(recent)[-since:])
+                detector.reset()
+                recent.clear()
+
+    def _after_return_drift(self, client: str, champion: str | None, observed: list[float]) -> None:
+        event = {"client": client, "by": "returns", "from": self.regime.regime, "champion": champion,
+                 "observed": [round(v, 2) for v in observed]}
+        if champion is None:  # the safe action served: there is no champion to replay
+            self.publish("drift", {**event, "to": None, "switched": False, "why": "no champion served"})
+            return
+        gates = self.profile.gates
+        try:
+            stored = {}
+            for regime in self.profile.regimes:
+                best = next(iter(passed_in_regime(self.registry, self.profile.name, regime)), None)
+                if best is not None:
+                    stored[best.id] = self.registry.load_model(best.id)
+            trial = explain_returns(self.profile, self.registry.load_model(champion), np.asarray(observed), stored,
+                                    gates.episodes, gates.seed, gates.max_steps)
+        except (SrghnError, ValueError) as exc:  # an unknown or corrupted champion: evolution goes on
+            self.publish("drift", {**event, "to": None, "switched": False, "why": str(exc)})
+            return
+        switched = trial.regime != self.regime.regime
+        self.publish("drift", {**event, "to": trial.regime, "switched": switched, "trial": trial.to_dict()})
+        if switched:
+            self.regime.regime = trial.regime
+            self._save_state()
 
     def _load_identified(self) -> None:
         """The regimes the twin identified before (the registry keeps them): the shadow simulator can run them,

@@ -42,6 +42,7 @@ class Op(str, Enum):
     PROMOTED = "promoted"
     COMMAND = "command"
     TRANSITIONS = "transitions"
+    RETURNS = "returns"
     DETACH = "detach"
     STOP = "stop"
     STOPPED = "stopped"
@@ -149,6 +150,18 @@ class Transitions(Message):
 
 
 @dataclass(frozen=True)
+class Returns(Message):
+    """Server -> daemon: a robot's episode returns completed since the last such message, and the champion that
+    served when the last of them ended (for the return drift detector of robots whose transitions cannot be
+    replayed)."""
+
+    op = Op.RETURNS
+    client: str
+    returns: list
+    champion: str | None = None
+
+
+@dataclass(frozen=True)
 class Detach(Message):
     """Daemon -> server: the daemon stops; the server goes on serving."""
 
@@ -174,8 +187,8 @@ class Stopped(Message):
 
 
 TYPES: dict[Op, type[Message]] = {cls.op: cls for cls in (Hello, Welcome, Heartbeat, Publish, Evolution, Sync,
-                                                           Promote, Promoted, Command, Transitions, Detach, Stop,
-                                                           Stopped)}
+                                                           Promote, Promoted, Command, Transitions, Returns, Detach,
+                                                           Stop, Stopped)}
 _CHECKS = {"int": int, "str": str, "bool": bool, "dict": dict, "list": list, "None": type(None)}
 
 

@@ -18,7 +18,7 @@ import zmq
 
 from srghn.deploy import messages as m
 from srghn.deploy.admin import Admin
-from srghn.deploy.serving import Serving
+from srghn.deploy.serving import Serving, take_returns
 
 log = logging.getLogger("srghn.server.peer")
 DAEMON_ACTOR = "srghn-daemon"
@@ -130,6 +130,8 @@ class DaemonPeer:
         transitions = self.serving.take_transitions()
         if transitions is not None:
             self.send(transitions)
+        for returns in take_returns(self.serving):
+            self.send(returns)
 
     def status(self) -> dict | None:
         if self.identity is None:

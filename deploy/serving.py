@@ -33,7 +33,7 @@ from srghn.controller.policy import PolicySpec
 from srghn.deploy import protocol as p
 from srghn.deploy.background import Background
 from srghn.deploy.keys import Identity, allowed, sender
-from srghn.deploy.messages import Transitions
+from srghn.deploy.messages import Returns, Transitions
 from srghn.deploy.registry import Registry
 from srghn.errors import PromotionRefused, ProtocolError, SrghnError
 from srghn.safety.watchdog import Verdict, Watchdog
@@ -103,7 +103,7 @@ class Client:
     """What the server keeps about one robot (a ROUTER identity)."""
 
     __slots__ = ("episode_return", "episode_steps", "episodes", "fresh", "last_seen", "pending", "returns", "steps",
-                 "transitions")
+                 "transitions", "unsent")
 
     def __init__(self) -> None:
         self.steps = self.episodes = self.episode_steps = self.fresh = 0
@@ -113,6 +113,8 @@ class Client:
         self.pending: tuple[bytes, bytes] | None = None
         """(observation, action) of its last ACT as the wire carried them, waiting for the STEP that follows."""
         self.transitions: deque = deque(maxlen=TRANSITIONS)
+        self.unsent: deque = deque(maxlen=TRANSITIONS)
+        """Episode returns not yet handed to the daemon (its return drift detector)."""
 
 
 class Serving:
@@ -251,6 +253,7 @@ class Serving:
         if done:
             client.episodes += 1
             client.returns.append(client.episode_return)
+            client.unsent.append(client.episode_return)
             self.publish("episode", {"client": client_name(identity), "return": client.episode_return,
                                      "steps": client.episode_steps, "champion": self.serving_id})
             client.episode_return, client.episode_steps = 0.0, 0
@@ -389,6 +392,17 @@ class Serving:
                                       for column in zip(*client.transitions, strict=True))
             return Transitions(client_name(identity), obs, actions, next_obs)
         return None
+
+
+def take_returns(serving: Serving) -> list[Returns]:
+    """Every robot's episode returns completed since the last call, one message per robot (the champion serving
+    now is the one that served them, unless a swap came in between: the daemon restarts its reference then)."""
+    out = []
+    for identity, client in serving.clients.items():
+        if client.unsent:
+            out.append(Returns(client_name(identity), list(client.unsent), serving.serving_id))
+            client.unsent.clear()
+    return out
 
 
 def _watchdog_rollback(robot: str, failed: str, fallback: str, problem: str) -> Callable[[Registry], dict]:
