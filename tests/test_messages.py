@@ -14,6 +14,7 @@ EVERY = [m.Hello(12, "cartpole"), m.Welcome(3, "cartpole", None, 0, {"control": 
          m.Publish("gate", {"passed": True}), m.Evolution({"generation": 3}), m.Sync(),
          m.Promote(1, "cp-1", "auto"), m.Promoted(1, True, "cp-1"), m.Promoted(2, False, error="refused"),
          m.Command("regime", "operator:alice", "inverted"), m.Transitions("arm", [[0.0]], [[1.0]], [[0.5]]),
+         m.Returns("lander", [-67.5, 12.0], "ll-1"), m.Returns("lander", [3.0]),
          m.Detach("SIGTERM"), m.Stop("SIGINT"), m.Stopped({"requests": {}})]
 
 
