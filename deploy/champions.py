@@ -22,6 +22,7 @@ from srghn.errors import ArtifactCorrupted
 from srghn.safety.gates import run_gate_suite
 from srghn.safety.report import GateReport
 from srghn.safety.stress import record_observations, stress_observations
+from srghn.sim.ancestry import Ancestry
 from srghn.sim.envs import Regime
 from srghn.sim.profiles import PROFILE_DIR, RobotProfile, available_profiles, load_profile
 
@@ -78,6 +79,8 @@ def register_run(registry: Registry, profile: RobotProfile, run_dir: Path, top: 
              "population_median": float(np.median(finite)) if finite.size else None,
              "population_std": float(finite.std()) if finite.size else None,
              "episodes": run_info.get("episodes")}
+    ancestry = Ancestry.from_run(run_dir / "run.json", run_dir / "metrics.jsonl")
+    registry.record_run(tag, profile.name, str((run_info.get("initial") or {}).get("origin", {}).get("kind", "file")))
     registered = []
     for rank, index in enumerate(order, start=1):
         parent = int(parent_ids[index])
@@ -88,6 +91,7 @@ def register_run(registry: Registry, profile: RobotProfile, run_dir: Path, top: 
             fitness={"fitness": None if np.isnan(fitness[index]) else float(fitness[index]), "rank": rank, **stats},
             meta={"individual": int(ids[index]), "run_tag": tag, "provenance": run_info.get("provenance", {})},
             actor=actor, norm=population.norm))
+        registry.record_ancestry(tag, ancestry.chain(int(ids[index])))
     return registered
 
 

@@ -76,6 +76,10 @@ def test_evolve_registers_candidates_then_gate_promote_export_through_the_cli(tm
     assert report["passed"] and "floor[nominal]" in [g["name"] for g in report["gates"]]
     tree = ctl("lineage", best, "--state-dir", state)
     assert tree.exit_code == 0 and champion["parents"][0] in tree.stdout
+    line = json.loads(ctl("lineage", best, "--json", "--state-dir", state).stdout)["line"]
+    assert line[0]["id"] == best and line[1]["id"] == champion["parents"][0]  # back through the run's records ...
+    assert line[-1]["generation"] is None and line[-1]["root_of_run"]["origin"] == "scratch"  # ... to its start
+    assert f"first ancestor: {line[-1]['id']}" in tree.stdout
 
     onnx_file = tmp_path / "policy.onnx"
     exported = ctl("export", best, "-o", onnx_file, "--state-dir", state)
