@@ -100,3 +100,52 @@ def test_the_server_hands_each_robots_returns_on_once() -> None:
     assert [(r.client, r.returns, r.champion) for r in messages] == [("robot-a", [10.0, 12.0], "champ-1")]
     assert take_returns(served) == []
     assert m.decode(m.encode(messages[0])) == messages[0]
+
+
+@pytest.mark.slow
+def test_a_lander_whose_engines_swap_is_followed_end_to_end(tmp_path: Path) -> None:
+    """Real processes: the server hands the simulated lander's returns to the daemon, whose detector alarms after
+    the fault and whose regime trial switches the shadow simulator; the drift event arrives on telemetry."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    from server_helpers import wait_for
+
+    from srghn.deploy.champions import gate_champion
+    from srghn.deploy.client import AdminClient
+
+    state = tmp_path / "state"
+    with Registry.open(state, create=True) as registry:
+        register_policy(registry, LANDER, attitude_controller(-1.0), champion_id="lander-nominal", regime="nominal")
+        assert gate_champion(registry, "lander-nominal", "tester", LANDER).passed
+        registry.promote("lander-nominal", "tester", reason="a lander that flies the nominal engines")
+    cli = [sys.executable, "-m", "srghn.cli"]
+    with tempfile.TemporaryDirectory(prefix="sg") as socks:
+        endpoints = [f"--{role}=ipc://{socks}/{role[0]}.sock" for role in ("control", "admin", "telemetry")]
+        daemon = subprocess.Popen([*cli, "run", "--robot", "lunarlander", "--state-dir", str(state), "--json",
+                                   *endpoints, "--workers", "1", "--population", "4", "--episodes", "1",
+                                   "--init", "scratch", "--no-auto-promote", "--sim-robot", "--fault", "swapped",
+                                   "--fault-at", "25000", "--robot-rate", "2000"],  # 20 nominal episodes first
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            admin = AdminClient(f"ipc://{socks}/a.sock", timeout_s=60)
+            wait_for(lambda: (s := admin.status())["evolution"] is not None and s, 240, "the daemon to attach")
+            watch = subprocess.Popen([*cli, "watch", "--topic", "drift", "--count", "1", "--timeout", "400", "--json",
+                                      f"--telemetry=ipc://{socks}/t.sock", "--state-dir", str(state)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            status = wait_for(lambda: (s := admin.status())["evolution"]["regime"] == "swapped" and s, 400,
+                              "the return drift to be followed into the swapped regime")
+            out, err = watch.communicate(timeout=120)
+            admin.close()
+        finally:
+            daemon.terminate()
+            stdout, stderr = daemon.communicate(timeout=120)
+    assert watch.returncode == 0, err
+    event = json.loads(out.strip().splitlines()[-1])
+    assert event["by"] == "returns" and event["to"] == "swapped" and event["switched"]
+    assert event["champion"] == "lander-nominal" and event["trial"]["regime"] == "swapped"
+    assert status["serving"]["champion"] == "lander-nominal"
+    summary = json.loads(stdout)
+    assert summary["regime"] == "swapped" and summary["robot_sim"]["fault"]["regime"] == "swapped"
