@@ -2,7 +2,10 @@
 
 A candidate is held to the champions of **its own regime**, never to whatever was registered last: it is
 registered (then gated) when its shadow fitness beats the best champion that passed its gates in that regime (the
-regime's live champion among them), or when the regime has none yet. A candidate that fails its gates sets no bar:
+regime's live champion among them), or when the regime has none yet. A passed champion counts with what it
+*showed* in that regime: its fitness on the gate's fixed-seed episodes there (its report's ``above_safe[regime]``
+measurement), else its shadow fitness -- so one lucky shadow score that passed with a mediocre gate score does not
+hold every later and better candidate back either. A candidate that fails its gates sets no bar:
 the next better-than-passed champion is tried again, so one lucky fitness that the gates reject cannot stall the
 releases of a long run. The same individual is never registered twice (the registry knows it).
 
@@ -27,14 +30,25 @@ def shadow_fitness(champion: Champion) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
+def regime_score(champion: Champion, regime: str) -> float | None:
+    """What a champion showed in ``regime``: its mean fitness on the gate episodes there, else its shadow fitness
+    (None: neither was recorded)."""
+    report = champion.gate_report
+    gate = next((g for g in report.gates if g.name == f"above_safe[{regime}]"), None) if report else None
+    if gate is not None and isinstance(gate.measured, int | float) and math.isfinite(gate.measured):
+        return float(gate.measured)
+    return shadow_fitness(champion)
+
+
 def passed_in_regime(registry: Registry, robot: str, regime: str, exclude: str | None = None) -> list[Champion]:
-    """Champions of ``robot`` evolved in ``regime`` whose latest gate report passed, best shadow fitness first
-    (champions without one last)."""
+    """Champions of ``robot`` evolved in ``regime`` whose latest gate report passed, best :func:`regime_score`
+    first (champions without one last)."""
     rows = registry.db.execute(
         f"SELECT id FROM champions WHERE robot = ? AND regime = ? AND gate_passed = 1 AND status IN "
         f"({', '.join('?' * len(PASSED_STATUSES))})", (robot, regime, *PASSED_STATUSES)).fetchall()
     champions = [registry.get(r[0]) for r in rows if r[0] != exclude]
-    return sorted(champions, key=lambda c: (shadow_fitness(c) is None, -(shadow_fitness(c) or 0.0), c.id))
+    scores = {c.id: regime_score(c, regime) for c in champions}
+    return sorted(champions, key=lambda c: (scores[c.id] is None, -(scores[c.id] or 0.0), c.id))
 
 
 @dataclass(frozen=True)
@@ -54,10 +68,10 @@ def decide(registry: Registry, robot: str, candidate_id: str, regime: str, fitne
         return Decision(False, f"fitness {fitness} is not finite")
     if registry.exists(candidate_id):
         return Decision(False, f"{candidate_id} is registered already")
-    best = next((c for c in passed_in_regime(registry, robot, regime) if shadow_fitness(c) is not None), None)
+    best = next((c for c in passed_in_regime(registry, robot, regime) if regime_score(c, regime) is not None), None)
     if best is None:
         return Decision(True, f"regime {regime} has no champion that passed its gates yet")
-    bar = shadow_fitness(best)
+    bar = regime_score(best, regime)
     if fitness > bar:
         return Decision(True, f"fitness {fitness:.2f} beats {best.id} ({bar:.2f}), the best passed in {regime}",
                         best.id, bar)
@@ -65,4 +79,4 @@ def decide(registry: Registry, robot: str, candidate_id: str, regime: str, fitne
                     best.id, bar)
 
 
-__all__ = ["PASSED_STATUSES", "Decision", "decide", "passed_in_regime", "shadow_fitness"]
+__all__ = ["PASSED_STATUSES", "Decision", "decide", "passed_in_regime", "regime_score", "shadow_fitness"]
