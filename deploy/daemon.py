@@ -87,6 +87,8 @@ CHECKPOINT_INTERVAL_S = 5.0
 PROMOTE_TIMEOUT_S = 60.0
 RETURN_DRIFT_WINDOW = 5
 """After a return drift alarm, the latest this many returns are what the regime trial explains."""
+RETURN_WATCH_CLIENTS = 1024
+"""Robots whose returns the daemon watches at once (as many as the server keeps statistics for)."""
 ANCESTRY_PRUNE_EVERY = 50
 """Generations between two prunings of the run's ancestry to the living population's ancestors."""
 
@@ -432,7 +434,8 @@ class Daemon:
                                     "params": {k: round(v, 3) for k, v in result.params.items()},
                                     "stderr": {k: float(f"{v:.3g}") for k, v in result.stderr.items()},
                                     "residual": float(f"{result.residual:.3g}")})
-            self._adopt_regime(result.regime, result.definition, result.to_dict())
+            if not self._adopt_regime(result.regime, result.definition, result.to_dict()):
+                return
         found = result.regime if result.regime != self.regime.regime else None
         if found is None:
             return
@@ -450,10 +453,12 @@ class Daemon:
             return
         watch = self.return_watch.get(message.client)
         if watch is None or watch[0] != message.champion:
+            if watch is None and len(self.return_watch) >= RETURN_WATCH_CLIENTS:  # the least recently added goes
+                del self.return_watch[next(iter(self.return_watch))]
             watch = self.return_watch[message.client] = (message.champion, ReturnDriftDetector(), deque(maxlen=50))
         _, detector, recent = watch
         for value in message.returns:
-            if not (isinstance(value, int | float) and math.isfinite(value)):
+            if isinstance(value, bool) or not (isinstance(value, int | float) and math.isfinite(value)):
                 self.publish("daemon", {"event": "bad_returns", "client": message.client, "value": repr(value)})
                 return
             recent.append(float(value))
@@ -500,22 +505,27 @@ class Daemon:
             self.identified[name] = regime
             self.profile = self.profile.with_regime(name, regime)
 
-    def _adopt_regime(self, name: str, regime: Regime, fit: dict) -> None:
+    def _adopt_regime(self, name: str, regime: Regime, fit: dict) -> bool:
         """A regime the twin identified becomes one of the robot's: stored in the registry (first), then the
         shadow simulator's evaluator is rebuilt with it (its workers build their environments from the profile's
-        regimes), between two generations."""
+        regimes), between two generations. False (and the shadow simulator stays where it is) when that fails."""
         if name in self.identified:
-            return
-        self.registry.store_regime(self.profile.name, name, regime.to_dict(), {"fit": fit})
-        self.identified[name] = regime
-        self.profile = self.profile.with_regime(name, regime)
+            return True
+        profile = self.profile.with_regime(name, regime)
         driver = getattr(self, "driver", None)
-        if driver is not None:
-            old = driver.evaluator
-            driver.evaluator = make_evaluator(self.profile, self.settings.backend, self.settings.workers,
-                                              self.settings.ray_address)
+        try:
+            self.registry.store_regime(self.profile.name, name, regime.to_dict(), {"fit": fit})
+            evaluator = None if driver is None else make_evaluator(profile, self.settings.backend,
+                                                                   self.settings.workers, self.settings.ray_address)
+        except SrghnError as exc:  # a locked registry, workers that cannot start: evolution goes on as it was
+            self.publish("daemon", {"event": "regime_failed", "regime": name, "error": str(exc)})
+            return False
+        self.identified[name], self.profile = regime, profile
+        if evaluator is not None:
+            driver.evaluator, old = evaluator, driver.evaluator
             old.close()
         self.publish("daemon", {"event": "regime_identified", "regime": name, "changes": regime.to_dict()})
+        return True
 
     # -- state ---------------------------------------------------------------------------------------------------
 
