@@ -800,8 +800,14 @@ def _print_event(topic: str, data: dict) -> None:
     elif topic == "promoted":
         err.print(f"[bold green]promoted[/] {escape(data['champion'])}: now serving", highlight=False)
     elif topic == "drift":
-        err.print(f"[bold yellow]drift[/]: robot {escape(str(data['client']))} behaves like regime {data['to']} "
-                  f"(was {data['from']}): shadow simulator switched", highlight=False)
+        how = " (its returns dropped)" if data.get("by") == "returns" else ""
+        if data.get("switched", True):
+            err.print(f"[bold yellow]drift[/]: robot {escape(str(data['client']))}{how} behaves like regime "
+                      f"{data['to']} (was {data['from']}): shadow simulator switched", highlight=False)
+        else:
+            err.print(f"[bold yellow]drift[/]: robot {escape(str(data['client']))}{how}; the shadow simulator stays in "
+                      f"{data['from']} ({escape(str(data.get('why') or 'the trial found no other regime'))})",
+                      highlight=False)
     elif topic in ("daemon", "evolution"):
         err.print(f"{topic}: " + escape(", ".join(f"{k}={v}" for k, v in data.items() if k != "endpoints")),
                   highlight=False, soft_wrap=True)
