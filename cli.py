@@ -622,6 +622,23 @@ def lineage(champion_id: IdArg, as_json: JsonOpt = False, state_dir: StateDirOpt
     if data["children"]:
         grow(tree.add("[italic]descendants[/]"), data["children"], "children")
     out.print(tree)
+    out.print(_line_summary(data.get("line") or []), highlight=False, soft_wrap=True)
+
+
+def _line_summary(line: list[dict]) -> Text:
+    """The champion's line back to its first ancestor: its length, the registered champions on it, the root."""
+    if len(line) < 2:
+        return Text("line: it is its own first ancestor", style="italic")
+    text = Text(f"line back to the first ancestor: {len(line) - 1} generation(s) of ancestors", style="italic")
+    for entry in line[1:]:
+        if entry["registered"] or entry is line[-1]:
+            where = f" gen {_fmt(entry['generation'])}" + (f" {entry['regime']}" if entry.get("regime") else "")
+            text += Text("\n  ← ") + Text(entry["id"], style="bold" if entry["registered"] else "") + Text(where)
+    root = line[-1]
+    run = next((e["root_of_run"] for e in reversed(line) if "root_of_run" in e), None)
+    origin = f"the start of run {run['run']} ({run['origin']})" if run else "no recorded run"
+    text += Text(f"\nfirst ancestor: {root['id']}, {origin}", style="italic")
+    return text
 
 
 @app.command()
@@ -640,7 +657,7 @@ def gate(
 
     with _handled(), _open_registry(state_dir) as registry:
         champion = registry.get(champion_id)
-        profile = profile_of(champion)
+        profile = profile_of(champion, registry)  # with the regimes the twin identified
         unknown = [r for r in regimes or () if r not in profile.regimes]
         if unknown:
             raise ConfigError(f"--regime {unknown[0]!r} is not a regime of {profile.name}; known: "
@@ -929,8 +946,14 @@ def _print_event(topic: str, data: dict) -> None:
     elif topic == "promoted":
         err.print(f"[bold green]promoted[/] {escape(data['champion'])}: now serving", highlight=False)
     elif topic == "drift":
-        err.print(f"[bold yellow]drift[/]: robot {escape(str(data['client']))} behaves like regime {data['to']} "
-                  f"(was {data['from']}): shadow simulator switched", highlight=False)
+        how = " (its returns dropped)" if data.get("by") == "returns" else ""
+        if data.get("switched", True):
+            err.print(f"[bold yellow]drift[/]: robot {escape(str(data['client']))}{how} behaves like regime "
+                      f"{data['to']} (was {data['from']}): shadow simulator switched", highlight=False)
+        else:
+            err.print(f"[bold yellow]drift[/]: robot {escape(str(data['client']))}{how}; the shadow simulator stays in "
+                      f"{data['from']} ({escape(str(data.get('why') or 'the trial found no other regime'))})",
+                      highlight=False)
     elif topic in ("daemon", "evolution"):
         err.print(f"{topic}: " + escape(", ".join(f"{k}={v}" for k, v in data.items() if k != "endpoints")),
                   highlight=False, soft_wrap=True)

@@ -12,14 +12,18 @@ from pathlib import Path
 
 import numpy as np
 
+from srghn import ConfigError
 from srghn.controller.checkpoint import load_population
 from srghn.controller.normalizer import ObsNorm
 from srghn.deploy.onnx_export import ExportResult, export_policy
 from srghn.deploy.registry import ONNX_SUFFIX, Champion, Registry
+from srghn.deploy.release import passed_in_regime
 from srghn.errors import ArtifactCorrupted
 from srghn.safety.gates import run_gate_suite
 from srghn.safety.report import GateReport
 from srghn.safety.stress import record_observations, stress_observations
+from srghn.sim.ancestry import Ancestry
+from srghn.sim.envs import Regime
 from srghn.sim.profiles import PROFILE_DIR, RobotProfile, available_profiles, load_profile
 
 
@@ -75,6 +79,8 @@ def register_run(registry: Registry, profile: RobotProfile, run_dir: Path, top: 
              "population_median": float(np.median(finite)) if finite.size else None,
              "population_std": float(finite.std()) if finite.size else None,
              "episodes": run_info.get("episodes")}
+    ancestry = Ancestry.from_run(run_dir / "run.json", run_dir / "metrics.jsonl")
+    registry.record_run(tag, profile.name, str((run_info.get("initial") or {}).get("origin", {}).get("kind", "file")))
     registered = []
     for rank, index in enumerate(order, start=1):
         parent = int(parent_ids[index])
@@ -85,12 +91,27 @@ def register_run(registry: Registry, profile: RobotProfile, run_dir: Path, top: 
             fitness={"fitness": None if np.isnan(fitness[index]) else float(fitness[index]), "rank": rank, **stats},
             meta={"individual": int(ids[index]), "run_tag": tag, "provenance": run_info.get("provenance", {})},
             actor=actor, norm=population.norm))
+        registry.record_ancestry(tag, ancestry.chain(int(ids[index])))
     return registered
 
 
-def profile_of(champion: Champion) -> RobotProfile:
-    """The robot profile a champion was registered under (built-in name or profile path)."""
-    return load_profile(champion.meta.get("profile") or champion.robot)
+def profile_of(champion: Champion, registry: Registry | None = None) -> RobotProfile:
+    """The robot profile a champion was registered under (built-in name or profile path), with the regimes the
+    parametric twin identified for its robot when ``registry`` is given (so champions evolved in one can be gated
+    in it)."""
+    profile = load_profile(champion.meta.get("profile") or champion.robot)
+    return with_identified(registry, profile) if registry is not None else profile
+
+
+def with_identified(registry: Registry, profile: RobotProfile) -> RobotProfile:
+    """``profile`` plus the regimes identified for its robot and kept in ``registry`` (unusable rows skipped)."""
+    for name, definition in registry.regimes(profile.name).items():
+        if name not in profile.regimes:
+            try:
+                profile = profile.with_regime(name, Regime.from_dict(definition, f"registry regime {name}"))
+            except ConfigError:
+                continue
+    return profile
 
 
 def gate_champion(registry: Registry, champion_id: str, actor: str = "srghn",
@@ -104,7 +125,7 @@ def gate_champion(registry: Registry, champion_id: str, actor: str = "srghn",
     The candidate's artifact is read without verification so the integrity gate can report a mismatch; its
     parameters (the parity reference) and the incumbent's artifact are verified on load."""
     champion = registry.get(champion_id)
-    profile = profile or profile_of(champion)
+    profile = profile or profile_of(champion, registry)
     artifact = registry.artifacts.read_unverified(champion.artifact_sha256, ONNX_SUFFIX) or b""
     params = registry.load_params(champion.id)
     norm = champion_norm(champion)
@@ -121,9 +142,25 @@ def gate_champion(registry: Registry, champion_id: str, actor: str = "srghn",
     config = profile.gates if regimes is None else dataclasses.replace(profile.gates, regimes=tuple(regimes))
     report = run_gate_suite(profile, artifact, champion.artifact_sha256, params, champion_id=champion.id,
                             incumbent=incumbent, incumbent_id=incumbent_id, incumbent_error=incumbent_error,
-                            config=config, norm=norm)
+                            config=config, norm=norm,
+                            references=regime_incumbents(registry, champion, config.regimes or profile.regimes))
     registry.store_report(champion.id, report, actor)
     return report
+
+
+def regime_incumbents(registry: Registry, champion: Champion, regimes: tuple[str, ...]) -> dict[str, tuple[str, bytes]]:
+    """Per regime, the id and verified artifact of its best champion that passed its gates (the candidate itself
+    left out): the incumbents the derived ``incumbent_floor`` gates measure against. A corrupted artifact is
+    skipped (the next best one counts)."""
+    out = {}
+    for regime in regimes:
+        for other in passed_in_regime(registry, champion.robot, regime, exclude=champion.id):
+            try:
+                out[regime] = (other.id, registry.load_model(other.id))
+                break
+            except ArtifactCorrupted:
+                continue
+    return out
 
 
 def champion_norm(champion: Champion) -> ObsNorm | None:

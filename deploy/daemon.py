@@ -36,10 +36,12 @@ import os
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import zmq
 
@@ -53,6 +55,7 @@ from srghn.deploy.keys import CurveServer
 from srghn.deploy.link import ServerLink
 from srghn.deploy.portfolio import champion_for, portfolio, regime_scores
 from srghn.deploy.registry import Registry
+from srghn.deploy.release import decide, passed_in_regime
 from srghn.deploy.serve_config import SERVE_CONFIG, ServeConfig, choose_endpoints
 from srghn.deploy.signals import ExitFlag
 from srghn.deploy.state import (
@@ -66,10 +69,14 @@ from srghn.deploy.state import (
     write_runfile,
 )
 from srghn.errors import ServerConflict, ServerUnavailable
+from srghn.safety.drift import ReturnDriftDetector
+from srghn.safety.regime_trial import explain_returns
+from srghn.sim.ancestry import Ancestry
 from srghn.sim.backends import make_evaluator
 from srghn.sim.driver import INIT_FACTORY, INIT_SCRATCH, Driver, RunSpec
+from srghn.sim.envs import Regime
 from srghn.sim.factory import factory_path, factory_sha, load_factory
-from srghn.sim.identify import identifiable
+from srghn.sim.identify import IDENTIFIED, identifiable
 from srghn.sim.plots import plot_robot, plot_run
 from srghn.sim.profiles import RobotProfile
 from srghn.sim.records import GenerationRecord, read_records
@@ -84,6 +91,12 @@ ADOPT_INTERVAL_S = 30.0
 """At most one adaptation promotion (a regime's stored champion made live again) per this many seconds: a robot
 flapping between regimes is served the right champion at once, while the registry's live pointer follows
 calmly."""
+RETURN_DRIFT_WINDOW = 5
+"""After a return drift alarm, the latest this many returns are what the regime trial explains."""
+RETURN_WATCH_CLIENTS = 1024
+"""Robots whose returns the daemon watches at once (as many as the server keeps statistics for)."""
+ANCESTRY_PRUNE_EVERY = 50
+"""Generations between two prunings of the run's ancestry to the living population's ancestors."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +148,8 @@ class DaemonSettings:
         check_run_flags(self, ("generations", "population", "episodes", "gate_every"))
         if self.duration_s is not None and not (self.duration_s > 0 and math.isfinite(self.duration_s)):
             raise ConfigError(f"--duration must be a positive number of seconds, got {self.duration_s}")
-        if self.regime is not None and self.regime not in self.profile.regimes:
+        if (self.regime is not None and self.regime not in self.profile.regimes
+                and not self.regime.startswith(IDENTIFIED)):  # identified ones are checked against the registry
             raise ConfigError(f"--regime {self.regime!r} is not a regime of {self.profile.name}; "
                               f"known: {', '.join(self.profile.regimes)}")
 
@@ -183,15 +197,21 @@ class Daemon:
         self.counts = {"generations": 0, "registered": 0, "gate_passed": 0, "gate_failed": 0, "promoted": 0,
                        "promotion_refused": 0, "release_failed": 0}
         self.tokens = itertools.count(1)
-        self.last_candidate: tuple[str, float, str] | None = None
-        """(id, fitness, regime) of the last champion registered: the next must be new and better (or of a new
-        regime)."""
+        self.ancestry = Ancestry()
+        """Who was born of whom in this run (pruned to the living population's ancestors)."""
+        self.release_failed: set[str] = set()
+        """Candidates whose export failed (never registered): not tried again."""
         self.link: ServerLink | None = None
         self.supervisor: subprocess.Popen | None = None
         self.owns_server = False
         """Whether a clean stop stops the server too: one that ``srghn-ctl run`` started (this one, or one a
         killed daemon left), never a service of its own (``srghn-ctl serve``)."""
         self.robot: subprocess.Popen | None = None
+        self.identified: dict[str, Regime] = {}
+        """Regimes the parametric twin identified (kept in the registry), by name."""
+        self.return_watch: dict[str, tuple[str | None, ReturnDriftDetector, deque]] = {}
+        """Per robot (not identifiable from transitions): the champion serving it, its return drift detector, its
+        recent returns."""
         self.server_final: dict | None = None
         self.last_record: dict = {}
         """Figures of the last generation (this run's, else the last line of ``metrics.jsonl``): ``status`` shows
@@ -223,6 +243,10 @@ class Daemon:
             self.ctx = zmq.Context()
             try:
                 self.registry = Registry.open(self.settings.state_dir, create=True)
+                self._load_identified()
+                if self.settings.regime is not None and self.settings.regime not in self.profile.regimes:
+                    raise ConfigError(f"--regime {self.settings.regime!r} is not a regime of {self.profile.name}: "
+                                      f"known: {', '.join(self.profile.regimes)}")
                 saved = self._load_state()
                 self.regime = _Regime(self.settings.regime or saved.get("regime") or self.profile.regimes[0])
                 self.paused = bool(saved.get("paused", False))
@@ -236,7 +260,7 @@ class Daemon:
                     os.nice(5)
                     evaluator = make_evaluator(self.profile, self.settings.backend, self.settings.workers,
                                                self.settings.ray_address)
-                    driver = self._driver(evaluator, saved)
+                    driver = self.driver = self._driver(evaluator, saved)
                     if saved.get("init") == INIT_FACTORY and not self.should_exit:
                         self._release_factory()
                     self.publish("daemon", {"event": "resumed" if saved.get("resumed") else "started",
@@ -255,7 +279,9 @@ class Daemon:
                 self.should_exit.set("shutdown")  # a signal during shutdown changes nothing any more
                 if self.adaptation is not None:
                     self.adaptation.close()
-                if evaluator is not None:
+                if driver is not None:
+                    driver.evaluator.close()  # the evaluator of the latest regimes (see _adopt_regime)
+                elif evaluator is not None:
                     evaluator.close()
                 summary = self._shutdown(driver, started)
         return summary
@@ -276,6 +302,9 @@ class Daemon:
             if record is None:  # a signal, seen between two generations
                 return
             self.counts["generations"] += 1
+            self.ancestry.add(record.born, record.generation)
+            if self.counts["generations"] % ANCESTRY_PRUNE_EVERY == 0:
+                self.ancestry.prune(int(i) for i in getattr(driver.strategy, "ids", ()))
             line = record.to_json()
             with metrics.open("a") as fh:
                 fh.write(line + "\n")
@@ -305,21 +334,23 @@ class Daemon:
     # -- release: register, gate, promote ------------------------------------------------------------------------
 
     def _release(self, driver: Driver, record: GenerationRecord) -> None:
-        """Register the champion if it is new and better than the last candidate of this regime, gate it in the
-        current regime, and promote it through the server when it passes and auto-promote is on."""
+        """Register the champion if it beats the best champion that passed in its regime (:mod:`srghn.deploy.
+        release`: failed candidates set no bar), gate it in that regime, and promote it through the server when it
+        passes and auto-promote is on."""
         champion = driver.champion()
         regime = record.regime
         if champion.fitness is None or not math.isfinite(champion.fitness):
             return
         key = f"{self.tag}-i{champion.id}"
-        if self.last_candidate is not None:
-            last_id, last_fitness, last_regime = self.last_candidate
-            if last_id == key or (last_regime == regime and champion.fitness <= last_fitness):
-                return
+        if key in self.release_failed:  # its export failed once: the same individual fails again
+            return
+        decision = decide(self.registry, self.profile.name, key, regime, float(champion.fitness))
+        if not decision.register:
+            return
         try:
             registered, report = self._register_and_gate(champion, key, record)
         except SrghnError as exc:  # e.g. an export that fails its parity check: evolution goes on
-            self.last_candidate = (key, float(champion.fitness), regime)
+            self.release_failed.add(key)
             self.counts["release_failed"] += 1
             self.publish("daemon", {"event": "release_failed", "champion": key, "error": str(exc)})
             return
@@ -371,8 +402,8 @@ class Daemon:
                      "population_mean": record.mean},
             meta={"individual": int(champion.id), "run_tag": self.tag, "source": "daemon"},
             actor=self.settings.actor)
-        self.last_candidate = (key, float(champion.fitness), record.regime)
         self.counts["registered"] += 1
+        self.registry.record_ancestry(self.tag, self.ancestry.chain(int(champion.id)))
         report = gate_champion(self.registry, registered.id, self.settings.actor, self.profile,
                                regimes=(record.regime,))
         return registered, report
@@ -396,6 +427,8 @@ class Daemon:
             for found in self.adaptation.take():
                 self._follow_drift(found)
             self._follow_robots()
+        for returns in (msg for msg in messages if isinstance(msg, m.Returns)):
+            self._follow_returns(returns)
         for command in messages:
             if not isinstance(command, m.Command):
                 continue
@@ -405,7 +438,6 @@ class Daemon:
                 self.paused = False
             elif command.cmd == "regime" and command.regime in self.profile.regimes:
                 self.regime.regime = command.regime
-                self.last_candidate = None
             else:
                 log.warning("command %r from %s ignored", command.cmd, command.actor)
                 continue
@@ -423,18 +455,21 @@ class Daemon:
 
     def _known_regimes(self) -> dict:
         """Regimes beyond the profile's declared ones that identification recognises and evolution can run: the
-        twin's identified regimes, where the daemon keeps them (``self.identified``, issue 13's release side)."""
-        return dict(getattr(self, "identified", {}))
+        twin's identified regimes (:meth:`_adopt_regime`; read from the adaptation thread, hence a copy)."""
+        return dict(self.identified)
 
     def _follow_drift(self, found: Identified) -> None:
         """A robot changed regime (the server already serves it its regime's stored champion), or showed a fault
         no known regime explains."""
         result = found.result
-        if not result.known:  # a fault no regime declares: the twin's parameters, for the registry to store
+        if not result.known:  # a fault no regime declares: it becomes a regime, kept in the registry; the robots'
+            # next identification knows it, and evolution follows them there (_follow_robots)
             self.publish("daemon", {"event": "undeclared_regime", "client": found.client,
                                     "regime": result.regime, "changes": result.definition.to_dict(),
                                     "residual": float(f"{result.residual:.3g}"), "steps": found.steps,
-                                    "params": {k: round(v, 4) for k, v in result.params.items()}})
+                                    "params": {k: round(v, 4) for k, v in result.params.items()},
+                                    "stderr": {k: float(f"{v:.3g}") for k, v in result.stderr.items()}})
+            self._adopt_regime(result.regime, result.definition, result.to_dict())
             return
         self._evidence = found  # the adaptation thread published it already (`adaptation` event `identified`)
 
@@ -455,7 +490,7 @@ class Daemon:
                 self._save_state()
                 evidence = self._evidence
                 self.publish("drift", {"client": evidence.client if evidence else None, "from": previous,
-                                       "to": wanted, "robots": robots,
+                                       "to": wanted, "identified": wanted.startswith(IDENTIFIED), "robots": robots,
                                        "transitions": evidence.result.transitions if evidence else None,
                                        "errors": {k: float(f"{v:.3g}") for k, v in evidence.result.errors.items()}
                                        if evidence else {}})
@@ -496,6 +531,88 @@ class Daemon:
                                                       else reply.error})})
         return True
 
+    def _follow_returns(self, message: m.Returns) -> None:
+        """Robots whose transitions cannot be replayed (LunarLander): a Page-Hinkley test per robot on its episode
+        returns (a new reference whenever another champion serves); on an alarm, the regime that explains the drop
+        is found in the shadow simulator (:mod:`srghn.safety.regime_trial`) and the shadow simulator follows."""
+        if not self.settings.follow_drift or identifiable(self.profile):
+            return
+        watch = self.return_watch.get(message.client)
+        if watch is None or watch[0] != message.champion:
+            if watch is None and len(self.return_watch) >= RETURN_WATCH_CLIENTS:  # the least recently added goes
+                del self.return_watch[next(iter(self.return_watch))]
+            watch = self.return_watch[message.client] = (message.champion, ReturnDriftDetector(), deque(maxlen=50))
+        _, detector, recent = watch
+        for value in message.returns:
+            if isinstance(value, bool) or not (isinstance(value, int | float) and math.isfinite(value)):
+                self.publish("daemon", {"event": "bad_returns", "client": message.client, "value": repr(value)})
+                return
+            recent.append(float(value))
+            if detector.update(value):
+                since = max(1, min(len(recent), RETURN_DRIFT_WINDOW))
+                self._after_return_drift(message.client, message.champion, list(recent)[-since:])
+                detector.reset()
+                recent.clear()
+
+    def _after_return_drift(self, client: str, champion: str | None, observed: list[float]) -> None:
+        event = {"client": client, "by": "returns", "from": self.regime.regime, "champion": champion,
+                 "observed": [round(v, 2) for v in observed]}
+        if champion is None:  # the safe action served: there is no champion to replay
+            self.publish("drift", {**event, "to": None, "switched": False, "why": "no champion served"})
+            return
+        gates = self.profile.gates
+        try:
+            stored = {}
+            for regime in self.profile.regimes:
+                best = next(iter(passed_in_regime(self.registry, self.profile.name, regime)), None)
+                if best is not None:
+                    stored[best.id] = self.registry.load_model(best.id)
+            trial = explain_returns(self.profile, self.registry.load_model(champion), np.asarray(observed), stored,
+                                    gates.episodes, gates.seed, gates.max_steps)
+        except (SrghnError, ValueError) as exc:  # an unknown or corrupted champion: evolution goes on
+            self.publish("drift", {**event, "to": None, "switched": False, "why": str(exc)})
+            return
+        switched = trial.regime != self.regime.regime
+        self.publish("drift", {**event, "to": trial.regime, "switched": switched, "trial": trial.to_dict()})
+        if switched:
+            self.regime.regime = trial.regime
+            self._save_state()
+
+    def _load_identified(self) -> None:
+        """The regimes the twin identified before (the registry keeps them): the shadow simulator can run them,
+        the gates gate in them, and a fit within tolerance of one of them is that regime again."""
+        self.identified: dict[str, Regime] = {}
+        for name, definition in self.registry.regimes(self.profile.name).items():
+            try:
+                regime = Regime.from_dict(definition, f"registry regime {name}")
+            except ConfigError as exc:  # a damaged row costs that regime, never the daemon
+                log.error("identified regime %s is unusable: %s", name, exc)
+                continue
+            self.identified[name] = regime
+            self.profile = self.profile.with_regime(name, regime)
+
+    def _adopt_regime(self, name: str, regime: Regime, fit: dict) -> bool:
+        """A regime the twin identified becomes one of the robot's: stored in the registry (first), then the
+        shadow simulator's evaluator is rebuilt with it (its workers build their environments from the profile's
+        regimes), between two generations. False (and the shadow simulator stays where it is) when that fails."""
+        if name in self.identified:
+            return True
+        profile = self.profile.with_regime(name, regime)
+        driver = getattr(self, "driver", None)
+        try:
+            self.registry.store_regime(self.profile.name, name, regime.to_dict(), {"fit": fit})
+            evaluator = None if driver is None else make_evaluator(profile, self.settings.backend,
+                                                                   self.settings.workers, self.settings.ray_address)
+        except SrghnError as exc:  # a locked registry, workers that cannot start: evolution goes on as it was
+            self.publish("daemon", {"event": "regime_failed", "regime": name, "error": str(exc)})
+            return False
+        self.identified[name], self.profile = regime, profile
+        if evaluator is not None:
+            driver.evaluator, old = evaluator, driver.evaluator
+            old.close()
+        self.publish("daemon", {"event": "regime_identified", "regime": name, "changes": regime.to_dict()})
+        return True
+
     # -- state ---------------------------------------------------------------------------------------------------
 
     def _load_state(self) -> dict:
@@ -523,6 +640,7 @@ class Daemon:
                                   "or move the file away to start afresh")
             self.tag = state.get("tag") or run_tag(self.profile.name, strategy.seed)
             state.update(resumed=True)
+            self._load_ancestry(driver)
             return driver
         driver = Driver.start(spec, evaluator)
         self.tag = run_tag(self.profile.name, self.settings.seed)
@@ -533,9 +651,31 @@ class Daemon:
                                                         "initial": driver.initial(),
                                                         "profile": self.profile.to_dict(),
                                                         "provenance": provenance()}, indent=2, default=str))
+        self.ancestry = Ancestry.from_initial(driver.initial())
+        self._record_run(driver.initial()["origin"])
         return driver
 
+    def _load_ancestry(self, driver: Driver) -> None:
+        """The run's ancestry as the last checkpoint left it (``ancestry.json``), else rebuilt from ``run.json``
+        and ``metrics.jsonl`` (state written before ancestry was kept)."""
+        path = self.home / "ancestry.json"
+        try:
+            self.ancestry = Ancestry.from_json(path.read_text())
+        except (OSError, ValueError):
+            self.ancestry = Ancestry.from_run(self.home / "run.json", self.home / "metrics.jsonl")
+            self.ancestry.prune(int(i) for i in getattr(driver.strategy, "ids", ()))
+        self._record_run(_read_json(self.home / "run.json").get("initial", {}).get("origin") or {})
+
+    def _record_run(self, origin: dict) -> None:
+        """The registry learns where this run started (a factory run's root is the factory champion)."""
+        kind = str(origin.get("kind", "unknown"))
+        origin_id = (f"{self.profile.name}-factory-{factory_sha(self.profile)}"
+                     if kind == INIT_FACTORY and factory_path(self.profile).is_file() else None)
+        self.registry.record_run(self.tag, self.profile.name, kind, origin_id)
+
     def _checkpoint(self, driver: Driver) -> None:
+        # first: an ancestry newer than the population only knows more
+        atomic_write(self.home / "ancestry.json", self.ancestry.to_json().encode())
         driver.save(self.home / "population.npz", {"tag": self.tag})
         self._save_state()
 

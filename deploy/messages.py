@@ -44,6 +44,7 @@ class Op(str, Enum):
     TRANSITIONS = "transitions"
     ASSIGN = "assign"
     ADOPT = "adopt"
+    RETURNS = "returns"
     DETACH = "detach"
     STOP = "stop"
     STOPPED = "stopped"
@@ -176,6 +177,18 @@ class Adopt(Message):
 
 
 @dataclass(frozen=True)
+class Returns(Message):
+    """Server -> daemon: a robot's episode returns completed since the last such message, and the champion that
+    served when the last of them ended (for the return drift detector of robots whose transitions cannot be
+    replayed)."""
+
+    op = Op.RETURNS
+    client: str
+    returns: list
+    champion: str | None = None
+
+
+@dataclass(frozen=True)
 class Detach(Message):
     """Daemon -> server: the daemon stops; the server goes on serving."""
 
@@ -202,7 +215,7 @@ class Stopped(Message):
 
 TYPES: dict[Op, type[Message]] = {cls.op: cls for cls in (Hello, Welcome, Heartbeat, Publish, Evolution, Sync,
                                                            Promote, Promoted, Command, Transitions, Assign, Adopt,
-                                                           Detach, Stop, Stopped)}
+                                                           Returns, Detach, Stop, Stopped)}
 _CHECKS = {"int": int, "str": str, "bool": bool, "dict": dict, "list": list, "None": type(None)}
 
 

@@ -18,7 +18,7 @@ import zmq
 
 from srghn.deploy import messages as m
 from srghn.deploy.admin import Admin
-from srghn.deploy.serving import Serving
+from srghn.deploy.serving import Serving, take_returns
 
 log = logging.getLogger("srghn.server.peer")
 DAEMON_ACTOR = "srghn-daemon"
@@ -136,12 +136,15 @@ class DaemonPeer:
             self.identity, self.evolution = None, None
 
     def forward(self) -> None:
-        """Hand the attached daemon the robots' new transitions (every loop tick: a robot's regime change is seen
-        within a fraction of a second)."""
+        """Hand the attached daemon the robots' new transitions and episode returns (every loop tick: a robot's
+        regime change is seen within a fraction of a second)."""
         if self.serving.fresh_clients:
             for transitions in self.serving.take_transitions():
                 if self.identity is not None:
                     self.send(transitions)
+        for returns in take_returns(self.serving):  # taken even without a daemon: stale returns are no evidence
+            if self.identity is not None:
+                self.send(returns)
 
     def status(self) -> dict | None:
         if self.identity is None:

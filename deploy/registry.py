@@ -29,7 +29,7 @@ import numpy as np
 
 from srghn import ConfigError
 from srghn.deploy.artifacts import ArtifactStore
-from srghn.deploy.registry_schema import SCHEMA, SCHEMA_VERSION, STATUSES, Champion, Event, now
+from srghn.deploy.registry_schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION, STATUSES, Champion, Event, now
 from srghn.deploy.state import secure_state_dir
 from srghn.errors import ArtifactCorrupted, PromotionRefused, RegistryError, StateDirMissing, UnknownChampion
 from srghn.safety.report import GateReport
@@ -86,11 +86,26 @@ class Registry:
                     for statement in filter(str.strip, SCHEMA.split(";")):
                         db.execute(statement)
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif version in MIGRATIONS:
+            registry._migrate(path)
         elif version != SCHEMA_VERSION:
             db.close()
             raise RegistryError(f"{path} has registry schema version {version}; this srghn reads version "
                                 f"{SCHEMA_VERSION}")
         return registry
+
+    def _migrate(self, path: Path) -> None:
+        """Bring an older registry up to this version, one step per transaction (each step only adds tables)."""
+        while (version := self.db.execute("PRAGMA user_version").fetchone()[0]) in MIGRATIONS:
+            try:
+                with self._tx() as db:
+                    if db.execute("PRAGMA user_version").fetchone()[0] == version:  # not migrated meanwhile
+                        for statement in filter(str.strip, MIGRATIONS[version].split(";")):
+                            db.execute(statement)
+                        db.execute(f"PRAGMA user_version = {version + 1}")
+            except sqlite3.DatabaseError as exc:
+                raise RegistryError(f"{path} has registry schema version {version} and cannot be upgraded to "
+                                    f"{SCHEMA_VERSION}: {exc}") from exc
 
     def close(self) -> None:
         """Close the database connection."""
@@ -252,7 +267,71 @@ class Registry:
                                  if c not in seen and depth < max_depth]
             return entry
 
-        return {**up(root, 0, {root}), "children": down(root, 0, {root})["children"]}
+        line = self.line(root)
+        return {**up(root, 0, {root}), "children": down(root, 0, {root})["children"], "line": line,
+                "first_ancestor": line[-1]}
+
+    # -- ancestry and identified regimes (schema version 2) ----------------------------------------------------
+
+    def record_run(self, run: str, robot: str, origin: str, origin_id: str | None = None) -> None:
+        """Where run ``run`` (a run tag) started: ``scratch``, or ``factory`` / a file grown from the registered
+        champion ``origin_id`` (its individual 0 is that champion's GHN). Recorded once; later calls change nothing."""
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO runs (run, robot, origin, origin_id, created_at) VALUES (?, ?, ?, ?, ?)",
+                       (run, robot, origin, origin_id, now()))
+
+    def record_ancestry(self, run: str, chain: list[tuple[int, int, int | None]]) -> None:
+        """``(individual, parent, generation born)`` rows of one run (a champion's chain back to the run's root);
+        rows already known are kept as they are (consecutive champions share most of their chains)."""
+        with self._tx() as db:
+            db.executemany("INSERT OR IGNORE INTO ancestry (run, individual, parent, generation) VALUES (?, ?, ?, ?)",
+                           [(run, int(i), int(p), g) for i, p, g in chain])
+
+    def line(self, champion_id: str, limit: int = 1_000_000) -> list[dict]:
+        """The champion's line back to its first ancestor, itself first: through its run's ancestry to the run's
+        root, then on to the champion the run grew from (a factory champion, say) and that one's line. Each entry:
+        ``id``, ``generation``, ``registered`` (plus ``status``/``regime`` when registered)."""
+        out: list[dict] = []
+        current: str | None = self.get(champion_id).id
+        seen: set[str] = set()
+        while current is not None and current not in seen and len(out) < limit:
+            seen.add(current)
+            row = self.db.execute("SELECT status, regime, generation, meta FROM champions WHERE id = ?",
+                                  (current,)).fetchone()
+            run, individual = _run_and_individual(current, None if row is None else json.loads(row[3]))
+            known = None if run is None else self.db.execute(
+                "SELECT parent, generation FROM ancestry WHERE run = ? AND individual = ?",
+                (run, individual)).fetchone()
+            entry = {"id": current, "registered": row is not None,
+                     "generation": row[2] if row is not None else (known[1] if known else None)}
+            if row is not None:
+                entry.update(status=row[0], regime=row[1])
+            out.append(entry)
+            if known is not None and known[0] >= 0 and known[0] != individual:
+                current = f"{run}-i{known[0]}"
+            elif known is not None:  # the run's root: on to what the run grew from, if anything
+                origin = self.db.execute("SELECT origin, origin_id FROM runs WHERE run = ?", (run,)).fetchone()
+                entry["root_of_run"] = {"run": run, "origin": origin[0] if origin else None}
+                current = origin[1] if origin and origin[1] and individual == 0 else None
+            else:
+                parents = [r[0] for r in self.db.execute("SELECT parent FROM parents WHERE child = ? ORDER BY parent",
+                                                         (current,))]
+                current = parents[0] if parents else None
+        return out
+
+    def store_regime(self, robot: str, name: str, definition: dict, detail: dict | None = None) -> bool:
+        """Keep a regime the twin identified (``Regime.to_dict``); False if ``robot`` has one of that name already
+        (the first definition stays)."""
+        with self._tx() as db:
+            cursor = db.execute("INSERT OR IGNORE INTO regimes (robot, name, definition, detail, created_at) "
+                                "VALUES (?, ?, ?, ?, ?)", (robot, name, json.dumps(definition),
+                                                           json.dumps(detail or {}), now()))
+            return cursor.rowcount == 1
+
+    def regimes(self, robot: str) -> dict[str, dict]:
+        """Identified regimes of ``robot``, oldest first: name -> definition."""
+        return {name: json.loads(definition) for name, definition in self.db.execute(
+            "SELECT name, definition FROM regimes WHERE robot = ? ORDER BY created_at, name", (robot,))}
 
     def exists(self, champion_id: str) -> bool:
         """Whether ``champion_id`` (exactly) is registered."""
@@ -463,6 +542,14 @@ class Registry:
         return Champion(cid, robot, status, generation, regime, seed, run_dir, json.loads(fitness),
                         json.loads(policy), sha, size, params_sha, parents,
                         None if report is None else GateReport.from_json(report), json.loads(meta), created)
+
+
+def _run_and_individual(champion_id: str, meta: dict | None) -> tuple[str | None, int | None]:
+    """The run tag and individual of a champion id ``<run>-i<individual>`` (the meta's, when registered)."""
+    if meta and isinstance(meta.get("run_tag"), str) and isinstance(meta.get("individual"), int):
+        return meta["run_tag"], meta["individual"]
+    run, sep, individual = champion_id.rpartition("-i")
+    return (run, int(individual)) if sep and individual.isdigit() else (None, None)
 
 
 def champion_rows(registry: Registry, robot: str | None = None, status: str | None = None) -> list[dict]:

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 from srghn.safety.report import GateReport
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("candidate", "passed", "failed", "live", "retired")
 
 SCHEMA = """
@@ -62,7 +62,39 @@ CREATE TABLE events (
     forced INTEGER NOT NULL DEFAULT 0,
     detail TEXT NOT NULL DEFAULT '{}'
 );
+""" + "\n"
+
+ADDED_IN_2 = """
+CREATE TABLE runs (
+    run TEXT PRIMARY KEY,
+    robot TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    origin_id TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE ancestry (
+    run TEXT NOT NULL,
+    individual INTEGER NOT NULL,
+    parent INTEGER NOT NULL,
+    generation INTEGER,
+    PRIMARY KEY (run, individual)
+);
+CREATE TABLE regimes (
+    robot TEXT NOT NULL,
+    name TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '{}',
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (robot, name)
+);
 """
+"""Version 2: ``runs`` (where each evolution run started: ``scratch``, or the registered champion it grew from),
+``ancestry`` (per run, ``individual -> parent`` of every ancestor of a registered champion back to the run's root)
+and ``regimes`` (regimes the parametric twin identified, with the definition that simulates them)."""
+
+SCHEMA += ADDED_IN_2
+MIGRATIONS = {1: ADDED_IN_2}
+"""From version ``v`` to ``v + 1``: statements that only add tables, so an older registry stays readable."""
 
 
 def now() -> str:

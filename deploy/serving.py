@@ -37,7 +37,7 @@ from srghn.controller.policy import PolicySpec
 from srghn.deploy import protocol as p
 from srghn.deploy.background import Background
 from srghn.deploy.keys import Identity, allowed, sender
-from srghn.deploy.messages import Transitions
+from srghn.deploy.messages import Returns, Transitions
 from srghn.deploy.portfolio import portfolio
 from srghn.deploy.registry import Registry
 from srghn.errors import PromotionRefused, ProtocolError, SrghnError
@@ -110,7 +110,7 @@ class Client:
     """What the server keeps about one robot (its ROUTER identity, or with CURVE its key's name)."""
 
     __slots__ = ("episode_return", "episode_steps", "episodes", "fresh", "last_seen", "line", "name", "pending",
-                 "regime", "returns", "steps", "transitions")
+                 "regime", "returns", "steps", "transitions", "unsent")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -125,6 +125,8 @@ class Client:
         self.pending: tuple[bytes, bytes] | None = None
         """(observation, action) of its last ACT as the wire carried them, waiting for the STEP that follows."""
         self.transitions: deque = deque(maxlen=TRANSITIONS)
+        self.unsent: deque = deque(maxlen=TRANSITIONS)
+        """Episode returns not yet handed to the daemon (its return drift detector)."""
 
 
 class Serving:
@@ -329,6 +331,7 @@ class Serving:
         if done:
             client.episodes += 1
             client.returns.append(client.episode_return)
+            client.unsent.append(client.episode_return)
             served = client.line[0]
             self.publish("episode", {"client": client.name, "return": client.episode_return,
                                      "steps": client.episode_steps, "regime": client.regime,
@@ -509,6 +512,18 @@ class Serving:
             out.append(Transitions(client.name, obs, actions, next_obs, client.steps))
         self.fresh_clients.clear()
         return out
+
+
+def take_returns(serving: Serving) -> list[Returns]:
+    """Every robot's episode returns completed since the last call, one message per robot (the champion serving
+    now is the one that served them, unless a swap came in between: the daemon restarts its reference then)."""
+    out = []
+    for client in serving.clients.values():
+        if client.unsent:
+            served = client.line[0]  # the champion serving this robot (its regime's, else the live one)
+            out.append(Returns(client.name, list(client.unsent), served.champion_id if served else None))
+            client.unsent.clear()
+    return out
 
 
 def _watchdog_rollback(robot: str, failed: str, fallback: str, problem: str) -> Callable[[Registry], dict]:

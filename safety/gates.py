@@ -12,6 +12,10 @@ Gates, in order (H = hard, never overridable; S = soft, overridable with ``--for
 * ``finite_actions`` (H): no NaN/Inf in any output on the stress set (which holds NaN and Inf observations);
 * ``action_bounds`` (H): every action inside the profile's bounds (discrete: a valid index);
 * ``floor[<regime>]`` (H): absolute minimum of ``floor_metric`` in that regime's fixed-seed episodes;
+* ``above_safe[<regime>]`` (H): fitness above the safe action's on the same episodes;
+* ``incumbent_floor[<regime>]`` (H): where the regime has an incumbent (its best champion that passed its gates),
+  fitness >= safe + ``relative_floor`` * (incumbent - safe): a floor derived from the safe action and what the
+  regime's incumbent does, for regimes where no absolute floor makes sense;
 * ``regression[<regime>]`` (S): fitness >= incumbent - tolerance * |incumbent| against the live champion;
 * ``latency_p99`` (S): 99th percentile of one single-observation inference's CPU time, 1 thread, within budget.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 
 import numpy as np
@@ -36,15 +41,19 @@ from srghn.sim.profiles import RobotProfile
 def run_gate_suite(profile: RobotProfile, artifact: bytes, expected_sha256: str, params: np.ndarray, *,
                    champion_id: str, incumbent: bytes | None = None, incumbent_id: str | None = None,
                    incumbent_error: str | None = None, config: GateConfig | None = None,
-                   norm: ObsNorm | None = None) -> GateReport:
+                   norm: ObsNorm | None = None, references: Mapping[str, tuple[str, bytes]] | None = None,
+                   ) -> GateReport:
     """Run every gate on ``artifact`` (the candidate's ONNX bytes) and return the report.
 
     ``params`` and ``norm`` are the candidate's flat policy parameters and observation normalizer, the reference
     for parity (which therefore covers the normalization inside the graph too). ``incumbent`` is the live
     champion's (already verified) artifact, or None when nothing is live; ``incumbent_error`` says why a live
-    champion could not be loaded (the regression gates then fail).
+    champion could not be loaded (the regression gates then fail). ``references`` maps a regime to the id and
+    (verified) artifact of its incumbent, the best champion that passed its gates in that regime: the source of
+    the ``incumbent_floor`` gates.
     """
     config = config or profile.gates
+    references = {r: ref for r, ref in (references or {}).items() if config.relative_floor > 0}
     t0 = time.perf_counter()
     results: list[GateResult] = []
     actual = hashlib.sha256(artifact).hexdigest()
@@ -61,6 +70,7 @@ def run_gate_suite(profile: RobotProfile, artifact: bytes, expected_sha256: str,
     names = ["parity", "finite_actions", "action_bounds",
              *(f"floor[{r}]" for r in _regimes(profile, config) if config.floor_for(r) is not None),
              *(f"above_safe[{r}]" for r in _regimes(profile, config)),
+             *(f"incumbent_floor[{r}]" for r in _regimes(profile, config) if r in references),
              *(f"regression[{r}]" for r in _regimes(profile, config)), "latency_p99"]
     if policy is None:
         why = "not run: the artifact failed " + ("validation" if intact else "integrity")
@@ -70,15 +80,18 @@ def run_gate_suite(profile: RobotProfile, artifact: bytes, expected_sha256: str,
         stress = _stress_gates(profile, policy, params, config, norm)
         results += stress
         if all(g.passed for g in stress):
-            results += _scenario_gates(profile, policy, incumbent, incumbent_error, config)
+            results += _scenario_gates(profile, policy, incumbent, incumbent_error, config, references)
         else:  # a policy that fails the stress set never drives even the simulated robot
-            results += [GateResult(n, n.startswith(("floor", "above_safe")), None, None, False,
+            results += [GateResult(n, n.startswith(HARD_SCENARIO_GATES), None, None, False,
                                    "not run: the policy failed the stress-set gates")
-                        for n in names if n.startswith(("floor", "above_safe", "regression"))]
+                        for n in names if n.startswith((*HARD_SCENARIO_GATES, "regression"))]
         results.append(_latency_gate(policy, config))
     return GateReport(champion_id=champion_id, robot=profile.name, gates=tuple(results), incumbent_id=incumbent_id,
                       created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                       wall_s=round(time.perf_counter() - t0, 3), config=config.to_dict())
+
+
+HARD_SCENARIO_GATES = ("floor", "above_safe", "incumbent_floor")
 
 
 def _regimes(profile: RobotProfile, config: GateConfig) -> tuple[str, ...]:
@@ -152,7 +165,7 @@ def _stress_gates(profile: RobotProfile, policy: OnnxPolicy, params: np.ndarray,
 
 
 def _scenario_gates(profile: RobotProfile, policy: OnnxPolicy, incumbent: bytes | None, incumbent_error: str | None,
-                    config: GateConfig) -> list[GateResult]:
+                    config: GateConfig, references: Mapping[str, tuple[str, bytes]]) -> list[GateResult]:
     regimes = _regimes(profile, config)
     mine = run_scenarios(profile, policy, regimes, config.episodes, config.seed, config.max_steps)
     theirs: dict[str, ScenarioResult] | None = None
@@ -176,6 +189,9 @@ def _scenario_gates(profile: RobotProfile, policy: OnnxPolicy, incumbent: bytes 
                                   mine[regime].fitness > safe[regime].fitness,
                                   "fitness vs the safe action's on the same episodes"))
     for regime in regimes:
+        if regime in references:
+            results.append(_incumbent_floor(profile, mine[regime], safe[regime], *references[regime], config))
+    for regime in regimes:
         score = mine[regime].fitness
         if incumbent_error is not None:
             results.append(GateResult(f"regression[{regime}]", False, None, score, False, incumbent_error))
@@ -188,6 +204,22 @@ def _scenario_gates(profile: RobotProfile, policy: OnnxPolicy, incumbent: bytes 
             results.append(GateResult(f"regression[{regime}]", False, round(bound, 6), score, score >= bound,
                                       f"fitness; live {ref:.2f}, tolerance {config.regression_tolerance:g}"))
     return results
+
+
+def _incumbent_floor(profile: RobotProfile, mine: ScenarioResult, safe: ScenarioResult, incumbent_id: str,
+                     model: bytes, config: GateConfig) -> GateResult:
+    """The floor a regime's incumbent sets: ``relative_floor`` of the way from the safe action's fitness to the
+    incumbent's, on the same episodes. An incumbent no better than the safe action sets no floor above it."""
+    regime, name = mine.regime, f"incumbent_floor[{mine.regime}]"
+    try:
+        theirs = run_scenarios(profile, OnnxPolicy(model), (regime,), config.episodes, config.seed,
+                               config.max_steps)[regime]
+    except PolicyLoadError as exc:
+        return GateResult(name, True, None, mine.fitness, False, f"incumbent {incumbent_id} cannot be loaded: {exc}")
+    bound = safe.fitness + config.relative_floor * max(0.0, theirs.fitness - safe.fitness)
+    return GateResult(name, True, round(bound, 6), mine.fitness, mine.fitness >= bound,
+                      f"fitness; safe {safe.fitness:.2f}, incumbent {incumbent_id} {theirs.fitness:.2f}, share "
+                      f"{config.relative_floor:g}")
 
 
 def _latency_gate(policy: OnnxPolicy, config: GateConfig, rounds: int = 5) -> GateResult:

@@ -49,6 +49,10 @@ class GateConfig:
     """Absolute minimum of ``floor_metric`` per regime; the key ``all`` applies to every gated regime."""
     obs_clip: float = 1e6
     """Observation range baked into exported policies: values are clipped to [-obs_clip, obs_clip]."""
+    relative_floor: float = 0.5
+    """A hard floor derived per regime where the regime already has a champion that passed its gates (its
+    *incumbent*): fitness >= safe + relative_floor * (incumbent - safe), safe being the safe action's fitness on the
+    same episodes. 0 turns it off; 1 asks to match the incumbent."""
 
     def floor_for(self, regime: str) -> float | None:
         """The floor of ``regime`` (its own entry, else the ``all`` entry, else none)."""
@@ -60,7 +64,8 @@ class GateConfig:
                 "latency_runs": self.latency_runs, "max_model_bytes": self.max_model_bytes,
                 "regression_tolerance": self.regression_tolerance, "episodes": self.episodes,
                 "max_steps": self.max_steps, "regimes": list(self.regimes), "seed": self.seed,
-                "floor_metric": self.floor_metric, "floors": dict(self.floors), "obs_clip": self.obs_clip}
+                "floor_metric": self.floor_metric, "floors": dict(self.floors), "obs_clip": self.obs_clip,
+                "relative_floor": self.relative_floor}
 
 
 def parse_gates(table: Any, profile_regimes: tuple[str, ...]) -> GateConfig:
@@ -76,6 +81,10 @@ def parse_gates(table: Any, profile_regimes: tuple[str, ...]) -> GateConfig:
     for key in ("parity_tol", "latency_p99_us", "regression_tolerance", "obs_clip"):
         if key in table:
             values[key] = _positive(table[key], key, allow_zero=key == "regression_tolerance")
+    if "relative_floor" in table:
+        values["relative_floor"] = _positive(table["relative_floor"], "relative_floor", allow_zero=True)
+        if values["relative_floor"] > 1:
+            raise ConfigError(f"field 'gates.relative_floor' must be within [0, 1], got {table['relative_floor']!r}")
     for key in ("latency_runs", "max_model_bytes", "episodes", "max_steps", "seed"):
         if key in table:
             values[key] = _integer(table[key], key, minimum=0 if key == "seed" else 1)

@@ -46,7 +46,7 @@ def test_every_command_has_help(command: str) -> None:
 def test_evolve_registers_candidates_then_gate_promote_export_through_the_cli(tmp_path: Path) -> None:
     # the built-in cartpole profile, but with a floor a 3-generation champion can clear
     profile = tmp_path / "cartpole-demo.toml"
-    profile.write_text((PROFILE_DIR / "cartpole.toml").read_text().replace("nominal = 100.0", "nominal = 5.0"))
+    profile.write_text((PROFILE_DIR / "cartpole.toml").read_text().replace("all = 100.0", "all = 5.0"))
     state = tmp_path / "state"
     result = ctl("evolve", "--robot", profile, "--generations", 3, "--state-dir", state, "--out", tmp_path / "run",
                  "--json")
@@ -76,6 +76,10 @@ def test_evolve_registers_candidates_then_gate_promote_export_through_the_cli(tm
     assert report["passed"] and "floor[nominal]" in [g["name"] for g in report["gates"]]
     tree = ctl("lineage", best, "--state-dir", state)
     assert tree.exit_code == 0 and champion["parents"][0] in tree.stdout
+    line = json.loads(ctl("lineage", best, "--json", "--state-dir", state).stdout)["line"]
+    assert line[0]["id"] == best and line[1]["id"] == champion["parents"][0]  # back through the run's records ...
+    assert line[-1]["generation"] is None and line[-1]["root_of_run"]["origin"] == "scratch"  # ... to its start
+    assert f"first ancestor: {line[-1]['id']}" in tree.stdout
 
     onnx_file = tmp_path / "policy.onnx"
     exported = ctl("export", best, "-o", onnx_file, "--state-dir", state)

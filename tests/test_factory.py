@@ -81,8 +81,10 @@ def test_evolve_grows_its_population_from_the_factory_or_starts_from_scratch(rob
 
 def test_a_daemon_without_a_population_starts_from_the_factory(robot: Path, tmp_path: Path) -> None:
     state = tmp_path / "state"
+    # In the inverted regime: its evolved candidates are held to that regime's champions (none yet), not to the
+    # factory champion released in the first place (the release rule, docs/daemon.md), so they are registered.
     done = ctl("run", "--robot", robot, "--generations", 4, "--gate-every", 2, "--population", 4, "--workers", 1,
-               "--state-dir", state)
+               "--state-dir", state, "--regime", "inverted")
     assert "gate pole-factory-" in done.stderr  # the operator's log names the factory champion's gate
     home = state / "daemon" / "pole"
     run = json.loads((home / "run.json").read_text())
@@ -105,6 +107,16 @@ def test_a_daemon_without_a_population_starts_from_the_factory(robot: Path, tmp_
     root = line[-1]
     assert root in run["initial"]["ids"]
     assert root == 0 or run["initial"]["parent_ids"][run["initial"]["ids"].index(root)] == 0  # the factory GHN
+    with Registry.open(state) as registry:  # the registry walks the same line, on to the factory champion
+        line = registry.line(first.id)
+    assert [int(e["id"].rsplit("-i", 1)[1]) for e in line[:-1]] == line_ids(first.meta["individual"], home)
+    assert line[-1]["id"] == factory.id and line[-2]["root_of_run"]["origin"] == "factory"
+
+
+def line_ids(individual: int, home: Path) -> list[int]:
+    """The individual and its ancestors back to the run's first population, from the run's records."""
+    line = ancestry(individual, read_records(home / "metrics.jsonl"))
+    return line if line[-1] == 0 else [*line, 0]  # a root grown from the factory GHN is that GHN's child
 
 
 def test_a_robot_without_a_factory_says_how_to_build_one(tmp_path: Path) -> None:

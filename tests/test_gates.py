@@ -53,15 +53,18 @@ def names(report) -> list[str]:
 
 
 def test_a_good_policy_passes_every_gate(registry: Registry) -> None:
-    register_policy(registry, CARTPOLE, cartpole_controller(GOOD), champion_id="good")
-    report = gate_champion(registry, "good", actor="tester")
+    register_policy(registry, CARTPOLE, cartpole_controller(GOOD), champion_id="good", regime="nominal")
+    report = gate_champion(registry, "good", actor="tester")  # in the regime it was evolved in
     assert report.passed, [g for g in report.gates if not g.passed]
     assert names(report) == ["artifact_integrity", "model_size", "onnx_valid", "parity", "finite_actions",
-                             "action_bounds", "floor[nominal]", "above_safe[nominal]", "above_safe[inverted]",
-                             "regression[nominal]", "regression[inverted]", "latency_p99"]
+                             "action_bounds", "floor[nominal]", "above_safe[nominal]", "regression[nominal]",
+                             "latency_p99"]
     measured = {g.name: g.measured for g in report.gates}
     assert measured["parity"] <= 1e-5 and measured["finite_actions"] == 0 and measured["floor[nominal]"] == 500.0
     assert registry.get("good").status == "passed" and registry.get("good").gate_report == report
+    # Every regime has a floor: the nominal controller cannot balance the inverted cart, and is told so.
+    everywhere = gate_champion(registry, "good", "tester", regimes=CARTPOLE.regimes)
+    assert "floor[inverted]" in everywhere.failed_hard and "floor[nominal]" not in everywhere.failed_hard
     print(f"cartpole gates: {report.wall_s:.2f} s, parity {measured['parity']:.2e}, "
           f"latency p99 {measured['latency_p99']} µs")
 
@@ -92,10 +95,13 @@ def test_an_out_of_bounds_policy_fails_the_bounds_gate(registry: Registry) -> No
 
 
 def test_a_regressed_candidate_fails_regression_and_needs_force_with_a_reason(registry: Registry) -> None:
-    register_policy(registry, CARTPOLE, cartpole_controller(GOOD), champion_id="incumbent")
+    register_policy(registry, CARTPOLE, cartpole_controller(GOOD), champion_id="incumbent", regime="nominal")
     gate_champion(registry, "incumbent")
     registry.promote("incumbent", "tester", reason="baseline")
-    register_policy(registry, CARTPOLE, cartpole_controller(WEAK), champion_id="weaker", parents=("incumbent",))
+    # about 384 steps: below the regression bound (450), above the floor the incumbent derives (halfway from the
+    # safe action's 9 to its 500)
+    register_policy(registry, CARTPOLE, cartpole_controller((0.7, 1.0, 1.0, 1.0)), champion_id="weaker",
+                    parents=("incumbent",), regime="nominal")
     report = gate_champion(registry, "weaker")
     assert report.incumbent_id == "incumbent"
     assert report.failed_hard == [] and report.failed_soft == ["regression[nominal]"]
@@ -110,7 +116,7 @@ def test_a_regressed_candidate_fails_regression_and_needs_force_with_a_reason(re
 
 
 def test_a_tampered_artifact_fails_integrity_and_nothing_else_runs(registry: Registry) -> None:
-    register_policy(registry, CARTPOLE, cartpole_controller(GOOD), champion_id="t")
+    register_policy(registry, CARTPOLE, cartpole_controller(GOOD), champion_id="t", regime="nominal")
     path = registry.artifacts.path(registry.get("t").artifact_sha256, ONNX_SUFFIX)
     data = bytearray(path.read_bytes())
     data[100] ^= 0x80

@@ -1,0 +1,62 @@
+"""After return drift (:mod:`srghn.safety.drift`): which regime is the robot in now, and which stored champion does
+best there? For robots whose state cannot be set from an observation (LunarLander), so the parametric twin cannot
+replay their transitions.
+
+The champion that served the drifted episodes is played in the shadow simulator in every regime, on fixed-seed
+episodes; the regime whose simulated return is nearest to the returns the robot reported after the drop explains
+them. Then each regime's stored champion (the best that passed its gates there, :mod:`srghn.deploy.release`'s
+portfolio) is played in that regime, and the one that scores best is named: what can serve the robot at once. The
+episodes run the ONNX artifacts themselves in ONNX Runtime, as the gates do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from srghn.controller.onnx_policy import OnnxPolicy
+from srghn.safety.scenarios import run_scenarios
+from srghn.sim.profiles import RobotProfile
+
+
+@dataclass(frozen=True)
+class RegimeTrial:
+    """What the trial found."""
+
+    regime: str
+    """The regime whose simulation of the served champion is nearest to the reported returns."""
+    observed: float
+    """Mean of the reported returns after the drop."""
+    expected: Mapping[str, float]
+    """Mean simulated return of the served champion in each regime."""
+    scores: Mapping[str, float]
+    """Mean simulated return in ``regime`` of each stored champion tried (by champion id)."""
+    best: str | None
+    """The stored champion that scored best in ``regime`` (None when none was tried)."""
+
+    def to_dict(self) -> dict:
+        return {"regime": self.regime, "observed": round(self.observed, 3),
+                "expected": {k: round(v, 3) for k, v in self.expected.items()},
+                "scores": {k: round(v, 3) for k, v in self.scores.items()}, "best": self.best}
+
+
+def explain_returns(profile: RobotProfile, served: bytes, observed: np.ndarray, stored: Mapping[str, bytes],
+                    episodes: int, seed: int, max_steps: int | None = None) -> RegimeTrial:
+    """The regime that explains ``observed`` (returns reported under the ``served`` model, ONNX bytes) and the best
+    of the ``stored`` champions (id -> ONNX bytes) in it; ``episodes`` fixed-seed episodes from ``seed`` each."""
+    observed = np.asarray(observed, dtype=np.float64)
+    if observed.size == 0 or not np.isfinite(observed).all():
+        raise ValueError(f"reported returns must be finite and at least one, got {observed.tolist()}")
+    mean = float(observed.mean())
+    sims = run_scenarios(profile, OnnxPolicy(served), profile.regimes, episodes, seed, max_steps)
+    expected = {regime: result.mean_return for regime, result in sims.items()}
+    regime = min(expected, key=lambda r: (abs(expected[r] - mean), r))
+    scores = {cid: run_scenarios(profile, OnnxPolicy(model), (regime,), episodes, seed, max_steps)[regime].mean_return
+              for cid, model in stored.items()}
+    best = max(scores, key=lambda c: (scores[c], c)) if scores else None
+    return RegimeTrial(regime, mean, expected, scores, best)
+
+
+__all__ = ["RegimeTrial", "explain_returns"]

@@ -1,0 +1,97 @@
+"""Undeclared faults become regimes (issue 13): the daemon stores the twin's fit in the registry, evolves in it with
+real shadow workers, finds it again later within tolerance, and knows it after a restart."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from srghn.deploy import messages as m
+from srghn.deploy.champions import register_policy
+from srghn.deploy.daemon import Daemon, DaemonSettings, _Regime
+from srghn.deploy.registry import Registry
+from srghn.sim.backends import make_evaluator
+from srghn.sim.envs import Regime
+from srghn.sim.identify import IDENTIFIED, random_transitions
+from srghn.sim.profiles import load_profile
+
+pytestmark = pytest.mark.slow
+
+ANT = load_profile("ant")
+ROBOT = ANT.with_regime("weak_leg", Regime(gain={"hip_1": 0.4, "ankle_1": 0.4}))  # declared nowhere in ant.toml
+
+
+def report(daemon: Daemon, regime: str, n: int, seed: int) -> m.Transitions:
+    obs, actions, next_obs = random_transitions(ROBOT, regime, n, seed)
+    return m.Transitions("robot-1", obs.tolist(), actions.tolist(), next_obs.tolist())
+
+
+def start(state: Path, events: list) -> Daemon:
+    daemon = Daemon(DaemonSettings(ANT, state, population=2, episodes=1, init="scratch", workers=1),
+                    on_event=lambda topic, data: events.append((topic, data)))
+    daemon.registry = Registry.open(state, create=True)
+    daemon.home.mkdir(parents=True, exist_ok=True)
+    daemon._load_identified()
+    saved = daemon._load_state()
+    daemon.regime = _Regime(saved.get("regime") or "nominal")
+    return daemon
+
+
+def test_an_undeclared_fault_becomes_a_regime_that_is_evolved_in_and_found_again(tmp_path: Path) -> None:
+    state, events = tmp_path / "state", []
+    daemon = start(state, events)
+    driver = daemon.driver = daemon._driver(make_evaluator(daemon.profile, "local", 1), {})
+    try:
+        daemon._follow_drift(report(daemon, "weak_leg", 200, seed=5))
+        name = daemon.regime.regime
+        assert name.startswith(IDENTIFIED) and name in daemon.profile.regimes
+        stored = daemon.registry.regimes("ant")
+        assert list(stored) == [name] and set(stored[name]["gain"]) == {"hip_1", "ankle_1"}
+        assert all(abs(v - 0.4) <= 0.1 for v in stored[name]["gain"].values())
+        assert [d["event"] for t, d in events if t == "daemon"] == ["undeclared_regime", "regime_identified"]
+        drift = next(d for t, d in events if t == "drift")
+        assert drift["to"] == name and drift["identified"]
+
+        # The shadow workers (rebuilt with the new regime) evolve in it.
+        record = driver.step(daemon.regime.regime)
+        assert record.regime == name and math.isfinite(record.best) and not record.faults
+
+        # The robot is repaired, then the same fault comes back: the stored regime, no new one.
+        daemon._follow_drift(report(daemon, "nominal", 120, seed=7))
+        assert daemon.regime.regime == "nominal"
+        daemon._follow_drift(report(daemon, "weak_leg", 120, seed=8))
+        assert daemon.regime.regime == name and list(daemon.registry.regimes("ant")) == [name]
+        register_policy(daemon.registry, daemon.profile, driver.champion().params, champion_id="ant-weak-leg",
+                        regime=name, norm=driver.champion().norm, fitness={"fitness": float(record.best)})
+    finally:
+        driver.evaluator.close()
+        daemon.registry.close()
+
+    # After a restart the daemon knows the regime and resumes in it (daemon.json names it).
+    again = start(state, [])
+    assert again.regime.regime == name and name in again.profile.regimes
+    assert again.profile.regime(name).gain == daemon.profile.regime(name).gain
+    again.registry.close()
+
+    # An operator can gate a champion in an identified regime.
+    done = subprocess.run([sys.executable, "-m", "srghn.cli", "gate", "ant-weak-leg", "--regime", name, "--json",
+                           "--state-dir", str(state)], capture_output=True, text=True, timeout=300)
+    assert done.returncode in (0, 1), done.stderr
+    gates = [g["name"] for g in json.loads(done.stdout)["gates"]]
+    assert f"above_safe[{name}]" in gates and f"floor[{name}]" in gates
+
+
+def test_a_damaged_identified_regime_row_costs_that_regime_only(tmp_path: Path) -> None:
+    with Registry.open(tmp_path, create=True) as registry:
+        registry.store_regime("ant", "identified-bad", {"gain": {"hip_1": "strong"}})
+        registry.store_regime("ant", "identified-good", Regime(gain={"hip_2": 0.5}).to_dict())
+    daemon = start(tmp_path, [])
+    assert "identified-good" in daemon.profile.regimes and "identified-bad" not in daemon.profile.regimes
+    assert np.isclose(daemon.profile.regime("identified-good").gain["hip_2"], 0.5)
+    daemon.registry.close()
