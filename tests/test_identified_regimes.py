@@ -8,17 +8,18 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from srghn.deploy import messages as m
+from srghn.deploy.adaptation import Identified
 from srghn.deploy.champions import register_policy
 from srghn.deploy.daemon import Daemon, DaemonSettings, _Regime
 from srghn.deploy.registry import Registry
 from srghn.sim.backends import make_evaluator
 from srghn.sim.envs import Regime
-from srghn.sim.identify import IDENTIFIED, random_transitions
+from srghn.sim.identify import IDENTIFIED, identify, random_transitions
 from srghn.sim.profiles import load_profile
 
 pytestmark = pytest.mark.slow
@@ -27,9 +28,16 @@ ANT = load_profile("ant")
 ROBOT = ANT.with_regime("weak_leg", Regime(gain={"hip_1": 0.4, "ankle_1": 0.4}))  # declared nowhere in ant.toml
 
 
-def report(daemon: Daemon, regime: str, n: int, seed: int) -> m.Transitions:
-    obs, actions, next_obs = random_transitions(ROBOT, regime, n, seed)
-    return m.Transitions("robot-1", obs.tolist(), actions.tolist(), next_obs.tolist())
+def report(daemon: Daemon, regime: str, n: int, seed: int) -> None:
+    """What the adaptation thread and the evolution loop do with a robot's transitions: identify them against the
+    known regimes, hand the daemon the identification, and let evolution follow the robot to its regime."""
+    data = random_transitions(ROBOT, regime, n, seed)
+    result = identify(daemon.profile, *data, current=daemon.regime.regime, known=daemon._known_regimes())
+    daemon._follow_drift(Identified("robot-1", result, daemon.regime.regime, None))
+    if not result.known:  # stored as a regime now: the robot's next window is identified in it
+        result = identify(daemon.profile, *data, current=daemon.regime.regime, known=daemon._known_regimes())
+    daemon.adaptation = SimpleNamespace(regimes=lambda: {"robot-1": result.regime}, close=lambda: None)
+    daemon._follow_robots()
 
 
 def start(state: Path, events: list) -> Daemon:
@@ -48,7 +56,7 @@ def test_an_undeclared_fault_becomes_a_regime_that_is_evolved_in_and_found_again
     daemon = start(state, events)
     driver = daemon.driver = daemon._driver(make_evaluator(daemon.profile, "local", 1), {})
     try:
-        daemon._follow_drift(report(daemon, "weak_leg", 200, seed=5))
+        report(daemon, "weak_leg", 200, seed=5)
         name = daemon.regime.regime
         assert name.startswith(IDENTIFIED) and name in daemon.profile.regimes
         stored = daemon.registry.regimes("ant")
@@ -63,9 +71,9 @@ def test_an_undeclared_fault_becomes_a_regime_that_is_evolved_in_and_found_again
         assert record.regime == name and math.isfinite(record.best) and not record.faults
 
         # The robot is repaired, then the same fault comes back: the stored regime, no new one.
-        daemon._follow_drift(report(daemon, "nominal", 120, seed=7))
+        report(daemon, "nominal", 120, seed=7)
         assert daemon.regime.regime == "nominal"
-        daemon._follow_drift(report(daemon, "weak_leg", 120, seed=8))
+        report(daemon, "weak_leg", 120, seed=8)
         assert daemon.regime.regime == name and list(daemon.registry.regimes("ant")) == [name]
         register_policy(daemon.registry, daemon.profile, driver.champion().params, champion_id="ant-weak-leg",
                         regime=name, norm=driver.champion().norm, fitness={"fitness": float(record.best)})

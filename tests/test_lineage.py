@@ -79,7 +79,8 @@ def run_daemon(state: Path, socks: Path, *args: str) -> dict:
 def test_a_champion_registered_after_a_restart_is_walked_back_to_the_runs_first_individual(tmp_path: Path) -> None:
     state = tmp_path / "state"
     with tempfile.TemporaryDirectory(prefix="sg") as socks:
-        first = run_daemon(state, Path(socks), "--generations", "6", "--gate-every", "3", "--seed", "3")
+        first = run_daemon(state, Path(socks), "--generations", "6", "--gate-every", "3", "--seed", "3",
+                           "--init", "scratch")  # (the default starts from the factory: tests/test_factory.py)
         # Restarted in another regime: its candidates are held to that regime's champions, so one registers.
         second = run_daemon(state, Path(socks), "--generations", "6", "--gate-every", "3", "--regime", "inverted")
     assert first["generation"] == 6 and second["generation"] == 12 and second["candidates"]["registered"] >= 1
