@@ -265,3 +265,14 @@ def endpoint_is_local(endpoint: str) -> bool:
         host = endpoint[len("tcp://"):].rsplit(":", 1)[0].strip("[]")
         return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
     return False
+
+
+def client_name(identity: bytes) -> str:
+    """A ROUTER identity as text: printable names as they are (robots may set ZMQ_ROUTING_ID), others in hex."""
+    try:
+        text = identity.decode("ascii")
+        if text.isprintable() and text:
+            return text
+    except UnicodeDecodeError:
+        pass
+    return identity.hex()

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from srghn.deploy.protocol import client_name
 from srghn.errors import ConfigError
 
 RECORDINGS = "recordings"
@@ -202,7 +203,7 @@ def decode_batch(frames: list[bytes], dim: int | None = None) -> Iterator[tuple[
         i += n_req + n_out
         envelope, msg = p.split_envelope(request)
         answer = reply[len(envelope):]
-        client = _client_name(envelope[0]) if envelope else "?"
+        client = client_name(envelope[0]) if envelope else "?"
         info = {"client": client, "latency_us": round(latency / 1e3, 2)}
         _, _, reply_type, _, request_id = p.HEADER.unpack(answer[0])
         info["request_id"] = request_id
@@ -225,16 +226,6 @@ def decode_batch(frames: list[bytes], dim: int | None = None) -> Iterator[tuple[
 
 def _floats(frame: bytes) -> list[float]:
     return list(struct.unpack(f"<{len(frame) // 4}f", frame))
-
-
-def _client_name(identity: bytes) -> str:
-    try:
-        text = identity.decode("ascii")
-        if text.isprintable() and text:
-            return text
-    except UnicodeDecodeError:
-        pass
-    return identity.hex()
 
 
 class RecordingWriter:

@@ -263,7 +263,7 @@ class Serving:
             gone = min(self.clients, key=lambda k: self.clients[k].last_seen)
             del self.clients[gone]
             self.fresh_clients.discard(gone)
-        client = self.clients[identity] = Client(client_name(identity))
+        client = self.clients[identity] = Client(p.client_name(identity))
         if client.name in self.pending_regimes:  # assigned before this server saw it (it was restarted)
             client.regime = self.pending_regimes.pop(client.name)
             self.active = self.active | {client.regime}
@@ -544,13 +544,3 @@ def receive(sock: zmq.Socket, identify: Callable | None) -> list | None:
     except zmq.Again:
         return None
 
-
-def client_name(identity: bytes) -> str:
-    """A ROUTER identity as text: printable names as they are (robots may set ZMQ_ROUTING_ID), others in hex."""
-    try:
-        text = identity.decode("ascii")
-        if text.isprintable() and text:
-            return text
-    except UnicodeDecodeError:
-        pass
-    return identity.hex()
