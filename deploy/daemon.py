@@ -478,6 +478,8 @@ class Daemon:
         when that changes; and that regime's stored champion is made live again (rate-limited, not while paused).
         Both happen on a change of the robots only: an operator's regime, promotion or rollback since stands."""
         robots = self.adaptation.regimes()
+        if not robots:  # nothing identified yet: no registry read
+            return
         scores = regime_scores(portfolio(self.registry, self.profile.name))
         wanted = evolution_regime(robots, self.regime.regime, scores, self.profile.solved_fitness)
         if wanted is None:

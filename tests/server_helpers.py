@@ -4,6 +4,7 @@ raw ZeroMQ request/reply with deadlines (no sleeping: every wait polls a socket 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +21,16 @@ from srghn.deploy.serve_config import ServeConfig
 from srghn.sim.profiles import load_profile
 
 START_TIMEOUT_S = 60.0
+
+
+CLI = [sys.executable, "-m", "srghn.cli"]
+
+
+def ctl(*args: str, state: Path) -> dict | list | str:
+    """``srghn-ctl ARGS --state-dir STATE``, which must succeed: its JSON output with ``--json``, else its text."""
+    done = subprocess.run([*CLI, *args, "--state-dir", str(state)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout) if "--json" in args else done.stdout
 
 
 def register_champion(registry: Registry, champion_id: str, model: bytes, robot: str = "cartpole") -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from server_helpers import wait_for
+from server_helpers import ctl, wait_for
 
 from srghn.deploy import protocol as p
 from srghn.deploy.client import AdminClient, ControlClient
@@ -22,12 +22,6 @@ from srghn.deploy.registry import Registry
 pytestmark = pytest.mark.slow
 
 CLI = [sys.executable, "-m", "srghn.cli"]
-
-
-def ctl(*args: str, state: Path) -> dict | list | str:
-    done = subprocess.run([*CLI, *args, "--state-dir", str(state)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout) if "--json" in args else done.stdout
 
 
 def start(state: Path, socks: Path, *args: str) -> subprocess.Popen:

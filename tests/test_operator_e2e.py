@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from mcap.reader import make_reader
-from server_helpers import wait_for
+from server_helpers import ctl, wait_for
 
 from srghn.deploy.client import AdminClient
 from srghn.deploy.recording import RECORDINGS
@@ -22,12 +22,6 @@ from srghn.deploy.recording import RECORDINGS
 pytestmark = pytest.mark.slow
 
 CLI = [sys.executable, "-m", "srghn.cli"]
-
-
-def ctl(*args: str, state: Path) -> dict | list | str:
-    done = subprocess.run([*CLI, *args, "--state-dir", str(state)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout) if "--json" in args else done.stdout
 
 
 def test_recorded_daemon_session_and_truthful_status(tmp_path: Path) -> None:
