@@ -1177,8 +1177,8 @@ def resume(key: KeyOpt = None, state_dir: StateDirOpt = None) -> None:
 
 @app.command()
 def regime(
-    name: Annotated[str, typer.Argument(help="Regime of the robot profile (see `profiles --json`).",
-                                        show_default=False)],
+    name: Annotated[str, typer.Argument(help="Regime of the robot profile (see `profiles --json`), or one the "
+                                        "daemon identified (identified-…, as `status` shows).", show_default=False)],
     key: KeyOpt = None,
     state_dir: StateDirOpt = None,
 ) -> None:

@@ -108,15 +108,33 @@ class Admin:
             regime = args.str("regime", required=True) if cmd == "regime" else None
             args.str("actor")
             args.done()
-            if regime is not None and regime not in self.serving.regimes:
-                raise ProtocolError(p.ErrorCode.BAD_REQUEST, f"unknown regime {regime!r} for robot "
-                                    f"{self.serving.robot}; known: {', '.join(self.serving.regimes)}", request_id)
-            if not self.to_daemon(Command(cmd, who.actor, regime)):
-                raise ProtocolError(p.ErrorCode.UNAVAILABLE, "no evolution is attached to this server", request_id)
-            log.info("%s: %s %s passed to the daemon", who.actor, cmd, regime or "")
-            self.publish("command", {"cmd": cmd, "regime": regime, "actor": who.actor})
-            reply({"accepted": cmd, "regime": regime,
-                   "note": "the evolution loop applies it at the end of the current generation"})
+            if regime is None or regime in self.serving.regimes:
+                self.pass_on(Command(cmd, who.actor, regime), request_id, reply)
+                return
+            # not declared by the profile: perhaps a regime the twin identified, which the registry keeps
+            robot = self.serving.robot
+
+            def known(stored: dict | Exception) -> None:
+                if isinstance(stored, Exception):
+                    reply(stored)
+                elif regime not in stored:
+                    known = ", ".join((*self.serving.regimes, *stored))
+                    reply(ProtocolError(p.ErrorCode.BAD_REQUEST, f"unknown regime {regime!r} for robot {robot}; "
+                                        f"known: {known}", request_id))
+                else:
+                    self.pass_on(Command(cmd, who.actor, regime), request_id, reply)
+
+            self.background.submit(lambda r: r.regimes(robot), known)
+
+    def pass_on(self, command: Command, request_id: int, reply: Reply) -> None:
+        """Hand ``pause``, ``resume`` or ``regime`` to the evolution daemon (it applies them between generations)."""
+        if not self.to_daemon(command):
+            reply(ProtocolError(p.ErrorCode.UNAVAILABLE, "no evolution is attached to this server", request_id))
+            return
+        log.info("%s: %s %s passed to the daemon", command.actor, command.cmd, command.regime or "")
+        self.publish("command", {"cmd": command.cmd, "regime": command.regime, "actor": command.actor})
+        reply({"accepted": command.cmd, "regime": command.regime,
+               "note": "the evolution loop applies it at the end of the current generation"})
 
     def transition(self, cmd: str, champion: str | None, actor: str, reason: str | None, force: bool,
                    reply: Reply) -> None:

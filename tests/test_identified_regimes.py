@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from srghn.deploy import protocol as p
 from srghn.deploy.adaptation import Identified
 from srghn.deploy.champions import register_policy
 from srghn.deploy.daemon import Daemon, DaemonSettings, _Regime
@@ -103,3 +104,25 @@ def test_a_damaged_identified_regime_row_costs_that_regime_only(tmp_path: Path) 
     assert "identified-good" in daemon.profile.regimes and "identified-bad" not in daemon.profile.regimes
     assert np.isclose(daemon.profile.regime("identified-good").gain["hip_2"], 0.5)
     daemon.registry.close()
+
+
+def test_operators_can_switch_evolution_to_an_identified_regime(tmp_path: Path) -> None:
+    from server_helpers import running_server
+
+    from srghn.deploy.client import AdminClient
+    from srghn.errors import ReplyError
+
+    state = tmp_path / "state"
+    with Registry.open(state, create=True) as registry:
+        registry.store_regime("cartpole", "identified-0badcafe", {"gain": {"slider": -0.5}})
+    with running_server(state) as config, AdminClient(config.admin, timeout_s=10) as admin:
+        # a regime the registry keeps gets past the check (this server has no daemon to hand it to) ...
+        with pytest.raises(ReplyError) as passed:
+            admin.request("regime", regime="identified-0badcafe")
+        assert passed.value.code == p.ErrorCode.UNAVAILABLE, passed.value
+        # ... one it does not keep is refused, naming the ones it has
+        with pytest.raises(ReplyError) as refused:
+            admin.request("regime", regime="identified-12345678")
+        assert refused.value.code == p.ErrorCode.BAD_REQUEST
+        assert "identified-12345678" in str(refused.value) and "identified-0badcafe" in str(refused.value)
+        assert admin.status()["robot"] == "cartpole"  # the server answers on
