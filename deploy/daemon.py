@@ -70,7 +70,7 @@ from srghn.deploy.state import (
 )
 from srghn.errors import ServerConflict, ServerUnavailable
 from srghn.safety.drift import ReturnDriftDetector
-from srghn.safety.regime_trial import explain_returns
+from srghn.safety.regime_trial import explain_returns, safe_margin
 from srghn.sim.ancestry import Ancestry
 from srghn.sim.backends import make_evaluator
 from srghn.sim.driver import INIT_FACTORY, INIT_SCRATCH, Driver, RunSpec
@@ -224,6 +224,8 @@ class Daemon:
         """A regime the robots moved to whose stored champion is to be made live (waiting for the rate limit)."""
         self._evidence: Identified | None = None
         """The last identification that changed a robot's regime (what a ``drift`` event cites)."""
+        self.safe_trials: dict[str, str] = {}
+        """Regime -> the live champion last played there against the safe action."""
 
     # -- run -----------------------------------------------------------------------------------------------------
 
@@ -480,7 +482,9 @@ class Daemon:
         robots = self.adaptation.regimes()
         if not robots:  # nothing identified yet: no registry read
             return
-        scores = regime_scores(portfolio(self.registry, self.profile.name))
+        chosen = portfolio(self.registry, self.profile.name)
+        self._check_safe(set(robots.values()) - chosen.keys())
+        scores = regime_scores(chosen)
         wanted = evolution_regime(robots, self.regime.regime, scores, self.profile.solved_fitness)
         if wanted is None:
             return
@@ -498,6 +502,27 @@ class Daemon:
                                        if evidence else {}})
         if self.adopt_for is not None and not self.paused and self._adopt(self.adopt_for):
             self.adopt_for = None
+
+    def _check_safe(self, uncovered: set[str]) -> None:
+        """Robots in a regime with no champion of its own are served the live champion, unless it does worse there
+        than the safe action: played against it once per (regime, live champion) on the gates' fixed-seed
+        episodes; where it loses, the server is told (``serve_safe``; the link says it again to a restarted one)."""
+        live = self.registry.live(self.profile.name) if uncovered else None
+        gates = self.profile.gates
+        for regime in sorted(uncovered):
+            if live is None or self.safe_trials.get(regime) == live.id:
+                continue
+            self.safe_trials[regime] = live.id
+            try:
+                mine, safe = safe_margin(self.profile, self.registry.load_model(live.id), regime, gates.episodes,
+                                         gates.seed, gates.max_steps)
+            except (SrghnError, ValueError, KeyError) as exc:  # an unloadable champion or regime: serve as before
+                log.warning("live champion %s not played in regime %s: %s", live.id, regime, exc)
+                continue
+            if mine <= safe:
+                self.publish("adaptation", {"event": "below_safe", "champion": live.id, "regime": regime,
+                                            "fitness": round(mine, 3), "safe_fitness": round(safe, 3)})
+                self.link.send(m.ServeSafe(regime, live.id, f"fitness {mine:.1f} against the safe action's {safe:.1f}"))
 
     def _adopt(self, regime: str) -> bool:
         """Make ``regime``'s stored champion live again, when another regime's is live: at most once per

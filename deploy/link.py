@@ -42,6 +42,8 @@ class ServerLink:
         self.last_status: m.Evolution | None = None
         self.assignments: dict[str, m.Assign] = {}
         """The last regime assigned to each robot, said again to a restarted server (which forgot them)."""
+        self.below_safe: dict[str, m.ServeSafe] = {}
+        """By regime: the champion its robots are not to be served (below the safe action), said again likewise."""
         self.on_transitions: Callable[[m.Transitions], None] | None = None
         """Where robots' transitions go, on this thread, as they come (default: the inbox, like everything else)."""
         self._pipe_address = f"inproc://srghn-link-{id(self)}"
@@ -76,6 +78,8 @@ class ServerLink:
             self.last_status = message
         elif isinstance(message, m.Assign):
             self.assignments[message.client] = message
+        elif isinstance(message, m.ServeSafe):
+            self.below_safe[message.regime] = message
         with self._lock:
             self._out.send(m.encode(message))
 
@@ -202,8 +206,8 @@ class ServerLink:
                     sock.send(hello, zmq.NOBLOCK)
                     if self.last_status is not None:
                         sock.send(m.encode(self.last_status), zmq.NOBLOCK)
-                    for assignment in list(self.assignments.values()):
-                        sock.send(m.encode(assignment), zmq.NOBLOCK)
+                    for said in [*self.assignments.values(), *self.below_safe.values()]:
+                        sock.send(m.encode(said), zmq.NOBLOCK)
         elif isinstance(message, m.Promoted):
             answer = self.answers.get(message.token)
             if answer is not None:

@@ -44,6 +44,7 @@ class Op(str, Enum):
     TRANSITIONS = "transitions"
     ASSIGN = "assign"
     ADOPT = "adopt"
+    SERVE_SAFE = "serve_safe"
     RETURNS = "returns"
     DETACH = "detach"
     STOP = "stop"
@@ -165,6 +166,18 @@ class Assign(Message):
 
 
 @dataclass(frozen=True)
+class ServeSafe(Message):
+    """Daemon -> server: champion ``champion`` does worse than the safe action in ``regime`` (the gates'
+    ``above_safe`` measurement, in the shadow simulator). While it is what would serve the robots of that regime
+    (the live champion, the regime having no champion of its own), they are served the safe action instead."""
+
+    op = Op.SERVE_SAFE
+    regime: str
+    champion: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Adopt(Message):
     """Daemon -> server: make the stored champion ``champion`` of ``regime`` live again (audit actor
     ``adaptation``: a promotion, or a rollback to it when it was live before); answered by :class:`Promoted`."""
@@ -213,9 +226,8 @@ class Stopped(Message):
     status: dict = field(default_factory=dict)
 
 
-TYPES: dict[Op, type[Message]] = {cls.op: cls for cls in (Hello, Welcome, Heartbeat, Publish, Evolution, Sync,
-                                                           Promote, Promoted, Command, Transitions, Assign, Adopt,
-                                                           Returns, Detach, Stop, Stopped)}
+TYPES: dict[Op, type[Message]] = {cls.op: cls for cls in Message.__subclasses__()}
+assert set(TYPES) == set(Op), "every op needs its dataclass"
 _CHECKS = {"int": int, "str": str, "bool": bool, "dict": dict, "list": list, "None": type(None)}
 
 

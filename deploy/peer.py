@@ -73,6 +73,8 @@ class DaemonPeer:
             except m.MessageError as exc:
                 log.warning("bad internal message: %s", exc)
                 self.publish("watchdog", {"event": "bad_internal_message", "error": str(exc)})
+            except Exception:  # a bug must never stop the server: logged, and serving goes on
+                log.exception("internal error handling a message from the daemon")
 
     def handle(self, sender: bytes, message: m.Message) -> None:
         if isinstance(message, m.Hello):
@@ -92,6 +94,8 @@ class DaemonPeer:
             self._promote(sender, message)
         elif isinstance(message, m.Assign):
             self.serving.assign(message.client, message.regime, message.reason)
+        elif isinstance(message, m.ServeSafe):
+            self.serving.serve_safe(message.regime, message.champion, message.reason)
         elif isinstance(message, m.Stop) and self.on_stop is not None:
             log.info("daemon pid %s asks the server to stop (%s)", self.pid, message.reason)
             self.stop_from = sender

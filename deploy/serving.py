@@ -153,6 +153,8 @@ class Serving:
         self.active: frozenset[str] = frozenset()
         """The regimes robots are in now (replaced whole, so the background thread reads a consistent set)."""
         self.sync_pending = self.sync_again = False
+        self.below_safe: dict[str, str] = {}
+        """Regime -> a champion the daemon found doing worse than the safe action there: not served to its robots."""
         self.pending_regimes: dict[str, str] = {}
         """Regimes assigned to robots not seen yet (by name), applied at their first request."""
         self.fresh_clients: set[bytes] = set()
@@ -273,8 +275,14 @@ class Serving:
         return client
 
     def _line_for(self, client: Client) -> tuple[ModelSlot | None, ModelSlot | None]:
-        first = self.regime_slots.get(client.regime, self.live) if client.regime is not None else self.live
-        return first, self.lkg
+        if client.regime is None:
+            return self.live, self.lkg
+        own = self.regime_slots.get(client.regime)
+        if own is not None:
+            return own, self.lkg
+        if self.live is not None and self.below_safe.get(client.regime) == self.live.champion_id:
+            return None, None  # the safe action: the live champion does worse than it in this regime
+        return self.live, self.lkg
 
     def _relink(self, why: str) -> None:
         """Give every client its line again (after the live, last-known-good or a regime's slot changed); a robot
@@ -314,6 +322,15 @@ class Serving:
         if regime not in self.regime_slots:
             self.sync()  # its regime's champion, if the portfolio has one, serves it once loaded
         return True
+
+    def serve_safe(self, regime: str, champion: str, reason: str = "") -> None:
+        """``champion`` does worse than the safe action in ``regime``: robots of that regime are served the safe
+        action while it is the live champion and the regime has none of its own."""
+        if regime not in self.below_safe and len(self.below_safe) >= MAX_CLIENTS:
+            self.below_safe.pop(next(iter(self.below_safe)))
+        self.below_safe[regime] = champion
+        log.info("champion %s does worse than the safe action in regime %s: %s", champion, regime, reason)
+        self._relink(f"{champion} is below the safe action in {regime}" + (f": {reason}" if reason else ""))
 
     def _record_step(self, identity: bytes, reward: float, done: bool, next_obs: bytes) -> None:
         self.steps += 1
@@ -484,7 +501,8 @@ class Serving:
             "serving": {"champion": self.serving_id, "source": "live" if self.live else "safe",
                         "last_known_good": self.lkg.champion_id if self.lkg else None, "serial": self.serial,
                         "failed": sorted(self.watchdog.failed),
-                        "regimes": {regime: slot.champion_id for regime, slot in sorted(self.regime_slots.items())}},
+                        "regimes": {regime: slot.champion_id for regime, slot in sorted(self.regime_slots.items())},
+                        "below_safe": dict(sorted(self.below_safe.items()))},
             "requests": {"act": self.acts, "step": self.steps, "errors": self.errors, "watchdog": self.fallbacks,
                          "act_us_p50": round(float(np.percentile(lat, 50)), 1) if n else None,
                          "act_us_p99": round(float(np.percentile(lat, 99)), 1) if n else None},

@@ -59,4 +59,13 @@ def explain_returns(profile: RobotProfile, served: bytes, observed: np.ndarray, 
     return RegimeTrial(regime, mean, expected, scores, best)
 
 
-__all__ = ["RegimeTrial", "explain_returns"]
+def safe_margin(profile: RobotProfile, model: bytes, regime: str, episodes: int, seed: int,
+                max_steps: int | None = None) -> tuple[float, float]:
+    """The mean fitness in ``regime`` of a champion (ONNX bytes) and of the safe action, on the same fixed-seed
+    episodes: the gates' ``above_safe`` measurement, for a champion that was not gated in that regime."""
+    mine = run_scenarios(profile, OnnxPolicy(model), (regime,), episodes, seed, max_steps)[regime]
+    safe = run_scenarios(profile, None, (regime,), episodes, seed, max_steps)[regime]
+    return mine.fitness, safe.fitness
+
+
+__all__ = ["RegimeTrial", "explain_returns", "safe_margin"]

@@ -126,3 +126,54 @@ def test_operators_can_switch_evolution_to_an_identified_regime(tmp_path: Path) 
         assert refused.value.code == p.ErrorCode.BAD_REQUEST
         assert "identified-12345678" in str(refused.value) and "identified-0badcafe" in str(refused.value)
         assert admin.status()["robot"] == "cartpole"  # the server answers on
+
+
+def test_robots_in_a_regime_where_the_live_champion_does_worse_than_standing_still_get_the_safe_action(
+        tmp_path: Path) -> None:
+    """The Ant factory walks, but with its front-left leg reversed it does worse than the zero-torque safe action;
+    with only a weak leg it still does better. The daemon finds both by playing it there, and the server serves the
+    first robot the safe action and the second the factory champion."""
+    import struct
+
+    import zmq
+    from server_helpers import gate_and_promote, request, running_server, wait_for
+
+    from srghn.deploy.link import ServerLink
+    from srghn.deploy.messages import Assign
+    from srghn.sim.factory import load_factory
+
+    state, events = tmp_path / "state", []
+    daemon = start(state, events)
+    daemon.tag = "ant-test"  # what a run would be called (daemon.json names it when evolution follows the robots)
+    factory = load_factory(ANT)
+    register_policy(daemon.registry, ANT, factory.params, champion_id="ant-factory", regime="nominal",
+                    norm=factory.norm)
+    gate_and_promote(daemon.registry, "ant-factory", robot="ant")
+    robots = {"robot-1": "invert_front_left", "robot-2": "weak_front_left"}
+    with running_server(state, robot="ant") as config:
+        daemon.link = ServerLink(zmq.Context.instance(), config.internal_endpoint, "ant")
+        daemon.link.start(60)
+        socks = {}
+        for name, regime in robots.items():
+            socks[name] = zmq.Context.instance().socket(zmq.DEALER)
+            socks[name].setsockopt(zmq.LINGER, 0)
+            socks[name].setsockopt(zmq.ROUTING_ID, name.encode())
+            socks[name].connect(config.control)
+            daemon.link.send(Assign(name, regime, "test"))
+
+        def act(name: str) -> tuple[str, int]:
+            reply = request(socks[name], [p.header(p.MsgType.ACT, 1), struct.pack("<27f", *[0.1] * 27)])
+            return reply[3].decode(), p.ACTION_STATUS.unpack(reply[2])[0]
+
+        assert act("robot-1") == act("robot-2") == ("ant-factory", p.Source.LIVE)
+        daemon.adaptation = SimpleNamespace(regimes=lambda: robots, close=lambda: None)
+        daemon._follow_robots()
+        below = [d for t, d in events if t == "adaptation" and d["event"] == "below_safe"]
+        assert [(d["regime"], d["champion"]) for d in below] == [("invert_front_left", "ant-factory")]
+        assert below[0]["fitness"] < below[0]["safe_fitness"]
+        wait_for(lambda: act("robot-1") == ("", p.Source.SAFE), 30, "robot-1 served the safe action")
+        assert act("robot-2") == ("ant-factory", p.Source.LIVE)
+        daemon._follow_robots()  # played once per regime and live champion
+        assert len([d for t, d in events if t == "adaptation" and d["event"] == "below_safe"]) == 1
+        daemon.link.close()
+    daemon.registry.close()

@@ -15,7 +15,7 @@ EVERY = [m.Hello(12, "cartpole"), m.Welcome(3, "cartpole", None, 0, {"control": 
          m.Promote(1, "cp-1", "auto"), m.Promoted(1, True, "cp-1"), m.Promoted(2, False, error="refused"),
          m.Command("regime", "operator:alice", "inverted"), m.Transitions("arm", [[0.0]], [[1.0]], [[0.5]]),
          m.Transitions("arm", [[0.0]], [[1.0]], [[0.5]], steps=9), m.Assign("arm", "inverted", "evidence"),
-         m.Adopt(3, "cp-1", "nominal", "robots back in nominal"),
+         m.Adopt(3, "cp-1", "nominal", "robots back in nominal"), m.ServeSafe("invert_all", "ant-1", "65 < 98"),
          m.Returns("lander", [-67.5, 12.0], "ll-1"), m.Returns("lander", [3.0]),
          m.Detach("SIGTERM"), m.Stop("SIGINT"), m.Stopped({"requests": {}})]
 

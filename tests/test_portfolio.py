@@ -176,6 +176,31 @@ def test_each_robot_is_served_its_own_regimes_champion_with_its_own_fallback(tmp
         assert "cp-trap" in admin_status(config.admin)["serving"]["failed"]
 
 
+def test_robots_are_served_the_safe_action_where_the_live_champion_does_worse(tmp_path: Path, cartpole_model) -> None:
+    state = tmp_path / "state"
+    with Registry.open(state, create=True) as registry:
+        add(registry, "cp-nominal", cartpole_model, "nominal", 480.0, promote=True)
+    with running_server(state) as config:
+        daemon = FakeDaemon(config.internal_endpoint)
+        a, b = Robot(config.control, "robot-a"), Robot(config.control, "robot-b")
+        assert a.act()[0] == b.act()[0] == "cp-nominal"
+        daemon.send(m.Assign("robot-b", "inverted", "test"))
+        daemon.send(m.ServeSafe("inverted", "cp-retired", "test"))  # not the live champion: changes nothing
+        wait_for(lambda: admin_status(config.admin)["serving"]["below_safe"] == {"inverted": "cp-retired"}, 30,
+                 "the first verdict to be taken")
+        assert b.act() == ("cp-nominal", p.Source.LIVE, 0) and b.info()["regime"] == "inverted"
+
+        daemon.send(m.ServeSafe("inverted", "cp-nominal", "test"))
+        wait_for(lambda: b.act() == ("", p.Source.SAFE, 0), 30, "robot-b served the safe action")
+        assert a.act() == ("cp-nominal", p.Source.LIVE, 0)  # robot-a, in no regime yet, is not touched
+        assert b.info()["champion"] is None
+
+        # A champion of its own regime passes its gates: it serves robot-b from then on.
+        with Registry.open(state) as registry:
+            add(registry, "cp-inverted", variant(cartpole_model, "cp-inverted"), "inverted", 450.0)
+        wait_for(lambda: b.act() == ("cp-inverted", p.Source.LIVE, 0), 30, "robot-b served its regime's champion")
+
+
 @pytest.mark.parametrize("field,value", [("client", 7), ("regime", None)])
 def test_an_ill_typed_assignment_is_refused_whole(field: str, value: object) -> None:
     data = {"op": "assign", "client": "robot-a", "regime": "inverted", "reason": ""}
