@@ -74,8 +74,11 @@ class Adaptation:
 
     def __init__(self, profile: RobotProfile, send: Callable[[m.Message], None],
                  publish: Callable[[str, dict], None],
-                 known: Callable[[], Mapping[str, Regime]] = dict, window: int = WINDOW) -> None:
+                 known: Callable[[], Mapping[str, Regime]] = dict, window: int = WINDOW,
+                 on_assign: Callable[[str], None] | None = None) -> None:
         self.profile, self.send, self.publish, self.known, self.window = profile, send, publish, known, window
+        self.on_assign = on_assign
+        """Called on this thread with the regime after a robot was assigned to it."""
         self.robots: dict[str, RobotRegime] = {}
         self.inbox: queue.SimpleQueue[m.Transitions] = queue.SimpleQueue()
         self.results: queue.SimpleQueue[Identified] = queue.SimpleQueue()
@@ -174,6 +177,11 @@ class Adaptation:
         self.publish("adaptation", {"event": "identified", "client": robot.name, "regime": result.regime,
                                     "previous": previous, "steps": robot.steps, **_evidence(result)})
         self.results.put(Identified(robot.name, result, previous, robot.steps))
+        if self.on_assign is not None:
+            try:
+                self.on_assign(result.regime)
+            except Exception:  # its own failure, not the identification's
+                log.exception("after assigning robot %s to regime %s", robot.name, result.regime)
 
 
 def evolution_regime(robots: Mapping[str, str], current: str, stored: Mapping[str, float],

@@ -35,6 +35,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -226,6 +227,8 @@ class Daemon:
         """The last identification that changed a robot's regime (what a ``drift`` event cites)."""
         self.safe_trials: dict[str, str] = {}
         """Regime -> the live champion last played there against the safe action."""
+        self.safe_lock = threading.Lock()
+        """The evolution loop and the adaptation thread both play champions against the safe action."""
 
     # -- run -----------------------------------------------------------------------------------------------------
 
@@ -452,7 +455,8 @@ class Daemon:
         adaptation`), where the profile allows it and ``--follow-drift`` is on."""
         if not self.settings.follow_drift or not identifiable(self.profile):
             return
-        self.adaptation = Adaptation(self.profile, self.link.send, self.publish, known=self._known_regimes)
+        self.adaptation = Adaptation(self.profile, self.link.send, self.publish, known=self._known_regimes,
+                                     on_assign=self._check_assigned)
         self.link.on_transitions = self.adaptation.offer
 
     def _known_regimes(self) -> dict:
@@ -503,26 +507,37 @@ class Daemon:
         if self.adopt_for is not None and not self.paused and self._adopt(self.adopt_for):
             self.adopt_for = None
 
-    def _check_safe(self, uncovered: set[str]) -> None:
+    def _check_safe(self, uncovered: set[str], registry: Registry | None = None) -> None:
         """Robots in a regime with no champion of its own are served the live champion, unless it does worse there
         than the safe action: played against it once per (regime, live champion) on the gates' fixed-seed
         episodes; where it loses, the server is told (``serve_safe``; the link says it again to a restarted one)."""
-        live = self.registry.live(self.profile.name) if uncovered else None
-        gates = self.profile.gates
-        for regime in sorted(uncovered):
-            if live is None or self.safe_trials.get(regime) == live.id:
-                continue
-            self.safe_trials[regime] = live.id
-            try:
-                mine, safe = safe_margin(self.profile, self.registry.load_model(live.id), regime, gates.episodes,
-                                         gates.seed, gates.max_steps)
-            except (SrghnError, ValueError, KeyError) as exc:  # an unloadable champion or regime: serve as before
-                log.warning("live champion %s not played in regime %s: %s", live.id, regime, exc)
-                continue
-            if mine <= safe:
-                self.publish("adaptation", {"event": "below_safe", "champion": live.id, "regime": regime,
-                                            "fitness": round(mine, 3), "safe_fitness": round(safe, 3)})
-                self.link.send(m.ServeSafe(regime, live.id, f"fitness {mine:.1f} against the safe action's {safe:.1f}"))
+        registry = registry or self.registry
+        profile, gates = self.profile, self.profile.gates
+        with self.safe_lock:
+            live = registry.live(profile.name) if uncovered else None
+            for regime in sorted(uncovered):
+                if live is None or regime not in profile.regimes or self.safe_trials.get(regime) == live.id:
+                    continue
+                self.safe_trials[regime] = live.id
+                try:
+                    mine, safe = safe_margin(profile, registry.load_model(live.id), regime, gates.episodes,
+                                             gates.seed, gates.max_steps)
+                except (SrghnError, ValueError) as exc:  # an unloadable champion: it serves as before
+                    log.warning("live champion %s not played in regime %s: %s", live.id, regime, exc)
+                    continue
+                if mine <= safe:
+                    self.publish("adaptation", {"event": "below_safe", "champion": live.id, "regime": regime,
+                                                "fitness": round(mine, 3), "safe_fitness": round(safe, 3)})
+                    self.link.send(m.ServeSafe(regime, live.id,
+                                               f"fitness {mine:.1f} against the safe action's {safe:.1f}"))
+
+    def _check_assigned(self, regime: str) -> None:
+        """The adaptation thread just assigned robots to ``regime``: without a champion of its own there, the live
+        one is played against the safe action at once (the evolution loop would only get to it between two
+        generations), on a registry connection of this thread's own."""
+        with Registry.open(self.settings.state_dir) as registry:
+            if regime not in portfolio(registry, self.profile.name):
+                self._check_safe({regime}, registry)
 
     def _adopt(self, regime: str) -> bool:
         """Make ``regime``'s stored champion live again, when another regime's is live: at most once per

@@ -138,6 +138,12 @@ def test_robots_in_a_regime_where_the_live_champion_does_worse_than_standing_sti
     import zmq
     from server_helpers import gate_and_promote, request, running_server, wait_for
 
+    from srghn.deploy.client import AdminClient
+
+    def ctl_status(endpoint: str) -> dict:
+        with AdminClient(endpoint) as admin:
+            return admin.status()
+
     from srghn.deploy.link import ServerLink
     from srghn.deploy.messages import Assign
     from srghn.sim.factory import load_factory
@@ -175,5 +181,10 @@ def test_robots_in_a_regime_where_the_live_champion_does_worse_than_standing_sti
         assert act("robot-2") == ("ant-factory", p.Source.LIVE)
         daemon._follow_robots()  # played once per regime and live champion
         assert len([d for t, d in events if t == "adaptation" and d["event"] == "below_safe"]) == 1
+        # what the identification thread does on assigning a robot, on a registry connection of its own
+        daemon._check_assigned("invert_all")
+        assert [d["regime"] for t, d in events if t == "adaptation" and d["event"] == "below_safe"] == [
+            "invert_front_left", "invert_all"]
+        wait_for(lambda: "invert_all" in ctl_status(config.admin)["serving"]["below_safe"], 30, "the server told")
         daemon.link.close()
     daemon.registry.close()
