@@ -11,7 +11,8 @@ suite's fixed-seed episodes (the ``above_safe[<regime>]`` measurement). The cham
    live since. The daemon's own rollbacks (actor ``adaptation``, a robot returning to another regime) say nothing
    against the champion they leave.
 
-A regime without one has no entry: its robots are served the live champion meanwhile.
+A regime without one has no entry: its robots are served the live champion meanwhile, or the safe action where
+the daemon found the live champion doing worse than it there (``serve_safe``, docs/daemon.md).
 """
 
 from __future__ import annotations
