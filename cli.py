@@ -1134,6 +1134,9 @@ def status(
     sv = st["serving"]
     table.add_row("serving", escape(f"{sv['champion'] or 'SAFE ACTION (nothing live)'} (swap #{sv['serial']}); "
                                     f"last known good {sv['last_known_good'] or '-'}"))
+    for regime, champion in sv.get("below_safe", {}).items():
+        table.add_row(escape(f"regime {regime}"), escape(f"served the safe action while {champion} is live (it "
+                                                         "does worse there than the safe action)"))
     req = st["requests"]
     table.add_row("requests", f"{req['act']:,} act, {req['step']:,} step, {req['errors']} errors, "
                               f"{req['watchdog']} watchdog fallbacks; act p50/p99 {_fmt(req['act_us_p50'])}/"

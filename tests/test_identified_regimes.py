@@ -136,7 +136,7 @@ def test_robots_in_a_regime_where_the_live_champion_does_worse_than_standing_sti
     import struct
 
     import zmq
-    from server_helpers import gate_and_promote, request, running_server, wait_for
+    from server_helpers import ctl, gate_and_promote, request, running_server, wait_for
 
     from srghn.deploy.client import AdminClient
 
@@ -186,5 +186,7 @@ def test_robots_in_a_regime_where_the_live_champion_does_worse_than_standing_sti
         assert [d["regime"] for t, d in events if t == "adaptation" and d["event"] == "below_safe"] == [
             "invert_front_left", "invert_all"]
         wait_for(lambda: "invert_all" in ctl_status(config.admin)["serving"]["below_safe"], 30, "the server told")
+        shown = " ".join(ctl("status", state=state).split())  # what an operator reads
+        assert "served the safe action while ant-factory is live" in shown, shown
         daemon.link.close()
     daemon.registry.close()
