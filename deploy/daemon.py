@@ -51,7 +51,7 @@ from srghn.controller.files import atomic_write
 from srghn.deploy import logs
 from srghn.deploy import messages as m
 from srghn.deploy.adaptation import Adaptation, Identified, evolution_regime
-from srghn.deploy.champions import gate_champion, register_policy, run_tag
+from srghn.deploy.champions import champion_norm, gate_champion, register_policy, run_tag
 from srghn.deploy.keys import CurveServer
 from srghn.deploy.link import ServerLink
 from srghn.deploy.portfolio import champion_for, portfolio, regime_scores
@@ -74,6 +74,7 @@ from srghn.safety.drift import ReturnDriftDetector
 from srghn.safety.regime_trial import explain_returns, safe_margin
 from srghn.sim.ancestry import Ancestry
 from srghn.sim.backends import make_evaluator
+from srghn.sim.compensate import compensate
 from srghn.sim.driver import INIT_FACTORY, INIT_SCRATCH, Driver, RunSpec
 from srghn.sim.envs import Regime
 from srghn.sim.factory import factory_path, factory_sha, load_factory
@@ -225,6 +226,8 @@ class Daemon:
         """A regime the robots moved to whose stored champion is to be made live (waiting for the rate limit)."""
         self._evidence: Identified | None = None
         """The last identification that changed a robot's regime (what a ``drift`` event cites)."""
+        self.compensated: dict[str, str] = {}
+        """Regime -> the live champion last compensated for it (:meth:`_compensate`)."""
         self.safe_trials: dict[str, str] = {}
         """Regime -> the live champion last played there against the safe action."""
         self.safe_lock = threading.Lock()
@@ -487,6 +490,8 @@ class Daemon:
         if not robots:  # nothing identified yet: no registry read
             return
         chosen = portfolio(self.registry, self.profile.name)
+        if self._compensate(set(robots.values()) - chosen.keys()):
+            chosen = portfolio(self.registry, self.profile.name)
         self._check_safe(set(robots.values()) - chosen.keys())
         scores = regime_scores(chosen)
         wanted = evolution_regime(robots, self.regime.regime, scores, self.profile.solved_fitness)
@@ -506,6 +511,41 @@ class Daemon:
                                        if evidence else {}})
         if self.adopt_for is not None and not self.paused and self._adopt(self.adopt_for):
             self.adopt_for = None
+
+    def _compensate(self, uncovered: set[str]) -> bool:
+        """Robots in a regime with no champion of its own, whose fault reverses actuators or permutes actions: the
+        live champion with its last layer undoing that (:mod:`srghn.sim.compensate`) is registered (its parent:
+        the live champion) and gated in that regime, once per (regime, live champion). True when one passed: the
+        portfolio now holds it, and the server is told to read it."""
+        live = self.registry.live(self.profile.name) if uncovered else None
+        passed = False
+        for regime in sorted(uncovered):
+            if live is None or regime not in self.profile.regimes or self.compensated.get(regime) == live.id:
+                continue
+            self.compensated[regime] = live.id
+            key = f"{live.id}-for-{regime}"
+            try:
+                params = compensate(self.profile, self.registry.load_params(live.id), self.profile.regime(regime))
+                if params is None:
+                    continue
+                if not self.registry.exists(key):
+                    register_policy(self.registry, self.profile, params, champion_id=key, parents=(live.id,),
+                                    regime=regime, norm=champion_norm(live), actor=self.settings.actor,
+                                    meta={"source": "compensation", "compensates": live.id})
+                    self.counts["registered"] += 1
+                report = gate_champion(self.registry, key, self.settings.actor, self.profile, regimes=(regime,))
+            except SrghnError as exc:
+                self.publish("adaptation", {"event": "compensation_failed", "champion": key, "regime": regime,
+                                            "error": str(exc)})
+                continue
+            self.counts["gate_passed" if report.passed else "gate_failed"] += 1
+            self.publish("adaptation", {"event": "compensated", "champion": key, "from": live.id, "regime": regime,
+                                        "passed": report.passed, "failed_hard": report.failed_hard,
+                                        "failed_soft": report.failed_soft})
+            passed = passed or report.passed
+        if passed:
+            self.link.send(m.Sync())
+        return passed
 
     def _check_safe(self, uncovered: set[str], registry: Registry | None = None) -> None:
         """Robots in a regime with no champion of its own are served the live champion, unless it does worse there

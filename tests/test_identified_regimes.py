@@ -128,25 +128,25 @@ def test_operators_can_switch_evolution_to_an_identified_regime(tmp_path: Path) 
         assert admin.status()["robot"] == "cartpole"  # the server answers on
 
 
-def test_robots_in_a_regime_where_the_live_champion_does_worse_than_standing_still_get_the_safe_action(
-        tmp_path: Path) -> None:
+def test_a_reversed_leg_is_served_the_safe_action_at_once_then_the_compensated_champion(tmp_path: Path) -> None:
     """The Ant factory walks, but with its front-left leg reversed it does worse than the zero-torque safe action;
-    with only a weak leg it still does better. The daemon finds both by playing it there, and the server serves the
-    first robot the safe action and the second the factory champion."""
+    with only a weak leg it still does better. On assigning a robot to the reversed leg's regime the daemon finds
+    that out and the server serves that robot the safe action; between generations the daemon then compensates the
+    factory champion for the reversed leg (its last layer undoes it), gates it there, and the robot is served it.
+    The robot with the weak leg is served the factory champion throughout."""
     import struct
 
     import zmq
     from server_helpers import ctl, gate_and_promote, request, running_server, wait_for
 
     from srghn.deploy.client import AdminClient
-
-    def ctl_status(endpoint: str) -> dict:
-        with AdminClient(endpoint) as admin:
-            return admin.status()
-
     from srghn.deploy.link import ServerLink
     from srghn.deploy.messages import Assign
     from srghn.sim.factory import load_factory
+
+    def server_status(endpoint: str) -> dict:
+        with AdminClient(endpoint) as admin:
+            return admin.status()
 
     state, events = tmp_path / "state", []
     daemon = start(state, events)
@@ -156,6 +156,10 @@ def test_robots_in_a_regime_where_the_live_champion_does_worse_than_standing_sti
                     norm=factory.norm)
     gate_and_promote(daemon.registry, "ant-factory", robot="ant")
     robots = {"robot-1": "invert_front_left", "robot-2": "weak_front_left"}
+
+    def adaptation(event: str) -> list[dict]:
+        return [d for t, d in events if t == "adaptation" and d["event"] == event]
+
     with running_server(state, robot="ant") as config:
         daemon.link = ServerLink(zmq.Context.instance(), config.internal_endpoint, "ant")
         daemon.link.start(60)
@@ -172,21 +176,30 @@ def test_robots_in_a_regime_where_the_live_champion_does_worse_than_standing_sti
             return reply[3].decode(), p.ACTION_STATUS.unpack(reply[2])[0]
 
         assert act("robot-1") == act("robot-2") == ("ant-factory", p.Source.LIVE)
-        daemon.adaptation = SimpleNamespace(regimes=lambda: robots, close=lambda: None)
-        daemon._follow_robots()
-        below = [d for t, d in events if t == "adaptation" and d["event"] == "below_safe"]
+        # what the identification thread does on assigning each robot (a registry connection of its own)
+        for regime in robots.values():
+            daemon._check_assigned(regime)
+        below = adaptation("below_safe")
         assert [(d["regime"], d["champion"]) for d in below] == [("invert_front_left", "ant-factory")]
         assert below[0]["fitness"] < below[0]["safe_fitness"]
         wait_for(lambda: act("robot-1") == ("", p.Source.SAFE), 30, "robot-1 served the safe action")
         assert act("robot-2") == ("ant-factory", p.Source.LIVE)
-        daemon._follow_robots()  # played once per regime and live champion
-        assert len([d for t, d in events if t == "adaptation" and d["event"] == "below_safe"]) == 1
-        # what the identification thread does on assigning a robot, on a registry connection of its own
-        daemon._check_assigned("invert_all")
-        assert [d["regime"] for t, d in events if t == "adaptation" and d["event"] == "below_safe"] == [
-            "invert_front_left", "invert_all"]
-        wait_for(lambda: "invert_all" in ctl_status(config.admin)["serving"]["below_safe"], 30, "the server told")
         shown = " ".join(ctl("status", state=state).split())  # what an operator reads
         assert "served the safe action while ant-factory is live" in shown, shown
+
+        # Between generations: the compensated factory champion, gated in the reversed leg's regime.
+        daemon.adaptation = SimpleNamespace(regimes=lambda: robots, close=lambda: None)
+        daemon._follow_robots()
+        assert [(d["champion"], d["regime"], d["passed"]) for d in adaptation("compensated")] == [
+            ("ant-factory-for-invert_front_left", "invert_front_left", True)]
+        compensated = daemon.registry.get("ant-factory-for-invert_front_left")
+        assert compensated.parents == ("ant-factory",) and compensated.regime == "invert_front_left"
+        wait_for(lambda: act("robot-1") == ("ant-factory-for-invert_front_left", p.Source.LIVE), 30,
+                 "robot-1 served the compensated champion")
+        assert act("robot-2") == ("ant-factory", p.Source.LIVE)
+        assert server_status(config.admin)["serving"]["regimes"] == {
+            "invert_front_left": "ant-factory-for-invert_front_left"}
+        daemon._follow_robots()  # once per regime and live champion
+        assert len(adaptation("compensated")) == 1 and len(adaptation("below_safe")) == 1
         daemon.link.close()
     daemon.registry.close()
