@@ -230,8 +230,9 @@ class Daemon:
         """Regime -> the live champion last compensated for it (:meth:`_compensate`)."""
         self.safe_trials: dict[str, str] = {}
         """Regime -> the live champion last played there against the safe action."""
-        self.safe_lock = threading.Lock()
-        """The evolution loop and the adaptation thread both play champions against the safe action."""
+        self.stand_in_lock = threading.Lock()
+        """The evolution loop and the identification thread both compensate champions and play them against the
+        safe action (:meth:`_compensate`, :meth:`_check_safe`)."""
 
     # -- run -----------------------------------------------------------------------------------------------------
 
@@ -512,12 +513,16 @@ class Daemon:
         if self.adopt_for is not None and not self.paused and self._adopt(self.adopt_for):
             self.adopt_for = None
 
-    def _compensate(self, uncovered: set[str]) -> bool:
+    def _compensate(self, uncovered: set[str], registry: Registry | None = None) -> bool:
         """Robots in a regime with no champion of its own, whose fault reverses actuators or permutes actions: the
         live champion with its last layer undoing that (:mod:`srghn.sim.compensate`) is registered (its parent:
         the live champion) and gated in that regime, once per (regime, live champion). True when one passed: the
         portfolio now holds it, and the server is told to read it."""
-        live = self.registry.live(self.profile.name) if uncovered else None
+        with self.stand_in_lock:
+            return self._compensate_locked(uncovered, registry or self.registry)
+
+    def _compensate_locked(self, uncovered: set[str], registry: Registry) -> bool:
+        live = registry.live(self.profile.name) if uncovered else None
         passed = False
         for regime in sorted(uncovered):
             if live is None or regime not in self.profile.regimes or self.compensated.get(regime) == live.id:
@@ -525,15 +530,15 @@ class Daemon:
             self.compensated[regime] = live.id
             key = f"{live.id}-for-{regime}"
             try:
-                params = compensate(self.profile, self.registry.load_params(live.id), self.profile.regime(regime))
+                params = compensate(self.profile, registry.load_params(live.id), self.profile.regime(regime))
                 if params is None:
                     continue
-                if not self.registry.exists(key):
-                    register_policy(self.registry, self.profile, params, champion_id=key, parents=(live.id,),
+                if not registry.exists(key):
+                    register_policy(registry, self.profile, params, champion_id=key, parents=(live.id,),
                                     regime=regime, norm=champion_norm(live), actor=self.settings.actor,
                                     meta={"source": "compensation", "compensates": live.id})
                     self.counts["registered"] += 1
-                report = gate_champion(self.registry, key, self.settings.actor, self.profile, regimes=(regime,))
+                report = gate_champion(registry, key, self.settings.actor, self.profile, regimes=(regime,))
             except SrghnError as exc:
                 self.publish("adaptation", {"event": "compensation_failed", "champion": key, "regime": regime,
                                             "error": str(exc)})
@@ -553,7 +558,7 @@ class Daemon:
         episodes; where it loses, the server is told (``serve_safe``; the link says it again to a restarted one)."""
         registry = registry or self.registry
         profile, gates = self.profile, self.profile.gates
-        with self.safe_lock:
+        with self.stand_in_lock:
             live = registry.live(profile.name) if uncovered else None
             for regime in sorted(uncovered):
                 if live is None or regime not in profile.regimes or self.safe_trials.get(regime) == live.id:
@@ -572,12 +577,14 @@ class Daemon:
                                                f"fitness {mine:.1f} against the safe action's {safe:.1f}"))
 
     def _check_assigned(self, regime: str) -> None:
-        """The adaptation thread just assigned robots to ``regime``: without a champion of its own there, the live
-        one is played against the safe action at once (the evolution loop would only get to it between two
-        generations), on a registry connection of this thread's own."""
+        """The identification thread just assigned robots to ``regime``: without a champion of its own there, the
+        live one is played against the safe action, then compensated for the regime, at once (the evolution loop
+        would only get to it between two generations, which on Ant can take a minute), on a registry connection
+        of this thread's own."""
         with Registry.open(self.settings.state_dir) as registry:
             if regime not in portfolio(registry, self.profile.name):
                 self._check_safe({regime}, registry)
+                self._compensate({regime}, registry)
 
     def _adopt(self, regime: str) -> bool:
         """Make ``regime``'s stored champion live again, when another regime's is live: at most once per

@@ -131,9 +131,9 @@ def test_operators_can_switch_evolution_to_an_identified_regime(tmp_path: Path) 
 def test_a_reversed_leg_is_served_the_safe_action_at_once_then_the_compensated_champion(tmp_path: Path) -> None:
     """The Ant factory walks, but with its front-left leg reversed it does worse than the zero-torque safe action;
     with only a weak leg it still does better. On assigning a robot to the reversed leg's regime the daemon finds
-    that out and the server serves that robot the safe action; between generations the daemon then compensates the
-    factory champion for the reversed leg (its last layer undoes it), gates it there, and the robot is served it.
-    The robot with the weak leg is served the factory champion throughout."""
+    that out and the server serves that robot the safe action; the daemon then compensates the factory champion for
+    the reversed leg (its last layer undoes it), gates it there, and the robot is served it. The robot with the
+    weak leg is served the factory champion throughout."""
     import struct
 
     import zmq
@@ -176,9 +176,10 @@ def test_a_reversed_leg_is_served_the_safe_action_at_once_then_the_compensated_c
             return reply[3].decode(), p.ACTION_STATUS.unpack(reply[2])[0]
 
         assert act("robot-1") == act("robot-2") == ("ant-factory", p.Source.LIVE)
-        # what the identification thread does on assigning each robot (a registry connection of its own)
+        # The identification thread, on assigning each robot, first plays the live champion against the safe
+        # action in the robot's regime ...
         for regime in robots.values():
-            daemon._check_assigned(regime)
+            daemon._check_safe({regime})
         below = adaptation("below_safe")
         assert [(d["regime"], d["champion"]) for d in below] == [("invert_front_left", "ant-factory")]
         assert below[0]["fitness"] < below[0]["safe_fitness"]
@@ -187,9 +188,9 @@ def test_a_reversed_leg_is_served_the_safe_action_at_once_then_the_compensated_c
         shown = " ".join(ctl("status", state=state).split())  # what an operator reads
         assert "served the safe action while ant-factory is live" in shown, shown
 
-        # Between generations: the compensated factory champion, gated in the reversed leg's regime.
-        daemon.adaptation = SimpleNamespace(regimes=lambda: robots, close=lambda: None)
-        daemon._follow_robots()
+        # ... then compensates it for the regime and gates that there (all of it on its own registry connection).
+        for regime in robots.values():
+            daemon._check_assigned(regime)
         assert [(d["champion"], d["regime"], d["passed"]) for d in adaptation("compensated")] == [
             ("ant-factory-for-invert_front_left", "invert_front_left", True)]
         compensated = daemon.registry.get("ant-factory-for-invert_front_left")
@@ -199,7 +200,8 @@ def test_a_reversed_leg_is_served_the_safe_action_at_once_then_the_compensated_c
         assert act("robot-2") == ("ant-factory", p.Source.LIVE)
         assert server_status(config.admin)["serving"]["regimes"] == {
             "invert_front_left": "ant-factory-for-invert_front_left"}
-        daemon._follow_robots()  # once per regime and live champion
+        daemon.adaptation = SimpleNamespace(regimes=lambda: robots, close=lambda: None)
+        daemon._follow_robots()  # what the evolution loop does between generations: once per regime and champion
         assert len(adaptation("compensated")) == 1 and len(adaptation("below_safe")) == 1
         daemon.link.close()
     daemon.registry.close()
