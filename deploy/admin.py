@@ -118,9 +118,9 @@ class Admin:
                 if isinstance(stored, Exception):
                     reply(stored)
                 elif regime not in stored:
-                    known = ", ".join((*self.serving.regimes, *stored))
+                    names = ", ".join((*self.serving.regimes, *stored))
                     reply(ProtocolError(p.ErrorCode.BAD_REQUEST, f"unknown regime {regime!r} for robot {robot}; "
-                                        f"known: {known}", request_id))
+                                        f"known: {names}", request_id))
                 else:
                     self.pass_on(Command(cmd, who.actor, regime), request_id, reply)
 
