@@ -491,9 +491,10 @@ class Daemon:
         if not robots:  # nothing identified yet: no registry read
             return
         chosen = portfolio(self.registry, self.profile.name)
-        if self._compensate(set(robots.values()) - chosen.keys()):
-            chosen = portfolio(self.registry, self.profile.name)
-        self._check_safe(set(robots.values()) - chosen.keys())
+        with self.stand_in_lock:
+            if self._compensate(set(robots.values()) - chosen.keys(), self.registry):
+                chosen = portfolio(self.registry, self.profile.name)
+            self._check_safe(set(robots.values()) - chosen.keys(), self.registry)
         scores = regime_scores(chosen)
         wanted = evolution_regime(robots, self.regime.regime, scores, self.profile.solved_fitness)
         if wanted is None:
@@ -513,15 +514,11 @@ class Daemon:
         if self.adopt_for is not None and not self.paused and self._adopt(self.adopt_for):
             self.adopt_for = None
 
-    def _compensate(self, uncovered: set[str], registry: Registry | None = None) -> bool:
+    def _compensate(self, uncovered: set[str], registry: Registry) -> bool:
         """Robots in a regime with no champion of its own, whose fault reverses actuators or permutes actions: the
         live champion with its last layer undoing that (:mod:`srghn.sim.compensate`) is registered (its parent:
         the live champion) and gated in that regime, once per (regime, live champion). True when one passed: the
-        portfolio now holds it, and the server is told to read it."""
-        with self.stand_in_lock:
-            return self._compensate_locked(uncovered, registry or self.registry)
-
-    def _compensate_locked(self, uncovered: set[str], registry: Registry) -> bool:
+        portfolio now holds it, and the server is told to read it. Callers hold :attr:`stand_in_lock`."""
         live = registry.live(self.profile.name) if uncovered else None
         passed = False
         for regime in sorted(uncovered):
@@ -552,36 +549,34 @@ class Daemon:
             self.link.send(m.Sync())
         return passed
 
-    def _check_safe(self, uncovered: set[str], registry: Registry | None = None) -> None:
+    def _check_safe(self, uncovered: set[str], registry: Registry) -> None:
         """Robots in a regime with no champion of its own are served the live champion, unless it does worse there
         than the safe action: played against it once per (regime, live champion) on the gates' fixed-seed
-        episodes; where it loses, the server is told (``serve_safe``; the link says it again to a restarted one)."""
-        registry = registry or self.registry
+        episodes; where it loses, the server is told (``serve_safe``; the link says it again to a restarted one).
+        Callers hold :attr:`stand_in_lock`."""
         profile, gates = self.profile, self.profile.gates
-        with self.stand_in_lock:
-            live = registry.live(profile.name) if uncovered else None
-            for regime in sorted(uncovered):
-                if live is None or regime not in profile.regimes or self.safe_trials.get(regime) == live.id:
-                    continue
-                self.safe_trials[regime] = live.id
-                try:
-                    mine, safe = safe_margin(profile, registry.load_model(live.id), regime, gates.episodes,
-                                             gates.seed, gates.max_steps)
-                except (SrghnError, ValueError) as exc:  # an unloadable champion: it serves as before
-                    log.warning("live champion %s not played in regime %s: %s", live.id, regime, exc)
-                    continue
-                if mine <= safe:
-                    self.publish("adaptation", {"event": "below_safe", "champion": live.id, "regime": regime,
-                                                "fitness": round(mine, 3), "safe_fitness": round(safe, 3)})
-                    self.link.send(m.ServeSafe(regime, live.id,
-                                               f"fitness {mine:.1f} against the safe action's {safe:.1f}"))
+        live = registry.live(profile.name) if uncovered else None
+        for regime in sorted(uncovered):
+            if live is None or regime not in profile.regimes or self.safe_trials.get(regime) == live.id:
+                continue
+            self.safe_trials[regime] = live.id
+            try:
+                mine, safe = safe_margin(profile, registry.load_model(live.id), regime, gates.episodes,
+                                         gates.seed, gates.max_steps)
+            except (SrghnError, ValueError) as exc:  # an unloadable champion: it serves as before
+                log.warning("live champion %s not played in regime %s: %s", live.id, regime, exc)
+                continue
+            if mine <= safe:
+                self.publish("adaptation", {"event": "below_safe", "champion": live.id, "regime": regime,
+                                            "fitness": round(mine, 3), "safe_fitness": round(safe, 3)})
+                self.link.send(m.ServeSafe(regime, live.id, f"fitness {mine:.1f} against the safe action's {safe:.1f}"))
 
     def _check_assigned(self, regime: str) -> None:
         """The identification thread just assigned robots to ``regime``: without a champion of its own there, the
         live one is played against the safe action, then compensated for the regime, at once (the evolution loop
         would only get to it between two generations, which on Ant can take a minute), on a registry connection
         of this thread's own."""
-        with Registry.open(self.settings.state_dir) as registry:
+        with Registry.open(self.settings.state_dir) as registry, self.stand_in_lock:
             if regime not in portfolio(registry, self.profile.name):
                 self._check_safe({regime}, registry)
                 self._compensate({regime}, registry)

@@ -57,6 +57,14 @@ def live_champion(state_dir: Path, champion_id: str, model: bytes) -> None:
         gate_and_promote(registry, champion_id)
 
 
+def admin_status(endpoint: str) -> dict:
+    """The ``status`` of the server whose admin socket is ``endpoint``."""
+    from srghn.deploy.client import AdminClient
+
+    with AdminClient(endpoint) as admin:
+        return admin.status()
+
+
 def wait_for(condition, timeout_s: float, what: str, every_s: float = 0.1) -> object:
     """Poll ``condition`` (a query of a process, not a guess about timing) until it holds or the deadline."""
     deadline = time.monotonic() + timeout_s

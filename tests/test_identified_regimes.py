@@ -137,16 +137,11 @@ def test_a_reversed_leg_is_served_the_safe_action_at_once_then_the_compensated_c
     import struct
 
     import zmq
-    from server_helpers import ctl, gate_and_promote, request, running_server, wait_for
+    from server_helpers import admin_status, ctl, gate_and_promote, request, running_server, wait_for
 
-    from srghn.deploy.client import AdminClient
     from srghn.deploy.link import ServerLink
     from srghn.deploy.messages import Assign
     from srghn.sim.factory import load_factory
-
-    def server_status(endpoint: str) -> dict:
-        with AdminClient(endpoint) as admin:
-            return admin.status()
 
     state, events = tmp_path / "state", []
     daemon = start(state, events)
@@ -179,7 +174,8 @@ def test_a_reversed_leg_is_served_the_safe_action_at_once_then_the_compensated_c
         # The identification thread, on assigning each robot, first plays the live champion against the safe
         # action in the robot's regime ...
         for regime in robots.values():
-            daemon._check_safe({regime})
+            with daemon.stand_in_lock:
+                daemon._check_safe({regime}, daemon.registry)
         below = adaptation("below_safe")
         assert [(d["regime"], d["champion"]) for d in below] == [("invert_front_left", "ant-factory")]
         assert below[0]["fitness"] < below[0]["safe_fitness"]
@@ -198,7 +194,7 @@ def test_a_reversed_leg_is_served_the_safe_action_at_once_then_the_compensated_c
         wait_for(lambda: act("robot-1") == ("ant-factory-for-invert_front_left", p.Source.LIVE), 30,
                  "robot-1 served the compensated champion")
         assert act("robot-2") == ("ant-factory", p.Source.LIVE)
-        assert server_status(config.admin)["serving"]["regimes"] == {
+        assert admin_status(config.admin)["serving"]["regimes"] == {
             "invert_front_left": "ant-factory-for-invert_front_left"}
         daemon.adaptation = SimpleNamespace(regimes=lambda: robots, close=lambda: None)
         daemon._follow_robots()  # what the evolution loop does between generations: once per regime and champion

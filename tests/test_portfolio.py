@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import zmq
 from champion_helpers import variant
-from server_helpers import booby_trapped_cartpole, register_champion, request, running_server, wait_for
+from server_helpers import admin_status, booby_trapped_cartpole, register_champion, request, running_server, wait_for
 
 from srghn.deploy import messages as m
 from srghn.deploy import protocol as p
@@ -124,13 +124,6 @@ class Robot:
     def info(self) -> dict:
         self.rid += 1
         return json.loads(request(self.sock, [p.header(p.MsgType.INFO, self.rid)])[1])
-
-
-def admin_status(endpoint: str) -> dict:
-    from srghn.deploy.client import AdminClient
-
-    with AdminClient(endpoint) as admin:
-        return admin.status()
 
 
 def test_each_robot_is_served_its_own_regimes_champion_with_its_own_fallback(tmp_path: Path, cartpole_model) -> None:
