@@ -20,6 +20,7 @@ import json
 import numpy as np
 
 from srghn.sim.backends import make_evaluator
+from srghn.sim.bench import LATE
 from srghn.sim.driver import Driver, RunSpec
 from srghn.sim.profiles import load_profile
 
@@ -49,6 +50,7 @@ def main() -> None:
     last = records[-20:]
     summary = {  # the columns of the Ant-v5 table in docs/results.md
         "final_best": round(records[-1].best, 1), "best_return": round(max(r.best_return for r in records), 1),
+        "late_return": round(float(np.mean([r.best_return for r in records[-LATE:]])), 1),  # as the bench ranks
         "env_steps": records[-1].total_env_steps,
         "best_last_20_median": round(float(np.median([r.best for r in last])), 1),
         "mean_last_20_median": round(float(np.median([r.mean for r in last])), 1)}
