@@ -9,7 +9,8 @@ Layout of a bench directory::
     fitness.png                     best fitness and diversity per method, switches marked
     curves.png                      (no switch) return against env steps, IQM over seeds with 95 % intervals
 
-An interrupted bench resumes where it stopped: finished runs are read back, an unfinished one starts again.
+An interrupted bench resumes where it stopped: finished runs are read back, an unfinished one starts again. Runs
+go seed by seed (every method of seed 0, then of seed 1, ...), and the seed count is not part of a bench's identity.
 The evaluator (backend, workers) is not part of a bench's identity: it changes speed, never results.
 """
 
@@ -124,8 +125,10 @@ def run_bench(settings: BenchSettings, make_evaluator: Callable[[RobotProfile], 
     runs: dict[str, dict[int, list[GenerationRecord]]] = {}
     evaluator = make_evaluator(settings.profile)
     try:
-        for method in settings.methods:
-            for seed in settings.seeds:
+        # seed by seed, every method of a seed before the next: a bench stopped part-way has compared the
+        # methods on the same seeds, and one run again with fewer --seeds summarizes those
+        for seed in settings.seeds:
+            for method in settings.methods:
                 run_dir = out / method / f"seed-{seed}"
                 finished = (run_dir / "done.json").exists()
                 if on_run:

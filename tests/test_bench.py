@@ -41,12 +41,18 @@ def test_bench_resumes_without_recomputing_finished_runs(tmp_path, cartpole):
 
     runs = []
     resumed = run_bench(settings(cartpole, out), on_run=lambda m, s, finished: runs.append((m, s, finished)))
-    assert runs == [("srghn", 0, True), ("srghn", 1, True), ("ga", 0, False), ("ga", 1, False)]
+    assert runs == [("srghn", 0, True), ("ga", 0, True), ("srghn", 1, False), ("ga", 1, False)]
     assert {p: p.stat().st_mtime_ns for p in done_before} == done_before  # finished runs untouched
     assert resumed == reference  # and the result is what an uninterrupted bench gives
     assert (out / "fitness.png").stat().st_size > 0
     md = (out / "summary.md").read_text()
     assert "| srghn |" in md and "| ga |" in md and "regain ≥ 475" in md
+
+    # fewer seeds on the same directory: the finished runs of those seeds, summarized, nothing recomputed
+    runs.clear()
+    first = run_bench(settings(cartpole, out, seeds=(0,)), on_run=lambda m, s, finished: runs.append((m, s, finished)))
+    assert runs == [("srghn", 0, True), ("ga", 0, True)]
+    assert [m["seeds"] for m in first["methods"].values()] == [[0], [0]]
 
 
 def test_a_bench_without_a_switch_plots_learning_curves_against_env_steps(tmp_path, cartpole):
