@@ -12,7 +12,7 @@ from srghn.sim.profiles import PROFILE_DIR, available_profiles, load_profile, pa
 def test_builtin_profiles_load():
     assert available_profiles() == ["ant", "cartpole", "lunarlander"]
     ant = load_profile("ant")
-    assert ant.env_id == "Ant-v5" and ant.reward_offset == 0.5 and ant.ghn.update_clip == 0.1
+    assert ant.env_id == "Ant-v5" and ant.reward_offset == 0.5 and ant.ghn.update_clip == 0.03
     assert dict(ant.env_kwargs) == {"include_cfrc_ext_in_observation": False}
     assert ant.regimes[:3] == ("nominal", "invert_all", "invert_back_right") and len(ant.regimes) == 10
     assert dict(ant.regime("weak_back_left").gain) == {"hip_3": 0.25, "ankle_3": 0.25}
