@@ -55,7 +55,7 @@ def test_workers_are_niced_limited_and_free_of_torch():
         for w in ev.workers:
             assert w.torch_loaded is False  # reported by the worker after its last job
             stat = Path(f"/proc/{w.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            assert int(stat[16]) == _own_nice() + 7  # field 19 of /proc/PID/stat: nice
+            assert int(stat[16]) == min(_own_nice() + 7, 19)  # field 19 of /proc/PID/stat: nice (19 at most)
             limits_text = Path(f"/proc/{w.pid}/limits").read_text()
             address_space = next(line for line in limits_text.splitlines() if line.startswith("Max address space"))
             assert address_space.split()[3] == str(3 * GiB)
