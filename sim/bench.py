@@ -290,7 +290,8 @@ def _probability_table(methods: dict, pick: Callable[[dict], dict | None], relat
         for b in baselines:
             p = by_baseline[b]
             text = f"{p['p']:.2f} [{p['ci'][0]:.2f}–{p['ci'][1]:.2f}]"
-            cells.append(f"**{text}**" if p["ci"][0] > 0.5 or p["ci"][1] < 0.5 else text)
+            supported = min(p["n"]) > 1 and (p["ci"][0] > 0.5 or p["ci"][1] < 0.5)  # one seed has no interval
+            cells.append(f"**{text}**" if supported else text)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 

@@ -159,7 +159,7 @@ def plot_curves(runs: dict[str, dict[int, list[GenerationRecord]]], path: Path, 
         curves = np.array(curves)
         stats = [iqm_interval(curves[:, j], resamples=1000) for j in range(len(marks))]
         ax.plot(marks / 1e6, [s["iqm"] for s in stats], color=colours(i % 10),
-                label=f"{method} ({len(by_seed)} seeds)")
+                label=f"{method} ({len(by_seed)} seed{'s' if len(by_seed) != 1 else ''})")
         ax.fill_between(marks / 1e6, [s["ci"][0] for s in stats], [s["ci"][1] for s in stats],
                         color=colours(i % 10), alpha=0.15)
     ax.set_xlabel("environment steps (millions)")

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from srghn import ConfigError
 from srghn.cli import app
-from srghn.sim.bench import BenchSettings, run_bench, summarize_bench
+from srghn.sim.bench import BenchSettings, _probability_table, run_bench, summarize_bench
 from srghn.sim.records import GenerationRecord
 
 
@@ -154,3 +154,12 @@ def test_every_bench_method_is_documented():
     section = docs.split("## Bench methods", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"^\| `([a-z0-9-]+)`(?:, `([a-z0-9-]+)`)? \|", section, re.MULTILINE))
     assert {name for pair in documented for name in pair if name} == set(METHODS)
+
+
+def test_only_intervals_from_several_seeds_are_marked_as_supported():
+    def table(n):
+        methods = {"srghn": {"p_higher": {"ga": {"p": 1.0, "ci": [1.0, 1.0], "n": [n, n]}}}, "ga": {}}
+        return "\n".join(_probability_table(methods, lambda m: m.get("p_higher"), "higher"))
+
+    assert "| srghn | **1.00 [1.00–1.00]** |" in table(5)
+    assert "| srghn | 1.00 [1.00–1.00] |" in table(1)  # one seed each: no interval, nothing supported
