@@ -12,6 +12,7 @@ from champion_helpers import random_params
 
 from srghn.controller.normalizer import ObsNorm
 from srghn.controller.onnx_policy import OnnxPolicy, PolicyLoadError, reference_outputs
+from srghn.controller.policy import PolicySpec
 from srghn.deploy import onnx_export
 from srghn.deploy.champions import export_for_profile
 from srghn.deploy.onnx_export import PolicyModule, export_policy
@@ -115,6 +116,33 @@ def test_nan_and_inf_observations_give_finite_in_bound_actions_at_any_batch_size
     # what the robot stack sees when a sensor fails: NaN reads as 0, Inf as the clip bound
     nan_row = np.full((1, spec.obs_dim), np.nan, np.float32)
     np.testing.assert_array_equal(policy.run(nan_row)["action"], policy.run(np.zeros_like(nan_row))["action"])
+
+
+@pytest.mark.parametrize(("low", "high", "tail"), [
+    ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0), ["Tanh", "Cast"]),  # tanh is the action: nothing behind it
+    ((-2.5, -2.5, -2.5), (2.5, 2.5, 2.5), ["Cast", "Clip"]),  # uniform bounds: one Clip
+    ((-0.4, 0.0, -3.0), (0.4, 1.0, 0.1), ["Cast", "Max", "Min"]),  # per-dimension bounds
+])
+@pytest.mark.parametrize("std_scale", [1.0, 1e7])
+def test_every_action_head_and_normalizer_scale_exports_with_parity(low: tuple, high: tuple, tail: list,
+                                                                    std_scale: float) -> None:
+    """The graph takes the shortest tail its bounds allow, and drops the raw observation clip only where the
+    normalizer's own clip makes it redundant (std 1e7: the raw clip at 1e6 decides, and stays)."""
+    spec = PolicySpec(obs_dim=4, act_dim=3, hidden=(6,), discrete=False, action_low=low, action_high=high,
+                      output_scale=0.3)
+    params = (np.random.default_rng(1).standard_normal(spec.num_params) * 3).astype(np.float32)
+    norm = ObsNorm(np.array([0.5, -2.0, 0.0, 3.0]), np.array([0.1, 2.0, 1.0, 1.0]) * std_scale, 5.0)
+    stress = stress_observations(spec.obs_dim, seed=2)
+    stress[:4, 0] = [np.inf, -np.inf, np.nan, 3e38]
+    result = export_policy(spec, params, robot="test", champion_id="c", stress=stress, norm=norm, obs_clip=1e6)
+    nodes = [n.op_type for n in onnx.load_from_string(result.model).graph.node]
+    # the output scale lives in the last layer's weights; only a non-unit head scales (by its half-range)
+    assert nodes[-len(tail):] == tail and ("Mul" in nodes) == (tail[0] != "Tanh")
+    assert nodes.count("Clip") == (std_scale > 1) + 1 + (tail == ["Cast", "Clip"])
+    action = OnnxPolicy(result.model).run(stress)["action"]
+    ref = reference_outputs(spec, params, stress, 1e6, norm)["action"]
+    assert np.max(np.abs(action - ref.astype(np.float32))) <= 1e-5
+    assert (action >= np.float32(low)).all() and (action <= np.float32(high)).all()
 
 
 def test_export_refuses_non_finite_or_misshaped_parameters() -> None:
