@@ -16,6 +16,9 @@ and from the compiled C client (clients/c), idle and while evolution keeps the c
 Targets are measured in interleaved rounds (``--rounds``), each after ``--warmup`` requests, and pooled, so drift
 on a shared machine hits them alike; every server (echoes included) runs on the last CPU and every client on the
 first (``--no-pin``: wherever the scheduler puts them), since placement alone moves a round trip by half here.
+``--own-core``: every server's serving thread has the last CPU to itself and its other threads (ZeroMQ's I/O
+thread) run on the first, with the clients; the control server places itself so (``serve_cpu``, the product's
+``--serve-cpu``), the echoes are placed so from outside.
 ``server_act_us`` is the server's own clock (request received to reply built) as ``status`` reports it. Goals
 (issue 12): server p50 <= 20 us and p99 <= 50 us, C act p50 <= 1.5 x C echo p50, loaded act p99 <= 2 x idle
 act p99.
@@ -50,14 +53,17 @@ LOAD_START_TIMEOUT_S = 300.0
 CLIENT_DIR = Path(__file__).resolve().parents[1] / "clients" / "c"
 
 ECHO_SERVER = """
-import sys, zmq
-endpoint, sizes = sys.argv[1], [int(s) for s in sys.argv[2].split(",")]
+import sys, time, zmq
+endpoint, sizes, busy_s = sys.argv[1], [int(s) for s in sys.argv[2].split(",")], int(sys.argv[3]) / 1e6
 frames = [b"\\x00" * n for n in sizes]
 ctx = zmq.Context()
 sock = ctx.socket(zmq.ROUTER)
 sock.setsockopt(zmq.LINGER, 0)
 sock.bind(endpoint)
 while True:
+    end = time.perf_counter() + busy_s
+    while busy_s and time.perf_counter() < end and not sock.poll(0):
+        pass
     request = sock.recv_multipart()
     sock.send_multipart([request[0], request[1][:5] + b"\\x02" + request[1][6:], *frames])
 """
@@ -175,11 +181,12 @@ def stop_load(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def pin(pid: int, cpu: int) -> None:
-    """Every thread of process ``pid`` on ``cpu``: where a process lands relative to its peer changes a round trip
-    by half on a small machine, so every target is measured with the same placement."""
+def pin(pid: int, cpu: int, others: int | None = None) -> None:
+    """Every thread of process ``pid`` on ``cpu`` (with ``others``: its main thread only, the rest there): where a
+    process lands relative to its peer changes a round trip by half on a small machine, so every target is
+    measured with the same placement."""
     for task in Path(f"/proc/{pid}/task").iterdir():
-        os.sched_setaffinity(int(task.name), {cpu})
+        os.sched_setaffinity(int(task.name), {cpu if others is None or int(task.name) == pid else others})
 
 
 def server_times(status: dict) -> dict:
@@ -201,6 +208,8 @@ def main() -> None:
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="leave processes where the scheduler puts them (default: servers on the last CPU, the "
                              "clients on the first)")
+    parser.add_argument("--own-core", action="store_true",
+                        help="each server's serving thread alone on the last CPU, its other threads on the first")
     parser.add_argument("--busy-poll-us", type=int, default=0, help="the server's busy-poll window (0: off, the "
                         "default; on: real-time priority off)")
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
@@ -220,7 +229,11 @@ def main() -> None:
             ports = [free_port() for _ in range(5)]
             roles = {role: endpoint(args.transport, tmp, role, port)
                      for role, port in zip(("control", "admin", "telemetry"), ports[:3], strict=True)}
-            config = ServeConfig.for_profile(profile, state, roles, None, busy_poll_us=args.busy_poll_us)
+            last = (os.cpu_count() or 1) - 1
+            if args.own_core and not (args.pin and last >= 1):
+                raise SystemExit("--own-core needs two CPUs and pinning")
+            config = ServeConfig.for_profile(profile, state, roles, None, busy_poll_us=args.busy_poll_us,
+                                             serve_cpu=last if args.own_core else None)
             (tmp / "serve.json").write_text(config.to_json())
             server = subprocess.Popen([sys.executable, "-m", "srghn.deploy.server", str(tmp / "serve.json")],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -228,9 +241,10 @@ def main() -> None:
             sizes = [4 * act_floats, p.ACTION_STATUS.size, len(CHAMPION_ID)]
             echoes = {"python": endpoint(args.transport, tmp, "echo", ports[3]),
                       "c": endpoint(args.transport, tmp, "cecho", ports[4])}
+            busy = str(args.busy_poll_us)  # the echoes poll as the server does
             procs.append(subprocess.Popen([sys.executable, "-c", ECHO_SERVER, echoes["python"],
-                                           ",".join(map(str, sizes))]))
-            procs.append(subprocess.Popen([tmp / "c" / "srghn_echo", echoes["c"], ",".join(map(str, sizes))]))
+                                           ",".join(map(str, sizes)), busy]))
+            procs.append(subprocess.Popen([tmp / "c" / "srghn_echo", echoes["c"], ",".join(map(str, sizes)), busy]))
 
             socks = {}
             for name, ep in (("echo", echoes["python"]), ("act", config.control)):
@@ -249,7 +263,8 @@ def main() -> None:
             measure_c(tool, echoes["c"], obs_dim, 10, 10)  # the C echo is up
             if args.pin and (os.cpu_count() or 1) >= 2:  # servers on the last CPU, clients on the first
                 for proc in procs:
-                    pin(proc.pid, os.cpu_count() - 1)
+                    if proc is not server or not args.own_core:  # with --own-core the server placed itself
+                        pin(proc.pid, last, 0 if args.own_core else None)
                 pin(os.getpid(), 0)  # the C client (srghn_tool) inherits it
             targets = {"python_echo": lambda n, w: measure_python(socks["echo"], act, n, w),
                        "python_act": lambda n, w: measure_python(socks["act"], act, n, w),
@@ -287,7 +302,7 @@ def main() -> None:
     result = {
         "robot": profile.name, "transport": args.transport, "obs_dim": obs_dim, "action_floats": act_floats,
         "server": {"realtime_priority": config.realtime_priority, "busy_poll_us": config.busy_poll_us},
-        "pinned": bool(args.pin and (os.cpu_count() or 1) >= 2),
+        "pinned": bool(args.pin and (os.cpu_count() or 1) >= 2), "own_core": args.own_core,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "zmq": zmq.zmq_version(), "pyzmq": zmq.__version__, "loadavg_end": os.getloadavg()},
         "idle": {**idle, "server_act_us": idle_server},

@@ -139,6 +139,8 @@ class DaemonSettings:
     """The server this daemon starts asks for real-time priority (see :class:`ServeConfig`)."""
     busy_poll_us: int = 0
     """The server this daemon starts busy-polls this long after each request (see :class:`ServeConfig`)."""
+    serve_cpu: int | None = None
+    """The CPU the serving thread of the server this daemon starts has to itself (see :class:`ServeConfig`)."""
     record: dict | None = None
     """The server this daemon starts records the session (:mod:`srghn.deploy.recording`): its size bounds."""
     actor: str = "srghn-daemon"
@@ -172,7 +174,7 @@ class DaemonSettings:
     def serve_config(self) -> ServeConfig:
         """The configuration of the control server this daemon starts when none runs."""
         return ServeConfig.for_profile(self.profile, self.state_dir, self.endpoints(), self.keys, self.realtime,
-                                       self.busy_poll_us, self.record)
+                                       self.busy_poll_us, self.record, self.serve_cpu)
 
 
 class _Regime:

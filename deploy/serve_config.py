@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -69,6 +70,11 @@ class ServeConfig:
     of ~33 us here), at the price of that much CPU per request. For a core of its own (systemd ``CPUAffinity=``);
     not with ``realtime_priority`` (a real-time spinner starves whatever shares its core)."""
 
+    serve_cpu: int | None = None
+    """The CPU the serving thread has to itself: the server's main thread (every robot request) pins itself there
+    and its other threads (ZeroMQ's I/O thread, the background loader, the CURVE handler) run on the process's
+    other CPUs. An I/O thread on the serving core must preempt it for every message and leaves its caches cold
+    (docs/daemon.md, "The hot path"). None: the scheduler places every thread."""
     record: dict | None = None
     """Session recording (docs/recording.md): ``{"max_file_bytes": N, "max_total_bytes": N}`` to record every
     control request and telemetry event into ``<state dir>/recordings``; None: no recording."""
@@ -78,17 +84,20 @@ class ServeConfig:
             raise ConfigError("busy polling needs realtime_priority None: a real-time spinner starves its core")
         if not 0 <= self.busy_poll_us <= 100_000:
             raise ConfigError(f"busy_poll_us must be in 0..100000, got {self.busy_poll_us}")
+        if self.serve_cpu is not None:
+            check_serve_cpu(self.serve_cpu)
 
     @classmethod
     def for_profile(cls, profile, state_dir: Path, endpoints: dict[str, str], keys: Path | None,
-                    realtime: bool = True, busy_poll_us: int = 0, record: dict | None = None) -> ServeConfig:
+                    realtime: bool = True, busy_poll_us: int = 0, record: dict | None = None,
+                    serve_cpu: int | None = None) -> ServeConfig:
         """The configuration for a robot profile (a :class:`srghn.sim.profiles.RobotProfile`); busy polling
         turns real-time priority off."""
         return cls(robot=profile.name, state_dir=str(Path(state_dir).resolve()), policy=profile.policy.to_dict(),
                    safe_action=profile.safe_action, regimes=profile.regimes, **endpoints,
                    curve_dir=str(keys) if keys else None,
                    realtime_priority=REALTIME_PRIORITY if realtime and not busy_poll_us else None,
-                   busy_poll_us=busy_poll_us, record=record)
+                   busy_poll_us=busy_poll_us, record=record, serve_cpu=serve_cpu)
 
     @property
     def spec(self) -> PolicySpec:
@@ -114,3 +123,14 @@ class ServeConfig:
             return cls(**data)
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"not a server configuration: {exc}") from None
+
+
+def check_serve_cpu(cpu: object) -> None:
+    """A CPU this process may run on, with at least one more left for the server's other threads."""
+    allowed = os.sched_getaffinity(0)
+    if isinstance(cpu, bool) or not isinstance(cpu, int) or cpu not in allowed:
+        raise ConfigError(f"--serve-cpu {cpu!r} is not one of the CPUs this process may run on: "
+                          f"{', '.join(map(str, sorted(allowed)))}")
+    if len(allowed) < 2:
+        raise ConfigError(f"--serve-cpu {cpu} leaves no CPU for the server's other threads: it may run on CPU {cpu} "
+                          "only (give it a second CPU, e.g. systemd CPUAffinity=, or drop --serve-cpu)")

@@ -70,6 +70,7 @@ def bad_obs_profile(tmp_path: Path) -> Path:
     (["--regime", "sideways"], "--regime 'sideways' is not a regime of cartpole"),
     (["--record", "--record-file-mb", "0"], "--record-file-mb must be >= 0.1"),
     (["--robot", "spot"], "unknown robot 'spot'"),
+    (["--serve-cpu", "4096"], "--serve-cpu 4096 is not one of the CPUs"),
 ])
 def test_run_refuses_bad_flags_before_any_work(state, args, message):
     done = ctl("run", "--generations", "1", "--state-dir", str(state), *args)

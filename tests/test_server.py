@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from champion_helpers import variant
-from server_helpers import booby_trapped_cartpole, register_champion, running_server, store_passing_report
+from server_helpers import (
+    ServerProcess,
+    booby_trapped_cartpole,
+    register_champion,
+    running_server,
+    serve_config,
+    store_passing_report,
+)
 
 from srghn.deploy import protocol as p
 from srghn.deploy.client import AdminClient, ControlClient, Telemetry
 from srghn.deploy.registry import Registry
-from srghn.errors import InvalidRequest, ReplyError
+from srghn.deploy.serve_config import check_serve_cpu
+from srghn.errors import ConfigError, InvalidRequest, ReplyError
 
 
 def add_champion(registry: Registry, model: bytes, cid: str) -> None:
@@ -181,3 +192,30 @@ def test_watchdog_clamps_continuous_actions_and_never_serves_nan(tmp_path) -> No
         nan = robot.act(-obs)  # log of a negative number: no last-known-good exists, so the safe action
         assert nan.source is p.Source.SAFE and nan.flags & p.ActionFlag.FALLBACK
         assert nan.action.tolist() == [0.0] * 8 and nan.champion == ""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="the serving thread needs a CPU of its own and another")
+def test_serve_cpu_gives_the_serving_thread_its_cpu_alone_and_the_other_threads_the_rest(tmp_path,
+                                                                                          cartpole_model) -> None:
+    cpu, state = max(os.sched_getaffinity(0)), tmp_path / "state"
+    with Registry.open(state, create=True) as registry:
+        add_champion(registry, cartpole_model, "cp-a")
+        registry.promote("cp-a", actor="test")
+    server = ServerProcess(serve_config(state, serve_cpu=cpu), tmp_path).start()
+    try:
+        tasks = {int(t.name): os.sched_getaffinity(int(t.name)) for t in (Path("/proc") / str(server.proc.pid)
+                                                                          / "task").iterdir()}
+        assert tasks.pop(server.proc.pid) == {cpu}  # the main thread serves
+        assert tasks and all(mask == os.sched_getaffinity(0) - {cpu} for mask in tasks.values()), tasks
+        with ControlClient(server.config.control) as robot:
+            reply = robot.act(OBS)
+        assert reply.source is p.Source.LIVE and reply.champion == "cp-a"
+    finally:
+        assert server.stop() == 0, server.log()
+
+
+def test_serve_cpu_must_be_a_cpu_the_server_may_use() -> None:
+    with pytest.raises(ConfigError, match="--serve-cpu 4096 is not one of the CPUs"):
+        check_serve_cpu(4096)
+    with pytest.raises(ConfigError, match="--serve-cpu True"):
+        check_serve_cpu(True)
