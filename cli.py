@@ -901,7 +901,8 @@ def run(
             raise ConfigError(f"--record: the control server already running on {state} (pid {server['pid']}) does "
                               "not record; stop it, or start it with `srghn-ctl serve --record`")
         from srghn.deploy.keys import CurveServer
-        from srghn.deploy.serve_config import check_serve_cpu, choose_endpoints
+        from srghn.deploy.placement import check_serve_cpu
+        from srghn.deploy.serve_config import choose_endpoints
 
         CurveServer.for_endpoints(keys, choose_endpoints(state, control, admin, telemetry).values())
         if serve_cpu is not None:

@@ -156,12 +156,14 @@ def server_status(ctx: zmq.Context, admin: str) -> dict:
         sock.close(0)
 
 
-def start_load(out: Path, population: int) -> subprocess.Popen:
-    """``srghn-ctl evolve --robot ant`` at nice +5 in its own process group; returns once a generation is done."""
+def start_load(out: Path, population: int, cpus: set[int] | None = None) -> subprocess.Popen:
+    """``srghn-ctl evolve --robot ant`` at nice +5 in its own process group, on ``cpus`` (None: any), as the daemon
+    evolves (with ``--serve-cpu``, off the serving CPU); returns once a generation is done."""
     cmd = [str(Path(sys.executable).with_name("srghn-ctl")), "evolve", "--robot", "ant", "--generations", "1000",
            "--population", str(population), "--no-register", "--out", str(out), "--json"]
     proc = subprocess.Popen(["nice", "-n", "5", *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus))
     metrics = out / "metrics.jsonl"
     deadline = time.monotonic() + LOAD_START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -275,7 +277,8 @@ def main() -> None:
             idle_server = server_times(server_status(ctx, config.admin))
             loaded = loaded_server = None
             if not args.no_load:
-                load = start_load(tmp / "evolve", args.load_population)
+                load = start_load(tmp / "evolve", args.load_population,
+                                  set(range(last)) if args.own_core else None)
                 load_started = time.monotonic()
                 loaded = interleaved(targets, args.loaded_requests, args.warmup, args.rounds)
                 loaded_server = server_times(server_status(ctx, config.admin))

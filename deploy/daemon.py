@@ -48,7 +48,7 @@ import zmq
 
 from srghn import ConfigError, SrghnError
 from srghn.controller.files import atomic_write
-from srghn.deploy import logs
+from srghn.deploy import logs, placement
 from srghn.deploy import messages as m
 from srghn.deploy.adaptation import Adaptation, Identified, evolution_regime
 from srghn.deploy.champions import champion_norm, gate_champion, register_policy, run_tag
@@ -267,8 +267,11 @@ class Daemon:
                                                   "started": started})
                     if self.settings.sim_robot:
                         self._start_robot()
-                    # Evolution yields the cores to the live server and the robot: lower priority from here on.
+                    # Evolution yields the cores to the live server and the robot: lower priority from here on,
+                    # and off the serving thread's CPU where it has one
                     os.nice(5)
+                    if self.settings.serve_cpu is not None:
+                        placement.keep_off(self.settings.serve_cpu)
                     evaluator = make_evaluator(self.profile, self.settings.backend, self.settings.workers,
                                                self.settings.ray_address)
                     driver = self.driver = self._driver(evaluator, saved)

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from srghn.controller.policy import PolicySpec
 from srghn.deploy import protocol as p
+from srghn.deploy.placement import check_serve_cpu
 from srghn.errors import ConfigError
 
 REALTIME_PRIORITY = 10
@@ -124,13 +124,3 @@ class ServeConfig:
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"not a server configuration: {exc}") from None
 
-
-def check_serve_cpu(cpu: object) -> None:
-    """A CPU this process may run on, with at least one more left for the server's other threads."""
-    allowed = os.sched_getaffinity(0)
-    if isinstance(cpu, bool) or not isinstance(cpu, int) or cpu not in allowed:
-        raise ConfigError(f"--serve-cpu {cpu!r} is not one of the CPUs this process may run on: "
-                          f"{', '.join(map(str, sorted(allowed)))}")
-    if len(allowed) < 2:
-        raise ConfigError(f"--serve-cpu {cpu} leaves no CPU for the server's other threads: it may run on CPU {cpu} "
-                          "only (give it a second CPU, e.g. systemd CPUAffinity=, or drop --serve-cpu)")

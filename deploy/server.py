@@ -26,13 +26,12 @@ import logging
 import math
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
 import zmq
 
-from srghn.deploy import logs, sdnotify
+from srghn.deploy import logs, placement, sdnotify
 from srghn.deploy import protocol as p
 from srghn.deploy.admin import Admin
 from srghn.deploy.background import Background
@@ -88,7 +87,7 @@ class Server:
         config = self.config
         _prioritise(config.realtime_priority)  # before any thread starts: they all inherit it
         if config.serve_cpu is not None:  # the threads started below inherit the other CPUs...
-            os.sched_setaffinity(0, os.sched_getaffinity(0) - {config.serve_cpu})
+            placement.keep_off(config.serve_cpu)
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.ctx = zmq.Context()
         self.curve = CurveServer.for_endpoints(config.curve_dir, config.endpoints.values())
@@ -118,13 +117,15 @@ class Server:
         for sock, endpoint in ((control, config.control), (admin, config.admin),
                                (self.telemetry, config.telemetry), (self.internal, config.internal_endpoint)):
             _bind(sock, endpoint)
+        if config.serve_cpu is not None:  # ...and the serving thread takes its own
+            rest = placement.serve_alone(config.serve_cpu)
+            log.info("serving thread on CPU %d, the server's other threads on CPU %s", config.serve_cpu,
+                     ", ".join(map(str, sorted(rest))))
         write_runfile(Path(config.state_dir), SERVER, {
             "pid": os.getpid(), "supervisor": os.getppid() if self.supervised else None,
             "stoppable": self.stoppable, "robot": config.robot,
             **config.endpoints, "internal": config.internal_endpoint, "keys": config.curve_dir,
             "started": self.started, "recording": bool(config.record)})
-        if config.serve_cpu is not None:
-            _serve_alone(config.serve_cpu)
         gc.freeze()  # what start-up made lives as long as the server: keep it out of every collection
         log.info("serving %s for robot %s on %s", self.serving.serving_id or "the safe action", config.robot,
                  ", ".join(f"{k} {v}" for k, v in config.endpoints.items()))
@@ -265,17 +266,6 @@ def _prioritise(priority: int | None) -> None:
         log.info("serving at real-time priority %d (SCHED_FIFO)", priority)
     except (PermissionError, OSError) as exc:
         log.info("serving at normal priority: real-time priority %d was refused (%s)", priority, exc)
-
-
-def _serve_alone(cpu: int) -> None:
-    """This (serving) thread on ``cpu`` alone; every other thread of the process -- those its imports started
-    (numpy's BLAS pool, ONNX Runtime's) included -- on the CPUs left."""
-    others = os.sched_getaffinity(0)  # already without ``cpu`` (start-up's first step)
-    me = threading.get_native_id()
-    for task in Path("/proc/self/task").iterdir():
-        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
-            os.sched_setaffinity(int(task.name), {cpu} if int(task.name) == me else others)
-    log.info("serving thread on CPU %d, the server's other threads on CPU %s", cpu, ", ".join(map(str, sorted(others))))
 
 
 def _bind(sock: zmq.Socket, endpoint: str) -> None:

@@ -3,7 +3,9 @@ CartPole robot; promotion, serving, manual rollback through the CLI, status/hist
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -255,3 +257,41 @@ def test_a_daemon_only_detaches_from_a_server_that_is_a_service_of_its_own(tmp_p
         finally:
             serve.send_signal(signal.SIGTERM)
             assert serve.wait(60) == 0, serve.stderr.read()
+
+
+def _affinities(pid: int) -> dict[int, set[int]]:
+    """Thread id -> the CPUs it may run on, for every thread of ``pid``."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            found[int(task.name)] = os.sched_getaffinity(int(task.name))
+    return found
+
+
+def _workers(pid: int) -> list[int]:
+    """The shadow workers among the children of ``pid`` (not the server's supervisor, which keeps every CPU)."""
+    children = [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+    return [c for c in children if b"srghn.sim.worker" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="--serve-cpu needs two CPUs")
+def test_serve_cpu_keeps_evolution_and_the_servers_other_threads_off_the_serving_cpu(tmp_path: Path) -> None:
+    from srghn.deploy.state import SERVER, read_runfile
+
+    allowed = os.sched_getaffinity(0)
+    cpu = max(allowed)
+    state = tmp_path / "state"
+    with tempfile.TemporaryDirectory(prefix="sg") as socks:
+        proc = start(state, Path(socks), "--serve-cpu", str(cpu), "--duration", "300")
+        try:
+            server = wait_for(lambda: read_runfile(state, SERVER), 60, "the control server")
+            serving = _affinities(server["pid"])
+            assert serving.pop(server["pid"]) == {cpu} and serving
+            assert all(mask == allowed - {cpu} for mask in serving.values()), serving
+            # the daemon's threads and its shadow workers (started once evolution begins) stay off the CPU
+            workers = wait_for(lambda: _workers(proc.pid), 60, "the shadow workers")
+            for pid in (proc.pid, *workers):
+                assert all(mask == allowed - {cpu} for mask in _affinities(pid).values()), (pid, _affinities(pid))
+        finally:
+            summary = finish(proc, signal.SIGINT)
+    assert summary["serving"]["requests"]["errors"] == 0

@@ -19,8 +19,8 @@ from server_helpers import (
 
 from srghn.deploy import protocol as p
 from srghn.deploy.client import AdminClient, ControlClient, Telemetry
+from srghn.deploy.placement import check_serve_cpu
 from srghn.deploy.registry import Registry
-from srghn.deploy.serve_config import check_serve_cpu
 from srghn.errors import ConfigError, InvalidRequest, ReplyError
 
 

@@ -1,0 +1,55 @@
+"""Where the server's and the daemon's threads run (``--serve-cpu N``).
+
+The serving (main) thread of the control server gets CPU N to itself; every other thread of the server (ZeroMQ's
+I/O thread, the background loader, the CURVE handler, the pools numpy and ONNX Runtime start at import) and all
+of the evolution daemon -- its shadow workers included -- run on the other CPUs the process may use. A ZeroMQ I/O
+thread on the serving core preempts it for every message and leaves its caches cold, and an evolution worker
+there takes the core from a busy-polling server for whole time slices (docs/daemon.md, "The hot path").
+
+Linux only, as the server's scheduling is: threads are listed in ``/proc/self/task``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from pathlib import Path
+
+from srghn.errors import ConfigError
+
+
+def check_serve_cpu(cpu: object) -> None:
+    """A CPU this process may run on, with at least one more left for everything else."""
+    allowed = os.sched_getaffinity(0)
+    if isinstance(cpu, bool) or not isinstance(cpu, int) or cpu not in allowed:
+        raise ConfigError(f"--serve-cpu {cpu!r} is not one of the CPUs this process may run on: "
+                          f"{', '.join(map(str, sorted(allowed)))}")
+    if len(allowed) < 2:
+        raise ConfigError(f"--serve-cpu {cpu} leaves no CPU for anything else: this process may run on CPU {cpu} "
+                          "only (give it a second CPU, e.g. systemd CPUAffinity=, or drop --serve-cpu)")
+
+
+def others(cpu: int) -> set[int]:
+    """The CPUs this thread may use, less ``cpu``."""
+    return os.sched_getaffinity(0) - {cpu}
+
+
+def keep_off(cpu: int) -> set[int]:
+    """Every thread of this process, and so every process and thread it starts from now on, off ``cpu``."""
+    rest = others(cpu)
+    _place(lambda tid: rest)
+    return rest
+
+
+def serve_alone(cpu: int) -> set[int]:
+    """The calling (serving) thread on ``cpu`` alone, every other thread of this process on the CPUs left."""
+    rest, me = others(cpu), threading.get_native_id()
+    _place(lambda tid: {cpu} if tid == me else rest)
+    return rest
+
+
+def _place(where) -> None:
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            os.sched_setaffinity(int(task.name), where(int(task.name)))
