@@ -1,7 +1,7 @@
 """Where the server's and the daemon's threads run (``--serve-cpu N``).
 
 The serving (main) thread of the control server gets CPU N to itself; every other thread of the server (ZeroMQ's
-I/O thread, the background loader, the CURVE handler, the pools numpy and ONNX Runtime start at import) and all
+I/O thread, the background loader, the CURVE handler, the BLAS pool that importing numpy starts) and all
 of the evolution daemon -- its shadow workers included -- run on the other CPUs the process may use. A ZeroMQ I/O
 thread on the serving core preempts it for every message and leaves its caches cold, and an evolution worker
 there takes the core from a busy-polling server for whole time slices (docs/daemon.md, "The hot path").

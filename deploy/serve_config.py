@@ -123,4 +123,3 @@ class ServeConfig:
             return cls(**data)
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"not a server configuration: {exc}") from None
-
