@@ -276,21 +276,27 @@ def _fmt_iqm(interval: dict | None, digits: int = 1) -> str:
     return f"{interval['iqm']:.{digits}f} [{low:.{digits}f}–{high:.{digits}f}]"
 
 
+SUPPORT_SEEDS = 5
+"""A P table marks a difference as supported only with this many seeds a side: from fewer, a percentile bootstrap
+has too few distinct resamples for its interval to mean anything (2 seeds a side give 1.00 [1.00–1.00])."""
+
+
 def _probability_table(methods: dict, pick: Callable[[dict], dict | None], relation: str) -> list[str]:
     """SR-GHN methods x baselines: P(the row method {relation} the column baseline) [95 % CI]; bold where the
-    interval excludes 0.5 (a difference the seeds support)."""
+    interval excludes 0.5 and both sides have :data:`SUPPORT_SEEDS` seeds (a difference the seeds support)."""
     rows = {name: pick(m) for name, m in methods.items() if pick(m)}
     if not rows:
         return []
     baselines = list(next(iter(rows.values())))
-    lines = ["", f"P(row {relation} column) [95 % CI]; **bold**: the interval excludes 0.5.", "",
+    lines = ["", f"P(row {relation} column) [95 % CI]; **bold**: the interval excludes 0.5, with at least "
+             f"{SUPPORT_SEEDS} seeds a side.", "",
              "| method | " + " | ".join(baselines) + " |", "|" + "---|" * (len(baselines) + 1)]
     for name, by_baseline in rows.items():
         cells = []
         for b in baselines:
             p = by_baseline[b]
             text = f"{p['p']:.2f} [{p['ci'][0]:.2f}–{p['ci'][1]:.2f}]"
-            supported = min(p["n"]) > 1 and (p["ci"][0] > 0.5 or p["ci"][1] < 0.5)  # one seed has no interval
+            supported = min(p["n"]) >= SUPPORT_SEEDS and (p["ci"][0] > 0.5 or p["ci"][1] < 0.5)
             cells.append(f"**{text}**" if supported else text)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return [*lines, ""]

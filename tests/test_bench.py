@@ -163,3 +163,4 @@ def test_only_intervals_from_several_seeds_are_marked_as_supported():
 
     assert "| srghn | **1.00 [1.00–1.00]** |" in table(5)
     assert "| srghn | 1.00 [1.00–1.00] |" in table(1)  # one seed each: no interval, nothing supported
+    assert "| srghn | 1.00 [1.00–1.00] |" in table(3)  # too few resamples for the interval to mean anything
