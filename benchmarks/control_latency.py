@@ -304,7 +304,9 @@ def main() -> None:
               "python_p50_ratio": round(idle["python_act"]["p50_us"] / idle["python_echo"]["p50_us"], 3)}
     result = {
         "robot": profile.name, "transport": args.transport, "obs_dim": obs_dim, "action_floats": act_floats,
-        "server": {"realtime_priority": config.realtime_priority, "busy_poll_us": config.busy_poll_us},
+        "server": {"realtime_priority": config.realtime_priority, "busy_poll_us": config.busy_poll_us,
+                   "serve_cpu": config.serve_cpu},
+        "echoes_busy_poll_us": args.busy_poll_us,
         "pinned": bool(args.pin and (os.cpu_count() or 1) >= 2), "own_core": args.own_core,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "zmq": zmq.zmq_version(), "pyzmq": zmq.__version__, "loadavg_end": os.getloadavg()},
