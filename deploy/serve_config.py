@@ -67,7 +67,7 @@ class ServeConfig:
     busy_poll_us: int = 0
     """After answering a robot, keep polling for the next request this long before going to sleep: a robot that
     steps faster than that is answered by a server whose caches are still warm (handling measured ~19 us instead
-    of ~33 us here), at the price of that much CPU per request. For a core of its own (systemd ``CPUAffinity=``);
+    of ~33 us here), at the price of that much CPU per request. For a core of its own (``serve_cpu``);
     not with ``realtime_priority`` (a real-time spinner starves whatever shares its core)."""
 
     serve_cpu: int | None = None
