@@ -210,6 +210,8 @@ def main() -> None:
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="leave processes where the scheduler puts them (default: servers on the last CPU, the "
                              "clients on the first)")
+    parser.add_argument("--no-realtime", dest="realtime", action="store_false",
+                        help="the server at normal priority (default: it asks for SCHED_FIFO, as the product does)")
     parser.add_argument("--own-core", action="store_true",
                         help="each server's serving thread alone on the last CPU, its other threads on the first")
     parser.add_argument("--busy-poll-us", type=int, default=0, help="the server's busy-poll window (0: off, the "
@@ -234,7 +236,8 @@ def main() -> None:
             last = (os.cpu_count() or 1) - 1
             if args.own_core and not (args.pin and last >= 1):
                 raise SystemExit("--own-core needs two CPUs and pinning")
-            config = ServeConfig.for_profile(profile, state, roles, None, busy_poll_us=args.busy_poll_us,
+            config = ServeConfig.for_profile(profile, state, roles, None, realtime=args.realtime,
+                                             busy_poll_us=args.busy_poll_us,
                                              serve_cpu=last if args.own_core else None)
             (tmp / "serve.json").write_text(config.to_json())
             server = subprocess.Popen([sys.executable, "-m", "srghn.deploy.server", str(tmp / "serve.json")],
