@@ -41,6 +41,7 @@ import numpy as np
 import zmq
 from champion_state import passing_report, register_random
 
+from srghn.deploy import placement
 from srghn.deploy import protocol as p
 from srghn.deploy.registry import Registry
 from srghn.deploy.serve_config import ServeConfig
@@ -187,8 +188,7 @@ def pin(pid: int, cpu: int, others: int | None = None) -> None:
     """Every thread of process ``pid`` on ``cpu`` (with ``others``: its main thread only, the rest there): where a
     process lands relative to its peer changes a round trip by half on a small machine, so every target is
     measured with the same placement."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        os.sched_setaffinity(int(task.name), {cpu if others is None or int(task.name) == pid else others})
+    placement.place(pid, lambda tid: {cpu if others is None or tid == pid else others})
 
 
 def server_times(status: dict) -> dict:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from srghn.errors import ConfigError
@@ -38,18 +39,28 @@ def others(cpu: int) -> set[int]:
 def keep_off(cpu: int) -> set[int]:
     """Every thread of this process, and so every process and thread it starts from now on, off ``cpu``."""
     rest = others(cpu)
-    _place(lambda tid: rest)
+    place(os.getpid(), lambda tid: rest)
     return rest
 
 
 def serve_alone(cpu: int) -> set[int]:
     """The calling (serving) thread on ``cpu`` alone, every other thread of this process on the CPUs left."""
     rest, me = others(cpu), threading.get_native_id()
-    _place(lambda tid: {cpu} if tid == me else rest)
+    place(os.getpid(), lambda tid: {cpu} if tid == me else rest)
     return rest
 
 
-def _place(where) -> None:
-    for task in Path("/proc/self/task").iterdir():
+def place(pid: int, where: Callable[[int], set[int]]) -> None:
+    """Every thread ``tid`` of process ``pid`` on the CPUs ``where(tid)``."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(ProcessLookupError):  # a thread that just ended
             os.sched_setaffinity(int(task.name), where(int(task.name)))
+
+
+def affinities(pid: int) -> dict[int, set[int]]:
+    """Thread id -> the CPUs it may run on, for every thread of process ``pid``."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):
+            found[int(task.name)] = os.sched_getaffinity(int(task.name))
+    return found

@@ -3,7 +3,6 @@ CartPole robot; promotion, serving, manual rollback through the CLI, status/hist
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -19,6 +18,7 @@ from server_helpers import ctl, wait_for
 
 from srghn.deploy import protocol as p
 from srghn.deploy.client import AdminClient, ControlClient
+from srghn.deploy.placement import affinities
 from srghn.deploy.registry import Registry
 
 pytestmark = pytest.mark.slow
@@ -259,15 +259,6 @@ def test_a_daemon_only_detaches_from_a_server_that_is_a_service_of_its_own(tmp_p
             assert serve.wait(60) == 0, serve.stderr.read()
 
 
-def _affinities(pid: int) -> dict[int, set[int]]:
-    """Thread id -> the CPUs it may run on, for every thread of ``pid``."""
-    found = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
-            found[int(task.name)] = os.sched_getaffinity(int(task.name))
-    return found
-
-
 def _workers(pid: int) -> list[int]:
     """The shadow workers among the children of ``pid`` (not the server's supervisor, which keeps every CPU)."""
     children = [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
@@ -285,13 +276,13 @@ def test_serve_cpu_keeps_evolution_and_the_servers_other_threads_off_the_serving
         proc = start(state, Path(socks), "--serve-cpu", str(cpu), "--duration", "300")
         try:
             server = wait_for(lambda: read_runfile(state, SERVER), 60, "the control server")
-            serving = _affinities(server["pid"])
+            serving = affinities(server["pid"])
             assert serving.pop(server["pid"]) == {cpu} and serving
             assert all(mask == allowed - {cpu} for mask in serving.values()), serving
             # the daemon's threads and its shadow workers (started once evolution begins) stay off the CPU
             workers = wait_for(lambda: _workers(proc.pid), 60, "the shadow workers")
             for pid in (proc.pid, *workers):
-                assert all(mask == allowed - {cpu} for mask in _affinities(pid).values()), (pid, _affinities(pid))
+                assert all(mask == allowed - {cpu} for mask in affinities(pid).values()), (pid, affinities(pid))
         finally:
             summary = finish(proc, signal.SIGINT)
     assert summary["serving"]["requests"]["errors"] == 0

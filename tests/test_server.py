@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from server_helpers import (
 
 from srghn.deploy import protocol as p
 from srghn.deploy.client import AdminClient, ControlClient, Telemetry
-from srghn.deploy.placement import check_serve_cpu
+from srghn.deploy.placement import affinities, check_serve_cpu
 from srghn.deploy.registry import Registry
 from srghn.errors import ConfigError, InvalidRequest, ReplyError
 
@@ -203,8 +202,7 @@ def test_serve_cpu_gives_the_serving_thread_its_cpu_alone_and_the_other_threads_
         registry.promote("cp-a", actor="test")
     server = ServerProcess(serve_config(state, serve_cpu=cpu), tmp_path).start()
     try:
-        tasks = {int(t.name): os.sched_getaffinity(int(t.name)) for t in (Path("/proc") / str(server.proc.pid)
-                                                                          / "task").iterdir()}
+        tasks = affinities(server.proc.pid)
         assert tasks.pop(server.proc.pid) == {cpu}  # the main thread serves
         assert tasks and all(mask == os.sched_getaffinity(0) - {cpu} for mask in tasks.values()), tasks
         with ControlClient(server.config.control) as robot:
