@@ -44,7 +44,7 @@ from champion_state import passing_report, register_random
 from srghn.deploy import placement
 from srghn.deploy import protocol as p
 from srghn.deploy.registry import Registry
-from srghn.deploy.serve_config import ServeConfig
+from srghn.deploy.serve_config import SOCKET_LOOPS, ServeConfig
 from srghn.sim.profiles import load_profile
 
 GOALS = {"server_p50_us": 20.0, "server_p99_us": 50.0, "c_p50_ratio": 1.5, "loaded_p99_ratio": 2.0}
@@ -216,6 +216,8 @@ def main() -> None:
                         help="each server's serving thread alone on the last CPU, its other threads on the first")
     parser.add_argument("--busy-poll-us", type=int, default=0, help="the server's busy-poll window (0: off, the "
                         "default; on: real-time priority off)")
+    parser.add_argument("--socket-loop", choices=SOCKET_LOOPS, default="compiled",
+                        help="the server's socket loop (compiled: in C where built, as the product does)")
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
     args = parser.parse_args()
     profile = load_profile(args.robot)
@@ -238,7 +240,8 @@ def main() -> None:
                 raise SystemExit("--own-core needs two CPUs and pinning")
             config = ServeConfig.for_profile(profile, state, roles, None, realtime=args.realtime,
                                              busy_poll_us=args.busy_poll_us,
-                                             serve_cpu=last if args.own_core else None)
+                                             serve_cpu=last if args.own_core else None,
+                                             socket_loop=args.socket_loop)
             (tmp / "serve.json").write_text(config.to_json())
             server = subprocess.Popen([sys.executable, "-m", "srghn.deploy.server", str(tmp / "serve.json")],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -277,7 +280,8 @@ def main() -> None:
                        "c_act": lambda n, w: measure_c(tool, config.control, obs_dim, n, w)}
 
             idle = interleaved(targets, args.requests, args.warmup, args.rounds)
-            idle_server = server_times(server_status(ctx, config.admin))
+            status = server_status(ctx, config.admin)
+            idle_server, socket_loop = server_times(status), status["socket_loop"]
             loaded = loaded_server = None
             if not args.no_load:
                 load = start_load(tmp / "evolve", args.load_population,
@@ -308,7 +312,7 @@ def main() -> None:
     result = {
         "robot": profile.name, "transport": args.transport, "obs_dim": obs_dim, "action_floats": act_floats,
         "server": {"realtime_priority": config.realtime_priority, "busy_poll_us": config.busy_poll_us,
-                   "serve_cpu": config.serve_cpu},
+                   "serve_cpu": config.serve_cpu, "socket_loop": socket_loop},
         "echoes_busy_poll_us": args.busy_poll_us,
         "pinned": bool(args.pin and (os.cpu_count() or 1) >= 2), "own_core": args.own_core,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),

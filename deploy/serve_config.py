@@ -37,6 +37,9 @@ def choose_endpoints(state_dir: Path, control: str | None = None, admin: str | N
     return chosen
 
 
+SOCKET_LOOPS = ("compiled", "pyzmq")
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """What the server needs to know, written as JSON next to the state. Everything about the robot is resolved
@@ -75,6 +78,9 @@ class ServeConfig:
     and its other threads (ZeroMQ's I/O thread, the background loader, the CURVE handler) run on the process's
     other CPUs. An I/O thread on the serving core must preempt it for every message and leaves its caches cold
     (docs/daemon.md, "The hot path"). None: the scheduler places every thread."""
+    socket_loop: str = "compiled"
+    """``compiled``: robots are answered by the socket loop in C (:mod:`srghn.deploy.fastloop`) where it is
+    built and CURVE is off, else by the same loop in pyzmq; ``pyzmq``: always the latter."""
     record: dict | None = None
     """Session recording (docs/recording.md): ``{"max_file_bytes": N, "max_total_bytes": N}`` to record every
     control request and telemetry event into ``<state dir>/recordings``; None: no recording."""
@@ -86,18 +92,20 @@ class ServeConfig:
             raise ConfigError(f"busy_poll_us must be in 0..100000, got {self.busy_poll_us}")
         if self.serve_cpu is not None:
             check_serve_cpu(self.serve_cpu)
+        if self.socket_loop not in SOCKET_LOOPS:
+            raise ConfigError(f"socket_loop must be one of {', '.join(SOCKET_LOOPS)}, got {self.socket_loop!r}")
 
     @classmethod
     def for_profile(cls, profile, state_dir: Path, endpoints: dict[str, str], keys: Path | None,
                     realtime: bool = True, busy_poll_us: int = 0, record: dict | None = None,
-                    serve_cpu: int | None = None) -> ServeConfig:
+                    serve_cpu: int | None = None, socket_loop: str = "compiled") -> ServeConfig:
         """The configuration for a robot profile (a :class:`srghn.sim.profiles.RobotProfile`); busy polling
         turns real-time priority off."""
         return cls(robot=profile.name, state_dir=str(Path(state_dir).resolve()), policy=profile.policy.to_dict(),
                    safe_action=profile.safe_action, regimes=profile.regimes, **endpoints,
                    curve_dir=str(keys) if keys else None,
                    realtime_priority=REALTIME_PRIORITY if realtime and not busy_poll_us else None,
-                   busy_poll_us=busy_poll_us, record=record, serve_cpu=serve_cpu)
+                   busy_poll_us=busy_poll_us, record=record, serve_cpu=serve_cpu, socket_loop=socket_loop)
 
     @property
     def spec(self) -> PolicySpec:

@@ -27,11 +27,12 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable, Container
 from pathlib import Path
 
 import zmq
 
-from srghn.deploy import logs, placement, sdnotify
+from srghn.deploy import fastloop, logs, placement, sdnotify
 from srghn.deploy import protocol as p
 from srghn.deploy.admin import Admin
 from srghn.deploy.background import Background
@@ -61,6 +62,8 @@ class Server:
         self.started = time.time()
         self.tap: Tap | None = None
         """Session recording: the recorder process's side in this one (``config.record``)."""
+        self.socket_loop = "pyzmq"
+        """Which loop answers robots (see :meth:`_robots_first`)."""
 
     def run(self) -> int:
         """Serve until SIGTERM / SIGINT or a daemon's stop; 0 after an orderly shutdown."""
@@ -157,12 +160,9 @@ class Server:
     # -- the loop --------------------------------------------------------------------------------------------------
 
     def main_loop(self) -> None:
-        poller = zmq.Poller()
-        control, admin, wake, internal = (self.serving.sock, self.admin.sock, self.background.wake, self.internal)
-        for sock in (control, admin, wake, internal):
-            poller.register(sock, zmq.POLLIN)
+        admin, wake, internal = self.admin.sock, self.background.wake, self.internal
+        wait = self._robots_first((admin, wake, internal))
         watchdog_s = sdnotify.watchdog_interval_s()
-        busy_poll_s = self.config.busy_poll_us / 1e6
         now = time.monotonic()
         next_stats = next_sync = now + self.config.stats_interval_s
         next_forward = now + TICK_S
@@ -170,11 +170,7 @@ class Server:
         last = (0, 0)
         while not self.should_exit:
             timeout = max(0.0, min(next_stats, next_sync, next_watchdog, now + TICK_S) - time.monotonic())
-            ready = dict(poller.poll(timeout * 1000))
-            if control in ready:  # robots first
-                self.serving.handle()
-                if busy_poll_s:
-                    self._busy_poll(control, busy_poll_s)
+            ready = wait(timeout)
             if wake in ready:
                 self.background.deliver()
             if admin in ready:
@@ -200,18 +196,43 @@ class Server:
                 next_watchdog = now + watchdog_s
                 sdnotify.notify("WATCHDOG=1")
 
-    def _busy_poll(self, control: zmq.Socket, window_s: float) -> None:
-        """Keep answering robots without going to sleep until none has asked for ``window_s``."""
-        clock = time.perf_counter
-        end = clock() + window_s
-        while clock() < end:
-            if control.poll(0):
-                self.serving.handle()
+    def _robots_first(self, others: tuple[zmq.Socket, ...]) -> Callable[[float], Container[zmq.Socket]]:
+        """``wait(timeout_s)``: answer robots until one of ``others`` is ready or the timeout, then the ready
+        ones. After each answer it polls for the next robot request ``busy_poll_us`` before it sleeps again."""
+        config, serving = self.config, self.serving
+        loop = (fastloop.compiled_loop(serving.sock, others, serving.on_request, config.busy_poll_us)
+                if config.socket_loop == "compiled" and serving.identify is None else None)
+        self.socket_loop = "compiled" if loop is not None else "pyzmq"
+        log.info("robots are answered by the %s socket loop", self.socket_loop)
+        if loop is not None:
+            def serve(timeout_s: float) -> Container[zmq.Socket]:
+                mask = loop.serve(timeout_s * 1000)
+                return [s for i, s in enumerate(others) if mask >> i & 1]
+
+            return serve
+
+        control, window_s, clock = serving.sock, config.busy_poll_us / 1e6, time.perf_counter
+        poller = zmq.Poller()
+        for sock in (control, *others):
+            poller.register(sock, zmq.POLLIN)
+
+        def wait(timeout_s: float) -> Container[zmq.Socket]:
+            ready = dict(poller.poll(timeout_s * 1000))
+            if control in ready:
+                serving.handle()
                 end = clock() + window_s
+                while clock() < end:
+                    if control.poll(0):
+                        serving.handle()
+                        end = clock() + window_s
+            return ready
+
+        return wait
 
     def status(self) -> dict:
         return {"robot": self.config.robot, "protocol": p.VERSION, "pid": os.getpid(),
                 "uptime_s": round(time.time() - self.started, 1), "endpoints": self.config.endpoints,
+                "socket_loop": self.socket_loop,
                 **self.serving.status(), "evolution": self.peer.evolution if self.peer.attached else None,
                 "daemon": self.peer.status()}
 

@@ -142,6 +142,7 @@ def test_curve_lets_only_authorized_clients_reach_a_server_bound_beyond_loopback
 
     keys = tmp_path / "keys"
     add_key(keys, "robot", "robot")
+    add_key(keys, "ops", "operator")
     add_key(tmp_path / "other", "intruder", "robot")  # a valid key pair the server never authorized
     state = tmp_path / "state"
     with Registry.open(state, create=True) as registry:
@@ -163,6 +164,9 @@ def test_curve_lets_only_authorized_clients_reach_a_server_bound_beyond_loopback
         with ControlClient(endpoint, timeout_s=60, server_key=keys / "server.key",
                            client_key=keys / "clients" / "robot.key_secret") as robot:
             assert robot.act(OBS).champion == "cp-a"
+        with AdminClient(f"tcp://127.0.0.1:{port + 1}", timeout_s=60, server_key=keys / "server.key",
+                         client_key=keys / "clients" / "ops.key_secret") as admin:
+            assert admin.status()["socket_loop"] == "pyzmq"  # the handler needs pyzmq's frames: they carry the key
         for client in ({}, {"server_key": keys / "server.key",
                             "client_key": tmp_path / "other" / "clients" / "intruder.key_secret"}):
             with ControlClient(endpoint, timeout_s=2, **client) as stranger, pytest.raises(ServerUnavailable):
