@@ -791,10 +791,11 @@ BusyPollOpt = Annotated[int, typer.Option(
     "--busy-poll-us", min=0, max=100_000, help="The control server keeps polling this many microseconds after each "
     "request before it sleeps (faster answers to fast robots for that much CPU; for a core of its own; turns "
     "real-time priority off).")]
-ServeCpuOpt = Annotated[int | None, typer.Option(
-    "--serve-cpu", min=0, help="The control server's serving thread runs alone on this CPU and its other threads "
-    "(ZeroMQ I/O, background) on the others it may use: with --busy-poll-us, the fastest placement "
-    "(docs/daemon.md, \"The hot path\").", show_default=False)]
+ServeCpuOpt = Annotated[str, typer.Option(
+    "--serve-cpu", metavar="N|auto|none", help="The control server's serving thread runs alone on CPU N and its "
+    "other threads (ZeroMQ I/O, background) and evolution on the other CPUs: robots' p99 then holds under "
+    "evolution load. auto: the last CPU where the process may use 4 or more, else none (docs/daemon.md, \"The hot "
+    "path\").")]
 RecordOpt = Annotated[bool, typer.Option(
     "--record", help="Record every control request and telemetry event into <state dir>/recordings as MCAP files "
     "(docs/recording.md; `record list`, `record export`).")]
@@ -848,7 +849,7 @@ def run(
         "its systemd unit) and never start or stop one.")] = False,
     realtime: RealtimeOpt = True,
     busy_poll_us: BusyPollOpt = 0,
-    serve_cpu: ServeCpuOpt = None,
+    serve_cpu: ServeCpuOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the shutdown summary as JSON on stdout.")] = False,
     record: RecordOpt = False,
     record_file_mb: RecordFileOpt = 64.0,
@@ -901,12 +902,11 @@ def run(
             raise ConfigError(f"--record: the control server already running on {state} (pid {server['pid']}) does "
                               "not record; stop it, or start it with `srghn-ctl serve --record`")
         from srghn.deploy.keys import CurveServer
-        from srghn.deploy.placement import check_serve_cpu
+        from srghn.deploy.placement import serve_cpu_from
         from srghn.deploy.serve_config import choose_endpoints
 
         CurveServer.for_endpoints(keys, choose_endpoints(state, control, admin, telemetry).values())
-        if serve_cpu is not None:
-            check_serve_cpu(serve_cpu)
+        cpu = serve_cpu_from(serve_cpu)
         preflight.check_spaces(profile)
     from srghn.deploy.daemon import Daemon, DaemonSettings
 
@@ -919,7 +919,7 @@ def run(
             generations=generations, duration_s=duration, auto_promote=auto_promote, gate_every=gate_every,
             regime=regime, follow_drift=follow_drift, control=control, admin=admin, telemetry=telemetry, keys=keys,
             backend=backend, workers=workers, ray_address=ray_address, sim_robot=sim_robot, robot_args=robot_args,
-            attach=attach, realtime=realtime, busy_poll_us=busy_poll_us, serve_cpu=serve_cpu,
+            attach=attach, realtime=realtime, busy_poll_us=busy_poll_us, serve_cpu=cpu,
             init=init, record=limits)
         settings.spec  # validates --init before anything starts  # noqa: B018
         summary = Daemon(settings, on_event=_print_event).run()  # progress on stderr, --json or not
@@ -1086,7 +1086,7 @@ def serve(
     keys: KeysOpt = None,
     realtime: RealtimeOpt = True,
     busy_poll_us: BusyPollOpt = 0,
-    serve_cpu: ServeCpuOpt = None,
+    serve_cpu: ServeCpuOpt = "auto",
     record: RecordOpt = False,
     record_file_mb: RecordFileOpt = 64.0,
     record_total_mb: RecordTotalOpt = 1024.0,
@@ -1097,6 +1097,7 @@ def serve(
     (deploy/systemd/). It serves the registry's live champion until SIGTERM, reports readiness and liveness to
     systemd, and a daemon (`srghn-ctl run --attach`) can attach to it and detach again at any time."""
     from srghn.deploy.keys import CurveServer
+    from srghn.deploy.placement import serve_cpu_from
     from srghn.deploy.serve_config import SERVE_CONFIG, ServeConfig, choose_endpoints
     from srghn.deploy.state import SERVER, check_free, secure_state_dir
     from srghn.deploy.supervisor import Supervisor
@@ -1109,7 +1110,8 @@ def serve(
         check_free(state, SERVER)
         endpoints = choose_endpoints(state, control, admin, telemetry)
         CurveServer.for_endpoints(keys, endpoints.values())
-        config = ServeConfig.for_profile(profile, state, endpoints, keys, realtime, busy_poll_us, limits, serve_cpu)
+        config = ServeConfig.for_profile(profile, state, endpoints, keys, realtime, busy_poll_us, limits,
+                                         serve_cpu_from(serve_cpu))
         (state / SERVE_CONFIG).write_text(config.to_json())
         code = Supervisor(state / SERVE_CONFIG).run()
     raise typer.Exit(code)

@@ -71,6 +71,7 @@ def bad_obs_profile(tmp_path: Path) -> Path:
     (["--record", "--record-file-mb", "0"], "--record-file-mb must be >= 0.1"),
     (["--robot", "spot"], "unknown robot 'spot'"),
     (["--serve-cpu", "4096"], "--serve-cpu 4096 is not one of the CPUs"),
+    (["--serve-cpu", "fast"], "--serve-cpu 'fast' must be a CPU number, 'auto' or 'none'"),
 ])
 def test_run_refuses_bad_flags_before_any_work(state, args, message):
     done = ctl("run", "--generations", "1", "--state-dir", str(state), *args)

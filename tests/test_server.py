@@ -18,7 +18,7 @@ from server_helpers import (
 
 from srghn.deploy import protocol as p
 from srghn.deploy.client import AdminClient, ControlClient, Telemetry
-from srghn.deploy.placement import affinities, check_serve_cpu
+from srghn.deploy.placement import affinities, check_serve_cpu, serve_cpu_from
 from srghn.deploy.registry import Registry
 from srghn.errors import ConfigError, InvalidRequest, ReplyError
 
@@ -219,5 +219,17 @@ def test_serve_cpu_gives_the_serving_thread_its_cpu_alone_and_the_other_threads_
 def test_serve_cpu_must_be_a_cpu_the_server_may_use() -> None:
     with pytest.raises(ConfigError, match="--serve-cpu 4096 is not one of the CPUs"):
         check_serve_cpu(4096)
+    with pytest.raises(ConfigError, match="--serve-cpu 4096 is not one of the CPUs"):
+        serve_cpu_from("4096")
+    with pytest.raises(ConfigError, match="must be a CPU number, 'auto' or 'none'"):
+        serve_cpu_from("fast")
     with pytest.raises(ConfigError, match="--serve-cpu True"):
         check_serve_cpu(True)
+
+
+def test_serve_cpu_auto_takes_the_last_cpu_from_four_up() -> None:
+    assert serve_cpu_from("auto", {0, 1}) is None and serve_cpu_from("auto", {2, 3, 5}) is None
+    assert serve_cpu_from("auto", {0, 1, 2, 3}) == 3 and serve_cpu_from(" AUTO ", {1, 4, 6, 7, 9}) == 9
+    assert serve_cpu_from("none", set(range(64))) is None
+    mine = os.sched_getaffinity(0)
+    assert serve_cpu_from("auto") == (max(mine) if len(mine) >= 4 else None)
