@@ -1152,7 +1152,7 @@ def status(
     req = st["requests"]
     table.add_row("requests", f"{req['act']:,} act, {req['step']:,} step, {req['errors']} errors, "
                               f"{req['watchdog']} watchdog fallbacks; act p50/p99 {_fmt(req['act_us_p50'])}/"
-                              f"{_fmt(req['act_us_p99'])} µs")
+                              f"{_fmt(req['act_us_p99'])} µs ({st.get('socket_loop', '?')} socket loop)")
     for c in st["clients"]:
         served = escape(f"regime {c.get('regime') or '?'}, served {c.get('champion') or 'SAFE ACTION'}; ")
         table.add_row(escape(f"robot {c['client']}"), served + f"{c['steps']:,} steps, {c['episodes']} episodes, "
