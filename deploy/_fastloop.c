@@ -145,28 +145,31 @@ static int answer(Loop *self) {
     if (frames == NULL)
         return -1;
     zmq_msg_t msg;
-    int more = 1;
+    int more = 1, failed = 0;
     while (more) {
         zmq.msg_init(&msg);
-        if (zmq.msg_recv(&msg, sock, ZMQ_DONTWAIT) < 0) {
+        if (zmq.msg_recv(&msg, sock, ZMQ_DONTWAIT) < 0) { /* only the first part can be missing: all come at once */
             int e = zmq.errno_();
             zmq.msg_close(&msg);
             Py_ssize_t got = PyList_GET_SIZE(frames);
             Py_DECREF(frames);
-            if ((e == EAGAIN || e == EINTR) && got == 0)
+            if ((e == EAGAIN || e == EINTR) && got == 0 && !failed)
                 return 0;
-            zmq_error("receiving a control request");
+            if (!failed)
+                zmq_error("receiving a control request");
             return -1;
         }
-        PyObject *frame = PyBytes_FromStringAndSize(zmq.msg_data(&msg), (Py_ssize_t)zmq.msg_size(&msg));
         more = zmq.msg_more(&msg);
-        zmq.msg_close(&msg);
-        if (frame == NULL || PyList_Append(frames, frame) < 0) {
+        if (!failed) { /* after a failure the rest of the message is still received, so the next one starts clean */
+            PyObject *frame = PyBytes_FromStringAndSize(zmq.msg_data(&msg), (Py_ssize_t)zmq.msg_size(&msg));
+            failed = frame == NULL || PyList_Append(frames, frame) < 0;
             Py_XDECREF(frame);
-            Py_DECREF(frames);
-            return -1; /* the rest of the message, if any, is dropped by libzmq with the next receive's start */
         }
-        Py_DECREF(frame);
+        zmq.msg_close(&msg);
+    }
+    if (failed) {
+        Py_DECREF(frames);
+        return -1;
     }
     PyObject *reply = PyObject_CallOneArg(self->handler, frames);
     Py_DECREF(frames);
