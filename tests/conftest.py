@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,15 @@ from srghn.sim.profiles import available_profiles, load_profile
 def isolated_state_dir(tmp_path_factory, monkeypatch):
     """No test (nor a subprocess it starts) writes to the user's real state directory."""
     monkeypatch.setenv("SRGHN_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+
+
+@pytest.fixture(autouse=True)
+def keeps_pytest_priority():
+    """A test that runs daemon code in-process must not leave pytest reniced (the daemon lowers its own priority):
+    the rest of the suite would then starve under any normal-priority load."""
+    before = os.nice(0)
+    yield
+    assert os.nice(0) == before, f"the test left pytest at nice {os.nice(0)} (was {before})"
 
 
 @pytest.fixture(params=available_profiles())
