@@ -47,7 +47,7 @@ import torch
 import zmq
 
 from srghn import ConfigError, SrghnError
-from srghn.controller.checkpoint import load_population
+from srghn.controller.checkpoint import PopulationFile, load_population
 from srghn.controller.files import atomic_write
 from srghn.deploy import logs, placement
 from srghn.deploy import messages as m
@@ -260,7 +260,7 @@ class Daemon:
                     raise ConfigError(f"--regime {self.settings.regime!r} is not a regime of {self.profile.name}: "
                                       f"known: {', '.join(self.profile.regimes)}")
                 saved = self._load_state()
-                self._check_saved_population()
+                population = self._saved_population()
                 self.regime = _Regime(self.settings.regime or saved.get("regime") or self.profile.regimes[0])
                 self.paused = bool(saved.get("paused", False))
                 if self._attach_server():  # False: a signal came while waiting for the server
@@ -276,7 +276,7 @@ class Daemon:
                         placement.keep_off(self.settings.serve_cpu)
                     evaluator = make_evaluator(self.profile, self.settings.backend, self.settings.workers,
                                                self.settings.ray_address)
-                    driver = self.driver = self._driver(evaluator, saved)
+                    driver = self.driver = self._driver(evaluator, saved, population)
                     if saved.get("init") == INIT_FACTORY and not self.should_exit:
                         self._release_factory()
                     self.publish("daemon", {"event": "resumed" if saved.get("resumed") else "started",
@@ -715,13 +715,13 @@ class Daemon:
                               "delete the file")
         return state
 
-    def _check_saved_population(self) -> None:
-        """Refuse a saved population this daemon cannot resume before anything starts (read again by
-        :meth:`_driver`: the file is small)."""
+    def _saved_population(self) -> PopulationFile | None:
+        """The saved population, read and checked before anything starts (``None``: there is none)."""
         path = self.home / "population.npz"
         if not path.is_file():
-            return
-        strategy = load_population(path).strategy
+            return None
+        loaded = load_population(path)
+        strategy = loaded.strategy
         if strategy.ghn.policy != self.profile.policy:
             raise ConfigError(f"{path} holds a population for another policy architecture than profile "
                               f"{self.profile.name}'s; move it away to start afresh")
@@ -729,13 +729,14 @@ class Daemon:
             raise ConfigError(f"the saved population in {path} has {strategy.config.population} individuals, "
                               f"--population says {self.settings.population}; omit --population to resume it, "
                               "or move the file away to start afresh")
+        return loaded
 
-    def _driver(self, evaluator, state: dict) -> Driver:
+    def _driver(self, evaluator, state: dict, population: PopulationFile | None = None) -> Driver:
         """The saved population resumed, else a new one as the settings say (from the factory by default)."""
-        path = self.home / "population.npz"
         spec = self.settings.spec
-        if path.is_file():
-            driver = Driver.resume(path, spec, evaluator, check_identity=False)
+        if population is not None:
+            driver = Driver.resume(self.home / "population.npz", spec, evaluator, check_identity=False,
+                                   loaded=population)
             self.tag = state.get("tag") or run_tag(self.profile.name, driver.strategy.seed)
             state.update(resumed=True)
             self._load_ancestry(driver)

@@ -162,13 +162,14 @@ class Driver:
         return cls(spec, evaluator, strategy, obs_stats=stats, episode_rng=np.random.default_rng(seeds.episodes))
 
     @classmethod
-    def resume(cls, path: Path, spec: RunSpec, evaluator: Evaluator, check_identity: bool = True) -> Driver:
-        """The run checkpointed at ``path`` by :meth:`save`. With ``check_identity``, ``spec`` must be the one it
-        was started with; without (the daemon: a population outlives the flags of the run that started it), the
-        checkpoint's own settings win and a population saved before checkpoints held a driver state resumes with
-        fresh episode seeds."""
+    def resume(cls, path: Path, spec: RunSpec, evaluator: Evaluator, check_identity: bool = True,
+               loaded: PopulationFile | None = None) -> Driver:
+        """The run checkpointed at ``path`` by :meth:`save` (``loaded``: that file, if the caller read it already).
+        With ``check_identity``, ``spec`` must be the one it was started with; without (the daemon: a population
+        outlives the flags of the run that started it), the checkpoint's own settings win and a population saved
+        before checkpoints held a driver state resumes with fresh episode seeds."""
         torch.set_num_threads(1)
-        loaded = load_population(path)
+        loaded = loaded or load_population(path)
         state = loaded.meta.get("driver")
         if check_identity:
             if not isinstance(state, dict):
