@@ -120,3 +120,24 @@ def test_unknown_method_and_bad_configs():
         OpenESConfig(popsize=7)
     with pytest.raises(ConfigError, match="elites"):
         GAConfig(popsize=10, elites=10)
+
+
+def test_openes_step_decays_to_its_floor_and_a_constant_step_is_unchanged():
+    from srghn.controller.baselines import OpenES, OpenESConfig
+
+    decaying = OpenESConfig(popsize=30, learning_rate=0.03, learning_rate_decay=0.5, learning_rate_min=0.005)
+    assert [decaying.step_size(g) for g in range(4)] == [0.03, 0.015, 0.0075, 0.005]
+    runs = {}
+    for name, config in (("constant", OpenESConfig(popsize=30)), ("decaying", decaying)):
+        strategy, means = OpenES(SPEC, config, seed=5), []
+        for _ in range(4):
+            strategy.tell(quadratic(strategy.ask()))
+            means.append(strategy.mean.copy())
+        runs[name] = np.diff(np.stack([OpenES(SPEC, config, seed=5).mean, *means]), axis=0)
+    # the same first update (same seed, same step), then Adam's moves shrink with the step
+    np.testing.assert_array_equal(runs["constant"][0], runs["decaying"][0])
+    ratios = np.abs(runs["decaying"][1:]).sum(axis=1) / np.abs(runs["constant"][1:]).sum(axis=1)
+    assert ratios[0] < 0.75 and ratios[-1] < ratios[0]
+    for bad in ({"learning_rate_decay": 0.0}, {"learning_rate_decay": 1.5}, {"learning_rate_min": 0.1}):
+        with pytest.raises(ConfigError, match="learning_rate_decay"):
+            OpenESConfig(**bad)

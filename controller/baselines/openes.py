@@ -21,7 +21,13 @@ class OpenESConfig:
     sigma: float = 0.1
     """Standard deviation of the perturbations."""
     learning_rate: float = 0.03
-    """Adam step size."""
+    """Adam step size (of the first generation)."""
+    learning_rate_decay: float = 1.0
+    """Factor on the step after every generation (1: constant). Adam moves every weight by about the step per
+    generation however small the gradient, so a constant step keeps the mean wandering once it is near an optimum;
+    a decaying one lets it settle."""
+    learning_rate_min: float = 0.0
+    """Floor of the decayed step."""
     weight_decay: float = 0.005
     """L2 pull of the mean towards zero, added to the gradient."""
 
@@ -30,6 +36,13 @@ class OpenESConfig:
             raise ConfigError(f"openes.popsize must be even and >= 2, got {self.popsize}")
         if not (self.sigma > 0 and self.learning_rate > 0 and self.weight_decay >= 0):
             raise ConfigError(f"openes needs sigma > 0, learning_rate > 0, weight_decay >= 0: {self}")
+        if not (0 < self.learning_rate_decay <= 1 and 0 <= self.learning_rate_min <= self.learning_rate):
+            raise ConfigError("openes needs 0 < learning_rate_decay <= 1 and 0 <= learning_rate_min <= "
+                              f"learning_rate: {self}")
+
+    def step_size(self, generation: int) -> float:
+        """The Adam step of the update after generation ``generation`` (0-based)."""
+        return max(self.learning_rate * self.learning_rate_decay ** generation, self.learning_rate_min)
 
 
 def centered_ranks(fitness: np.ndarray) -> np.ndarray:
@@ -74,4 +87,4 @@ class OpenES(BatchStrategy):
         self.v = 0.999 * self.v + 0.001 * gradient**2
         m_hat = self.m / (1 - 0.9**self.steps)
         v_hat = self.v / (1 - 0.999**self.steps)
-        self.mean += cfg.learning_rate * m_hat / (np.sqrt(v_hat) + 1e-8)
+        self.mean += cfg.step_size(self.steps - 1) * m_hat / (np.sqrt(v_hat) + 1e-8)
