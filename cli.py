@@ -193,6 +193,10 @@ def evolve(
     init: Annotated[str, typer.Option(
         help="First population: 'scratch' (fresh networks), 'factory' (grown from the robot's shipped factory "
              "GHN), or a run directory, population.npz or policy file to start from.")] = "scratch",
+    update_clip: Annotated[float | None, typer.Option(
+        help="SR-GHN's update clip: the bound on each self-generated update before the rate scales it (default: "
+             "the profile's for --init scratch, the file's GHN setting otherwise). Smaller values fine-tune a "
+             "grown population.")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue the run checkpointed in --out (bit for bit) with the flags it was started with; "
                          "without it an --out that holds a run is refused.")] = False,
@@ -215,6 +219,7 @@ def evolve(
                                   ("generations", "population", "episodes", "switch_at", "switch_back_at"))
         preflight.check_switches(profile, generations, switch_at, switch_back_at)
         preflight.check_init(init)
+        preflight.check_update_clip(update_clip)
         preflight.check_out_dir(out_dir, resume)
         if register:
             _checked_state_dir(state_dir)
@@ -224,7 +229,8 @@ def evolve(
     try:
         settings = EvolveSettings(profile, out_dir, generations, seed, population, episodes, switch_at,
                                   switch_back_at, backend=backend, workers=workers, ray_address=ray_address,
-                                  init=init, resume=resume, command=shlex.join(["srghn-ctl", *sys.argv[1:]]))
+                                  init=init, update_clip=update_clip, resume=resume,
+                                  command=shlex.join(["srghn-ctl", *sys.argv[1:]]))
         with Progress(f"evolve {settings.profile.name}", settings.n_generations, transient=as_json) as progress:
             def on_record(record) -> None:
                 progress.update(regime=record.regime, best=f"{record.best:.1f}")

@@ -38,13 +38,14 @@ from srghn.controller.checkpoint import (
     save_population,
 )
 from srghn.controller.evolution import SRGHNStrategy
-from srghn.controller.ghn import SRGHN
+from srghn.controller.ghn import SRGHN, GHNConfig
 from srghn.controller.methods import METHODS, SRGHN_VARIANTS, build_strategy, srghn_variant
 from srghn.controller.normalizer import ObsNorm, RunningStats
 from srghn.controller.seeding import RunSeeds
 from srghn.controller.strategy import Strategy, diversity
 from srghn.sim.evaluator import Evaluator
 from srghn.sim.factory import load_factory
+from srghn.sim.preflight import check_update_clip
 from srghn.sim.profiles import RobotProfile
 from srghn.sim.records import GenerationRecord
 from srghn.sim.schedule import RegimeSource, Schedule
@@ -65,6 +66,9 @@ class RunSpec:
     init: str = INIT_SCRATCH
     """``scratch`` (fresh networks), ``factory`` (grown from the robot's shipped factory GHN), or the path of a
     run directory, a ``population.npz`` or a policy file (champion or factory) to start from."""
+    update_clip: float | None = None
+    """SR-GHN's update clip u; ``None``: the profile's for a fresh start, the file's for a grown one. A smaller
+    one fine-tunes a grown population (docs/results.md, "lifting the factory's plateau")."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -75,6 +79,9 @@ class RunSpec:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name} must be >= 1, got {value}")
+        check_update_clip(self.update_clip)
+        if self.update_clip is not None and not self.srghn:
+            raise ConfigError(f"--update-clip is an SR-GHN setting; method {self.method} has none")
         if self.init not in (INIT_SCRATCH, INIT_FACTORY) and not Path(self.init).exists():
             raise ConfigError(f"--init {self.init!r}: expected 'scratch', 'factory' or the path of a run directory, "
                               "population.npz or policy file, and no such path exists")
@@ -97,6 +104,10 @@ class RunSpec:
     def srghn(self) -> bool:
         return self.method in SRGHN_VARIANTS
 
+    def ghn(self, base: GHNConfig) -> GHNConfig:
+        """``base`` (the profile's or the init file's GHN settings) with this run's overrides."""
+        return base if self.update_clip is None else dataclasses.replace(base, update_clip=self.update_clip)
+
     def identity(self) -> dict:
         """Everything that decides the numbers (a resumed run must agree on all of it); the evaluator is not part
         of it: it changes speed, never results."""
@@ -104,8 +115,12 @@ class RunSpec:
         profile = {k: v for k, v in self.profile.to_dict().items() if k in decisive}
         if not self.srghn:
             profile["baseline"] = dict(self.profile.baselines.get(self.method, {}))
-        return {"robot": self.profile.name, "method": self.method, "seed": self.seed, "profile": profile,
-                "evolution": self.evolution.to_dict(), "episodes": self.n_episodes, "init": self._init_identity()}
+        identity = {"robot": self.profile.name, "method": self.method, "seed": self.seed, "profile": profile,
+                    "evolution": self.evolution.to_dict(), "episodes": self.n_episodes,
+                    "init": self._init_identity()}
+        if self.update_clip is not None:  # only when set: runs started before the flag existed keep resuming
+            identity["update_clip"] = self.update_clip
+        return identity
 
     def _init_identity(self) -> dict:
         if self.init == INIT_SCRATCH:
@@ -154,7 +169,7 @@ class Driver:
         seeds, profile = spec.seeds, spec.profile
         stats = RunningStats.empty(profile.policy.obs_dim)
         if spec.init == INIT_SCRATCH:
-            strategy = build_strategy(spec.method, profile.policy, profile.ghn, spec.evolution, seeds,
+            strategy = build_strategy(spec.method, profile.policy, spec.ghn(profile.ghn), spec.evolution, seeds,
                                       profile.baselines)
         else:
             strategy, loaded_stats = _from_file(spec, _init_file(spec), seeds)
@@ -337,7 +352,7 @@ def _from_file(spec: RunSpec, path: Path, seeds: RunSeeds) -> tuple[Strategy, Ru
         return strategy, loaded.obs_stats
     if ghn is None or rows is None:
         raise ConfigError(f"--init {path}: holds a policy but no GHN; SR-GHN can only start from a GHN")
-    config, evolution = srghn_variant(spec.method, ghn.config, spec.evolution)
+    config, evolution = srghn_variant(spec.method, spec.ghn(ghn.config), spec.evolution)
     arch = SRGHN(profile.policy, config, basis_seed=ghn.basis_seed)
     if arch.num_params != ghn.num_params:
         raise ConfigError(f"method {spec.method} changes the GHN's architecture; it cannot start from {path}")

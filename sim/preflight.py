@@ -29,6 +29,12 @@ def check_run_flags(settings: object, counts: tuple[str, ...]) -> None:
         raise ConfigError(f"--seed must be >= 0, got {settings.seed}")
 
 
+def check_update_clip(update_clip: float | None) -> None:
+    """``--update-clip``, where given: finite and > 0."""
+    if update_clip is not None and not (math.isfinite(update_clip) and update_clip > 0):
+        raise ConfigError(f"--update-clip must be finite and > 0, got {update_clip}")
+
+
 def check_switches(profile: RobotProfile, generations: int | None, switch_at: int | None,
                    switch_back_at: int | None) -> None:
     """Switches inside the run, in order."""

@@ -57,6 +57,8 @@ class EvolveSettings:
     """Ray cluster to join (``--backend ray`` only); ``None`` starts a local Ray instance."""
     init: str = INIT_SCRATCH
     """Where the first population comes from (see :class:`~srghn.sim.driver.RunSpec`)."""
+    update_clip: float | None = None
+    """SR-GHN's update clip (see :class:`~srghn.sim.driver.RunSpec`); ``None``: the profile's or the file's."""
     resume: bool = False
     """Continue the run checkpointed in ``out`` instead of starting one (which ``out`` must not hold)."""
     checkpoint_s: float = CHECKPOINT_S
@@ -79,7 +81,7 @@ class EvolveSettings:
 
     @property
     def spec(self) -> RunSpec:
-        return RunSpec(self.profile, "srghn", self.seed, self.population, self.episodes, self.init)
+        return RunSpec(self.profile, "srghn", self.seed, self.population, self.episodes, self.init, self.update_clip)
 
 
 def provenance() -> dict:

@@ -108,3 +108,32 @@ def test_a_run_starts_from_another_runs_champion_or_population(tmp_path, normali
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="neither a population nor a policy"):
         Driver.start(RunSpec(normalized, init=str(tmp_path / "junk.npz")), InProcessEvaluator(normalized))
+
+
+def test_an_update_clip_overrides_the_profiles_or_the_files_and_is_part_of_the_identity(tmp_path, cartpole):
+    run_evolve(EvolveSettings(cartpole, tmp_path / "parent", generations=2, population=3, backend="inprocess"))
+    source = str(tmp_path / "parent" / "champion.npz")
+    parent = load_policy(source)
+    kept = Driver.start(RunSpec(cartpole, seed=3, population=6, init=source), InProcessEvaluator(cartpole))
+    fine = Driver.start(RunSpec(cartpole, seed=3, population=6, init=source, update_clip=0.01),
+                        InProcessEvaluator(cartpole))
+    assert kept.strategy.ghn.config.update_clip == parent.ghn.config.update_clip != 0.01
+    assert fine.strategy.ghn.config.update_clip == 0.01
+    # the grown children stay within the clip (plus the 1e-3 noise floor) of the original; unclipped they do not
+    for driver, bounded in ((fine, True), (kept, False)):
+        step = (driver.strategy.params[1:] - driver.strategy.params[0]).abs().max().item()
+        assert (step < 0.02) is bounded, step
+    scratch = Driver.start(RunSpec(cartpole, population=2, update_clip=0.05), InProcessEvaluator(cartpole))
+    assert scratch.strategy.ghn.config.update_clip == 0.05
+    assert RunSpec(cartpole, update_clip=0.05).identity()["update_clip"] == 0.05
+    assert "update_clip" not in RunSpec(cartpole).identity()  # runs from before the flag keep resuming
+    run_evolve(EvolveSettings(cartpole, tmp_path / "fine", generations=1, population=2, update_clip=0.05,
+                              backend="inprocess"))
+    with pytest.raises(ConfigError, match="other settings"):
+        run_evolve(EvolveSettings(cartpole, tmp_path / "fine", generations=2, population=2, resume=True,
+                                  backend="inprocess"))
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ConfigError, match="--update-clip must be finite and > 0"):
+            RunSpec(cartpole, update_clip=bad)
+    with pytest.raises(ConfigError, match="SR-GHN setting"):
+        RunSpec(cartpole, "openes", update_clip=0.1)

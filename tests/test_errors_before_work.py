@@ -117,6 +117,13 @@ def test_evolve_refuses_an_out_that_holds_a_run(tmp_path, state):
     refused(ctl("evolve", "--out", str(tmp_path / "none"), "--resume"), "holds no checkpointed run")
 
 
+def test_evolve_refuses_a_bad_update_clip(tmp_path, state):
+    out = tmp_path / "out"
+    refused(ctl("evolve", "--update-clip", "0", "--out", str(out), "--state-dir", str(state)),
+            "--update-clip must be finite and > 0, got 0.0")
+    nothing_made(state, out)
+
+
 def test_a_second_daemon_is_refused_before_it_says_anything(state):
     state.mkdir()
     with hold_lock(state, DAEMON):
