@@ -333,7 +333,8 @@ def factory_build(
     run_dir: Annotated[Path, typer.Option("--from", help="Directory of a finished SR-GHN `evolve` run.",
                                           show_default=False)],
 ) -> None:
-    """Write the robot's factory file from the champion GHN of a run (with its normalizer and provenance)."""
+    """Write the robot's factory file from a run: the individual of its final population with the best mean
+    standard return on seeds 0-9 (with its GHN, normalizer and provenance)."""
     from srghn.sim.factory import build_factory, factory_path
     from srghn.sim.profiles import load_profile
 

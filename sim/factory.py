@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from srghn import CheckpointError, ConfigError
-from srghn.controller.checkpoint import PolicyFile, load_policy, save_policy
+from srghn.controller.checkpoint import PolicyFile, PopulationFile, load_policy, load_population, save_policy
 from srghn.controller.normalizer import ObsNorm
 from srghn.sim.evaluator import InProcessEvaluator
 from srghn.sim.profiles import RobotProfile
@@ -26,6 +26,10 @@ from srghn.sim.profiles import RobotProfile
 FACTORY_SUFFIX = ".factory.npz"
 CHECK_EPISODES = 5
 """Seeded episodes (seeds 0..4, nominal) the factory champion's standard return is measured on."""
+SELECT_EPISODES = 10
+"""Seeded episodes (seeds 0..9, nominal) every individual of the run's final population is scored on; the best
+mean becomes the factory champion. A run's own champion is the fittest by its last one-episode score, which can
+be a lucky episode of a gait that falls on other seeds."""
 
 
 def factory_path(profile: RobotProfile) -> Path:
@@ -67,7 +71,9 @@ def standard_return(profile: RobotProfile, params: np.ndarray, norm: ObsNorm | N
 
 
 def build_factory(profile: RobotProfile, run_dir: Path, command: str | None = None) -> dict:
-    """Write ``profile``'s factory file from the champion of the run in ``run_dir``; returns its provenance."""
+    """Write ``profile``'s factory file from the run in ``run_dir``: the individual of its final population with the
+    best mean standard return on seeds 0..9 (:func:`most_robust`), or its champion where the run kept no
+    population; returns the provenance."""
     run_dir = Path(run_dir)
     champion = load_policy(run_dir / "champion.npz")
     if champion.ghn is None or champion.ghn_params is None:
@@ -77,6 +83,9 @@ def build_factory(profile: RobotProfile, run_dir: Path, command: str | None = No
                           f"{profile.policy.to_dict()}")
     run = _read_json(run_dir / "run.json")
     summary = _read_json(run_dir / "summary.json")
+    selection = None
+    if (run_dir / "population.npz").is_file():
+        champion, selection = most_robust(profile, load_population(run_dir / "population.npz"))
     checked = standard_return(profile, champion.params, champion.norm)
     started = run.get("started") or run  # a resumed run keeps the command that started it
     provenance = {
@@ -88,12 +97,32 @@ def build_factory(profile: RobotProfile, run_dir: Path, command: str | None = No
         "git_sha": run.get("provenance", {}).get("git_sha"),
         "champion": {"id": champion.meta.get("id"), "generation": champion.meta.get("generation"),
                      "fitness": champion.meta.get("fitness")},
-        "standard_return": checked,
+        "standard_return": checked, "selection": selection,
     }
     save_policy(factory_path(profile), champion.spec, champion.params, {"factory": provenance}, norm=champion.norm,
                 ghn=champion.ghn, ghn_params=champion.ghn_params, obs_stats=champion.obs_stats)
     factory_path(profile).chmod(0o644)  # package data: readable by every user of the installed package
     return provenance
+
+
+def most_robust(profile: RobotProfile, population: PopulationFile,
+                seeds: range = range(SELECT_EPISODES)) -> tuple[PolicyFile, dict]:
+    """The individual of ``population`` with the best mean standard return on ``seeds``, as a policy file, and
+    what the choice was made on (every individual's mean; ties go to the fitter)."""
+    strategy = population.strategy
+    if strategy.ghn.policy != profile.policy:
+        raise ConfigError(f"the run's policy {strategy.ghn.policy.to_dict()} is not {profile.name}'s "
+                          f"{profile.policy.to_dict()}")
+    order = np.argsort(-np.where(np.isnan(strategy.fitness), -np.inf, strategy.fitness), kind="stable")
+    means = {int(i): standard_return(profile, strategy.policies[i], population.norm, seeds)["mean"] for i in order}
+    best = int(max(order, key=lambda i: means[int(i)]))  # max keeps the first (fitter) of equal means
+    chosen = PolicyFile(profile.policy, strategy.policies[best], population.norm,
+                        {"id": int(strategy.ids[best]), "generation": strategy.generation,
+                         "fitness": float(strategy.fitness[best])},
+                        ghn=strategy.ghn, ghn_params=strategy.params[best].numpy(), obs_stats=population.obs_stats)
+    return chosen, {"by": f"mean standard return on seeds {seeds[0]}-{seeds[-1]}", "chosen_id": int(strategy.ids[best]),
+                    "fittest_id": int(strategy.ids[order[0]]),
+                    "means": {int(strategy.ids[i]): round(means[int(i)], 2) for i in order}}
 
 
 def factory_sha(profile: RobotProfile) -> str:

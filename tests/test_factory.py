@@ -126,3 +126,30 @@ def test_a_robot_without_a_factory_says_how_to_build_one(tmp_path: Path) -> None
         load_factory(load_profile(profile))
     done = ctl("factory", "show", profile, check=False)
     assert done.returncode == 2 and "has no factory population" in done.stderr
+
+
+def test_factory_build_ships_the_individual_with_the_best_multi_seed_return(tmp_path: Path) -> None:
+    from srghn.controller.checkpoint import save_population
+    from srghn.sim.factory import build_factory, standard_return
+
+    profile_path = tmp_path / "lucky.toml"
+    profile_path.write_text((PROFILE_DIR / "cartpole.toml").read_text().replace('name = "cartpole"', 'name = "lucky"'))
+    profile = load_profile(profile_path)
+    ctl("evolve", "--robot", profile_path, "--generations", 6, "--population", 6, "--backend", "inprocess",
+        "--no-register", "--out", tmp_path / "run")
+    population = load_population(tmp_path / "run" / "population.npz")
+    strategy = population.strategy
+    means = [standard_return(profile, strategy.policies[i], population.norm, range(10))["mean"] for i in range(6)]
+    best, worst = int(np.argmax(means)), int(np.argmin(means))
+    assert means[best] > means[worst]
+    strategy.fitness[worst] = np.nanmax(strategy.fitness) + 100.0  # the worst gait had the luckiest last episode
+    save_population(tmp_path / "run" / "population.npz", strategy, obs_stats=population.obs_stats,
+                    norm=population.norm)
+    provenance = build_factory(profile, tmp_path / "run")
+    factory = load_factory(profile)
+    np.testing.assert_array_equal(factory.params, strategy.policies[best])
+    np.testing.assert_array_equal(factory.ghn_params, strategy.params[best].numpy())
+    selection = provenance["selection"]
+    assert selection["fittest_id"] == strategy.ids[worst] and selection["chosen_id"] == strategy.ids[best]
+    assert provenance["champion"]["id"] == strategy.ids[best]
+    assert selection["means"][int(strategy.ids[best])] == pytest.approx(means[best], abs=0.01)
