@@ -63,16 +63,19 @@ def standard_return(profile: RobotProfile, params: np.ndarray, norm: ObsNorm | N
     """The policy's standard environment return on nominal episodes of the given seeds: mean and per seed."""
     evaluator = InProcessEvaluator(profile)
     try:
-        per_seed = [float(evaluator.evaluate(params[None], np.asarray([s]), "nominal", norm).returns[0])
-                    for s in seeds]
+        return _seeded_return(evaluator, params, norm, seeds)
     finally:
         evaluator.close()
+
+
+def _seeded_return(evaluator: InProcessEvaluator, params: np.ndarray, norm: ObsNorm | None, seeds: range) -> dict:
+    per_seed = [float(evaluator.evaluate(params[None], np.asarray([s]), "nominal", norm).returns[0]) for s in seeds]
     return {"mean": float(np.mean(per_seed)), "per_seed": per_seed, "seeds": list(seeds)}
 
 
 def build_factory(profile: RobotProfile, run_dir: Path, command: str | None = None) -> dict:
     """Write ``profile``'s factory file from the run in ``run_dir``: the individual of its final population with the
-    best mean standard return on seeds 0..9 (:func:`most_robust`), or its champion where the run kept no
+    best mean standard return on seeds 0..9 (:func:`_most_robust`), or its champion where the run kept no
     population; returns the provenance."""
     run_dir = Path(run_dir)
     champion = load_policy(run_dir / "champion.npz")
@@ -83,10 +86,11 @@ def build_factory(profile: RobotProfile, run_dir: Path, command: str | None = No
                           f"{profile.policy.to_dict()}")
     run = _read_json(run_dir / "run.json")
     summary = _read_json(run_dir / "summary.json")
-    selection = None
     if (run_dir / "population.npz").is_file():
-        champion, selection = most_robust(profile, load_population(run_dir / "population.npz"))
-    checked = standard_return(profile, champion.params, champion.norm)
+        champion, scored, selection = _most_robust(profile, load_population(run_dir / "population.npz"))
+        checked = _seeded_return_of(scored, range(CHECK_EPISODES))  # seeds 0..4 were among those scored
+    else:
+        checked, selection = standard_return(profile, champion.params, champion.norm), None
     started = run.get("started") or run  # a resumed run keeps the command that started it
     provenance = {
         "robot": profile.name, "source_run": str(run_dir), "command": command or started.get("command"),
@@ -105,24 +109,33 @@ def build_factory(profile: RobotProfile, run_dir: Path, command: str | None = No
     return provenance
 
 
-def most_robust(profile: RobotProfile, population: PopulationFile,
-                seeds: range = range(SELECT_EPISODES)) -> tuple[PolicyFile, dict]:
-    """The individual of ``population`` with the best mean standard return on ``seeds``, as a policy file, and
-    what the choice was made on (every individual's mean; ties go to the fitter)."""
+def _most_robust(profile: RobotProfile, population: PopulationFile,
+                 seeds: range = range(SELECT_EPISODES)) -> tuple[PolicyFile, dict, dict]:
+    """The individual of ``population`` with the best mean standard return on ``seeds`` as a policy file, its
+    returns on them, and what the choice was made on (every individual's mean; ties go to the fitter)."""
     strategy = population.strategy
-    if strategy.ghn.policy != profile.policy:
-        raise ConfigError(f"the run's policy {strategy.ghn.policy.to_dict()} is not {profile.name}'s "
-                          f"{profile.policy.to_dict()}")
     order = np.argsort(-np.where(np.isnan(strategy.fitness), -np.inf, strategy.fitness), kind="stable")
-    means = {int(i): standard_return(profile, strategy.policies[i], population.norm, seeds)["mean"] for i in order}
-    best = int(max(order, key=lambda i: means[int(i)]))  # max keeps the first (fitter) of equal means
+    evaluator = InProcessEvaluator(profile)
+    try:
+        scored = [_seeded_return(evaluator, strategy.policies[i], population.norm, seeds) for i in order]
+    finally:
+        evaluator.close()
+    k = max(range(len(order)), key=lambda j: scored[j]["mean"])  # max keeps the first (fitter) of equal means
+    best = int(order[k])
     chosen = PolicyFile(profile.policy, strategy.policies[best], population.norm,
                         {"id": int(strategy.ids[best]), "generation": strategy.generation,
                          "fitness": float(strategy.fitness[best])},
                         ghn=strategy.ghn, ghn_params=strategy.params[best].numpy(), obs_stats=population.obs_stats)
-    return chosen, {"by": f"mean standard return on seeds {seeds[0]}-{seeds[-1]}", "chosen_id": int(strategy.ids[best]),
-                    "fittest_id": int(strategy.ids[order[0]]),
-                    "means": {int(strategy.ids[i]): round(means[int(i)], 2) for i in order}}
+    selection = {"by": f"mean standard return on seeds {seeds[0]}-{seeds[-1]}", "chosen_id": int(strategy.ids[best]),
+                 "fittest_id": int(strategy.ids[order[0]]),
+                 "means": {int(strategy.ids[i]): round(r["mean"], 2) for i, r in zip(order, scored, strict=True)}}
+    return chosen, scored[k], selection
+
+
+def _seeded_return_of(scored: dict, seeds: range) -> dict:
+    """The part of a :func:`standard_return` result that covers ``seeds`` (a subset of the seeds it ran)."""
+    per_seed = [scored["per_seed"][scored["seeds"].index(s)] for s in seeds]
+    return {"mean": float(np.mean(per_seed)), "per_seed": per_seed, "seeds": list(seeds)}
 
 
 def factory_sha(profile: RobotProfile) -> str:
