@@ -403,6 +403,11 @@ def factory_show(
             ("champion", json.dumps(provenance.get("champion"))),
             ("standard return", f"{checked.get('mean', float('nan')):.1f} (seeds {checked.get('seeds')}: "
                                 f"{[round(v, 1) for v in checked.get('per_seed', [])]})")]
+    lineage = provenance.get("lineage") or []
+    if len(lineage) > 1:  # grown from earlier runs: every stage, oldest first
+        rows += [(f"stage {i}", stage.get("untraced") or f"{stage.get('command')} ({stage.get('generations')} "
+                  f"generations, {stage.get('env_steps') or 0:,} env steps)") for i, stage in enumerate(lineage, 1)]
+        rows.append(("total env steps", f"{provenance.get('total_env_steps') or 0:,}"))
     for key, value in rows:
         table.add_row(key, escape(str(value)))
     out.print(table)

@@ -91,6 +91,7 @@ def build_factory(profile: RobotProfile, run_dir: Path, command: str | None = No
         checked = _seeded_return_of(scored, range(CHECK_EPISODES))  # seeds 0..4 were among those scored
     else:
         checked, selection = standard_return(profile, champion.params, champion.norm), None
+    lineage = _lineage(run_dir, run, summary)  # before the save: a run grown from the factory reads the old one
     started = run.get("started") or run  # a resumed run keeps the command that started it
     provenance = {
         "robot": profile.name, "source_run": str(run_dir), "command": command or started.get("command"),
@@ -101,12 +102,39 @@ def build_factory(profile: RobotProfile, run_dir: Path, command: str | None = No
         "git_sha": run.get("provenance", {}).get("git_sha"),
         "champion": {"id": champion.meta.get("id"), "generation": champion.meta.get("generation"),
                      "fitness": champion.meta.get("fitness")},
-        "standard_return": checked, "selection": selection,
+        "standard_return": checked, "selection": selection, "lineage": lineage,
+        "total_env_steps": (sum(stage["env_steps"] for stage in lineage)
+                            if all(isinstance(stage.get("env_steps"), int) for stage in lineage) else None),
     }
     save_policy(factory_path(profile), champion.spec, champion.params, {"factory": provenance}, norm=champion.norm,
                 ghn=champion.ghn, ghn_params=champion.ghn_params, obs_stats=champion.obs_stats)
     factory_path(profile).chmod(0o644)  # package data: readable by every user of the installed package
     return provenance
+
+
+def _lineage(run_dir: Path, run: dict, summary: dict) -> list[dict]:
+    """The runs that produced the one in ``run_dir``, oldest first, each with its command, generations and env
+    steps: a run grown from a factory carries that factory's lineage, one grown from another run's file that run's
+    (when its ``run.json`` and ``summary.json`` still sit beside the file, unchanged). A source that cannot be
+    traced is a stage that says so, never a guess."""
+    started = run.get("started") or run
+    stage = {"source_run": str(run_dir), "command": started.get("command"), "seed": run.get("seed"),
+             "generations": summary.get("generations"), "env_steps": summary.get("total_env_steps"),
+             "wall_s": summary.get("wall_s")}
+    origin = run.get("initial", {}).get("origin") or {"kind": "scratch"}
+    if origin.get("kind") == "scratch":
+        return [stage]
+    path = Path(origin.get("path", ""))
+    if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != origin.get("sha256"):
+        return [{"untraced": f"{origin.get('kind')} {path}: gone or changed since the run started"}, stage]
+    if origin["kind"] == "factory":
+        earlier = load_policy(path).meta.get("factory", {})
+        keys = ("source_run", "command", "seed", "generations", "env_steps", "wall_s")
+        return [*(earlier.get("lineage") or [{k: earlier.get(k) for k in keys}]), stage]
+    source = path.parent
+    if not (source / "run.json").is_file() or not (source / "summary.json").is_file():
+        return [{"untraced": f"{path}: no run.json and summary.json beside it"}, stage]
+    return [*_lineage(source, _read_json(source / "run.json"), _read_json(source / "summary.json")), stage]
 
 
 def _most_robust(profile: RobotProfile, population: PopulationFile,

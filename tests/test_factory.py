@@ -153,3 +153,31 @@ def test_factory_build_ships_the_individual_with_the_best_multi_seed_return(tmp_
     assert selection["fittest_id"] == strategy.ids[worst] and selection["chosen_id"] == strategy.ids[best]
     assert provenance["champion"]["id"] == strategy.ids[best]
     assert selection["means"][int(strategy.ids[best])] == pytest.approx(means[best], abs=0.01)
+
+
+def test_a_factory_grown_from_earlier_runs_records_every_stage(tmp_path: Path) -> None:
+    profile = tmp_path / "chain.toml"
+    profile.write_text((PROFILE_DIR / "cartpole.toml").read_text().replace('name = "cartpole"', 'name = "chain"'))
+
+    def evolve(out: str, *extra: object) -> None:
+        ctl("evolve", "--robot", profile, "--generations", 2, "--population", 4, "--backend", "inprocess",
+            "--no-register", "--out", tmp_path / out, *extra)
+
+    evolve("first")
+    ctl("factory", "build", "--robot", profile, "--from", tmp_path / "first")
+    evolve("grown", "--init", "factory")
+    evolve("again", "--init", tmp_path / "grown")
+    ctl("factory", "build", "--robot", profile, "--from", tmp_path / "again")
+    shown = json.loads(ctl("factory", "show", profile, "--json").stdout)
+    lineage = shown["lineage"]
+    assert [Path(stage["source_run"]).name for stage in lineage] == ["first", "grown", "again"]
+    assert "--init factory" in lineage[1]["command"] and f"--init {tmp_path / 'grown'}" in lineage[2]["command"]
+    assert shown["total_env_steps"] == sum(stage["env_steps"] for stage in lineage) > shown["env_steps"]
+    table = ctl("factory", "show", profile).stdout
+    assert "stage 3" in table and "total env steps" in table
+
+    (tmp_path / "grown" / "population.npz").unlink()  # a source gone is said so, not guessed
+    ctl("factory", "build", "--robot", profile, "--from", tmp_path / "again")
+    shown = json.loads(ctl("factory", "show", profile, "--json").stdout)
+    assert "gone or changed" in shown["lineage"][0]["untraced"] and shown["total_env_steps"] is None
+    assert Path(shown["lineage"][1]["source_run"]).name == "again"
