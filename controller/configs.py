@@ -41,6 +41,12 @@ class GHNConfig:
     fall under selection while the rate layer itself keeps mutating, so the rate can rise again after a switch."""
     update_clip: float = 1.0
     """u: elementwise clip of the raw update before it is scaled by the rate (paper: 1, Ant 0.1)."""
+    update_clip_decay: float = 1.0
+    """Factor on the clip after every generation (1: constant, the paper). The heritable rate does not shrink the
+    steps as a gait improves (docs/results.md); a decaying clip does, from outside, as a decaying step does for
+    OpenES."""
+    update_clip_min: float = 0.0
+    """Floor of the decayed clip."""
     noise_std: float = 1e-3
     """Standard deviation of the Gaussian noise floor added to every parameter of a child."""
     param_bound: float = 20.0
@@ -77,6 +83,9 @@ class GHNConfig:
         for name in ("sigma_max", "update_clip", "param_bound"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"ghn.{name} must be > 0, got {getattr(self, name)}")
+        if not (0 < self.update_clip_decay <= 1 and 0 <= self.update_clip_min <= self.update_clip):
+            raise ConfigError("ghn needs 0 < update_clip_decay <= 1 and 0 <= update_clip_min <= update_clip, got "
+                              f"{self.update_clip_decay} and {self.update_clip_min}")
         if not self.noise_std >= 0:
             raise ConfigError(f"ghn.noise_std must be >= 0, got {self.noise_std}")
         if self.rate_reduce not in RATE_REDUCTIONS:
@@ -102,11 +111,18 @@ class GHNConfig:
         if not self.gaussian_std > 0:
             raise ConfigError(f"ghn.gaussian_std must be > 0, got {self.gaussian_std}")
 
+    def clip_at(self, generation: int) -> float:
+        """The update clip of the children made in generation ``generation`` (0-based)."""
+        return max(self.update_clip * self.update_clip_decay ** generation, self.update_clip_min)
+
     def to_dict(self) -> dict:
-        """JSON-ready copy."""
+        """JSON-ready copy; the clip schedule only when it is not constant, so that the identity of runs started
+        before it existed stays what it was and they keep resuming."""
         data = asdict(self)
         if self.child_rates is not None:
             data["child_rates"] = list(self.child_rates)
+        if self.update_clip_decay == 1.0 and self.update_clip_min == 0.0:
+            del data["update_clip_decay"], data["update_clip_min"]
         return data
 
 

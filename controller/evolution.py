@@ -43,7 +43,7 @@ class SRGHNStrategy(Strategy):
 
     def _ask(self) -> np.ndarray:
         k = self.config.children
-        children, rates = self.ghn.reproduce(self.params, k, self.generator)
+        children, rates = self.ghn.reproduce(self.params, k, self.generator, self.generation)
         self.rates = rates.numpy().astype(np.float64)
         comma = self.config.selection == "comma"
         with_parents = not comma and (self.config.reevaluate or bool(np.isnan(self.fitness).any()))

@@ -188,12 +188,13 @@ class SRGHN:
         return torch.stack([per_reduction[reductions[j % len(reductions)]] for j in range(children)], dim=1)
 
     @torch.no_grad()
-    def reproduce(self, params: Tensor, children: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    def reproduce(self, params: Tensor, children: int, generator: torch.Generator,
+                  generation: int = 0) -> tuple[Tensor, Tensor]:
         """``children`` offspring per parent: returns ``(N * children, D)`` (parent-major) and the parents' rates
         (the mean over their children's; NaN under the ``gaussian`` ablation, which has none).
 
         Child = parent + clip(c @ B[:, :P], -u, u) * rate + N(0, noise_std^2), c ~ N(0, sigma), per tensor; then
-        every parameter is clamped to the bound.
+        every parameter is clamped to the bound. u is the clip of ``generation`` (``GHNConfig.clip_at``).
         """
         cfg = self.config
         n = params.shape[0]
@@ -204,7 +205,8 @@ class SRGHN:
         sigma, outputs = self._head_outputs(params)
         rates = self._child_rates(outputs, children)  # (N, K, S)
         coeffs = torch.randn((n, children, *sigma.shape[1:]), generator=generator) * sigma[:, None]
-        raws = [(coeffs[:, :, node] @ self.update_basis[:, :size]).clamp_(-cfg.update_clip, cfg.update_clip)
+        clip = cfg.clip_at(generation)
+        raws = [(coeffs[:, :, node] @ self.update_basis[:, :size]).clamp_(-clip, clip)
                 for node, size in enumerate(self.sizes)]
         noise = (torch.randn((n, children, self.num_params), generator=generator) * cfg.noise_std
                  if cfg.noise_std > 0 else None)

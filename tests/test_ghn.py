@@ -223,3 +223,31 @@ def test_rate_first_mutates_a_child_at_its_own_new_rate(cartpole, make_populatio
                                    atol=1e-5, rtol=1e-4)
     with pytest.raises(ConfigError, match="rate_first"):
         GHNConfig(rate_first=True, child_rates=("min", "max"))
+
+
+def test_a_decaying_update_clip_mutates_each_generation_at_its_own_clip(cartpole, make_population):
+    from srghn.controller.configs import EvolutionConfig
+    from srghn.controller.evolution import SRGHNStrategy
+
+    ghn, params = make_population(cartpole, n=3, update_clip=0.5, update_clip_decay=0.9, update_clip_min=0.2)
+    assert [ghn.config.clip_at(g) for g in (0, 1, 5, 50)] == pytest.approx([0.5, 0.45, 0.5 * 0.9 ** 5, 0.2])
+    for g in (0, 3, 50):  # generation g mutates exactly as a constant clip of clip_at(g) does
+        fixed, _ = make_population(cartpole, n=3, update_clip=ghn.config.clip_at(g))
+        scheduled = ghn.reproduce(params, 2, torch.Generator().manual_seed(1), generation=g)[0]
+        assert torch.equal(scheduled, fixed.reproduce(params, 2, torch.Generator().manual_seed(1))[0])
+    early, late = (ghn.reproduce(params, 2, torch.Generator().manual_seed(1), generation=g)[0] for g in (0, 50))
+    assert (late.view(3, 2, -1) - params[:, None]).abs().max() < (early.view(3, 2, -1) - params[:, None]).abs().max()
+
+    # the strategy mutates at its own generation's clip
+    evolution = EvolutionConfig(population=3, children=2)
+    fixed, _ = make_population(cartpole, n=3, update_clip=0.2)
+    a, b = SRGHNStrategy(ghn, evolution, seed=4, params=params), SRGHNStrategy(fixed, evolution, seed=4, params=params)
+    a.generation = b.generation = 50
+    np.testing.assert_array_equal(a.ask(), b.ask())
+
+    # constant by default, and then absent from the settings' dict: run identities stay as they were
+    assert "update_clip_decay" not in GHNConfig().to_dict() and ghn.config.to_dict()["update_clip_decay"] == 0.9
+    with pytest.raises(ConfigError, match="update_clip_decay"):
+        GHNConfig(update_clip_decay=0.0)
+    with pytest.raises(ConfigError, match="update_clip_min"):
+        GHNConfig(update_clip=0.1, update_clip_min=0.2)
