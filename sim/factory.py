@@ -10,6 +10,7 @@ stochastic head.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import platform
@@ -19,6 +20,7 @@ import numpy as np
 
 from srghn import CheckpointError, ConfigError
 from srghn.controller.checkpoint import PolicyFile, PopulationFile, load_policy, load_population, save_policy
+from srghn.controller.ghn import SRGHN
 from srghn.controller.normalizer import ObsNorm
 from srghn.sim.evaluator import InProcessEvaluator
 from srghn.sim.profiles import RobotProfile
@@ -106,10 +108,22 @@ def build_factory(profile: RobotProfile, run_dir: Path, command: str | None = No
         "total_env_steps": (sum(stage["env_steps"] for stage in lineage)
                             if all(isinstance(stage.get("env_steps"), int) for stage in lineage) else None),
     }
+    ghn = _adapting(profile, champion.ghn)
+    provenance["update_clip"] = {"pretraining": champion.ghn.config.update_clip, "shipped": ghn.config.update_clip}
     save_policy(factory_path(profile), champion.spec, champion.params, {"factory": provenance}, norm=champion.norm,
-                ghn=champion.ghn, ghn_params=champion.ghn_params, obs_stats=champion.obs_stats)
+                ghn=ghn, ghn_params=champion.ghn_params, obs_stats=champion.obs_stats)
     factory_path(profile).chmod(0o644)  # package data: readable by every user of the installed package
     return provenance
+
+
+def _adapting(profile: RobotProfile, ghn: SRGHN) -> SRGHN:
+    """``ghn`` with the profile's update clip (and clip schedule) instead of the run's: a factory is often
+    fine-tuned at a much smaller clip than adaptation to a fault needs, and what grows from it on board adapts.
+    The clip only bounds self-generated updates: the policy the GHN writes is the same."""
+    clip = {name: getattr(profile.ghn, name) for name in ("update_clip", "update_clip_decay", "update_clip_min")}
+    if all(getattr(ghn.config, name) == value for name, value in clip.items()):
+        return ghn
+    return SRGHN(ghn.policy, dataclasses.replace(ghn.config, **clip), ghn.basis_seed)
 
 
 def _lineage(run_dir: Path, run: dict, summary: dict) -> list[dict]:
