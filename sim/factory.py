@@ -94,12 +94,11 @@ def build_factory(profile: RobotProfile, run_dir: Path, command: str | None = No
     else:
         checked, selection = standard_return(profile, champion.params, champion.norm), None
     lineage = _lineage(run_dir, run, summary)  # before the save: a run grown from the factory reads the old one
-    started = run.get("started") or run  # a resumed run keeps the command that started it
+    ghn = _adapting(profile, champion.ghn)
     provenance = {
-        "robot": profile.name, "source_run": str(run_dir), "command": command or started.get("command"),
-        "seed": run.get("seed"), "seeds": run.get("seeds"), "method": run.get("method", "srghn"),
-        "generations": summary.get("generations"), "env_steps": summary.get("total_env_steps"),
-        "wall_s": summary.get("wall_s"), "machine": run.get("provenance", {}).get("machine", platform.machine()),
+        "robot": profile.name, **lineage[-1], "command": command or lineage[-1]["command"],
+        "seeds": run.get("seeds"), "method": run.get("method", "srghn"),
+        "machine": run.get("provenance", {}).get("machine", platform.machine()),
         "cores": run.get("cores"), "versions": run.get("provenance", {}).get("versions"),
         "git_sha": run.get("provenance", {}).get("git_sha"),
         "champion": {"id": champion.meta.get("id"), "generation": champion.meta.get("generation"),
@@ -107,9 +106,8 @@ def build_factory(profile: RobotProfile, run_dir: Path, command: str | None = No
         "standard_return": checked, "selection": selection, "lineage": lineage,
         "total_env_steps": (sum(stage["env_steps"] for stage in lineage)
                             if all(isinstance(stage.get("env_steps"), int) for stage in lineage) else None),
+        "update_clip": {"pretraining": champion.ghn.config.update_clip, "shipped": ghn.config.update_clip},
     }
-    ghn = _adapting(profile, champion.ghn)
-    provenance["update_clip"] = {"pretraining": champion.ghn.config.update_clip, "shipped": ghn.config.update_clip}
     save_policy(factory_path(profile), champion.spec, champion.params, {"factory": provenance}, norm=champion.norm,
                 ghn=ghn, ghn_params=champion.ghn_params, obs_stats=champion.obs_stats)
     factory_path(profile).chmod(0o644)  # package data: readable by every user of the installed package
@@ -131,7 +129,7 @@ def _lineage(run_dir: Path, run: dict, summary: dict) -> list[dict]:
     steps: a run grown from a factory carries that factory's lineage, one grown from another run's file that run's
     (when its ``run.json`` and ``summary.json`` still sit beside the file, unchanged). A source that cannot be
     traced is a stage that says so, never a guess."""
-    started = run.get("started") or run
+    started = run.get("started") or run  # a resumed run keeps the command that started it
     stage = {"source_run": str(run_dir), "command": started.get("command"), "seed": run.get("seed"),
              "generations": summary.get("generations"), "env_steps": summary.get("total_env_steps"),
              "wall_s": summary.get("wall_s")}
@@ -143,8 +141,7 @@ def _lineage(run_dir: Path, run: dict, summary: dict) -> list[dict]:
         return [{"untraced": f"{origin.get('kind')} {path}: gone or changed since the run started"}, stage]
     if origin["kind"] == "factory":
         earlier = load_policy(path).meta.get("factory", {})
-        keys = ("source_run", "command", "seed", "generations", "env_steps", "wall_s")
-        return [*(earlier.get("lineage") or [{k: earlier.get(k) for k in keys}]), stage]
+        return [*(earlier.get("lineage") or [{k: earlier.get(k) for k in stage}]), stage]
     source = path.parent
     if not (source / "run.json").is_file() or not (source / "summary.json").is_file():
         return [{"untraced": f"{path}: no run.json and summary.json beside it"}, stage]
