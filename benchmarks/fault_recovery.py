@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from srghn.controller.methods import SRGHN_VARIANTS
 from srghn.sim.driver import INIT_FACTORY, Driver, RunSpec
 from srghn.sim.factory import factory_provenance
 from srghn.sim.profiles import load_profile
@@ -32,9 +33,11 @@ from srghn.sim.workers import LocalEvaluator, WorkerLimits
 
 
 def recover(profile, method: str, seed: int, fault: str, target: float, max_generations: int, evaluator,
-            episodes: int | None) -> dict:
+            episodes: int | None, update_clip: float | None = None) -> dict:
     """One run: generations, env steps and seconds until the fittest standard return reaches ``target``."""
-    driver = Driver.start(RunSpec(profile, method, seed, episodes=episodes, init=INIT_FACTORY), evaluator)
+    spec = RunSpec(profile, method, seed, episodes=episodes, init=INIT_FACTORY,
+                   update_clip=update_clip if method in SRGHN_VARIANTS else None)
+    driver = Driver.start(spec, evaluator)
     started, steps, curve, failed = time.perf_counter(), 0, [], 0
     for generation in range(max_generations):
         record = driver.step(fault)
@@ -58,6 +61,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-generations", type=int, default=40)
     parser.add_argument("--level", type=float, default=0.8, help="fraction of the pre-fault return to regain")
     parser.add_argument("--episodes", type=int, default=None, help="episodes per evaluation (default: profile's)")
+    parser.add_argument("--update-clip", type=float, default=None,
+                        help="SR-GHN's update clip while it adapts (default: the one the factory ships with)")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--job-timeout-s", type=float, default=1800.0,
                         help="wall-clock limit of one evaluation job; generous, so that a machine busy with other "
@@ -74,6 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     methods, faults = args.methods.split(","), args.faults.split(",")
     result = {"benchmark": "fault_recovery", "robot": profile.name, "pre_fault_return": before, "level": args.level,
               "target_return": target, "max_generations": args.max_generations, "seeds": args.seeds,
+              "update_clip": args.update_clip,
               "factory": {k: provenance.get(k) for k in ("command", "env_steps", "git_sha")}, "faults": {}}
     with LocalEvaluator(profile, workers=args.workers or os.cpu_count() or 1,
                         limits=WorkerLimits(job_timeout_s=args.job_timeout_s)) as evaluator:
@@ -83,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
                 runs = []
                 for seed in range(args.seeds):
                     run = recover(profile, method, seed, fault, target, args.max_generations, evaluator,
-                                  args.episodes)
+                                  args.episodes, args.update_clip)
                     runs.append(run)
                     # every run on stderr as it ends: a long benchmark that is stopped keeps what it measured
                     print(json.dumps({"fault": fault, "method": method, **run}), file=sys.stderr, flush=True)

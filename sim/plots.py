@@ -113,6 +113,15 @@ def plot_bench(runs: dict[str, dict[int, list[GenerationRecord]]], path: Path, t
     return _save(fig, path, title)
 
 
+def legend_name(champion: str, limit: int = 40) -> str:
+    """A champion's name short enough for a legend; both ends kept, since a compensated champion's name is its
+    source's followed by the regime it serves."""
+    if len(champion) <= limit:
+        return champion
+    head = (limit - 1) // 2
+    return f"{champion[:head]}…{champion[-(limit - 1 - head):]}"
+
+
 def plot_robot(returns: list[float], ended_at: list[int], served_by: list[str], path: Path, title: str = "",
                fault_at: int | None = None, distances: list[float] | None = None) -> Path:
     """Episode returns of a (simulated) robot over its steps, coloured by the champion that served each episode's
@@ -125,8 +134,8 @@ def plot_robot(returns: list[float], ended_at: list[int], served_by: list[str], 
         for i, champion in enumerate(dict.fromkeys(served_by)):
             xs = [x for x, who in zip(ended_at, served_by, strict=True) if who == champion]
             ys = [y for y, who in zip(values, served_by, strict=True) if who == champion]
-            name = champion if len(champion) <= 24 else f"…{champion[-20:]}"
-            ax.scatter(xs, ys, s=12, color="grey" if champion == "safe" else plt.cm.tab10(i % 10), label=name)
+            ax.scatter(xs, ys, s=12, color="grey" if champion == "safe" else plt.cm.tab10(i % 10),
+                       label=legend_name(champion))
         if fault_at is not None:
             ax.axvline(fault_at, color="red", linestyle="--", linewidth=1)
             ax.annotate("fault", (fault_at, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
