@@ -174,6 +174,9 @@ def evolve(
     switch_at: Annotated[int | None, typer.Option(
         help="Switch the simulator to the profile's switch regime at this generation.")] = None,
     switch_back_at: Annotated[int | None, typer.Option(help="Switch back to nominal at this generation.")] = None,
+    switch_regime: Annotated[str | None, typer.Option(
+        help="The regime --switch-at switches to (default: the profile's switch regime). With --switch-at 0 the "
+             "whole run evolves in it: how a factory's champion for a known fault is made.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of everything random in the run.")] = 0,
     population: Annotated[int | None, typer.Option(help="Population size N (default: the profile's).")] = None,
     episodes: Annotated[int | None, typer.Option(
@@ -216,8 +219,8 @@ def evolve(
                                                   seed=seed, generations=generations, population=population,
                                                   episodes=episodes, switch_at=switch_at,
                                                   switch_back_at=switch_back_at),
-                                  ("generations", "population", "episodes", "switch_at", "switch_back_at"))
-        preflight.check_switches(profile, generations, switch_at, switch_back_at)
+                                  ("generations", "population", "episodes", "switch_back_at"))
+        preflight.check_switches(profile, generations, switch_at, switch_back_at, switch_regime)
         preflight.check_init(init)
         preflight.check_update_clip(update_clip)
         preflight.check_out_dir(out_dir, resume)
@@ -228,8 +231,8 @@ def evolve(
 
     try:
         settings = EvolveSettings(profile, out_dir, generations, seed, population, episodes, switch_at,
-                                  switch_back_at, backend=backend, workers=workers, ray_address=ray_address,
-                                  init=init, update_clip=update_clip, resume=resume,
+                                  switch_back_at, switch_regime, backend=backend, workers=workers,
+                                  ray_address=ray_address, init=init, update_clip=update_clip, resume=resume,
                                   command=shlex.join(["srghn-ctl", *sys.argv[1:]]))
         with Progress(f"evolve {settings.profile.name}", settings.n_generations, transient=as_json) as progress:
             def on_record(record) -> None:
@@ -326,15 +329,21 @@ factory_app = typer.Typer(help="Factory populations: the nominal controller each
 app.add_typer(factory_app, name="factory")
 
 
+RegimeFactoryOpt = Annotated[str, typer.Option(
+    "--regime", help="A declared fault regime: the factory champion for it, instead of the nominal factory.")]
+
+
 @factory_app.command("build")
 def factory_build(
     robot: Annotated[str, typer.Option("--robot", "-r", help="Built-in profile name or a .toml path.",
                                        show_default=False)],
     run_dir: Annotated[Path, typer.Option("--from", help="Directory of a finished SR-GHN `evolve` run.",
                                           show_default=False)],
+    regime: RegimeFactoryOpt = "nominal",
 ) -> None:
     """Write the robot's factory file from a run: the individual of its final population with the best mean
-    standard return on seeds 0-9 (with its GHN, normalizer and provenance)."""
+    standard return on seeds 0-9 (with its GHN, normalizer and provenance). With --regime, the factory champion
+    for that fault, from a run evolved in it (`evolve --switch-at 0 --switch-regime R`), scored there."""
     from srghn.sim.factory import build_factory, factory_path
     from srghn.sim.profiles import load_profile
 
@@ -342,11 +351,12 @@ def factory_build(
         profile = load_profile(robot)
         if not run_dir.is_dir():
             raise ConfigError(f"--from {run_dir}: no such run directory")
-        provenance = build_factory(profile, run_dir)
+        provenance = build_factory(profile, run_dir, regime=regime)
     checked = provenance["standard_return"]
-    out.print(escape(f"wrote {factory_path(profile)}: champion {provenance['champion']['id']} of {run_dir} "
-                     f"({provenance['env_steps']:,} env steps), standard return {checked['mean']:.1f} "
-                     f"(mean of seeds {checked['seeds'][0]}-{checked['seeds'][-1]})"), highlight=False, soft_wrap=True)
+    out.print(escape(f"wrote {factory_path(profile, regime)}: champion {provenance['champion']['id']} of {run_dir} "
+                     f"({provenance['env_steps']:,} env steps), standard return {checked['mean']:.1f} in regime "
+                     f"{regime} (mean of seeds {checked['seeds'][0]}-{checked['seeds'][-1]})"),
+              highlight=False, soft_wrap=True)
 
 
 @factory_app.command("export")
@@ -354,20 +364,21 @@ def factory_export(
     robot: Annotated[str, typer.Argument(help="Built-in robot or .toml profile path.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write the .onnx model to.",
                                          show_default=False)],
+    regime: RegimeFactoryOpt = "nominal",
 ) -> None:
     """Write the factory champion's policy as ONNX, with the contract of `export` (raw observations in, bounded
     actions out; the normalizer inside the graph)."""
     from srghn.deploy.artifacts import atomic_write
     from srghn.deploy.champions import export_for_profile
-    from srghn.sim.factory import factory_sha, load_factory
+    from srghn.sim.factory import factory_id, load_factory
     from srghn.sim.profiles import load_profile
 
     with _handled():
         if output.is_dir() or not output.parent.is_dir():
             raise ConfigError(f"--output {output}: give a file name in an existing directory")
         profile = load_profile(robot)
-        factory = load_factory(profile)
-        champion_id = f"{profile.name}-factory-{factory_sha(profile)}"
+        factory = load_factory(profile, regime)
+        champion_id = factory_id(profile, regime)
         result = export_for_profile(profile, factory.params, champion_id, {"factory": factory.meta.get("factory")},
                                     norm=factory.norm)
         atomic_write(output, result.model, mode=0o644)
@@ -380,34 +391,39 @@ def factory_export(
 def factory_show(
     robot: Annotated[str, typer.Argument(help="Built-in robot or .toml profile path.", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    regime: RegimeFactoryOpt = "nominal",
 ) -> None:
     """Print the provenance of the robot's factory population: command, seeds, env steps, wall time, machine,
-    the factory champion's return."""
-    from srghn.sim.factory import factory_path, factory_provenance
+    the factory champion's return; and which faults it ships champions for (--regime shows one of them)."""
+    from srghn.sim.factory import factory_path, factory_provenance, regime_factories
     from srghn.sim.profiles import load_profile
 
     with _handled():
         profile = load_profile(robot)
-        provenance = factory_provenance(profile)
+        provenance = factory_provenance(profile, regime)
+        faults = regime_factories(profile) if regime == "nominal" else {}
     if as_json:
         print(json.dumps(provenance, indent=2))
         return
     checked = provenance.get("standard_return") or {}
-    table = Table(title=f"factory population of {profile.name}", show_header=False)
-    rows = [("file", str(factory_path(profile))), ("command", provenance.get("command")),
+    title = f"factory population of {profile.name}" + ("" if regime == "nominal" else f", champion for {regime}")
+    table = Table(title=title, show_header=False)
+    rows = [("file", str(factory_path(profile, regime))), ("command", provenance.get("command")),
             ("seed", provenance.get("seed")), ("generations", provenance.get("generations")),
             ("env steps", f"{provenance.get('env_steps') or 0:,}"),
             ("wall time", f"{(provenance.get('wall_s') or 0) / 3600:.2f} h"),
             ("machine", f"{provenance.get('machine')}, {provenance.get('cores')} cores"),
             ("git", provenance.get("git_sha")),
             ("champion", json.dumps(provenance.get("champion"))),
-            ("standard return", f"{checked.get('mean', float('nan')):.1f} (seeds {checked.get('seeds')}: "
-                                f"{[round(v, 1) for v in checked.get('per_seed', [])]})")]
+            ("standard return", f"{checked.get('mean', float('nan')):.1f} in regime {regime} (seeds "
+                                f"{checked.get('seeds')}: {[round(v, 1) for v in checked.get('per_seed', [])]})")]
     lineage = provenance.get("lineage") or []
     if len(lineage) > 1:  # grown from earlier runs: every stage, oldest first
         rows += [(f"stage {i}", stage.get("untraced") or f"{stage.get('command')} ({stage.get('generations')} "
                   f"generations, {stage.get('env_steps') or 0:,} env steps)") for i, stage in enumerate(lineage, 1)]
         rows.append(("total env steps", f"{provenance.get('total_env_steps') or 0:,}"))
+    rows += [(f"champion for {name}", f"standard return {f.meta['factory']['standard_return']['mean']:.1f} there "
+              f"(factory show --regime {name})") for name, f in faults.items()]
     for key, value in rows:
         table.add_row(key, escape(str(value)))
     out.print(table)

@@ -47,7 +47,7 @@ import torch
 import zmq
 
 from srghn import ConfigError, SrghnError
-from srghn.controller.checkpoint import PopulationFile, load_population
+from srghn.controller.checkpoint import PolicyFile, PopulationFile, load_population
 from srghn.controller.files import atomic_write
 from srghn.deploy import logs, placement
 from srghn.deploy import messages as m
@@ -77,8 +77,8 @@ from srghn.sim.ancestry import Ancestry
 from srghn.sim.backends import make_evaluator
 from srghn.sim.compensate import compensate
 from srghn.sim.driver import INIT_FACTORY, INIT_SCRATCH, Driver, RunSpec
-from srghn.sim.envs import Regime
-from srghn.sim.factory import factory_path, factory_sha, load_factory
+from srghn.sim.envs import NOMINAL, Regime
+from srghn.sim.factory import factory_id, factory_path, load_factory, regime_factories
 from srghn.sim.identify import IDENTIFIED, identifiable
 from srghn.sim.plots import plot_robot, plot_run
 from srghn.sim.profiles import RobotProfile
@@ -381,33 +381,44 @@ class Daemon:
 
     def _release_factory(self) -> None:
         """A robot that has never had a live champion gets its factory champion at once: registered, gated in the
-        shadow regime and promoted (with auto-promote), before the first generation is evolved."""
+        shadow regime and promoted (with auto-promote), before the first generation is evolved. The factory's
+        champions for known faults follow, each gated in its own regime and kept there for the portfolio (a robot
+        identified in that regime is served it at once)."""
         if self.registry.live(self.profile.name) is not None:
             return
-        factory = load_factory(self.profile)
-        key = f"{self.profile.name}-factory-{factory_sha(self.profile)}"
+        self._release_factory_champion(NOMINAL, load_factory(self.profile))
+        try:
+            regimes = regime_factories(self.profile)
+        except SrghnError as exc:
+            self.counts["release_failed"] += 1
+            self.publish("daemon", {"event": "release_failed", "champion": None, "error": str(exc)})
+            return
+        for regime, factory in regimes.items():
+            self._release_factory_champion(regime, factory)
+
+    def _release_factory_champion(self, regime: str, factory: PolicyFile) -> None:
+        key = factory_id(self.profile, regime)
+        provenance = factory.meta.get("factory", {})
+        fitness = provenance.get("standard_return", {}).get("mean")
+        gated_in = self.regime.regime if regime == NOMINAL else regime
         try:
             if not self.registry.exists(key):
                 register_policy(self.registry, self.profile, factory.params, champion_id=key, norm=factory.norm,
-                                regime=self.profile.regimes[0], run_dir=str(factory_path(self.profile)),
-                                fitness={"standard_return": factory.meta.get("factory", {}).get(
-                                    "standard_return", {}).get("mean")},
-                                meta={"source": "factory", "factory": factory.meta.get("factory")},
-                                actor=self.settings.actor)
+                                regime=regime, run_dir=str(factory_path(self.profile, regime)),
+                                fitness={"standard_return": fitness},
+                                meta={"source": "factory", "factory": provenance}, actor=self.settings.actor)
                 self.counts["registered"] += 1
-            report = gate_champion(self.registry, key, self.settings.actor, self.profile,
-                                   regimes=(self.regime.regime,))
+            report = gate_champion(self.registry, key, self.settings.actor, self.profile, regimes=(gated_in,))
         except SrghnError as exc:
             self.counts["release_failed"] += 1
             self.publish("daemon", {"event": "release_failed", "champion": key, "error": str(exc)})
             return
         self.counts["gate_passed" if report.passed else "gate_failed"] += 1
-        self.publish("gate", {"champion": key, "generation": None, "regime": self.regime.regime,
-                              "fitness": factory.meta.get("factory", {}).get("standard_return", {}).get("mean"),
+        self.publish("gate", {"champion": key, "generation": None, "regime": gated_in, "fitness": fitness,
                               "passed": report.passed, "failed_hard": report.failed_hard,
                               "failed_soft": report.failed_soft, "incumbent": report.incumbent_id})
-        if report.passed and self.settings.auto_promote:
-            self._promote(key, f"auto: the factory champion passed the gates in regime {self.regime.regime}")
+        if regime == NOMINAL and report.passed and self.settings.auto_promote:
+            self._promote(key, f"auto: the factory champion passed the gates in regime {gated_in}")
 
     def _register_and_gate(self, champion, key: str, record: GenerationRecord):
         registered = register_policy(
@@ -768,7 +779,7 @@ class Daemon:
     def _record_run(self, origin: dict) -> None:
         """The registry learns where this run started (a factory run's root is the factory champion)."""
         kind = str(origin.get("kind", "unknown"))
-        origin_id = (f"{self.profile.name}-factory-{factory_sha(self.profile)}"
+        origin_id = (factory_id(self.profile)
                      if kind == INIT_FACTORY and factory_path(self.profile).is_file() else None)
         self.registry.record_run(self.tag, self.profile.name, kind, origin_id)
 

@@ -6,6 +6,10 @@ statistics, and its provenance (command, seeds, env steps, wall time, machine, m
 its profile: ``<profile>.factory.npz`` (built-in robots: package data in ``srghn/sim/profiles/``). A daemon with
 no saved population, and ``evolve --init factory``, grow their first population from it with the GHN's own
 stochastic head.
+
+A robot may also ship a champion for a fault it is known to meet: ``<profile>.factory.<regime>.npz``, built the
+same way from a run evolved in that regime and measured there. A daemon registers and gates it in its regime on
+its first start, so a robot identified in that regime is served it at once instead of waiting for evolution.
 """
 
 from __future__ import annotations
@@ -22,30 +26,38 @@ from srghn import CheckpointError, ConfigError
 from srghn.controller.checkpoint import PolicyFile, PopulationFile, load_policy, load_population, save_policy
 from srghn.controller.ghn import SRGHN
 from srghn.controller.normalizer import ObsNorm
+from srghn.sim.envs import NOMINAL
 from srghn.sim.evaluator import InProcessEvaluator
 from srghn.sim.profiles import RobotProfile
+from srghn.sim.schedule import Schedule
 
 FACTORY_SUFFIX = ".factory.npz"
 CHECK_EPISODES = 5
-"""Seeded episodes (seeds 0..4, nominal) the factory champion's standard return is measured on."""
+"""Seeded episodes (seeds 0..4, in the factory's regime) the factory champion's standard return is measured on."""
 SELECT_EPISODES = 10
-"""Seeded episodes (seeds 0..9, nominal) every individual of the run's final population is scored on; the best
-mean becomes the factory champion. A run's own champion is the fittest by its last one-episode score, which can
-be a lucky episode of a gait that falls on other seeds."""
+"""Seeded episodes (seeds 0..9, in the factory's regime) every individual of the run's final population is scored
+on; the best mean becomes the factory champion. A run's own champion is the fittest by its last one-episode score,
+which can be a lucky episode of a gait that falls on other seeds."""
 
 
-def factory_path(profile: RobotProfile) -> Path:
-    """Where ``profile``'s factory file lives: beside the profile file."""
+def factory_path(profile: RobotProfile, regime: str = NOMINAL) -> Path:
+    """Where ``profile``'s factory file (or its champion for ``regime``) lives: beside the profile file."""
     if not profile.source:
         raise ConfigError(f"profile {profile.name!r} was not loaded from a file, so it has no factory file")
     source = Path(profile.source)
-    return source.with_name(source.stem + FACTORY_SUFFIX)
+    return source.with_name(source.stem + ("" if regime == NOMINAL else f".factory.{regime}")
+                            + (FACTORY_SUFFIX if regime == NOMINAL else ".npz"))
 
 
-def load_factory(profile: RobotProfile) -> PolicyFile:
-    """The robot's factory GHN and policy, checked against its profile."""
-    path = factory_path(profile)
+def load_factory(profile: RobotProfile, regime: str = NOMINAL) -> PolicyFile:
+    """The robot's factory GHN and policy (or its factory champion for ``regime``), checked against its profile."""
+    _check_regime(profile, regime)
+    path = factory_path(profile, regime)
     if not path.is_file():
+        if regime != NOMINAL:
+            raise ConfigError(f"robot {profile.name!r} has no factory champion for regime {regime!r} ({path} does "
+                              f"not exist); build one with `srghn-ctl factory build --robot {profile.name} --from "
+                              f"RUN_DIR --regime {regime}`")
         raise ConfigError(f"robot {profile.name!r} has no factory population ({path} does not exist); build one "
                           f"with `srghn-ctl factory build --robot {profile.name} --from RUN_DIR`, or start "
                           "with --init scratch")
@@ -57,28 +69,45 @@ def load_factory(profile: RobotProfile) -> PolicyFile:
                               f"{profile.policy.to_dict()}; rebuild it for this profile")
     if profile.observation.normalize and factory.norm is None:
         raise CheckpointError(f"{path}: the profile normalizes observations but the factory has no normalizer")
+    built_for = factory.meta.get("factory", {}).get("regime", NOMINAL)
+    if built_for != regime:
+        raise CheckpointError(f"{path}: it was built for regime {built_for!r}, not {regime!r}")
     return factory
 
 
+def _check_regime(profile: RobotProfile, regime: str) -> None:
+    if regime not in profile.regimes:
+        raise ConfigError(f"--regime must be one of {profile.name}'s regimes {list(profile.regimes)}, got {regime!r}")
+
+
+def regime_factories(profile: RobotProfile) -> dict[str, PolicyFile]:
+    """The robot's factory champions for its declared fault regimes, where it ships any (regime -> file)."""
+    return {regime: load_factory(profile, regime) for regime in profile.regimes[1:]
+            if factory_path(profile, regime).is_file()}
+
+
 def standard_return(profile: RobotProfile, params: np.ndarray, norm: ObsNorm | None,
-                    seeds: range = range(CHECK_EPISODES)) -> dict:
-    """The policy's standard environment return on nominal episodes of the given seeds: mean and per seed."""
+                    seeds: range = range(CHECK_EPISODES), regime: str = NOMINAL) -> dict:
+    """The policy's standard environment return on episodes of the given seeds in ``regime``: mean and per seed."""
     evaluator = InProcessEvaluator(profile)
     try:
-        return _seeded_return(evaluator, params, norm, seeds)
+        return _seeded_return(evaluator, params, norm, seeds, regime)
     finally:
         evaluator.close()
 
 
-def _seeded_return(evaluator: InProcessEvaluator, params: np.ndarray, norm: ObsNorm | None, seeds: range) -> dict:
-    per_seed = [float(evaluator.evaluate(params[None], np.asarray([s]), "nominal", norm).returns[0]) for s in seeds]
+def _seeded_return(evaluator: InProcessEvaluator, params: np.ndarray, norm: ObsNorm | None, seeds: range,
+                   regime: str) -> dict:
+    per_seed = [float(evaluator.evaluate(params[None], np.asarray([s]), regime, norm).returns[0]) for s in seeds]
     return {"mean": float(np.mean(per_seed)), "per_seed": per_seed, "seeds": list(seeds)}
 
 
-def build_factory(profile: RobotProfile, run_dir: Path, command: str | None = None) -> dict:
-    """Write ``profile``'s factory file from the run in ``run_dir``: the individual of its final population with the
-    best mean standard return on seeds 0..9 (:func:`_most_robust`), or its champion where the run kept no
-    population; returns the provenance."""
+def build_factory(profile: RobotProfile, run_dir: Path, command: str | None = None, regime: str = NOMINAL) -> dict:
+    """Write ``profile``'s factory file (``regime``: its factory champion for that fault) from the run in
+    ``run_dir``, which must have ended in that regime: the individual of its final population with the best mean
+    standard return there on seeds 0..9 (:func:`_most_robust`), or its champion where the run kept no population;
+    returns the provenance."""
+    _check_regime(profile, regime)
     run_dir = Path(run_dir)
     champion = load_policy(run_dir / "champion.npz")
     if champion.ghn is None or champion.ghn_params is None:
@@ -88,15 +117,19 @@ def build_factory(profile: RobotProfile, run_dir: Path, command: str | None = No
                           f"{profile.policy.to_dict()}")
     run = _read_json(run_dir / "run.json")
     summary = _read_json(run_dir / "summary.json")
+    ended_in = _final_regime(run, summary)
+    if ended_in != regime:
+        raise ConfigError(f"{run_dir} ended in regime {ended_in!r}, not {regime!r}: a factory champion for a regime "
+                          f"comes from a run evolved there (`evolve --switch-at 0 --switch-regime {regime}`)")
     if (run_dir / "population.npz").is_file():
-        champion, scored, selection = _most_robust(profile, load_population(run_dir / "population.npz"))
+        champion, scored, selection = _most_robust(profile, load_population(run_dir / "population.npz"), regime)
         checked = _seeded_return_of(scored, range(CHECK_EPISODES))  # seeds 0..4 were among those scored
     else:
-        checked, selection = standard_return(profile, champion.params, champion.norm), None
+        checked, selection = standard_return(profile, champion.params, champion.norm, regime=regime), None
     lineage = _lineage(run_dir, run, summary)  # before the save: a run grown from the factory reads the old one
     ghn = _adapting(profile, champion.ghn)
     provenance = {
-        "robot": profile.name, **lineage[-1], "command": command or lineage[-1]["command"],
+        "robot": profile.name, "regime": regime, **lineage[-1], "command": command or lineage[-1]["command"],
         "seeds": run.get("seeds"), "method": run.get("method", "srghn"),
         "machine": run.get("provenance", {}).get("machine", platform.machine()),
         "cores": run.get("cores"), "versions": run.get("provenance", {}).get("versions"),
@@ -108,10 +141,20 @@ def build_factory(profile: RobotProfile, run_dir: Path, command: str | None = No
                             if all(isinstance(stage.get("env_steps"), int) for stage in lineage) else None),
         "update_clip": {"pretraining": champion.ghn.config.update_clip, "shipped": ghn.config.update_clip},
     }
-    save_policy(factory_path(profile), champion.spec, champion.params, {"factory": provenance}, norm=champion.norm,
+    path = factory_path(profile, regime)
+    save_policy(path, champion.spec, champion.params, {"factory": provenance}, norm=champion.norm,
                 ghn=ghn, ghn_params=champion.ghn_params, obs_stats=champion.obs_stats)
-    factory_path(profile).chmod(0o644)  # package data: readable by every user of the installed package
+    path.chmod(0o644)  # package data: readable by every user of the installed package
     return provenance
+
+
+def _final_regime(run: dict, summary: dict) -> str:
+    """The regime a finished run's last generation was evolved in (its schedule at that generation)."""
+    try:
+        schedule = Schedule(tuple((int(g), str(r)) for g, r in run.get("schedule", ())))
+        return schedule.regime_at(int(summary["generations"]) - 1)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"run.json / summary.json: no usable schedule and generation count ({exc})") from exc
 
 
 def _adapting(profile: RobotProfile, ghn: SRGHN) -> SRGHN:
@@ -148,15 +191,15 @@ def _lineage(run_dir: Path, run: dict, summary: dict) -> list[dict]:
     return [*_lineage(source, _read_json(source / "run.json"), _read_json(source / "summary.json")), stage]
 
 
-def _most_robust(profile: RobotProfile, population: PopulationFile,
+def _most_robust(profile: RobotProfile, population: PopulationFile, regime: str,
                  seeds: range = range(SELECT_EPISODES)) -> tuple[PolicyFile, dict, dict]:
-    """The individual of ``population`` with the best mean standard return on ``seeds`` as a policy file, its
-    returns on them, and what the choice was made on (every individual's mean; ties go to the fitter)."""
+    """The individual of ``population`` with the best mean standard return on ``seeds`` in ``regime`` as a policy
+    file, its returns on them, and what the choice was made on (every individual's mean; ties go to the fitter)."""
     strategy = population.strategy
     order = np.argsort(-np.where(np.isnan(strategy.fitness), -np.inf, strategy.fitness), kind="stable")
     evaluator = InProcessEvaluator(profile)
     try:
-        scored = [_seeded_return(evaluator, strategy.policies[i], population.norm, seeds) for i in order]
+        scored = [_seeded_return(evaluator, strategy.policies[i], population.norm, seeds, regime) for i in order]
     finally:
         evaluator.close()
     k = max(range(len(order)), key=lambda j: scored[j]["mean"])  # max keeps the first (fitter) of equal means
@@ -165,8 +208,8 @@ def _most_robust(profile: RobotProfile, population: PopulationFile,
                         {"id": int(strategy.ids[best]), "generation": strategy.generation,
                          "fitness": float(strategy.fitness[best])},
                         ghn=strategy.ghn, ghn_params=strategy.params[best].numpy(), obs_stats=population.obs_stats)
-    selection = {"by": f"mean standard return on seeds {seeds[0]}-{seeds[-1]}", "chosen_id": int(strategy.ids[best]),
-                 "fittest_id": int(strategy.ids[order[0]]),
+    selection = {"by": f"mean standard return on seeds {seeds[0]}-{seeds[-1]} in regime {regime}",
+                 "chosen_id": int(strategy.ids[best]), "fittest_id": int(strategy.ids[order[0]]),
                  "means": {int(strategy.ids[i]): round(r["mean"], 2) for i, r in zip(order, scored, strict=True)}}
     return chosen, scored[k], selection
 
@@ -177,14 +220,19 @@ def _seeded_return_of(scored: dict, seeds: range) -> dict:
     return {"mean": float(np.mean(per_seed)), "per_seed": per_seed, "seeds": list(seeds)}
 
 
-def factory_sha(profile: RobotProfile) -> str:
+def factory_sha(profile: RobotProfile, regime: str = NOMINAL) -> str:
     """The first 8 hex digits of the sha256 of the robot's factory file (names what came from it)."""
-    return hashlib.sha256(factory_path(profile).read_bytes()).hexdigest()[:8]
+    return hashlib.sha256(factory_path(profile, regime).read_bytes()).hexdigest()[:8]
 
 
-def factory_provenance(profile: RobotProfile) -> dict:
-    """The provenance stored in the robot's factory file."""
-    return load_factory(profile).meta.get("factory", {})
+def factory_id(profile: RobotProfile, regime: str = NOMINAL) -> str:
+    """The registry id of the robot's factory champion (for ``regime``): its name and file hash."""
+    return f"{profile.name}-factory-{'' if regime == NOMINAL else regime + '-'}{factory_sha(profile, regime)}"
+
+
+def factory_provenance(profile: RobotProfile, regime: str = NOMINAL) -> dict:
+    """The provenance stored in the robot's factory file (for ``regime``)."""
+    return load_factory(profile, regime).meta.get("factory", {})
 
 
 def _read_json(path: Path) -> dict:

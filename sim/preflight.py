@@ -36,8 +36,16 @@ def check_update_clip(update_clip: float | None) -> None:
 
 
 def check_switches(profile: RobotProfile, generations: int | None, switch_at: int | None,
-                   switch_back_at: int | None) -> None:
-    """Switches inside the run, in order."""
+                   switch_back_at: int | None, switch_regime: str | None = None) -> None:
+    """Switches inside the run, in order, to a regime the profile declares."""
+    if switch_regime is not None:
+        if switch_regime not in profile.regimes[1:]:
+            raise ConfigError(f"--switch-regime must be one of {profile.name}'s non-nominal regimes "
+                              f"{list(profile.regimes[1:])}, got {switch_regime!r}")
+        if switch_at is None:
+            raise ConfigError("--switch-regime needs --switch-at (the generation to switch at; 0: from the start)")
+    if switch_at is not None and switch_at < 0:
+        raise ConfigError(f"--switch-at must be >= 0 (0: the whole run in the switch regime), got {switch_at}")
     n = generations or profile.generations
     for name, value in (("switch_at", switch_at), ("switch_back_at", switch_back_at)):
         if value is not None and value >= n:

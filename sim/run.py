@@ -49,6 +49,8 @@ class EvolveSettings:
     episodes: int | None = None
     switch_at: int | None = None
     switch_back_at: int | None = None
+    switch_regime: str | None = None
+    """The regime ``switch_at`` switches to; ``None``: the profile's switch regime."""
     backend: str = "local"
     """Evaluator backend: ``local`` (sandboxed worker processes), ``ray`` or ``inprocess``."""
     workers: int | None = None
@@ -66,8 +68,8 @@ class EvolveSettings:
     """The command line that started the run (recorded in ``run.json``)."""
 
     def __post_init__(self) -> None:
-        check_run_flags(self, ("generations", "population", "episodes", "switch_at", "switch_back_at"))
-        check_switches(self.profile, self.generations, self.switch_at, self.switch_back_at)
+        check_run_flags(self, ("generations", "population", "episodes", "switch_back_at"))
+        check_switches(self.profile, self.generations, self.switch_at, self.switch_back_at, self.switch_regime)
         self.spec  # validates --init  # noqa: B018
         check_out_dir(self.out, self.resume)
 
@@ -77,7 +79,7 @@ class EvolveSettings:
 
     @property
     def schedule(self) -> Schedule:
-        return Schedule.switch(self.profile.switch_regime, self.switch_at, self.switch_back_at)
+        return Schedule.switch(self.switch_regime or self.profile.switch_regime, self.switch_at, self.switch_back_at)
 
     @property
     def spec(self) -> RunSpec:

@@ -15,13 +15,13 @@ class Schedule:
     """Which regime the simulator is in at each generation: ``initial`` until the first switch."""
 
     switches: tuple[tuple[int, str], ...] = ()
-    """``(generation, regime)`` pairs, strictly increasing generations >= 1."""
+    """``(generation, regime)`` pairs, strictly increasing generations >= 0 (0: the run starts in that regime)."""
     initial: str = NOMINAL
 
     def __post_init__(self) -> None:
         gens = [g for g, _ in self.switches]
-        if any(g < 1 for g in gens) or gens != sorted(set(gens)):
-            raise ConfigError(f"switch generations must be >= 1 and strictly increasing, got {gens}")
+        if any(g < 0 for g in gens) or gens != sorted(set(gens)):
+            raise ConfigError(f"switch generations must be >= 0 and strictly increasing, got {gens}")
 
     @classmethod
     def switch(cls, switch_regime: str, at: int | None = None, back_at: int | None = None) -> Schedule:

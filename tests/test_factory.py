@@ -184,3 +184,45 @@ def test_a_factory_grown_from_earlier_runs_records_every_stage(tmp_path: Path) -
     shown = json.loads(ctl("factory", "show", profile, "--json").stdout)
     assert "gone or changed" in shown["lineage"][0]["untraced"] and shown["total_env_steps"] is None
     assert Path(shown["lineage"][1]["source_run"]).name == "again"
+
+
+def test_a_factory_champion_for_a_fault_is_built_in_its_regime_and_kept_there_by_a_daemon(tmp_path: Path) -> None:
+    from srghn.deploy.portfolio import gate_score, portfolio
+    from srghn.sim.factory import factory_id, standard_return
+
+    path = tmp_path / "faulty.toml"
+    path.write_text((PROFILE_DIR / "cartpole.toml").read_text().replace('name = "cartpole"', 'name = "faulty"'))
+    profile = load_profile(path)
+
+    def evolve(out: str, *extra: object) -> None:
+        ctl("evolve", "--robot", path, "--generations", 6, "--population", 6, "--backend", "inprocess",
+            "--no-register", "--out", tmp_path / out, *extra)
+
+    evolve("nominal")
+    ctl("factory", "build", "--robot", path, "--from", tmp_path / "nominal")
+    evolve("inverted", "--init", "factory", "--switch-at", 0, "--switch-regime", "inverted")
+    refused = ctl("factory", "build", "--robot", path, "--from", tmp_path / "inverted", check=False)
+    assert refused.returncode == 2 and "ended in regime 'inverted', not 'nominal'" in refused.stderr
+    unknown = ctl("factory", "build", "--robot", path, "--from", tmp_path / "inverted", "--regime", "upside",
+                  check=False)
+    assert unknown.returncode == 2 and "--regime must be one of" in unknown.stderr
+    ctl("factory", "build", "--robot", path, "--from", tmp_path / "inverted", "--regime", "inverted")
+
+    fault = load_factory(profile, "inverted")
+    shown = json.loads(ctl("factory", "show", path, "--regime", "inverted", "--json").stdout)
+    assert shown["regime"] == "inverted" and "--switch-regime inverted" in shown["command"]
+    assert shown["standard_return"] == standard_return(profile, fault.params, fault.norm, regime="inverted")
+    assert "champion for inverted" in ctl("factory", "show", path).stdout
+    assert load_factory(profile).meta["factory"]["regime"] == "nominal"  # the nominal factory is untouched
+
+    state = tmp_path / "state"
+    ctl("run", "--robot", path, "--generations", 1, "--population", 4, "--workers", 1, "--state-dir", state)
+    with Registry.open(state) as registry:
+        champion = registry.get(factory_id(profile, "inverted"))
+        chosen = portfolio(registry, "faulty")
+    # registered in its regime, gated there (not in the shadow regime the daemon started in), never made live
+    assert champion.regime == "inverted" and champion.status == "passed"
+    report = json.loads(champion.gate_report.to_json())
+    assert gate_score(report, "inverted") is not None and gate_score(report, "nominal") is None
+    assert champion.gate_report.passed, champion.gate_report.failed_hard + champion.gate_report.failed_soft
+    assert chosen["inverted"].id == champion.id  # a robot identified as inverted is served it at once

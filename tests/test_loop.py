@@ -10,6 +10,7 @@ import pytest
 
 from srghn import ConfigError, UnknownRegime
 from srghn.sim.evaluator import InProcessEvaluator
+from srghn.sim.profiles import load_profile
 from srghn.sim.records import GenerationRecord, read_records, recovery, summarize
 from srghn.sim.run import EvolveSettings, run_evolve
 from srghn.sim.schedule import Schedule
@@ -109,12 +110,25 @@ def test_run_writes_every_output(tmp_path, cartpole):
     assert summary["completed"] and summary["generations"] == 4 and len(summary["switches"]) == 1
 
 
+def test_a_run_switched_at_generation_zero_evolves_wholly_in_the_chosen_regime(tmp_path):
+    ant = load_profile("ant")
+    summary = run_evolve(EvolveSettings(ant, tmp_path, generations=2, population=2, switch_at=0,
+                                        switch_regime="weak_back_left", backend="inprocess"))
+    assert [r.regime for r in read_records(tmp_path / "metrics.jsonl")] == ["weak_back_left"] * 2
+    assert json.loads((tmp_path / "run.json").read_text())["schedule"] == [[0, "weak_back_left"]]
+    assert summary["switches"] == []  # nothing to recover from: it never ran in another regime
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"generations": 0}, "--generations must be >= 1"),
     ({"population": -2}, "--population must be >= 1"),
     ({"generations": 5, "switch_at": 5}, "--switch-at 5 is not before the end"),
     ({"generations": 9, "switch_at": 5, "switch_back_at": 3}, "must come after"),
     ({"seed": -1}, "--seed must be >= 0"),
+    ({"switch_at": -1}, "--switch-at must be >= 0"),
+    ({"switch_regime": "inverted"}, "--switch-regime needs --switch-at"),
+    ({"switch_at": 0, "switch_regime": "nominal"}, "--switch-regime must be one of"),
+    ({"switch_at": 0, "switch_regime": "weak_front_left"}, "--switch-regime must be one of"),
 ])
 def test_bad_settings_are_named(tmp_path, cartpole, kwargs, message):
     with pytest.raises(ConfigError, match=message):
