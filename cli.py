@@ -93,6 +93,7 @@ class Progress:
 
     def __init__(self, what: str, total: int | None, transient: bool = False) -> None:
         self.what, self.total, self.done = what, total, 0
+        self.base = 0  # done before this command (a resumed run): not counted in its pace
         self.started = self.last = time.monotonic()
         self.fields: dict[str, str] = {}
         self.bar = None
@@ -112,7 +113,13 @@ class Progress:
                       highlight=False, soft_wrap=True)
         return self
 
-    def update(self, advance: int = 1, description: str | None = None, **fields: object) -> None:
+    def update(self, advance: int = 1, description: str | None = None, at: int | None = None,
+               **fields: object) -> None:
+        """``at``: where the work stands now, instead of ``advance`` (a resumed run starts past 0)."""
+        if at is not None:
+            if self.done == 0:
+                self.base = at - 1
+            advance = at - self.done
         self.done += advance
         self.fields.update({k: str(v) for k, v in fields.items()})
         info = ", ".join(f"{k} {v}" for k, v in self.fields.items() if v != "")
@@ -129,8 +136,8 @@ class Progress:
         elapsed = now - self.started
         of = f"{self.done}/{self.total}" if self.total else f"{self.done}"
         left = ""
-        if self.total and 0 < self.done < self.total:
-            left = f", about {_duration(elapsed / self.done * (self.total - self.done))} left"
+        if self.total and self.base < self.done < self.total:
+            left = f", about {_duration(elapsed / (self.done - self.base) * (self.total - self.done))} left"
         err.print(escape(f"{self.what}: {of}{', ' + info if info else ''} ({_duration(elapsed)} elapsed{left})"),
                   highlight=False, soft_wrap=True)
 
@@ -236,7 +243,7 @@ def evolve(
                                   command=shlex.join(["srghn-ctl", *sys.argv[1:]]))
         with Progress(f"evolve {settings.profile.name}", settings.n_generations, transient=as_json) as progress:
             def on_record(record) -> None:
-                progress.update(regime=record.regime, best=f"{record.best:.1f}")
+                progress.update(at=record.generation + 1, regime=record.regime, best=f"{record.best:.1f}")
 
             with _between_generations() as stop:
                 summary = run_evolve(settings, on_record, should_stop=stop)

@@ -47,6 +47,7 @@ def test_resume_after_sigint_equals_an_uninterrupted_run(tmp_path):
     resumed = evolve(cut, "--resume")
     stdout, stderr = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, stderr
+    assert "evolve cartpole: 30/30" in stderr  # its progress counts from where the run stood, not from 0
     reference = evolve(whole)
     ref_stdout, stderr = reference.communicate(timeout=600)
     assert reference.returncode == 0, stderr
