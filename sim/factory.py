@@ -45,8 +45,7 @@ def factory_path(profile: RobotProfile, regime: str = NOMINAL) -> Path:
     if not profile.source:
         raise ConfigError(f"profile {profile.name!r} was not loaded from a file, so it has no factory file")
     source = Path(profile.source)
-    return source.with_name(source.stem + ("" if regime == NOMINAL else f".factory.{regime}")
-                            + (FACTORY_SUFFIX if regime == NOMINAL else ".npz"))
+    return source.with_name(source.stem + (FACTORY_SUFFIX if regime == NOMINAL else f".factory.{regime}.npz"))
 
 
 def load_factory(profile: RobotProfile, regime: str = NOMINAL) -> PolicyFile:
