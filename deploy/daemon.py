@@ -277,8 +277,8 @@ class Daemon:
                     evaluator = make_evaluator(self.profile, self.settings.backend, self.settings.workers,
                                                self.settings.ray_address)
                     driver = self.driver = self._driver(evaluator, saved, population)
-                    if saved.get("init") == INIT_FACTORY and not self.should_exit:
-                        self._release_factory()
+                    if not self.should_exit:
+                        self._release_factory(nominal=saved.get("init") == INIT_FACTORY)
                     self.publish("daemon", {"event": "resumed" if saved.get("resumed") else "started",
                                             "generation": driver.generation, "paused": self.paused,
                                             "regime": self.regime.regime, "endpoints": self.endpoints,
@@ -379,22 +379,24 @@ class Daemon:
             self._promote(registered.id, f"auto: passed the gates in regime {regime} at generation "
                                          f"{record.generation} (fitness {champion.fitness:.1f})")
 
-    def _release_factory(self) -> None:
-        """A robot that has never had a live champion gets its factory champion at once: registered, gated in the
-        shadow regime and promoted (with auto-promote), before the first generation is evolved. The factory's
-        champions for known faults follow, each gated in its own regime and kept there for the portfolio (a robot
-        identified in that regime is served it at once)."""
-        if self.registry.live(self.profile.name) is not None:
-            return
-        self._release_factory_champion(NOMINAL, load_factory(self.profile))
+    def _release_factory(self, nominal: bool) -> None:
+        """A robot whose population was just grown from its factory (``nominal``) and that has never had a live
+        champion gets its factory champion at once: registered, gated in the shadow regime and promoted (with
+        auto-promote), before the first generation is evolved. The factory's champions for known faults follow,
+        on every start and once per state directory (a package upgraded under a robot in service brings its new
+        ones too), each gated in its own regime and kept there for the portfolio: a robot identified in that
+        regime is served it at once."""
+        if nominal and self.registry.live(self.profile.name) is None:
+            self._release_factory_champion(NOMINAL, load_factory(self.profile))
         try:
-            regimes = regime_factories(self.profile)
+            regimes = regime_factories(self.profile) if self.profile.source else {}  # a file's profile only
         except SrghnError as exc:
             self.counts["release_failed"] += 1
             self.publish("daemon", {"event": "release_failed", "champion": None, "error": str(exc)})
             return
         for regime, factory in regimes.items():
-            self._release_factory_champion(regime, factory)
+            if not self.registry.exists(factory_id(self.profile, regime)):
+                self._release_factory_champion(regime, factory)
 
     def _release_factory_champion(self, regime: str, factory: PolicyFile) -> None:
         key = factory_id(self.profile, regime)

@@ -193,13 +193,18 @@ def test_a_factory_champion_for_a_fault_is_built_in_its_regime_and_kept_there_by
     path = tmp_path / "faulty.toml"
     path.write_text((PROFILE_DIR / "cartpole.toml").read_text().replace('name = "cartpole"', 'name = "faulty"'))
     profile = load_profile(path)
+    state = tmp_path / "state"
 
     def evolve(out: str, *extra: object) -> None:
         ctl("evolve", "--robot", path, "--generations", 6, "--population", 6, "--backend", "inprocess",
             "--no-register", "--out", tmp_path / out, *extra)
 
+    def run_daemon() -> None:
+        ctl("run", "--robot", path, "--generations", 1, "--population", 4, "--workers", 1, "--state-dir", state)
+
     evolve("nominal")
     ctl("factory", "build", "--robot", path, "--from", tmp_path / "nominal")
+    run_daemon()  # a robot in service before its factory shipped a champion for the fault
     evolve("inverted", "--init", "factory", "--switch-at", 0, "--switch-regime", "inverted")
     refused = ctl("factory", "build", "--robot", path, "--from", tmp_path / "inverted", check=False)
     assert refused.returncode == 2 and "ended in regime 'inverted', not 'nominal'" in refused.stderr
@@ -215,11 +220,12 @@ def test_a_factory_champion_for_a_fault_is_built_in_its_regime_and_kept_there_by
     assert "champion for inverted" in ctl("factory", "show", path).stdout
     assert load_factory(profile).meta["factory"]["regime"] == "nominal"  # the nominal factory is untouched
 
-    state = tmp_path / "state"
-    ctl("run", "--robot", path, "--generations", 1, "--population", 4, "--workers", 1, "--state-dir", state)
+    run_daemon()  # its next start brings the new champion in; the nominal factory is not released again
     with Registry.open(state) as registry:
         champion = registry.get(factory_id(profile, "inverted"))
         chosen = portfolio(registry, "faulty")
+        registered = [e.to_id for e in registry.history("faulty") if e.kind == "register"]
+    assert registered.count(factory_id(profile)) == 1 and registered.count(champion.id) == 1
     # registered in its regime, gated there (not in the shadow regime the daemon started in), never made live
     assert champion.regime == "inverted" and champion.status == "passed"
     report = json.loads(champion.gate_report.to_json())
