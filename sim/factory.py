@@ -8,8 +8,9 @@ no saved population, and ``evolve --init factory``, grow their first population 
 stochastic head.
 
 A robot may also ship a champion for a fault it is known to meet: ``<profile>.factory.<regime>.npz``, built the
-same way from a run evolved in that regime and measured there. A daemon registers and gates it in its regime on
-its first start, so a robot identified in that regime is served it at once instead of waiting for evolution.
+same way from a run evolved in that regime and measured there. A daemon registers and gates it in its regime when
+it starts (once per state directory), so a robot identified in that regime is served it at once instead of
+waiting for evolution.
 """
 
 from __future__ import annotations
