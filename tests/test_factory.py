@@ -219,6 +219,10 @@ def test_a_factory_champion_for_a_fault_is_built_in_its_regime_and_kept_there_by
     assert shown["standard_return"] == standard_return(profile, fault.params, fault.norm, regime="inverted")
     assert "champion for inverted" in ctl("factory", "show", path).stdout
     assert load_factory(profile).meta["factory"]["regime"] == "nominal"  # the nominal factory is untouched
+    ctl("factory", "export", path, "--regime", "inverted", "-o", tmp_path / "inverted.onnx")
+    raw = record_observations(profile, fault.params, seed=1, episodes=2, max_steps=100, norm=fault.norm)
+    np.testing.assert_array_equal(OnnxPolicy((tmp_path / "inverted.onnx").read_bytes()).act(raw),
+                                  profile.policy.act(np.repeat(fault.params[None], len(raw), 0), fault.norm.apply(raw)))
 
     run_daemon()  # its next start brings the new champion in; the nominal factory is not released again
     with Registry.open(state) as registry:
