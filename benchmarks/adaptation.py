@@ -228,8 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         with Registry.open(state) as registry:
             if result.get("recovered_by") not in (None, "safe"):
                 result["recovered_by_regime"] = registry.get(result["recovered_by"]).regime
-            result["adaptation_events"] = [{**e.to_dict(), "to_regime": registry.get(e.to).regime if e.to else None}
-                                           for e in registry.history(profile.name) if e.actor == "adaptation"]
+            result["adaptation_events"] = [
+                {**e.to_dict(), "to_regime": registry.get(e.to_id).regime if e.to_id else None}
+                for e in registry.history(profile.name) if e.actor == "adaptation"]
     result["wall_s"] = round(time.monotonic() - started, 1)
     print(json.dumps(result, indent=2) if args.json else result)
     return 0
