@@ -37,7 +37,7 @@ def choose_endpoints(state_dir: Path, control: str | None = None, admin: str | N
     return chosen
 
 
-SOCKET_LOOPS = ("compiled", "pyzmq")
+SOCKET_LOOPS = ("compiled", "handler", "pyzmq")
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,9 @@ class ServeConfig:
     (docs/daemon.md, "The hot path"). None: the scheduler places every thread."""
     socket_loop: str = "compiled"
     """``compiled``: robots are answered by the socket loop in C (:mod:`srghn.deploy.fastloop`) where it is
-    built and CURVE is off, else by the same loop in pyzmq; ``pyzmq``: always the latter."""
+    built and CURVE is off, well-formed ACTs in its lane where ONNX Runtime's C library is there, else by the same
+    loop in pyzmq; ``handler``: the loop in C, every request through the Python handler; ``pyzmq``: always the
+    loop in pyzmq."""
     record: dict | None = None
     """Session recording (docs/recording.md): ``{"max_file_bytes": N, "max_total_bytes": N}`` to record every
     control request and telemetry event into ``<state dir>/recordings``; None: no recording."""

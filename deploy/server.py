@@ -105,7 +105,8 @@ class Server:
         self.internal.setsockopt(zmq.LINGER, 0)
         self.internal.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self.serving = Serving(config.robot, config.spec, config.safe_action, config.regimes,
-                               config.max_message_bytes, control, self.publish, self.background, identify)
+                               config.max_message_bytes, control, self.publish, self.background, identify,
+                               lane=config.socket_loop == "compiled")
         self.serving.tap = self.tap
         self.peer: DaemonPeer | None = None
         self.admin = Admin(admin, self.serving, self.background, self.publish,
@@ -201,8 +202,10 @@ class Server:
         ones. After each answer it polls for the next robot request ``busy_poll_us`` before it sleeps again."""
         config, serving = self.config, self.serving
         loop = (fastloop.compiled_loop(serving.sock, others, serving.on_request, config.busy_poll_us)
-                if config.socket_loop == "compiled" and serving.identify is None else None)
-        self.socket_loop = "compiled" if loop is not None else "pyzmq"
+                if config.socket_loop != "pyzmq" and serving.identify is None else None)
+        if loop is not None:
+            serving.use_lane(loop)
+        self.socket_loop = "pyzmq" if loop is None else "compiled" if serving.loop is not None else "handler"
         log.info("robots are answered by the %s socket loop", self.socket_loop)
         if loop is not None:
             def serve(timeout_s: float) -> Container[zmq.Socket]:

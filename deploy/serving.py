@@ -36,6 +36,7 @@ from srghn.controller.onnx_policy import ACTION_NAME, INPUT_NAME, LOGITS_NAME, O
 from srghn.controller.policy import PolicySpec
 from srghn.deploy import protocol as p
 from srghn.deploy.background import Background
+from srghn.deploy.fastloop import lane_available, lane_session
 from srghn.deploy.keys import Identity, allowed, sender
 from srghn.deploy.messages import Returns, Transitions
 from srghn.deploy.portfolio import portfolio
@@ -79,11 +80,12 @@ class PolicyIO:
 
 
 class ModelSlot:
-    """One champion loaded in ONNX Runtime, bound to the robot's :class:`PolicyIO`."""
+    """One champion loaded in ONNX Runtime, bound to the robot's :class:`PolicyIO`; with ``lane``, loaded for the
+    compiled loop's lane too (:func:`srghn.deploy.fastloop.lane_session`; None where it cannot run)."""
 
-    __slots__ = ("action", "binding", "champion_id", "reply_id", "session", "values")
+    __slots__ = ("action", "binding", "champion_id", "lane", "reply_id", "session", "values")
 
-    def __init__(self, champion_id: str, model: bytes, spec: PolicySpec, io: PolicyIO) -> None:
+    def __init__(self, champion_id: str, model: bytes, spec: PolicySpec, io: PolicyIO, lane: bool = False) -> None:
         import onnxruntime as ort
 
         policy = OnnxPolicy(model)
@@ -99,6 +101,7 @@ class ModelSlot:
             self.values.append(ort.OrtValue.ortvalue_from_numpy(io.outputs[name]))
             self.binding.bind_ortvalue_output(name, self.values[-1])
         self.action = io.outputs[ACTION_NAME]
+        self.lane = lane_session(model, spec, champion_id) if lane else None
 
     def run(self) -> np.ndarray:
         """The action for the observation in the input buffer (written into the output buffer)."""
@@ -134,7 +137,7 @@ class Serving:
 
     def __init__(self, robot: str, spec: PolicySpec, safe_action: tuple[float, ...], regimes: tuple[str, ...],
                  max_message_bytes: int, sock: zmq.Socket, publish: Publish, background: Background,
-                 identify: Callable[[zmq.Frame], Identity | None] | None = None) -> None:
+                 identify: Callable[[zmq.Frame], Identity | None] | None = None, lane: bool = False) -> None:
         self.robot, self.spec, self.regimes, self.max_bytes = robot, spec, regimes, max_message_bytes
         self.sock, self.publish, self.background = sock, publish, background
         self.identify = identify
@@ -166,6 +169,10 @@ class Serving:
         self.clients: dict[bytes, Client] = {}
         self.tap: Callable[[int, list, list], None] | None = None
         """Session recording (:class:`srghn.deploy.recording.Tap`): given every request and its reply as is."""
+        self.lane = lane and identify is None and lane_available()
+        """Whether slots are loaded for the compiled loop's lane too (it needs the frames without CURVE)."""
+        self.loop = None
+        """The compiled loop whose lane answers robots (:meth:`use_lane`)."""
         self._refresh()
 
     # -- requests ----------------------------------------------------------------------------------------------
@@ -263,6 +270,35 @@ class Serving:
         return [header, verdict.action, p.ACTION_STATUS.pack(int(source), flags, 0, self.serial & 0xFFFFFFFF),
                 slot.reply_id if slot is not None else b""]
 
+    # -- the compiled loop's lane ---------------------------------------------------------------------------------
+
+    def use_lane(self, loop) -> None:  # noqa: ANN001 (srghn.deploy._fastloop.Loop)
+        """Let ``loop`` answer well-formed ACTs of robots whose serving champion is loaded for it, as :meth:`act`
+        would (:mod:`srghn.deploy.fastloop`); not while sessions are recorded (the tap sees every request)."""
+        if not self.lane or self.tap is not None:
+            return
+        loop.lane(self.act_prefix, self.action_prefix, self.obs_len, self._lane_served)
+        self.loop = loop
+        self._routes()
+
+    def _routes(self) -> None:
+        """The lane's routes: every robot whose line starts with a champion loaded for it that has not failed
+        (anything else -- the safe action, a fallback -- is :meth:`act`'s). Called whenever a line changes."""
+        if self.loop is None:
+            return
+        failed = self.watchdog.failed
+        self.loop.routes({identity: c.line[0].lane for identity, c in self.clients.items()
+                          if c.line[0] is not None and c.line[0].lane is not None
+                          and c.line[0].champion_id not in failed}, self.live_status)
+
+    def _lane_served(self, identity: bytes, obs: bytes, action: bytes, handling_ns: int) -> None:
+        """The lane answered ``identity``'s ACT: what :meth:`act` records besides the reply."""
+        client = self.clients[identity]
+        client.last_seen = time.monotonic()
+        client.pending = (obs, action)
+        self.latency[self.acts % LATENCY_WINDOW] = handling_ns
+        self.acts += 1
+
     def _client(self, identity: bytes) -> Client:
         """A new client record; beyond :data:`MAX_CLIENTS` the least recently seen one goes."""
         if len(self.clients) >= MAX_CLIENTS:
@@ -276,6 +312,7 @@ class Serving:
             if client.regime not in self.regime_slots:
                 self.sync()
         client.line = self._line_for(client)
+        self._routes()
         return client
 
     def _line_for(self, client: Client) -> tuple[ModelSlot | None, ModelSlot | None]:
@@ -296,6 +333,7 @@ class Serving:
             client.line = self._line_for(client)
             if client.regime is not None and client.line[0] is not before:
                 self._assigned(client, client.regime, before, why)
+        self._routes()
 
     def _assigned(self, client: Client, previous_regime: str | None, before: ModelSlot | None, why: str) -> None:
         now = client.line[0]
@@ -321,6 +359,7 @@ class Serving:
         client.regime = regime
         self.active = frozenset(c.regime for c in self.clients.values() if c.regime is not None)
         client.line = self._line_for(client)
+        self._routes()
         if previous != regime or client.line[0] is not before:
             self._assigned(client, previous, before, f"identified: {reason}" if reason else "identified")
         if regime not in self.regime_slots:
@@ -381,6 +420,7 @@ class Serving:
             if fallback and slot.champion_id != fallback:
                 self.background.submit(_watchdog_rollback(self.robot, slot.champion_id, fallback, problem),
                                        lambda r: self.publish("rollback", {"by": "watchdog", "result": r}))
+        self._routes()
 
     # -- slots -----------------------------------------------------------------------------------------------------
 
@@ -428,7 +468,8 @@ class Serving:
         if champion_id is None:
             return None
         if champion_id not in self.cache:
-            self.cache[champion_id] = ModelSlot(champion_id, registry.load_model(champion_id), self.spec, self.io)
+            self.cache[champion_id] = ModelSlot(champion_id, registry.load_model(champion_id), self.spec, self.io,
+                                                self.lane)
             while len(self.cache) > SLOT_CACHE + len(self.active):
                 self.cache.pop(next(iter(self.cache)))
         return self.cache[champion_id]
@@ -507,7 +548,8 @@ class Serving:
                         "failed": sorted(self.watchdog.failed),
                         "regimes": {regime: slot.champion_id for regime, slot in sorted(self.regime_slots.items())},
                         "below_safe": dict(sorted(self.below_safe.items()))},
-            "requests": {"act": self.acts, "step": self.steps, "errors": self.errors, "watchdog": self.fallbacks,
+            "requests": {"act": self.acts, "act_lane": self.loop.lane_answered if self.loop else 0,
+                         "step": self.steps, "errors": self.errors, "watchdog": self.fallbacks,
                          "act_us_p50": round(float(np.percentile(lat, 50)), 1) if n else None,
                          "act_us_p99": round(float(np.percentile(lat, 99)), 1) if n else None},
             "clients": [{"client": c.name, "regime": c.regime,

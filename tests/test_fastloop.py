@@ -59,9 +59,10 @@ def test_the_extension_is_built_and_binds_the_libzmq_pyzmq_uses() -> None:
 
 
 @pytest.mark.parametrize("busy_poll_us", [0, 500])
-def test_both_socket_loops_answer_every_request_alike(tmp_path: Path, cartpole_model: bytes, busy_poll_us: int) -> None:
+def test_every_socket_loop_answers_every_request_alike(tmp_path: Path, cartpole_model: bytes,
+                                                       busy_poll_us: int) -> None:
     answers = {}
-    for loop in ("compiled", "pyzmq"):
+    for loop in ("compiled", "handler", "pyzmq"):
         state = tmp_path / loop / "state"
         live_champion(state, "cp-live", cartpole_model)
         with running_server(state, socket_loop=loop, busy_poll_us=busy_poll_us,
@@ -70,8 +71,11 @@ def test_both_socket_loops_answer_every_request_alike(tmp_path: Path, cartpole_m
             status = admin_status(config.admin)
             assert status["socket_loop"] == loop
             assert status["requests"]["act"] == 3  # the well-formed ones (both envelopes, and the huge one)
+            # the lane answered the last well-formed ACT: a robot's first goes to the handler, which makes its
+            # record and its route, and a REQ envelope is the handler's too
+            assert status["requests"]["act_lane"] == (1 if loop == "compiled" else 0)
     compiled, pyzmq = answers["compiled"], answers["pyzmq"]
-    assert compiled == pyzmq
+    assert compiled == answers["handler"] == pyzmq
     kinds = [p.HEADER.unpack(r[1] if r[0] == b"" else r[0])[2] for r in compiled]
     assert kinds[:2] == [p.MsgType.ACTION] * 2 and kinds[-1] == p.MsgType.ACTION  # the last one clipped, served
     assert compiled[1][0] == b""  # the REQ envelope comes back
@@ -129,6 +133,6 @@ def test_loop_arguments_and_the_config_switch_are_checked() -> None:
         _fastloop.Loop(1, [0], print)
     with pytest.raises(ImportError, match="not loaded"):
         _fastloop.bind("/nonexistent/libzmq.so")
-    with pytest.raises(ConfigError, match="socket_loop must be one of compiled, pyzmq"):
+    with pytest.raises(ConfigError, match="socket_loop must be one of compiled, handler, pyzmq"):
         ServeConfig(robot="cartpole", state_dir="/tmp/x", policy={}, safe_action=(0.0,), regimes=(), control="a",
                     admin="b", telemetry="c", socket_loop="uvloop")
