@@ -52,6 +52,8 @@ CHAMPION_ID = "bench-live"
 START_TIMEOUT_S = 60.0
 LOAD_START_TIMEOUT_S = 300.0
 CLIENT_DIR = Path(__file__).resolve().parents[1] / "clients" / "c"
+HALT_POLL = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+"""In a VM, how long an idle vCPU polls before it halts (waking a halted one costs a VM exit): docs/daemon.md."""
 
 ECHO_SERVER = """
 import sys, time, zmq
@@ -195,6 +197,13 @@ def server_times(status: dict) -> dict:
     return {k: status["requests"][k] for k in ("act_us_p50", "act_us_p99")}
 
 
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--robot", default="cartpole", help="profile of the live champion (cartpole, ant, ...)")
@@ -316,7 +325,8 @@ def main() -> None:
         "echoes_busy_poll_us": args.busy_poll_us,
         "pinned": bool(args.pin and (os.cpu_count() or 1) >= 2), "own_core": args.own_core,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "zmq": zmq.zmq_version(), "pyzmq": zmq.__version__, "loadavg_end": os.getloadavg()},
+                    "zmq": zmq.zmq_version(), "pyzmq": zmq.__version__, "loadavg_end": os.getloadavg(),
+                    "guest_halt_poll_ns": _read_int(HALT_POLL)},
         "idle": {**idle, "server_act_us": idle_server},
     }
     if loaded is not None:
