@@ -281,7 +281,8 @@ static int session_act(Session *s, const char *obs, char *action) {
 
 static Py_ssize_t action_size(const Session *s) { return s->discrete ? (Py_ssize_t)sizeof(float) : s->act_dim * (Py_ssize_t)sizeof(float); }
 
-/* act(obs) -> bytes | None: the servable action for an observation, as the lane would serve it. */
+/* act(obs) -> bytes | None: the servable action for an observation, as the lane would serve it (one thread at a
+ * time: the session's buffers are its own). */
 static PyObject *Session_act(Session *self, PyObject *arg) {
     Py_buffer obs;
     if (PyObject_GetBuffer(arg, &obs, PyBUF_SIMPLE) < 0)

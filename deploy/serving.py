@@ -293,9 +293,10 @@ class Serving:
 
     def _lane_served(self, identity: bytes, obs: bytes, action: bytes, handling_ns: int) -> None:
         """The lane answered ``identity``'s ACT: what :meth:`act` records besides the reply."""
-        client = self.clients[identity]
-        client.last_seen = time.monotonic()
-        client.pending = (obs, action)
+        client = self.clients.get(identity)  # routes follow the clients, so always there; never fail the loop
+        if client is not None:
+            client.last_seen = time.monotonic()
+            client.pending = (obs, action)
         self.latency[self.acts % LATENCY_WINDOW] = handling_ns
         self.acts += 1
 
