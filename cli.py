@@ -819,9 +819,10 @@ def history(
 EndpointOpt = Annotated[str | None, typer.Option(
     help="ZeroMQ endpoint, ipc://PATH or tcp://HOST:PORT (default: ipc://<state dir>/<role>.sock).",
     show_default=False)]
-RealtimeOpt = Annotated[bool, typer.Option(
-    "--realtime/--no-realtime", help="The control server asks for real-time priority (SCHED_FIFO 10) where it "
-    "may, so that robots preempt evolution.")]
+RealtimeOpt = Annotated[bool | None, typer.Option(
+    "--realtime/--no-realtime", show_default=False, help="The control server asks for real-time priority "
+    "(SCHED_FIFO 10) where it may, so that robots preempt evolution. Default: only where its serving thread has a "
+    "CPU of its own (--serve-cpu): on CPUs shared with evolution it made ACT latency under load worse here.")]
 BusyPollOpt = Annotated[int, typer.Option(
     "--busy-poll-us", min=0, max=100_000, help="The control server keeps polling this many microseconds after each "
     "request before it sleeps (faster answers to fast robots for that much CPU; for a core of its own; turns "
@@ -882,7 +883,7 @@ def run(
     attach: Annotated[bool, typer.Option(
         "--attach", help="Attach to the control server already running on the state directory (`srghn-ctl serve`, "
         "its systemd unit) and never start or stop one.")] = False,
-    realtime: RealtimeOpt = True,
+    realtime: RealtimeOpt = None,
     busy_poll_us: BusyPollOpt = 0,
     serve_cpu: ServeCpuOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the shutdown summary as JSON on stdout.")] = False,
@@ -1119,7 +1120,7 @@ def serve(
     admin: EndpointOpt = None,
     telemetry: EndpointOpt = None,
     keys: KeysOpt = None,
-    realtime: RealtimeOpt = True,
+    realtime: RealtimeOpt = None,
     busy_poll_us: BusyPollOpt = 0,
     serve_cpu: ServeCpuOpt = "auto",
     record: RecordOpt = False,

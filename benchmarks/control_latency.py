@@ -219,8 +219,9 @@ def main() -> None:
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="leave processes where the scheduler puts them (default: servers on the last CPU, the "
                              "clients on the first)")
-    parser.add_argument("--no-realtime", dest="realtime", action="store_false",
-                        help="the server at normal priority (default: it asks for SCHED_FIFO, as the product does)")
+    parser.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
+                        help="the server at SCHED_FIFO priority, or at normal priority (default: as the product "
+                             "decides, real-time only where the serving thread has a CPU of its own)")
     parser.add_argument("--own-core", action="store_true",
                         help="each server's serving thread alone on the last CPU, its other threads on the first")
     parser.add_argument("--busy-poll-us", type=int, default=0, help="the server's busy-poll window (0: off, the "

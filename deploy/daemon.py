@@ -136,8 +136,9 @@ class DaemonSettings:
     """Extra arguments for the simulated robot (e.g. ``--fault inverted --fault-at 3000``)."""
     attach: bool = False
     """Attach to a control server that runs already (systemd's units); never start or stop one."""
-    realtime: bool = True
-    """The server this daemon starts asks for real-time priority (see :class:`ServeConfig`)."""
+    realtime: bool | None = None
+    """The server this daemon starts asks for real-time priority (None: where its serving thread has a CPU of its
+    own; see :class:`ServeConfig`)."""
     busy_poll_us: int = 0
     """The server this daemon starts busy-polls this long after each request (see :class:`ServeConfig`)."""
     serve_cpu: int | None = None

@@ -40,6 +40,13 @@ def choose_endpoints(state_dir: Path, control: str | None = None, admin: str | N
 SOCKET_LOOPS = ("compiled", "handler", "pyzmq")
 
 
+def wants_realtime(serve_cpu: int | None) -> bool:
+    """Whether the server asks for real-time priority by default: where its serving thread has a CPU of its own.
+    On CPUs shared with evolution, SCHED_FIFO made the robot's ACT p99 under load miss 2 x idle in 3 of 17 runs
+    here, normal priority in none of 15 (docs/daemon.md, "Under evolution load")."""
+    return serve_cpu is not None
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """What the server needs to know, written as JSON next to the state. Everything about the robot is resolved
@@ -99,14 +106,16 @@ class ServeConfig:
 
     @classmethod
     def for_profile(cls, profile, state_dir: Path, endpoints: dict[str, str], keys: Path | None,
-                    realtime: bool = True, busy_poll_us: int = 0, record: dict | None = None,
+                    realtime: bool | None = None, busy_poll_us: int = 0, record: dict | None = None,
                     serve_cpu: int | None = None, socket_loop: str = "compiled") -> ServeConfig:
-        """The configuration for a robot profile (a :class:`srghn.sim.profiles.RobotProfile`); busy polling
-        turns real-time priority off."""
+        """The configuration for a robot profile (a :class:`srghn.sim.profiles.RobotProfile`). ``realtime``
+        None: real-time priority where the serving thread has a CPU of its own (:func:`wants_realtime`); busy
+        polling turns it off."""
+        wanted = wants_realtime(serve_cpu) if realtime is None else realtime
         return cls(robot=profile.name, state_dir=str(Path(state_dir).resolve()), policy=profile.policy.to_dict(),
                    safe_action=profile.safe_action, regimes=profile.regimes, **endpoints,
                    curve_dir=str(keys) if keys else None,
-                   realtime_priority=REALTIME_PRIORITY if realtime and not busy_poll_us else None,
+                   realtime_priority=REALTIME_PRIORITY if wanted and not busy_poll_us else None,
                    busy_poll_us=busy_poll_us, record=record, serve_cpu=serve_cpu, socket_loop=socket_loop)
 
     @property

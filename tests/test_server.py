@@ -233,3 +233,18 @@ def test_serve_cpu_auto_takes_the_last_cpu_from_four_up() -> None:
     assert serve_cpu_from("none", set(range(64))) is None
     mine = os.sched_getaffinity(0)
     assert serve_cpu_from("auto") == (max(mine) if len(mine) >= 4 else None)
+
+
+def test_real_time_priority_by_default_only_where_the_serving_thread_has_a_cpu_of_its_own(tmp_path) -> None:
+    from srghn.deploy.serve_config import REALTIME_PRIORITY, ServeConfig, choose_endpoints
+    from srghn.sim.profiles import load_profile
+
+    profile, state = load_profile("cartpole"), tmp_path / "state"
+
+    def priority(**kwargs: object) -> int | None:
+        return ServeConfig.for_profile(profile, state, choose_endpoints(state), None, **kwargs).realtime_priority
+
+    assert priority() is None and priority(serve_cpu=None) is None  # CPUs shared with evolution
+    assert priority(serve_cpu=1) == REALTIME_PRIORITY
+    assert priority(realtime=True) == REALTIME_PRIORITY and priority(realtime=False, serve_cpu=1) is None
+    assert priority(realtime=True, busy_poll_us=500) is None  # a real-time spinner would starve its core
