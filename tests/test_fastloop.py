@@ -58,6 +58,15 @@ def test_the_extension_is_built_and_binds_the_libzmq_pyzmq_uses() -> None:
         ctx.destroy(linger=0)
 
 
+def test_the_lane_binds_the_onnxruntime_c_library_the_wheel_ships() -> None:
+    import onnxruntime.capi
+
+    if not list(Path(onnxruntime.capi.__file__).parent.glob("libonnxruntime.so*")):
+        pytest.skip("this onnxruntime build ships no C library: the handler answers every request")
+    # a new ONNX Runtime whose C API table no longer reads back as declared would turn the lane off: fail here
+    assert fastloop.lane_available(), "the lane cannot use ONNX Runtime's C library (the server's log says why)"
+
+
 @pytest.mark.parametrize("busy_poll_us", [0, 500])
 def test_every_socket_loop_answers_every_request_alike(tmp_path: Path, cartpole_model: bytes,
                                                        busy_poll_us: int) -> None:
