@@ -207,6 +207,11 @@ def evolve(
         help="SR-GHN's update clip: the bound on each self-generated update before the rate scales it (default: "
              "the profile's for --init scratch, the file's GHN setting otherwise). Smaller values fine-tune a "
              "grown population.")] = None,
+    update_clip_decay: Annotated[float | None, typer.Option(
+        help="Factor on the update clip after every generation, in (0, 1]: clip of generation g = max(clip * "
+             "decay^g, --update-clip-min) (default: the profile's or the file's, constant unless set).")] = None,
+    update_clip_min: Annotated[float | None, typer.Option(
+        help="Floor of the decaying update clip (default: the profile's or the file's).")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue the run checkpointed in --out (bit for bit) with the flags it was started with; "
                          "without it an --out that holds a run is refused.")] = False,
@@ -229,7 +234,7 @@ def evolve(
                                   ("generations", "population", "episodes", "switch_back_at"))
         preflight.check_switches(profile, generations, switch_at, switch_back_at, switch_regime)
         preflight.check_init(init)
-        preflight.check_update_clip(update_clip)
+        preflight.check_update_clip(update_clip, update_clip_decay, update_clip_min)
         preflight.check_out_dir(out_dir, resume)
         if register:
             _checked_state_dir(state_dir)
@@ -239,7 +244,8 @@ def evolve(
     try:
         settings = EvolveSettings(profile, out_dir, generations, seed, population, episodes, switch_at,
                                   switch_back_at, switch_regime, backend=backend, workers=workers,
-                                  ray_address=ray_address, init=init, update_clip=update_clip, resume=resume,
+                                  ray_address=ray_address, init=init, update_clip=update_clip,
+                                  update_clip_decay=update_clip_decay, update_clip_min=update_clip_min, resume=resume,
                                   command=shlex.join(["srghn-ctl", *sys.argv[1:]]))
         with Progress(f"evolve {settings.profile.name}", settings.n_generations, transient=as_json) as progress:
             def on_record(record) -> None:

@@ -69,6 +69,10 @@ class RunSpec:
     update_clip: float | None = None
     """SR-GHN's update clip u; ``None``: the profile's for a fresh start, the file's for a grown one. A smaller
     one fine-tunes a grown population (docs/results.md, "lifting the factory's plateau")."""
+    update_clip_decay: float | None = None
+    """Factor on the clip after every generation (``GHNConfig.update_clip_decay``); ``None``: as the base."""
+    update_clip_min: float | None = None
+    """Floor of the decayed clip (``GHNConfig.update_clip_min``); ``None``: as the base."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -79,9 +83,10 @@ class RunSpec:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name} must be >= 1, got {value}")
-        check_update_clip(self.update_clip)
-        if self.update_clip is not None and not self.srghn:
-            raise ConfigError(f"--update-clip is an SR-GHN setting; method {self.method} has none")
+        check_update_clip(self.update_clip, self.update_clip_decay, self.update_clip_min)
+        for flag, value in self._clip_overrides().items():
+            if not self.srghn:
+                raise ConfigError(f"--{flag.replace('_', '-')} is an SR-GHN setting; method {self.method} has none")
         if self.init not in (INIT_SCRATCH, INIT_FACTORY) and not Path(self.init).exists():
             raise ConfigError(f"--init {self.init!r}: expected 'scratch', 'factory' or the path of a run directory, "
                               "population.npz or policy file, and no such path exists")
@@ -104,9 +109,18 @@ class RunSpec:
     def srghn(self) -> bool:
         return self.method in SRGHN_VARIANTS
 
+    def _clip_overrides(self) -> dict:
+        names = ("update_clip", "update_clip_decay", "update_clip_min")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
     def ghn(self, base: GHNConfig) -> GHNConfig:
         """``base`` (the profile's or the init file's GHN settings) with this run's overrides."""
-        return base if self.update_clip is None else dataclasses.replace(base, update_clip=self.update_clip)
+        overrides = self._clip_overrides()
+        try:
+            return dataclasses.replace(base, **overrides) if overrides else base
+        except ConfigError as exc:
+            flags = ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in overrides.items())
+            raise ConfigError(f"{flags}: {exc}") from None
 
     def identity(self) -> dict:
         """Everything that decides the numbers (a resumed run must agree on all of it); the evaluator is not part
@@ -118,8 +132,7 @@ class RunSpec:
         identity = {"robot": self.profile.name, "method": self.method, "seed": self.seed, "profile": profile,
                     "evolution": self.evolution.to_dict(), "episodes": self.n_episodes,
                     "init": self._init_identity()}
-        if self.update_clip is not None:  # only when set: runs started before the flag existed keep resuming
-            identity["update_clip"] = self.update_clip
+        identity.update(self._clip_overrides())  # only when set: runs started before the flags keep resuming
         return identity
 
     def _init_identity(self) -> dict:

@@ -29,10 +29,15 @@ def check_run_flags(settings: object, counts: tuple[str, ...]) -> None:
         raise ConfigError(f"--seed must be >= 0, got {settings.seed}")
 
 
-def check_update_clip(update_clip: float | None) -> None:
-    """``--update-clip``, where given: finite and > 0."""
+def check_update_clip(update_clip: float | None, decay: float | None = None, floor: float | None = None) -> None:
+    """``--update-clip`` (finite, > 0), ``--update-clip-decay`` (in (0, 1]) and ``--update-clip-min`` (finite,
+    >= 0), each where given."""
     if update_clip is not None and not (math.isfinite(update_clip) and update_clip > 0):
         raise ConfigError(f"--update-clip must be finite and > 0, got {update_clip}")
+    if decay is not None and not 0 < decay <= 1:
+        raise ConfigError(f"--update-clip-decay must be in (0, 1], got {decay}")
+    if floor is not None and not (math.isfinite(floor) and floor >= 0):
+        raise ConfigError(f"--update-clip-min must be finite and >= 0, got {floor}")
 
 
 def check_switches(profile: RobotProfile, generations: int | None, switch_at: int | None,

@@ -61,6 +61,9 @@ class EvolveSettings:
     """Where the first population comes from (see :class:`~srghn.sim.driver.RunSpec`)."""
     update_clip: float | None = None
     """SR-GHN's update clip (see :class:`~srghn.sim.driver.RunSpec`); ``None``: the profile's or the file's."""
+    update_clip_decay: float | None = None
+    update_clip_min: float | None = None
+    """The clip's schedule, max(u * decay^g, min) (see :class:`~srghn.sim.driver.RunSpec`); ``None``: as the base."""
     resume: bool = False
     """Continue the run checkpointed in ``out`` instead of starting one (which ``out`` must not hold)."""
     checkpoint_s: float = CHECKPOINT_S
@@ -83,7 +86,8 @@ class EvolveSettings:
 
     @property
     def spec(self) -> RunSpec:
-        return RunSpec(self.profile, "srghn", self.seed, self.population, self.episodes, self.init, self.update_clip)
+        return RunSpec(self.profile, "srghn", self.seed, self.population, self.episodes, self.init, self.update_clip,
+                       self.update_clip_decay, self.update_clip_min)
 
 
 def provenance() -> dict:

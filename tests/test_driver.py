@@ -137,3 +137,24 @@ def test_an_update_clip_overrides_the_profiles_or_the_files_and_is_part_of_the_i
             RunSpec(cartpole, update_clip=bad)
     with pytest.raises(ConfigError, match="SR-GHN setting"):
         RunSpec(cartpole, "openes", update_clip=0.1)
+
+
+def test_a_clip_schedule_overrides_the_profiles_and_is_part_of_the_identity(cartpole):
+    spec = RunSpec(cartpole, population=2, update_clip=0.05, update_clip_decay=0.9, update_clip_min=0.01)
+    config = Driver.start(spec, InProcessEvaluator(cartpole)).strategy.ghn.config
+    assert [config.clip_at(g) for g in (0, 1, 30)] == [0.05, pytest.approx(0.045), 0.01]
+    assert {k: spec.identity()[k] for k in ("update_clip", "update_clip_decay", "update_clip_min")} == {
+        "update_clip": 0.05, "update_clip_decay": 0.9, "update_clip_min": 0.01}
+    assert "update_clip_decay" not in RunSpec(cartpole, update_clip=0.05).identity()
+    for kwargs, message in (({"update_clip_decay": 0.0}, "--update-clip-decay must be in \\(0, 1\\], got 0.0"),
+                            ({"update_clip_decay": 1.5}, "--update-clip-decay must be in"),
+                            ({"update_clip_min": -0.1}, "--update-clip-min must be finite and >= 0, got -0.1"),
+                            ({"update_clip_min": float("inf")}, "--update-clip-min must be finite")):
+        with pytest.raises(ConfigError, match=message):
+            RunSpec(cartpole, **kwargs)
+    with pytest.raises(ConfigError, match="--update-clip-decay is an SR-GHN setting"):
+        RunSpec(cartpole, "openes", update_clip_decay=0.9)
+    # a floor above the clip is told with the flags that made it
+    with pytest.raises(ConfigError, match="--update-clip 0.01, --update-clip-min 0.02: ghn needs"):
+        Driver.start(RunSpec(cartpole, population=2, update_clip=0.01, update_clip_min=0.02),
+                     InProcessEvaluator(cartpole))

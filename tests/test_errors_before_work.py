@@ -121,6 +121,8 @@ def test_evolve_refuses_a_bad_update_clip(tmp_path, state):
     out = tmp_path / "out"
     refused(ctl("evolve", "--update-clip", "0", "--out", str(out), "--state-dir", str(state)),
             "--update-clip must be finite and > 0, got 0.0")
+    refused(ctl("evolve", "--update-clip-decay", "2", "--out", str(out), "--state-dir", str(state)),
+            "--update-clip-decay must be in (0, 1], got 2.0")
     nothing_made(state, out)
 
 
