@@ -84,9 +84,10 @@ class RunSpec:
             if value is not None and value < 1:
                 raise ConfigError(f"--{name} must be >= 1, got {value}")
         check_update_clip(self.update_clip, self.update_clip_decay, self.update_clip_min)
-        for flag, value in self._clip_overrides().items():
-            if not self.srghn:
-                raise ConfigError(f"--{flag.replace('_', '-')} is an SR-GHN setting; method {self.method} has none")
+        overrides = self._clip_overrides()
+        if overrides and not self.srghn:
+            flag = next(iter(overrides)).replace("_", "-")
+            raise ConfigError(f"--{flag} is an SR-GHN setting; method {self.method} has none")
         if self.init not in (INIT_SCRATCH, INIT_FACTORY) and not Path(self.init).exists():
             raise ConfigError(f"--init {self.init!r}: expected 'scratch', 'factory' or the path of a run directory, "
                               "population.npz or policy file, and no such path exists")
