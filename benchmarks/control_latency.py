@@ -125,9 +125,9 @@ def measure_python(sock: zmq.Socket, frames: list[bytes], n: int, warmup: int) -
     return out / 1e3
 
 
-def measure_c(tool: Path, target: str, obs_dim: int, n: int, warmup: int, spin_us: int = 0) -> np.ndarray:
-    done = subprocess.run([tool, "--spin-us", str(spin_us), "bench", target, str(obs_dim), str(n), str(warmup)],
-                          capture_output=True, text=True, timeout=600, check=True)
+def measure_c(tool: Path, target: str, obs_dim: int, n: int, warmup: int) -> np.ndarray:
+    done = subprocess.run([tool, "bench", target, str(obs_dim), str(n), str(warmup)], capture_output=True, text=True,
+                          timeout=600, check=True)
     return np.asarray(json.loads(done.stdout)["samples_us"])
 
 
@@ -226,15 +226,10 @@ def main() -> None:
                         help="each server's serving thread alone on the last CPU, its other threads on the first")
     parser.add_argument("--busy-poll-us", type=int, default=0, help="the server's busy-poll window (0: off, the "
                         "default; on: real-time priority off)")
-    parser.add_argument("--client-spin-us", type=int, default=0,
-                        help="the C client polls this long for each reply before sleeping (srghn_set_spin; both "
-                             "c_echo and c_act; 0: sleep at once, the default)")
     parser.add_argument("--socket-loop", choices=SOCKET_LOOPS, default="compiled",
                         help="the server's socket loop (compiled: in C where built, as the product does)")
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
     args = parser.parse_args()
-    if not 0 <= args.client_spin_us <= 1_000_000:
-        parser.error(f"--client-spin-us must be in 0..1000000, got {args.client_spin_us}")
     profile = load_profile(args.robot)
     obs_dim, act_floats = profile.policy.obs_dim, 1 if profile.policy.discrete else profile.policy.act_dim
 
@@ -291,8 +286,8 @@ def main() -> None:
                 pin(os.getpid(), 0)  # the C client (srghn_tool) inherits it
             targets = {"python_echo": lambda n, w: measure_python(socks["echo"], act, n, w),
                        "python_act": lambda n, w: measure_python(socks["act"], act, n, w),
-                       "c_echo": lambda n, w: measure_c(tool, echoes["c"], obs_dim, n, w, args.client_spin_us),
-                       "c_act": lambda n, w: measure_c(tool, config.control, obs_dim, n, w, args.client_spin_us)}
+                       "c_echo": lambda n, w: measure_c(tool, echoes["c"], obs_dim, n, w),
+                       "c_act": lambda n, w: measure_c(tool, config.control, obs_dim, n, w)}
 
             idle = interleaved(targets, args.requests, args.warmup, args.rounds)
             status = server_status(ctx, config.admin)
@@ -329,7 +324,6 @@ def main() -> None:
         "server": {"realtime_priority": config.realtime_priority, "busy_poll_us": config.busy_poll_us,
                    "serve_cpu": config.serve_cpu, "socket_loop": socket_loop},
         "echoes_busy_poll_us": args.busy_poll_us,
-        "c_client_spin_us": args.client_spin_us,
         "pinned": bool(args.pin and (os.cpu_count() or 1) >= 2), "own_core": args.own_core,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "zmq": zmq.zmq_version(), "pyzmq": zmq.__version__, "loadavg_end": os.getloadavg(),

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <zmq.h>
 
 #define HEADER_SIZE 16
@@ -18,7 +17,6 @@ struct srghn_client {
     void *ctx;
     void *sock;
     int timeout_ms;
-    long long spin_ns; /* poll this long for a reply before sleeping in zmq_poll */
     uint64_t next_id;
     char error[1100];
     /* the last reply, frame by frame */
@@ -130,18 +128,6 @@ void srghn_close(srghn_client *c) {
 
 const char *srghn_last_error(const srghn_client *c) { return c ? c->error : "no client"; }
 
-int srghn_set_spin(srghn_client *c, int spin_us) {
-    if (!c || spin_us < 0 || spin_us > 1000000) return SRGHN_EARG;
-    c->spin_ns = spin_us * 1000LL;
-    return SRGHN_OK;
-}
-
-static long long now_ns(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1000000000LL + t.tv_nsec;
-}
-
 /* -- one request, one reply -------------------------------------------------------------------------------------- */
 
 /* Send the frames of one request; wait for the reply with its id (skipping late replies to earlier ones) and
@@ -156,10 +142,7 @@ static int call(srghn_client *c, int type, const unsigned char *const *payload, 
         if (zmq_send(c->sock, payload[i], sizes[i], i + 1 < n ? ZMQ_SNDMORE : 0) < 0) return zmq_fail(c, "send");
     for (;;) {
         zmq_pollitem_t item = {c->sock, 0, ZMQ_POLLIN, 0};
-        int ready = 0;
-        for (long long end = c->spin_ns ? now_ns() + c->spin_ns : 0; !ready && now_ns() < end;)
-            ready = zmq_poll(&item, 1, 0);
-        if (!ready) ready = zmq_poll(&item, 1, c->timeout_ms);
+        int ready = zmq_poll(&item, 1, c->timeout_ms);
         if (ready < 0) return zmq_fail(c, "poll");
         if (ready == 0) return fail(c, SRGHN_ETIMEOUT, "no reply within the timeout");
         c->count = 0;

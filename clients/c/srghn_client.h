@@ -68,11 +68,6 @@ srghn_client *srghn_connect(const char *endpoint, int timeout_ms);
 srghn_client *srghn_connect_with(const char *endpoint, int timeout_ms, const char *routing_id,
                                  const char *server_cert, const char *client_secret_cert);
 void srghn_close(srghn_client *client);
-/* Wait for each reply by polling for up to spin_us microseconds before sleeping in the kernel (0, the default:
-   sleep at once). For a control loop on a core of its own: the core stays busy while it waits, and the reply
-   does not have to wake a sleeping thread (on a virtual machine, a halted vCPU costs an exit to wake).
-   SRGHN_EARG outside 0..1000000. */
-int srghn_set_spin(srghn_client *client, int spin_us);
 
 int srghn_get_info(srghn_client *client, srghn_info *info);
 int srghn_act(srghn_client *client, const float *obs, size_t obs_dim, srghn_action *reply);

@@ -1,6 +1,6 @@
 /* srghn_tool: the C client from the command line, for tests and benchmarks.
  *
- *   srghn_tool [--timeout MS] [--id NAME] [--keys SERVER_CERT CLIENT_SECRET_CERT] [--spin-us US] info ENDPOINT
+ *   srghn_tool [--timeout MS] [--id NAME] [--keys SERVER_CERT CLIENT_SECRET_CERT] info ENDPOINT
  *       print the server's INFO_OK object
  *   srghn_tool [...] run ENDPOINT       read requests from stdin, one per line, print one JSON reply per line:
  *       "act F1 F2 ..."                 -> {"rc":0,"action":[...],"source":1,"flags":0,"serial":3,"champion":"..."}
@@ -115,19 +115,18 @@ static int bench(srghn_client *c, size_t obs_dim, int n, int warmup) {
 }
 
 int main(int argc, char **argv) {
-    int timeout = 2000, spin_us = 0, i = 1;
+    int timeout = 2000, i = 1;
     const char *id = NULL, *server_cert = NULL, *client_cert = NULL;
     for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
         if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) timeout = atoi(argv[++i]);
         else if (strcmp(argv[i], "--id") == 0 && i + 1 < argc) id = argv[++i];
-        else if (strcmp(argv[i], "--spin-us") == 0 && i + 1 < argc) spin_us = atoi(argv[++i]);
         else if (strcmp(argv[i], "--keys") == 0 && i + 2 < argc) {
             server_cert = argv[++i];
             client_cert = argv[++i];
         } else break;
     }
     if (i + 1 >= argc) {
-        fprintf(stderr, "usage: srghn_tool [--timeout MS] [--id NAME] [--keys SERVER CLIENT] [--spin-us US] "
+        fprintf(stderr, "usage: srghn_tool [--timeout MS] [--id NAME] [--keys SERVER CLIENT] "
                         "info|run|bench ENDPOINT [OBS_DIM N WARMUP]\n");
         return 2;
     }
@@ -135,11 +134,6 @@ int main(int argc, char **argv) {
     srghn_client *c = srghn_connect_with(endpoint, timeout, id, server_cert, client_cert);
     if (!c) {
         fprintf(stderr, "cannot connect to %s (or read the CURVE certificates)\n", endpoint);
-        return 2;
-    }
-    if (srghn_set_spin(c, spin_us) != SRGHN_OK) {
-        fprintf(stderr, "--spin-us must be in 0..1000000, got %d\n", spin_us);
-        srghn_close(c);
         return 2;
     }
     int rc = 2;
