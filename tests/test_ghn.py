@@ -142,9 +142,9 @@ def test_rate_reductions_are_ordered(cartpole, make_population):
 def test_random_basis_head_is_much_smaller_for_ant(make_population):
     from srghn.sim.profiles import load_profile
 
-    ant = load_profile("ant")  # with the paper's k = 32 (ant.toml's larger self-update basis adds 16 k to both)
-    learned, _ = make_population(ant, n=1, basis_size=32)
-    basis, _ = make_population(ant, n=1, head="random_basis", basis_size=32)
+    ant = load_profile("ant")
+    learned, _ = make_population(ant, n=1)
+    basis, _ = make_population(ant, n=1, head="random_basis")
     assert basis.num_params < 0.5 * learned.num_params
     assert basis.head_basis.shape == (GHNConfig().head_basis_size, max(basis.policy_graph.sizes))
 

@@ -52,7 +52,7 @@ def test_graph_sizes_match_design_figures(make_population):
     from srghn.sim.profiles import load_profile
 
     cart, _ = make_population(load_profile("cartpole"), n=1)
-    ant, _ = make_population(load_profile("ant"), n=1, basis_size=32)  # the paper's k (ant.toml: 256, +16 k)
+    ant, _ = make_population(load_profile("ant"), n=1)
     assert 19_000 < cart.num_params < 24_000
     assert 47_000 < ant.num_params < 55_000
     head = sum(ant.sizes[i] for i, name in enumerate(ant.self_graph.names) if name.startswith("head."))
