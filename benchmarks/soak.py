@@ -10,7 +10,8 @@ script swaps: it promotes the second one, then rolls back to one and the other i
 each time after storing a passing gate report against the incumbent (gating is not what is measured). The robot
 is a process of its own stepping back to back: ``ACT``, then ``STEP`` with the action's outcome in a simulated
 CartPole. Memory is the resident set (``VmRSS``) of each process, first after ``--warmup`` seconds (start-up
-allocations are not growth), then at the end. Goals: 0 errors, no process growing by more than 5 %.
+allocations are not growth), then at the end. Goals: 0 errors, no process growing by more than 5 %. Ctrl-C ends the soak early with a report
+of what ran (``interrupted``, ``minutes_run``), after stopping the daemon in order.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def robot(endpoint: str, stop, results, robot_name: str) -> None:
     from srghn.sim.evaluator import make_env
     from srghn.sim.profiles import load_profile
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the soak's to handle: it stops the robot by `stop`
     env = make_env(load_profile(robot_name))
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
@@ -165,12 +167,13 @@ def main() -> None:
         daemon = subprocess.Popen([str(Path(sys.executable).with_name("srghn-ctl")), "run", "--robot", args.robot,
                                    "--state-dir", str(state), "--no-auto-promote", "--json",
                                    *(f"--{role}={ep}" for role, ep in endpoints.items())],
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                  start_new_session=True)  # a Ctrl-C stops the soak, which stops the daemon in order
         spawn = multiprocessing.get_context("spawn")
         stop, results = spawn.Event(), spawn.Queue()
         robot_proc = spawn.Process(target=robot, args=(endpoints["control"], stop, results, args.robot))
         admin = AdminClient(endpoints["admin"], timeout_s=60)
-        swaps, swap_errors, rss_start = 0, [], {}
+        swaps, swap_errors, rss_start, interrupted_at = 0, [], {}, None
         try:
             deadline = time.monotonic() + 300
             while not ((admin.status().get("evolution") or {}).get("generation", 0) >= 1):
@@ -182,25 +185,28 @@ def main() -> None:
             end = started + args.minutes * 60
             next_swap = started + args.swap_every
             live, other = CHAMPIONS
-            while time.monotonic() < end:
-                now = time.monotonic()
-                if not rss_start and now - started >= args.warmup:
-                    rss_start = {role: rss_mb(pid) for role, pid in processes(state, daemon.pid,
-                                                                               robot_proc.pid).items()}
-                if now >= next_swap:
-                    next_swap = now + args.swap_every
-                    try:
-                        if swaps == 0:
-                            with Registry.open(state) as registry:
-                                registry.store_report(other, passing_report(other, args.robot, live))
-                            admin.promote(other, reason="soak")
-                        else:
-                            admin.rollback(to=other, reason="soak")
-                        live, other = other, live
-                        swaps += 1
-                    except Exception as exc:  # noqa: BLE001 - every failure is counted and reported
-                        swap_errors.append(repr(exc))
-                time.sleep(0.1)
+            try:
+                while time.monotonic() < end:
+                    now = time.monotonic()
+                    if not rss_start and now - started >= args.warmup:
+                        rss_start = {role: rss_mb(pid) for role, pid in processes(state, daemon.pid,
+                                                                                   robot_proc.pid).items()}
+                    if now >= next_swap:
+                        next_swap = now + args.swap_every
+                        try:
+                            if swaps == 0:
+                                with Registry.open(state) as registry:
+                                    registry.store_report(other, passing_report(other, args.robot, live))
+                                admin.promote(other, reason="soak")
+                            else:
+                                admin.rollback(to=other, reason="soak")
+                            live, other = other, live
+                            swaps += 1
+                        except Exception as exc:  # noqa: BLE001 - every failure is counted and reported
+                            swap_errors.append(repr(exc))
+                    time.sleep(0.1)
+            except KeyboardInterrupt:  # report what ran so far
+                interrupted_at = round((time.monotonic() - started) / 60, 2)
             status = admin.status()
             rss_end = {role: rss_mb(pid) for role, pid in processes(state, daemon.pid, robot_proc.pid).items()}
         finally:
@@ -216,7 +222,9 @@ def main() -> None:
     growth = {role: round((rss_end[role] - rss_start[role]) / rss_start[role], 4)
               for role in rss_start if rss_start[role] and rss_end.get(role)}
     result = {
-        "minutes_run": args.minutes, "robot": args.robot, "per_minute": minutes, "episodes": robot_result["episodes"],
+        "minutes_run": args.minutes if interrupted_at is None else interrupted_at,
+        "interrupted": interrupted_at is not None, "robot": args.robot, "per_minute": minutes,
+        "episodes": robot_result["episodes"],
         "swaps": swaps, "swap_errors": swap_errors, "server_errors": status["requests"]["errors"],
         "errors": errors, "server_act_us": {k: status["requests"][k] for k in ("act_us_p50", "act_us_p99")},
         "generations": summary.get("generation"), "rss_mb": {"start": rss_start, "end": rss_end},
