@@ -10,8 +10,9 @@ script swaps: it promotes the second one, then rolls back to one and the other i
 each time after storing a passing gate report against the incumbent (gating is not what is measured). The robot
 is a process of its own stepping back to back: ``ACT``, then ``STEP`` with the action's outcome in a simulated
 CartPole. Memory is the resident set (``VmRSS``) of each process, first after ``--warmup`` seconds (start-up
-allocations are not growth), then at the end. Goals: 0 errors, no process growing by more than 5 %. Ctrl-C ends the soak early with a report
-of what ran (``interrupted``, ``minutes_run``), after stopping the daemon in order.
+allocations are not growth), then at the end. Goals: 0 errors, no process growing by more than 5 %.
+Ctrl-C ends the soak early with a report of what ran (``interrupted``, ``minutes_run``), after stopping the
+daemon in order.
 """
 
 from __future__ import annotations
