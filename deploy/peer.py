@@ -4,7 +4,9 @@ The server binds; daemons come and go. A daemon says :class:`~srghn.deploy.messa
 pings every second; the server answers each ping with its own pid (which tells a daemon that the server was
 restarted and it must say hello again). A daemon not heard from for
 :data:`~srghn.deploy.messages.HEARTBEAT_EXPIRY_S` is counted as gone: pause / resume / regime answer
-``UNAVAILABLE`` until one attaches again, and serving is not affected in any way.
+``UNAVAILABLE`` until one attaches again, and serving is not affected in any way. A daemon that was only silent
+(stopped, swapping) is attached again as soon as it is heard from: its pings still get this server's pid, so it
+would never say hello again by itself.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class DaemonPeer:
         self.sock, self.robot, self.endpoints = sock, robot, endpoints
         self.serving, self.admin, self.publish, self.on_stop = serving, admin, publish, on_stop
         self.identity: bytes | None = None
+        self.silent: bytes | None = None
+        """The daemon last counted gone for its silence, taken back when it speaks again."""
         self.pid: int | None = None
         self.last_seen = 0.0
         self.evolution: dict | None = None
@@ -82,6 +86,10 @@ class DaemonPeer:
             return
         if sender == self.identity:
             self.last_seen = time.monotonic()
+        elif self.identity is None and sender == self.silent:
+            log.info("daemon pid %s heard again after %.0f s: attached again", self.pid,
+                     time.monotonic() - self.last_seen)
+            self.identity, self.silent, self.last_seen = sender, None, time.monotonic()
         if isinstance(message, m.Heartbeat):
             self.send(m.Heartbeat(os.getpid()), sender)
         elif isinstance(message, m.Publish):
@@ -112,7 +120,7 @@ class DaemonPeer:
         if refused is None:
             if self.identity not in (None, sender):
                 log.info("daemon pid %s replaces daemon pid %s", hello.pid, self.pid)
-            self.identity, self.pid, self.last_seen = sender, hello.pid, time.monotonic()
+            self.identity, self.pid, self.last_seen, self.silent = sender, hello.pid, time.monotonic(), None
             log.info("daemon pid %s attached", hello.pid)
         else:
             log.warning("daemon pid %s refused: %s", hello.pid, refused)
@@ -137,7 +145,7 @@ class DaemonPeer:
         if time.monotonic() - self.last_seen > m.HEARTBEAT_EXPIRY_S:
             log.warning("daemon pid %s silent for %.0f s: counted as gone (serving goes on)", self.pid,
                         time.monotonic() - self.last_seen)
-            self.identity, self.evolution = None, None
+            self.silent, self.identity, self.evolution = self.identity, None, None
 
     def forward(self) -> None:
         """Hand the attached daemon the robots' new transitions and episode returns (every loop tick: a robot's

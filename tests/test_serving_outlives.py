@@ -132,6 +132,30 @@ def test_a_sigkilled_daemon_leaves_serving_untouched_and_a_restarted_one_attache
                                                             "longest_silence_s")}}))
 
 
+def test_a_daemon_stopped_past_the_heartbeat_expiry_is_attached_again_when_it_continues(tmp_path, cartpole_model):
+    """SIGSTOP stands for any stall (swapping, a debugger): the server counts the silent daemon as gone and serves
+    on; once it runs again its pings are answered with the same server pid, so it never says hello again by
+    itself: the server must take it back, or evolution stays cut off from the robots for good."""
+    with deployment(tmp_path, cartpole_model) as run:
+        admin = run["admin"]
+        before = status(admin)
+        daemon = run["daemons"][0]
+        os.kill(daemon.pid, signal.SIGSTOP)
+        try:
+            gone = wait_for(lambda: (s := status(admin)) and s["daemon"] is None and s, 60,
+                            "the server to count the stopped daemon as gone")
+            assert gone["serving"]["champion"] == LIVE and gone["evolution"] is None
+        finally:
+            os.kill(daemon.pid, signal.SIGCONT)
+        back = wait_for(lambda: (s := status(admin)) and s["daemon"] and s["evolution"]
+                        and s["evolution"]["generation"] > before["evolution"]["generation"] and s, 120,
+                        "the continued daemon to be attached again and evolve")
+        assert back["daemon"]["pid"] == daemon.pid and back["pid"] == before["pid"]
+    robot = run["summary"]
+    assert robot["unanswered"] == 0 and robot["errors"] == [], robot
+    assert robot["answers"] == {f"{LIVE}/LIVE": robot["requests"]}, robot
+
+
 def test_a_sigkilled_server_is_restarted_by_its_supervisor_and_serves_the_live_champion(tmp_path, cartpole_model):
     with deployment(tmp_path, cartpole_model) as run:
         admin = run["admin"]
