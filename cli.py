@@ -115,10 +115,10 @@ class Progress:
 
     def update(self, advance: int = 1, description: str | None = None, at: int | None = None,
                **fields: object) -> None:
-        """``at``: where the work stands now, instead of ``advance`` (a resumed run starts past 0)."""
+        """``at``: where the work stands now, instead of ``advance``; what it jumps over was done before this
+        command (a resumed run starts past 0) and does not count in the pace."""
         if at is not None:
-            if self.done == 0:
-                self.base = at - 1
+            self.base += max(0, at - 1 - self.done)
             advance = at - self.done
         self.done += advance
         self.fields.update({k: str(v) for k, v in fields.items()})
@@ -131,6 +131,11 @@ class Progress:
         if now - self.last >= PROGRESS_EVERY_S or (self.total and self.done >= self.total):
             self.last = now
             self._line(info, now)
+
+    def skip(self, n: int) -> None:
+        """``n`` more done, all before this command (a finished run read back)."""
+        self.base += n
+        self.update(n)
 
     def _line(self, info: str, now: float) -> None:
         elapsed = now - self.started
@@ -315,20 +320,24 @@ def bench(
                                  episodes)
         runs = len(settings.methods) * len(settings.seeds)
         with Progress("bench", runs * generations, transient=as_json) as progress:
+            started: list[str] = []
+
             def on_run(method: str, seed: int, finished: bool) -> None:
+                started.append(method)
                 progress.update(0, run=f"{method} seed {seed}" + (" (done before)" if finished else ""))
                 if finished:
-                    progress.update(generations)
+                    progress.skip(generations)
 
-            def on_record(record) -> None:
-                progress.update(best=f"{record.best:.1f}")
+            def on_record(record) -> None:  # a run resumed from its progress file starts past generation 0
+                progress.update(at=(len(started) - 1) * generations + record.generation + 1, best=f"{record.best:.1f}")
 
             summary = run_bench(settings, lambda profile: make_evaluator(profile, backend, workers, ray_address),
                                 on_run=on_run, on_record=on_record)
     except SrghnError as exc:
         raise fail(exc) from None
     except KeyboardInterrupt:
-        err.print(f"interrupted: finished runs are kept in {out_dir}; run the same command again to resume")
+        err.print(f"interrupted: finished runs and the last checkpoint of the unfinished one are kept in {out_dir}; "
+                  "run the same command again to go on")
         raise typer.Exit(130) from None
     if as_json:
         print(json.dumps(summary))

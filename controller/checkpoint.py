@@ -7,7 +7,10 @@ a crash never leaves half a file under the real name.
   run's observation statistics, so evolution resumes bit for bit;
 * a policy file (``champion.npz``, a factory file) holds one policy, its spec and the observation normalizer it
   was scored with; when it came from SR-GHN, also the GHN that wrote it (one row and its architecture) and the
-  observation statistics, so a new population can be grown from it.
+  observation statistics, so a new population can be grown from it;
+* ``progress.npz`` holds a run of any strategy as the fitness vectors it was told, generation by generation: a
+  strategy is a deterministic function of its seed and of the fitness it is told, so replaying them rebuilds it
+  exactly (how a bench resumes its baselines, which have no population file).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from srghn.controller.policy import PolicySpec
 
 POPULATION_FORMAT = "srghn.population/2"
 POLICY_FORMAT = "srghn.policy/2"
-_READABLE = {POPULATION_FORMAT: ("srghn.population/1",), POLICY_FORMAT: ("srghn.policy/1",)}
+PROGRESS_FORMAT = "srghn.progress/1"
+_READABLE = {POPULATION_FORMAT: ("srghn.population/1",), POLICY_FORMAT: ("srghn.policy/1",), PROGRESS_FORMAT: ()}
 """Older formats each format still reads (they lack the observation statistics and the GHN)."""
 
 
@@ -202,3 +206,36 @@ def load_policy(path: Path) -> PolicyFile:
         if ghn_params.shape != (ghn.num_params,) or not np.isfinite(ghn_params).all() or ghn.policy != spec:
             raise CheckpointError(f"{path}: the GHN does not match its architecture or the policy spec")
     return PolicyFile(spec, params.astype(np.float32), norm, meta, ghn, ghn_params, stats)
+
+
+@dataclass
+class ProgressFile:
+    """What :func:`load_progress` read."""
+
+    fitness: list[np.ndarray]
+    """The fitness vector told in each generation, in order (NaN where an evaluation failed)."""
+    meta: dict
+    obs_stats: RunningStats | None
+    norm: ObsNorm | None
+
+
+def save_progress(path: Path, fitness: list[np.ndarray], meta: dict, *, obs_stats: RunningStats | None = None,
+                  norm: ObsNorm | None = None) -> None:
+    """Every fitness vector told so far, with free-form ``meta`` (the caller's own state) and the normalizer."""
+    sizes = np.array([len(f) for f in fitness], dtype=np.int64)
+    flat = np.concatenate(fitness).astype(np.float64) if fitness else np.zeros(0)
+    norm_arrays, norm_meta = _norm_arrays(norm, obs_stats)
+    _write_npz(path, {"fitness": flat, "sizes": sizes, **norm_arrays}, {"format": PROGRESS_FORMAT, **norm_meta,
+                                                                         **meta})
+
+
+def load_progress(path: Path) -> ProgressFile:
+    """Read a file written by :func:`save_progress`."""
+    arrays, meta = _read_npz(path, PROGRESS_FORMAT, ("fitness", "sizes"))
+    flat, sizes = arrays["fitness"], arrays["sizes"]
+    if (flat.ndim != 1 or sizes.ndim != 1 or not np.issubdtype(sizes.dtype, np.integer) or (sizes < 1).any()
+            or int(sizes.sum()) != flat.size):
+        raise CheckpointError(f"{path}: fitness history and its generation sizes do not agree")
+    norm, stats = _read_norm(path, arrays, meta)
+    return ProgressFile(np.split(flat.astype(np.float64), np.cumsum(sizes)[:-1]) if sizes.size else [], meta, stats,
+                        norm)

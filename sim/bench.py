@@ -4,13 +4,16 @@ Layout of a bench directory::
 
     bench.json                      the settings every run shares (a resumed bench must match them)
     <method>/seed-<k>/metrics.jsonl one record per generation, written as they come
+    <method>/seed-<k>/progress.npz  while the run goes on: the fitness it was told so far (every 30 s)
     <method>/seed-<k>/done.json     written last: the run is complete and is never recomputed
     summary.json, summary.md        per method and switch: medians and spreads over seeds
     fitness.png                     best fitness and diversity per method, switches marked
     curves.png                      (no switch) return against env steps, IQM over seeds with 95 % intervals
 
-An interrupted bench resumes where it stopped: finished runs are read back, an unfinished one starts again. Runs
-go seed by seed (every method of seed 0, then of seed 1, ...), and the seed count is not part of a bench's identity.
+An interrupted bench resumes where it stopped: finished runs are read back, an unfinished one is rebuilt from its
+``progress.npz`` by telling its strategy the stored fitness again (any method: baselines have no population file)
+and goes on bit for bit from its last checkpoint, losing at most the generations of the last 30 s. Runs go seed by
+seed (every method of seed 0, then of seed 1, ...), and the seed count is not part of a bench's identity.
 The evaluator (backend, workers) is not part of a bench's identity: it changes speed, never results.
 """
 
@@ -18,22 +21,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from srghn import ConfigError
+from srghn import CheckpointError, ConfigError
 from srghn.controller.baselines import BASELINES
 from srghn.controller.evolution import EvolutionConfig
 from srghn.controller.methods import METHODS, evaluations_per_generation
 from srghn.sim.driver import INIT_SCRATCH, Driver, RunSpec
 from srghn.sim.evaluator import Evaluator, InProcessEvaluator
 from srghn.sim.profiles import RobotProfile
-from srghn.sim.records import RECOVERY_LEVELS, GenerationRecord, read_records, recovery, stream_records
+from srghn.sim.records import RECOVERY_LEVELS, GenerationRecord, read_records, recovery, write_records
 from srghn.sim.schedule import Schedule
 from srghn.sim.stats import improvement_interval, iqm_interval
+
+PROGRESS_S = 30.0
+"""Seconds between the progress checkpoints of a running bench run."""
 
 LATE = 10
 """A run's late return: the mean over its last generations of the fittest individual's environment return."""
@@ -157,12 +164,31 @@ def _run_one(settings: BenchSettings, method: str, seed: int, run_dir: Path, eva
              on_record: Callable[[GenerationRecord], None] | None) -> list[GenerationRecord]:
     run_dir.mkdir(parents=True, exist_ok=True)
     spec = settings.spec(method, seed)
-    driver = Driver.start(spec, evaluator)
+    progress, metrics = run_dir / "progress.npz", run_dir / "metrics.jsonl"
     records: list[GenerationRecord] = []
-    stream_records(driver.run(settings.generations, settings.schedule), run_dir / "metrics.jsonl", records,
-                   on_record)
+    if progress.exists():
+        driver = Driver.replay(progress, spec, evaluator)
+        records = read_records(metrics)[:driver.generation] if metrics.exists() else []
+        if len(records) < driver.generation:
+            raise CheckpointError(f"{metrics} holds {len(records)} generations, its checkpoint {progress} "
+                                  f"{driver.generation}; remove {run_dir} to run it again from the start")
+    else:
+        driver = Driver.start(spec, evaluator)
+    write_records(metrics, records)  # generations after the checkpoint are played again, with the same records
+    saved = time.monotonic()
+    with metrics.open("a") as f:
+        for record in driver.run(settings.generations, settings.schedule):
+            records.append(record)
+            f.write(record.to_json() + "\n")
+            f.flush()
+            if time.monotonic() - saved >= PROGRESS_S:
+                driver.save_progress(progress)
+                saved = time.monotonic()
+            if on_record:
+                on_record(record)
     (run_dir / "done.json").write_text(json.dumps({"method": method, "seed": seed, "generations": len(records),
                                                    "seeds": spec.seeds.to_dict()}))
+    progress.unlink(missing_ok=True)
     return records
 
 

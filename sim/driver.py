@@ -2,7 +2,8 @@
 
 A :class:`RunSpec` says what decides a run's numbers (profile, method, seed, population, episodes, where the
 initial population comes from). :meth:`Driver.start` builds the strategy from it, :meth:`Driver.resume` rebuilds
-it from a checkpoint; :meth:`Driver.step` runs one generation in a given regime and returns its record.
+it from a checkpoint (SR-GHN's population file), :meth:`Driver.replay` from the fitness a run of any strategy was
+told; :meth:`Driver.step` runs one generation in a given regime and returns its record.
 
 Per generation: if the regime changed, the strategy is told its stored fitness is stale (fitness from two worlds
 is never compared in one selection); the generation's episode seeds are drawn; every individual is scored with
@@ -34,8 +35,10 @@ from srghn.controller.checkpoint import (
     PopulationFile,
     load_policy,
     load_population,
+    load_progress,
     save_policy,
     save_population,
+    save_progress,
 )
 from srghn.controller.evolution import SRGHNStrategy
 from srghn.controller.ghn import SRGHN, GHNConfig
@@ -172,6 +175,11 @@ class Driver:
         """Regime of the last generation (``None`` before the first)."""
         self.scored_norm = scored_norm
         """The normalizer the last generation was scored with."""
+        self.told: list[np.ndarray] | None = None
+        """The fitness told in each generation, when this driver saw the whole run (:meth:`start`,
+        :meth:`replay`; a population file does not keep them): what :meth:`save_progress` writes."""
+        self.regimes: list[str] = []
+        """The regime of each generation in :attr:`told`."""
 
     # ------------------------------------------------------------------------------------------- building
     @classmethod
@@ -188,7 +196,9 @@ class Driver:
         else:
             strategy, loaded_stats = _from_file(spec, _init_file(spec), seeds)
             stats = loaded_stats or stats
-        return cls(spec, evaluator, strategy, obs_stats=stats, episode_rng=np.random.default_rng(seeds.episodes))
+        driver = cls(spec, evaluator, strategy, obs_stats=stats, episode_rng=np.random.default_rng(seeds.episodes))
+        driver.told = []
+        return driver
 
     @classmethod
     def resume(cls, path: Path, spec: RunSpec, evaluator: Evaluator, check_identity: bool = True,
@@ -201,24 +211,44 @@ class Driver:
         loaded = loaded or load_population(path)
         state = loaded.meta.get("driver")
         if check_identity:
-            if not isinstance(state, dict):
-                raise CheckpointError(f"{path}: not a checkpoint of a run (no driver state)")
-            if state.get("identity") != _jsonable(spec.identity()):
-                stored = state.get("identity") or {}
-                differing = sorted(k for k, v in _jsonable(spec.identity()).items() if stored.get(k) != v)
-                raise ConfigError(f"{path} was checkpointed with other settings ({', '.join(differing)}); resume "
-                                  "with the settings it was started with")
+            _check_identity(path, state, spec)
         state = state if isinstance(state, dict) else {}
         rng = np.random.default_rng(np.random.SeedSequence([spec.seeds.episodes, loaded.strategy.generation]))
         if "episode_rng" in state:
-            try:
-                rng.bit_generator.state = state["episode_rng"]
-            except (TypeError, ValueError, KeyError) as exc:
-                raise CheckpointError(f"{path}: malformed episode generator state ({exc})") from exc
+            _restore_rng(path, rng, state["episode_rng"])
         stats = loaded.obs_stats or RunningStats.empty(spec.profile.policy.obs_dim)
         return cls(spec, evaluator, loaded.strategy, obs_stats=stats, episode_rng=rng,
                    total_steps=int(state.get("total_steps", 0)), regime=state.get("regime"),
                    scored_norm=loaded.norm)
+
+    @classmethod
+    def replay(cls, path: Path, spec: RunSpec, evaluator: Evaluator) -> Driver:
+        """The run saved at ``path`` by :meth:`save_progress`, bit for bit: started afresh from ``spec`` (which must
+        be the one it was started with), told the stored fitness again generation by generation (no episode is
+        run: asking costs only the strategy's own work), then given the stored generator and normalizer states."""
+        progress = load_progress(path)
+        state = progress.meta.get("driver")
+        _check_identity(path, state, spec)
+        regimes = state.get("regimes")
+        if (not isinstance(regimes, list) or len(regimes) != len(progress.fitness)
+                or not all(isinstance(r, str) for r in regimes)):
+            raise CheckpointError(f"{path}: the regimes of its generations are missing or do not match its history")
+        driver = cls.start(spec, evaluator)
+        strategy = driver.strategy
+        for generation, (regime, fitness) in enumerate(zip(regimes, progress.fitness, strict=True)):
+            if generation and regime != regimes[generation - 1]:
+                strategy.invalidate()
+            asked = strategy.ask().shape[0]
+            if asked != fitness.size:
+                raise CheckpointError(f"{path}: generation {generation} holds {fitness.size} fitness values, the "
+                                      f"strategy asked for {asked}")
+            strategy.tell(fitness)
+        _restore_rng(path, driver.episode_rng, state.get("episode_rng"))
+        driver.told, driver.regimes = list(progress.fitness), list(regimes)
+        driver.total_steps, driver.regime = int(state.get("total_steps", 0)), regimes[-1] if regimes else None
+        driver.obs_stats = progress.obs_stats or driver.obs_stats
+        driver.scored_norm = progress.norm
+        return driver
 
     # ------------------------------------------------------------------------------------------- running
     @property
@@ -248,6 +278,9 @@ class Driver:
         t2 = time.perf_counter()
         strategy.tell(result.fitness)
         t3 = time.perf_counter()
+        if self.told is not None:
+            self.told.append(np.array(result.fitness, dtype=np.float64))
+            self.regimes.append(regime)
 
         self.scored_norm = norm
         if result.obs_stats is not None:
@@ -307,6 +340,17 @@ class Driver:
         save_population(path, self.strategy, {"robot": self.spec.profile.name, "regime": self.regime,
                                               "driver": state, **(extra or {})},
                         obs_stats=self.obs_stats, norm=self.scored_norm)
+
+    def save_progress(self, path: Path) -> None:
+        """Checkpoint a run of any strategy as the fitness it was told (see :meth:`replay`)."""
+        if self.told is None:
+            raise CheckpointError("a run resumed from a population file cannot save its progress: the fitness of "
+                                  "its earlier generations is not known")
+        state = {"identity": _jsonable(self.spec.identity()), "seeds": self.spec.seeds.to_dict(),
+                 "episode_rng": self.episode_rng.bit_generator.state, "total_steps": self.total_steps,
+                 "regimes": self.regimes}
+        save_progress(path, self.told, {"robot": self.spec.profile.name, "driver": state}, obs_stats=self.obs_stats,
+                      norm=self.scored_norm)
 
     def save_champion(self, path: Path, meta: dict | None = None) -> ChampionPolicy:
         """Write the champion's policy file (with its GHN and the run's observation statistics)."""
@@ -377,6 +421,24 @@ def _from_file(spec: RunSpec, path: Path, seeds: RunSeeds) -> tuple[Strategy, Ru
     if grown:
         strategy.parent_ids[1:] = 0  # the original (individual 0) and its self-mutated children
     return strategy, loaded.obs_stats
+
+
+def _check_identity(path: Path, state: object, spec: RunSpec) -> None:
+    """A checkpoint's driver state must name the run ``spec`` describes."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a checkpoint of a run (no driver state)")
+    if state.get("identity") != _jsonable(spec.identity()):
+        stored = state.get("identity") or {}
+        differing = sorted(k for k, v in _jsonable(spec.identity()).items() if stored.get(k) != v)
+        raise ConfigError(f"{path} was checkpointed with other settings ({', '.join(differing)}); resume "
+                          "with the settings it was started with")
+
+
+def _restore_rng(path: Path, rng: np.random.Generator, state: object) -> None:
+    try:
+        rng.bit_generator.state = state
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path}: malformed episode generator state ({exc})") from exc
 
 
 def _jsonable(value: object) -> object:

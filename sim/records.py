@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -62,19 +62,6 @@ class GenerationRecord:
 def write_records(path: Path, records: list[GenerationRecord]) -> None:
     """Write ``metrics.jsonl`` (whole file)."""
     path.write_text("".join(r.to_json() + "\n" for r in records))
-
-
-def stream_records(records: Iterable[GenerationRecord], path: Path, into: list[GenerationRecord],
-                   on_record: Callable[[GenerationRecord], None] | None = None) -> None:
-    """Write ``metrics.jsonl`` as the records arrive (flushed each line) and append them to ``into``, so an
-    interrupted run keeps, on disk and in ``into``, every generation it finished."""
-    with Path(path).open("w") as f:
-        for record in records:
-            into.append(record)
-            f.write(record.to_json() + "\n")
-            f.flush()
-            if on_record:
-                on_record(record)
 
 
 def read_records(path: Path) -> list[GenerationRecord]:

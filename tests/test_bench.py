@@ -5,13 +5,17 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from srghn import ConfigError
+from srghn import CheckpointError, ConfigError
 from srghn.cli import app
+from srghn.controller.checkpoint import load_progress, save_progress
+from srghn.controller.methods import METHODS
+from srghn.sim import bench
 from srghn.sim.bench import BenchSettings, _probability_table, run_bench, summarize_bench
-from srghn.sim.records import GenerationRecord
+from srghn.sim.records import GenerationRecord, read_records
 
 
 def settings(profile, out, **kw):
@@ -53,6 +57,51 @@ def test_bench_resumes_without_recomputing_finished_runs(tmp_path, cartpole):
     first = run_bench(settings(cartpole, out, seeds=(0,)), on_run=lambda m, s, finished: runs.append((m, s, finished)))
     assert runs == [("srghn", 0, True), ("ga", 0, True)]
     assert [m["seeds"] for m in first["methods"].values()] == [[0], [0]]
+
+
+def without_timing(path):
+    return [dataclasses.replace(r, timing={}) for r in read_records(path)]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_run_interrupted_part_way_goes_on_from_its_progress_bit_for_bit(tmp_path, cartpole, monkeypatch, method):
+    monkeypatch.setattr(bench, "PROGRESS_S", 0.0)  # a checkpoint after every generation
+    one = dict(methods=(method,), seeds=(0,))
+    reference = run_bench(settings(cartpole, tmp_path / "whole", **one))
+
+    def stop_after_generation_4(record):
+        if record.generation == 4:
+            raise Interrupt
+
+    out = tmp_path / "interrupted"
+    run_dir = out / method / "seed-0"
+    with pytest.raises(Interrupt):
+        run_bench(settings(cartpole, out, **one), on_record=stop_after_generation_4)
+    assert len(load_progress(run_dir / "progress.npz").fitness) == 5  # past the switch at 3: replays invalidate()
+
+    played = []
+    resumed = run_bench(settings(cartpole, out, **one), on_record=lambda r: played.append(r.generation))
+    assert played == [5]  # generations 0-4 were told their stored fitness again, not evaluated
+    assert resumed == reference
+    assert without_timing(run_dir / "metrics.jsonl") == without_timing(tmp_path / "whole" / method / "seed-0" /
+                                                                       "metrics.jsonl")
+    assert not (run_dir / "progress.npz").exists()  # a finished run is done.json alone
+
+
+def test_a_progress_file_that_does_not_replay_is_refused_by_name(tmp_path, cartpole, monkeypatch):
+    monkeypatch.setattr(bench, "PROGRESS_S", 0.0)
+    one = dict(methods=("ga",), seeds=(0,))
+    out = tmp_path / "b"
+    run_dir = out / "ga" / "seed-0"
+    with pytest.raises(Interrupt):
+        run_bench(settings(cartpole, out, **one), on_record=lambda r: (_ for _ in ()).throw(Interrupt))
+    progress = load_progress(run_dir / "progress.npz")
+    save_progress(run_dir / "progress.npz", [np.concatenate([progress.fitness[0], [1.0]])], progress.meta)
+    with pytest.raises(CheckpointError, match="generation 0 holds 10 fitness values, the strategy asked for 9"):
+        run_bench(settings(cartpole, out, **one))
+    (run_dir / "progress.npz").write_bytes(b"not an archive")
+    with pytest.raises(CheckpointError, match="progress.npz: not a readable .npz archive"):
+        run_bench(settings(cartpole, out, **one))
 
 
 def test_a_bench_without_a_switch_plots_learning_curves_against_env_steps(tmp_path, cartpole):

@@ -103,3 +103,21 @@ def test_ctrl_c_keeps_the_generations_done(tmp_path):
     assert summary["completed"] is False and summary["generations"] == done >= 3
     for name in ("population.npz", "champion.npz", "fitness.png"):
         assert (out / name).stat().st_size > 0
+
+
+def test_progress_paces_only_the_work_this_command_did(monkeypatch, capsys):
+    """A bench resumed with one run done and the next checkpointed at generation 40: the time left comes from
+    the generations this command ran, not from those read back."""
+    from srghn import cli
+
+    now = [0.0]
+    monkeypatch.setattr(cli.time, "monotonic", lambda: now[0])
+    with cli.Progress("bench", 1000) as progress:
+        progress.skip(200)  # run 0: finished before
+        progress.update(at=200 + 40 + 1)  # run 1 goes on at its generation 40
+        for generation in range(41, 51):
+            now[0] += 10.0
+            progress.update(at=200 + generation + 1)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    # 11 generations in 100 s, 749 to go: 6809 s (counting the 240 read back would say about 5 min)
+    assert "251/1000" in last and "about 113 min left" in last
