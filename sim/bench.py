@@ -173,7 +173,7 @@ def _run_one(settings: BenchSettings, method: str, seed: int, run_dir: Path, eva
             raise CheckpointError(f"{metrics} holds {len(records)} generations, its checkpoint {progress} "
                                   f"{driver.generation}; remove {run_dir} to run it again from the start")
     else:
-        driver = Driver.start(spec, evaluator)
+        driver = Driver.start(spec, evaluator, history=True)
     write_records(metrics, records)  # generations after the checkpoint are played again, with the same records
     saved = time.monotonic()
     with metrics.open("a") as f:

@@ -176,15 +176,17 @@ class Driver:
         self.scored_norm = scored_norm
         """The normalizer the last generation was scored with."""
         self.told: list[np.ndarray] | None = None
-        """The fitness told in each generation, when this driver saw the whole run (:meth:`start`,
-        :meth:`replay`; a population file does not keep them): what :meth:`save_progress` writes."""
+        """The fitness told in each generation, when asked for (``start(history=True)``, :meth:`replay`): what
+        :meth:`save_progress` writes."""
         self.regimes: list[str] = []
         """The regime of each generation in :attr:`told`."""
 
     # ------------------------------------------------------------------------------------------- building
     @classmethod
-    def start(cls, spec: RunSpec, evaluator: Evaluator) -> Driver:
-        """A new run as ``spec`` says: fresh, or grown from a factory GHN, a run, a population or a policy file."""
+    def start(cls, spec: RunSpec, evaluator: Evaluator, history: bool = False) -> Driver:
+        """A new run as ``spec`` says: fresh, or grown from a factory GHN, a run, a population or a policy file.
+        ``history``: keep every fitness vector told, for :meth:`save_progress` (off for runs without end: the
+        daemon's would grow for ever)."""
         # The GHN's ops are small: one torch thread is faster than two fighting the simulator for the cores, and
         # its float results do not depend on how many cores the machine has.
         torch.set_num_threads(1)
@@ -197,7 +199,7 @@ class Driver:
             strategy, loaded_stats = _from_file(spec, _init_file(spec), seeds)
             stats = loaded_stats or stats
         driver = cls(spec, evaluator, strategy, obs_stats=stats, episode_rng=np.random.default_rng(seeds.episodes))
-        driver.told = []
+        driver.told = [] if history else None
         return driver
 
     @classmethod
@@ -233,7 +235,7 @@ class Driver:
         if (not isinstance(regimes, list) or len(regimes) != len(progress.fitness)
                 or not all(isinstance(r, str) for r in regimes)):
             raise CheckpointError(f"{path}: the regimes of its generations are missing or do not match its history")
-        driver = cls.start(spec, evaluator)
+        driver = cls.start(spec, evaluator, history=True)
         strategy = driver.strategy
         for generation, (regime, fitness) in enumerate(zip(regimes, progress.fitness, strict=True)):
             if generation and regime != regimes[generation - 1]:
@@ -344,8 +346,7 @@ class Driver:
     def save_progress(self, path: Path) -> None:
         """Checkpoint a run of any strategy as the fitness it was told (see :meth:`replay`)."""
         if self.told is None:
-            raise CheckpointError("a run resumed from a population file cannot save its progress: the fitness of "
-                                  "its earlier generations is not known")
+            raise CheckpointError("this run keeps no history of its fitness (Driver.start(..., history=True) does)")
         state = {"identity": _jsonable(self.spec.identity()), "seeds": self.spec.seeds.to_dict(),
                  "episode_rng": self.episode_rng.bit_generator.state, "total_steps": self.total_steps,
                  "regimes": self.regimes}

@@ -158,3 +158,17 @@ def test_a_clip_schedule_overrides_the_profiles_and_is_part_of_the_identity(cart
     with pytest.raises(ConfigError, match="--update-clip 0.01, --update-clip-min 0.02: ghn needs"):
         Driver.start(RunSpec(cartpole, population=2, update_clip=0.01, update_clip_min=0.02),
                      InProcessEvaluator(cartpole))
+
+
+def test_only_a_driver_asked_for_its_history_keeps_the_fitness_it_was_told(tmp_path, cartpole):
+    """The daemon's run never ends: its driver must not keep a growing list of every generation's fitness."""
+    endless = Driver.start(RunSpec(cartpole, seed=0, population=2), InProcessEvaluator(cartpole))
+    kept = Driver.start(RunSpec(cartpole, seed=0, population=2), InProcessEvaluator(cartpole), history=True)
+    for driver in (endless, kept):
+        list(driver.run(3))
+    assert endless.told is None and [f.shape for f in kept.told] == [(6,)] * 3
+    with pytest.raises(CheckpointError, match="keeps no history"):
+        endless.save_progress(tmp_path / "progress.npz")
+    kept.save_progress(tmp_path / "progress.npz")
+    again = Driver.replay(tmp_path / "progress.npz", kept.spec, InProcessEvaluator(cartpole))
+    assert [r.best for r in again.run(5)] == [r.best for r in kept.run(5)]  # the same two generations next
