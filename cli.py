@@ -8,9 +8,11 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import shlex
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -292,6 +294,10 @@ def bench(
     backend: BackendOpt = "local",
     workers: WorkersOpt = None,
     ray_address: RayAddressOpt = None,
+    jobs: Annotated[int, typer.Option(
+        help="Runs at a time, each with its own evaluator of --workers workers (default with --jobs: the cores "
+             "shared out). On many cores, several runs of a few workers keep them busier than one run of all: a "
+             "generation's evaluations split unevenly over many workers. Same results for any value.")] = 1,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Bench directory (resumed if it exists).")]
     = Path("runs/bench"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON summary on stdout at the end.")] = False,
@@ -306,6 +312,11 @@ def bench(
 
     with _handled():
         check_backend(backend, workers, ray_address)
+        if jobs < 1:
+            raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+        if jobs > 1 and backend == "ray":
+            raise ConfigError("--jobs applies to the local and inprocess backends; a Ray cluster schedules one run's "
+                              "evaluations over all of its workers (use --workers)")
         profile = load_profile(robot)
         if out_dir.exists() and not out_dir.is_dir():
             raise ConfigError(f"--out {out_dir} exists and is not a directory")
@@ -319,20 +330,23 @@ def bench(
                                  tuple(range(seeds)), generations, out_dir, switch_at, switch_back_at, population,
                                  episodes)
         runs = len(settings.methods) * len(settings.seeds)
+        if workers is None and jobs > 1:
+            workers = max(1, (os.cpu_count() or 1) // jobs)
         with Progress("bench", runs * generations, transient=as_json) as progress:
-            started: list[str] = []
+            lock = threading.Lock()  # with --jobs the runs report from their own threads
 
-            def on_run(method: str, seed: int, finished: bool) -> None:
-                started.append(method)
-                progress.update(0, run=f"{method} seed {seed}" + (" (done before)" if finished else ""))
-                if finished:
-                    progress.skip(generations)
+            def on_run(method: str, seed: int, done_before: int) -> None:
+                with lock:
+                    finished = " (done before)" if done_before >= generations else ""
+                    progress.update(0, run=f"{method} seed {seed}{finished}")
+                    progress.skip(done_before)
 
-            def on_record(record) -> None:  # a run resumed from its progress file starts past generation 0
-                progress.update(at=(len(started) - 1) * generations + record.generation + 1, best=f"{record.best:.1f}")
+            def on_record(record) -> None:
+                with lock:
+                    progress.update(best=f"{record.best:.1f}")
 
             summary = run_bench(settings, lambda profile: make_evaluator(profile, backend, workers, ray_address),
-                                on_run=on_run, on_record=on_record)
+                                on_run=on_run, on_record=on_record, jobs=jobs)
     except SrghnError as exc:
         raise fail(exc) from None
     except KeyboardInterrupt:

@@ -14,15 +14,18 @@ An interrupted bench resumes where it stopped: finished runs are read back, an u
 ``progress.npz`` by telling its strategy the stored fitness again (any method: baselines have no population file)
 and goes on bit for bit from its last checkpoint, losing at most the generations of the last 30 s. Runs go seed by
 seed (every method of seed 0, then of seed 1, ...), and the seed count is not part of a bench's identity.
-The evaluator (backend, workers) is not part of a bench's identity: it changes speed, never results.
+The evaluator (backend, workers) is not part of a bench's identity: it changes speed, never results; neither is
+``jobs``, the runs at a time (each in a thread with its own evaluator).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,9 +116,18 @@ class BenchSettings:
 
 
 def run_bench(settings: BenchSettings, make_evaluator: Callable[[RobotProfile], Evaluator] = InProcessEvaluator,
-              on_run: Callable[[str, int, bool], None] | None = None,
-              on_record: Callable[[GenerationRecord], None] | None = None) -> dict:
-    """Run (or resume) every method x seed, then write the summary and plots; returns the summary."""
+              on_run: Callable[[str, int, int], None] | None = None,
+              on_record: Callable[[GenerationRecord], None] | None = None, jobs: int = 1) -> dict:
+    """Run (or resume) every method x seed, ``jobs`` runs at a time, then write the summary and plots; returns the
+    summary.
+
+    ``on_run(method, seed, done_before)`` is called as a run starts, with the generations it already has (all of
+    them for a finished run read back), ``on_record`` after every generation. With ``jobs`` > 1 the runs go in
+    threads, each with its own evaluator (the simulation is in the evaluators' workers), and the callbacks are
+    called from those threads. An error in one run stops the others after their current generation, each with
+    its progress saved."""
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     shared = settings.shared()
@@ -129,24 +141,20 @@ def run_bench(settings: BenchSettings, make_evaluator: Callable[[RobotProfile], 
     else:
         marker.write_text(json.dumps(shared, indent=2))
 
+    # seed by seed, every method of a seed before the next: a bench stopped part-way has compared the methods on
+    # the same seeds, and one run again with fewer --seeds summarizes those
+    order = [(method, seed) for seed in settings.seeds for method in settings.methods]
+    if jobs == 1:
+        evaluator = make_evaluator(settings.profile)
+        try:
+            results = [_run(settings, method, seed, lambda: evaluator, on_run, on_record) for method, seed in order]
+        finally:
+            evaluator.close()
+    else:
+        results = _run_parallel(settings, order, make_evaluator, on_run, on_record, jobs)
     runs: dict[str, dict[int, list[GenerationRecord]]] = {}
-    evaluator = make_evaluator(settings.profile)
-    try:
-        # seed by seed, every method of a seed before the next: a bench stopped part-way has compared the
-        # methods on the same seeds, and one run again with fewer --seeds summarizes those
-        for seed in settings.seeds:
-            for method in settings.methods:
-                run_dir = out / method / f"seed-{seed}"
-                finished = (run_dir / "done.json").exists()
-                if on_run:
-                    on_run(method, seed, finished)
-                if finished:
-                    records = read_records(run_dir / "metrics.jsonl")
-                else:
-                    records = _run_one(settings, method, seed, run_dir, evaluator, on_record)
-                runs.setdefault(method, {})[seed] = records
-    finally:
-        evaluator.close()
+    for (method, seed), records in zip(order, results, strict=True):
+        runs.setdefault(method, {})[seed] = records
 
     summary = summarize_bench(settings, runs)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -160,24 +168,65 @@ def run_bench(settings: BenchSettings, make_evaluator: Callable[[RobotProfile], 
     return summary
 
 
-def _run_one(settings: BenchSettings, method: str, seed: int, run_dir: Path, evaluator: Evaluator,
-             on_record: Callable[[GenerationRecord], None] | None) -> list[GenerationRecord]:
+def _run_parallel(settings: BenchSettings, order: list[tuple[str, int]],
+                  make_evaluator: Callable[[RobotProfile], Evaluator], on_run: Callable[[str, int, int], None] | None,
+                  on_record: Callable[[GenerationRecord], None] | None, jobs: int) -> list[list[GenerationRecord]]:
+    stop = threading.Event()
+
+    def job(method: str, seed: int) -> list[GenerationRecord] | None:
+        made: list[Evaluator] = []
+
+        def evaluator() -> Evaluator:
+            made.append(make_evaluator(settings.profile))
+            return made[-1]
+        try:
+            return _run(settings, method, seed, evaluator, on_run, on_record, stop)
+        finally:
+            for e in made:
+                e.close()
+
+    pool = ThreadPoolExecutor(jobs, thread_name_prefix="bench-run")
+    futures = [pool.submit(job, method, seed) for method, seed in order]
+    try:
+        for future in wait(futures, return_when=FIRST_EXCEPTION).done:
+            future.result()  # the first error, if any
+        return [future.result() for future in futures]
+    except BaseException:  # Ctrl-C included: the running runs stop after their generation, progress saved
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run(settings: BenchSettings, method: str, seed: int, evaluator: Callable[[], Evaluator],
+         on_run: Callable[[str, int, int], None] | None, on_record: Callable[[GenerationRecord], None] | None,
+         stop: threading.Event | None = None) -> list[GenerationRecord] | None:
+    """One run: read back if finished, else started or replayed from its progress and run to its end (``None``
+    if ``stop`` was set first: then its progress is saved)."""
+    run_dir = Path(settings.out) / method / f"seed-{seed}"
+    progress, metrics = run_dir / "progress.npz", run_dir / "metrics.jsonl"
+    if (run_dir / "done.json").exists():
+        records = read_records(metrics)
+        if on_run:
+            on_run(method, seed, len(records))
+        return records
     run_dir.mkdir(parents=True, exist_ok=True)
     spec = settings.spec(method, seed)
-    progress, metrics = run_dir / "progress.npz", run_dir / "metrics.jsonl"
-    records: list[GenerationRecord] = []
+    records = []
     if progress.exists():
-        driver = Driver.replay(progress, spec, evaluator)
+        driver = Driver.replay(progress, spec, evaluator())
         records = read_records(metrics)[:driver.generation] if metrics.exists() else []
         if len(records) < driver.generation:
             raise CheckpointError(f"{metrics} holds {len(records)} generations, its checkpoint {progress} "
                                   f"{driver.generation}; remove {run_dir} to run it again from the start")
     else:
-        driver = Driver.start(spec, evaluator, history=True)
+        driver = Driver.start(spec, evaluator(), history=True)
+    if on_run:
+        on_run(method, seed, driver.generation)
     write_records(metrics, records)  # generations after the checkpoint are played again, with the same records
     saved = time.monotonic()
     with metrics.open("a") as f:
-        for record in driver.run(settings.generations, settings.schedule):
+        for record in driver.run(settings.generations, settings.schedule, stop and stop.is_set):
             records.append(record)
             f.write(record.to_json() + "\n")
             f.flush()
@@ -186,6 +235,9 @@ def _run_one(settings: BenchSettings, method: str, seed: int, run_dir: Path, eva
                 saved = time.monotonic()
             if on_record:
                 on_record(record)
+    if driver.generation < settings.generations:
+        driver.save_progress(progress)
+        return None
     (run_dir / "done.json").write_text(json.dumps({"method": method, "seed": seed, "generations": len(records),
                                                    "seeds": spec.seeds.to_dict()}))
     progress.unlink(missing_ok=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -44,8 +46,8 @@ def test_bench_resumes_without_recomputing_finished_runs(tmp_path, cartpole):
     assert len(done_before) == 2
 
     runs = []
-    resumed = run_bench(settings(cartpole, out), on_run=lambda m, s, finished: runs.append((m, s, finished)))
-    assert runs == [("srghn", 0, True), ("ga", 0, True), ("srghn", 1, False), ("ga", 1, False)]
+    resumed = run_bench(settings(cartpole, out), on_run=lambda m, s, done: runs.append((m, s, done)))
+    assert runs == [("srghn", 0, 6), ("ga", 0, 6), ("srghn", 1, 0), ("ga", 1, 0)]  # generations done before
     assert {p: p.stat().st_mtime_ns for p in done_before} == done_before  # finished runs untouched
     assert resumed == reference  # and the result is what an uninterrupted bench gives
     assert (out / "fitness.png").stat().st_size > 0
@@ -54,8 +56,8 @@ def test_bench_resumes_without_recomputing_finished_runs(tmp_path, cartpole):
 
     # fewer seeds on the same directory: the finished runs of those seeds, summarized, nothing recomputed
     runs.clear()
-    first = run_bench(settings(cartpole, out, seeds=(0,)), on_run=lambda m, s, finished: runs.append((m, s, finished)))
-    assert runs == [("srghn", 0, True), ("ga", 0, True)]
+    first = run_bench(settings(cartpole, out, seeds=(0,)), on_run=lambda m, s, done: runs.append((m, s, done)))
+    assert runs == [("srghn", 0, 6), ("ga", 0, 6)]
     assert [m["seeds"] for m in first["methods"].values()] == [[0], [0]]
 
 
@@ -86,6 +88,30 @@ def test_a_run_interrupted_part_way_goes_on_from_its_progress_bit_for_bit(tmp_pa
     assert without_timing(run_dir / "metrics.jsonl") == without_timing(tmp_path / "whole" / method / "seed-0" /
                                                                        "metrics.jsonl")
     assert not (run_dir / "progress.npz").exists()  # a finished run is done.json alone
+
+
+def test_runs_at_a_time_give_the_same_bench_and_an_error_in_one_stops_all_with_their_progress(tmp_path, cartpole,
+                                                                                               monkeypatch):
+    monkeypatch.setattr(bench, "PROGRESS_S", 0.0)
+    reference = run_bench(settings(cartpole, tmp_path / "one"))
+    assert run_bench(settings(cartpole, tmp_path / "three"), jobs=3) == reference
+
+    count, lock = itertools.count(), threading.Lock()
+
+    def fail_at_the_eighth_generation(record):
+        with lock:
+            if next(count) == 7:
+                raise Interrupt
+
+    out = tmp_path / "stopped"
+    with pytest.raises(Interrupt):
+        run_bench(settings(cartpole, out), on_record=fail_at_the_eighth_generation, jobs=3)
+    assert list(out.glob("*/seed-*/progress.npz"))  # the failing run's, and any other it stopped
+    assert run_bench(settings(cartpole, out), jobs=3) == reference
+    for path in (tmp_path / "one").glob("*/seed-*/metrics.jsonl"):
+        assert without_timing(out / path.relative_to(tmp_path / "one")) == without_timing(path)
+    with pytest.raises(ConfigError, match="--jobs must be >= 1"):
+        run_bench(settings(cartpole, out), jobs=0)
 
 
 def test_a_progress_file_that_does_not_replay_is_refused_by_name(tmp_path, cartpole, monkeypatch):
@@ -137,6 +163,8 @@ def test_summary_counts_seeds_that_never_recovered(tmp_path, cartpole):
     (["--methods", "ga,ga"], "lists a method twice"),
     (["--seeds", "0"], "at least one seed"),
     (["--generations", "10", "--switch-at", "10"], "--switch-at must be within 1..9"),
+    (["--jobs", "0"], "--jobs must be >= 1"),
+    (["--jobs", "2", "--backend", "ray"], "--jobs applies to the local and inprocess backends"),
 ])
 def test_bench_cli_rejects_bad_arguments(tmp_path, args, message):
     result = CliRunner().invoke(app, ["bench", "--out", str(tmp_path), *args])

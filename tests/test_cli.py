@@ -114,10 +114,11 @@ def test_progress_paces_only_the_work_this_command_did(monkeypatch, capsys):
     monkeypatch.setattr(cli.time, "monotonic", lambda: now[0])
     with cli.Progress("bench", 1000) as progress:
         progress.skip(200)  # run 0: finished before
-        progress.update(at=200 + 40 + 1)  # run 1 goes on at its generation 40
-        for generation in range(41, 51):
+        progress.skip(40)  # run 1 goes on from its checkpoint at generation 40
+        progress.update()
+        for _ in range(41, 51):
             now[0] += 10.0
-            progress.update(at=200 + generation + 1)
+            progress.update()
     last = capsys.readouterr().err.strip().splitlines()[-1]
     # 11 generations in 100 s, 749 to go: 6809 s (counting the 240 read back would say about 5 min)
     assert "251/1000" in last and "about 113 min left" in last
