@@ -350,7 +350,7 @@ def bench(
     except SrghnError as exc:
         raise fail(exc) from None
     except KeyboardInterrupt:
-        err.print(f"interrupted: finished runs and the last checkpoint of the unfinished one are kept in {out_dir}; "
+        err.print(f"interrupted: finished runs, and the last checkpoint of any unfinished one, are kept in {out_dir}; "
                   "run the same command again to go on")
         raise typer.Exit(130) from None
     if as_json:
