@@ -294,6 +294,10 @@ def bench(
     backend: BackendOpt = "local",
     workers: WorkersOpt = None,
     ray_address: RayAddressOpt = None,
+    init: Annotated[str, typer.Option(
+        help="Every run's first population: 'scratch', 'factory' (SR-GHN grows it from the factory GHN, a baseline "
+             "starts from the factory champion's policy) or a run directory, population.npz or policy file.")]
+    = "scratch",
     jobs: Annotated[int, typer.Option(
         help="Runs at a time, each with its own evaluator of --workers workers (default with --jobs: the cores "
              "shared out). On many cores, several runs of a few workers keep them busier than one run of all: a "
@@ -312,6 +316,7 @@ def bench(
 
     with _handled():
         check_backend(backend, workers, ray_address)
+        preflight.check_init(init)
         if jobs < 1:
             raise ConfigError(f"--jobs must be >= 1, got {jobs}")
         if jobs > 1 and backend == "ray":
@@ -328,7 +333,7 @@ def bench(
     try:
         settings = BenchSettings(profile, tuple(m.strip() for m in methods.split(",") if m.strip()),
                                  tuple(range(seeds)), generations, out_dir, switch_at, switch_back_at, population,
-                                 episodes)
+                                 episodes, init)
         runs = len(settings.methods) * len(settings.seeds)
         if workers is None and jobs > 1:
             workers = max(1, (os.cpu_count() or 1) // jobs)

@@ -164,11 +164,27 @@ def test_summary_counts_seeds_that_never_recovered(tmp_path, cartpole):
     (["--seeds", "0"], "at least one seed"),
     (["--generations", "10", "--switch-at", "10"], "--switch-at must be within 1..9"),
     (["--jobs", "0"], "--jobs must be >= 1"),
+    (["--init", "no/such/run"], "--init 'no/such/run': expected 'scratch', 'factory' or the path"),
     (["--jobs", "2", "--backend", "ray"], "--jobs applies to the local and inprocess backends"),
 ])
 def test_bench_cli_rejects_bad_arguments(tmp_path, args, message):
     result = CliRunner().invoke(app, ["bench", "--out", str(tmp_path), *args])
     assert result.exit_code == 2 and message in " ".join(result.output.split())
+
+
+def test_bench_cli_starts_every_run_from_the_factory_with_init(tmp_path):
+    """SR-GHN grows its population from the factory GHN, a baseline starts from the factory champion's policy:
+    both balance the pole from generation 0 (from scratch they do not)."""
+    common = ["bench", "--robot", "cartpole", "--methods", "srghn,ga", "--seeds", "1", "--generations", "1",
+              "--backend", "inprocess"]
+    for init in ("factory", "scratch"):
+        result = CliRunner().invoke(app, [*common, "--init", init, "--out", str(tmp_path / init)])
+        assert result.exit_code == 0, result.output
+    for method in ("srghn", "ga"):
+        (factory,) = read_records(tmp_path / "factory" / method / "seed-0" / "metrics.jsonl")
+        (scratch,) = read_records(tmp_path / "scratch" / method / "seed-0" / "metrics.jsonl")
+        assert factory.best == 500 > scratch.best
+    assert json.loads((tmp_path / "factory" / "bench.json").read_text())["init"]["kind"] == "factory"
 
 
 def test_bench_cli_json(tmp_path):
