@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from srghn.controller.methods import METHODS, evaluations_per_generation
 from srghn.sim.driver import INIT_SCRATCH, Driver, RunSpec
 from srghn.sim.evaluator import Evaluator, InProcessEvaluator
 from srghn.sim.profiles import RobotProfile
-from srghn.sim.records import RECOVERY_LEVELS, GenerationRecord, read_records, recovery, write_records
+from srghn.sim.records import RECOVERY_LEVELS, GenerationRecord, append_records, read_records, recovery, write_records
 from srghn.sim.schedule import Schedule
 from srghn.sim.stats import improvement_interval, iqm_interval
 
@@ -224,17 +223,8 @@ def _run(settings: BenchSettings, method: str, seed: int, evaluator: Callable[[]
     if on_run:
         on_run(method, seed, driver.generation)
     write_records(metrics, records)  # generations after the checkpoint are played again, with the same records
-    saved = time.monotonic()
-    with metrics.open("a") as f:
-        for record in driver.run(settings.generations, settings.schedule, stop and stop.is_set):
-            records.append(record)
-            f.write(record.to_json() + "\n")
-            f.flush()
-            if time.monotonic() - saved >= PROGRESS_S:
-                driver.save_progress(progress)
-                saved = time.monotonic()
-            if on_record:
-                on_record(record)
+    append_records(driver.run(settings.generations, settings.schedule, stop and stop.is_set), metrics, records,
+                   on_record, lambda: driver.save_progress(progress), PROGRESS_S)
     if driver.generation < settings.generations:
         driver.save_progress(progress)
         return None

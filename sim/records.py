@@ -9,8 +9,9 @@ undefined (``None``) when ``L <= 0`` and ``None`` with ``recovered = False`` whe
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -62,6 +63,25 @@ class GenerationRecord:
 def write_records(path: Path, records: list[GenerationRecord]) -> None:
     """Write ``metrics.jsonl`` (whole file)."""
     path.write_text("".join(r.to_json() + "\n" for r in records))
+
+
+def append_records(records: Iterable[GenerationRecord], path: Path, into: list[GenerationRecord],
+                   on_record: Callable[[GenerationRecord], None] | None = None,
+                   checkpoint: Callable[[], None] | None = None, every_s: float = 30.0) -> None:
+    """Append the records to ``metrics.jsonl`` as they arrive (flushed each line) and to ``into``, so an
+    interrupted run keeps every generation it finished; ``checkpoint()`` after a record whenever ``every_s``
+    seconds have passed since the last one."""
+    saved = time.monotonic()
+    with Path(path).open("a") as f:
+        for record in records:
+            into.append(record)
+            f.write(record.to_json() + "\n")
+            f.flush()
+            if checkpoint and time.monotonic() - saved >= every_s:
+                checkpoint()
+                saved = time.monotonic()
+            if on_record:
+                on_record(record)
 
 
 def read_records(path: Path) -> list[GenerationRecord]:

@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -30,7 +29,7 @@ from srghn.sim.driver import INIT_SCRATCH, Driver, RunSpec, _jsonable
 from srghn.sim.plots import plot_run
 from srghn.sim.preflight import check_out_dir, check_run_flags, check_switches
 from srghn.sim.profiles import RobotProfile
-from srghn.sim.records import GenerationRecord, read_records, summarize, write_records
+from srghn.sim.records import GenerationRecord, append_records, read_records, summarize, write_records
 from srghn.sim.schedule import Schedule
 
 CHECKPOINT_S = 30.0
@@ -155,18 +154,9 @@ def run_evolve(settings: EvolveSettings, on_record: Callable[[GenerationRecord],
 
 def _evolve(driver: Driver, settings: EvolveSettings, out: Path, records: list[GenerationRecord],
             on_record: Callable[[GenerationRecord], None] | None, should_stop: Callable[[], bool] | None) -> None:
-    last_checkpoint = time.monotonic()
     try:
-        with (out / "metrics.jsonl").open("a") as metrics:
-            for record in driver.run(settings.n_generations, settings.schedule, should_stop):
-                records.append(record)
-                metrics.write(record.to_json() + "\n")
-                metrics.flush()
-                if time.monotonic() - last_checkpoint >= settings.checkpoint_s:
-                    driver.save(out / "population.npz")
-                    last_checkpoint = time.monotonic()
-                if on_record:
-                    on_record(record)
+        append_records(driver.run(settings.n_generations, settings.schedule, should_stop), out / "metrics.jsonl",
+                       records, on_record, lambda: driver.save(out / "population.npz"), settings.checkpoint_s)
         driver.save(out / "population.npz")  # between generations: always a consistent state
     finally:
         if records:
