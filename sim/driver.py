@@ -336,22 +336,22 @@ class Driver:
         """Checkpoint the run (SR-GHN only): strategy, observation statistics and every generator state."""
         if not isinstance(self.strategy, SRGHNStrategy):
             raise CheckpointError(f"only SR-GHN runs are checkpointed, not {self.spec.method}")
-        state = {"identity": _jsonable(self.spec.identity()), "seeds": self.spec.seeds.to_dict(),
-                 "episode_rng": self.episode_rng.bit_generator.state, "total_steps": self.total_steps,
-                 "regime": self.regime}
         save_population(path, self.strategy, {"robot": self.spec.profile.name, "regime": self.regime,
-                                              "driver": state, **(extra or {})},
+                                              "driver": {**self._state(), "regime": self.regime}, **(extra or {})},
                         obs_stats=self.obs_stats, norm=self.scored_norm)
 
     def save_progress(self, path: Path) -> None:
         """Checkpoint a run of any strategy as the fitness it was told (see :meth:`replay`)."""
         if self.told is None:
             raise CheckpointError("this run keeps no history of its fitness (Driver.start(..., history=True) does)")
-        state = {"identity": _jsonable(self.spec.identity()), "seeds": self.spec.seeds.to_dict(),
-                 "episode_rng": self.episode_rng.bit_generator.state, "total_steps": self.total_steps,
-                 "regimes": self.regimes}
-        save_progress(path, self.told, {"robot": self.spec.profile.name, "driver": state}, obs_stats=self.obs_stats,
-                      norm=self.scored_norm)
+        save_progress(path, self.told, {"robot": self.spec.profile.name,
+                                        "driver": {**self._state(), "regimes": self.regimes}},
+                      obs_stats=self.obs_stats, norm=self.scored_norm)
+
+    def _state(self) -> dict:
+        """What both checkpoints hold of the driver itself: the run's identity and where its episodes stand."""
+        return {"identity": _jsonable(self.spec.identity()), "seeds": self.spec.seeds.to_dict(),
+                "episode_rng": self.episode_rng.bit_generator.state, "total_steps": self.total_steps}
 
     def save_champion(self, path: Path, meta: dict | None = None) -> ChampionPolicy:
         """Write the champion's policy file (with its GHN and the run's observation statistics)."""
