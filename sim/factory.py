@@ -139,7 +139,7 @@ def build_factory(profile: RobotProfile, run_dir: Path, command: str | None = No
         "standard_return": checked, "selection": selection, "lineage": lineage,
         "total_env_steps": (sum(stage["env_steps"] for stage in lineage)
                             if all(isinstance(stage.get("env_steps"), int) for stage in lineage) else None),
-        "update_clip": {"pretraining": champion.ghn.config.update_clip, "shipped": ghn.config.update_clip},
+        "update_clip": _clips(champion.ghn, ghn),
     }
     path = factory_path(profile, regime)
     save_policy(path, champion.spec, champion.params, {"factory": provenance}, norm=champion.norm,
@@ -165,6 +165,14 @@ def _adapting(profile: RobotProfile, ghn: SRGHN) -> SRGHN:
     if all(getattr(ghn.config, name) == value for name, value in clip.items()):
         return ghn
     return SRGHN(ghn.policy, dataclasses.replace(ghn.config, **clip), ghn.basis_seed)
+
+
+def _clips(pretrained: SRGHN, shipped: SRGHN) -> dict:
+    """The update clip the run was evolved with (its schedule, where it had one) and the one the factory ships."""
+    cfg = pretrained.config
+    schedule = ({"pretraining_decay": cfg.update_clip_decay, "pretraining_min": cfg.update_clip_min}
+                if cfg.update_clip_decay != 1.0 else {})
+    return {"pretraining": cfg.update_clip, **schedule, "shipped": shipped.config.update_clip}
 
 
 def _lineage(run_dir: Path, run: dict, summary: dict) -> list[dict]:

@@ -166,12 +166,14 @@ def test_a_factory_grown_from_earlier_runs_records_every_stage(tmp_path: Path) -
     evolve("first")
     ctl("factory", "build", "--robot", profile, "--from", tmp_path / "first")
     evolve("grown", "--init", "factory")
-    evolve("again", "--init", tmp_path / "grown", "--update-clip", 0.25)  # fine-tuned at a small clip
+    evolve("again", "--init", tmp_path / "grown", "--update-clip", 0.25,  # fine-tuned at a small, shrinking clip
+           "--update-clip-decay", 0.9, "--update-clip-min", 0.1)
     ctl("factory", "build", "--robot", profile, "--from", tmp_path / "again")
     shown = json.loads(ctl("factory", "show", profile, "--json").stdout)
     # what grows from the factory adapts at the profile's clip, not at the one it was fine-tuned with
     assert load_factory(load_profile(profile)).ghn.config.update_clip == load_profile(profile).ghn.update_clip == 1.0
-    assert shown["update_clip"] == {"pretraining": 0.25, "shipped": 1.0}
+    assert shown["update_clip"] == {"pretraining": 0.25, "pretraining_decay": 0.9, "pretraining_min": 0.1,
+                                    "shipped": 1.0}
     lineage = shown["lineage"]
     assert [Path(stage["source_run"]).name for stage in lineage] == ["first", "grown", "again"]
     assert "--init factory" in lineage[1]["command"] and f"--init {tmp_path / 'grown'}" in lineage[2]["command"]
