@@ -34,7 +34,7 @@ from srghn import CheckpointError, ConfigError
 from srghn.controller.baselines import BASELINES
 from srghn.controller.evolution import EvolutionConfig
 from srghn.controller.methods import METHODS, evaluations_per_generation
-from srghn.sim.driver import INIT_SCRATCH, Driver, RunSpec
+from srghn.sim.driver import INIT_SCRATCH, Driver, RunSpec, identity_differences
 from srghn.sim.evaluator import Evaluator, InProcessEvaluator
 from srghn.sim.profiles import RobotProfile
 from srghn.sim.records import RECOVERY_LEVELS, GenerationRecord, append_records, read_records, recovery, write_records
@@ -133,8 +133,8 @@ def run_bench(settings: BenchSettings, make_evaluator: Callable[[RobotProfile], 
     marker = out / "bench.json"
     if marker.exists():
         stored = json.loads(marker.read_text())
-        if stored != shared:
-            differing = sorted(k for k in shared if stored.get(k) != shared[k])
+        differing = identity_differences(stored, shared)
+        if differing:
             raise ConfigError(f"{out} holds a bench with other settings ({', '.join(differing)}); "
                               "use another --out or the same settings to resume")
     else:

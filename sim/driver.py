@@ -428,11 +428,27 @@ def _check_identity(path: Path, state: object, spec: RunSpec) -> None:
     """A checkpoint's driver state must name the run ``spec`` describes."""
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a checkpoint of a run (no driver state)")
-    if state.get("identity") != _jsonable(spec.identity()):
-        stored = state.get("identity") or {}
-        differing = sorted(k for k, v in _jsonable(spec.identity()).items() if stored.get(k) != v)
+    differing = identity_differences(state.get("identity"), _jsonable(spec.identity()))
+    if differing:
         raise ConfigError(f"{path} was checkpointed with other settings ({', '.join(differing)}); resume "
                           "with the settings it was started with")
+
+
+def identity_differences(stored: object, current: dict) -> list[str]:
+    """The keys on which a stored identity (or a bench's shared settings) and the current one disagree.
+
+    Where an ``--init`` file lies is recorded but not compared: its content (``sha256``) decides the numbers, and
+    a run must resume after the file, its run directory or the installed package moved (another machine, another
+    virtual environment)."""
+    def decisive(identity: object) -> dict:
+        if not isinstance(identity, dict):
+            return {}
+        init = identity.get("init")
+        return {**identity, "init": {k: v for k, v in init.items() if k != "path"}} if isinstance(init, dict) \
+            else identity
+
+    stored, current = decisive(stored), decisive(current)
+    return sorted(k for k in stored.keys() | current.keys() if stored.get(k) != current.get(k))
 
 
 def _restore_rng(path: Path, rng: np.random.Generator, state: object) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 
 from srghn import ConfigError, __version__
 from srghn.sim.backends import make_evaluator
-from srghn.sim.driver import INIT_SCRATCH, Driver, RunSpec, _jsonable
+from srghn.sim.driver import INIT_SCRATCH, Driver, RunSpec, _jsonable, identity_differences
 from srghn.sim.plots import plot_run
 from srghn.sim.preflight import check_out_dir, check_run_flags, check_switches
 from srghn.sim.profiles import RobotProfile
@@ -132,7 +132,8 @@ def run_evolve(settings: EvolveSettings, on_record: Callable[[GenerationRecord],
     try:
         if settings.resume:
             stored = json.loads((out / "run.json").read_text())
-            if stored.get("identity") != run_info["identity"] or stored.get("schedule") != run_info["schedule"]:
+            if identity_differences(stored.get("identity"), run_info["identity"]) \
+                    or stored.get("schedule") != run_info["schedule"]:
                 raise ConfigError(f"--resume: {out} holds a run with other settings; resume it with the flags it "
                                   "was started with (see its run.json)")
             driver = Driver.resume(out / "population.npz", spec, evaluator)

@@ -110,6 +110,25 @@ def test_a_run_starts_from_another_runs_champion_or_population(tmp_path, normali
         Driver.start(RunSpec(normalized, init=str(tmp_path / "junk.npz")), InProcessEvaluator(normalized))
 
 
+
+def test_a_run_resumes_after_its_init_file_moved_but_not_after_it_changed(tmp_path, cartpole):
+    """The --init file's bytes decide the numbers, not where it lies (a run moved to another machine or venv)."""
+    run_evolve(EvolveSettings(cartpole, tmp_path / "parent", generations=2, population=3, backend="inprocess"))
+    source = tmp_path / "a" / "champion.npz"
+    source.parent.mkdir()
+    source.write_bytes((tmp_path / "parent" / "champion.npz").read_bytes())
+    run = dict(population=3, seed=4, backend="inprocess")
+    run_evolve(EvolveSettings(cartpole, tmp_path / "whole", generations=3, init=str(source), **run))
+    run_evolve(EvolveSettings(cartpole, tmp_path / "split", generations=2, init=str(source), **run))
+    moved = source.rename(tmp_path / "moved.npz")
+    run_evolve(EvolveSettings(cartpole, tmp_path / "split", generations=3, init=str(moved), resume=True, **run))
+    assert metrics(tmp_path / "split" / "metrics.jsonl") == metrics(tmp_path / "whole" / "metrics.jsonl")
+    other = tmp_path / "other.npz"
+    other.write_bytes((tmp_path / "split" / "champion.npz").read_bytes())
+    with pytest.raises(ConfigError, match="other settings"):
+        run_evolve(EvolveSettings(cartpole, tmp_path / "split", generations=4, init=str(other), resume=True, **run))
+
+
 def test_an_update_clip_overrides_the_profiles_or_the_files_and_is_part_of_the_identity(tmp_path, cartpole):
     run_evolve(EvolveSettings(cartpole, tmp_path / "parent", generations=2, population=3, backend="inprocess"))
     source = str(tmp_path / "parent" / "champion.npz")
