@@ -126,7 +126,8 @@ def build_factory(profile: RobotProfile, run_dir: Path, command: str | None = No
         checked = _seeded_return_of(scored, range(CHECK_EPISODES))  # seeds 0..4 were among those scored
     else:
         checked, selection = standard_return(profile, champion.params, champion.norm, regime=regime), None
-    lineage = _lineage(run_dir, run, summary)  # before the save: a run grown from the factory reads the old one
+    # before the save: a run grown from the factory traces it through the file being replaced
+    lineage = _lineage(profile, run_dir, run, summary)
     ghn = _adapting(profile, champion.ghn)
     provenance = {
         "robot": profile.name, "regime": regime, **lineage[-1], "command": command or lineage[-1]["command"],
@@ -175,10 +176,11 @@ def _clips(pretrained: SRGHN, shipped: SRGHN) -> dict:
     return {"pretraining": cfg.update_clip, **schedule, "shipped": shipped.config.update_clip}
 
 
-def _lineage(run_dir: Path, run: dict, summary: dict) -> list[dict]:
+def _lineage(profile: RobotProfile, run_dir: Path, run: dict, summary: dict) -> list[dict]:
     """The runs that produced the one in ``run_dir``, oldest first, each with its command, generations and env
     steps: a run grown from a factory carries that factory's lineage, one grown from another run's file that run's
-    (when its ``run.json`` and ``summary.json`` still sit beside the file, unchanged). A source that cannot be
+    (when its ``run.json`` and ``summary.json`` still sit beside the file, unchanged). A factory is found by its
+    bytes where the run recorded it or where ``profile``'s factory lies now. A source that cannot be
     traced is a stage that says so, never a guess."""
     started = run.get("started") or run  # a resumed run keeps the command that started it
     stage = {"source_run": str(run_dir), "command": started.get("command"), "seed": run.get("seed"),
@@ -187,16 +189,20 @@ def _lineage(run_dir: Path, run: dict, summary: dict) -> list[dict]:
     origin = run.get("initial", {}).get("origin") or {"kind": "scratch"}
     if origin.get("kind") == "scratch":
         return [stage]
-    path = Path(origin.get("path", ""))
-    if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != origin.get("sha256"):
-        return [{"untraced": f"{origin.get('kind')} {path}: gone or changed since the run started"}, stage]
+    candidates = [Path(origin.get("path", ""))]
+    if origin.get("kind") == "factory":  # the package may have lain elsewhere (another machine or venv)
+        candidates.append(factory_path(profile))
+    path = next((c for c in candidates
+                 if c.is_file() and hashlib.sha256(c.read_bytes()).hexdigest() == origin.get("sha256")), None)
+    if path is None:
+        return [{"untraced": f"{origin.get('kind')} {candidates[0]}: gone or changed since the run started"}, stage]
     if origin["kind"] == "factory":
         earlier = load_policy(path).meta.get("factory", {})
         return [*(earlier.get("lineage") or [{k: earlier.get(k) for k in stage}]), stage]
     source = path.parent
     if not (source / "run.json").is_file() or not (source / "summary.json").is_file():
         return [{"untraced": f"{path}: no run.json and summary.json beside it"}, stage]
-    return [*_lineage(source, _read_json(source / "run.json"), _read_json(source / "summary.json")), stage]
+    return [*_lineage(profile, source, _read_json(source / "run.json"), _read_json(source / "summary.json")), stage]
 
 
 def _most_robust(profile: RobotProfile, population: PopulationFile, regime: str,

@@ -168,6 +168,9 @@ def test_a_factory_grown_from_earlier_runs_records_every_stage(tmp_path: Path) -
     evolve("grown", "--init", "factory")
     evolve("again", "--init", tmp_path / "grown", "--update-clip", 0.25,  # fine-tuned at a small, shrinking clip
            "--update-clip-decay", 0.9, "--update-clip-min", 0.1)
+    grown = json.loads((tmp_path / "grown" / "run.json").read_text())  # as if evolved where the package lay elsewhere
+    grown["initial"]["origin"]["path"] = str(tmp_path / "elsewhere" / "chain.factory.npz")
+    (tmp_path / "grown" / "run.json").write_text(json.dumps(grown))
     ctl("factory", "build", "--robot", profile, "--from", tmp_path / "again")
     shown = json.loads(ctl("factory", "show", profile, "--json").stdout)
     # what grows from the factory adapts at the profile's clip, not at the one it was fine-tuned with
