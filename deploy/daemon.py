@@ -52,11 +52,11 @@ from srghn.controller.files import atomic_write
 from srghn.deploy import logs, placement
 from srghn.deploy import messages as m
 from srghn.deploy.adaptation import Adaptation, Identified, evolution_regime
-from srghn.deploy.champions import champion_norm, gate_champion, register_policy, run_tag
+from srghn.deploy.champions import champion_norm, export_for_profile, gate_champion, register_policy, run_tag
 from srghn.deploy.keys import CurveServer
 from srghn.deploy.link import ServerLink
 from srghn.deploy.portfolio import champion_for, portfolio, regime_scores
-from srghn.deploy.registry import Registry
+from srghn.deploy.registry import Champion, Registry
 from srghn.deploy.release import decide, passed_in_regime
 from srghn.deploy.serve_config import SERVE_CONFIG, ServeConfig, choose_endpoints
 from srghn.deploy.signals import ExitFlag
@@ -72,7 +72,7 @@ from srghn.deploy.state import (
 )
 from srghn.errors import ServerConflict, ServerUnavailable
 from srghn.safety.drift import ReturnDriftDetector
-from srghn.safety.regime_trial import explain_returns, safe_margin
+from srghn.safety.regime_trial import explain_returns, regime_fitness, safe_margin
 from srghn.sim.ancestry import Ancestry
 from srghn.sim.backends import make_evaluator
 from srghn.sim.compensate import compensate
@@ -536,10 +536,13 @@ class Daemon:
             self.adopt_for = None
 
     def _compensate(self, uncovered: set[str], registry: Registry) -> bool:
-        """Robots in a regime with no champion of its own, whose fault reverses actuators or permutes actions: the
-        live champion with its last layer undoing that (:mod:`srghn.sim.compensate`) is registered (its parent:
-        the live champion) and gated in that regime, once per (regime, live champion). True when one passed: the
-        portfolio now holds it, and the server is told to read it. Callers hold :attr:`stand_in_lock`."""
+        """Robots in a regime with no champion of its own, whose fault reverses actuators or permutes actions: a
+        champion with its last layer undoing that (:mod:`srghn.sim.compensate`) is registered (its parent: the
+        champion it was made from) and gated in that regime, once per (regime, live champion). It is made from
+        the live champion, or from another regime's stored champion where that one, compensated, does better in
+        the regime on the gates' episodes (a fault that also weakens a leg is better met by the champion evolved
+        for a weak leg). True when one passed: the portfolio now holds it, and the server is told to read it.
+        Callers hold :attr:`stand_in_lock`."""
         live = registry.live(self.profile.name) if uncovered else None
         passed = False
         for regime in sorted(uncovered):
@@ -548,13 +551,14 @@ class Daemon:
             self.compensated[regime] = live.id
             key = f"{live.id}-for-{regime}"
             try:
-                params = compensate(self.profile, registry.load_params(live.id), self.profile.regime(regime))
+                source, params, scores = self._stand_in(registry, live, regime)
                 if params is None:
                     continue
+                key = f"{source.id}-for-{regime}"
                 if not registry.exists(key):
-                    register_policy(registry, self.profile, params, champion_id=key, parents=(live.id,),
-                                    regime=regime, norm=champion_norm(live), actor=self.settings.actor,
-                                    meta={"source": "compensation", "compensates": live.id})
+                    register_policy(registry, self.profile, params, champion_id=key, parents=(source.id,),
+                                    regime=regime, norm=champion_norm(source), actor=self.settings.actor,
+                                    meta={"source": "compensation", "compensates": source.id})
                     self.counts["registered"] += 1
                 report = gate_champion(registry, key, self.settings.actor, self.profile, regimes=(regime,))
             except SrghnError as exc:
@@ -562,13 +566,34 @@ class Daemon:
                                             "error": str(exc)})
                 continue
             self.counts["gate_passed" if report.passed else "gate_failed"] += 1
-            self.publish("adaptation", {"event": "compensated", "champion": key, "from": live.id, "regime": regime,
+            self.publish("adaptation", {"event": "compensated", "champion": key, "from": source.id, "regime": regime,
                                         "passed": report.passed, "failed_hard": report.failed_hard,
-                                        "failed_soft": report.failed_soft})
+                                        "failed_soft": report.failed_soft, "candidates": scores})
             passed = passed or report.passed
         if passed:
             self.link.send(m.Sync())
         return passed
+
+    def _stand_in(self, registry: Registry, live: Champion, regime: str) -> tuple[Champion, np.ndarray | None, dict]:
+        """The champion to compensate for ``regime`` and its compensated parameters (None: the regime reverses and
+        permutes nothing), with every candidate's fitness on the gates' episodes there (empty: the live champion
+        was the only candidate). Candidates: the live champion, then the champions stored for other regimes that
+        were not themselves made by compensation; the first of the best is chosen."""
+        definition = self.profile.regime(regime)
+        candidates = [live, *sorted((c for c in portfolio(registry, self.profile.name).values()
+                                     if c.id != live.id and c.meta.get("source") != "compensation"),
+                                    key=lambda c: c.id)]
+        made = [(c, compensate(self.profile, registry.load_params(c.id), definition)) for c in candidates]
+        if made[0][1] is None or len(made) == 1:
+            return live, made[0][1], {}
+        gates, scores = self.profile.gates, {}
+        for champion, params in made:
+            model = export_for_profile(self.profile, params, f"{champion.id}-for-{regime}",
+                                       norm=champion_norm(champion)).model
+            scores[champion.id] = round(regime_fitness(self.profile, model, regime, gates.episodes, gates.seed,
+                                                       gates.max_steps), 3)
+        best = max(range(len(made)), key=lambda i: scores[made[i][0].id])  # max keeps the first of equals
+        return made[best][0], made[best][1], scores
 
     def _check_safe(self, uncovered: set[str], registry: Registry) -> None:
         """Robots in a regime with no champion of its own are served the live champion, unless it does worse there

@@ -59,13 +59,20 @@ def explain_returns(profile: RobotProfile, served: bytes, observed: np.ndarray, 
     return RegimeTrial(regime, mean, expected, scores, best)
 
 
+def regime_fitness(profile: RobotProfile, model: bytes | None, regime: str, episodes: int, seed: int,
+                   max_steps: int | None = None) -> float:
+    """The mean fitness in ``regime`` of a champion (ONNX bytes; None: the safe action) on the gates' fixed-seed
+    episodes."""
+    policy = OnnxPolicy(model) if model is not None else None
+    return run_scenarios(profile, policy, (regime,), episodes, seed, max_steps)[regime].fitness
+
+
 def safe_margin(profile: RobotProfile, model: bytes, regime: str, episodes: int, seed: int,
                 max_steps: int | None = None) -> tuple[float, float]:
     """The mean fitness in ``regime`` of a champion (ONNX bytes) and of the safe action, on the same fixed-seed
     episodes: the gates' ``above_safe`` measurement, for a champion that was not gated in that regime."""
-    mine = run_scenarios(profile, OnnxPolicy(model), (regime,), episodes, seed, max_steps)[regime]
-    safe = run_scenarios(profile, None, (regime,), episodes, seed, max_steps)[regime]
-    return mine.fitness, safe.fitness
+    return (regime_fitness(profile, model, regime, episodes, seed, max_steps),
+            regime_fitness(profile, None, regime, episodes, seed, max_steps))
 
 
-__all__ = ["RegimeTrial", "explain_returns", "safe_margin"]
+__all__ = ["RegimeTrial", "explain_returns", "regime_fitness", "safe_margin"]

@@ -201,3 +201,41 @@ def test_a_reversed_leg_is_served_the_safe_action_at_once_then_the_compensated_c
         assert len(adaptation("compensated")) == 1 and len(adaptation("below_safe")) == 1
         daemon.link.close()
     daemon.registry.close()
+
+
+def test_a_reversed_and_weakened_leg_is_met_by_the_stored_weak_leg_champion_compensated(tmp_path: Path) -> None:
+    """A fault that reverses the front-left leg and leaves it at 60 %: compensating the live (nominal) champion
+    undoes the sign but not the weakness, and the factory's gait needs that leg. The daemon also compensates the
+    champion stored for a weak front-left leg, plays both on the gates' episodes in the regime, and stands in with
+    the better one: the weak-leg champion, registered as its child and gated there."""
+    from server_helpers import gate_and_promote
+
+    from srghn.deploy.champions import gate_champion
+    from srghn.deploy.portfolio import portfolio
+    from srghn.sim.factory import load_factory
+
+    robot = ANT.with_regime("reversed_weak", Regime(gain={"hip_1": -0.6, "ankle_1": -0.6}))
+    state, events = tmp_path / "state", []
+    daemon = Daemon(DaemonSettings(robot, state, population=2, episodes=1, init="scratch", workers=1),
+                    on_event=lambda topic, data: events.append((topic, data)))
+    daemon.registry = Registry.open(state, create=True)
+    sent = []
+    daemon.link = SimpleNamespace(send=sent.append)  # the server is not the subject here (see the test above)
+    nominal, weak = load_factory(robot), load_factory(robot, "weak_front_left")
+    register_policy(daemon.registry, robot, nominal.params, champion_id="ant-factory", regime="nominal",
+                    norm=nominal.norm)
+    gate_and_promote(daemon.registry, "ant-factory", robot="ant")
+    register_policy(daemon.registry, robot, weak.params, champion_id="ant-weak-fl", regime="weak_front_left",
+                    norm=weak.norm)
+    assert gate_champion(daemon.registry, "ant-weak-fl", "test", robot, regimes=("weak_front_left",)).passed
+    assert "reversed_weak" not in portfolio(daemon.registry, "ant")
+
+    with daemon.stand_in_lock:
+        assert daemon._compensate({"reversed_weak"}, daemon.registry)
+    (made,) = [d for t, d in events if t == "adaptation" and d["event"] == "compensated"]
+    assert made["candidates"]["ant-weak-fl"] > made["candidates"]["ant-factory"]
+    assert (made["champion"], made["from"], made["passed"]) == ("ant-weak-fl-for-reversed_weak", "ant-weak-fl", True)
+    stand_in = daemon.registry.get("ant-weak-fl-for-reversed_weak")
+    assert stand_in.parents == ("ant-weak-fl",) and stand_in.regime == "reversed_weak"
+    assert portfolio(daemon.registry, "ant")["reversed_weak"].id == stand_in.id and sent  # the server is told
+    daemon.registry.close()
