@@ -578,22 +578,33 @@ class Daemon:
         """The champion to compensate for ``regime`` and its compensated parameters (None: the regime reverses and
         permutes nothing), with every candidate's fitness on the gates' episodes there (empty: the live champion
         was the only candidate). Candidates: the live champion, then the champions stored for other regimes that
-        were not themselves made by compensation; the first of the best is chosen."""
+        were not themselves made by compensation; the first of the best is chosen. A stored champion that cannot
+        be loaded or exported is left out, never the reason the live one is not compensated."""
         definition = self.profile.regime(regime)
-        candidates = [live, *sorted((c for c in portfolio(registry, self.profile.name).values()
-                                     if c.id != live.id and c.meta.get("source") != "compensation"),
-                                    key=lambda c: c.id)]
-        made = [(c, compensate(self.profile, registry.load_params(c.id), definition)) for c in candidates]
-        if made[0][1] is None or len(made) == 1:
-            return live, made[0][1], {}
-        gates, scores = self.profile.gates, {}
-        for champion, params in made:
-            model = export_for_profile(self.profile, params, f"{champion.id}-for-{regime}",
-                                       norm=champion_norm(champion)).model
+        params = compensate(self.profile, registry.load_params(live.id), definition)
+        others = sorted((c for c in portfolio(registry, self.profile.name).values()
+                         if c.id != live.id and c.meta.get("source") != "compensation"), key=lambda c: c.id)
+        if params is None or not others:
+            return live, params, {}
+        gates, made, scores = self.profile.gates, {live.id: (live, params)}, {}
+        for champion in others:
+            try:
+                made[champion.id] = (champion, compensate(self.profile, registry.load_params(champion.id), definition))
+            except SrghnError as exc:
+                log.warning("stored champion %s not tried for regime %s: %s", champion.id, regime, exc)
+        for champion, candidate in made.values():
+            try:
+                model = export_for_profile(self.profile, candidate, f"{champion.id}-for-{regime}",
+                                           norm=champion_norm(champion)).model
+            except SrghnError as exc:
+                log.warning("champion %s compensated for regime %s not scored: %s", champion.id, regime, exc)
+                continue
             scores[champion.id] = round(regime_fitness(self.profile, model, regime, gates.episodes, gates.seed,
                                                        gates.max_steps), 3)
-        best = max(range(len(made)), key=lambda i: scores[made[i][0].id])  # max keeps the first of equals
-        return made[best][0], made[best][1], scores
+        if not scores:
+            return live, params, {}
+        best = max(scores, key=scores.__getitem__)  # the live champion first: max keeps the first of equals
+        return *made[best], scores
 
     def _check_safe(self, uncovered: set[str], registry: Registry) -> None:
         """Robots in a regime with no champion of its own are served the live champion, unless it does worse there
