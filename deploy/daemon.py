@@ -52,12 +52,12 @@ from srghn.controller.files import atomic_write
 from srghn.deploy import logs, placement
 from srghn.deploy import messages as m
 from srghn.deploy.adaptation import Adaptation, Identified, evolution_regime
-from srghn.deploy.champions import champion_norm, export_for_profile, gate_champion, register_policy, run_tag
+from srghn.deploy.champions import champion_norm, gate_champion, register_policy, run_tag
 from srghn.deploy.keys import CurveServer
 from srghn.deploy.link import ServerLink
 from srghn.deploy.portfolio import champion_for, portfolio, regime_scores
 from srghn.deploy.registry import Champion, Registry
-from srghn.deploy.release import decide, passed_in_regime
+from srghn.deploy.release import decide, gate_fitness, passed_in_regime
 from srghn.deploy.serve_config import SERVE_CONFIG, ServeConfig, choose_endpoints
 from srghn.deploy.signals import ExitFlag
 from srghn.deploy.state import (
@@ -72,7 +72,7 @@ from srghn.deploy.state import (
 )
 from srghn.errors import ServerConflict, ServerUnavailable
 from srghn.safety.drift import ReturnDriftDetector
-from srghn.safety.regime_trial import explain_returns, regime_fitness, safe_margin
+from srghn.safety.regime_trial import explain_returns, policy_fitness, safe_margin
 from srghn.sim.ancestry import Ancestry
 from srghn.sim.backends import make_evaluator
 from srghn.sim.compensate import compensate
@@ -207,6 +207,9 @@ class Daemon:
         """Who was born of whom in this run (pruned to the living population's ancestors)."""
         self.release_failed: set[str] = set()
         """Candidates whose export failed (never registered): not tried again."""
+        self.release_scores: dict[tuple[str, str], float] = {}
+        """Fitness on the gates' episodes (the release rule's measure) of candidates and of the champions they were
+        held to, by (id, regime)."""
         self.link: ServerLink | None = None
         self.supervisor: subprocess.Popen | None = None
         self.owns_server = False
@@ -351,21 +354,22 @@ class Daemon:
     # -- release: register, gate, promote ------------------------------------------------------------------------
 
     def _release(self, driver: Driver, record: GenerationRecord) -> None:
-        """Register the champion if it beats the best champion that passed in its regime (:mod:`srghn.deploy.
-        release`: failed candidates set no bar), gate it in that regime, and promote it through the server when it
-        passes and auto-promote is on."""
+        """Register the champion if, on the gates' episodes in its regime, it beats the best champion that passed
+        there (:mod:`srghn.deploy.release`: failed candidates set no bar), gate it in that regime, and promote it
+        through the server when it passes and auto-promote is on."""
         champion = driver.champion()
         regime = record.regime
         if champion.fitness is None or not math.isfinite(champion.fitness):
             return
         key = f"{self.tag}-i{champion.id}"
-        if key in self.release_failed:  # its export failed once: the same individual fails again
-            return
-        decision = decide(self.registry, self.profile.name, key, regime, float(champion.fitness))
-        if not decision.register:
+        if key in self.release_failed or self.registry.exists(key):  # what failed once fails again
             return
         try:
-            registered, report = self._register_and_gate(champion, key, record)
+            score = self._played(key, regime, lambda: (champion.params, champion.norm))
+            if not decide(self.registry, self.profile.name, key, regime, score,
+                          lambda passed: self._played_stored(passed, regime)).register:
+                return
+            registered, report = self._register_and_gate(champion, key, record, score)
         except SrghnError as exc:  # e.g. an export that fails its parity check: evolution goes on
             self.release_failed.add(key)
             self.counts["release_failed"] += 1
@@ -373,12 +377,34 @@ class Daemon:
             return
         self.counts["gate_passed" if report.passed else "gate_failed"] += 1
         self.publish("gate", {"champion": registered.id, "generation": record.generation, "regime": regime,
-                              "fitness": champion.fitness, "passed": report.passed,
-                              "failed_hard": report.failed_hard, "failed_soft": report.failed_soft,
-                              "incumbent": report.incumbent_id})
+                              "fitness": champion.fitness, "release_fitness": round(score, 3),
+                              "passed": report.passed, "failed_hard": report.failed_hard,
+                              "failed_soft": report.failed_soft, "incumbent": report.incumbent_id})
         if report.passed and self.settings.auto_promote:
             self._promote(registered.id, f"auto: passed the gates in regime {regime} at generation "
                                          f"{record.generation} (fitness {champion.fitness:.1f})")
+
+    def _played(self, champion_id: str, regime: str, policy: Callable[[], tuple]) -> float:
+        """A champion's fitness on the gates' episodes in ``regime``, its numpy policy (``policy()``: flat params and
+        normalizer) played once per champion and regime: the release rule's measure."""
+        if (champion_id, regime) not in self.release_scores:
+            if len(self.release_scores) >= 1024:
+                self.release_scores.clear()
+            gates = self.profile.gates
+            self.release_scores[champion_id, regime] = policy_fitness(self.profile, *policy(), regime,
+                                                                      gates.episodes, gates.seed, gates.max_steps)
+        return self.release_scores[champion_id, regime]
+
+    def _played_stored(self, champion: Champion, regime: str) -> float:
+        """:meth:`_played` for a registered champion; one whose files cannot be read counts with its gate score
+        (a broken stored champion must not stop every later release)."""
+        try:
+            return self._played(champion.id, regime,
+                                lambda: (self.registry.load_params(champion.id), champion_norm(champion)))
+        except SrghnError as exc:
+            log.warning("champion %s not played in regime %s: %s", champion.id, regime, exc)
+            score = gate_fitness(champion, regime)
+            return -math.inf if score is None else score
 
     def _release_factory(self, nominal: bool) -> None:
         """A robot whose population was just grown from its factory (``nominal``) and that has never had a live
@@ -418,18 +444,18 @@ class Daemon:
             return
         self.counts["gate_passed" if report.passed else "gate_failed"] += 1
         self.publish("gate", {"champion": key, "generation": None, "regime": gated_in, "fitness": fitness,
-                              "passed": report.passed, "failed_hard": report.failed_hard,
+                              "release_fitness": None, "passed": report.passed, "failed_hard": report.failed_hard,
                               "failed_soft": report.failed_soft, "incumbent": report.incumbent_id})
         if regime == NOMINAL and report.passed and self.settings.auto_promote:
             self._promote(key, f"auto: the factory champion passed the gates in regime {gated_in}")
 
-    def _register_and_gate(self, champion, key: str, record: GenerationRecord):
+    def _register_and_gate(self, champion, key: str, record: GenerationRecord, release_fitness: float):
         registered = register_policy(
             self.registry, self.profile, champion.params, champion_id=key, norm=champion.norm,
             parents=(f"{self.tag}-i{champion.parent_id}",) if champion.parent_id >= 0 else (),
             generation=record.generation, regime=record.regime, seed=self.settings.seed, run_dir=str(self.home),
             fitness={"fitness": float(champion.fitness), "population_best": record.best,
-                     "population_mean": record.mean},
+                     "population_mean": record.mean, "release_fitness": release_fitness},
             meta={"individual": int(champion.id), "run_tag": self.tag, "source": "daemon"},
             actor=self.settings.actor)
         self.counts["registered"] += 1
@@ -578,8 +604,9 @@ class Daemon:
         """The champion to compensate for ``regime`` and its compensated parameters (None: the regime reverses and
         permutes nothing), with every candidate's fitness on the gates' episodes there (empty: the live champion
         was the only candidate). Candidates: the live champion, then the champions stored for other regimes that
-        were not themselves made by compensation; the first of the best is chosen. A stored champion that cannot
-        be loaded or exported is left out, never the reason the live one is not compensated."""
+        were not themselves made by compensation; the first of the best is chosen. Each is played as its numpy
+        policy (only the chosen one is exported, by its registration); a stored champion that cannot be loaded is
+        left out, never the reason the live one is not compensated."""
         definition = self.profile.regime(regime)
         params = compensate(self.profile, registry.load_params(live.id), definition)
         others = sorted((c for c in portfolio(registry, self.profile.name).values()
@@ -594,13 +621,12 @@ class Daemon:
                 log.warning("stored champion %s not tried for regime %s: %s", champion.id, regime, exc)
         for champion, candidate in made.values():
             try:
-                model = export_for_profile(self.profile, candidate, f"{champion.id}-for-{regime}",
-                                           norm=champion_norm(champion)).model
+                norm = champion_norm(champion)
             except SrghnError as exc:
                 log.warning("champion %s compensated for regime %s not scored: %s", champion.id, regime, exc)
                 continue
-            scores[champion.id] = round(regime_fitness(self.profile, model, regime, gates.episodes, gates.seed,
-                                                       gates.max_steps), 3)
+            scores[champion.id] = round(policy_fitness(self.profile, candidate, norm, regime, gates.episodes,
+                                                       gates.seed, gates.max_steps), 3)
         if not scores:
             return live, params, {}
         best = max(scores, key=scores.__getitem__)  # the live champion first: max keeps the first of equals

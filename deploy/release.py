@@ -1,21 +1,22 @@
 """The release rule: which of the shadow simulator's champions the daemon registers and gates.
 
-A candidate is held to the champions of **its own regime**, never to whatever was registered last: it is
-registered (then gated) when its shadow fitness beats the best champion that passed its gates in that regime (the
-regime's live champion among them), or when the regime has none yet. A passed champion counts with what it
-*showed* in that regime: its fitness on the gate's fixed-seed episodes there (its report's ``above_safe[regime]``
-measurement), else its shadow fitness -- so one lucky shadow score that passed with a mediocre gate score does not
-hold every later and better candidate back either. A candidate that fails its gates sets no bar:
-the next better-than-passed champion is tried again, so one lucky fitness that the gates reject cannot stall the
-releases of a long run. The same individual is never registered twice (the registry knows it).
+A candidate is held to the champions of **its own regime**, never to whatever was registered last, and on the
+**same episodes**: it is registered (then gated) when its fitness on the gates' fixed-seed episodes in that regime
+beats what the best champion that passed its gates there showed on them (its report's ``above_safe[regime]``
+measurement), or when the regime has no such champion yet. The shadow fitness does not enter: a lucky one-episode
+score would hold later and better candidates back, and where the gates cut episodes short (Ant: 200 of 1000 steps)
+the two are not even on one scale -- compared with each other, nearly every new champion was gated, and the
+regression gate's tolerance let a slightly worse one replace the live one, again and again.
 
-Fitness here is the shadow fitness recorded at registration (``fitness.fitness``); champions registered without
-one (a factory champion) are not a bar. No torch on this path.
+A candidate that fails its gates sets no bar: the next better champion is tried again, so one that the gates
+reject cannot stall the releases of a long run. The same individual is never registered twice (the registry knows
+it). No torch on this path.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from srghn.deploy.registry import Champion, Registry
@@ -30,14 +31,20 @@ def shadow_fitness(champion: Champion) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
-def regime_score(champion: Champion, regime: str) -> float | None:
-    """What a champion showed in ``regime``: its mean fitness on the gate episodes there, else its shadow fitness
-    (None: neither was recorded)."""
+def gate_fitness(champion: Champion, regime: str) -> float | None:
+    """A champion's mean fitness on the gates' episodes in ``regime`` (None: not gated there)."""
     report = champion.gate_report
     gate = next((g for g in report.gates if g.name == f"above_safe[{regime}]"), None) if report else None
     if gate is not None and isinstance(gate.measured, int | float) and math.isfinite(gate.measured):
         return float(gate.measured)
-    return shadow_fitness(champion)
+    return None
+
+
+def regime_score(champion: Champion, regime: str) -> float | None:
+    """What a champion showed in ``regime``, to rank the champions of a regime: its :func:`gate_fitness` there,
+    else its shadow fitness (None: neither was recorded)."""
+    score = gate_fitness(champion, regime)
+    return shadow_fitness(champion) if score is None else score
 
 
 def passed_in_regime(registry: Registry, robot: str, regime: str, exclude: str | None = None) -> list[Champion]:
@@ -62,16 +69,22 @@ class Decision:
     bar_fitness: float | None = None
 
 
-def decide(registry: Registry, robot: str, candidate_id: str, regime: str, fitness: float) -> Decision:
-    """Whether the candidate ``candidate_id`` (shadow ``fitness`` in ``regime``) is registered and gated."""
+def decide(registry: Registry, robot: str, candidate_id: str, regime: str, fitness: float,
+           played: Callable[[Champion], float] | None = None) -> Decision:
+    """Whether the candidate ``candidate_id``, with ``fitness`` on the gates' episodes in ``regime``, is registered
+    and gated. ``played``: the same measurement of a passed champion (the daemon plays both as numpy policies,
+    :func:`srghn.safety.regime_trial.policy_fitness`: float rounding apart from the artifact's moves an Ant's
+    200-step score by a few per cent, which must not decide); None: its :func:`gate_fitness`."""
     if not math.isfinite(fitness):
         return Decision(False, f"fitness {fitness} is not finite")
     if registry.exists(candidate_id):
         return Decision(False, f"{candidate_id} is registered already")
-    best = next((c for c in passed_in_regime(registry, robot, regime) if regime_score(c, regime) is not None), None)
+    shown = ((c, gate_fitness(c, regime)) for c in passed_in_regime(registry, robot, regime))
+    best, bar = next(((c, score) for c, score in shown if score is not None), (None, None))
     if best is None:
-        return Decision(True, f"regime {regime} has no champion that passed its gates yet")
-    bar = regime_score(best, regime)
+        return Decision(True, f"regime {regime} has no champion that passed its gates there yet")
+    if played is not None:
+        bar = played(best)
     if fitness > bar:
         return Decision(True, f"fitness {fitness:.2f} beats {best.id} ({bar:.2f}), the best passed in {regime}",
                         best.id, bar)
@@ -79,4 +92,5 @@ def decide(registry: Registry, robot: str, candidate_id: str, regime: str, fitne
                     best.id, bar)
 
 
-__all__ = ["PASSED_STATUSES", "Decision", "decide", "passed_in_regime", "regime_score", "shadow_fitness"]
+__all__ = ["PASSED_STATUSES", "Decision", "decide", "gate_fitness", "passed_in_regime", "regime_score",
+           "shadow_fitness"]

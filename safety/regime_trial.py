@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from srghn.controller.normalizer import ObsNorm
 from srghn.controller.onnx_policy import OnnxPolicy
+from srghn.controller.policy import PolicySpec
 from srghn.safety.scenarios import run_scenarios
 from srghn.sim.profiles import RobotProfile
 
@@ -67,6 +69,26 @@ def regime_fitness(profile: RobotProfile, model: bytes | None, regime: str, epis
     return run_scenarios(profile, policy, (regime,), episodes, seed, max_steps)[regime].fitness
 
 
+class NumpyPolicy:
+    """A policy before export: the numpy network the ONNX export is parity-checked against (1e-5), with its frozen
+    normalizer, acting on raw observations like the artifact will."""
+
+    def __init__(self, spec: PolicySpec, params: np.ndarray, norm: ObsNorm | None) -> None:
+        self.spec, self.params, self.norm = spec, np.asarray(params, dtype=np.float32)[None], norm
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        x = obs if self.norm is None else self.norm.apply(obs)
+        return self.spec.act(np.repeat(self.params, len(obs), axis=0), x)
+
+
+def policy_fitness(profile: RobotProfile, params: np.ndarray, norm: ObsNorm | None, regime: str, episodes: int,
+                   seed: int, max_steps: int | None = None) -> float:
+    """:func:`regime_fitness` of a policy not exported yet (flat ``params`` and its normalizer): how the daemon ranks
+    candidates on the gates' episodes without exporting each one."""
+    return run_scenarios(profile, NumpyPolicy(profile.policy, params, norm), (regime,), episodes, seed,
+                         max_steps)[regime].fitness
+
+
 def safe_margin(profile: RobotProfile, model: bytes, regime: str, episodes: int, seed: int,
                 max_steps: int | None = None) -> tuple[float, float]:
     """The mean fitness in ``regime`` of a champion (ONNX bytes) and of the safe action, on the same fixed-seed
@@ -75,4 +97,4 @@ def safe_margin(profile: RobotProfile, model: bytes, regime: str, episodes: int,
             regime_fitness(profile, None, regime, episodes, seed, max_steps))
 
 
-__all__ = ["RegimeTrial", "explain_returns", "regime_fitness", "safe_margin"]
+__all__ = ["NumpyPolicy", "RegimeTrial", "explain_returns", "policy_fitness", "regime_fitness", "safe_margin"]

@@ -1,6 +1,7 @@
 """Regression scenarios: fixed-seed episodes of the robot's simulator, driven by an ONNX artifact in ORT.
 
-The artifact itself runs (not the numpy policy it came from), so a scenario tests what would reach the robot.
+The gates run the artifact itself (not the numpy policy it came from), so a scenario tests what would reach the
+robot; any policy with a batched ``act(obs)`` plays the same episodes.
 Episodes of one regime step side by side with one batched ONNX Runtime call per step. Fitness follows the
 evaluator's convention (return minus ``reward_offset`` per step).
 """
@@ -8,13 +9,19 @@ evaluator's convention (return minus ``reward_offset`` per step).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import gymnasium as gym
 import numpy as np
 
-from srghn.controller.onnx_policy import OnnxPolicy
 from srghn.sim.evaluator import make_env, play_episodes
 from srghn.sim.profiles import RobotProfile
+
+
+class Actor(Protocol):
+    """A policy acting on a batch of raw observations (:class:`srghn.controller.onnx_policy.OnnxPolicy`, ...)."""
+
+    def act(self, obs: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -35,7 +42,7 @@ class ScenarioResult:
         return {"fitness": self.fitness, "return": self.mean_return, "steps": float(self.min_steps)}[name]
 
 
-def run_scenarios(profile: RobotProfile, policy: OnnxPolicy | None, regimes: tuple[str, ...], episodes: int,
+def run_scenarios(profile: RobotProfile, policy: Actor | None, regimes: tuple[str, ...], episodes: int,
                   seed: int, max_steps: int | None = None) -> dict[str, ScenarioResult]:
     """Episodes ``seed, seed + 1, ...`` in every regime; the same seeds for every policy (common random numbers).
     ``policy`` ``None``: the robot's safe action at every step (what the server sends before any champion)."""
@@ -47,7 +54,7 @@ def run_scenarios(profile: RobotProfile, policy: OnnxPolicy | None, regimes: tup
             env.close()
 
 
-def _run_regime(envs: list[gym.Env], profile: RobotProfile, policy: OnnxPolicy | None, regime: str, seed: int,
+def _run_regime(envs: list[gym.Env], profile: RobotProfile, policy: Actor | None, regime: str, seed: int,
                 max_steps: int | None) -> ScenarioResult:
     seeds = np.arange(seed, seed + len(envs))
     if policy is None:

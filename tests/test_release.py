@@ -1,8 +1,10 @@
-"""The daemon's release rule (issue 13): candidates are held to the best champion that passed in their own regime,
-a candidate that fails its gates never blocks later ones, and weak champions of any regime fail a hard floor.
+"""The daemon's release rule (issue 13): candidates are held, on the gates' own episodes, to the best champion
+that passed in their own regime, a candidate that fails its gates never blocks later ones, and weak champions of
+any regime fail a hard floor.
 
-The daemon's real release path runs (export, registry file, gate suite in the simulator); only the population is
-replaced by a fixed sequence of shadow champions, so the test says which fitness each candidate was scored with."""
+The daemon's real release path runs (its episodes on the gate seeds, export, registry file, gate suite in the
+simulator); only the population is replaced by a fixed sequence of shadow champions, so the test says which
+shadow fitness each candidate had -- which the rule must not look at."""
 
 from __future__ import annotations
 
@@ -63,12 +65,12 @@ def offer(daemon: Daemon, driver: ShadowChampions, individual: int, gains: tuple
     return f"{daemon.tag}-i{individual}"
 
 
-def test_a_lucky_candidate_that_fails_its_gates_does_not_stall_later_releases(daemon: Daemon) -> None:
+def test_a_candidate_that_fails_its_gates_does_not_stall_later_releases(daemon: Daemon) -> None:
     driver = ShadowChampions()
-    lucky = offer(daemon, driver, 7, WEAK, 500.0, generation=5)  # a lucky shadow score; balances ~42 steps
-    assert daemon.registry.get(lucky).status == "failed"
-    assert "floor[nominal]" in daemon.registry.get(lucky).gate_report.failed_hard
-    # The same individual is not registered again; a later, really good champion scored below the lucky one is.
+    weak = offer(daemon, driver, 7, WEAK, 500.0, generation=5)  # a lucky shadow score; balances ~42 steps
+    assert daemon.registry.get(weak).status == "failed"  # no bar yet: registered, then failed
+    assert "floor[nominal]" in daemon.registry.get(weak).gate_report.failed_hard
+    # The same individual is not registered again; a later, really good champion is.
     offer(daemon, driver, 7, WEAK, 500.0, generation=10)
     assert daemon.counts["registered"] == 1
     good = offer(daemon, driver, 12, GOOD, 480.0, generation=15)
@@ -78,18 +80,40 @@ def test_a_lucky_candidate_that_fails_its_gates_does_not_stall_later_releases(da
 
 def test_candidates_are_held_to_the_best_champion_that_passed_in_their_own_regime(daemon: Daemon) -> None:
     driver = ShadowChampions()
-    # A lucky shadow score (480) that passed with a mediocre gate score (about 384 steps): what it showed counts.
-    nominal = offer(daemon, driver, 3, MEDIOCRE, 480.0, generation=5)
+    nominal = offer(daemon, driver, 3, MEDIOCRE, 480.0, generation=5)  # about 384 steps on the gate seeds
     assert daemon.registry.get(nominal).status == "passed"
-    # No regression: a candidate of the same regime that does not beat it is not even registered ...
-    assert not daemon.registry.exists(offer(daemon, driver, 4, GOOD, 350.0, generation=10))
-    # ... a better one is, though its shadow score is below the lucky one's ...
-    better = offer(daemon, driver, 5, GOOD, 470.0, generation=15)
+    # No regression: a candidate that does no better on the gates' episodes is not even registered, whatever
+    # its shadow score ...
+    assert not daemon.registry.exists(offer(daemon, driver, 4, MEDIOCRE, 499.0, generation=10))
+    # ... a better one is, though its shadow score is below the first one's ...
+    better = offer(daemon, driver, 5, GOOD, 350.0, generation=15)
     assert daemon.registry.get(better).status == "passed"
+    assert daemon.registry.get(better).fitness["release_fitness"] == 500.0
     # ... and the first candidate of another regime is compared with that regime's champions only.
     inverted = offer(daemon, driver, 6, INVERTED_GOOD, 300.0, generation=20, regime="inverted")
     assert daemon.registry.get(inverted).status == "passed"
     assert not daemon.registry.exists(offer(daemon, driver, 7, GOOD, 499.0, generation=25))  # 500 showed: the cap
+
+
+def test_where_the_gates_cut_episodes_short_a_candidate_is_held_to_them_not_to_its_shadow_scale(
+        tmp_path: Path) -> None:
+    """The shadow simulator plays whole episodes (500 steps here), the gates 100: every candidate's shadow fitness
+    beats any gate score. Compared with each other, a champion no better than the live one was gated, and passed
+    (the regression gate's tolerance), so the live champion could be replaced by a worse one step by step."""
+    short = dataclasses.replace(CARTPOLE, gates=dataclasses.replace(CARTPOLE.gates, max_steps=100))
+    daemon = Daemon(DaemonSettings(short, tmp_path / "state", auto_promote=False))
+    daemon.registry = Registry.open(tmp_path / "state", create=True)
+    daemon.home.mkdir(parents=True, exist_ok=True)
+    daemon.tag = "cartpole-s0-short"
+    try:
+        driver = ShadowChampions()
+        good = offer(daemon, driver, 1, GOOD, 500.0, generation=5)
+        assert daemon.registry.get(good).status == "passed"
+        assert not daemon.registry.exists(offer(daemon, driver, 2, MEDIOCRE, 384.0, generation=10))
+        assert not daemon.registry.exists(offer(daemon, driver, 3, WEAK, 480.0, generation=15))
+        assert daemon.counts["registered"] == 1
+    finally:
+        daemon.registry.close()
 
 
 def test_a_weak_champion_of_the_inverted_regime_fails_a_hard_floor(daemon: Daemon) -> None:
