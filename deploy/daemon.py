@@ -208,8 +208,7 @@ class Daemon:
         self.release_failed: set[str] = set()
         """Candidates whose export failed (never registered): not tried again."""
         self.release_scores: dict[tuple[str, str], float] = {}
-        """Fitness on the gates' episodes (the release rule's measure) of candidates and of the champions they were
-        held to, by (id, regime)."""
+        """:meth:`_played` scores, by (id, regime)."""
         self.link: ServerLink | None = None
         self.supervisor: subprocess.Popen | None = None
         self.owns_server = False
@@ -385,15 +384,18 @@ class Daemon:
                                          f"{record.generation} (fitness {champion.fitness:.1f})")
 
     def _played(self, champion_id: str, regime: str, policy: Callable[[], tuple]) -> float:
-        """A champion's fitness on the gates' episodes in ``regime``, its numpy policy (``policy()``: flat params and
-        normalizer) played once per champion and regime: the release rule's measure."""
-        if (champion_id, regime) not in self.release_scores:
+        """A champion's mean fitness on whole episodes in ``regime`` from the gates' seeds, its numpy policy
+        (``policy()``: flat params and normalizer) played once per champion and regime: how the release rule and
+        the stand-in rank champions. Whole episodes, not the gates' shortened ones: on Ant's 200 steps the float
+        rounding between numpy and the artifact alone moves a score by 4 %, as much as champions differ."""
+        score = self.release_scores.get((champion_id, regime))
+        if score is None:
+            gates = self.profile.gates
+            score = policy_fitness(self.profile, *policy(), regime, gates.episodes, gates.seed)
             if len(self.release_scores) >= 1024:
                 self.release_scores.clear()
-            gates = self.profile.gates
-            self.release_scores[champion_id, regime] = policy_fitness(self.profile, *policy(), regime,
-                                                                      gates.episodes, gates.seed, gates.max_steps)
-        return self.release_scores[champion_id, regime]
+            self.release_scores[champion_id, regime] = score
+        return score
 
     def _played_stored(self, champion: Champion, regime: str) -> float:
         """:meth:`_played` for a registered champion; one whose files cannot be read counts with its gate score
@@ -602,18 +604,18 @@ class Daemon:
 
     def _stand_in(self, registry: Registry, live: Champion, regime: str) -> tuple[Champion, np.ndarray | None, dict]:
         """The champion to compensate for ``regime`` and its compensated parameters (None: the regime reverses and
-        permutes nothing), with every candidate's fitness on the gates' episodes there (empty: the live champion
-        was the only candidate). Candidates: the live champion, then the champions stored for other regimes that
-        were not themselves made by compensation; the first of the best is chosen. Each is played as its numpy
-        policy (only the chosen one is exported, by its registration); a stored champion that cannot be loaded is
-        left out, never the reason the live one is not compensated."""
+        permutes nothing), with every candidate's fitness there (:meth:`_played`; empty: the live champion was the
+        only candidate). Candidates: the live champion, then the champions stored for other regimes that were not
+        themselves made by compensation; the first of the best is chosen (only it is exported, by its
+        registration). A stored champion that cannot be loaded is left out, never the reason the live one is not
+        compensated."""
         definition = self.profile.regime(regime)
         params = compensate(self.profile, registry.load_params(live.id), definition)
         others = sorted((c for c in portfolio(registry, self.profile.name).values()
                          if c.id != live.id and c.meta.get("source") != "compensation"), key=lambda c: c.id)
         if params is None or not others:
             return live, params, {}
-        gates, made, scores = self.profile.gates, {live.id: (live, params)}, {}
+        made, scores = {live.id: (live, params)}, {}
         for champion in others:
             try:
                 made[champion.id] = (champion, compensate(self.profile, registry.load_params(champion.id), definition))
@@ -625,8 +627,8 @@ class Daemon:
             except SrghnError as exc:
                 log.warning("champion %s compensated for regime %s not scored: %s", champion.id, regime, exc)
                 continue
-            scores[champion.id] = round(policy_fitness(self.profile, candidate, norm, regime, gates.episodes,
-                                                       gates.seed, gates.max_steps), 3)
+            scores[champion.id] = round(self._played(f"{champion.id}-for-{regime}", regime,
+                                                     lambda c=candidate, n=norm: (c, n)), 3)
         if not scores:
             return live, params, {}
         best = max(scores, key=scores.__getitem__)  # the live champion first: max keeps the first of equals

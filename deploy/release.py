@@ -1,12 +1,13 @@
 """The release rule: which of the shadow simulator's champions the daemon registers and gates.
 
 A candidate is held to the champions of **its own regime**, never to whatever was registered last, and on the
-**same episodes**: it is registered (then gated) when its fitness on the gates' fixed-seed episodes in that regime
-beats what the best champion that passed its gates there showed on them (its report's ``above_safe[regime]``
-measurement), or when the regime has no such champion yet. The shadow fitness does not enter: a lucky one-episode
-score would hold later and better candidates back, and where the gates cut episodes short (Ant: 200 of 1000 steps)
-the two are not even on one scale -- compared with each other, nearly every new champion was gated, and the
-regression gate's tolerance let a slightly worse one replace the live one, again and again.
+**same episodes**: it is registered (then gated) when its fitness on whole episodes from the gates' fixed seeds in
+that regime beats the same measurement of the best champion that passed its gates there, or when the regime has
+no such champion yet. The daemon plays both as numpy policies (:func:`srghn.safety.regime_trial.policy_fitness`).
+The shadow fitness does not enter: it is one episode, sometimes lucky, and not on the gates' scale where they cut
+episodes short (Ant: 200 of 1000 steps) -- compared with their scores, nearly every new Ant champion was gated,
+and the regression gate's tolerance let each replace the live one a little worse. Nor do the gates' short episodes
+rank: on them, float rounding alone (numpy against the artifact) moves an Ant's score as much as champions differ.
 
 A candidate that fails its gates sets no bar: the next better champion is tried again, so one that the gates
 reject cannot stall the releases of a long run. The same individual is never registered twice (the registry knows
@@ -71,10 +72,9 @@ class Decision:
 
 def decide(registry: Registry, robot: str, candidate_id: str, regime: str, fitness: float,
            played: Callable[[Champion], float] | None = None) -> Decision:
-    """Whether the candidate ``candidate_id``, with ``fitness`` on the gates' episodes in ``regime``, is registered
-    and gated. ``played``: the same measurement of a passed champion (the daemon plays both as numpy policies,
-    :func:`srghn.safety.regime_trial.policy_fitness`: float rounding apart from the artifact's moves an Ant's
-    200-step score by a few per cent, which must not decide); None: its :func:`gate_fitness`."""
+    """Whether the candidate ``candidate_id``, with ``fitness`` in ``regime``, is registered and gated.
+    ``played``: the same measurement of a passed champion (the module docstring); None: the candidate's
+    ``fitness`` was measured as the gates measure, and a passed champion counts with its :func:`gate_fitness`."""
     if not math.isfinite(fitness):
         return Decision(False, f"fitness {fitness} is not finite")
     if registry.exists(candidate_id):

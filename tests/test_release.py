@@ -1,5 +1,5 @@
-"""The daemon's release rule (issue 13): candidates are held, on the gates' own episodes, to the best champion
-that passed in their own regime, a candidate that fails its gates never blocks later ones, and weak champions of
+"""The daemon's release rule (issue 13): candidates are held to the best champion that passed in their own
+regime, both played on whole episodes from the gates' seeds, a candidate that fails its gates never blocks later ones, and weak champions of
 any regime fail a hard floor.
 
 The daemon's real release path runs (its episodes on the gate seeds, export, registry file, gate suite in the
@@ -95,11 +95,11 @@ def test_candidates_are_held_to_the_best_champion_that_passed_in_their_own_regim
     assert not daemon.registry.exists(offer(daemon, driver, 7, GOOD, 499.0, generation=25))  # 500 showed: the cap
 
 
-def test_where_the_gates_cut_episodes_short_a_candidate_is_held_to_them_not_to_its_shadow_scale(
+def test_where_the_gates_cut_episodes_short_a_candidate_is_measured_as_the_champion_it_is_held_to(
         tmp_path: Path) -> None:
     """The shadow simulator plays whole episodes (500 steps here), the gates 100: every candidate's shadow fitness
-    beats any gate score. Compared with each other, a champion no better than the live one was gated, and passed
-    (the regression gate's tolerance), so the live champion could be replaced by a worse one step by step."""
+    beats any gate score. Compared with each other, a champion worse than the live one was gated, and passed (the
+    regression gate's tolerance), so the live champion could be replaced by a worse one step by step."""
     short = dataclasses.replace(CARTPOLE, gates=dataclasses.replace(CARTPOLE.gates, max_steps=100))
     daemon = Daemon(DaemonSettings(short, tmp_path / "state", auto_promote=False))
     daemon.registry = Registry.open(tmp_path / "state", create=True)
