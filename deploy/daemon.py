@@ -57,7 +57,7 @@ from srghn.deploy.keys import CurveServer
 from srghn.deploy.link import ServerLink
 from srghn.deploy.portfolio import champion_for, portfolio, regime_scores
 from srghn.deploy.registry import Champion, Registry
-from srghn.deploy.release import decide, gate_fitness, passed_in_regime
+from srghn.deploy.release import decide, passed_in_regime
 from srghn.deploy.serve_config import SERVE_CONFIG, ServeConfig, choose_endpoints
 from srghn.deploy.signals import ExitFlag
 from srghn.deploy.state import (
@@ -353,9 +353,9 @@ class Daemon:
     # -- release: register, gate, promote ------------------------------------------------------------------------
 
     def _release(self, driver: Driver, record: GenerationRecord) -> None:
-        """Register the champion if, on the gates' episodes in its regime, it beats the best champion that passed
-        there (:mod:`srghn.deploy.release`: failed candidates set no bar), gate it in that regime, and promote it
-        through the server when it passes and auto-promote is on."""
+        """Register the champion if it beats the best champion that passed in its regime, both measured by
+        :meth:`_played` (:mod:`srghn.deploy.release`: failed candidates set no bar), gate it in that regime, and
+        promote it through the server when it passes and auto-promote is on."""
         champion = driver.champion()
         regime = record.regime
         if champion.fitness is None or not math.isfinite(champion.fitness):
@@ -398,15 +398,14 @@ class Daemon:
         return score
 
     def _played_stored(self, champion: Champion, regime: str) -> float:
-        """:meth:`_played` for a registered champion; one whose files cannot be read counts with its gate score
-        (a broken stored champion must not stop every later release)."""
+        """:meth:`_played` for a registered champion; one whose files cannot be read sets no bar (a broken stored
+        champion must not stop every later release; the gates still measure against the live one)."""
         try:
             return self._played(champion.id, regime,
                                 lambda: (self.registry.load_params(champion.id), champion_norm(champion)))
         except SrghnError as exc:
             log.warning("champion %s not played in regime %s: %s", champion.id, regime, exc)
-            score = gate_fitness(champion, regime)
-            return -math.inf if score is None else score
+            return -math.inf
 
     def _release_factory(self, nominal: bool) -> None:
         """A robot whose population was just grown from its factory (``nominal``) and that has never had a live

@@ -1,13 +1,14 @@
 """The release rule: which of the shadow simulator's champions the daemon registers and gates.
 
-A candidate is held to the champions of **its own regime**, never to whatever was registered last, and on the
-**same episodes**: it is registered (then gated) when its fitness on whole episodes from the gates' fixed seeds in
-that regime beats the same measurement of the best champion that passed its gates there, or when the regime has
-no such champion yet. The daemon plays both as numpy policies (:func:`srghn.safety.regime_trial.policy_fitness`).
-The shadow fitness does not enter: it is one episode, sometimes lucky, and not on the gates' scale where they cut
-episodes short (Ant: 200 of 1000 steps) -- compared with their scores, nearly every new Ant champion was gated,
-and the regression gate's tolerance let each replace the live one a little worse. Nor do the gates' short episodes
-rank: on them, float rounding alone (numpy against the artifact) moves an Ant's score as much as champions differ.
+A candidate is held to the champions of **its own regime**, never to whatever was registered last, and on the **same
+episodes**: it is registered (then gated) when its fitness on whole episodes from the gates' fixed seeds in that
+regime beats the same measurement of the best champion that passed its gates there (best by its gate score), or when
+the regime has no such champion yet. The daemon plays both as numpy policies
+(:func:`srghn.safety.regime_trial.policy_fitness`). The shadow fitness does not enter: it is one episode, sometimes
+lucky, and not on the gates' scale where they cut episodes short (Ant: 200 of 1000 steps) -- compared with their
+scores, nearly every new Ant champion was gated, and the regression gate's tolerance let each replace the live one a
+little worse. Nor do the gates' short episodes rank: on them, float rounding alone (numpy against the artifact)
+moves an Ant's score as much as champions differ.
 
 A candidate that fails its gates sets no bar: the next better champion is tried again, so one that the gates
 reject cannot stall the releases of a long run. The same individual is never registered twice (the registry knows
@@ -71,20 +72,17 @@ class Decision:
 
 
 def decide(registry: Registry, robot: str, candidate_id: str, regime: str, fitness: float,
-           played: Callable[[Champion], float] | None = None) -> Decision:
-    """Whether the candidate ``candidate_id``, with ``fitness`` in ``regime``, is registered and gated.
-    ``played``: the same measurement of a passed champion (the module docstring); None: the candidate's
-    ``fitness`` was measured as the gates measure, and a passed champion counts with its :func:`gate_fitness`."""
+           played: Callable[[Champion], float]) -> Decision:
+    """Whether the candidate ``candidate_id``, with ``fitness`` in ``regime``, is registered and gated;
+    ``played(champion)`` measures a passed champion the same way (the module docstring)."""
     if not math.isfinite(fitness):
         return Decision(False, f"fitness {fitness} is not finite")
     if registry.exists(candidate_id):
         return Decision(False, f"{candidate_id} is registered already")
-    shown = ((c, gate_fitness(c, regime)) for c in passed_in_regime(registry, robot, regime))
-    best, bar = next(((c, score) for c, score in shown if score is not None), (None, None))
+    best = next((c for c in passed_in_regime(registry, robot, regime) if gate_fitness(c, regime) is not None), None)
     if best is None:
         return Decision(True, f"regime {regime} has no champion that passed its gates there yet")
-    if played is not None:
-        bar = played(best)
+    bar = played(best)
     if fitness > bar:
         return Decision(True, f"fitness {fitness:.2f} beats {best.id} ({bar:.2f}), the best passed in {regime}",
                         best.id, bar)

@@ -1,6 +1,6 @@
-"""The daemon's release rule (issue 13): candidates are held to the best champion that passed in their own
-regime, both played on whole episodes from the gates' seeds, a candidate that fails its gates never blocks later ones, and weak champions of
-any regime fail a hard floor.
+"""The daemon's release rule (issue 13): candidates are held to the best champion that passed in their own regime, both
+played on whole episodes from the gates' seeds, a candidate that fails its gates never blocks later ones, and weak
+champions of any regime fail a hard floor.
 
 The daemon's real release path runs (its episodes on the gate seeds, export, registry file, gate suite in the
 simulator); only the population is replaced by a fixed sequence of shadow champions, so the test says which
@@ -18,7 +18,7 @@ from champion_helpers import cartpole_controller
 
 from srghn.deploy.champions import gate_champion, register_policy
 from srghn.deploy.daemon import Daemon, DaemonSettings
-from srghn.deploy.registry import Registry
+from srghn.deploy.registry import PARAMS_SUFFIX, Registry
 from srghn.sim.driver import ChampionPolicy
 from srghn.sim.profiles import load_profile
 from srghn.sim.records import GenerationRecord
@@ -114,6 +114,17 @@ def test_where_the_gates_cut_episodes_short_a_candidate_is_measured_as_the_champ
         assert daemon.counts["registered"] == 1
     finally:
         daemon.registry.close()
+
+
+def test_a_stored_champion_whose_files_no_longer_verify_sets_no_bar(daemon: Daemon) -> None:
+    driver = ShadowChampions()
+    first = offer(daemon, driver, 3, GOOD, 500.0, generation=5)
+    path = daemon.registry.artifacts.path(daemon.registry.get(first).params_sha256, PARAMS_SUFFIX)
+    path.write_bytes(path.read_bytes()[:-1] + bytes([path.read_bytes()[-1] ^ 1]))
+    daemon.release_scores.clear()  # as after a restart: nothing played yet
+    # The bar cannot be played: the next candidate is registered and gated, not given up as a failed release.
+    nxt = offer(daemon, driver, 4, MEDIOCRE, 400.0, generation=10)
+    assert daemon.registry.exists(nxt) and daemon.counts["release_failed"] == 0
 
 
 def test_a_weak_champion_of_the_inverted_regime_fails_a_hard_floor(daemon: Daemon) -> None:
