@@ -83,8 +83,8 @@ class NumpyPolicy:
 
 def policy_fitness(profile: RobotProfile, params: np.ndarray, norm: ObsNorm | None, regime: str, episodes: int,
                    seed: int, max_steps: int | None = None) -> float:
-    """:func:`regime_fitness` of a policy not exported yet (flat ``params`` and its normalizer): how the daemon ranks
-    candidates on the gates' episodes without exporting each one."""
+    """:func:`regime_fitness` of a policy not exported yet (flat ``params`` and its normalizer), on the same seeds:
+    the daemon ranks candidates with it on whole episodes (``max_steps`` None) without exporting each one."""
     return run_scenarios(profile, NumpyPolicy(profile.policy, params, norm), (regime,), episodes, seed,
                          max_steps)[regime].fitness
 
