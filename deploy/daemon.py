@@ -386,8 +386,8 @@ class Daemon:
     def _played(self, champion_id: str, regime: str, policy: Callable[[], tuple]) -> float:
         """A champion's mean fitness on whole episodes in ``regime`` from the gates' seeds, its numpy policy
         (``policy()``: flat params and normalizer) played once per champion and regime: how the release rule and
-        the stand-in rank champions. Whole episodes, not the gates' shortened ones: on Ant's 200 steps the float
-        rounding between numpy and the artifact alone moves a score by 4 %, as much as champions differ."""
+        the stand-in rank champions. Whole episodes whatever the gates' length: on 200 Ant steps the float rounding
+        between numpy and the artifact alone moved a score by 4 %, as much as champions differ."""
         score = self.release_scores.get((champion_id, regime))
         if score is None:
             gates = self.profile.gates

@@ -5,10 +5,10 @@ episodes**: it is registered (then gated) when its fitness on whole episodes fro
 regime beats the same measurement of the best champion that passed its gates there (best by its gate score), or when
 the regime has no such champion yet. The daemon plays both as numpy policies
 (:func:`srghn.safety.regime_trial.policy_fitness`). The shadow fitness does not enter: it is one episode, sometimes
-lucky, and not on the gates' scale where they cut episodes short (Ant: 200 of 1000 steps) -- compared with their
-scores, nearly every new Ant champion was gated, and the regression gate's tolerance let each replace the live one a
-little worse. Nor do the gates' short episodes rank: on them, float rounding alone (numpy against the artifact)
-moves an Ant's score as much as champions differ.
+lucky, and not on the gates' scale where a profile cuts gate episodes short (Ant's did, at 200 of 1000 steps) --
+compared with those scores, nearly every new Ant champion was gated, and the regression gate's tolerance let each
+replace the live one a little worse. Nor do short gate episodes rank: on Ant's 200 steps, float rounding alone (numpy
+against the artifact) moved a score as much as champions differ.
 
 A candidate that fails its gates sets no bar: the next better champion is tried again, so one that the gates
 reject cannot stall the releases of a long run. The same individual is never registered twice (the registry knows
