@@ -18,18 +18,17 @@ from pathlib import Path
 import numpy as np
 
 from srghn.controller.checkpoint import load_population
-from srghn.sim.factory import standard_return
+from srghn.sim.factory import population_returns
 from srghn.sim.profiles import load_profile
 
 
-def population_returns(profile, run_dir: Path, seeds: range) -> dict:
+def run_returns(profile, run_dir: Path, seeds: range) -> dict:
     """Mean standard return on ``seeds`` of every individual of the run's final population, fittest first."""
     population = load_population(run_dir / "population.npz")
-    strategy = population.strategy
-    order = np.argsort(-np.where(np.isnan(strategy.fitness), -np.inf, strategy.fitness), kind="stable")
-    means = [standard_return(profile, strategy.policies[i], population.norm, seeds)["mean"] for i in order]
+    means = [r["mean"] for r in population_returns(profile, population, seeds)[1]]
     summary = json.loads((run_dir / "summary.json").read_text())
-    return {"run": str(run_dir), "generation": strategy.generation, "env_steps": summary.get("total_env_steps"),
+    return {"run": str(run_dir), "generation": population.strategy.generation,
+            "env_steps": summary.get("total_env_steps"),
             "best": round(max(means), 1), "median": round(float(np.median(means)), 1),
             "fittest": round(means[0], 1), "returns_fittest_first": [round(m, 1) for m in means]}
 
@@ -70,7 +69,7 @@ def main() -> None:
     if missing:
         parser.error(f"no population.npz in {', '.join(missing)}")
     profile = load_profile(args.robot)
-    results = [population_returns(profile, run, range(args.seeds)) for run in args.runs]
+    results = [run_returns(profile, run, range(args.seeds)) for run in args.runs]
     if args.plot:
         plot(results, args.reference, args.plot)
     print(json.dumps({"robot": profile.name, "seeds": list(range(args.seeds)), "runs": results}, indent=1))

@@ -205,17 +205,25 @@ def _lineage(profile: RobotProfile, run_dir: Path, run: dict, summary: dict) -> 
     return [*_lineage(profile, source, _read_json(source / "run.json"), _read_json(source / "summary.json")), stage]
 
 
+def population_returns(profile: RobotProfile, population: PopulationFile, seeds: range,
+                       regime: str = NOMINAL) -> tuple[np.ndarray, list[dict]]:
+    """Every individual of ``population`` played on ``seeds`` in ``regime`` with the normalizer its generation was
+    scored with: the indices fittest first (by shadow fitness) and their :func:`standard_return` results."""
+    strategy = population.strategy
+    order = np.argsort(-np.where(np.isnan(strategy.fitness), -np.inf, strategy.fitness), kind="stable")
+    evaluator = InProcessEvaluator(profile)
+    try:
+        return order, [_seeded_return(evaluator, strategy.policies[i], population.norm, seeds, regime) for i in order]
+    finally:
+        evaluator.close()
+
+
 def _most_robust(profile: RobotProfile, population: PopulationFile, regime: str,
                  seeds: range = range(SELECT_EPISODES)) -> tuple[PolicyFile, dict, dict]:
     """The individual of ``population`` with the best mean standard return on ``seeds`` in ``regime`` as a policy
     file, its returns on them, and what the choice was made on (every individual's mean; ties go to the fitter)."""
     strategy = population.strategy
-    order = np.argsort(-np.where(np.isnan(strategy.fitness), -np.inf, strategy.fitness), kind="stable")
-    evaluator = InProcessEvaluator(profile)
-    try:
-        scored = [_seeded_return(evaluator, strategy.policies[i], population.norm, seeds, regime) for i in order]
-    finally:
-        evaluator.close()
+    order, scored = population_returns(profile, population, seeds, regime)
     k = max(range(len(order)), key=lambda j: scored[j]["mean"])  # max keeps the first (fitter) of equal means
     best = int(order[k])
     chosen = PolicyFile(profile.policy, strategy.policies[best], population.norm,

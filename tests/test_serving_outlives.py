@@ -176,7 +176,7 @@ def test_a_sigkilled_server_is_restarted_by_its_supervisor_and_serves_the_live_c
     outage = robot["longest_silence_s"]
     print(json.dumps({"server_kill": {"outage_s": round(outage, 3), "unanswered": robot["unanswered"],
                                       "requests": robot["requests"]}}))
-    # the longest silence was the kill: it ended after the kill was sent and began before the new server answered
+    # the longest silence was the kill: it ended after the kill was sent and began before the new server was seen
     # (not `from <= kill <= to`: an answer already on its way when the signal is sent can arrive a moment later)
     assert robot["silence_to"] >= killing_at and robot["silence_from"] <= restarted_by, robot
     # every answer, before and after, came from the live champion: the restarted server loaded it before binding
