@@ -142,6 +142,16 @@ def test_bench_refuses_other_settings_in_the_same_directory(tmp_path, cartpole):
         run_bench(settings(cartpole, tmp_path, methods=("ga",), seeds=(0,), generations=7))
 
 
+def test_a_profiles_baseline_settings_are_part_of_the_bench_identity(tmp_path, cartpole):
+    run_bench(settings(cartpole, tmp_path, methods=("openes",), seeds=(0,)))
+    retuned = dataclasses.replace(cartpole, baselines={"openes": {"sigma": 0.05, "learning_rate": 0.01}})
+    assert settings(retuned, tmp_path).shared()["profile"]["baselines"] == {"openes": {"sigma": 0.05,
+                                                                                       "learning_rate": 0.01}}
+    with pytest.raises(ConfigError, match="other settings \\(profile"):
+        run_bench(settings(retuned, tmp_path, methods=("openes",), seeds=(0,)))
+    run_bench(settings(cartpole, tmp_path, methods=("openes",), seeds=(0,)))  # the same settings resume
+
+
 def rec(generation, best, regime, rate=None):
     return GenerationRecord(generation, regime, best, best / 2, best / 2, best, best, 0.1, rate, 0.0, 30, 10, 10)
 
