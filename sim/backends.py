@@ -28,16 +28,17 @@ def check_backend(backend: str, workers: int | None, ray_address: str | None) ->
 
 
 def make_evaluator(profile: RobotProfile, backend: str = "local", workers: int | None = None,
-                   ray_address: str | None = None) -> Evaluator:
-    """An evaluator for ``profile`` on ``backend`` with ``workers`` workers (default: every core)."""
+                   ray_address: str | None = None, behaviour: bool = False) -> Evaluator:
+    """An evaluator for ``profile`` on ``backend`` with ``workers`` workers (default: every core); ``behaviour``:
+    it also measures the behaviour descriptor of the profile's ``[repertoire]`` table."""
     check_backend(backend, workers, ray_address)
     workers = workers or os.cpu_count() or 1
     if backend == "inprocess":
-        return InProcessEvaluator(profile)
+        return InProcessEvaluator(profile, behaviour=behaviour)
     if backend == "ray":
         from srghn.sim.ray_backend import RayEvaluator
 
-        return RayEvaluator(profile, workers=workers, address=ray_address)
+        return RayEvaluator(profile, workers=workers, address=ray_address, behaviour=behaviour)
     from srghn.sim.workers import LocalEvaluator
 
-    return LocalEvaluator(profile, workers=workers)
+    return LocalEvaluator(profile, workers=workers, behaviour=behaviour)

@@ -33,6 +33,7 @@ import numpy as np
 from srghn import ConfigError
 from srghn.controller.normalizer import EpisodeStats, ObsNorm
 from srghn.controller.policy import PolicySpec
+from srghn.sim.behaviour import ContactMeter, Descriptor, observation_descriptor
 from srghn.sim.envs import NOMINAL, Regime, RegimeWrapper, check_regime
 
 MESSAGE_LIMIT = 200
@@ -57,20 +58,27 @@ class RunnerSpec:
     """The regimes the robot may be in, by name, with what each changes."""
     fast_path: bool = True
     """Use the lean MuJoCo stepping path where one exists (same numbers, less Python per step)."""
+    behaviour: Descriptor | None = None
+    """Measure every episode's behaviour descriptor (:mod:`srghn.sim.behaviour`); ``None``: do not."""
 
     @classmethod
-    def from_profile(cls, profile: Any, fast_path: bool = True) -> RunnerSpec:
-        """The runner spec of a :class:`~srghn.sim.profiles.RobotProfile` (duck-typed: no profile import here)."""
+    def from_profile(cls, profile: Any, fast_path: bool = True, behaviour: bool = False) -> RunnerSpec:
+        """The runner spec of a :class:`~srghn.sim.profiles.RobotProfile` (duck-typed: no profile import here);
+        ``behaviour``: measure the descriptor its ``[repertoire]`` table names."""
+        if behaviour and profile.repertoire is None:
+            raise ConfigError(f"robot {profile.name!r} has no [repertoire] table naming a behaviour descriptor")
         return cls(name=profile.name, env_id=profile.env_id, policy=profile.policy,
                    env_kwargs=dict(profile.env_kwargs), reward_offset=float(profile.reward_offset),
-                   regimes={name: profile.regime_defs[name] for name in profile.regimes}, fast_path=fast_path)
+                   regimes={name: profile.regime_defs[name] for name in profile.regimes}, fast_path=fast_path,
+                   behaviour=profile.repertoire.descriptor if behaviour else None)
 
     def to_json(self) -> str:
         """JSON text (what the parent sends a worker at start-up)."""
         return json.dumps({"name": self.name, "env_id": self.env_id, "policy": self.policy.to_dict(),
                            "env_kwargs": self.env_kwargs, "reward_offset": self.reward_offset,
                            "regimes": {name: r.to_dict() for name, r in self.regimes.items()},
-                           "fast_path": self.fast_path})
+                           "fast_path": self.fast_path,
+                           "behaviour": None if self.behaviour is None else self.behaviour.to_dict()})
 
     @classmethod
     def from_json(cls, text: str) -> RunnerSpec:
@@ -81,7 +89,8 @@ class RunnerSpec:
                        policy=PolicySpec.from_dict(data["policy"]), env_kwargs=dict(data["env_kwargs"]),
                        reward_offset=float(data["reward_offset"]),
                        regimes={str(k): Regime.from_dict(v, f"regimes.{k}") for k, v in data["regimes"].items()},
-                       fast_path=bool(data["fast_path"]))
+                       fast_path=bool(data["fast_path"]),
+                       behaviour=None if data.get("behaviour") is None else Descriptor.from_dict(data["behaviour"]))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(f"malformed runner spec: {exc}") from exc
 
@@ -102,6 +111,8 @@ class EpisodeResults:
     """The process that ran the chunk should be replaced (it hit its memory limit)."""
     obs_stats: EpisodeStats | None = None
     """Per-episode statistics of the raw observations each policy saw (``None`` when all failed)."""
+    behaviour: np.ndarray | None = None
+    """``(n, d)`` float64 behaviour descriptor of each episode, when the runner spec asks for one."""
 
     @classmethod
     def failed(cls, n: int, reason: str) -> EpisodeResults:
@@ -165,6 +176,9 @@ class EpisodeRunner:
         self.max_steps: int | None = None
         self._norm: ObsNorm | None = None
         """The normalizer of the chunk being played."""
+        behaviour = spec.behaviour
+        self.meter = ContactMeter(behaviour) if behaviour is not None and behaviour.kind == "contact" else None
+        """Counts foot contacts after every step, when the spec's descriptor is ``contact``."""
 
     def _env(self, i: int) -> gym.Env:
         """Environment ``i`` of the pool, built on first use (or again after it raised)."""
@@ -178,7 +192,12 @@ class EpisodeRunner:
         return self.envs[i]
 
     def _adopt(self, i: int, env: gym.Env) -> None:
-        """Hook for subclasses: cache what they need of a freshly built environment."""
+        """Hook for subclasses: cache what they need of a freshly built environment (call this first)."""
+        if self.meter is not None and self.meter.feet is None:
+            model = getattr(env.unwrapped, "model", None)
+            if model is None:
+                raise ConfigError(f"robot {self.spec.name!r}: the contact descriptor needs a MuJoCo environment")
+            self.meter.bind(model, f"robot {self.spec.name!r}")
 
     def _discard(self, i: int) -> None:
         """Drop environment ``i`` after it raised: its state is unknown, the next episode gets a fresh one."""
@@ -199,6 +218,8 @@ class EpisodeRunner:
         results = EpisodeResults(np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64), {},
                                  obs_stats=EpisodeStats(n, self.spec.policy.obs_dim))
         self._norm = norm
+        if self.meter is not None:
+            self.meter.start(n)
         obs = np.zeros((n, self.spec.policy.obs_dim), dtype=np.float32)
         alive = np.ones(n, dtype=bool)
         for i in range(n):
@@ -210,6 +231,9 @@ class EpisodeRunner:
         for i, reason in results.failures.items():
             results.returns[i] = results.fitness[i] = np.nan
             results.retire |= reason == "memory_limit"
+        if self.spec.behaviour is not None:
+            results.behaviour = (self.meter.result(results.steps) if self.meter is not None
+                                 else observation_descriptor(self.spec.behaviour, results.obs_stats.mean))
         return results
 
     def _fail(self, results: EpisodeResults, alive: np.ndarray, i: int, reason: str) -> None:
@@ -278,6 +302,7 @@ class GymRunner(EpisodeRunner):
         self.steppers: dict[int, Callable[[Any], tuple]] = {}
 
     def _adopt(self, i: int, env: gym.Env) -> None:
+        super()._adopt(i, env)
         self.steppers[i] = step_function(env)
 
     def _reset(self, i: int, seed: int, regime: str) -> np.ndarray:
@@ -286,7 +311,7 @@ class GymRunner(EpisodeRunner):
     def _play(self, policies: np.ndarray, obs: np.ndarray, alive: np.ndarray, results: EpisodeResults,
               regime: str) -> None:
         limit = self.max_steps
-        steps, returns, steppers = results.steps, results.returns, self.steppers
+        steps, returns, steppers, meter = results.steps, results.returns, self.steppers, self.meter
         active = np.flatnonzero(alive)
         rewards = np.zeros(len(alive))
         while active.size:
@@ -301,6 +326,8 @@ class GymRunner(EpisodeRunner):
                 obs[i] = o
                 rewards[i] = reward
                 steps[i] += 1
+                if meter is not None:
+                    meter.add(i, self.envs[i].unwrapped.data)
                 if terminated or truncated or (limit is not None and steps[i] >= limit):
                     done.append(i)
             active = active[alive[active]]

@@ -107,11 +107,12 @@ class InProcessEvaluator:
     runs where starting worker processes costs more than the simulation.
     """
 
-    def __init__(self, profile: RobotProfile, max_envs: int = 256, fast_path: bool = True) -> None:
+    def __init__(self, profile: RobotProfile, max_envs: int = 256, fast_path: bool = True,
+                 behaviour: bool = False) -> None:
         if max_envs < 1:
             raise ConfigError(f"max_envs must be >= 1, got {max_envs}")
         self.profile, self.max_envs = profile, max_envs
-        self.spec = RunnerSpec.from_profile(profile, fast_path=fast_path)
+        self.spec = RunnerSpec.from_profile(profile, fast_path=fast_path, behaviour=behaviour)
         self.runner: EpisodeRunner | None = None
 
     def evaluate(self, policies: np.ndarray, seeds: np.ndarray, regime: str, norm: ObsNorm | None = None) -> Evaluation:

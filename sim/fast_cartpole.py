@@ -35,6 +35,7 @@ class CartPoleRunner(EpisodeRunner):
     def _adopt(self, i: int, env: gym.Env) -> None:
         if not fast_path_supported(env):
             raise TypeError(f"{type(env.unwrapped).__name__} is not stepped by CartPoleRunner")
+        super()._adopt(i, env)
 
     def _reset(self, i: int, seed: int, regime: str) -> np.ndarray:
         return self._env(i).reset(seed=seed, options={"regime": regime})[0]  # the wrapper takes the regime

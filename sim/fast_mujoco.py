@@ -48,6 +48,7 @@ class AntRunner(EpisodeRunner):
         u = env.unwrapped
         if not fast_path_supported(env):
             raise TypeError(f"{type(u).__name__} is not stepped by AntRunner")
+        super()._adopt(i, env)
         if not self.views:
             self.frame_skip = u.frame_skip
             self.dt = u.model.opt.timestep * u.frame_skip
@@ -84,7 +85,7 @@ class AntRunner(EpisodeRunner):
         ok = np.ones(n, dtype=bool)
         limit, views = self.max_steps, self.views
         steps, returns = results.steps, results.returns
-        mj_step, mj_rne, fs = mujoco.mj_step, mujoco.mj_rnePostConstraint, self.frame_skip
+        mj_step, mj_rne, fs, meter = mujoco.mj_step, mujoco.mj_rnePostConstraint, self.frame_skip, self.meter
         active_policies, rows = policies[active], active.tolist()
         while active.size:
             actions = self._act(active_policies, active, obs[active], results)
@@ -98,6 +99,8 @@ class AntRunner(EpisodeRunner):
                     mj_step(m, d, nstep=fs)
                     mj_rne(m, d)  # gymnasium does this after every step: it fills cfrc_ext (contact cost)
                     qpos[j], qvel[j], xy1[j], forces[j] = q, v, xy[:2], cf
+                    if meter is not None:
+                        meter.add(i, d)
                 except Exception as exc:  # noqa: BLE001 - a faulty env costs its own episode only
                     ok[j] = False
                     self._fail(results, alive, i, exception_reason(exc))

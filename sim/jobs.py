@@ -49,6 +49,9 @@ class Evaluation:
     obs_stats: RunningStats | None = None
     """Statistics of the raw observations of every episode that did not fail, merged in episode order (so the
     same for any number of workers); ``None`` if no episode reported any."""
+    behaviour: np.ndarray | None = None
+    """``(B, d)`` mean behaviour descriptor over each individual's episodes (NaN for a failed individual), when
+    the evaluator measures one."""
 
     def faults(self) -> dict[str, int]:
         """Failed individuals counted by kind of fault (``timeout``, ``worker_died``, ``exception``, ...)."""
@@ -122,10 +125,14 @@ def assemble(b: int, e: int, jobs: list[Job], results: Mapping[int, EpisodeResul
     returns, fitness = np.zeros(b * e), np.zeros(b * e)
     steps = np.zeros(b * e, dtype=np.int64)
     episode_failures: dict[int, str] = {}
-    obs_stats = None
+    obs_stats = behaviour = None
     for job in jobs:
         r = results[job.id]
         returns[job.lo:job.hi], fitness[job.lo:job.hi], steps[job.lo:job.hi] = r.returns, r.fitness, r.steps
+        if r.behaviour is not None:
+            if behaviour is None:
+                behaviour = np.full((b * e, r.behaviour.shape[1]), np.nan)
+            behaviour[job.lo:job.hi] = r.behaviour
         for i, reason in r.failures.items():
             episode_failures[job.lo + i] = reason
         if r.obs_stats is not None:  # jobs are in episode order: the merge order never depends on the workers
@@ -136,10 +143,13 @@ def assemble(b: int, e: int, jobs: list[Job], results: Mapping[int, EpisodeResul
         failures.setdefault(k // e, episode_failures[k])
     ind_fitness = fitness.reshape(b, e).mean(axis=1)
     ind_returns = returns.reshape(b, e).mean(axis=1)
+    ind_behaviour = None if behaviour is None else behaviour.reshape(b, e, -1).mean(axis=1)
     if failures:
         failed = np.fromiter(failures, dtype=np.int64)
         ind_fitness[failed], ind_returns[failed] = FAILED_FITNESS, np.nan
-    return Evaluation(ind_fitness, ind_returns, int(steps.sum()), failures, obs_stats)
+        if ind_behaviour is not None:
+            ind_behaviour[failed] = np.nan
+    return Evaluation(ind_fitness, ind_returns, int(steps.sum()), failures, obs_stats, ind_behaviour)
 
 
 def encode(header: dict, arrays: Mapping[str, np.ndarray] | None = None) -> bytes:
@@ -181,6 +191,8 @@ def results_message(job_id: int, results: EpisodeResults, **extra: object) -> by
     if results.obs_stats is not None:
         stats = results.obs_stats
         arrays.update(obs_count=stats.count, obs_mean=stats.mean, obs_m2=stats.m2)
+    if results.behaviour is not None:
+        arrays["behaviour"] = results.behaviour
     return encode({"type": "result", "job": job_id, "failures": {str(k): v for k, v in results.failures.items()},
                    "retire": results.retire, **extra}, arrays)
 
@@ -194,8 +206,12 @@ def parse_results(header: dict, arrays: dict[str, np.ndarray], size: int) -> Epi
         raise WorkerProtocolError(f"malformed job result: {type(exc).__name__}: {exc}") from exc
     if any(a.shape != (size,) for a in (returns, fitness, steps)) or not all(0 <= k < size for k in failures):
         raise WorkerProtocolError(f"job result does not match a job of {size} episodes")
+    behaviour = arrays.get("behaviour")
+    if behaviour is not None and (behaviour.ndim != 2 or behaviour.shape[0] != size):
+        raise WorkerProtocolError(f"behaviour descriptors do not match a job of {size} episodes")
     return EpisodeResults(returns.astype(np.float64), fitness.astype(np.float64), steps.astype(np.int64), failures,
-                          bool(header.get("retire", False)), episode_stats(arrays, size))
+                          bool(header.get("retire", False)), episode_stats(arrays, size),
+                          None if behaviour is None else behaviour.astype(np.float64))
 
 
 def episode_stats(arrays: Mapping[str, np.ndarray], size: int) -> EpisodeStats | None:

@@ -71,14 +71,15 @@ class RayEvaluator:
     """
 
     def __init__(self, profile, workers: int | None = None, address: str | None = None,
-                 limits: WorkerLimits | None = None, jobs_per_worker: int = 4, fast_path: bool = True) -> None:
+                 limits: WorkerLimits | None = None, jobs_per_worker: int = 4, fast_path: bool = True,
+                 behaviour: bool = False) -> None:
         workers = (os.cpu_count() or 1) if workers is None else workers
         if workers < 1:
             raise ConfigError(f"workers must be >= 1, got {workers}")
         if jobs_per_worker < 1:
             raise ConfigError(f"jobs_per_worker must be >= 1, got {jobs_per_worker}")
         self.ray = ray = import_ray()
-        self.spec = RunnerSpec.from_profile(profile, fast_path=fast_path)
+        self.spec = RunnerSpec.from_profile(profile, fast_path=fast_path, behaviour=behaviour)
         self.limits = limits or WorkerLimits()
         self.n_workers, self.jobs_per_worker = workers, jobs_per_worker
         self.max_steps = _max_episode_steps(self.spec)

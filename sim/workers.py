@@ -173,7 +173,8 @@ class LocalEvaluator:
     """
 
     def __init__(self, profile, workers: int | None = None, limits: WorkerLimits | None = None,
-                 jobs_per_worker: int = 4, env_modules: tuple[str, ...] = (), fast_path: bool = True) -> None:
+                 jobs_per_worker: int = 4, env_modules: tuple[str, ...] = (), fast_path: bool = True,
+                 behaviour: bool = False) -> None:
         """Start the workers for ``profile`` (a :class:`~srghn.sim.profiles.RobotProfile`) and wait until each
         has built its first environment.
 
@@ -185,7 +186,7 @@ class LocalEvaluator:
             raise ConfigError(f"workers must be >= 1, got {workers}")
         if jobs_per_worker < 1:
             raise ConfigError(f"jobs_per_worker must be >= 1, got {jobs_per_worker}")
-        self.spec = RunnerSpec.from_profile(profile, fast_path=fast_path)
+        self.spec = RunnerSpec.from_profile(profile, fast_path=fast_path, behaviour=behaviour)
         self.limits = limits or WorkerLimits()
         self.n_workers, self.jobs_per_worker = workers, jobs_per_worker
         self.max_steps = _max_episode_steps(self.spec)

@@ -31,6 +31,7 @@ from srghn.controller.normalizer import NormConfig
 from srghn.controller.policy import PolicySpec
 from srghn.sim.envs import NOMINAL, Regime, check_regime, parse_regimes
 from srghn.sim.gate_config import GateConfig, parse_gates
+from srghn.sim.repertoire_config import RepertoireConfig, parse_repertoire
 from srghn.sim.twin_config import TwinConfig, parse_twin
 
 if sys.version_info >= (3, 11):
@@ -85,6 +86,9 @@ class RobotProfile:
     """What each regime changes (the ``[regimes.<name>]`` tables); its keys include every name of ``regimes``."""
     twin: TwinConfig | None = None
     """The model parameters the parametric twin fits (the ``[twin]`` table); None: declared regimes only."""
+    repertoire: RepertoireConfig | None = None
+    """How the robot's behaviour repertoire is organised and built (the ``[repertoire]`` table); None: it has
+    none."""
 
     def __post_init__(self) -> None:
         missing = [name for name in self.regimes if name not in self.regime_defs]
@@ -142,7 +146,8 @@ def load_profile(name_or_path: str | Path) -> RobotProfile:
 def parse_profile(data: dict, source: str = "") -> RobotProfile:
     """Validate a parsed TOML document into a profile; errors name the field."""
     known = {"name", "description", "env_id", "regimes", "switch_regime", "solved_fitness", "reward_offset",
-             "env_kwargs", "observation", "action", "policy", "ghn", "evolution", "gates", "baselines", "twin"}
+             "env_kwargs", "observation", "action", "policy", "ghn", "evolution", "gates", "baselines", "twin",
+             "repertoire"}
     _no_unknown(data, known, "")
     name = _get(data, "name", str)
     env_id = _check_env_id(_get(data, "env_id", str))
@@ -202,6 +207,7 @@ def parse_profile(data: dict, source: str = "") -> RobotProfile:
         gates=_wrap(lambda: parse_gates(_table(data, "gates"), regimes), "gates"), safe_action=safe_action,
         observation=norm, baselines=_baselines(_table(data, "baselines")),
         regime_defs=MappingProxyType(regime_defs), twin=parse_twin(data.get("twin")),
+        repertoire=parse_repertoire(data.get("repertoire"), policy.obs_dim),
     )
 
 

@@ -1,0 +1,74 @@
+"""Reference returns of a damage suite: the best that a long offline evolution finds in each damage.
+
+For every damage of the suite, SR-GHN evolves from the robot's factory with the whole run in that damage
+(``evolve --init <factory> --switch-at 0``), and every individual of the final population then plays seeds 0-9 in
+the damage; the best mean standard return is the damage's reference (what ``benchmarks/damage.py`` measures
+"walking again" against). Runs are resumable bit for bit: started again with the same flags, a damage whose run is
+unfinished continues from its checkpoint, a finished one is only read. Prints JSON and writes it to --json.
+
+    .venv/bin/python benchmarks/damage_reference.py --suite benchmarks/damage/ant.toml \
+        --out docs/results/damage-reference --generations 150 --workers 1 [--only dead_front_left ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from srghn.controller.checkpoint import load_population
+from srghn.sim.damage import load_suite
+from srghn.sim.factory import factory_path, population_returns
+from srghn.sim.run import EvolveSettings, run_evolve
+
+SEEDS = range(10)
+
+
+def reference(profile, name: str, regime, out: Path, generations: int, workers: int, seed: int) -> dict:
+    """Run (or resume, or read) the damage's evolution and score its final population."""
+    damaged = profile.with_regime(name, regime)
+    run = out / name
+    summary_file = run / "summary.json"
+    done = summary_file.is_file() and json.loads(summary_file.read_text()).get("completed")
+    if not done:
+        settings = EvolveSettings(
+            profile=damaged, out=run, generations=generations, seed=seed, switch_at=0, switch_regime=name,
+            workers=workers, init=str(factory_path(profile)), resume=(run / "population.npz").is_file(),
+            command=shlex.join(sys.argv))
+        run_evolve(settings)
+    population = load_population(run / "population.npz")
+    means = [r["mean"] for r in population_returns(damaged, population, SEEDS, name)[1]]
+    summary = json.loads(summary_file.read_text())
+    return {"damage": name, "definition": regime.to_dict(), "reference": round(max(means), 1),
+            "median": round(float(np.median(means)), 1), "generations": population.strategy.generation,
+            "env_steps": summary.get("total_env_steps"), "seeds": f"{SEEDS[0]}-{SEEDS[-1]}", "run": str(run)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", type=Path, default=Path("benchmarks/damage/ant.toml"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results/damage-reference"))
+    parser.add_argument("--generations", type=int, default=150)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", nargs="*", help="damages to run (default: all, in suite order)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    profile, damages = load_suite(args.suite)
+    unknown = sorted(set(args.only or ()) - set(damages))
+    if unknown:
+        parser.error(f"--only names damages the suite lacks: {unknown}; suite: {list(damages)}")
+    results = []
+    for name in args.only or damages:
+        results.append(reference(profile, name, damages[name], args.out, args.generations, args.workers, args.seed))
+        print(json.dumps(results[-1]), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"suite": str(args.suite), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
