@@ -378,17 +378,38 @@ RegimeFactoryOpt = Annotated[str, typer.Option(
 def factory_build(
     robot: Annotated[str, typer.Option("--robot", "-r", help="Built-in profile name or a .toml path.",
                                        show_default=False)],
-    run_dir: Annotated[Path, typer.Option("--from", help="Directory of a finished SR-GHN `evolve` run.",
-                                          show_default=False)],
+    run_dir: Annotated[Path | None, typer.Option("--from", help="Directory of a finished SR-GHN `evolve` run.",
+                                                 show_default=False)] = None,
     regime: RegimeFactoryOpt = "nominal",
+    repertoire: Annotated[bool, typer.Option(
+        "--repertoire", help="Build the robot's behaviour repertoire from its factory instead (MAP-Elites in the "
+                             "shadow simulator, docs/repertoire.md); resumable: the same command continues it.")
+    ] = False,
+    build_dir: Annotated[Path | None, typer.Option(
+        "--out", help="--repertoire: the build directory (default: runs/repertoire-ROBOT).", show_default=False)
+    ] = None,
+    env_steps: Annotated[int | None, typer.Option(
+        "--env-steps", help="--repertoire: the budget (default: the profile's repertoire.env_steps).")] = None,
+    seed: Annotated[int, typer.Option(help="--repertoire: the build's seed.")] = 0,
+    emitter: Annotated[list[str] | None, typer.Option(
+        "--emitter", help="--repertoire: srghn, gaussian or iso_line; repeat for several (default: the "
+                          "profile's).", show_default=False)] = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Write the robot's factory file from a run: the individual of its final population with the best mean
     standard return on seeds 0-9 (with its GHN, normalizer and provenance). With --regime, the factory champion
-    for that fault, from a run evolved in it (`evolve --switch-at 0 --switch-regime R`), scored there."""
+    for that fault, from a run evolved in it (`evolve --switch-at 0 --switch-regime R`), scored there. With
+    --repertoire, build the behaviour repertoire the robot ships beside its factory."""
     from srghn.sim.factory import build_factory, factory_path
     from srghn.sim.profiles import load_profile
 
+    if repertoire:
+        if run_dir is not None or regime != "nominal":
+            raise fail(ConfigError("--repertoire builds from the shipped factory: leave out --from and --regime"))
+        return _build_repertoire(robot, build_dir, env_steps, seed, emitter, workers)
     with _handled():
+        if run_dir is None:
+            raise ConfigError("give --from RUN_DIR (an `evolve` run), or --repertoire")
         profile = load_profile(robot)
         if not run_dir.is_dir():
             raise ConfigError(f"--from {run_dir}: no such run directory")
@@ -468,6 +489,106 @@ def factory_show(
     for key, value in rows:
         table.add_row(key, escape(str(value)))
     out.print(table)
+
+
+def _build_repertoire(robot: str, build_dir: Path | None, env_steps: int | None, seed: int,
+                      emitters: list[str] | None, workers: int | None) -> None:
+    import shutil
+
+    from srghn.sim.profiles import load_profile
+
+    with _handled():
+        profile = load_profile(robot)
+        from srghn.sim.repertoire import repertoire_path
+        from srghn.sim.repertoire_build import BuildSettings, build_repertoire
+
+        settings = BuildSettings(profile, build_dir or Path("runs") / f"repertoire-{profile.name}", env_steps, seed,
+                                 tuple(emitters) if emitters else None, workers,
+                                 command=shlex.join(["srghn-ctl", *sys.argv[1:]]))
+        with Progress(f"repertoire {profile.name}", settings.budget) as progress, \
+                _between_generations() as stop:
+            built = build_repertoire(settings, lambda line: progress.update(
+                at=line["env_steps"], elites=line["elites"], best=f"{line['best_return']:.0f}"), should_stop=stop)
+        if built is None:
+            err.print(f"interrupted: the checkpoint is in {settings.out}; the same command continues it")
+            raise typer.Exit(130)
+        target = repertoire_path(profile)
+        shutil.copyfile(built, target)
+    out.print(escape(f"wrote {target} from {settings.out} (heat map {settings.out / 'heatmap.png'})"),
+              highlight=False, soft_wrap=True)
+
+
+repertoire_app = typer.Typer(help="Behaviour repertoires: the gaits each robot ships for damage (docs/repertoire.md).",
+                             no_args_is_help=True)
+app.add_typer(repertoire_app, name="repertoire")
+
+
+@repertoire_app.command("show")
+def repertoire_show(
+    robot: Annotated[str, typer.Argument(help="Built-in robot or .toml profile path.", show_default=False)],
+    png: Annotated[Path | None, typer.Option("--png", help="Write the heat map of returns per cell here.",
+                                             show_default=False)] = None,
+    top: Annotated[int, typer.Option(help="List this many elites, best first.", min=0)] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print what the robot's repertoire holds: cells filled, QD-score, provenance and its best elites; --png
+    draws every cell's return."""
+    from srghn.sim.profiles import load_profile
+    from srghn.sim.repertoire import load_repertoire, repertoire_path, summary
+
+    with _handled():
+        if png is not None and (png.is_dir() or not png.parent.is_dir()):
+            raise ConfigError(f"--png {png}: give a file name in an existing directory")
+        profile = load_profile(robot)
+        rep = load_repertoire(profile)
+        info = summary(rep, top)
+        if png is not None:
+            from srghn.sim.repertoire_plot import plot_heatmap
+
+            plot_heatmap(rep, png)
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    table = Table(title=f"repertoire of {profile.name} ({repertoire_path(profile)})", show_header=False)
+    for key in ("elites", "cells", "coverage", "qd_score", "env_steps", "emitters", "command"):
+        table.add_row(key, escape(str(info[key])))
+    out.print(table)
+    elites = _table("cell", "bins", "return", "fitness", "descriptor", "GHN")
+    for e in info["best"]:
+        _row(elites, e["cell"], e["bins"], f"{e['return']:.1f}", f"{e['fitness']:.1f}",
+             " ".join(f"{v:.2f}" for v in e["descriptor"]), "yes" if e["ghn"] else "no")
+    out.print(elites)
+    if png is not None:
+        out.print(escape(f"wrote {png}"), highlight=False)
+
+
+@repertoire_app.command("export")
+def repertoire_export(
+    robot: Annotated[str, typer.Argument(help="Built-in robot or .toml profile path.", show_default=False)],
+    cell: Annotated[int, typer.Argument(help="The cell (see `repertoire show`).", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write the .onnx model to.",
+                                         show_default=False)],
+) -> None:
+    """Write one elite's policy as ONNX, with the contract of `export` (raw observations in, bounded actions out;
+    the normalizer inside the graph)."""
+    from srghn.deploy.artifacts import atomic_write
+    from srghn.deploy.champions import export_for_profile
+    from srghn.sim.profiles import load_profile
+    from srghn.sim.repertoire import load_repertoire
+
+    with _handled():
+        if output.is_dir() or not output.parent.is_dir():
+            raise ConfigError(f"--output {output}: give a file name in an existing directory")
+        profile = load_profile(robot)
+        rep = load_repertoire(profile)
+        row = rep.row(cell)
+        elite_id = rep.elite_id(row)
+        result = export_for_profile(profile, rep.policies[row], elite_id,
+                                    {"repertoire": {"cell": cell, "return": float(rep.returns[row])}}, norm=rep.norm)
+        atomic_write(output, result.model, mode=0o644)
+    out.print(escape(f"wrote {elite_id} (cell {cell}, return {rep.returns[row]:.1f}) to {output} "
+                     f"({len(result.model):,} bytes, parity {result.max_abs_diff:.1e} on {result.stress_rows} stress "
+                     "rows)"), highlight=False, soft_wrap=True)
 
 
 def _print_summary(summary: dict) -> None:

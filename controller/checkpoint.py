@@ -38,14 +38,14 @@ _READABLE = {POPULATION_FORMAT: ("srghn.population/1",), POLICY_FORMAT: ("srghn.
 """Older formats each format still reads (they lack the observation statistics and the GHN)."""
 
 
-def _write_npz(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+def write_npz(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, meta=np.array(json.dumps(meta)), **arrays)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, buffer.getvalue())
 
 
-def _read_npz(path: Path, fmt: str, keys: tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict]:
+def read_npz(path: Path, fmt: str, keys: tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict]:
     try:
         with np.load(Path(path), allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
@@ -57,7 +57,7 @@ def _read_npz(path: Path, fmt: str, keys: tuple[str, ...]) -> tuple[dict[str, np
         meta = json.loads(str(arrays.pop("meta")))
     except (KeyError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: missing or malformed meta entry") from exc
-    if meta.get("format") != fmt and meta.get("format") not in _READABLE[fmt]:
+    if meta.get("format") != fmt and meta.get("format") not in _READABLE.get(fmt, ()):
         raise CheckpointError(f"{path}: format {meta.get('format')!r}, expected {fmt!r}")
     missing = [k for k in keys if k not in arrays]
     if missing:
@@ -114,7 +114,7 @@ def save_population(path: Path, strategy: SRGHNStrategy, extra: dict | None = No
         "next_id": strategy.next_id, "best_fitness": strategy.best_fitness,
         "rng_state": strategy.rng.bit_generator.state, **norm_meta, **(extra or {}),
     }
-    _write_npz(path, {
+    write_npz(path, {
         "params": strategy.params.numpy(), "policies": strategy.policies, "fitness": strategy.fitness,
         "ids": strategy.ids, "parent_ids": strategy.parent_ids, "rates": strategy.rates,
         "generator_state": strategy.generator.get_state().numpy(), **norm_arrays,
@@ -123,7 +123,7 @@ def save_population(path: Path, strategy: SRGHNStrategy, extra: dict | None = No
 
 def load_population(path: Path) -> PopulationFile:
     """Rebuild a strategy saved by :func:`save_population`, with its observation statistics and meta."""
-    arrays, meta = _read_npz(path, POPULATION_FORMAT, ("params", "policies", "fitness", "ids", "parent_ids",
+    arrays, meta = read_npz(path, POPULATION_FORMAT, ("params", "policies", "fitness", "ids", "parent_ids",
                                                        "rates", "generator_state"))
     ghn = _architecture(path, meta.get("architecture", {}))
     try:
@@ -182,12 +182,12 @@ def save_policy(path: Path, spec: PolicySpec, params: np.ndarray, meta: dict | N
             raise CheckpointError(f"GHN has {ghn_params.shape[0]} parameters, its architecture needs {ghn.num_params}")
         arrays["ghn_params"] = ghn_params
         head["architecture"] = ghn.describe()
-    _write_npz(path, arrays, {**head, **(meta or {})})
+    write_npz(path, arrays, {**head, **(meta or {})})
 
 
 def load_policy(path: Path) -> PolicyFile:
     """Inverse of :func:`save_policy`."""
-    arrays, meta = _read_npz(path, POLICY_FORMAT, ("params",))
+    arrays, meta = read_npz(path, POLICY_FORMAT, ("params",))
     try:
         spec = PolicySpec.from_dict(meta["policy"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -225,13 +225,13 @@ def save_progress(path: Path, fitness: list[np.ndarray], meta: dict, *, obs_stat
     sizes = np.array([len(f) for f in fitness], dtype=np.int64)
     flat = np.concatenate(fitness).astype(np.float64) if fitness else np.zeros(0)
     norm_arrays, norm_meta = _norm_arrays(norm, obs_stats)
-    _write_npz(path, {"fitness": flat, "sizes": sizes, **norm_arrays}, {"format": PROGRESS_FORMAT, **norm_meta,
+    write_npz(path, {"fitness": flat, "sizes": sizes, **norm_arrays}, {"format": PROGRESS_FORMAT, **norm_meta,
                                                                          **meta})
 
 
 def load_progress(path: Path) -> ProgressFile:
     """Read a file written by :func:`save_progress`."""
-    arrays, meta = _read_npz(path, PROGRESS_FORMAT, ("fitness", "sizes"))
+    arrays, meta = read_npz(path, PROGRESS_FORMAT, ("fitness", "sizes"))
     flat, sizes = arrays["fitness"], arrays["sizes"]
     if (flat.ndim != 1 or sizes.ndim != 1 or not np.issubdtype(sizes.dtype, np.integer) or (sizes < 1).any()
             or int(sizes.sum()) != flat.size):

@@ -28,9 +28,10 @@ def check_backend(backend: str, workers: int | None, ray_address: str | None) ->
 
 
 def make_evaluator(profile: RobotProfile, backend: str = "local", workers: int | None = None,
-                   ray_address: str | None = None, behaviour: bool = False) -> Evaluator:
+                   ray_address: str | None = None, behaviour: bool = False, limits=None) -> Evaluator:
     """An evaluator for ``profile`` on ``backend`` with ``workers`` workers (default: every core); ``behaviour``:
-    it also measures the behaviour descriptor of the profile's ``[repertoire]`` table."""
+    it also measures the behaviour descriptor of the profile's ``[repertoire]`` table; ``limits``: the workers'
+    :class:`~srghn.sim.workers.WorkerLimits` (default: theirs)."""
     check_backend(backend, workers, ray_address)
     workers = workers or os.cpu_count() or 1
     if backend == "inprocess":
@@ -38,7 +39,7 @@ def make_evaluator(profile: RobotProfile, backend: str = "local", workers: int |
     if backend == "ray":
         from srghn.sim.ray_backend import RayEvaluator
 
-        return RayEvaluator(profile, workers=workers, address=ray_address, behaviour=behaviour)
+        return RayEvaluator(profile, workers=workers, address=ray_address, behaviour=behaviour, limits=limits)
     from srghn.sim.workers import LocalEvaluator
 
-    return LocalEvaluator(profile, workers=workers, behaviour=behaviour)
+    return LocalEvaluator(profile, workers=workers, behaviour=behaviour, limits=limits)
