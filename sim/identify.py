@@ -186,8 +186,7 @@ def _fit_and_match(profile: RobotProfile, twin: Twin, data: tuple, candidates: d
     if match is not None:
         return Identification(match, True, candidates[match], errors, fit.values, fit.stderr, fit.residual, n)
     regime = _new_regime(profile, twin, fit, candidates[start], n)
-    digest = hashlib.sha1(json.dumps(regime.changes(), sort_keys=True, default=dict).encode()).hexdigest()
-    name = IDENTIFIED + digest[:8]
+    name = regime_name(regime)
     return Identification(name, False, regime, errors, fit.values, fit.stderr, fit.residual, n)
 
 
@@ -212,9 +211,26 @@ def _match(profile: RobotProfile, twin: Twin, fit: Fit, candidates: dict[str, Re
     return min(within, key=errors.get) if within else None
 
 
+def regime_name(regime: Regime) -> str:
+    """``identified-<hash>`` of what the regime changes (its description aside); zeros of either sign hash alike."""
+    changes = {kind: {name: float(value) + 0.0 for name, value in values.items()}
+               for kind, values in regime.changes().items()}
+    return IDENTIFIED + hashlib.sha1(json.dumps(changes, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def quantize(value: float, nominal: float, tolerance: float) -> float:
+    """A fitted value on the grid of its tolerance (nominal within tolerance counts as nominal): two fits of one
+    physical fault, from other transitions or in another process, land on the same value and so the same regime
+    name; ``+ 0.0`` turns a negative zero (``-0.0``, which JSON keeps) into zero."""
+    if abs(value - nominal) <= tolerance:
+        return float(nominal)
+    return round(round(value / tolerance) * tolerance, 6) + 0.0
+
+
 def _new_regime(profile: RobotProfile, twin: Twin, fit: Fit, start: Regime, n: int) -> Regime:
     """The fitted values as a regime: fitted parameters within tolerance of their nominal value are left out, the
-    others rounded to 3 decimals; what the start regime changes beyond the fitted parameters is kept."""
+    others put on the grid of their tolerance (:func:`quantize`); what the start regime changes beyond the fitted
+    parameters is kept."""
     fitted_kinds = {p.kind for p in twin.fitted}
     changes = {kind: dict(values) for kind, values in start.changes().items() if kind not in fitted_kinds}
     values = {key: value for key, value in twin.params.regime_values(start, "start").items()
@@ -223,9 +239,7 @@ def _new_regime(profile: RobotProfile, twin: Twin, fit: Fit, start: Regime, n: i
     for p in twin.fitted:
         if p.key not in constrained:  # left as the start regime has it
             continue
-        value = fit.values[p.key]
-        near = abs(value - KINDS[p.kind]) <= profile.twin.tolerance_of(p.kind)
-        values[(p.kind, p.index)] = KINDS[p.kind] if near else round(value, 3)
+        values[(p.kind, p.index)] = quantize(fit.values[p.key], KINDS[p.kind], profile.twin.tolerance_of(p.kind))
     for (kind, i), value in sorted(values.items()):
         if value != KINDS[kind]:
             changes.setdefault(kind, {})[twin.params.names[kind][i]] = value
@@ -234,4 +248,4 @@ def _new_regime(profile: RobotProfile, twin: Twin, fit: Fit, start: Regime, n: i
 
 
 __all__ = ["IDENTIFIED", "Identification", "NotIdentifiable", "identifiable", "identify", "prediction_errors",
-           "random_transitions"]
+           "quantize", "random_transitions", "regime_name"]

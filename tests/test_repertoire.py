@@ -254,3 +254,29 @@ def test_repertoire_export_writes_the_elite_as_onnx(built, tmp_path):
 
 def rep_cells(profile) -> int:
     return profile.repertoire.cells
+
+
+def test_the_twin_search_picks_the_elite_the_twin_ranks_best_deterministically(built):
+    from srghn.sim.envs import Regime
+    from srghn.sim.twin_search import SearchSettings, search_repertoire
+
+    profile, _, path, _ = built
+    rep = load_repertoire(profile, path)
+    dead = Regime(gain={"hip_2": 0.0, "ankle_2": 0.0})
+    settings = SearchSettings(short_steps=50, finalists=3, whole_episodes=2, seed=7, backend="inprocess")
+    first = search_repertoire(profile, rep, "dead_front_right", dead, settings)
+    again = search_repertoire(profile, rep, "dead_front_right", dead, settings)
+    assert first.to_dict(rep) == again.to_dict(rep)
+    np.testing.assert_array_equal(first.short_fitness, again.short_fitness)
+    # the finalists are the best screened, and the answer the best finalist over whole episodes
+    assert list(first.finalists) == list(np.argsort(-first.short_fitness, kind="stable")[:3])
+    assert first.fitness == first.finalist_fitness.max() and first.best in first.finalists
+    damaged = profile.with_regime("dead_front_right", dead)
+    whole = InProcessEvaluator(damaged).evaluate(rep.policies[first.best:first.best + 1], np.array([8, 9]),
+                                                 "dead_front_right", rep.norm)
+    assert whole.fitness[0] == first.fitness
+    # the damage changes the ranking's numbers: the same elites score differently in nominal
+    nominal = search_repertoire(profile, rep, "nominal", settings=settings)
+    assert not np.array_equal(nominal.short_fitness, first.short_fitness)
+    with pytest.raises(ConfigError, match="no_such_regime"):
+        search_repertoire(profile, rep, "no_such_regime", settings=settings)

@@ -1,0 +1,101 @@
+"""Searching the repertoire in the identified twin: which stored gait walks best under the damage the twin found?
+
+Every elite of the repertoire plays a short episode (``short_steps``, on one fixed seed) in the shadow simulator
+with the damaged model; the ``finalists`` with the highest fitness there then play ``whole_episodes`` whole
+episodes, and the best of those is the answer. Nothing touches the robot: the daemon gates the answer in the
+damaged regime and serves it through an audited ``adaptation`` promotion (docs/repertoire.md). The same inputs
+give the same answer: seeds are fixed, and ties go to the lower row (the lower cell).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from srghn import ConfigError
+from srghn.sim.backends import make_evaluator
+from srghn.sim.envs import Regime
+from srghn.sim.profiles import RobotProfile
+from srghn.sim.repertoire import Repertoire
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How hard the twin search looks."""
+
+    short_steps: int = 100
+    """Length of the screening episode every elite plays."""
+    finalists: int = 5
+    """Elites that go on to whole episodes."""
+    whole_episodes: int = 2
+    seed: int = 0
+    """The screening episode's seed; the whole episodes use ``seed + 1 ...``."""
+    workers: int | None = None
+    backend: str = "local"
+
+    def __post_init__(self) -> None:
+        if self.short_steps < 1 or self.finalists < 1 or self.whole_episodes < 1:
+            raise ConfigError("twin search: short_steps, finalists and whole_episodes must be >= 1")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What the search found, row numbers into the repertoire."""
+
+    regime: str
+    best: int
+    """The row of the elite with the best whole-episode fitness under the damage."""
+    fitness: float
+    """Its mean whole-episode fitness there."""
+    returns: float
+    """Its mean whole-episode standard return there."""
+    short_fitness: np.ndarray
+    """``(n,)`` every elite's screening fitness."""
+    finalists: np.ndarray
+    """Rows of the finalists, best screening first."""
+    finalist_fitness: np.ndarray
+    """Their mean whole-episode fitness."""
+    env_steps: int
+
+    def to_dict(self, repertoire: Repertoire) -> dict:
+        return {"regime": self.regime, "elite": repertoire.elite_id(self.best),
+                "cell": int(repertoire.cells[self.best]),
+                "fitness": round(self.fitness, 3), "return": round(self.returns, 3),
+                "finalists": {repertoire.elite_id(int(r)): round(float(f), 3)
+                              for r, f in zip(self.finalists, self.finalist_fitness, strict=True)},
+                "elites_screened": int(len(self.short_fitness)), "env_steps": self.env_steps}
+
+
+def search_repertoire(profile: RobotProfile, repertoire: Repertoire, regime_name: str, regime: Regime | None = None,
+                      settings: SearchSettings | None = None) -> SearchResult:
+    """Play the repertoire under ``regime_name`` (a regime of the profile, or the identified ``regime``)."""
+    settings = settings or SearchSettings()
+    if len(repertoire) == 0:
+        raise ConfigError("the repertoire holds no elite")
+    damaged = profile.with_regime(regime_name, regime) if regime is not None else profile
+    damaged.regime(regime_name)  # UnknownRegime, naming the robot's regimes, before any worker starts
+    short = dataclasses.replace(damaged, env_kwargs={**damaged.env_kwargs, "max_episode_steps": settings.short_steps})
+    steps = 0
+    evaluator = make_evaluator(short, settings.backend, settings.workers)
+    try:
+        screen = evaluator.evaluate(repertoire.policies, np.array([settings.seed]), regime_name, repertoire.norm)
+    finally:
+        evaluator.close()
+    steps += screen.env_steps
+    ranked = np.argsort(-np.nan_to_num(screen.fitness, nan=-np.inf), kind="stable")
+    finalists = ranked[:settings.finalists]
+    evaluator = make_evaluator(damaged, settings.backend, settings.workers)
+    try:
+        seeds = settings.seed + 1 + np.arange(settings.whole_episodes)
+        whole = evaluator.evaluate(repertoire.policies[finalists], seeds, regime_name, repertoire.norm)
+    finally:
+        evaluator.close()
+    steps += whole.env_steps
+    k = int(np.argmax(np.nan_to_num(whole.fitness, nan=-np.inf)))  # argmax keeps the first of equal values
+    return SearchResult(regime_name, int(finalists[k]), float(whole.fitness[k]), float(whole.returns[k]),
+                        screen.fitness, finalists, whole.fitness, steps)
+
+
+__all__ = ["SearchResult", "SearchSettings", "search_repertoire"]
