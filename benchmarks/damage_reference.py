@@ -24,6 +24,7 @@ from srghn.controller.checkpoint import load_population
 from srghn.sim.damage import load_suite
 from srghn.sim.factory import factory_path, population_returns
 from srghn.sim.run import EvolveSettings, run_evolve
+from srghn.sim.workers import OFFLINE_LIMITS
 
 SEEDS = range(10)
 
@@ -38,7 +39,7 @@ def reference(profile, name: str, regime, out: Path, generations: int, workers: 
         settings = EvolveSettings(
             profile=damaged, out=run, generations=generations, seed=seed, switch_at=0, switch_regime=name,
             workers=workers, init=str(factory_path(profile)), resume=(run / "population.npz").is_file(),
-            command=shlex.join(sys.argv))
+            command=shlex.join(sys.argv), limits=OFFLINE_LIMITS)
         run_evolve(settings)
     population = load_population(run / "population.npz")
     means = [r["mean"] for r in population_returns(damaged, population, SEEDS, name)[1]]

@@ -44,15 +44,12 @@ from srghn.sim.repertoire import Repertoire, save_repertoire
 from srghn.sim.repertoire_config import EMITTERS
 from srghn.sim.run import provenance
 from srghn.sim.srghn_emitter import NO_GHN, SRGHNEmitter
-from srghn.sim.workers import WorkerLimits
+from srghn.sim.workers import OFFLINE_LIMITS
 
 CHECKPOINT_S = 60.0
 FAILED_OBJECTIVE = -1e9
 """The objective of a policy whose evaluation failed (worker died, non-finite physics): it loses every cell to
 any real policy, and the repertoire file leaves it out."""
-OFFLINE_LIMITS = WorkerLimits(job_timeout_s=3600.0)
-"""A build runs for hours beside other work: a job's wall-clock limit must not depend on how busy the machine is
-(a starved worker timing out would change the results), so only a hang is cut, after an hour."""
 QD_OFFSET = -1000.0
 """Subtracted from every elite's fitness in the QD-score (pyribs' ``qd_score_offset``), so it counts positively."""
 

@@ -31,6 +31,7 @@ from srghn.sim.preflight import check_out_dir, check_run_flags, check_switches
 from srghn.sim.profiles import RobotProfile
 from srghn.sim.records import GenerationRecord, append_records, read_records, summarize, write_records
 from srghn.sim.schedule import Schedule
+from srghn.sim.workers import WorkerLimits
 
 CHECKPOINT_S = 30.0
 """Seconds between checkpoints of a running ``evolve`` (and one after the last generation)."""
@@ -66,6 +67,8 @@ class EvolveSettings:
     resume: bool = False
     """Continue the run checkpointed in ``out`` instead of starting one (which ``out`` must not hold)."""
     checkpoint_s: float = CHECKPOINT_S
+    limits: WorkerLimits | None = None
+    """The evaluation workers' limits (default: theirs; ``OFFLINE_LIMITS`` for long runs beside other work)."""
     command: str | None = None
     """The command line that started the run (recorded in ``run.json``)."""
 
@@ -128,7 +131,8 @@ def run_evolve(settings: EvolveSettings, on_record: Callable[[GenerationRecord],
         "command": settings.command, "cores": os.cpu_count(), "provenance": provenance(),
     }
     records: list[GenerationRecord] = []
-    evaluator = make_evaluator(settings.profile, settings.backend, settings.workers, settings.ray_address)
+    evaluator = make_evaluator(settings.profile, settings.backend, settings.workers, settings.ray_address,
+                               limits=settings.limits)
     try:
         if settings.resume:
             stored = json.loads((out / "run.json").read_text())

@@ -97,6 +97,12 @@ class WorkerLimits:
         return self.base_timeout_s + self.step_budget_s * episodes * max_steps
 
 
+OFFLINE_LIMITS = WorkerLimits(job_timeout_s=3600.0)
+"""For builds and reference runs that go on for hours beside other work: a job's wall-clock limit must not depend
+on how busy the machine is (a starved worker timing out would change the results), so only a hang is cut, after an
+hour (and the CPU-time limit, which load does not move, stays the same hour)."""
+
+
 def death_reason(returncode: int | None) -> str:
     """Failure reason for the episodes of a worker that exited with ``returncode`` mid-job."""
     if returncode is None:
