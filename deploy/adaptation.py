@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from srghn.deploy import messages as m
-from srghn.sim.envs import Regime
+from srghn.sim.envs import Regime, kind_distance
 from srghn.sim.identify import Identification, identify
 from srghn.sim.profiles import RobotProfile
 
@@ -216,8 +216,8 @@ def _agree(profile: RobotProfile, before: Identification | None, now: Identifica
     """Whether two twin fits found the same parameters, within the profile's tolerance of each kind."""
     if before is None or before.params.keys() != now.params.keys() or profile.twin is None:
         return False
-    return all(abs(before.params[key] - value) <= profile.twin.tolerance_of(key.partition(".")[0])
-               for key, value in now.params.items())
+    return all(kind_distance(key.partition(".")[0], before.params[key], value)
+               <= profile.twin.tolerance_of(key.partition(".")[0]) for key, value in now.params.items())
 
 
 def _drain(inbox: queue.SimpleQueue) -> list:

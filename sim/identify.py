@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from srghn.sim.envs import KINDS, NOMINAL, Regime
+from srghn.sim.envs import ALL, KINDS, LOG_KINDS, NOMINAL, Regime, kind_distance
 from srghn.sim.profiles import RobotProfile
 from srghn.sim.twin import Fit, NotIdentifiable, Twin, replayable
 
@@ -195,7 +195,7 @@ def _match(profile: RobotProfile, twin: Twin, fit: Fit, candidates: dict[str, Re
     """The candidate whose values of every fitted parameter are within tolerance of the fit, and whose other
     parameters (held at the start regime's values during the fit: the choice of start identified them) are the
     start's, if any."""
-    fitted = {(p.kind, p.index) for p in twin.fitted}
+    fitted = {(p.kind, i) for p in twin.fitted for i in p.indices}
     held = {k: v for k, v in twin.params.regime_values(start, "start").items() if k not in fitted}
     constrained = _constrained(profile, twin, fit)
     within = []
@@ -203,8 +203,8 @@ def _match(profile: RobotProfile, twin: Twin, fit: Fit, candidates: dict[str, Re
         values = twin.params.regime_values(regime, name)
         if {k: v for k, v in values.items() if k not in fitted} != held:
             continue
-        if all(abs(fit.values[p.key] - values.get((p.kind, p.index), KINDS[p.kind]))
-               <= profile.twin.tolerance_of(p.kind) for p in twin.fitted if p.key in constrained):
+        if all(kind_distance(p.kind, fit.values[p.key], values.get((p.kind, i), KINDS[p.kind]))
+               <= profile.twin.tolerance_of(p.kind) for p in twin.fitted if p.key in constrained for i in p.indices):
             within.append(name)
     if current in within:
         return current
@@ -218,10 +218,15 @@ def regime_name(regime: Regime) -> str:
     return IDENTIFIED + hashlib.sha1(json.dumps(changes, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def quantize(value: float, nominal: float, tolerance: float) -> float:
+def quantize(value: float, nominal: float, tolerance: float, decades: bool = False) -> float:
     """A fitted value on the grid of its tolerance (nominal within tolerance counts as nominal): two fits of one
     physical fault, from other transitions or in another process, land on the same value and so the same regime
-    name; ``+ 0.0`` turns a negative zero (``-0.0``, which JSON keeps) into zero."""
+    name; ``+ 0.0`` turns a negative zero (``-0.0``, which JSON keeps) into zero. ``decades``: the grid and the
+    tolerance are in log10 (damping)."""
+    if decades:
+        if abs(np.log10(max(value, 1e-12)) - np.log10(nominal)) <= tolerance:
+            return float(nominal)
+        return float(f"{10.0 ** (round(np.log10(max(value, 1e-12)) / tolerance) * tolerance):.3g}")
     if abs(value - nominal) <= tolerance:
         return float(nominal)
     return round(round(value / tolerance) * tolerance, 6) + 0.0
@@ -239,10 +244,15 @@ def _new_regime(profile: RobotProfile, twin: Twin, fit: Fit, start: Regime, n: i
     for p in twin.fitted:
         if p.key not in constrained:  # left as the start regime has it
             continue
-        values[(p.kind, p.index)] = quantize(fit.values[p.key], KINDS[p.kind], profile.twin.tolerance_of(p.kind))
+        value = quantize(fit.values[p.key], KINDS[p.kind], profile.twin.tolerance_of(p.kind), p.kind in LOG_KINDS)
+        values.update(dict.fromkeys(((p.kind, i) for i in p.indices), value))
+    shared = {p.kind for p in twin.fitted if p.elements}
     for (kind, i), value in sorted(values.items()):
-        if value != KINDS[kind]:
+        if value != KINDS[kind] and kind not in shared:
             changes.setdefault(kind, {})[twin.params.names[kind][i]] = value
+    for p in twin.fitted:
+        if p.elements and values[(p.kind, p.index)] != KINDS[p.kind]:
+            changes.setdefault(p.kind, {})[ALL] = values[(p.kind, p.index)]
     text = ", ".join(f"{kind}.{name} {value:g}" for kind, values in changes.items() for name, value in values.items())
     return Regime(description=f"identified by the twin from {n} transitions: {text or 'no change'}", **changes)
 

@@ -33,9 +33,13 @@ from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 from gymnasium.envs.registration import load_env_creator
 
 from srghn import ConfigError
-from srghn.sim.envs import KINDS, Regime
+from srghn.sim.envs import KINDS, LOG_KINDS, Regime
 from srghn.sim.evaluator import make_env
 from srghn.sim.profiles import RobotProfile
+
+SHARED = "shared"
+"""Key of a ``[twin]`` kind fitted as one factor on every element (``friction = { shared = [0.05, 2.0] }``); ``all``
+fits each element on its own."""
 
 
 class NotIdentifiable(ConfigError):
@@ -74,11 +78,28 @@ class Param:
     name: str
     low: float
     high: float
+    elements: tuple[int, ...] = ()
+    """The model elements it sets: ``(index,)``, or every element of its kind for a ``shared`` parameter."""
+
+    @property
+    def indices(self) -> tuple[int, ...]:
+        return self.elements or (self.index,)
 
     @property
     def key(self) -> str:
         """``gain.hip_1``: how fits and regimes name it."""
         return f"{self.kind}.{self.name}"
+
+    @property
+    def log(self) -> bool:
+        """Fitted in decades (damping): the optimiser's variable is log10 of the value."""
+        return self.kind in LOG_KINDS
+
+    def to_x(self, value: float) -> float:
+        return float(np.log10(max(value, 1e-12))) if self.log else float(value)
+
+    def from_x(self, x: float) -> float:
+        return float(10.0 ** x) if self.log else float(x)
 
 
 @dataclass(frozen=True)
@@ -88,7 +109,7 @@ class Fit:
     values: dict[str, float]
     """Fitted value per parameter key."""
     stderr: dict[str, float]
-    """Standard error per parameter key."""
+    """Standard error per parameter key (in decades for the kinds fitted in decades, as their tolerance)."""
     residual: float
     """Mean squared one-step prediction error at the fit, over all transitions."""
     trimmed_residual: float
@@ -96,8 +117,9 @@ class Fit:
     evaluations: int
     """Evaluations of the prediction error the optimiser made (Jacobian columns included)."""
     sensitivity: dict[str, float] = field(default_factory=dict)
-    """Root-mean-square change of a predicted observation entry per unit change of each parameter, over the kept
-    transitions: 0 for a parameter the transitions say nothing about (an actuator that was sent no torque)."""
+    """Root-mean-square change of a predicted observation entry per unit change of each parameter (per decade for
+    damping), over the kept transitions: 0 for a parameter the transitions say nothing about (an actuator that was
+    sent no torque)."""
 
 
 class Twin:
@@ -143,6 +165,10 @@ class Twin:
         out = []
         for kind, entries in twin.bounds.items():
             where = f"twin.{kind}"
+            if SHARED in entries:  # one factor on every element of the kind (a slippery floor: every geom's friction)
+                every = tuple(range(len(self.params.names[kind])))
+                out.append(Param(kind, every[0], SHARED, *entries[SHARED], elements=every))
+                continue
             indices: dict[int, tuple[float, float]] = {}
             for name, bounds in entries.items():  # 'all' first (dicts keep order), named entries override it
                 for i in self.params.resolve(kind, {name: 0.0}, where):
@@ -202,16 +228,16 @@ class Twin:
         if not self.fitted:
             raise ConfigError(f"profile {self.profile.name!r} has no [twin] table: no parameter to fit")
         base_values = self.params.regime_values(start, "regime")
-        low = np.array([p.low for p in self.fitted])
-        high = np.array([p.high for p in self.fitted])
-        x = np.array([base_values.get((p.kind, p.index), KINDS[p.kind]) for p in self.fitted])
+        low = np.array([p.to_x(p.low) for p in self.fitted])
+        high = np.array([p.to_x(p.high) for p in self.fitted])
+        x = np.array([p.to_x(base_values.get((p.kind, p.index), KINDS[p.kind])) for p in self.fitted])
         x = np.clip(x, low + 1e-9 * (high - low), high - 1e-9 * (high - low))
         calls = [0]
 
         def per_transition(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
             calls[0] += 1
-            self.params.set({**base_values, **{(p.kind, p.index): float(v) for p, v in zip(self.fitted, x,
-                                                                                              strict=True)}})
+            self.params.set({**base_values, **{(p.kind, i): p.from_x(v) for p, v in zip(self.fitted, x, strict=True)
+                                               for i in p.indices}})
             return self.predict(obs[rows], actions[rows]) - next_obs[rows]
 
         rows = np.arange(len(obs))
@@ -230,7 +256,7 @@ class Twin:
         stderr = np.sqrt(np.clip(np.diag(np.linalg.pinv(jac.T @ jac)) * variance, 0.0, None))
         keys = [p.key for p in self.fitted]
         full = float(np.mean(per_transition(x, np.arange(len(obs))) ** 2))
-        return Fit(values=dict(zip(keys, map(float, x), strict=True)),
+        return Fit(values={p.key: p.from_x(v) for p, v in zip(self.fitted, x, strict=True)},
                    stderr=dict(zip(keys, map(float, stderr), strict=True)),
                    residual=full, trimmed_residual=float(np.mean(r ** 2)), evaluations=calls[0],
                    sensitivity=dict(zip(keys, map(float, np.sqrt(np.mean(jac ** 2, axis=0))), strict=True)))

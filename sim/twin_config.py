@@ -4,9 +4,10 @@
 
     [twin]
     gain = { all = [-1.5, 1.5] }        # every actuator's gain, each fitted on its own, within [-1.5, 1.5]
+    friction = { shared = [0.05, 2.0] } # one factor on every geom's friction (a slippery floor)
     payload = { torso = [0.0, 2.0] }    # kilograms on the torso
     [twin.tolerance]                    # a fit this close to a regime's values, parameter by parameter, IS it
-    gain = 0.1
+    gain = 0.1                          # (damping: in decades, as it is fitted: 0.3 is a factor of 2)
 
 A robot without a ``[twin]`` table is identified among its declared regimes only (:mod:`srghn.sim.identify`).
 """
@@ -20,7 +21,7 @@ from types import MappingProxyType
 from typing import Any
 
 from srghn import ConfigError
-from srghn.sim.envs.regimes import ALL, KINDS
+from srghn.sim.envs.regimes import ALL, KINDS, LOG_KINDS
 
 DEFAULT_TOLERANCE = 0.1
 """Default match tolerance of every kind (a factor for gain/friction/damping, kilograms for payload)."""
@@ -78,6 +79,8 @@ def parse_twin(table: Any, where: str = "twin") -> TwinConfig | None:
 def _bounds(values: Any, kind: str, where: str) -> dict[str, tuple[float, float]]:
     if not isinstance(values, dict) or not values:
         raise ConfigError(f"field {where!r} must be a table of element name = [low, high], got {values!r}")
+    if "shared" in values and len(values) > 1:
+        raise ConfigError(f"field '{where}.shared' fits one factor on every element: name no other element beside it")
     out = {}
     for name, pair in values.items():
         ok = (isinstance(pair, list) and len(pair) == 2
@@ -86,7 +89,10 @@ def _bounds(values: Any, kind: str, where: str) -> dict[str, tuple[float, float]
             raise ConfigError(f"field '{where}.{name}' must be [low, high] with low < high, got {pair!r}")
         if kind != "gain" and pair[0] < 0:
             raise ConfigError(f"field '{where}.{name}' must not go below 0, got {pair!r}")
-        if kind == "payload" and name == ALL:
-            raise ConfigError(f"field {where!r} cannot use '{ALL}': name the body that carries the payload")
+        if kind in LOG_KINDS and pair[0] <= 0:
+            raise ConfigError(f"field '{where}.{name}': {kind} is fitted in decades, so its low bound must be > 0, "
+                              f"got {pair!r}")
+        if kind == "payload" and name in (ALL, "shared"):
+            raise ConfigError(f"field {where!r} cannot use '{name}': name the body that carries the payload")
         out[str(name)] = (float(pair[0]), float(pair[1]))
     return out

@@ -7,7 +7,18 @@ wrapped in :class:`RegimeWrapper`. MuJoCo loads only when a MuJoCo environment i
 
 from __future__ import annotations
 
-from srghn.sim.envs.regimes import ALL, KINDS, NOMINAL, Regime, check_regime, parse_regime, parse_regimes
+from srghn.sim.envs.regimes import (
+    ALL,
+    KINDS,
+    LOG_KINDS,
+    NOMINAL,
+    Regime,
+    check_regime,
+    kind_distance,
+    parse_regime,
+    parse_regimes,
+)
 from srghn.sim.envs.wrapper import RegimeWrapper
 
-__all__ = ["ALL", "KINDS", "NOMINAL", "Regime", "RegimeWrapper", "check_regime", "parse_regime", "parse_regimes"]
+__all__ = ["ALL", "KINDS", "LOG_KINDS", "NOMINAL", "Regime", "RegimeWrapper", "check_regime", "kind_distance",
+           "parse_regime", "parse_regimes"]

@@ -33,6 +33,15 @@ KINDS = {"gain": 1.0, "payload": 0.0, "friction": 1.0, "damping": 1.0}
 """The model parameters a regime can change, with the value that leaves the model as it is."""
 SCALES = ("gain", "friction", "damping")
 """Kinds whose values are factors on the model's own value (the others add to it)."""
+LOG_KINDS = ("damping",)
+"""Kinds the twin fits and compares in decades (log10): damping spans free (0.1) to seized (1000) joints."""
+
+
+def kind_distance(kind: str, a: float, b: float) -> float:
+    """How far apart two values of a kind are, in the unit its tolerance is given in (decades for damping)."""
+    if kind in LOG_KINDS:
+        return abs(math.log10(max(a, 1e-12)) - math.log10(max(b, 1e-12)))
+    return abs(a - b)
 
 
 
