@@ -507,8 +507,12 @@ def _build_repertoire(robot: str, build_dir: Path | None, env_steps: int | None,
                                  command=shlex.join(["srghn-ctl", *sys.argv[1:]]))
         with Progress(f"repertoire {profile.name}", settings.budget) as progress, \
                 _between_generations() as stop:
-            built = build_repertoire(settings, lambda line: progress.update(
-                at=line["env_steps"], elites=line["elites"], best=f"{line['best_return']:.0f}"), should_stop=stop)
+            def on_line(line: dict) -> None:
+                if progress.done == 0:  # steps of a resumed build were done before this command
+                    progress.skip(line["env_steps"] - line["iteration_steps"])
+                progress.update(line["iteration_steps"], elites=line["elites"], best=f"{line['best_return']:.0f}")
+
+            built = build_repertoire(settings, on_line, should_stop=stop)
         if built is None:
             err.print(f"interrupted: the checkpoint is in {settings.out}; the same command continues it")
             raise typer.Exit(130)

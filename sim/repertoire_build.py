@@ -180,7 +180,8 @@ def build_repertoire(settings: BuildSettings, on_line: Callable[[dict], None] | 
                            it=np.full(len(objective), state.iteration, dtype=np.int64))
             state.iteration += 1
             state.env_steps += int(result.env_steps)
-            line = _stats(state, improved, time.perf_counter() - start)
+            iteration_steps = int(result.env_steps)
+            line = {**_stats(state, improved, time.perf_counter() - start), "iteration_steps": iteration_steps}
             lines.append(line)
             with (out / "metrics.jsonl").open("a") as f:
                 f.write(json.dumps(line) + "\n")
