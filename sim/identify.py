@@ -8,6 +8,8 @@
    every parameter lies within the profile's tolerance of a candidate's value IS that candidate (the current
    regime first, else the one predicting best). Otherwise it is a new regime, named
    ``identified-<hash of its values>``, whose :class:`~srghn.sim.envs.Regime` is returned for the registry to keep.
+   A fit whose residual stays above the twin's ``unexplained`` is returned with ``explained`` False: damage of a
+   kind the twin does not model (a shortened leg), for which the robot's own returns must decide.
 3. A robot without a ``[twin]`` table (CartPole: its regimes are action permutations) is in the candidate that
    predicts best, unless the current regime predicts nearly as well (within ``margin``).
 
@@ -52,12 +54,15 @@ class Identification:
     """Mean squared prediction error at the fit (without a twin: of the chosen regime)."""
     transitions: int = 0
     """How many transitions were used."""
+    explained: bool = True
+    """Whether the fit explains the transitions (its residual is at most the twin's ``unexplained``): False for
+    damage of a kind the twin does not model, whose regime here is only the nearest it can say."""
 
     def to_dict(self) -> dict:
         """JSON-ready copy (telemetry, the registry)."""
         return {"regime": self.regime, "known": self.known, "definition": self.definition.to_dict(),
                 "errors": dict(self.errors), "params": dict(self.params), "stderr": dict(self.stderr),
-                "residual": self.residual, "transitions": self.transitions}
+                "residual": self.residual, "transitions": self.transitions, "explained": self.explained}
 
 
 def random_transitions(profile: RobotProfile, regime: str, n: int, seed: int = 0, scale: float = 0.5,
@@ -171,23 +176,26 @@ def _constrained(profile: RobotProfile, twin: Twin, fit: Fit) -> set[str]:
 def _fit_and_match(profile: RobotProfile, twin: Twin, data: tuple, candidates: dict[str, Regime],
                    errors: dict[str, float], best: str, current: str | None) -> Identification:
     start = best
+    n = len(data[0])
     fit = twin.fit(*data, candidates[start])
+    explained = fit.residual <= profile.twin.unexplained
     if not _constrained(profile, twin, fit):  # the transitions carry no information on any parameter
         stay = current if current in candidates else best
-        return Identification(stay, True, candidates[stay], errors, fit.values, fit.stderr, fit.residual,
-                              len(data[0]))
+        return Identification(stay, True, candidates[stay], errors, fit.values, fit.stderr, fit.residual, n,
+                              explained)
     match = _match(profile, twin, fit, candidates, errors, current, candidates[start])
     if match is None and best != NOMINAL and fit.residual > 1e-3 * errors[best]:  # a second start, from nominal
         other = twin.fit(*data, candidates[NOMINAL])
         if other.residual < fit.residual:
             start, fit = NOMINAL, other
             match = _match(profile, twin, other, candidates, errors, current, candidates[NOMINAL])
-    n = len(data[0])
+            explained = fit.residual <= profile.twin.unexplained
     if match is not None:
-        return Identification(match, True, candidates[match], errors, fit.values, fit.stderr, fit.residual, n)
+        return Identification(match, True, candidates[match], errors, fit.values, fit.stderr, fit.residual, n,
+                              explained)
     regime = _new_regime(profile, twin, fit, candidates[start], n)
-    name = regime_name(regime)
-    return Identification(name, False, regime, errors, fit.values, fit.stderr, fit.residual, n)
+    return Identification(regime_name(regime), False, regime, errors, fit.values, fit.stderr, fit.residual, n,
+                          explained)
 
 
 def _match(profile: RobotProfile, twin: Twin, fit: Fit, candidates: dict[str, Regime], errors: dict[str, float],

@@ -65,3 +65,15 @@ def test_each_family_is_identified_within_its_tolerance(name, regime, walking):
 def test_a_twin_table_it_cannot_fit_is_refused_by_field(table, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         parse_twin(table)
+
+
+@pytest.mark.slow
+def test_damage_the_twin_does_not_model_is_declared_unexplained():
+    """A front-left foot half as long (a length the twin does not fit): no parameter explains what the robot
+    reports, and the twin says so instead of naming a regime it does not believe."""
+    ant = load_profile("ant")
+    robot = ant.with_regime("short", Regime(length={"left_ankle_geom": 0.5}))
+    found = identify(ant, *random_transitions(robot, "short", 200, seed=3), current="nominal")
+    assert not found.explained and found.residual > ant.twin.unexplained, found.to_dict()
+    healthy = identify(ant, *random_transitions(ant, "nominal", 200, seed=3), current="nominal")
+    assert healthy.explained and healthy.regime == "nominal"

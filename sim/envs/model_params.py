@@ -8,6 +8,8 @@ gain       ``actuator_gainprm[:, :3]``, ``actuator_biasprm   factor on the actua
 payload    ``body_mass`` (then ``mj_setConst``)            kilograms added at the body's centre of mass
 friction   ``geom_friction`` (all three coefficients)      factor
 damping    ``dof_damping`` (every dof of the joint)        factor
+length     ``geom_size[:, 1]``, ``geom_pos`` (capsules)     factor on the capsule's length; the end nearer the
+                                                           body's origin stays where it is
 =========  ==============================================  =====================================================
 
 Every change starts from a snapshot of the nominal arrays, so a regime never accumulates on another and going back
@@ -24,11 +26,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import mujoco
+import numpy as np
 
 from srghn import ConfigError
 from srghn.sim.envs.regimes import ALL, KINDS, Regime
 
-_ARRAYS = ("actuator_gainprm", "actuator_biasprm", "body_mass", "geom_friction", "dof_damping")
+_ARRAYS = ("actuator_gainprm", "actuator_biasprm", "body_mass", "geom_friction", "dof_damping", "geom_size",
+           "geom_pos")
 _AFFINE = (int(mujoco.mjtGain.mjGAIN_FIXED), int(mujoco.mjtGain.mjGAIN_AFFINE))
 _BIAS_AFFINE = (int(mujoco.mjtBias.mjBIAS_NONE), int(mujoco.mjtBias.mjBIAS_AFFINE))
 _JOINT_DOFS = {int(mujoco.mjtJoint.mjJNT_FREE): 6, int(mujoco.mjtJoint.mjJNT_BALL): 3,
@@ -62,6 +66,7 @@ class ModelParams:
             "friction": [_name(model, mujoco.mjtObj.mjOBJ_GEOM, i, "geom") for i in range(model.ngeom)],
             "damping": [_name(model, mujoco.mjtObj.mjOBJ_JOINT, i, "joint") for i in range(model.njnt)],
         }
+        self.names["length"] = self.names["friction"]
         self._payload = False  # whether the masses differ from nominal now
 
     def elements(self, kind: str) -> list[str]:
@@ -83,6 +88,12 @@ class ModelParams:
                 raise ConfigError(f"field '{where}.{name}': {self.where} has no {_NOUNS[kind]} {name!r}; "
                                   f"known: {', '.join(self.elements(kind))}")
             out[names.index(name)] = value
+        if kind == "length":
+            capsule = int(mujoco.mjtGeom.mjGEOM_CAPSULE)
+            for i in out:
+                if self.model.geom_type[i] != capsule:
+                    raise ConfigError(f"field '{where}': geom {names[i]!r} is not a capsule; a length factor applies "
+                                      "to capsules (limbs) only")
         if kind == "gain":
             for i in out:
                 if (self.model.actuator_gaintype[i] not in _AFFINE
@@ -115,6 +126,8 @@ class ModelParams:
                 payload = payload or value != 0.0
             elif kind == "friction":
                 m.geom_friction[i] *= value
+            elif kind == "length":
+                _shorten(m, i, value)
             else:
                 start = int(m.jnt_dofadr[i])
                 m.dof_damping[start:start + _JOINT_DOFS[int(m.jnt_type[i])]] *= value
@@ -123,7 +136,18 @@ class ModelParams:
         self._payload = payload
 
 
-_NOUNS = {"gain": "actuator", "payload": "body", "friction": "geom", "damping": "joint"}
+_NOUNS = {"gain": "actuator", "payload": "body", "friction": "geom", "damping": "joint", "length": "geom"}
+
+
+def _shorten(m: mujoco.MjModel, i: int, factor: float) -> None:
+    """Scale capsule ``i``'s length by ``factor``, keeping the end nearer its body's origin (the joint)."""
+    half = float(m.geom_size[i, 1])
+    axis = np.zeros(3)
+    mujoco.mju_rotVecQuat(axis, np.array([0.0, 0.0, 1.0]), m.geom_quat[i])
+    ends = (m.geom_pos[i] + half * axis, m.geom_pos[i] - half * axis)
+    top, bottom = sorted(ends, key=lambda p: float(np.linalg.norm(p)))
+    m.geom_size[i, 1] = half * factor
+    m.geom_pos[i] = top + (bottom - top) * (factor / 2.0)
 
 
 def describe(values: Mapping[str, float]) -> str:

@@ -7,6 +7,8 @@ A regime is a set of changes of the simulated robot, relative to the unmodified 
 * ``payload``: kilograms added to a body, at its centre of mass;
 * ``friction``: a factor on a geom's friction coefficients;
 * ``damping``: a factor on a joint's damping;
+* ``length``: a factor on a capsule geom's length, its end nearer the body's origin kept (a shortened lower leg,
+  a lost foot: 0.5 halves the geom);
 * ``permutation``: for discrete actions, action ``a`` is executed as ``permutation[a]`` (CartPole's inverted push,
   LunarLander's swapped engines).
 
@@ -29,9 +31,9 @@ NOMINAL = "nominal"
 ALL = "all"
 """Key that addresses every element of a kind (``gain = { all = -1.0 }``)."""
 
-KINDS = {"gain": 1.0, "payload": 0.0, "friction": 1.0, "damping": 1.0}
+KINDS = {"gain": 1.0, "payload": 0.0, "friction": 1.0, "damping": 1.0, "length": 1.0}
 """The model parameters a regime can change, with the value that leaves the model as it is."""
-SCALES = ("gain", "friction", "damping")
+SCALES = ("gain", "friction", "damping", "length")
 """Kinds whose values are factors on the model's own value (the others add to it)."""
 LOG_KINDS = ("damping",)
 """Kinds the twin fits and compares in decades (log10): damping spans free (0.1) to seized (1000) joints."""
@@ -64,6 +66,8 @@ class Regime:
     """Geom name (or ``all``) -> factor on its friction coefficients."""
     damping: Mapping[str, float] = field(default_factory=_empty)
     """Joint name (or ``all``) -> factor on its damping."""
+    length: Mapping[str, float] = field(default_factory=_empty)
+    """Capsule geom name -> factor on its length (the end nearer its body's origin stays)."""
 
     def changes(self) -> dict[str, Mapping[str, float]]:
         """The model changes by kind (kinds left as they are omitted)."""
