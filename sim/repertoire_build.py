@@ -138,12 +138,14 @@ class BuildState:
     env_steps: int = 0
 
 
-def _stats(state: BuildState, improved: list[int], wall_s: float) -> dict:
+def _stats(state: BuildState, improved: list[int], iteration_steps: int, wall_s: float) -> dict:
+    """One line of ``metrics.jsonl``."""
     archive = state.scheduler.archive
     stats = archive.stats
     returns = archive.data("ret") if not archive.empty else np.zeros(0)
-    return {"iteration": state.iteration, "env_steps": state.env_steps, "elites": int(stats.num_elites),
-            "coverage": float(stats.coverage), "qd_score": float(stats.qd_score),
+    returns = returns[np.isfinite(returns)]
+    return {"iteration": state.iteration, "env_steps": state.env_steps, "iteration_steps": iteration_steps,
+            "elites": int(stats.num_elites), "coverage": float(stats.coverage), "qd_score": float(stats.qd_score),
             "best_fitness": None if stats.obj_max is None else float(stats.obj_max),
             "best_return": float(returns.max()) if returns.size else None,
             "improved": improved, "wall_s": round(wall_s, 3)}
@@ -158,7 +160,7 @@ def build_repertoire(settings: BuildSettings, on_line: Callable[[dict], None] | 
     factory = load_factory(settings.profile)
     factory_sha = hashlib.sha256(factory_path(settings.profile).read_bytes()).hexdigest()
     identity = settings.identity(factory_sha)
-    state, lines = _start_or_resume(settings, out, identity, factory)
+    state = _start_or_resume(settings, out, identity, factory)
     config = settings.config
     evaluator = make_evaluator(settings.profile, settings.backend, settings.workers, behaviour=True,
                                limits=OFFLINE_LIMITS)
@@ -180,9 +182,7 @@ def build_repertoire(settings: BuildSettings, on_line: Callable[[dict], None] | 
                            it=np.full(len(objective), state.iteration, dtype=np.int64))
             state.iteration += 1
             state.env_steps += int(result.env_steps)
-            iteration_steps = int(result.env_steps)
-            line = {**_stats(state, improved, time.perf_counter() - start), "iteration_steps": iteration_steps}
-            lines.append(line)
+            line = _stats(state, improved, int(result.env_steps), time.perf_counter() - start)
             with (out / "metrics.jsonl").open("a") as f:
                 f.write(json.dumps(line) + "\n")
             if on_line is not None:
@@ -211,7 +211,7 @@ def _improvements(scheduler: Scheduler, objective: np.ndarray, measures: np.ndar
     return [int(better[a:b].sum()) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
-def _start_or_resume(settings: BuildSettings, out: Path, identity: dict, factory) -> tuple[BuildState, list[dict]]:
+def _start_or_resume(settings: BuildSettings, out: Path, identity: dict, factory) -> BuildState:
     checkpoint = out / "checkpoint.pkl"
     build_file = out / "build.json"
     if not checkpoint.is_file():
@@ -219,7 +219,7 @@ def _start_or_resume(settings: BuildSettings, out: Path, identity: dict, factory
             raise ConfigError(f"{out} holds metrics but no checkpoint; give a new --out")
         build_file.write_text(json.dumps({"identity": identity, "command": settings.command,
                                           "provenance": provenance()}, indent=2))
-        return BuildState(make_scheduler(settings, factory)), []
+        return BuildState(make_scheduler(settings, factory))
     stored = json.loads(build_file.read_text()) if build_file.is_file() else {}
     if stored.get("identity") != identity:
         raise ConfigError(f"{out} holds a build with other settings (see its build.json); give the settings it was "
@@ -233,7 +233,7 @@ def _start_or_resume(settings: BuildSettings, out: Path, identity: dict, factory
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     lines = lines[:state.iteration]  # iterations after the checkpoint are played again
     (out / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    return state, lines
+    return state
 
 
 def _checkpoint(out: Path, state: BuildState) -> None:
