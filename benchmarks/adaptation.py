@@ -103,7 +103,7 @@ class Schedule:
             elif now > self.deadline:
                 self.stopped_at = "before"
         elif self.phase == "fault":
-            target = a.recovered_fraction * float(np.mean(self.before))
+            target = self.target
             started_after = [r for r, end, start in _episodes(run) if start >= self.step_fault]
             if any(r >= target for r in started_after):
                 self.t_recovered = now
@@ -119,6 +119,13 @@ class Schedule:
             elif now > self.t_phase_end:
                 self.stopped_at = "repaired"
         return self.fault if self.phase == "fault" else "nominal"
+
+    @property
+    def target(self) -> float:
+        """The return an episode after the fault must reach to count as walking again."""
+        a = self.args
+        return a.recovered_return if a.recovered_return is not None else a.recovered_fraction * float(
+            np.mean(self.before))
 
     def on_step(self, run, served: str) -> None:  # noqa: ANN001 (RobotRun)
         if self.phase == "repaired" and self.t_switch is None and served in self.nominal_champions:
@@ -152,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes-before", type=int, default=5)
     parser.add_argument("--episodes-after", type=int, default=3)
     parser.add_argument("--recovered-fraction", type=float)
+    parser.add_argument("--recovered-return", type=float, help="walking again means an episode returning at least "
+                        "this (a damage's reference), instead of --recovered-fraction of the pre-fault return")
     parser.add_argument("--warmup-timeout-s", type=float, default=600.0)
     parser.add_argument("--recover-timeout-s", type=float, default=300.0)
     parser.add_argument("--repaired-timeout-s", type=float, default=120.0)
@@ -260,9 +269,12 @@ def _figures(args, profile, fault: str, s: Schedule, run, ends: list[float], tel
             out["identified"]["param_error"] = _param_error(profile, fault, args.fault_def, params)
     else:
         out["fault_to_detect_steps"], out["identified"] = None, None
+    out["episodes"] = [{"end_s": round(ends[i] - s.t_fault, 2) if i < len(ends) else None, "return": round(r, 2),
+                        "after_fault": start >= s.step_fault, "served_by": run.finished_by[i]}
+                       for i, (r, _, start) in enumerate(episodes)]
     if s.t_recovered is not None:
         # the end of the first episode that started after the fault and got back to the target
-        target = args.recovered_fraction * float(np.mean(s.before))
+        target = s.target
         index = next(i for i, (r, _, start) in enumerate(episodes) if start >= s.step_fault and r >= target)
         out["fault_to_recovered_s"] = round(ends[index] - s.t_fault, 2) if index < len(ends) else None
         out["recovered_return"] = round(episodes[index][0], 2)
@@ -287,18 +299,20 @@ def _figures(args, profile, fault: str, s: Schedule, run, ends: list[float], tel
 
 
 def _param_error(profile, fault: str, fault_def: str | None, params: dict) -> float | None:  # noqa: ANN001
-    """Largest |fitted - true| over the fitted gains (true: the fault's definition, 1 where it leaves a gain)."""
+    """Largest error of a fitted parameter against the fault's definition (its kind's unit: decades for damping;
+    an element the fault leaves keeps its nominal value, ``shared`` compares with ``all``)."""
     from srghn.deploy.robot_sim import undeclared_fault
+    from srghn.sim.envs import KINDS, kind_distance
 
     regime = (undeclared_fault(profile, fault, fault_def) if fault_def else profile).regime_defs[fault]
-    gains = dict(regime.gain)
+    changes = regime.changes()
     errors = []
     for key, value in params.items():
         kind, _, name = key.partition(".")
-        if kind != "gain":
-            continue
-        truth = gains.get(name, gains.get("all", 1.0))
-        errors.append(abs(float(value) - truth))
+        values = changes.get(kind, {})
+        truth = values.get(name, values.get("all", KINDS[kind])) if name != "shared" else values.get("all",
+                                                                                                      KINDS[kind])
+        errors.append(kind_distance(kind, float(value), truth))
     return round(max(errors), 4) if errors else None
 
 

@@ -1,0 +1,172 @@
+"""The damage suite end to end: for every damage of a suite, several seeds, the real runtime (the daemon, the
+supervised server, a simulated robot: ``benchmarks/adaptation.py``) meets a fault its profile does not declare.
+
+    .venv/bin/python benchmarks/damage.py --suite benchmarks/damage/ant.toml --seeds 3 \
+        --references docs/results/damage-reference.json --out docs/results/damage [--only dead_front_left ...]
+
+Per damage and seed: steps and seconds to detect it, what the twin identified and the largest parameter error, the
+path that answered (``stored``: a champion the robot ships or kept for that regime; ``compensated``: a stored
+champion with sign flips; ``repertoire``: an elite found in the twin; ``trials``: trial and error on the robot;
+``evolution``: a champion evolved after the fault; ``safe`` or ``none``), seconds until walking again (an episode
+returning at least ``--fraction`` of the damage's reference return, the best a long offline evolution found there:
+``benchmarks/damage_reference.py``), and live returns before, during and after. Each run is written to
+``OUT/<damage>-s<seed>.json`` and read back when the benchmark runs again (delete it to measure again). Prints the
+summary JSON, writes ``OUT/summary.json``, a markdown table (``OUT/table.md``) and ``OUT/returns.png`` (every
+episode's return against time from the fault, a panel per damage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from srghn.sim.damage import load_suite
+
+HERE = Path(__file__).resolve().parent
+
+
+def run_one(damage: str, definition: dict, seed: int, target: float | None, args: argparse.Namespace) -> dict:
+    """One adaptation run of ``damage`` (read back if its JSON exists)."""
+    path = args.out / f"{damage}-s{seed}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    changes = {k: v for k, v in definition.items() if k != "description"}
+    cmd = [sys.executable, str(HERE / "adaptation.py"), "--robot", args.robot, "--fault", damage, "--fault-def",
+           json.dumps(changes), "--seed", str(seed), "--workers", str(args.workers), "--json",
+           "--recover-timeout-s", str(args.recover_timeout_s)]
+    cmd += ["--recovered-return", str(target)] if target is not None else ["--recovered-fraction", "0.8"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.recover_timeout_s + 1800)
+    if done.returncode != 0:
+        raise SystemExit(f"{damage} seed {seed}: adaptation.py failed: {done.stderr[-2000:]}")
+    result = json.loads(done.stdout)
+    path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def answered_by(result: dict) -> str:
+    """Which path served the first episode that walked again."""
+    champion = result.get("recovered_by")
+    if champion is None:
+        return "none"
+    if champion == "safe":
+        return "safe"
+    if "-rep-" in champion:
+        return "repertoire"
+    events = [e for e in result.get("adaptation_events", []) if e.get("to_id") == champion]
+    reason = " ".join(str(e.get("reason", "")) for e in events).lower()
+    if "trial" in reason:
+        return "trials"
+    if "compensat" in reason:
+        return "compensated"
+    if events or "factory" in champion:
+        return "stored"
+    return "evolution"
+
+
+def row(damage: str, runs: list[dict], reference: float | None, fraction: float) -> dict:
+    recovered = [r.get("fault_to_recovered_s") for r in runs]
+    detected = [r.get("fault_to_detect_s") for r in runs]
+    errors = [(r.get("identified") or {}).get("param_error") for r in runs]
+
+    def spread(values: list) -> dict:
+        finite = [v for v in values if v is not None]
+        return {"median": float(np.median(finite)) if finite else None, "min": min(finite, default=None),
+                "max": max(finite, default=None), "missing": len(values) - len(finite)}
+
+    return {"damage": damage, "reference": reference, "target": None if reference is None else fraction * reference,
+            "seeds": len(runs), "detect_s": spread(detected),
+            "detect_steps": spread([r.get("fault_to_detect_steps") for r in runs]),
+            "identified": [(r.get("identified") or {}).get("regime") for r in runs], "param_error": spread(errors),
+            "paths": [answered_by(r) for r in runs], "walking_again_s": spread(recovered),
+            "within_60_s": sum(1 for v in recovered if v is not None and v <= 60.0),
+            "before": spread([r.get("live_return_before") for r in runs]),
+            "during_first": spread([r.get("live_return_during_fault_first") for r in runs]),
+            "after": spread([r.get("live_return_after") for r in runs])}
+
+
+def table(rows: list[dict]) -> str:
+    def fmt(s: dict, digits: int = 1) -> str:
+        if s["median"] is None:
+            return "never"
+        text = f"{s['median']:.{digits}f} [{s['min']:.{digits}f}-{s['max']:.{digits}f}]"
+        return text + (f", {s['missing']} never" if s["missing"] else "")
+
+    lines = ["| damage | reference | detect s | param error | path | walking again s | within 60 s | "
+             "before / first after fault / after repair |", "|" + "---|" * 8]
+    for r in rows:
+        lines.append(f"| {r['damage']} | {r['reference'] if r['reference'] is not None else 'not measured'} | "
+                     f"{fmt(r['detect_s'])} | {fmt(r['param_error'], 3)} | {', '.join(sorted(set(r['paths'])))} | "
+                     f"{fmt(r['walking_again_s'])} | {r['within_60_s']}/{r['seeds']} | {fmt(r['before'], 0)} / "
+                     f"{fmt(r['during_first'], 0)} / {fmt(r['after'], 0)} |")
+    return "\n".join(lines)
+
+
+def plot(runs: dict[str, list[dict]], references: dict, fraction: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(runs)
+    cols = min(4, n)
+    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(3.4 * cols, 2.6 * ((n + cols - 1) // cols)),
+                             squeeze=False)
+    for ax, (damage, results) in zip(axes.flat, runs.items()):
+        for r in results:
+            points = [(e["end_s"], e["return"]) for e in r.get("episodes", []) if e["end_s"] is not None]
+            if points:
+                ax.plot(*zip(*points), marker=".", linewidth=0.8, label=f"seed {r['seed']}")
+        if references.get(damage) is not None:
+            ax.axhline(fraction * references[damage], color="grey", linestyle="--", linewidth=0.8)
+        ax.axvline(0, color="red", linewidth=0.8)
+        ax.axvline(60, color="black", linestyle=":", linewidth=0.8)
+        ax.set_title(damage, fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.supxlabel("seconds from the fault (red); dotted: 60 s; dashed: walking again", fontsize=8)
+    fig.supylabel("episode return", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", type=Path, default=HERE / "damage" / "ant.toml")
+    parser.add_argument("--references", type=Path, default=Path("docs/results/damage-reference.json"))
+    parser.add_argument("--fraction", type=float, default=0.8)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--recover-timeout-s", type=float, default=240.0)
+    parser.add_argument("--out", type=Path, default=Path("docs/results/damage"))
+    parser.add_argument("--only", nargs="*")
+    args = parser.parse_args()
+    profile, damages = load_suite(args.suite)
+    args.robot = profile.name
+    unknown = sorted(set(args.only or ()) - set(damages))
+    if unknown or args.seeds < 1 or not 0 < args.fraction <= 1:
+        parser.error(f"--only names damages the suite lacks: {unknown}" if unknown
+                     else "--seeds must be >= 1 and --fraction in (0, 1]")
+    references = {}
+    if args.references.is_file():
+        references = {r["damage"]: r["reference"] for r in json.loads(args.references.read_text())["results"]}
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs = {}
+    for damage in args.only or damages:
+        target = None if references.get(damage) is None else args.fraction * references[damage]
+        runs[damage] = [run_one(damage, damages[damage].to_dict(), seed, target, args) for seed in range(args.seeds)]
+    rows = [row(d, r, references.get(d), args.fraction) for d, r in runs.items()]
+    summary = {"suite": str(args.suite), "seeds": args.seeds, "fraction": args.fraction, "rows": rows}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (args.out / "table.md").write_text(table(rows) + "\n")
+    plot(runs, references, args.fraction, args.out / "returns.png")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
