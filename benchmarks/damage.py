@@ -116,11 +116,11 @@ def plot(runs: dict[str, list[dict]], references: dict, fraction: float, path: P
     cols = min(4, n)
     fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(3.4 * cols, 2.6 * ((n + cols - 1) // cols)),
                              squeeze=False)
-    for ax, (damage, results) in zip(axes.flat, runs.items()):
+    for ax, (damage, results) in zip(axes.flat, runs.items(), strict=False):  # more panels than damages
         for r in results:
             points = [(e["end_s"], e["return"]) for e in r.get("episodes", []) if e["end_s"] is not None]
             if points:
-                ax.plot(*zip(*points), marker=".", linewidth=0.8, label=f"seed {r['seed']}")
+                ax.plot(*zip(*points, strict=True), marker=".", linewidth=0.8, label=f"seed {r['seed']}")
         if references.get(damage) is not None:
             ax.axhline(fraction * references[damage], color="grey", linestyle="--", linewidth=0.8)
         ax.axvline(0, color="red", linewidth=0.8)
