@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -36,6 +37,8 @@ def reference(profile, name: str, regime, out: Path, generations: int, workers: 
     summary_file = run / "summary.json"
     done = summary_file.is_file() and json.loads(summary_file.read_text()).get("completed")
     if not done:
+        if run.is_dir() and not (run / "population.npz").is_file():
+            shutil.rmtree(run)  # stopped before its first checkpoint: nothing to continue
         settings = EvolveSettings(
             profile=damaged, out=run, generations=generations, seed=seed, switch_at=0, switch_regime=name,
             workers=workers, init=str(factory_path(profile)), resume=(run / "population.npz").is_file(),

@@ -27,10 +27,10 @@ from srghn.sim.stats import improvement_interval, iqm_interval
 METRICS = ("qd_score", "coverage", "best_return")
 
 
-def run(profile, out: Path, emitter: str, seed: int, env_steps: int, workers: int) -> list[dict]:
+def run(profile, out: Path, emitter: str, seed: int, env_steps: int, workers: int, backend: str) -> list[dict]:
     """The build's metrics lines (running or continuing it until the budget is spent)."""
     settings = BuildSettings(profile, out / f"{emitter}-s{seed}", env_steps=env_steps, seed=seed,
-                             emitters=(emitter,), workers=workers, command=shlex.join(sys.argv))
+                             emitters=(emitter,), workers=workers, backend=backend, command=shlex.join(sys.argv))
     build_repertoire(settings)
     lines = [json.loads(x) for x in (settings.out / "metrics.jsonl").read_text().splitlines() if x.strip()]
     return [line for line in lines if line["env_steps"] - line.get("iteration_steps", 0) < env_steps]
@@ -65,14 +65,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--env-steps", type=int, default=1_000_000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--backend", default="local", help="local (sandboxed workers) or inprocess (CartPole: no "
+                                                           "process hop for its sub-millisecond episodes)")
     parser.add_argument("--out", type=Path, default=Path("docs/results/qd-emitters"))
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args()
     if args.seeds < 1 or args.env_steps < 1:
         parser.error("--seeds and --env-steps must be >= 1")
     profile = load_profile(args.robot)
-    curves = {e: [run(profile, args.out, e, s, args.env_steps, args.workers) for s in range(args.seeds)]
-              for e in args.emitters}
+    curves = {e: [run(profile, args.out, e, s, args.env_steps, args.workers, args.backend)
+                  for s in range(args.seeds)] for e in args.emitters}
     finals = {e: {k: [r[-1][k] or 0.0 for r in runs] for k in METRICS} for e, runs in curves.items()}
     summary = {"robot": profile.name, "env_steps": args.env_steps, "seeds": args.seeds,
                "metrics": {e: {k: {**iqm_interval(v), "values": v} for k, v in m.items()} for e, m in finals.items()}}
