@@ -132,6 +132,8 @@ class _Worker:
         self.writer = Connection(parent_write, readable=False)
         self.state = "starting"
         self.job: Job | None = None
+        self.sent = 0.0
+        """When the current job was sent (``time.perf_counter``)."""
         self.deadline = time.monotonic() + init["startup_timeout_s"]
         self.torch_loaded: bool | None = None
         self.writer.send_bytes(json.dumps(init).encode())
@@ -198,6 +200,9 @@ class LocalEvaluator:
         self.replaced = 0
         """Workers replaced after a fault since the evaluator started."""
         self._start_failures = 0
+        self.last_timing: dict[str, float] = {}
+        """Where the last ``evaluate`` call's time went (:meth:`_timing`)."""
+        self._busy = {"busy_s": 0.0, "run_s": 0.0}
         try:
             self.workers = [_Worker(self._init, slot) for slot in range(workers)]
             while any(w.state == "starting" for w in self.workers):
@@ -220,6 +225,8 @@ class LocalEvaluator:
         jobs = plan_jobs(b * e, self.n_workers * self.jobs_per_worker)
         pending = deque(jobs)
         results: dict[int, EpisodeResults] = {}
+        self._busy = {"busy_s": 0.0, "run_s": 0.0}
+        t0 = time.perf_counter()
         while len(results) < len(jobs):
             for w in list(self.workers):
                 if w.state == "idle" and pending:
@@ -231,7 +238,16 @@ class LocalEvaluator:
                         continue
                     self._dispatch(w, pending.popleft(), policies, seeds, regime, norm)
             self._pump(results)
+        self.last_timing = self._timing(time.perf_counter() - t0, len(jobs))
         return assemble(b, e, jobs, results)
+
+    def _timing(self, wall_s: float, jobs: int) -> dict[str, float]:
+        """Wall time of an ``evaluate`` call split over the workers: ``run_s`` playing episodes (as the workers
+        measured it), ``ipc_s`` between the parent's send of a job and its receipt of the result beyond that
+        (framing, pipes, scheduling), ``idle_s`` the workers' time without a job."""
+        busy, run = self._busy["busy_s"], self._busy["run_s"]
+        return {"wall_s": wall_s, "workers": self.n_workers, "jobs": jobs, "run_s": run, "ipc_s": busy - run,
+                "idle_s": self.n_workers * wall_s - busy}
 
     def _dispatch(self, w: _Worker, job: Job, policies: np.ndarray, seeds: np.ndarray, regime: str,
                   norm: ObsNorm | None) -> None:
@@ -240,6 +256,7 @@ class LocalEvaluator:
         message = encode({"type": "job", "job": job.id, "regime": regime, "cpu_s": cpu},
                          job_arrays(job, policies, seeds, norm))
         w.state, w.job, w.deadline = "busy", job, time.monotonic() + timeout
+        w.sent = time.perf_counter()
         with contextlib.suppress(OSError):  # if it died, the poll loop sees its pipe end and accounts for the job
             w.writer.send_bytes(message)
 
@@ -280,6 +297,9 @@ class LocalEvaluator:
             if kind != "result" or header.get("job") != w.job.id:
                 raise WorkerProtocolError(f"expected the result of job {w.job.id}, got {kind!r} {header.get('job')!r}")
             job_results = parse_results(header, arrays, w.job.size)
+            run_s = header.get("run_s", 0.0)
+            if isinstance(run_s, bool) or not isinstance(run_s, int | float):
+                raise WorkerProtocolError(f"job result's run_s is not a number: {run_s!r}")
         except (EOFError, OSError):
             if w.state == "starting":
                 self._start_failed(w, f"worker pid {w.pid} exited during start-up "
@@ -298,6 +318,8 @@ class LocalEvaluator:
                 self._lose(w, "protocol_error", results)
             return
         results[w.job.id] = job_results
+        self._busy["busy_s"] += time.perf_counter() - w.sent
+        self._busy["run_s"] += float(run_s)
         w.state, w.job, w.torch_loaded = "idle", None, bool(header.get("torch_loaded"))
         if job_results.retire:
             log.warning("worker pid %d retires after a memory-limit or job-level fault; replacing it", w.pid)
