@@ -1,9 +1,10 @@
 """The local sandboxed evaluator: persistent worker processes under a supervising poll loop (the default backend).
 
 :class:`LocalEvaluator` starts ``workers`` processes (:mod:`srghn.sim.worker`), each owning its environments.
-``evaluate`` cuts the batch into jobs (:func:`~srghn.sim.jobs.plan_jobs`, a few per worker so an early finisher
-picks up more), hands a job to each idle worker, and waits on all pipes at once. Nothing crosses a process
-boundary per step: one frame out and one frame back per job.
+``evaluate`` cuts the batch into jobs (:func:`~srghn.sim.jobs.plan_guided`: large ones first, which a worker plays
+side by side at little cost per episode, then smaller and smaller ones, so a worker whose episodes ended early
+picks up more and all finish together), hands a job to each idle worker, and waits on all pipes at once. Nothing
+crosses a process boundary per step: one frame out and one frame back per job.
 
 Supervision -- a fault costs only the individuals of the job it hit, never the generation:
 
@@ -49,6 +50,7 @@ from srghn.sim.jobs import (
     encode,
     job_arrays,
     parse_results,
+    plan_guided,
     plan_jobs,
 )
 
@@ -175,18 +177,19 @@ class LocalEvaluator:
     """
 
     def __init__(self, profile, workers: int | None = None, limits: WorkerLimits | None = None,
-                 jobs_per_worker: int = 4, env_modules: tuple[str, ...] = (), fast_path: bool = True,
+                 jobs_per_worker: int | None = None, env_modules: tuple[str, ...] = (), fast_path: bool = True,
                  behaviour: bool = False) -> None:
         """Start the workers for ``profile`` (a :class:`~srghn.sim.profiles.RobotProfile`) and wait until each
         has built its first environment.
 
         ``env_modules`` are imported by every worker before it builds environments (modules that register
-        custom gymnasium envs); workers see the parent's ``sys.path``.
+        custom gymnasium envs); workers see the parent's ``sys.path``. ``jobs_per_worker``: cut every batch into
+        that many equal jobs per worker instead of the shrinking ones of :func:`~srghn.sim.jobs.plan_guided`.
         """
         workers = (os.cpu_count() or 1) if workers is None else workers
         if workers < 1:
             raise ConfigError(f"workers must be >= 1, got {workers}")
-        if jobs_per_worker < 1:
+        if jobs_per_worker is not None and jobs_per_worker < 1:
             raise ConfigError(f"jobs_per_worker must be >= 1, got {jobs_per_worker}")
         self.spec = RunnerSpec.from_profile(profile, fast_path=fast_path, behaviour=behaviour)
         self.limits = limits or WorkerLimits()
@@ -222,7 +225,8 @@ class LocalEvaluator:
             raise EvaluatorError("evaluator is closed")
         policies, seeds = check_batch(self.spec, policies, seeds, regime)
         b, e = policies.shape[0], len(seeds)
-        jobs = plan_jobs(b * e, self.n_workers * self.jobs_per_worker)
+        jobs = (plan_guided(b * e, self.n_workers) if self.jobs_per_worker is None
+                else plan_jobs(b * e, self.n_workers * self.jobs_per_worker))
         pending = deque(jobs)
         results: dict[int, EpisodeResults] = {}
         self._busy = {"busy_s": 0.0, "run_s": 0.0}
