@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from pathlib import Path
 from types import ModuleType
 
@@ -45,10 +46,18 @@ from srghn.sim.episodes import EpisodeResults, EpisodeRunner, RunnerSpec, except
 log = logging.getLogger("srghn.sim.fast_mujoco")
 
 
+STEP_ENV = "SRGHN_MUJOCO_STEP"
+"""Set to ``python`` in the environment, the runners step from Python even where the compiled step is built (a
+process reads it once; evaluation workers inherit it from their parent)."""
+
+
 @functools.cache
 def compiled_step() -> ModuleType | None:
     """The compiled step (``sim/_mjbatch.c``) bound to the libmujoco the ``mujoco`` module loaded, or None when it
-    is not built or cannot find that library (the runners then step from Python)."""
+    is not built, cannot find that library, or :data:`STEP_ENV` says ``python`` (the runners then step from
+    Python)."""
+    if os.environ.get(STEP_ENV) == "python":
+        return None
     try:
         from srghn.sim import _mjbatch
     except ImportError as exc:

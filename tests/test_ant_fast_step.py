@@ -208,7 +208,10 @@ def test_ant_results_do_not_depend_on_batching_or_workers():
     small = InProcessEvaluator(profile, max_envs=5).evaluate(policies, seeds, "invert_back_left")
     with LocalEvaluator(profile, workers=2, jobs_per_worker=3) as ev:
         local = ev.evaluate(policies, seeds, "invert_back_left")
-    for other in (small, local):
+    with LocalEvaluator(profile, workers=2) as ev:  # shrinking jobs: 3, 3, 2, 1, 1, 1, 1 episodes
+        guided = ev.evaluate(policies, seeds, "invert_back_left")
+        assert ev.last_timing["jobs"] == 7
+    for other in (small, local, guided):
         np.testing.assert_array_equal(other.fitness, whole.fitness)
         np.testing.assert_array_equal(other.returns, whole.returns)
         assert other.env_steps == whole.env_steps and other.failures == {}
