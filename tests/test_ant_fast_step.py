@@ -3,6 +3,11 @@ Python, and flag a MuJoCo instability as non_finite."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
 import gymnasium as gym
@@ -15,7 +20,7 @@ from srghn.controller.normalizer import RunningStats
 from srghn.sim.envs import Regime
 from srghn.sim.episodes import GymRunner, RunnerSpec, make_runner, mujoco_unstable
 from srghn.sim.evaluator import make_env, run_episodes
-from srghn.sim.fast_mujoco import AntRunner, HalfCheetahRunner, compiled_step, fast_path_supported
+from srghn.sim.fast_mujoco import STEP_ENV, AntRunner, HalfCheetahRunner, compiled_step, fast_path_supported
 from srghn.sim.profiles import load_profile
 
 CHEETAH = Path(__file__).resolve().parents[1] / "docs" / "examples" / "halfcheetah.toml"
@@ -144,9 +149,22 @@ def test_compiled_step_reports_a_mujoco_error_per_episode():
     np.testing.assert_array_equal(post[1], reference.qpos)  # the healthy one stepped on, as the binding steps it
 
 
+def test_the_compiled_step_is_built_where_a_compiler_is_and_can_be_turned_off():
+    """The install builds it wherever a C compiler and Python's headers are; SRGHN_MUJOCO_STEP=python turns it
+    off in a process (and in the workers it starts, which inherit the environment)."""
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    if (shutil.which("cc") or shutil.which("gcc")) and headers.is_file():
+        assert compiled_step() is not None
+    probe = "from srghn.sim.fast_mujoco import compiled_step; print(compiled_step() is None)"
+    off = subprocess.run([sys.executable, "-c", probe], env={**os.environ, STEP_ENV: "python"}, capture_output=True,
+                         text=True, check=True)
+    assert off.stdout.strip() == "True"
+
+
 def test_only_exact_ant_classes_take_the_fast_path():
     profile = load_profile("ant")
     assert isinstance(make_runner(RunnerSpec.from_profile(profile, fast_path=False)), GymRunner)
+    assert not fast_path_supported(gym.make("HalfCheetah-v5", render_mode="rgb_array"))  # rendering: gymnasium's
     assert isinstance(make_runner(RunnerSpec.from_profile(load_profile("lunarlander"))), GymRunner)
     env = make_env(profile)
     assert fast_path_supported(env) and fast_path_supported(env.env)  # the regime wrapper, or none
