@@ -10,9 +10,11 @@ Two parts, measured in one run:
   ``obs_stats`` (the per-episode Welford update), ``resets`` (gymnasium's reset, regime included) and
   ``python_per_step`` (everything else in the stepping loop: the per-episode calls into MuJoCo, copying state out,
   the vectorised reward, termination and bookkeeping). The profiler's own cost lands on the Python calls, so the
-  non-physics shares are upper bounds; ``unprofiled_env_steps_per_s`` is the same chunk without the profiler, and
-  ``raw_env_steps_per_s`` the physics alone (``mj_step`` with ``nstep = frame_skip`` plus
-  ``mj_rnePostConstraint``, timed call by call) over the same episodes.
+  non-physics shares are upper bounds (the profile is of the runner's default: the compiled step where it is
+  built). ``over_raw``: the same chunk without the profiler, stepped from C and from Python, against the physics
+  alone (``mj_step`` with ``nstep = frame_skip`` plus ``mj_rnePostConstraint``, timed call by call) over the same
+  episodes, per second of wall clock and per second of CPU time (``time.process_time``: what the runner costs over
+  the physics whatever share of the core other processes left it); medians over ``--rounds`` interleaved rounds.
 * **generation**: whole generations of ``evolve`` (``Driver.step`` on SR-GHN with :class:`LocalEvaluator`) at
   each ``--populations`` x ``--workers``: the parent's GHN work (``ask`` + ``tell``), the parent's other work
   (records, statistics), and the evaluation's wall time split into the workers' time playing episodes, the
@@ -63,40 +65,58 @@ def _cumulative(stats: pstats.Stats, file_suffix: str, name: str) -> float:
                if func == name and file.endswith(file_suffix))
 
 
-def raw_physics_seconds(runner, policies: np.ndarray, seeds: np.ndarray, steps: np.ndarray, norm: ObsNorm) -> float:
-    """Seconds of ``mj_step(nstep=frame_skip)`` + ``mj_rnePostConstraint`` alone over the same episodes (each
-    replayed for as many steps as it took in the runner, with its own policy's actions)."""
+def raw_physics_seconds(runner, policies: np.ndarray, seeds: np.ndarray, steps: np.ndarray,
+                        norm: ObsNorm) -> tuple[float, float]:
+    """Wall and CPU seconds of ``mj_step(nstep=frame_skip)`` + ``mj_rnePostConstraint`` alone over the same
+    episodes (each replayed for as many steps as it took in the runner, with its own policy's actions)."""
     import mujoco
 
     spec = runner.spec.policy
     env = runner.envs[0]
     u = env.unwrapped
     model, data, fs = u.model, u.data, u.frame_skip
-    timed, clock = 0.0, time.perf_counter
+    wall = cpu = 0.0
+    clock, cpu_clock = time.perf_counter, time.process_time
     for row, seed, n in zip(policies, seeds, steps, strict=True):
         obs = env.reset(seed=int(seed), options={"regime": "nominal"})[0]
         for _ in range(int(n)):
             data.ctrl[:] = spec.act(row[None], norm.apply(obs[None]))[0]
-            t0 = clock()
+            t0, c0 = clock(), cpu_clock()
             mujoco.mj_step(model, data, nstep=fs)
             mujoco.mj_rnePostConstraint(model, data)
-            timed += clock() - t0
-            obs = np.concatenate([data.qpos[2:], data.qvel])
-    return timed
+            wall += clock() - t0
+            cpu += cpu_clock() - c0
+            obs = u._get_obs()
+    return wall, cpu
 
 
-def worker_profile(profile, k: int, seed: int) -> dict:
-    """The buckets of one chunk of ``k`` episodes, on one core in this process."""
+def _timed_run(runner, policies: np.ndarray, seeds: np.ndarray, norm: ObsNorm) -> tuple[float, float, object]:
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = runner.run(policies, seeds, "nominal", norm)
+    return time.perf_counter() - t0, time.process_time() - c0, result
+
+
+def worker_profile(profile, k: int, seed: int, rounds: int) -> dict:
+    """The buckets of one chunk of ``k`` episodes, on one core in this process; and, over ``rounds`` interleaved
+    rounds, the runner stepping from C and from Python against the physics alone (median ratios per round)."""
     spec = RunnerSpec.from_profile(profile)
     runner = make_runner(spec)
+    compiled = getattr(runner, "compiled", None)
     policies, seeds = workload(profile, k, seed)
     norm = RunningStats.empty(profile.policy.obs_dim).normalizer(profile.observation)
     runner.run(policies[:1], seeds[:1], "nominal", norm)  # warm-up: builds one environment
-    t0 = time.perf_counter()
-    result = runner.run(policies, seeds, "nominal", norm)
-    unprofiled = time.perf_counter() - t0
-    steps = int(result.steps.sum())
-    raw = raw_physics_seconds(runner, policies, seeds, result.steps, norm)
+    ratios: dict[str, list[float]] = {"compiled_wall": [], "compiled_cpu": [], "python_wall": [], "python_cpu": []}
+    for _ in range(rounds):
+        for variant, step in (("compiled", compiled), ("python", None)):
+            if variant == "compiled" and compiled is None:
+                continue
+            runner.compiled = step
+            wall, cpu, result = _timed_run(runner, policies, seeds, norm)
+            steps = int(result.steps.sum())
+            raw_wall, raw_cpu = raw_physics_seconds(runner, policies, seeds, result.steps, norm)
+            ratios[f"{variant}_wall"].append(raw_wall / wall)
+            ratios[f"{variant}_cpu"].append(raw_cpu / cpu)
+    runner.compiled = compiled
     profiler = cProfile.Profile()
     profiler.enable()
     runner.run(policies, seeds, "nominal", norm)
@@ -107,8 +127,9 @@ def worker_profile(profile, k: int, seed: int) -> dict:
     buckets = {bucket: sum(_cumulative(stats, *where) for where in places) for bucket, places in _BUCKETS.items()}
     buckets["python_per_step"] = total - sum(buckets.values())
     return {"episodes": k, "env_steps": steps, "batch_steps": int(result.steps.max()),
-            "unprofiled_env_steps_per_s": round(steps / unprofiled),
-            "raw_env_steps_per_s": round(steps / raw), "unprofiled_over_raw": round(raw / unprofiled, 3),
+            "compiled_step": compiled is not None,
+            # the runner's env steps per second against the physics' alone, per second of wall clock and of CPU
+            "over_raw": {name: round(float(np.median(v)), 3) for name, v in ratios.items() if v},
             "profiled_s": round(total, 3),
             "share": {name: round(t / total, 3) for name, t in buckets.items()},
             "us_per_env_step": {name: round(1e6 * t / steps, 1) for name, t in buckets.items()}}
@@ -153,13 +174,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--populations", type=int, nargs="*", default=[10, 50])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--generations", type=int, default=2, help="measured generations (after one warm-up), >= 1")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the worker part's ratios")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     profile = load_profile(args.robot)
     load_before = os.getloadavg()
     report = {"robot": profile.name,
-              "worker": [worker_profile(profile, k, args.seed) for k in args.chunks],
+              "worker": [worker_profile(profile, k, args.seed, args.rounds) for k in args.chunks],
               "generation": [generation_profile(profile, n, w, args.generations, args.seed)
                              for n in args.populations for w in args.workers],
               "load_average_before": [round(x, 2) for x in load_before],

@@ -22,9 +22,11 @@ evaluator's cut before the shrinking jobs of ``plan_guided``).
 Each rate is the best of ``--repeats`` rounds of measurements, taken interleaved (all are printed); each ratio is
 the median over the rounds of the ratio of that round's figures. ``worker_cpu_share`` says how much of their
 cores the workers actually got (CPU time / wall time / workers): on a machine shared with other jobs it drops
-below 1, and the all-cores figure with it. Goals: one worker >= 0.95 x raw, all
-cores >= 0.925 x cores x one worker (1.85 x on 2 cores). Other processes on the machine lower the figures: the
-load average before and after is printed with them.
+below 1, and the all-cores figure with it; ``one_worker_over_raw_per_cpu_s`` compares per second of CPU time
+(the worker's env steps per CPU-second against the physics' own, ``time.process_time`` around each ``mj_step``),
+what the evaluator costs over the physics whatever share of a core other processes left each. Goals: one
+worker >= 0.95 x raw, all cores >= 0.925 x cores x one worker (1.85 x on 2 cores). Other processes on the machine
+lower the figures: the load average before and after is printed with them.
 """
 
 from __future__ import annotations
@@ -58,29 +60,31 @@ def workload(profile, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return policies, rng.integers(0, 2**31 - 1, size=1)
 
 
-def raw_physics_rate(profile, policies: np.ndarray, seed: int) -> tuple[float, int]:
-    """Env-steps/s of plain ``mj_step(nstep=frame_skip)`` over the same episodes (only the physics is timed)."""
+def raw_physics_rate(profile, policies: np.ndarray, seed: int) -> tuple[float, float, int]:
+    """Env-steps/s of plain ``mj_step(nstep=frame_skip)`` over the same episodes (only the physics is timed): per
+    second of wall clock and per second of this process's CPU time; and the env steps taken."""
     import mujoco
 
     env = make_env(RunnerSpec.from_profile(profile)).unwrapped
     model, data, fs = env.model, env.data, env.frame_skip
     limit = 1000
     terminates = getattr(env, "_terminate_when_unhealthy", False)  # Ant: when it falls; HalfCheetah: never
-    timed, steps = 0.0, 0
-    clock, mj_step = time.perf_counter, mujoco.mj_step
+    timed, timed_cpu, steps = 0.0, 0.0, 0
+    clock, cpu_clock, mj_step = time.perf_counter, time.process_time, mujoco.mj_step
     for row in policies:
         obs, _ = env.reset(seed=seed)
         for _ in range(limit):
             action = profile.policy.act(row[None], obs[None].astype(np.float32))[0]
             data.ctrl[:] = action
-            t0 = clock()
+            t0, c0 = clock(), cpu_clock()
             mj_step(model, data, nstep=fs)
             timed += clock() - t0
+            timed_cpu += cpu_clock() - c0
             steps += 1
             obs = env._get_obs()
             if not np.isfinite(obs).all() or (terminates and not env.is_healthy):
                 break
-    return steps / timed, steps
+    return steps / timed, steps / timed_cpu, steps
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -168,7 +172,8 @@ def main(argv: list[str] | None = None) -> dict:
             figures[name] = []
             ev.evaluate(policies, seeds, "nominal")  # warm-up: every worker builds its environments
         for _ in range(args.repeats):  # interleaved, so a change in background load hits every figure alike
-            figures["raw"].append(raw_physics_rate(profile, policies, int(seeds[0])))
+            wall_rate, cpu_rate, raw_steps = raw_physics_rate(profile, policies, int(seeds[0]))
+            figures["raw"].append((wall_rate, cpu_rate))
             for name, ev in evaluators.items():
                 figures[name].append(evaluator_rate(ev, policies, seeds))
 
@@ -180,11 +185,15 @@ def main(argv: list[str] | None = None) -> dict:
     # Ratios of the figures measured side by side in each round, their median over the rounds: what the goals
     # are checked on (a burst of background load hits one round's figures alike).
     one_over_raw = float(np.median([o / r for (o, _), (r, _) in zip(one, raw, strict=True)]))
+    # The same per second of CPU time each got (the worker's env steps per CPU-second against the physics' own):
+    # what the evaluator costs over the physics whatever share of a core other processes left it.
+    one_over_raw_cpu = None if any(c is None for _, c in one) else float(np.median(
+        [(o / c) / r for (o, c), (_, r) in zip(one, raw, strict=True)]))
     all_over_one = float(np.median([a / o for (a, _), (o, _) in zip(every, one, strict=True)]))
     report = {
         "robot": profile.name,
         "episodes_per_measurement": args.policies,
-        "env_steps_per_measurement": raw[0][1],
+        "env_steps_per_measurement": raw_steps,
         "compiled_step": compiled_step() is not None,
         "raw_physics_env_steps_per_s": round(raw_best),
         "one_worker_env_steps_per_s": round(one_best),
@@ -194,6 +203,8 @@ def main(argv: list[str] | None = None) -> dict:
         "one_worker_over_raw": round(one_over_raw, 3),
         "all_cores_over_one_worker": round(all_over_one, 3),
         "best_one_worker_over_best_raw": round(one_best / raw_best, 3),
+        "one_worker_over_raw_per_cpu_s": _round(one_over_raw_cpu),
+        "raw_physics_env_steps_per_cpu_s": round(max(c for _, c in raw)),
         "best_all_cores_over_best_one_worker": round(all_best / one_best, 3),
         "goals": {"one_worker_over_raw": ONE_WORKER_GOAL, "all_cores_over_one_worker": scaling_goal},
         "pass": {"one_worker_over_raw": one_over_raw >= ONE_WORKER_GOAL,
@@ -218,6 +229,9 @@ def main(argv: list[str] | None = None) -> dict:
         report["compare"] = {
             "one_worker_python_step_over_raw": round(float(np.median(
                 [p / r for (p, _), (r, _) in zip(figures["one_worker_python_step"], raw, strict=True)])), 3),
+            "one_worker_python_step_over_raw_per_cpu_s": None if any(
+                c is None for _, c in figures["one_worker_python_step"]) else round(float(np.median(
+                    [(p / c) / r for (p, c), (_, r) in zip(figures["one_worker_python_step"], raw, strict=True)])), 3),
             "all_cores_equal_jobs_over_one_worker": round(float(np.median(
                 [a / o for (a, _), (o, _) in zip(figures["all_cores_equal_jobs"], one, strict=True)])), 3)}
     if args.json:

@@ -229,15 +229,19 @@ class MujocoRunner(EpisodeRunner):
             full_obs, reward, healthy, terminated = self._outcome(actions, pre[:k], post[:k])
             finite = np.isfinite(full_obs).all(axis=1) & np.isfinite(reward)
 
-            sel = np.flatnonzero(ok[:k])
-            idx = active[sel]
-            obs[idx] = full_obs[sel]
-            returns[idx] += reward[sel]
+            if ok[:k].all():  # the usual step: no episode's physics failed, no rows to pick
+                idx = active
+            else:
+                sel = np.flatnonzero(ok[:k])
+                idx, full_obs, reward, terminated, finite = (
+                    active[sel], full_obs[sel], reward[sel], terminated[sel], finite[sel])
+            obs[idx] = full_obs
+            returns[idx] += reward
             steps[idx] += 1
-            ended = terminated[sel] if limit is None else (terminated[sel] | (steps[idx] >= limit))
-            for j in np.flatnonzero(ended | ~finite[sel]):
+            ended = terminated if limit is None else (terminated | (steps[idx] >= limit))
+            for j in np.flatnonzero(ended | ~finite):
                 i = idx[j]
-                if not finite[sel[j]]:
+                if not finite[j]:
                     self._fail(results, alive, i, "non_finite")
                 else:
                     alive[i] = False
