@@ -6,15 +6,16 @@ Two parts, measured in one run:
 
 * **worker**: one chunk of ``k`` episodes (``--chunks``, the episodes one job plays side by side) played by the
   runner a worker uses, in this process on one core, under ``cProfile``. Buckets: ``physics`` (``mj_step`` and
-  ``mj_rnePostConstraint``), ``policy`` (the batched numpy forward), ``normalizer`` (``ObsNorm.apply``),
-  ``obs_stats`` (the per-episode Welford update), ``resets`` (gymnasium's reset, regime included) and
-  ``python_per_step`` (everything else in the stepping loop: the per-episode calls into MuJoCo, copying state out,
-  the vectorised reward, termination and bookkeeping). The profiler's own cost lands on the Python calls, so the
-  non-physics shares are upper bounds (the profile is of the runner's default: the compiled step where it is
-  built). ``over_raw``: the same chunk without the profiler, stepped from C and from Python, against the physics
-  alone (``mj_step`` with ``nstep = frame_skip`` plus ``mj_rnePostConstraint``, timed call by call) over the same
-  episodes, per second of wall clock and per second of CPU time (``time.process_time``: what the runner costs over
-  the physics whatever share of the core other processes left it); medians over ``--rounds`` interleaved rounds.
+  ``mj_rnePostConstraint``, or the compiled step that makes them and copies the state out), ``policy`` (the
+  batched numpy forward), ``normalizer`` (``ObsNorm.apply``), ``obs_stats`` (the per-episode Welford update),
+  ``resets`` (gymnasium's reset, regime included) and ``python_per_step`` (everything else in the stepping loop:
+  the per-episode calls into MuJoCo, copying state out, the vectorised reward, termination and bookkeeping). The
+  profiler's own cost lands on the Python calls, so the non-physics shares are upper bounds (the profile is of
+  the runner's default: the compiled step where it is built). ``over_raw``: the same chunk without the profiler,
+  stepped from C and from Python, against the physics alone (``mj_step`` with ``nstep = frame_skip`` plus
+  ``mj_rnePostConstraint``, timed call by call) over the same episodes, per second of wall clock and per second
+  of CPU time (``time.process_time``: what the runner costs over the physics whatever share of the core other
+  processes left it); medians over ``--rounds`` interleaved rounds.
 * **generation**: whole generations of ``evolve`` (``Driver.step`` on SR-GHN with :class:`LocalEvaluator`) at
   each ``--populations`` x ``--workers``: the parent's GHN work (``ask`` + ``tell``), the parent's other work
   (records, statistics), and the evaluation's wall time split into the workers' time playing episodes, the
@@ -44,7 +45,8 @@ from srghn.sim.workers import LocalEvaluator, WorkerLimits
 
 _BUCKETS = {  # (the file's path ends with, function name) per bucket; "~": MuJoCo's built-ins
     "physics": (("~", "<built-in method mujoco._functions.mj_step>"),
-                ("~", "<built-in method mujoco._functions.mj_rnePostConstraint>")),
+                ("~", "<built-in method mujoco._functions.mj_rnePostConstraint>"),
+                ("~", "<built-in method srghn.sim._mjbatch.step>")),  # the compiled step: physics and copies
     "policy": (("controller/policy.py", "act"),),
     "normalizer": (("controller/normalizer.py", "apply"),),
     "obs_stats": (("controller/normalizer.py", "add"),),
