@@ -36,6 +36,19 @@ def stepped(runner, stepping: str):
     return runner
 
 
+def assert_runner_equals_gymnasium(profile, policies, seeds, regime, stepping, runner_class) -> None:
+    """The profile's fast runner (``runner_class``) gives gymnasium's own returns, fitness and steps."""
+    returns, fitness, steps = run_episodes([make_env(profile) for _ in seeds], profile, policies, seeds, regime)
+    runner = stepped(make_runner(RunnerSpec.from_profile(profile)), stepping)
+    assert isinstance(runner, runner_class)
+    got = runner.run(policies, seeds, regime)
+    runner.close()
+    assert got.failures == {}
+    np.testing.assert_array_equal(got.steps, steps)
+    np.testing.assert_array_equal(got.returns, returns)
+    np.testing.assert_array_equal(got.fitness, fitness)
+
+
 @pytest.mark.parametrize("stepping", STEPPING)
 @pytest.mark.parametrize("regime", ["nominal", "invert_all", "weak_front_left"])
 def test_fast_ant_equals_gymnasium(regime, stepping):
@@ -45,15 +58,7 @@ def test_fast_ant_equals_gymnasium(regime, stepping):
     scale = np.array([0.05, 0.3, 1.0, 3.0], dtype=np.float32)[:, None]
     policies = (scale * rng.standard_normal((4, profile.policy.num_params))).astype(np.float32)
     seeds = rng.integers(0, 2**31 - 1, size=4)
-    returns, fitness, steps = run_episodes([make_env(profile) for _ in range(4)], profile, policies, seeds, regime)
-    runner = stepped(make_runner(RunnerSpec.from_profile(profile)), stepping)
-    assert isinstance(runner, AntRunner)
-    got = runner.run(policies, seeds, regime)
-    runner.close()
-    assert got.failures == {}
-    np.testing.assert_array_equal(got.steps, steps)
-    np.testing.assert_array_equal(got.returns, returns)
-    np.testing.assert_array_equal(got.fitness, fitness)
+    assert_runner_equals_gymnasium(profile, policies, seeds, regime, stepping, AntRunner)
 
 
 @pytest.mark.parametrize("stepping", STEPPING)
@@ -85,15 +90,7 @@ def test_fast_halfcheetah_equals_gymnasium(regime, stepping):
     rng = np.random.default_rng(5)
     policies = (0.5 * rng.standard_normal((3, profile.policy.num_params))).astype(np.float32)
     seeds = rng.integers(0, 2**31 - 1, size=3)
-    returns, fitness, steps = run_episodes([make_env(profile) for _ in range(3)], profile, policies, seeds, regime)
-    runner = stepped(make_runner(RunnerSpec.from_profile(profile)), stepping)
-    assert isinstance(runner, HalfCheetahRunner)
-    got = runner.run(policies, seeds, regime)
-    runner.close()
-    assert got.failures == {}
-    np.testing.assert_array_equal(got.steps, steps)
-    np.testing.assert_array_equal(got.returns, returns)
-    np.testing.assert_array_equal(got.fitness, fitness)
+    assert_runner_equals_gymnasium(profile, policies, seeds, regime, stepping, HalfCheetahRunner)
 
 
 @pytest.mark.parametrize("stepping", STEPPING)
