@@ -225,7 +225,9 @@ def test_ant_results_do_not_depend_on_batching_or_workers():
         local = ev.evaluate(policies, seeds, "invert_back_left")
     with LocalEvaluator(profile, workers=2) as ev:  # shrinking jobs: 3, 3, 2, 1, 1, 1, 1 episodes
         guided = ev.evaluate(policies, seeds, "invert_back_left")
-        assert ev.last_timing["jobs"] == 7
+        timing = ev.last_timing  # the workers' time split: playing episodes, the jobs' round trips, idle
+        assert timing["jobs"] == 7 and timing["run_s"] > 0 and timing["ipc_s"] >= 0 and timing["idle_s"] >= 0
+        assert timing["run_s"] + timing["ipc_s"] + timing["idle_s"] == pytest.approx(2 * timing["wall_s"])
     for other in (small, local, guided):
         np.testing.assert_array_equal(other.fitness, whole.fitness)
         np.testing.assert_array_equal(other.returns, whole.returns)
