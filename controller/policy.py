@@ -95,9 +95,10 @@ class PolicySpec:
             offset += size
         return views
 
-    def outputs(self, flat: np.ndarray, obs: np.ndarray) -> np.ndarray:
-        """Raw network outputs ``(B, act_dim)``: row ``i`` of ``obs`` goes through policy ``i`` of ``flat``."""
-        tensors = self.unflatten(flat)
+    def outputs(self, flat: np.ndarray | None, obs: np.ndarray, tensors: list[np.ndarray] | None = None) -> np.ndarray:
+        """Raw network outputs ``(B, act_dim)``: row ``i`` of ``obs`` goes through policy ``i`` of ``flat``.
+        ``tensors``: ``unflatten(flat)``, when the caller keeps it between calls (a runner, over a batch's steps)."""
+        tensors = self.unflatten(flat) if tensors is None else tensors
         x = np.asarray(obs, dtype=np.float32)
         n_layers = len(tensors) // 2
         for layer in range(n_layers):
@@ -107,9 +108,10 @@ class PolicySpec:
                 x = np.tanh(x)
         return x * np.float32(self.output_scale) if self.output_scale != 1.0 else x
 
-    def act(self, flat: np.ndarray, obs: np.ndarray) -> np.ndarray:
-        """Actions for a batch: ``(B,)`` int64 for discrete policies, ``(B, act_dim)`` float32 for continuous."""
-        out = self.outputs(flat, obs)
+    def act(self, flat: np.ndarray | None, obs: np.ndarray, tensors: list[np.ndarray] | None = None) -> np.ndarray:
+        """Actions for a batch: ``(B,)`` int64 for discrete policies, ``(B, act_dim)`` float32 for continuous
+        (``tensors``: as for :meth:`outputs`)."""
+        out = self.outputs(flat, obs, tensors)
         if self.discrete:
             return np.argmax(out, axis=1)
         low = np.asarray(self.action_low, dtype=np.float32)

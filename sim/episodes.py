@@ -13,8 +13,9 @@ are checked at the end of every episode).
 
 Runners: :class:`GymRunner` steps any gymnasium environment through its unwrapped ``step`` (counting the time
 limit itself, which is all the wrappers ``gymnasium.make`` adds here do; the regime wrapper's action permutation is
-applied on the way); :class:`~srghn.sim.fast_mujoco.AntRunner` reproduces Ant-v5's step with MuJoCo calls and
-vectorised numpy, :class:`~srghn.sim.fast_cartpole.CartPoleRunner` CartPole-v1's with vectorised numpy.
+applied on the way); :mod:`~srghn.sim.fast_mujoco`'s runners reproduce Ant-v5's and HalfCheetah-v5's steps with
+MuJoCo calls (made from C where its extension is built) and vectorised numpy,
+:class:`~srghn.sim.fast_cartpole.CartPoleRunner` CartPole-v1's with vectorised numpy.
 :func:`make_runner` picks the fastest exact one. This module imports
 numpy, gymnasium and MuJoCo only -- never torch -- because worker processes import it.
 """
@@ -242,13 +243,15 @@ class EpisodeRunner:
         if reason.startswith("exception") or reason == "memory_limit":
             self._discard(i)
 
-    def _act(self, policies: np.ndarray, rows: np.ndarray, obs: np.ndarray, results: EpisodeResults) -> np.ndarray:
-        """Actions of the running episodes ``rows`` (policies ``policies``, raw observations ``obs``); the raw
-        observations join the episodes' statistics before they are normalized."""
+    def _act(self, policies: np.ndarray | None, rows: np.ndarray, obs: np.ndarray, results: EpisodeResults,
+             tensors: list[np.ndarray] | None = None) -> np.ndarray:
+        """Actions of the running episodes ``rows`` (policies ``policies``, or their ``tensors`` unflattened once
+        for the steps they run together; raw observations ``obs``); the raw observations join the episodes'
+        statistics before they are normalized."""
         results.obs_stats.add(rows, obs)
         if self._norm is not None:
             obs = self._norm.apply(obs)
-        return self.spec.policy.act(policies, obs)
+        return self.spec.policy.act(policies, obs, tensors)
 
     def _reset(self, i: int, seed: int, regime: str) -> np.ndarray:
         raise NotImplementedError
@@ -349,9 +352,11 @@ def make_runner(spec: RunnerSpec) -> EpisodeRunner:
     if spec.fast_path:
         from srghn.sim import fast_cartpole, fast_mujoco
 
-        for fast, cls in ((fast_mujoco, fast_mujoco.AntRunner), (fast_cartpole, fast_cartpole.CartPoleRunner)):
-            if fast.fast_path_supported(env):
-                runner = cls(spec)
+        cls = fast_mujoco.runner_class(env)
+        if cls is None and fast_cartpole.fast_path_supported(env):
+            cls = fast_cartpole.CartPoleRunner
+        if cls is not None:
+            runner = cls(spec)
     runner.max_steps = env.spec.max_episode_steps if env.spec is not None else None
     runner._adopt(0, env)
     runner.envs.append(env)

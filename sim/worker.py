@@ -24,6 +24,7 @@ import os
 import resource
 import signal
 import sys
+import time
 from multiprocessing.connection import Connection
 
 import numpy as np
@@ -126,6 +127,7 @@ def serve(reader: Connection, writer: Connection) -> int:
         if header.get("type") != "job":
             break
         _limit_cpu(header.get("cpu_s"))
+        t0 = time.perf_counter()
         try:
             norm = job_norm(arrays)
         except ConfigError as exc:
@@ -133,7 +135,8 @@ def serve(reader: Connection, writer: Connection) -> int:
         else:
             results = job_runner.run(str(header["regime"]), arrays["policies"], arrays["rows"], arrays["seeds"],
                                      norm)
-        writer.send_bytes(results_message(int(header["job"]), results, torch_loaded="torch" in sys.modules))
+        writer.send_bytes(results_message(int(header["job"]), results, torch_loaded="torch" in sys.modules,
+                                          run_s=time.perf_counter() - t0))
         if results.retire:
             break
     job_runner.close()

@@ -1,9 +1,10 @@
 """The local sandboxed evaluator: persistent worker processes under a supervising poll loop (the default backend).
 
 :class:`LocalEvaluator` starts ``workers`` processes (:mod:`srghn.sim.worker`), each owning its environments.
-``evaluate`` cuts the batch into jobs (:func:`~srghn.sim.jobs.plan_jobs`, a few per worker so an early finisher
-picks up more), hands a job to each idle worker, and waits on all pipes at once. Nothing crosses a process
-boundary per step: one frame out and one frame back per job.
+``evaluate`` cuts the batch into jobs (:func:`~srghn.sim.jobs.plan_guided`: large ones first, which a worker plays
+side by side at little cost per episode, then smaller and smaller ones, so a worker whose episodes ended early
+picks up more and all finish together), hands a job to each idle worker, and waits on all pipes at once. Nothing
+crosses a process boundary per step: one frame out and one frame back per job.
 
 Supervision -- a fault costs only the individuals of the job it hit, never the generation:
 
@@ -49,6 +50,7 @@ from srghn.sim.jobs import (
     encode,
     job_arrays,
     parse_results,
+    plan_guided,
     plan_jobs,
 )
 
@@ -138,6 +140,8 @@ class _Worker:
         self.writer = Connection(parent_write, readable=False)
         self.state = "starting"
         self.job: Job | None = None
+        self.sent = 0.0
+        """When the current job was sent (``time.perf_counter``)."""
         self.deadline = time.monotonic() + init["startup_timeout_s"]
         self.torch_loaded: bool | None = None
         self.writer.send_bytes(json.dumps(init).encode())
@@ -179,18 +183,19 @@ class LocalEvaluator:
     """
 
     def __init__(self, profile, workers: int | None = None, limits: WorkerLimits | None = None,
-                 jobs_per_worker: int = 4, env_modules: tuple[str, ...] = (), fast_path: bool = True,
+                 jobs_per_worker: int | None = None, env_modules: tuple[str, ...] = (), fast_path: bool = True,
                  behaviour: bool = False) -> None:
         """Start the workers for ``profile`` (a :class:`~srghn.sim.profiles.RobotProfile`) and wait until each
         has built its first environment.
 
         ``env_modules`` are imported by every worker before it builds environments (modules that register
-        custom gymnasium envs); workers see the parent's ``sys.path``.
+        custom gymnasium envs); workers see the parent's ``sys.path``. ``jobs_per_worker``: cut every batch into
+        that many equal jobs per worker instead of the shrinking ones of :func:`~srghn.sim.jobs.plan_guided`.
         """
         workers = (os.cpu_count() or 1) if workers is None else workers
         if workers < 1:
             raise ConfigError(f"workers must be >= 1, got {workers}")
-        if jobs_per_worker < 1:
+        if jobs_per_worker is not None and jobs_per_worker < 1:
             raise ConfigError(f"jobs_per_worker must be >= 1, got {jobs_per_worker}")
         self.spec = RunnerSpec.from_profile(profile, fast_path=fast_path, behaviour=behaviour)
         self.limits = limits or WorkerLimits()
@@ -204,6 +209,9 @@ class LocalEvaluator:
         self.replaced = 0
         """Workers replaced after a fault since the evaluator started."""
         self._start_failures = 0
+        self.last_timing: dict[str, float] = {}
+        """Where the last ``evaluate`` call's time went (:meth:`_timing`)."""
+        self._busy = {"busy_s": 0.0, "run_s": 0.0}
         try:
             self.workers = [_Worker(self._init, slot) for slot in range(workers)]
             while any(w.state == "starting" for w in self.workers):
@@ -223,9 +231,12 @@ class LocalEvaluator:
             raise EvaluatorError("evaluator is closed")
         policies, seeds = check_batch(self.spec, policies, seeds, regime)
         b, e = policies.shape[0], len(seeds)
-        jobs = plan_jobs(b * e, self.n_workers * self.jobs_per_worker)
+        jobs = (plan_guided(b * e, self.n_workers) if self.jobs_per_worker is None
+                else plan_jobs(b * e, self.n_workers * self.jobs_per_worker))
         pending = deque(jobs)
         results: dict[int, EpisodeResults] = {}
+        self._busy = {"busy_s": 0.0, "run_s": 0.0}
+        t0 = time.perf_counter()
         while len(results) < len(jobs):
             for w in list(self.workers):
                 if w.state == "idle" and pending:
@@ -237,7 +248,16 @@ class LocalEvaluator:
                         continue
                     self._dispatch(w, pending.popleft(), policies, seeds, regime, norm)
             self._pump(results)
+        self.last_timing = self._timing(time.perf_counter() - t0, len(jobs))
         return assemble(b, e, jobs, results)
+
+    def _timing(self, wall_s: float, jobs: int) -> dict[str, float]:
+        """Wall time of an ``evaluate`` call split over the workers: ``run_s`` playing episodes (as the workers
+        measured it), ``ipc_s`` between the parent's send of a job and its receipt of the result beyond that
+        (framing, pipes, scheduling), ``idle_s`` the workers' time without a job."""
+        busy, run = self._busy["busy_s"], self._busy["run_s"]
+        return {"wall_s": wall_s, "workers": self.n_workers, "jobs": jobs, "run_s": run, "ipc_s": busy - run,
+                "idle_s": self.n_workers * wall_s - busy}
 
     def _dispatch(self, w: _Worker, job: Job, policies: np.ndarray, seeds: np.ndarray, regime: str,
                   norm: ObsNorm | None) -> None:
@@ -246,6 +266,7 @@ class LocalEvaluator:
         message = encode({"type": "job", "job": job.id, "regime": regime, "cpu_s": cpu},
                          job_arrays(job, policies, seeds, norm))
         w.state, w.job, w.deadline = "busy", job, time.monotonic() + timeout
+        w.sent = time.perf_counter()
         with contextlib.suppress(OSError):  # if it died, the poll loop sees its pipe end and accounts for the job
             w.writer.send_bytes(message)
 
@@ -286,6 +307,9 @@ class LocalEvaluator:
             if kind != "result" or header.get("job") != w.job.id:
                 raise WorkerProtocolError(f"expected the result of job {w.job.id}, got {kind!r} {header.get('job')!r}")
             job_results = parse_results(header, arrays, w.job.size)
+            run_s = header.get("run_s", 0.0)
+            if isinstance(run_s, bool) or not isinstance(run_s, int | float):
+                raise WorkerProtocolError(f"job result's run_s is not a number: {run_s!r}")
         except (EOFError, OSError):
             if w.state == "starting":
                 self._start_failed(w, f"worker pid {w.pid} exited during start-up "
@@ -304,6 +328,8 @@ class LocalEvaluator:
                 self._lose(w, "protocol_error", results)
             return
         results[w.job.id] = job_results
+        self._busy["busy_s"] += time.perf_counter() - w.sent
+        self._busy["run_s"] += float(run_s)
         w.state, w.job, w.torch_loaded = "idle", None, bool(header.get("torch_loaded"))
         if job_results.retire:
             log.warning("worker pid %d retires after a memory-limit or job-level fault; replacing it", w.pid)

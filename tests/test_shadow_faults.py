@@ -45,7 +45,7 @@ def test_episode_level_faults_fail_only_the_faulty_individual(fault, reason):
 ])
 def test_worker_crash_or_cpu_limit_fails_its_job_and_the_worker_is_replaced(fault, reason, limits):
     actions = [0, 1, 2, 0, 1, 0, 1, 0]
-    with LocalEvaluator(fault_profile(fault), workers=2, limits=limits) as ev:
+    with LocalEvaluator(fault_profile(fault), workers=2, limits=limits, jobs_per_worker=4) as ev:
         result = ev.evaluate(fault_policies(actions), SEEDS, "nominal")
         check_generation(result, actions, {2}, reason)  # 8 jobs of 2 episodes: one individual per job
         assert ev.replaced == 1

@@ -14,7 +14,7 @@ from srghn import ConfigError, UnknownRegime
 from srghn.errors import EvaluatorError, WorkerProtocolError
 from srghn.sim.backends import make_evaluator
 from srghn.sim.evaluator import InProcessEvaluator, evaluate_batch, make_env
-from srghn.sim.jobs import decode, encode, plan_jobs
+from srghn.sim.jobs import decode, encode, plan_guided, plan_jobs
 from srghn.sim.profiles import load_profile
 from srghn.sim.run import EvolveSettings
 from srghn.sim.workers import GiB, LocalEvaluator, WorkerLimits
@@ -92,6 +92,13 @@ def test_jobs_cover_every_episode_once():
         jobs = plan_jobs(n, k)
         assert [j.lo for j in jobs] == [0] + [j.hi for j in jobs[:-1]] and jobs[-1].hi == n
         assert len(jobs) == min(n, k) and max(j.size for j in jobs) - min(j.size for j in jobs) <= 1
+    for n, workers in [(1, 2), (7, 3), (30, 2), (150, 2), (100, 1)]:
+        jobs = plan_guided(n, workers)
+        assert [j.lo for j in jobs] == [0] + [j.hi for j in jobs[:-1]] and jobs[-1].hi == n
+        sizes = [j.size for j in jobs]
+        assert sizes == sorted(sizes, reverse=True) and sizes[-1] == 1  # largest first, single episodes last
+        assert sizes[0] == -(-n // (2 * workers))  # the first is half of an even share
+    assert [j.size for j in plan_guided(30, 2)] == [8, 6, 4, 3, 3, 2, 1, 1, 1, 1]
 
 
 def test_frames_round_trip_and_reject_garbage():
