@@ -65,9 +65,10 @@ class Background:
         """Run ``job(registry)`` here and wait for it (start-up only: the serving thread is not serving yet)."""
         return self.pool.submit(lambda: job(self.local.registry)).result()
 
-    def deliver(self) -> None:
-        """Run the ``done`` callbacks of finished jobs (call when :attr:`wake` is readable)."""
-        while True:
+    def deliver(self, most: int = 8) -> None:
+        """Run the ``done`` callbacks of at most ``most`` finished jobs (call when :attr:`wake` is readable; it
+        stays readable while more are waiting, and robots are served between two calls)."""
+        for _ in range(most):
             try:
                 self.wake.recv(zmq.NOBLOCK)
             except zmq.Again:

@@ -195,7 +195,7 @@ class Daemon:
         self.profile = settings.profile
         self.on_event = on_event or (lambda topic, data: None)
         self.endpoints = settings.endpoints()
-        CurveServer.for_endpoints(settings.keys, self.endpoints.values())  # refuse exposed sockets without keys
+        CurveServer.for_endpoints(settings.keys, self.endpoints)  # refuse exposed sockets without keys
         self.home = settings.home
         self.should_exit = ExitFlag()
         self.stop_reason: str | None = None

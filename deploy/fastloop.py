@@ -31,10 +31,12 @@ from srghn.controller.policy import PolicySpec
 log = logging.getLogger("srghn.server.fastloop")
 
 
-def compiled_loop(control: zmq.Socket, others: Sequence[zmq.Socket], handler: Callable[[list], list],
-                  busy_poll_us: int = 0):
+def compiled_loop(control: zmq.Socket, others: Sequence[zmq.Socket], handler: Callable[..., list],
+                  busy_poll_us: int = 0, max_bytes: int = 0, max_frames: int = 0):
     """A compiled loop over these sockets (``serve(timeout_ms)`` answers robots on ``control`` and returns a bit
-    mask of the ``others`` ready), or None when the extension is not built or cannot use pyzmq's libzmq."""
+    mask of the ``others`` ready), or None when the extension is not built or cannot use pyzmq's libzmq. Past
+    ``max_bytes`` (after the routing identity) or ``max_frames`` parts it drops the rest of a request as it
+    receives it and calls ``handler(kept_frames, bytes, parts)``."""
     try:
         from srghn.deploy import _fastloop
     except ImportError as exc:
@@ -50,7 +52,8 @@ def compiled_loop(control: zmq.Socket, others: Sequence[zmq.Socket], handler: Ca
         log.warning("the compiled socket loop found libzmq %s, pyzmq uses %s: serving through pyzmq", version,
                     zmq.zmq_version_info())
         return None
-    return _fastloop.Loop(control.underlying, [s.underlying for s in others], handler, busy_poll_us)
+    return _fastloop.Loop(control.underlying, [s.underlying for s in others], handler, busy_poll_us, max_bytes,
+                          max_frames)
 
 
 @cache

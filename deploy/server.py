@@ -93,7 +93,7 @@ class Server:
             placement.keep_off(config.serve_cpu)
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.ctx = zmq.Context()
-        self.curve = CurveServer.for_endpoints(config.curve_dir, config.endpoints.values())
+        self.curve = CurveServer.for_endpoints(config.curve_dir, config.endpoints)
         identify = self.curve.identity if self.curve else None
         self.background = Background(self.ctx, Path(config.state_dir))
         if config.record:
@@ -142,6 +142,7 @@ class Server:
         sock.setsockopt(zmq.LINGER, 500)
         if max_msg is not None:
             sock.setsockopt(zmq.MAXMSGSIZE, max_msg)
+            sock.setsockopt(zmq.RCVHWM, p.RCVHWM)
         if kind == zmq.ROUTER:
             sock.setsockopt(zmq.ROUTER_MANDATORY, 0)  # replies to a vanished client are dropped, never raised
         if self.curve:
@@ -184,6 +185,8 @@ class Server:
             if now >= next_forward:
                 next_forward = now + TICK_S
                 self.peer.forward()
+                if self.curve:
+                    self._revocations()
             if now >= next_stats:
                 interval = now - next_stats + self.config.stats_interval_s
                 next_stats = now + self.config.stats_interval_s
@@ -201,7 +204,8 @@ class Server:
         """``wait(timeout_s)``: answer robots until one of ``others`` is ready or the timeout, then the ready
         ones. After each answer it polls for the next robot request ``busy_poll_us`` before it sleeps again."""
         config, serving = self.config, self.serving
-        loop = (fastloop.compiled_loop(serving.sock, others, serving.on_request, config.busy_poll_us)
+        loop = (fastloop.compiled_loop(serving.sock, others, serving.on_request, config.busy_poll_us,
+                                       serving.max_bytes, p.MAX_REQUEST_FRAMES)
                 if config.socket_loop != "pyzmq" and serving.identify is None else None)
         if loop is not None:
             serving.use_lane(loop)
@@ -232,11 +236,25 @@ class Server:
 
         return wait
 
+    def _revocations(self) -> None:
+        """Close what revoked keys have open: each connection a request came from (control, admin), and the
+        telemetry socket's connections, which are all dropped (re-bound) when a key that may subscribe goes: a PUB
+        socket cannot tell its subscribers apart, the others reconnect by themselves within 0.1 s."""
+        gone = self.curve.revoke()
+        for who in gone:
+            log.warning("key %s (%s) revoked: its connections are closed", who.name, who.role)
+            self.publish("server", {"event": "revoked", "key": who.name, "role": who.role})
+        if any(who.role in ("operator", "observer") for who in gone):
+            endpoint = self.config.telemetry
+            self.telemetry.unbind(endpoint)
+            _bind(self.telemetry, endpoint)
+
     def status(self) -> dict:
         return {"robot": self.config.robot, "protocol": p.VERSION, "pid": os.getpid(),
                 "uptime_s": round(time.time() - self.started, 1), "endpoints": self.config.endpoints,
                 "socket_loop": self.socket_loop,
-                **self.serving.status(), "evolution": self.peer.evolution if self.peer.attached else None,
+                **self.serving.status(), "admin": self.admin.counts(),
+                "evolution": self.peer.evolution if self.peer.attached else None,
                 "daemon": self.peer.status()}
 
     def _live_stats(self, last: tuple[int, int], interval: float) -> dict:

@@ -37,6 +37,9 @@ log = logging.getLogger("srghn.supervisor")
 QUICK_DEATH_S = 5.0
 """A server that dies sooner than this after taking over counts as failing at start-up (backed off)."""
 MAX_BACKOFF_S = 10.0
+REFUSED_STARTS = 3
+"""A server that exits with status 2 (its configuration refused: an endpoint it cannot bind, a key directory it
+cannot read) this many times in a row at start-up is not started again: the supervisor exits 2 and says why."""
 STOP_TIMEOUT_S = 30.0
 
 
@@ -108,7 +111,7 @@ class Supervisor:
     def _supervise(self, wake: int) -> int:
         serving, standby = self._server(standby=False), self._server(standby=True)
         log.info("server pid %d serving, pid %d on standby", serving.proc.pid, standby.proc.pid)
-        failures = 0
+        failures = refused = 0
         try:
             while True:
                 code = self._wait(serving, wake)
@@ -119,6 +122,11 @@ class Supervisor:
                     log.info("server pid %d exited normally; the supervisor is done", serving.proc.pid)
                     return 0
                 failures = failures + 1 if time.monotonic() - serving.started < QUICK_DEATH_S else 0
+                refused = refused + 1 if failures and code == 2 else 0
+                if refused >= REFUSED_STARTS:
+                    log.error("the server refused its configuration %d times in a row at start-up (exit status 2: "
+                              "see server.log); not starting it again", refused)
+                    return 2
                 self.restarts += 1
                 log.error("server pid %d died (%s); pid %d takes over", serving.proc.pid, _death(code),
                           standby.proc.pid)

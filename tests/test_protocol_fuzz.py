@@ -133,6 +133,12 @@ def _admin(obj: object) -> None:
         raise Bad(E.REFUSED)  # already live
 
 
+def _no_duplicates(pairs: list) -> dict:
+    if len({k for k, _ in pairs}) != len(pairs):
+        raise ValueError("a member name twice")
+    return dict(pairs)
+
+
 def expected(socket: str, msg: list[bytes]) -> Expect:
     """The reply the specification prescribes for message ``msg`` (routing envelope already removed)."""
     request_id = 0
@@ -146,7 +152,7 @@ def expected(socket: str, msg: list[bytes]) -> Expect:
             raise Bad(E.BAD_HEADER)
         if version != 1:
             raise Bad(E.UNSUPPORTED_VERSION)
-        if sum(map(len, msg)) > LIMIT:
+        if sum(map(len, msg)) > LIMIT or len(msg) > p.MAX_REQUEST_FRAMES:
             raise Bad(E.OVERSIZE)
         if flags:
             raise Bad(E.BAD_VALUE)
@@ -171,8 +177,8 @@ def expected(socket: str, msg: list[bytes]) -> Expect:
         if msg_type == p.MsgType.INFO:
             return Expect(p.MsgType.INFO_OK, request_id)
         try:
-            obj = json.loads(msg[1].decode("utf-8"))
-        except (ValueError, RecursionError):
+            obj = json.loads(msg[1].decode("utf-8"), object_pairs_hook=_no_duplicates)
+        except (ValueError, RecursionError):  # a name twice in one object too: ambiguous
             raise Bad(E.BAD_REQUEST) from None
         _admin(obj)
         return Expect(p.MsgType.ADMIN_OK, request_id)
