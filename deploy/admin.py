@@ -45,6 +45,9 @@ MAX_PENDING_READS = 32
 MAX_PENDING_WRITES = 8
 RATE_PER_S = 200.0
 BURST = 200.0
+TOTAL_RATE_PER_S = 1000.0
+"""All clients together, every request but ``promote`` and ``rollback`` (so many connections at once cannot take
+the server's time, and an operator's rollback still gets through)."""
 MAX_TRACKED = 1024
 """Clients whose rate is tracked (the least recently heard go first)."""
 COMMANDS = ("status", "champions", "history", "promote", "rollback", "pause", "resume", "regime")
@@ -63,6 +66,7 @@ class Admin:
         self.reads = self.writes = 0
         self.buckets: OrderedDict[bytes, list[float]] = OrderedDict()
         """Per client: [tokens, when last filled] of its rate limit."""
+        self.total = [TOTAL_RATE_PER_S, time.monotonic()]
 
     def drain(self) -> None:
         """Answer up to :data:`DRAIN_MAX` waiting requests (a flood of them never delays a robot for long)."""
@@ -78,20 +82,14 @@ class Admin:
 
     def _rate(self, client: bytes) -> bool:
         """Whether ``client`` may ask now (a token bucket of :data:`RATE_PER_S`, :data:`BURST` deep)."""
-        now = time.monotonic()
         bucket = self.buckets.get(client)
         if bucket is None:
             if len(self.buckets) >= MAX_TRACKED:
                 self.buckets.popitem(last=False)
-            bucket = self.buckets[client] = [BURST, now]
+            bucket = self.buckets[client] = [BURST, time.monotonic()]
         else:
             self.buckets.move_to_end(client)
-            bucket[0] = min(BURST, bucket[0] + (now - bucket[1]) * RATE_PER_S)
-            bucket[1] = now
-        if bucket[0] < 1.0:
-            return False
-        bucket[0] -= 1.0
-        return True
+        return _spend(bucket, RATE_PER_S, BURST)
 
     def _take(self, client: bytes, write: bool, request_id: int) -> None:
         """Count a request going to the background, or refuse it ``BUSY``."""
@@ -164,7 +162,12 @@ class Admin:
                 self.sock.send_multipart(envelope + [p.header(p.MsgType.INFO_OK, request_id),
                                                      self.serving.info_json])
                 return
-            self.command(p.parse_json(msg[1], request_id), request_id, who, reply, submit)
+            request = p.parse_json(msg[1], request_id)
+            if request.get("cmd") not in ("promote", "rollback") and not _spend(self.total, TOTAL_RATE_PER_S,
+                                                                                 TOTAL_RATE_PER_S):
+                raise ProtocolError(p.ErrorCode.BUSY, f"more than {TOTAL_RATE_PER_S:.0f} requests a second from all "
+                                    "clients together: slow down", request_id)
+            self.command(request, request_id, who, reply, submit)
         except ProtocolError as exc:
             reply(exc)
         except Exception as exc:  # never let a request stop the server
@@ -271,6 +274,17 @@ class Admin:
 
 
 Submit = Callable[..., None]
+
+
+def _spend(bucket: list[float], rate: float, depth: float) -> bool:
+    """Take a token from ``bucket`` ([tokens, when last filled]) refilled at ``rate`` up to ``depth``."""
+    now = time.monotonic()
+    bucket[0] = min(depth, bucket[0] + (now - bucket[1]) * rate)
+    bucket[1] = now
+    if bucket[0] < 1.0:
+        return False
+    bucket[0] -= 1.0
+    return True
 
 
 def _encoded(key: str, rows: list[dict]) -> bytes:

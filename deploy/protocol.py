@@ -38,7 +38,7 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
 """Protocol limit on the bytes of one message: above it the reply is ``OVERSIZE``."""
 MAX_ERROR_MESSAGE_BYTES = 1024
 """An ``ERROR`` reply's message frame is cut to this many bytes."""
-ZMQ_MAXMSGSIZE_FACTOR = 2
+ZMQ_MAXMSGSIZE_FACTOR = 4
 """The socket's ``ZMQ_MAXMSGSIZE`` is this many times the protocol limit: a frame above it makes ZeroMQ drop the
 sender's connection before the server sees it (no reply is possible), protecting the server's memory. (A frame
 above the protocol limit can never be part of a valid request; a little above it still gets its ``OVERSIZE``.)"""
@@ -46,8 +46,11 @@ MAX_REQUEST_FRAMES = 8
 """A request of more frames than this (after the routing envelope) is ``OVERSIZE`` whatever their bytes: no
 valid request has more than 3 (``STEP``). The server stops keeping frames at this count, or at the protocol limit
 in bytes, while it receives them (docs/protocol.md §6)."""
-RCVHWM = 64
+RCVHWM = 8
 """Requests ZeroMQ queues per connection on the control and admin sockets before it stops reading that peer."""
+SNDHWM = 64
+"""Replies queued per connection on the control and admin sockets; beyond, a reply to a client that does not read
+them is dropped."""
 
 
 TELEMETRY_TOPICS = ("generation", "gate", "promotion", "rollback", "serving", "watchdog", "live", "episode",

@@ -143,6 +143,7 @@ class Server:
         if max_msg is not None:
             sock.setsockopt(zmq.MAXMSGSIZE, max_msg)
             sock.setsockopt(zmq.RCVHWM, p.RCVHWM)
+            sock.setsockopt(zmq.SNDHWM, p.SNDHWM)
         if kind == zmq.ROUTER:
             sock.setsockopt(zmq.ROUTER_MANDATORY, 0)  # replies to a vanished client are dropped, never raised
         if self.curve:
