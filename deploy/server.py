@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import gc
 import json
 import logging
@@ -125,17 +126,32 @@ class Server:
             rest = placement.serve_alone(config.serve_cpu)
             log.info("serving thread on CPU %d, the server's other threads on CPU %s", config.serve_cpu,
                      ", ".join(map(str, sorted(rest))))
-        write_runfile(Path(config.state_dir), SERVER, {
-            "pid": os.getpid(), "supervisor": os.getppid() if self.supervised else None,
-            "stoppable": self.stoppable, "robot": config.robot,
-            **config.endpoints, "internal": config.internal_endpoint, "keys": config.curve_dir,
-            "started": self.started, "recording": bool(config.record)})
+        self.runfile = {"pid": os.getpid(), "supervisor": os.getppid() if self.supervised else None,
+                        "stoppable": self.stoppable, "robot": config.robot,
+                        **config.endpoints, "internal": config.internal_endpoint, "keys": config.curve_dir,
+                        "started": self.started, "recording": bool(config.record)}
+        self._write_runfile()
         gc.freeze()  # what start-up made lives as long as the server: keep it out of every collection
         log.info("serving %s for robot %s on %s", self.serving.serving_id or "the safe action", config.robot,
                  ", ".join(f"{k} {v}" for k, v in config.endpoints.items()))
         sdnotify.notify("READY=1", f"STATUS=serving {self.serving.serving_id or 'the safe action'} (pid "
                         f"{os.getpid()})")
         self.publish("server", {"event": "started", "pid": os.getpid(), "champion": self.serving.serving_id})
+
+    def _write_runfile(self) -> None:
+        """``server.json``; on a full disk the server serves without it and tries again every second."""
+        try:
+            write_runfile(Path(self.config.state_dir), SERVER, self.runfile)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            if self.runfile.get("pending") is None:
+                log.error("cannot write server.json (%s): serving all the same, trying again every second", exc)
+            self.runfile["pending"] = True
+            return
+        if self.runfile.pop("pending", None):
+            write_runfile(Path(self.config.state_dir), SERVER, self.runfile)
+            log.info("server.json written: the disk has space again")
 
     def _socket(self, kind: int, role: str, max_msg: int | None) -> zmq.Socket:
         sock = self.ctx.socket(kind)
@@ -194,6 +210,8 @@ class Server:
                 self.publish("live", self._live_stats(last, interval))
                 last = (self.serving.acts, self.serving.steps)
                 self.peer.tick()
+                if self.runfile.get("pending"):
+                    self._write_runfile()
             if now >= next_sync:
                 next_sync = now + self.config.sync_interval_s
                 self.serving.sync()

@@ -201,3 +201,83 @@ def test_a_full_disk_is_answered_no_space_not_internal() -> None:
     wrapped.__cause__ = OSError(28, "No space left on device")
     assert _error_code(wrapped)[0] == E.NO_SPACE
     assert _error_code(sqlite3.OperationalError("database is locked"))[0] == E.INTERNAL
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 24 MiB filesystem (tmpfs with size=) for the state directory; skipped where mounting is not allowed."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(directory) -> object:
+    """Fill the filesystem of ``directory`` to the last byte; the filler file's path."""
+    filler = directory / "filler"
+    with filler.open("wb", buffering=0) as fh:
+        for size in (1 << 20, 4096, 1):  # then what is left, to the last byte
+            try:
+                while True:
+                    fh.write(b"\0" * size)
+            except OSError:
+                pass
+    return filler
+
+
+def test_a_full_disk_refuses_promotions_with_no_space_and_serving_goes_on(small_disk, cartpole_model) -> None:
+    state = small_disk / "state"
+    _state(small_disk, cartpole_model)
+    with running_server(state) as config:
+        ctx = zmq.Context()
+        try:
+            robot, admin = _dealer(ctx, config.control), _dealer(ctx, config.admin)
+            filler = _fill(small_disk)
+            refused = parse_error(request(admin, [hdr(17, 1), b'{"cmd":"rollback","reason":"disk full"}'],
+                                          timeout_s=30))
+            assert refused[:2] == (1, E.NO_SPACE), refused
+            for rid in range(2, 22):  # served all along, by the champion that was live
+                assert request(robot, p.act_frames(rid, OBS))[3] == b"cp-b"
+            assert admin_status(config.admin)["serving"]["champion"] == "cp-b"
+            filler.unlink()  # space is back: the same request goes through
+            done = json.loads(request(admin, [hdr(17, 3), b'{"cmd":"rollback","reason":"space back"}'],
+                                      timeout_s=30)[1])
+            assert done["ok"] and done["serving"] == "cp-a"
+        finally:
+            ctx.destroy(linger=0)
+    with Registry.open(state) as registry:
+        assert registry.check() == [] and registry.live("cartpole").id == "cp-a"
+        assert [e.kind for e in registry.history("cartpole")][-1] == "rollback"
+
+
+def test_a_server_starts_from_what_it_has_on_a_full_disk(small_disk, tmp_path, cartpole_model) -> None:
+    state = small_disk / "state"
+    _state(small_disk, cartpole_model)
+    server = ServerProcess(serve_config(state), tmp_path)  # its config and log beside, on a disk with room
+    filler = _fill(small_disk)
+    server.start()
+    ctx = zmq.Context()
+    try:
+        assert request(_dealer(ctx, server.config.control), p.act_frames(1, OBS))[3] == b"cp-b"
+        admin = _dealer(ctx, server.config.admin)
+        rollback = [hdr(17, 2), b'{"cmd":"rollback","reason":"full"}']
+        assert parse_error(request(admin, rollback, timeout_s=30))[1] == E.NO_SPACE  # read-only, typed
+        assert not (state / "server.json").exists()
+        filler.unlink()  # space is back: the server writes what it could not, the registry opens for writing
+        wait_for(lambda: (state / "server.json").exists(), 30, "server.json once there is space")
+        done = wait_for(lambda: json.loads(request(admin, [hdr(17, 3), b'{"cmd":"status"}'])[1]), 5, "status")
+        assert done["serving"]["champion"] == "cp-b"
+        back = wait_for(lambda: (r := request(admin, rollback, timeout_s=30))[0][5] == p.MsgType.ADMIN_OK and r,
+                        30, "a rollback once the registry opens again")
+        assert json.loads(back[1])["serving"] == "cp-a"
+    finally:
+        ctx.destroy(linger=0)
+        assert server.stop() == 0, server.log()
+        if filler.exists():
+            filler.unlink()
