@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Container
@@ -43,7 +44,7 @@ from srghn.deploy.recording import Tap
 from srghn.deploy.serve_config import ServeConfig
 from srghn.deploy.serving import Serving
 from srghn.deploy.signals import ExitFlag
-from srghn.deploy.state import SERVER, hold_lock, remove_runfile, secure_state_dir, write_runfile
+from srghn.deploy.state import SERVER, hold_lock, lock_is_held, remove_runfile, secure_state_dir, write_runfile
 from srghn.errors import ConfigError, SrghnError
 
 log = logging.getLogger("srghn.server")
@@ -53,9 +54,16 @@ SHUTDOWN_LINGER_MS = 1000
 SWITCH_INTERVAL_S = 0.0005
 """How long the background thread may hold the interpreter lock while a request waits (Python's default: 5 ms)."""
 class Server:
-    def __init__(self, config: ServeConfig, supervised: bool = False, stoppable: bool = False) -> None:
+    def __init__(self, config: ServeConfig, supervised: bool = False, stoppable: bool = False,
+                 config_path: Path | None = None) -> None:
         self.config = config
+        self.config_path = config_path
+        """Its ServeConfig file: what a new supervisor is started with when this one's died."""
         self.supervised = supervised
+        self.supervisor = os.getppid() if supervised else None
+        """The supervisor's pid (None: not supervised here, e.g. systemd's own unit or a test)."""
+        self.replacement: subprocess.Popen | None = None
+        self.unsupervised_since: float | None = None
         """Started by :mod:`srghn.deploy.supervisor`, which holds the server lock across restarts."""
         self.stoppable = stoppable
         """A daemon may stop it (``srghn-ctl run`` started it); otherwise a daemon's stop is a detach."""
@@ -202,6 +210,8 @@ class Server:
             if now >= next_forward:
                 next_forward = now + TICK_S
                 self.peer.forward()
+                if self.supervisor is not None:
+                    self._watch_supervisor()
                 if self.curve:
                     self._revocations()
             if now >= next_stats:
@@ -255,6 +265,44 @@ class Server:
 
         return wait
 
+    def _watch_supervisor(self) -> None:
+        """Supervision all the way up: when the supervisor is gone (this process was re-parented), say that serving
+        is unsupervised and start a new supervisor that adopts this server (:mod:`srghn.deploy.supervisor`);
+        supervised again once it holds the server lock."""
+        ours = self.replacement is not None and self.supervisor == self.replacement.pid
+        if self.unsupervised_since is None:
+            if (self.replacement.poll() is None) if ours else os.getppid() == self.supervisor:
+                return
+            self.unsupervised_since = time.monotonic()
+            log.error("the supervisor pid %d is gone: serving is unsupervised; starting a new one", self.supervisor)
+            self.publish("server", {"event": "unsupervised", "supervisor": self.supervisor})
+            self._start_supervisor()
+            return
+        if self.replacement is None or self.replacement.poll() is not None:
+            if time.monotonic() - self.restarted >= 1.0:  # it could not start: again, once a second
+                self._start_supervisor()
+        elif lock_is_held(Path(self.config.state_dir), SERVER):
+            log.info("supervised again by pid %d, %.2f s after the last supervisor died", self.replacement.pid,
+                     time.monotonic() - self.unsupervised_since)
+            self.publish("server", {"event": "supervised", "supervisor": self.replacement.pid})
+            self.supervisor, self.unsupervised_since = self.replacement.pid, None
+
+    def _start_supervisor(self) -> None:
+        self.restarted = time.monotonic()
+        if self.config_path is None:
+            return
+        cmd = [sys.executable, "-m", "srghn.deploy.supervisor", str(self.config_path), "--adopt", str(os.getpid()),
+               *(["--stoppable"] if self.stoppable else [])]
+        env = {k: v for k, v in os.environ.items() if k != "WATCHDOG_PID"}
+        self.replacement = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def supervision(self) -> dict:
+        return {"supervisor": self.supervisor, "supervised": self.supervisor is not None and
+                self.unsupervised_since is None,
+                "unsupervised_s": None if self.unsupervised_since is None else
+                round(time.monotonic() - self.unsupervised_since, 2)}
+
     def _revocations(self) -> None:
         """Close what revoked keys have open: each connection a request came from (control, admin), and the
         telemetry socket's connections, which are all dropped (re-bound) when a key that may subscribe goes: a PUB
@@ -271,7 +319,7 @@ class Server:
     def status(self) -> dict:
         return {"robot": self.config.robot, "protocol": p.VERSION, "pid": os.getpid(),
                 "uptime_s": round(time.time() - self.started, 1), "endpoints": self.config.endpoints,
-                "socket_loop": self.socket_loop,
+                "socket_loop": self.socket_loop, **self.supervision(),
                 **self.serving.status(), "admin": self.admin.counts(),
                 "evolution": self.peer.evolution if self.peer.attached else None,
                 "daemon": self.peer.status()}
@@ -360,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         config = ServeConfig.from_json(args.config.read_text())
-        return Server(config, args.supervised, args.stoppable).run()
+        return Server(config, args.supervised, args.stoppable, args.config.resolve()).run()
     except (SrghnError, OSError) as exc:
         print(f"srghn server: {exc}", file=sys.stderr)
         return 2

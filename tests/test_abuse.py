@@ -281,3 +281,67 @@ def test_a_server_starts_from_what_it_has_on_a_full_disk(small_disk, tmp_path, c
         assert server.stop() == 0, server.log()
         if filler.exists():
             filler.unlink()
+
+
+def test_a_killed_supervisor_is_replaced_and_the_server_it_left_is_still_restarted(tmp_path, cartpole_model):
+    """Supervision all the way up (issue 34: a SIGKILLed supervisor left the server unsupervised, silently, and the
+    server's next death went unrestarted): the server sees its supervisor go, says so, and starts a new one that
+    adopts it; when the server then dies, the new supervisor's standby serves."""
+    import os
+    import signal
+
+    from srghn.deploy.client import ControlClient
+
+    state = _state(tmp_path, cartpole_model)
+    path = tmp_path / "serve.json"
+    config = serve_config(state, realtime_priority=None)
+    path.write_text(config.to_json())
+    first = subprocess.Popen([sys.executable, "-m", "srghn.deploy.supervisor", str(path), "--stoppable"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    replacement = None
+    try:
+        running = wait_for(lambda: (s := _try_status(config.admin)) and s, 120, "the supervised server")
+        assert running["supervised"] and running["supervisor"] == first.pid
+        server_pid = running["pid"]
+        first.kill()
+        first.wait()
+        again = wait_for(lambda: (s := _try_status(config.admin)) and s["supervisor"] != first.pid
+                         and s["supervised"] and s, 60, "a new supervisor that adopts the server")
+        replacement = again["supervisor"]
+        assert again["pid"] == server_pid
+        log = (state / "logs" / "server.log").read_text()
+        assert f"the supervisor pid {first.pid} is gone: serving is unsupervised" in log and "supervised again" in log
+        with ControlClient(config.control, timeout_s=30) as robot:
+            assert robot.act(OBS).champion == "cp-b"
+            os.kill(server_pid, signal.SIGKILL)  # the adopted server dies: the new supervisor's standby serves
+            taken = wait_for(lambda: (s := _try_status(config.admin)) and s["pid"] != server_pid and s, 60,
+                             "the standby taking over")
+            assert taken["supervisor"] == replacement and robot.act(OBS).champion == "cp-b"
+    finally:
+        if replacement is not None:
+            os.kill(replacement, signal.SIGTERM)
+            wait_for(lambda: not _alive(replacement), 60, "the new supervisor to stop")
+        if first.poll() is None:
+            first.terminate()
+            first.wait(60)
+
+
+def _try_status(endpoint: str) -> dict | None:
+    from srghn.deploy.client import AdminClient
+    from srghn.errors import ServerUnavailable
+
+    try:
+        with AdminClient(endpoint, timeout_s=2) as admin:
+            return admin.status()
+    except ServerUnavailable:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
