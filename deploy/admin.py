@@ -48,6 +48,9 @@ BURST = 200.0
 TOTAL_RATE_PER_S = 1000.0
 """All clients together, every request but ``promote`` and ``rollback`` (so many connections at once cannot take
 the server's time, and an operator's rollback still gets through)."""
+READ_RATE_PER_S = 100.0
+"""All clients together, the reads that run on the background thread (``champions``, ``history``, a ``regime``
+the registry must confirm): each costs a registry query and its encoding beside the serving thread."""
 MAX_TRACKED = 1024
 """Clients whose rate is tracked (the least recently heard go first)."""
 COMMANDS = ("status", "champions", "history", "promote", "rollback", "pause", "resume", "regime")
@@ -67,6 +70,7 @@ class Admin:
         self.buckets: OrderedDict[bytes, list[float]] = OrderedDict()
         """Per client: [tokens, when last filled] of its rate limit."""
         self.total = [TOTAL_RATE_PER_S, time.monotonic()]
+        self.read_rate = [READ_RATE_PER_S, time.monotonic()]
 
     def drain(self) -> None:
         """Answer up to :data:`DRAIN_MAX` waiting requests (a flood of them never delays a robot for long)."""
@@ -97,6 +101,9 @@ class Admin:
         if mine >= MAX_PENDING_PER_CLIENT:
             raise ProtocolError(p.ErrorCode.BUSY, f"this client has {mine} requests in progress (at most "
                                 f"{MAX_PENDING_PER_CLIENT}): read their replies first", request_id)
+        if not write and not _spend(self.read_rate, READ_RATE_PER_S, READ_RATE_PER_S):
+            raise ProtocolError(p.ErrorCode.BUSY, f"more than {READ_RATE_PER_S:.0f} registry reads a second from all "
+                                "clients together: ask again later", request_id)
         if write and self.writes >= MAX_PENDING_WRITES or not write and self.reads >= MAX_PENDING_READS:
             raise ProtocolError(p.ErrorCode.BUSY, f"the server has {MAX_PENDING_WRITES if write else MAX_PENDING_READS}"
                                 f" {'promotions and rollbacks' if write else 'registry reads'} in progress: ask "

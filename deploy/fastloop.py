@@ -57,6 +57,23 @@ def compiled_loop(control: zmq.Socket, others: Sequence[zmq.Socket], handler: Ca
 
 
 @cache
+def discarder() -> Callable[[int], tuple[int, int]] | None:
+    """``discard(socket_handle) -> (bytes, parts)`` in C: drops the rest of the message being received without a
+    Python object per part (the pyzmq loop's way past the whole-message limit); None where the extension is not
+    built or cannot use pyzmq's libzmq."""
+    try:
+        from srghn.deploy import _fastloop
+    except ImportError:
+        return None
+    backend = sys.modules[zmq.backend.Socket.__module__]
+    try:
+        version = _fastloop.bind(getattr(backend, "__file__", None) or "")
+    except ImportError:
+        return None
+    return _fastloop.discard if version == zmq.zmq_version_info() else None
+
+
+@cache
 def lane_available() -> bool:
     """Whether the lane can run here: the extension is built and uses ONNX Runtime's C library (bound once per
     process)."""

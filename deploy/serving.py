@@ -36,7 +36,7 @@ from srghn.controller.onnx_policy import ACTION_NAME, INPUT_NAME, LOGITS_NAME, O
 from srghn.controller.policy import PolicySpec
 from srghn.deploy import protocol as p
 from srghn.deploy.background import Background
-from srghn.deploy.fastloop import lane_available, lane_session
+from srghn.deploy.fastloop import discarder, lane_available, lane_session
 from srghn.deploy.keys import Identity, allowed, sender
 from srghn.deploy.messages import Returns, Transitions
 from srghn.deploy.portfolio import portfolio
@@ -642,12 +642,9 @@ def receive(sock: zmq.Socket, identify: Callable | None, max_bytes: int) -> tupl
 def discard_rest(sock: zmq.Socket) -> tuple[int, int]:
     """Receive and drop the rest of the message being received: (bytes, parts). In C when the compiled loop is
     built (a Python object per part would make a million empty parts cost seconds)."""
-    try:
-        from srghn.deploy import _fastloop
-
-        return _fastloop.discard(sock.underlying)
-    except (ImportError, RuntimeError):
-        pass
+    discard = discarder()
+    if discard is not None:
+        return discard(sock.underlying)
     size = parts = 0
     more = True
     while more:
