@@ -17,10 +17,8 @@ once and nothing is done. A client is its CURVE key, or on local endpoints its c
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
-import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -33,6 +31,7 @@ from srghn.deploy.keys import Identity, allowed, sender
 from srghn.deploy.messages import Command
 from srghn.deploy.registry import Registry, champion_rows
 from srghn.deploy.serving import Serving, oversize_reply, receive
+from srghn.deploy.state import no_space
 from srghn.errors import ConfigError, PromotionRefused, ProtocolError, SrghnError, UnknownChampion
 
 log = logging.getLogger("srghn.server.admin")
@@ -299,18 +298,6 @@ def _encoded(key: str, rows: list[dict]) -> bytes:
     ``json.dumps`` of thousands of rows would hold the interpreter lock for the whole of it)."""
     dumps = json.JSONEncoder(separators=(",", ":")).encode
     return b'{"ok":true,"' + key.encode() + b'":[' + b",".join(dumps(row).encode() for row in rows) + b"]}"
-
-
-def no_space(exc: BaseException) -> bool:
-    """Whether ``exc`` says the disk (or the quota) is full: SQLite's SQLITE_FULL or ENOSPC / EDQUOT."""
-    while exc is not None:
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if isinstance(exc, sqlite3.OperationalError) and (
-                getattr(exc, "sqlite_errorcode", None) == 13 or "disk is full" in str(exc)):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 def _count_error(admin: Admin) -> Callable[[ProtocolError], list[bytes]]:

@@ -345,3 +345,44 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+@pytest.mark.slow
+def test_a_full_disk_pauses_the_daemon_between_generations_and_serving_goes_on(small_disk) -> None:
+    """Issue 34: the daemon exited with a traceback writing ancestry.json on a full disk. Now it pauses evolution
+    and checkpoints, keeps answering, and resumes by itself when there is space; no record is torn or lost."""
+    import signal
+
+    from srghn.deploy.client import ControlClient, Telemetry
+
+    state = small_disk / "state"
+    cmd = [sys.executable, "-m", "srghn.cli", "run", "--robot", "cartpole", "--state-dir", str(state),
+           "--population", "6", "--gate-every", "2", "--workers", "1", "--duration", "600"]
+    daemon = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = state / "daemon" / "cartpole" / "metrics.jsonl"
+    lines = lambda: metrics.read_bytes().count(b"\n") if metrics.is_file() else 0  # noqa: E731
+    filler = None
+    try:
+        wait_for(lambda: lines() >= 2 or daemon.poll() is not None, 300, "two generations")
+        assert daemon.poll() is None, daemon.stderr.read()
+        telemetry = f"ipc://{state}/telemetry.sock"
+        with Telemetry(telemetry, ("daemon",), 120) as events:
+            filler = _fill(small_disk)
+            assert next(e for e in events if e.get("event") in ("disk_full", "stopping"))["event"] == "disk_full"
+            paused_at = lines()
+            with ControlClient(f"ipc://{state}/control.sock", timeout_s=30) as robot:
+                assert robot.act(OBS).action.shape == (1,)  # served all along
+            assert daemon.poll() is None and lines() == paused_at
+            filler.unlink()
+            filler = None
+            assert next(e for e in events if e.get("event") in ("space_again", "stopping"))["event"] == "space_again"
+        wait_for(lambda: lines() > paused_at + 1, 300, "evolution to resume")
+    finally:
+        if filler is not None:
+            filler.unlink()
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(300)
+    assert code == 0, daemon.stderr.read()
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]  # every record whole
+    generations = [r["generation"] for r in records]
+    assert generations == sorted(generations) and len(set(generations)) == len(generations)
