@@ -934,6 +934,12 @@ def export(
             raise ConfigError(f"--output {output} is a directory; give a file name such as {output}/policy.onnx")
         if not output.parent.is_dir():
             raise ConfigError(f"--output {output}: directory {output.parent} does not exist")
+        from srghn.deploy.state import resolve_state_dir
+
+        state = resolve_state_dir(state_dir).resolve()
+        if output.resolve().is_relative_to(state):  # the registry, its artifacts, the server's runfiles live there
+            raise ConfigError(f"--output {output} is inside the state directory {state}, which only srghn writes: "
+                              "export the model somewhere else")
         with _open_registry(state_dir) as registry:
             champion = registry.get(champion_id)
             data = registry.load_model(champion.id)
@@ -1100,7 +1106,7 @@ def run(
         from srghn.deploy.placement import serve_cpu_from
         from srghn.deploy.serve_config import choose_endpoints
 
-        CurveServer.for_endpoints(keys, choose_endpoints(state, control, admin, telemetry).values())
+        CurveServer.for_endpoints(keys, choose_endpoints(state, control, admin, telemetry))
         cpu = serve_cpu_from(serve_cpu)
         preflight.check_spaces(profile)
     from srghn.deploy.daemon import Daemon, DaemonSettings
@@ -1304,7 +1310,7 @@ def serve(
         state = secure_state_dir(_checked_state_dir(state_dir))
         check_free(state, SERVER)
         endpoints = choose_endpoints(state, control, admin, telemetry)
-        CurveServer.for_endpoints(keys, endpoints.values())
+        CurveServer.for_endpoints(keys, endpoints)
         config = ServeConfig.for_profile(profile, state, endpoints, keys, realtime, busy_poll_us, limits,
                                          serve_cpu_from(serve_cpu))
         (state / SERVE_CONFIG).write_text(config.to_json())

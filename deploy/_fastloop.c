@@ -321,7 +321,12 @@ typedef struct {
     int n;
     PyObject *handler;
     long long busy_poll_ns, busy_until;
-    unsigned long long handled, lane_answered;
+    unsigned long long handled, lane_answered, oversize;
+    /* the whole-message limit, checked while the parts arrive: past max_bytes or max_frames (of the parts after
+     * the routing envelope: the identity, and a REQ's empty delimiter) the rest is received and dropped here, and
+     * the handler is told the message's size */
+    Py_ssize_t max_bytes;
+    int max_frames;
     /* the lane: routes by identity (open addressing, a power of two long; 0: off), the served callback */
     Route *routes;
     size_t route_slots;
@@ -411,12 +416,19 @@ static PyObject *bind(PyObject *self, PyObject *args) {
 }
 
 static int Loop_init(Loop *self, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"control", "others", "handler", "busy_poll_us", NULL};
+    static char *kwlist[] = {"control", "others", "handler", "busy_poll_us", "max_bytes", "max_frames", NULL};
     unsigned long long control;
     PyObject *others, *handler;
     long long busy_poll_us = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "KOO|L", kwlist, &control, &others, &handler, &busy_poll_us))
+    Py_ssize_t max_bytes = 0;
+    int max_frames = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "KOO|Lni", kwlist, &control, &others, &handler, &busy_poll_us,
+                                     &max_bytes, &max_frames))
         return -1;
+    if (max_bytes < 0 || max_frames < 0) {
+        PyErr_SetString(PyExc_ValueError, "max_bytes and max_frames >= 0 (0: no limit)");
+        return -1;
+    }
     if (zmq.poll == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "bind() libzmq first");
         return -1;
@@ -454,6 +466,8 @@ static int Loop_init(Loop *self, PyObject *args, PyObject *kwargs) {
     Py_XDECREF(self->handler);
     self->handler = handler;
     self->busy_poll_ns = busy_poll_us * 1000;
+    self->max_bytes = max_bytes;
+    self->max_frames = max_frames;
     return 0;
 }
 
@@ -557,23 +571,67 @@ static int lane_served(Loop *self) {
     return 1;
 }
 
+/* Receive and drop the rest of a message (its parts are all there: ZeroMQ delivers a message whole), counting
+ * them into *bytes and *count. 0, or -1 with errno set. No interpreter lock needed. */
+static int discard_rest(void *sock, long long *bytes, long long *count) {
+    zmq_msg_t msg;
+    int more = 1;
+    while (more) {
+        zmq.msg_init(&msg);
+        if (zmq.msg_recv(&msg, sock, ZMQ_DONTWAIT) < 0) {
+            errno = zmq.errno_();
+            zmq.msg_close(&msg);
+            return -1;
+        }
+        more = zmq.msg_more(&msg);
+        *bytes += (long long)zmq.msg_size(&msg);
+        *count += 1;
+        zmq.msg_close(&msg);
+    }
+    return 0;
+}
+
+/* discard(socket) -> (bytes, parts): drop the rest of the message being received on a libzmq socket handle
+ * (the pyzmq loop's way past the whole-message limit: no Python object per part). */
+static PyObject *discard(PyObject *module, PyObject *args) {
+    unsigned long long handle;
+    if (!PyArg_ParseTuple(args, "K", &handle))
+        return NULL;
+    if (zmq.msg_recv == NULL)
+        return PyErr_Format(PyExc_RuntimeError, "bind() libzmq first");
+    long long bytes = 0, count = 0;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = discard_rest((void *)(uintptr_t)handle, &bytes, &count);
+    Py_END_ALLOW_THREADS
+    if (rc < 0)
+        return zmq_error("discarding the rest of a message");
+    return Py_BuildValue("(LL)", bytes, count);
+}
+
 /* Give the held request (and the parts that follow) to the handler and send its reply. 1: answered, -1: an
- * exception is set. With the interpreter lock. */
+ * exception is set. With the interpreter lock. Past the whole-message limit the parts are no longer kept: the
+ * handler gets those kept and (bytes, parts) of the whole message, and answers OVERSIZE. */
 static int answer(Loop *self) {
     void *sock = self->items[0].socket;
     PyObject *frames = PyList_New(0);
     if (frames == NULL)
         return -1;
     int failed = 0;
+    /* the message's parts: not the identity, nor a REQ delimiter (an empty part right after it) */
+    long long bytes = 0, count = self->held_n >= 2 && zmq.msg_size(&self->held[1]) == 0 ? -2 : -1;
     for (int i = 0; i < self->held_n && !failed; i++) {
         PyObject *frame = PyBytes_FromStringAndSize(zmq.msg_data(&self->held[i]),
                                                     (Py_ssize_t)zmq.msg_size(&self->held[i]));
         failed = frame == NULL || PyList_Append(frames, frame) < 0;
         Py_XDECREF(frame);
+        bytes += i > 0 ? (long long)zmq.msg_size(&self->held[i]) : 0;
+        count++;
     }
+    int over = self->max_bytes > 0 && (bytes > self->max_bytes || (self->max_frames > 0 && count > self->max_frames));
     zmq_msg_t msg;
     int more = self->held_more;
-    while (more) {
+    while (more && !over) {
         zmq.msg_init(&msg);
         if (zmq.msg_recv(&msg, sock, ZMQ_DONTWAIT) < 0) {
             zmq.msg_close(&msg);
@@ -583,18 +641,40 @@ static int answer(Loop *self) {
             return -1;
         }
         more = zmq.msg_more(&msg);
-        if (!failed) { /* after a failure the rest of the message is still received, so the next one starts clean */
+        bytes += (long long)zmq.msg_size(&msg);
+        count++;
+        over = self->max_bytes > 0 && (bytes > self->max_bytes || (self->max_frames > 0 && count > self->max_frames));
+        if (!failed && !over) { /* after a failure the rest is still received, so the next message starts clean */
             PyObject *frame = PyBytes_FromStringAndSize(zmq.msg_data(&msg), (Py_ssize_t)zmq.msg_size(&msg));
             failed = frame == NULL || PyList_Append(frames, frame) < 0;
             Py_XDECREF(frame);
         }
         zmq.msg_close(&msg);
     }
+    if (over && more) {
+        int rc, e = 0;
+        Py_BEGIN_ALLOW_THREADS
+        rc = discard_rest(sock, &bytes, &count);
+        e = errno;
+        Py_END_ALLOW_THREADS
+        if (rc < 0) {
+            Py_DECREF(frames);
+            errno = e;
+            if (!failed)
+                PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+    }
     if (failed) {
         Py_DECREF(frames);
         return -1;
     }
-    PyObject *reply = PyObject_CallOneArg(self->handler, frames);
+    PyObject *reply;
+    if (over) {
+        self->oversize++;
+        reply = PyObject_CallFunction(self->handler, "OLL", frames, bytes, count);
+    } else
+        reply = PyObject_CallOneArg(self->handler, frames);
     Py_DECREF(frames);
     if (reply == NULL)
         return -1;
@@ -759,6 +839,10 @@ static PyObject *Loop_get_lane_answered(Loop *self, void *closure) {
     return PyLong_FromUnsignedLongLong(self->lane_answered);
 }
 
+static PyObject *Loop_get_oversize(Loop *self, void *closure) {
+    return PyLong_FromUnsignedLongLong(self->oversize);
+}
+
 static PyObject *Loop_get_route_count(Loop *self, void *closure) {
     return PyLong_FromSsize_t(self->route_count);
 }
@@ -777,6 +861,8 @@ static PyGetSetDef Loop_getset[] = {
     {"handled", (getter)Loop_get_handled, NULL, "control requests answered", NULL},
     {"lane_answered", (getter)Loop_get_lane_answered, NULL, "of those, answered in the lane", NULL},
     {"route_count", (getter)Loop_get_route_count, NULL, "robots the lane answers", NULL},
+    {"oversize", (getter)Loop_get_oversize, NULL, "requests past the whole-message limit (dropped as they came)",
+     NULL},
     {NULL},
 };
 
@@ -785,7 +871,8 @@ static PyTypeObject LoopType = {
     .tp_name = "srghn.deploy._fastloop.Loop",
     .tp_basicsize = sizeof(Loop),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Loop(control, others, handler, busy_poll_us=0): the server's socket loop (libzmq socket handles)",
+    .tp_doc = "Loop(control, others, handler, busy_poll_us=0, max_bytes=0, max_frames=0): the server's socket loop "
+              "(libzmq socket handles)",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Loop_init,
     .tp_dealloc = (destructor)Loop_dealloc,
@@ -814,6 +901,8 @@ static PyTypeObject SessionType = {
 static PyMethodDef module_methods[] = {
     {"bind", bind, METH_VARARGS, "bind(path) -> (major, minor, patch): use the libzmq loaded from path"},
     {"bind_ort", bind_ort, METH_VARARGS, "bind_ort(path) -> version: use the ONNX Runtime C library at path"},
+    {"discard", discard, METH_VARARGS,
+     "discard(socket_handle) -> (bytes, parts): drop the rest of the message being received"},
     {NULL},
 };
 

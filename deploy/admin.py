@@ -6,11 +6,21 @@ directory's owner, an operator; its role decides what it may ask (:data:`srghn.d
 name is the audit actor of every promotion and rollback. An ``actor`` field in a request is accepted for older
 clients and ignored. Registry work runs on the background thread; its reply comes when it is done, so replies
 on this socket can come out of order (match them by request id).
+
+Bounded (docs/protocol.md §6): a client has at most :data:`MAX_PENDING_PER_CLIENT` requests in the background at
+once, all clients together :data:`MAX_PENDING_READS` reads and, apart from those, :data:`MAX_PENDING_WRITES`
+promotions and rollbacks (a flood of reads never takes an operator's rollback's place); each client may ask
+:data:`RATE_PER_S` requests a second (a burst of :data:`BURST`). Beyond any of these the answer is ``BUSY`` at
+once and nothing is done. A client is its CURVE key, or on local endpoints its connection.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 import zmq
@@ -20,13 +30,28 @@ from srghn.deploy.background import Background
 from srghn.deploy.keys import Identity, allowed, sender
 from srghn.deploy.messages import Command
 from srghn.deploy.registry import Registry, champion_rows
-from srghn.deploy.serving import Serving, receive
+from srghn.deploy.serving import Serving, oversize_reply, receive
+from srghn.deploy.state import no_space
 from srghn.errors import ConfigError, PromotionRefused, ProtocolError, SrghnError, UnknownChampion
 
 log = logging.getLogger("srghn.server.admin")
 
-Reply = Callable[[dict | Exception], None]
-DRAIN_MAX = 16
+Reply = Callable[[dict | bytes | Exception], None]
+DRAIN_MAX = 4
+"""Admin requests answered per turn of the server's loop: robots are served between two turns."""
+MAX_PENDING_PER_CLIENT = 4
+MAX_PENDING_READS = 32
+MAX_PENDING_WRITES = 8
+RATE_PER_S = 200.0
+BURST = 200.0
+TOTAL_RATE_PER_S = 1000.0
+"""All clients together, every request but ``promote`` and ``rollback`` (so many connections at once cannot take
+the server's time, and an operator's rollback still gets through)."""
+READ_RATE_PER_S = 100.0
+"""All clients together, the reads that run on the background thread (``champions``, ``history``, a ``regime``
+the registry must confirm): each costs a registry query and its encoding beside the serving thread."""
+MAX_TRACKED = 1024
+"""Clients whose rate is tracked (the least recently heard go first)."""
 COMMANDS = ("status", "champions", "history", "promote", "rollback", "pause", "resume", "regime")
 
 
@@ -37,48 +62,125 @@ class Admin:
                  identify: Callable[[zmq.Frame], Identity | None] | None = None) -> None:
         self.sock, self.serving, self.background, self.publish = sock, serving, background, publish
         self.to_daemon, self.status, self.owner, self.identify = to_daemon, status, owner, identify
-        self.errors = 0
+        self.errors = self.busy = self.oversize = 0
+        self.pending: dict[bytes, int] = {}
+        """Requests in the background per client."""
+        self.reads = self.writes = 0
+        self.buckets: OrderedDict[bytes, list[float]] = OrderedDict()
+        """Per client: [tokens, when last filled] of its rate limit."""
+        self.total = [TOTAL_RATE_PER_S, time.monotonic()]
+        self.read_rate = [READ_RATE_PER_S, time.monotonic()]
 
     def drain(self) -> None:
         """Answer up to :data:`DRAIN_MAX` waiting requests (a flood of them never delays a robot for long)."""
         for _ in range(DRAIN_MAX):
-            frames = receive(self.sock, self.identify)
-            if frames is None:
+            got = receive(self.sock, self.identify, self.serving.max_bytes)
+            if got is None:
                 return
-            self.on_request(frames)
+            self.on_request(got[0], *got[1])
 
-    def on_request(self, frames: list) -> None:
+    def counts(self) -> dict:
+        return {"pending_reads": self.reads, "pending_writes": self.writes, "busy": self.busy,
+                "oversize": self.oversize}
+
+    def _rate(self, client: bytes) -> bool:
+        """Whether ``client`` may ask now (a token bucket of :data:`RATE_PER_S`, :data:`BURST` deep)."""
+        bucket = self.buckets.get(client)
+        if bucket is None:
+            if len(self.buckets) >= MAX_TRACKED:
+                self.buckets.popitem(last=False)
+            bucket = self.buckets[client] = [BURST, time.monotonic()]
+        else:
+            self.buckets.move_to_end(client)
+        return _spend(bucket, RATE_PER_S, BURST)
+
+    def _take(self, client: bytes, write: bool, request_id: int) -> None:
+        """Count a request going to the background, or refuse it ``BUSY``."""
+        mine = self.pending.get(client, 0)
+        if mine >= MAX_PENDING_PER_CLIENT:
+            raise ProtocolError(p.ErrorCode.BUSY, f"this client has {mine} requests in progress (at most "
+                                f"{MAX_PENDING_PER_CLIENT}): read their replies first", request_id)
+        if not write and not _spend(self.read_rate, READ_RATE_PER_S, READ_RATE_PER_S):
+            raise ProtocolError(p.ErrorCode.BUSY, f"more than {READ_RATE_PER_S:.0f} registry reads a second from all "
+                                "clients together: ask again later", request_id)
+        if write and self.writes >= MAX_PENDING_WRITES or not write and self.reads >= MAX_PENDING_READS:
+            raise ProtocolError(p.ErrorCode.BUSY, f"the server has {MAX_PENDING_WRITES if write else MAX_PENDING_READS}"
+                                f" {'promotions and rollbacks' if write else 'registry reads'} in progress: ask "
+                                "again later", request_id)
+        self.pending[client] = mine + 1
+        if write:
+            self.writes += 1
+        else:
+            self.reads += 1
+
+    def _release(self, client: bytes, write: bool) -> None:
+        left = self.pending.pop(client) - 1
+        if left:
+            self.pending[client] = left
+        if write:
+            self.writes -= 1
+        else:
+            self.reads -= 1
+
+    def on_request(self, frames: list, size: int = 0, count: int = 0) -> None:
         who, frames = sender(frames, self.identify, self.owner)
         envelope, msg = p.split_envelope(frames)
+        client = who.key if who is not None and who.key else envelope[0]
         request_id = 0
+        held: list[bool] = []
+        """The background slot this request holds (``[write]``), given back by its reply."""
 
-        def reply(result: dict | Exception) -> None:
+        def reply(result: dict | bytes | Exception) -> None:
+            if held:
+                self._release(client, held.pop())
             if isinstance(result, ProtocolError):
                 self.errors += 1
+                self.busy += result.code is p.ErrorCode.BUSY
                 out = p.error_frames(result.code, str(result), result.request_id)
             elif isinstance(result, Exception):
                 self.errors += 1
                 out = p.error_frames(*_error_code(result), request_id)
+            elif isinstance(result, bytes):  # encoded on the background thread
+                out = [p.header(p.MsgType.ADMIN_OK, request_id), result]
             else:
                 out = p.json_frames(p.MsgType.ADMIN_OK, request_id, {"ok": True, **result})
-            self.sock.send_multipart(envelope + out)
+            with contextlib.suppress(zmq.Again):  # a client that does not read its replies loses them
+                self.sock.send_multipart(envelope + out, zmq.NOBLOCK)
 
+        def submit(job: Callable[[Registry], object], done: Reply, write: bool = False) -> None:
+            self._take(client, write, request_id)
+            held.append(write)
+            self.background.submit(job, done)
+
+        if size or count:
+            self.oversize += 1
+            envelope, out = oversize_reply(frames, size, count, self.serving.max_bytes, _count_error(self))
+            self.sock.send_multipart(envelope + out, zmq.NOBLOCK)
+            return
         try:
             msg_type, request_id = p.parse_header(msg, p.ADMIN_REQUESTS, self.serving.max_bytes)
+            if not self._rate(client):
+                raise ProtocolError(p.ErrorCode.BUSY, f"more than {RATE_PER_S:.0f} requests a second from this client:"
+                                    " slow down", request_id)
             if msg_type is p.MsgType.INFO:
                 if self.identify is not None:
                     allowed(who, "admin", "INFO", request_id)
                 self.sock.send_multipart(envelope + [p.header(p.MsgType.INFO_OK, request_id),
                                                      self.serving.info_json])
                 return
-            self.command(p.parse_json(msg[1], request_id), request_id, who, reply)
+            request = p.parse_json(msg[1], request_id)
+            if request.get("cmd") not in ("promote", "rollback") and not _spend(self.total, TOTAL_RATE_PER_S,
+                                                                                 TOTAL_RATE_PER_S):
+                raise ProtocolError(p.ErrorCode.BUSY, f"more than {TOTAL_RATE_PER_S:.0f} requests a second from all "
+                                    "clients together: slow down", request_id)
+            self.command(request, request_id, who, reply, submit)
         except ProtocolError as exc:
             reply(exc)
         except Exception as exc:  # never let a request stop the server
             log.exception("internal error answering an admin request")
             reply(ProtocolError(p.ErrorCode.INTERNAL, f"internal error: {exc!r}", request_id))
 
-    def command(self, request: dict, request_id: int, who: Identity, reply: Reply) -> None:
+    def command(self, request: dict, request_id: int, who: Identity, reply: Reply, submit: Submit) -> None:
         args = _Args(request, request_id)
         cmd = args.str("cmd", required=True)
         if cmd not in COMMANDS:
@@ -92,18 +194,21 @@ class Admin:
         elif cmd == "champions":
             which, status = args.str("robot"), args.str("status")
             args.done()
-            self.background.submit(lambda r: {"champions": champion_rows(r, which, status)}, reply)
+            submit(lambda r: _encoded("champions", champion_rows(r, which, status)), reply)
         elif cmd == "history":
             which, limit = args.str("robot"), args.int("limit", low=1)
             args.done()
-            self.background.submit(lambda r: {"events": [e.to_dict() for e in r.history(which, limit)]}, reply)
+            submit(lambda r: _encoded("events", [e.to_dict() for e in r.history(which, limit)]), reply)
         elif cmd in ("promote", "rollback"):
             champion = args.str("id", required=True) if cmd == "promote" else args.str("to")
             reason = args.str("reason")
             force = args.bool("force") if cmd == "promote" else False
             args.str("actor")  # accepted from older clients, never believed: the actor is who authenticated
             args.done()
-            self.transition(cmd, champion, who.actor, reason, force, reply)
+            if force and not (reason and reason.strip()):  # a malformed request, whatever the id names
+                raise ProtocolError(p.ErrorCode.BAD_REQUEST, "force needs a non-blank reason: overriding a gate is "
+                                    "audited with its reason", request_id)
+            self.transition(cmd, champion, who.actor, reason, force, reply, submit)
         else:
             regime = args.str("regime", required=True) if cmd == "regime" else None
             args.str("actor")
@@ -124,7 +229,7 @@ class Admin:
                 else:
                     self.pass_on(Command(cmd, who.actor, regime), request_id, reply)
 
-            self.background.submit(lambda r: r.regimes(robot), known)
+            submit(lambda r: r.regimes(robot), known)
 
     def pass_on(self, command: Command, request_id: int, reply: Reply) -> None:
         """Hand ``pause``, ``resume`` or ``regime`` to the evolution daemon (it applies them between generations)."""
@@ -137,7 +242,7 @@ class Admin:
                "note": "the evolution loop applies it at the end of the current generation"})
 
     def transition(self, cmd: str, champion: str | None, actor: str, reason: str | None, force: bool,
-                   reply: Reply) -> None:
+                   reply: Reply, submit: Submit | None = None) -> None:
         """Promote or roll back in the registry (``adopt``: whichever puts a stored champion back), load the new
         live slot, then swap and reply."""
         serving = self.serving
@@ -168,10 +273,44 @@ class Admin:
             self.publish("promotion" if result["event"]["kind"] == "promote" else "rollback", result["event"])
             reply({**result, "serving": serving.serving_id, "serial": serving.serial})
 
-        self.background.submit(job, done)
+        if submit is None:  # the daemon's adopt: one at a time from the internal socket, not a client's
+            self.background.submit(job, done)
+        else:
+            submit(job, done, True)
+
+
+Submit = Callable[..., None]
+
+
+def _spend(bucket: list[float], rate: float, depth: float) -> bool:
+    """Take a token from ``bucket`` ([tokens, when last filled]) refilled at ``rate`` up to ``depth``."""
+    now = time.monotonic()
+    bucket[0] = min(depth, bucket[0] + (now - bucket[1]) * rate)
+    bucket[1] = now
+    if bucket[0] < 1.0:
+        return False
+    bucket[0] -= 1.0
+    return True
+
+
+def _encoded(key: str, rows: list[dict]) -> bytes:
+    """An ``ADMIN_OK`` payload ``{"ok": true, key: rows}`` encoded row by row (on the background thread: one
+    ``json.dumps`` of thousands of rows would hold the interpreter lock for the whole of it)."""
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    return b'{"ok":true,"' + key.encode() + b'":[' + b",".join(dumps(row).encode() for row in rows) + b"]}"
+
+
+def _count_error(admin: Admin) -> Callable[[ProtocolError], list[bytes]]:
+    def error(exc: ProtocolError) -> list[bytes]:
+        admin.errors += 1
+        return p.error_frames(exc.code, str(exc), exc.request_id)
+
+    return error
 
 
 def _error_code(exc: Exception) -> tuple[p.ErrorCode, str]:
+    if no_space(exc):
+        return p.ErrorCode.NO_SPACE, f"the state directory's disk is full: nothing was changed ({exc})"
     if isinstance(exc, UnknownChampion):
         return p.ErrorCode.UNKNOWN_CHAMPION, str(exc)
     if isinstance(exc, PromotionRefused):

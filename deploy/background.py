@@ -8,10 +8,13 @@ serving thread. So a request is answered by whatever was current when it arrived
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import queue
+import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +28,16 @@ log = logging.getLogger("srghn.server.background")
 
 Job = Callable[[Registry], object]
 Done = Callable[[object], None]
+
+
+def _disk_full(state_dir: Path, exc: BaseException) -> bool:
+    """Whether opening the registry failed for want of space (SQLite says "disk I/O error" when it cannot make
+    the files WAL readers need)."""
+    try:
+        stats = os.statvfs(state_dir)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < 1 << 20 or "disk is full" in str(exc.__cause__ or exc)
 
 
 class Background:
@@ -41,16 +54,48 @@ class Background:
     def _init(self, ctx: zmq.Context, address: str) -> None:
         if os.sched_getscheduler(0) != os.SCHED_OTHER:  # slow work never competes with serving at its priority
             os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-        self.local.registry = Registry.open(self.state_dir, create=True)
+        self.local.snapshot_since = None
+        try:
+            self.local.registry = Registry.open(self.state_dir, create=True)
+        except SrghnError as exc:
+            if not _disk_full(self.state_dir, exc):
+                raise
+            # a full disk: serve from what is there, read-only, and open it properly once there is room again
+            log.error("the state directory's disk is full (%s): serving from the registry read-only until there "
+                      "is space", exc)
+            self.local.registry = Registry.snapshot(self.state_dir)
+            self.local.snapshot_since = time.monotonic()
         self.local.push = ctx.socket(zmq.PUSH)
         self.local.push.connect(address)
+
+    def _registry(self) -> Registry:
+        """The registry to run a job on: the read-only snapshot of a full disk is replaced as soon as the registry
+        opens again (tried at most once a second)."""
+        since = self.local.snapshot_since
+        if since is not None and time.monotonic() - since >= 1.0:
+            try:
+                registry = Registry.open(self.state_dir, create=True)
+            except SrghnError:
+                self.local.snapshot_since = time.monotonic()
+            else:
+                self.local.registry.close()
+                self.local.registry, self.local.snapshot_since = registry, None
+                log.info("the state directory has space again: the registry is open for writing")
+        return self.local.registry
 
     def submit(self, job: Job, done: Done) -> None:
         """Run ``job(registry)`` here; ``done(result or exception)`` runs later on the serving thread."""
 
         def run() -> None:
             try:
-                result = job(self.local.registry)
+                registry = self._registry()
+                try:
+                    result = job(registry)
+                except sqlite3.OperationalError as exc:
+                    if self.local.snapshot_since is None:
+                        raise
+                    raise OSError(errno.ENOSPC, "the state directory's disk is full: the registry is read-only "
+                                  "until there is space") from exc
             except SrghnError as exc:  # a refusal (unknown champion, failed gate, ...): the caller answers it
                 result = exc
             except Exception as exc:  # a bug or a broken database: logged here, answered INTERNAL by the caller
@@ -63,11 +108,12 @@ class Background:
 
     def run_now(self, job: Job) -> object:
         """Run ``job(registry)`` here and wait for it (start-up only: the serving thread is not serving yet)."""
-        return self.pool.submit(lambda: job(self.local.registry)).result()
+        return self.pool.submit(lambda: job(self._registry())).result()
 
-    def deliver(self) -> None:
-        """Run the ``done`` callbacks of finished jobs (call when :attr:`wake` is readable)."""
-        while True:
+    def deliver(self, most: int = 8) -> None:
+        """Run the ``done`` callbacks of at most ``most`` finished jobs (call when :attr:`wake` is readable; it
+        stays readable while more are waiting, and robots are served between two calls)."""
+        for _ in range(most):
             try:
                 self.wake.recv(zmq.NOBLOCK)
             except zmq.Again:

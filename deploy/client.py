@@ -23,7 +23,8 @@ import zmq
 from srghn.deploy import protocol as p
 from srghn.errors import ConfigError, Forbidden, InvalidRequest, ReplyError, ServerUnavailable
 
-SERVER_SIDE = {p.ErrorCode.REFUSED, p.ErrorCode.UNAVAILABLE, p.ErrorCode.INTERNAL}
+SERVER_SIDE = {p.ErrorCode.REFUSED, p.ErrorCode.UNAVAILABLE, p.ErrorCode.INTERNAL, p.ErrorCode.BUSY,
+               p.ErrorCode.NO_SPACE}
 
 
 def reply_error(code: int, message: str) -> ReplyError:
@@ -50,6 +51,7 @@ class _Dealer:
         self.ctx = ctx or zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SNDTIMEO, int(timeout_s * 1000))  # no connection (refused handshake): no wait
         if identity:
             self.sock.setsockopt(zmq.ROUTING_ID, identity)
         _secure(self.sock, endpoint, server_key, client_key)
@@ -60,7 +62,10 @@ class _Dealer:
 
     def call(self, frames: list[bytes], request_id: int) -> tuple[p.MsgType, list[bytes]]:
         """Send one request and return the reply with the same request id (stale replies are skipped)."""
-        self.sock.send_multipart(frames)
+        try:
+            self.sock.send_multipart(frames)
+        except zmq.Again:
+            raise ServerUnavailable(f"no connection to {self.endpoint} within {self.timeout_ms / 1000:g} s") from None
         while True:
             if not self.sock.poll(self.timeout_ms):
                 raise ServerUnavailable(f"no reply from {self.endpoint} within {self.timeout_ms / 1000:g} s")

@@ -28,6 +28,7 @@ directory and survives restarts: the registry, and ``daemon/<robot>/`` with the 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -63,8 +64,10 @@ from srghn.deploy.signals import ExitFlag
 from srghn.deploy.state import (
     DAEMON,
     SERVER,
+    has_space,
     hold_lock,
     lock_is_held,
+    no_space,
     read_runfile,
     remove_runfile,
     secure_state_dir,
@@ -195,7 +198,7 @@ class Daemon:
         self.profile = settings.profile
         self.on_event = on_event or (lambda topic, data: None)
         self.endpoints = settings.endpoints()
-        CurveServer.for_endpoints(settings.keys, self.endpoints.values())  # refuse exposed sockets without keys
+        CurveServer.for_endpoints(settings.keys, self.endpoints)  # refuse exposed sockets without keys
         self.home = settings.home
         self.should_exit = ExitFlag()
         self.stop_reason: str | None = None
@@ -310,6 +313,7 @@ class Daemon:
         records = driver.run(None, self.regime, should_stop=self._stopping)
         last_save = time.monotonic()
         metrics = self.home / "metrics.jsonl"
+        unsaved: list[str] = []
         while True:
             self._handle_server_messages(wait_s=0.0)
             while self.paused and not self._finished(started):
@@ -325,17 +329,43 @@ class Daemon:
             if self.counts["generations"] % ANCESTRY_PRUNE_EVERY == 0:
                 self.ancestry.prune(int(i) for i in getattr(driver.strategy, "ids", ()))
             line = record.to_json()
-            with metrics.open("a") as fh:
-                fh.write(line + "\n")
-            if time.monotonic() - last_save > CHECKPOINT_INTERVAL_S:
-                self._checkpoint(driver)
-                last_save = time.monotonic()
+            unsaved.append(line)
+            while True:  # a full disk pauses evolution here, between two generations, until there is space
+                try:
+                    _append_lines(metrics, unsaved)
+                    unsaved.clear()
+                    if time.monotonic() - last_save > CHECKPOINT_INTERVAL_S:
+                        self._checkpoint(driver)
+                        last_save = time.monotonic()
+                    break
+                except Exception as exc:
+                    if not no_space(exc) or not self._wait_for_space(driver, started, exc):
+                        raise
             self.publish("generation", json.loads(line))
             self._status(driver, record)
             if (self.counts["generations"] % settings.gate_every == 0 and not self.should_exit
                     and record.regime == self.regime.regime):  # not a generation of a regime the robots just left
-                self._release(driver, record)
+                try:
+                    self._release(driver, record)
+                except Exception as exc:  # a candidate not stored for want of space: the next release tries again
+                    if not no_space(exc) or not self._wait_for_space(driver, started, exc):
+                        raise
                 self._status(driver, record)  # the release's counters now, not a generation later
+
+    def _wait_for_space(self, driver: Driver, started: float, exc: BaseException) -> bool:
+        """The disk is full: evolution and checkpoints pause, the server link is kept answered, until there is
+        space again (True) or the daemon is told to stop (False: the caller gives up its write)."""
+        log.error("the disk is full (%s): evolution and checkpoints pause until there is space; serving goes on", exc)
+        self.publish("daemon", {"event": "disk_full", "error": str(exc)})
+        paused = time.monotonic()
+        while not has_space(self.home):
+            if self._finished(started):
+                return False
+            self._status(driver, None)
+            self._handle_server_messages(wait_s=1.0)
+        log.info("space again after %.0f s: evolution resumes", time.monotonic() - paused)
+        self.publish("daemon", {"event": "space_again", "paused_s": round(time.monotonic() - paused, 1)})
+        return True
 
     def _stopping(self) -> bool:
         return bool(self.should_exit)
@@ -958,7 +988,12 @@ class Daemon:
                            self.home / "robot.png", title=f"simulated {self.profile.name}: episodes served",
                            fault_at=fault.get("at_step"), distances=robot_summary.get("distances"))
         if driver is not None and hasattr(self, "tag"):
-            self._checkpoint(driver)
+            try:
+                self._checkpoint(driver)
+            except Exception as exc:
+                if not no_space(exc):
+                    raise
+                log.error("the last checkpoint is not written, the disk is full (%s): the previous one stands", exc)
             records = read_records(self.home / "metrics.jsonl") if (self.home / "metrics.jsonl").is_file() else []
             if records:
                 plot_run(records, self.home / "fitness.png", title=f"{self.profile.name}: daemon evolution",
@@ -1048,3 +1083,19 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def _append_lines(path: Path, lines: list[str]) -> None:
+    """Append ``lines`` to ``path`` whole or not at all (a full disk leaves no torn record behind)."""
+    if not lines:
+        return
+    data = memoryview("".join(f"{line}\n" for line in lines).encode())
+    with path.open("ab", buffering=0) as fh:
+        size = fh.seek(0, os.SEEK_END)
+        try:
+            while data:
+                data = data[fh.write(data):]
+        except OSError:
+            with contextlib.suppress(OSError):
+                fh.truncate(size)
+            raise

@@ -31,10 +31,12 @@ from srghn.controller.policy import PolicySpec
 log = logging.getLogger("srghn.server.fastloop")
 
 
-def compiled_loop(control: zmq.Socket, others: Sequence[zmq.Socket], handler: Callable[[list], list],
-                  busy_poll_us: int = 0):
+def compiled_loop(control: zmq.Socket, others: Sequence[zmq.Socket], handler: Callable[..., list],
+                  busy_poll_us: int = 0, max_bytes: int = 0, max_frames: int = 0):
     """A compiled loop over these sockets (``serve(timeout_ms)`` answers robots on ``control`` and returns a bit
-    mask of the ``others`` ready), or None when the extension is not built or cannot use pyzmq's libzmq."""
+    mask of the ``others`` ready), or None when the extension is not built or cannot use pyzmq's libzmq. Past
+    ``max_bytes`` (after the routing identity) or ``max_frames`` parts it drops the rest of a request as it
+    receives it and calls ``handler(kept_frames, bytes, parts)``."""
     try:
         from srghn.deploy import _fastloop
     except ImportError as exc:
@@ -50,7 +52,25 @@ def compiled_loop(control: zmq.Socket, others: Sequence[zmq.Socket], handler: Ca
         log.warning("the compiled socket loop found libzmq %s, pyzmq uses %s: serving through pyzmq", version,
                     zmq.zmq_version_info())
         return None
-    return _fastloop.Loop(control.underlying, [s.underlying for s in others], handler, busy_poll_us)
+    return _fastloop.Loop(control.underlying, [s.underlying for s in others], handler, busy_poll_us, max_bytes,
+                          max_frames)
+
+
+@cache
+def discarder() -> Callable[[int], tuple[int, int]] | None:
+    """``discard(socket_handle) -> (bytes, parts)`` in C: drops the rest of the message being received without a
+    Python object per part (the pyzmq loop's way past the whole-message limit); None where the extension is not
+    built or cannot use pyzmq's libzmq."""
+    try:
+        from srghn.deploy import _fastloop
+    except ImportError:
+        return None
+    backend = sys.modules[zmq.backend.Socket.__module__]
+    try:
+        version = _fastloop.bind(getattr(backend, "__file__", None) or "")
+    except ImportError:
+        return None
+    return _fastloop.discard if version == zmq.zmq_version_info() else None
 
 
 @cache

@@ -9,9 +9,11 @@ the state directory's owner, an operator. Binding anything else needs a key dire
 
 Roles: ``robot`` (ACT, STEP, INFO on the control socket), ``observer`` (telemetry, admin status, champions,
 history, INFO) and ``operator`` (everything on admin, and telemetry). pyzmq's own ZAP handler (``zmq.auth``) asks
-:class:`KeyTable` at every handshake; the server asks it again for every request, so ``keys revoke`` takes effect
-at the next request without a restart. The name a request acts under (the audit actor) is ``role:name`` of the
-key that authenticated the connection, never a field of the request. Secret files are written 0600.
+:class:`KeyTable` at every handshake and names the connection after its **public key** (ZeroMQ's ``User-Id``);
+the server looks that key up again for every request, so ``keys revoke`` takes effect at the next request
+without a restart, and a name added again with a new key pair never lets the old key back in: the key is the
+identity, its name only the label. The name a request acts under (the audit actor) is ``role:name`` of the key
+that authenticated the connection, never a field of the request. Secret files are written 0600.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +47,8 @@ class Identity:
 
     role: str
     name: str
+    key: bytes = b""
+    """The Z85 public key that authenticated (CURVE); empty for the state directory's owner on local endpoints."""
 
     @property
     def actor(self) -> str:
@@ -179,7 +184,6 @@ class KeyTable:
                               "`srghn-ctl keys add NAME --role ROLE`")
         self.stamp: int | None = None
         self.by_key: dict[bytes, Identity] = {}
-        self.by_name: dict[str, Identity] = {}
         self.lock = threading.Lock()  # the ZAP thread and the serving thread both ask
         self.refresh()
 
@@ -199,13 +203,14 @@ class KeyTable:
                 except (OSError, ValueError):
                     continue
                 if meta.get("role") in ROLES and meta.get("name") == path.stem:
-                    by_key[public] = Identity(meta["role"], path.stem)
-            self.by_key, self.by_name, self.stamp = by_key, {i.name: i for i in by_key.values()}, stamp
+                    by_key[public] = Identity(meta["role"], path.stem, public)
+            self.by_key, self.stamp = by_key, stamp
 
-    def identity(self, name: str | None) -> Identity | None:
-        """The identity of an authenticated key's name, or None when it has been revoked since."""
+    def identity(self, key: str | None) -> Identity | None:
+        """The identity of an authenticated public key (Z85), or None when it has been revoked since -- even if
+        its name has been added again with another key."""
         self.refresh()
-        return self.by_name.get(name) if name else None
+        return self.by_key.get(key.encode()) if key else None
 
 
 class _Authenticator(ThreadAuthenticator):
@@ -216,8 +221,8 @@ class _Authenticator(ThreadAuthenticator):
         self.table = table
 
     def curve_user_id(self, client_public_key: bytes) -> str:
-        identity = self.table.by_key.get(z85.encode(client_public_key))
-        return identity.name if identity else ""
+        """The connection's ``User-Id``: its public key (Z85), which each request is checked against."""
+        return z85.encode(client_public_key).decode()
 
 
 class _Provider:
@@ -243,14 +248,25 @@ class CurveServer:
         if self.secret is None:
             raise ConfigError(f"{self.directory / 'server.key_secret'} holds no secret key")
         self.table = KeyTable(self.directory)
+        self.known: dict[bytes, Identity] = dict(self.table.by_key)
+        self.connections: dict[bytes, dict[int, int | None]] = {}
+        """Per key, the connections (file descriptor -> its socket's inode) it sent requests on."""
         self.auth: _Authenticator | None = None
 
     @classmethod
-    def for_endpoints(cls, directory: str | Path | None, endpoints) -> CurveServer | None:
-        """Keys when given; refuse to bind a non-local endpoint without them."""
+    def for_endpoints(cls, directory: str | Path | None, endpoints: dict[str, str]) -> CurveServer | None:
+        """Keys when given; refuse to bind a non-local endpoint (role -> endpoint) without them, and the admin
+        socket on any TCP port: loopback TCP is open to every user of the machine, and admin makes them operators
+        (ipc:// lives in the 0700 state directory)."""
         if directory is not None:
             return cls(Path(directory))
-        exposed = [e for e in endpoints if not endpoint_is_local(e)]
+        admin = endpoints.get("admin", "")
+        if admin.startswith("tcp://"):
+            raise ConfigError(f"admin endpoint {admin} is TCP, which every user of this machine can reach (loopback "
+                              "too), so it needs CURVE keys: bind admin to ipc:// (the default, in the 0700 state "
+                              "directory), or create keys with `srghn-ctl keys add NAME --role operator --keys DIR` "
+                              "and pass --keys DIR")
+        exposed = [e for e in endpoints.values() if not endpoint_is_local(e)]
         if exposed:
             raise ConfigError(f"endpoint {exposed[0]} is reachable from other machines, so it needs CURVE keys: "
                               "create them with `srghn-ctl keys add NAME --role ROLE --keys DIR` and pass --keys "
@@ -270,12 +286,58 @@ class CurveServer:
         sock.zap_domain = domain.encode()
 
     def identity(self, frame: zmq.Frame) -> Identity | None:
-        """Who sent the message ``frame`` belongs to (None: a key revoked since its connection was made)."""
-        return self.table.identity(frame.get("User-Id"))
+        """Who sent the message ``frame`` belongs to. None: a key revoked since its connection was made, whose
+        connection is closed here and now (no reply reaches it)."""
+        key = frame.get("User-Id")
+        who = self.table.identity(key)
+        fd = frame.get(zmq.SRCFD)
+        if who is None:
+            close_connection(fd, None)
+        elif fd not in self.connections.setdefault(who.key, {}):
+            seen = self.connections[who.key]
+            if len(seen) >= MAX_CONNECTIONS_PER_KEY:
+                seen.pop(next(iter(seen)))
+            seen[fd] = _inode(fd)
+        return who
+
+    def revoke(self) -> list[Identity]:
+        """The keys taken out of the table since the last call, each connection of theirs that sent a request
+        closed (a revoked key is refused at every later request anyway)."""
+        self.table.refresh()
+        gone = [who for key, who in self.known.items() if key not in self.table.by_key]
+        if gone:
+            self.known = dict(self.table.by_key)
+        for who in gone:
+            for fd, inode in self.connections.pop(who.key, {}).items():
+                close_connection(fd, inode)
+        return gone
 
     def stop(self) -> None:
         if self.auth is not None:
             self.auth.stop()
+
+
+MAX_CONNECTIONS_PER_KEY = 64
+
+
+def _inode(fd: int) -> int | None:
+    try:
+        return os.fstat(fd).st_ino
+    except OSError:
+        return None
+
+
+def close_connection(fd: int, inode: int | None) -> bool:
+    """Shut down the connection on ``fd`` (ZeroMQ's: it sees the peer go and closes it itself), when it is still the
+    socket whose inode is ``inode`` (None: the one a message just came from). Never closes the descriptor."""
+    if fd < 0 or (inode is not None and _inode(fd) != inode):
+        return False  # gone, or the number was given to another connection since
+    try:
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        return False
+    return True
 
 
 def client_key(directory: str | Path, name: str | None = None, roles: tuple[str, ...] = ("operator",)) -> dict:

@@ -14,6 +14,7 @@ of their own; JSON appears only in the admin and info messages and on the teleme
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import struct
 from enum import IntEnum
@@ -37,9 +38,19 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
 """Protocol limit on the bytes of one message: above it the reply is ``OVERSIZE``."""
 MAX_ERROR_MESSAGE_BYTES = 1024
 """An ``ERROR`` reply's message frame is cut to this many bytes."""
-ZMQ_MAXMSGSIZE_FACTOR = 16
+ZMQ_MAXMSGSIZE_FACTOR = 4
 """The socket's ``ZMQ_MAXMSGSIZE`` is this many times the protocol limit: a frame above it makes ZeroMQ drop the
-sender's connection before the server sees it (no reply is possible), protecting the server's memory."""
+sender's connection before the server sees it (no reply is possible), protecting the server's memory. (A frame
+above the protocol limit can never be part of a valid request; a little above it still gets its ``OVERSIZE``.)"""
+MAX_REQUEST_FRAMES = 8
+"""A request of more frames than this (after the routing envelope) is ``OVERSIZE`` whatever their bytes: no
+valid request has more than 3 (``STEP``). The server stops keeping frames at this count, or at the protocol limit
+in bytes, while it receives them (docs/protocol.md §6)."""
+RCVHWM = 8
+"""Requests ZeroMQ queues per connection on the control and admin sockets before it stops reading that peer."""
+SNDHWM = 64
+"""Replies queued per connection on the control and admin sockets; beyond, a reply to a client that does not read
+them is dropped."""
 
 
 TELEMETRY_TOPICS = ("generation", "gate", "promotion", "rollback", "serving", "watchdog", "live", "episode",
@@ -99,6 +110,11 @@ class ErrorCode(IntEnum):
     """An unexpected server-side failure; the server keeps serving."""
     FORBIDDEN = 15
     """The authenticated key's role does not allow this request, or the key has been revoked (CURVE only)."""
+    BUSY = 16
+    """Admin: this client (or all of them) has too many requests in progress, or it asks faster than its rate
+    limit; nothing was done: ask again later (docs/protocol.md §6)."""
+    NO_SPACE = 17
+    """Admin: the disk of the state directory is full; the promotion or rollback was not made, serving goes on."""
 
 
 class Source(IntEnum):
@@ -211,10 +227,27 @@ def parse_outcome(frame: bytes, request_id: int) -> tuple[float, bool, bool]:
     return float(reward), bool(terminated), bool(truncated)
 
 
+class DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object's members, refusing a name given twice (``{"cmd":"status","cmd":"rollback"}`` is ambiguous:
+    RFC 8259 leaves it to the reader, so no reader of ours picks one)."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise DuplicateKey(f"field {twice!r} is given more than once")
+    return value
+
+
 def parse_json(frame: bytes, request_id: int) -> dict:
-    """Decode a UTF-8 JSON object frame (admin requests)."""
+    """Decode a UTF-8 JSON object frame (admin requests); a member name twice in one object is refused."""
     try:
-        value = json.loads(frame.decode("utf-8"))
+        value = json.loads(frame.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except DuplicateKey as exc:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"payload is ambiguous JSON: {exc}", request_id) from None
     except (ValueError, RecursionError) as exc:  # ValueError: bad UTF-8, bad JSON, an int of > 4300 digits
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"payload is not UTF-8 JSON: {exc}", request_id) from None
     if not isinstance(value, dict):
@@ -258,13 +291,26 @@ def is_ipv6(endpoint: str) -> bool:
 
 
 def endpoint_is_local(endpoint: str) -> bool:
-    """Whether binding ``endpoint`` exposes the socket to this machine only (ipc, inproc, loopback tcp)."""
+    """Whether binding ``endpoint`` exposes the socket to this machine only (ipc, inproc, loopback tcp): a tcp host
+    must be ``localhost`` or an IP literal in 127.0.0.0/8 or ``::1`` (``127.0.0.1.nip.io`` is a DNS name, which
+    could resolve anywhere)."""
     if endpoint.startswith(("ipc://", "inproc://")):
         return True
     if endpoint.startswith("tcp://"):
-        host = endpoint[len("tcp://"):].rsplit(":", 1)[0].strip("[]")
-        return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+        host = endpoint[len("tcp://"):].rsplit(":", 1)[0]
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
     return False
+
+
+def is_tcp(endpoint: str) -> bool:
+    return endpoint.startswith("tcp://")
 
 
 def client_name(identity: bytes) -> str:

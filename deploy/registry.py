@@ -52,6 +52,22 @@ class Registry:
     # -- opening ---------------------------------------------------------------------------------------------
 
     @classmethod
+    def snapshot(cls, state_dir: Path) -> Registry:
+        """The registry read-only and without its locks (SQLite's ``immutable``): what a server on a full disk
+        serves from, where SQLite cannot even make the files its readers need. Any write raises."""
+        path = Path(state_dir) / DB_NAME
+        try:
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True, isolation_level=None)
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise RegistryError(f"{path} is not a readable SQLite registry: {exc}") from exc
+        if version != SCHEMA_VERSION:
+            db.close()
+            raise RegistryError(f"{path} has registry schema version {version}; a snapshot reads version "
+                                f"{SCHEMA_VERSION} only")
+        return cls(Path(state_dir), db)
+
+    @classmethod
     def open(cls, state_dir: Path, create: bool = False) -> Registry:
         """Open the registry in ``state_dir``; with ``create`` make the directory and schema if missing.
 

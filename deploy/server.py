@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import gc
 import json
 import logging
 import math
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Container
@@ -42,7 +44,7 @@ from srghn.deploy.recording import Tap
 from srghn.deploy.serve_config import ServeConfig
 from srghn.deploy.serving import Serving
 from srghn.deploy.signals import ExitFlag
-from srghn.deploy.state import SERVER, hold_lock, remove_runfile, secure_state_dir, write_runfile
+from srghn.deploy.state import SERVER, hold_lock, lock_is_held, remove_runfile, secure_state_dir, write_runfile
 from srghn.errors import ConfigError, SrghnError
 
 log = logging.getLogger("srghn.server")
@@ -52,9 +54,16 @@ SHUTDOWN_LINGER_MS = 1000
 SWITCH_INTERVAL_S = 0.0005
 """How long the background thread may hold the interpreter lock while a request waits (Python's default: 5 ms)."""
 class Server:
-    def __init__(self, config: ServeConfig, supervised: bool = False, stoppable: bool = False) -> None:
+    def __init__(self, config: ServeConfig, supervised: bool = False, stoppable: bool = False,
+                 config_path: Path | None = None) -> None:
         self.config = config
+        self.config_path = config_path
+        """Its ServeConfig file: what a new supervisor is started with when this one's died."""
         self.supervised = supervised
+        self.supervisor = os.getppid() if supervised else None
+        """The supervisor's pid (None: not supervised here, e.g. systemd's own unit or a test)."""
+        self.replacement: subprocess.Popen | None = None
+        self.unsupervised_since: float | None = None
         """Started by :mod:`srghn.deploy.supervisor`, which holds the server lock across restarts."""
         self.stoppable = stoppable
         """A daemon may stop it (``srghn-ctl run`` started it); otherwise a daemon's stop is a detach."""
@@ -93,7 +102,7 @@ class Server:
             placement.keep_off(config.serve_cpu)
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.ctx = zmq.Context()
-        self.curve = CurveServer.for_endpoints(config.curve_dir, config.endpoints.values())
+        self.curve = CurveServer.for_endpoints(config.curve_dir, config.endpoints)
         identify = self.curve.identity if self.curve else None
         self.background = Background(self.ctx, Path(config.state_dir))
         if config.record:
@@ -125,11 +134,11 @@ class Server:
             rest = placement.serve_alone(config.serve_cpu)
             log.info("serving thread on CPU %d, the server's other threads on CPU %s", config.serve_cpu,
                      ", ".join(map(str, sorted(rest))))
-        write_runfile(Path(config.state_dir), SERVER, {
-            "pid": os.getpid(), "supervisor": os.getppid() if self.supervised else None,
-            "stoppable": self.stoppable, "robot": config.robot,
-            **config.endpoints, "internal": config.internal_endpoint, "keys": config.curve_dir,
-            "started": self.started, "recording": bool(config.record)})
+        self.runfile = {"pid": os.getpid(), "supervisor": os.getppid() if self.supervised else None,
+                        "stoppable": self.stoppable, "robot": config.robot,
+                        **config.endpoints, "internal": config.internal_endpoint, "keys": config.curve_dir,
+                        "started": self.started, "recording": bool(config.record)}
+        self._write_runfile()
         gc.freeze()  # what start-up made lives as long as the server: keep it out of every collection
         log.info("serving %s for robot %s on %s", self.serving.serving_id or "the safe action", config.robot,
                  ", ".join(f"{k} {v}" for k, v in config.endpoints.items()))
@@ -137,11 +146,28 @@ class Server:
                         f"{os.getpid()})")
         self.publish("server", {"event": "started", "pid": os.getpid(), "champion": self.serving.serving_id})
 
+    def _write_runfile(self) -> None:
+        """``server.json``; on a full disk the server serves without it and tries again every second."""
+        try:
+            write_runfile(Path(self.config.state_dir), SERVER, self.runfile)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            if self.runfile.get("pending") is None:
+                log.error("cannot write server.json (%s): serving all the same, trying again every second", exc)
+            self.runfile["pending"] = True
+            return
+        if self.runfile.pop("pending", None):
+            write_runfile(Path(self.config.state_dir), SERVER, self.runfile)
+            log.info("server.json written: the disk has space again")
+
     def _socket(self, kind: int, role: str, max_msg: int | None) -> zmq.Socket:
         sock = self.ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 500)
         if max_msg is not None:
             sock.setsockopt(zmq.MAXMSGSIZE, max_msg)
+            sock.setsockopt(zmq.RCVHWM, p.RCVHWM)
+            sock.setsockopt(zmq.SNDHWM, p.SNDHWM)
         if kind == zmq.ROUTER:
             sock.setsockopt(zmq.ROUTER_MANDATORY, 0)  # replies to a vanished client are dropped, never raised
         if self.curve:
@@ -184,12 +210,18 @@ class Server:
             if now >= next_forward:
                 next_forward = now + TICK_S
                 self.peer.forward()
+                if self.supervisor is not None:
+                    self._watch_supervisor()
+                if self.curve:
+                    self._revocations()
             if now >= next_stats:
                 interval = now - next_stats + self.config.stats_interval_s
                 next_stats = now + self.config.stats_interval_s
                 self.publish("live", self._live_stats(last, interval))
                 last = (self.serving.acts, self.serving.steps)
                 self.peer.tick()
+                if self.runfile.get("pending"):
+                    self._write_runfile()
             if now >= next_sync:
                 next_sync = now + self.config.sync_interval_s
                 self.serving.sync()
@@ -201,7 +233,8 @@ class Server:
         """``wait(timeout_s)``: answer robots until one of ``others`` is ready or the timeout, then the ready
         ones. After each answer it polls for the next robot request ``busy_poll_us`` before it sleeps again."""
         config, serving = self.config, self.serving
-        loop = (fastloop.compiled_loop(serving.sock, others, serving.on_request, config.busy_poll_us)
+        loop = (fastloop.compiled_loop(serving.sock, others, serving.on_request, config.busy_poll_us,
+                                       serving.max_bytes, p.MAX_REQUEST_FRAMES)
                 if config.socket_loop != "pyzmq" and serving.identify is None else None)
         if loop is not None:
             serving.use_lane(loop)
@@ -232,11 +265,63 @@ class Server:
 
         return wait
 
+    def _watch_supervisor(self) -> None:
+        """Supervision all the way up: when the supervisor is gone (this process was re-parented), say that serving
+        is unsupervised and start a new supervisor that adopts this server (:mod:`srghn.deploy.supervisor`);
+        supervised again once it holds the server lock."""
+        ours = self.replacement is not None and self.supervisor == self.replacement.pid
+        if self.unsupervised_since is None:
+            if (self.replacement.poll() is None) if ours else os.getppid() == self.supervisor:
+                return
+            self.unsupervised_since = time.monotonic()
+            log.error("the supervisor pid %d is gone: serving is unsupervised; starting a new one", self.supervisor)
+            self.publish("server", {"event": "unsupervised", "supervisor": self.supervisor})
+            self._start_supervisor()
+            return
+        if self.replacement is None or self.replacement.poll() is not None:
+            if time.monotonic() - self.restarted >= 1.0:  # it could not start: again, once a second
+                self._start_supervisor()
+        elif lock_is_held(Path(self.config.state_dir), SERVER):
+            log.info("supervised again by pid %d, %.2f s after the last supervisor died", self.replacement.pid,
+                     time.monotonic() - self.unsupervised_since)
+            self.publish("server", {"event": "supervised", "supervisor": self.replacement.pid})
+            self.supervisor, self.unsupervised_since = self.replacement.pid, None
+
+    def _start_supervisor(self) -> None:
+        self.restarted = time.monotonic()
+        if self.config_path is None:
+            return
+        cmd = [sys.executable, "-m", "srghn.deploy.supervisor", str(self.config_path), "--adopt", str(os.getpid()),
+               *(["--stoppable"] if self.stoppable else [])]
+        env = {k: v for k, v in os.environ.items() if k != "WATCHDOG_PID"}
+        self.replacement = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def supervision(self) -> dict:
+        return {"supervisor": self.supervisor, "supervised": self.supervisor is not None and
+                self.unsupervised_since is None,
+                "unsupervised_s": None if self.unsupervised_since is None else
+                round(time.monotonic() - self.unsupervised_since, 2)}
+
+    def _revocations(self) -> None:
+        """Close what revoked keys have open: each connection a request came from (control, admin), and the
+        telemetry socket's connections, which are all dropped (re-bound) when a key that may subscribe goes: a PUB
+        socket cannot tell its subscribers apart, the others reconnect by themselves within 0.1 s."""
+        gone = self.curve.revoke()
+        for who in gone:
+            log.warning("key %s (%s) revoked: its connections are closed", who.name, who.role)
+            self.publish("server", {"event": "revoked", "key": who.name, "role": who.role})
+        if any(who.role in ("operator", "observer") for who in gone):
+            endpoint = self.config.telemetry
+            self.telemetry.unbind(endpoint)
+            _bind(self.telemetry, endpoint)
+
     def status(self) -> dict:
         return {"robot": self.config.robot, "protocol": p.VERSION, "pid": os.getpid(),
                 "uptime_s": round(time.time() - self.started, 1), "endpoints": self.config.endpoints,
-                "socket_loop": self.socket_loop,
-                **self.serving.status(), "evolution": self.peer.evolution if self.peer.attached else None,
+                "socket_loop": self.socket_loop, **self.supervision(),
+                **self.serving.status(), "admin": self.admin.counts(),
+                "evolution": self.peer.evolution if self.peer.attached else None,
                 "daemon": self.peer.status()}
 
     def _live_stats(self, last: tuple[int, int], interval: float) -> dict:
@@ -323,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         config = ServeConfig.from_json(args.config.read_text())
-        return Server(config, args.supervised, args.stoppable).run()
+        return Server(config, args.supervised, args.stoppable, args.config.resolve()).run()
     except (SrghnError, OSError) as exc:
         print(f"srghn server: {exc}", file=sys.stderr)
         return 2

@@ -36,7 +36,7 @@ from srghn.controller.onnx_policy import ACTION_NAME, INPUT_NAME, LOGITS_NAME, O
 from srghn.controller.policy import PolicySpec
 from srghn.deploy import protocol as p
 from srghn.deploy.background import Background
-from srghn.deploy.fastloop import lane_available, lane_session
+from srghn.deploy.fastloop import discarder, lane_available, lane_session
 from srghn.deploy.keys import Identity, allowed, sender
 from srghn.deploy.messages import Returns, Transitions
 from srghn.deploy.portfolio import portfolio
@@ -164,7 +164,7 @@ class Serving:
         """Clients with at least :data:`FORWARD_MIN` transitions the daemon has not seen."""
         self.obs_len = spec.obs_dim * 4
         self.act_prefix, self.action_prefix = p.prefix(p.MsgType.ACT), p.prefix(p.MsgType.ACTION)
-        self.acts = self.steps = self.errors = self.fallbacks = 0
+        self.acts = self.steps = self.errors = self.fallbacks = self.oversize = 0
         self.latency = np.zeros(LATENCY_WINDOW, np.int64)
         self.clients: dict[bytes, Client] = {}
         self.tap: Callable[[int, list, list], None] | None = None
@@ -180,20 +180,23 @@ class Serving:
     def handle(self) -> None:
         """Answer the request waiting on the control socket (the server's loop polls again for the next one:
         cheaper than a receive that fails)."""
-        frames = receive(self.sock, self.identify)
-        if frames is None:
+        got = receive(self.sock, self.identify, self.max_bytes)
+        if got is None:
             return
         # frame by frame: send_multipart's checks cost 5 us more here; copy=False costs ~6 us more at these sizes
-        out, send = self.on_request(frames), self.sock.send
+        out, send = self.on_request(got[0], *got[1]), self.sock.send
         for frame in out[:-1]:
             send(frame, zmq.SNDMORE)
         send(out[-1])
 
-    def on_request(self, frames: list) -> list:
+    def on_request(self, frames: list, size: int = 0, count: int = 0) -> list:
         """The reply (envelope included) to one request's frames; the compiled socket loop
-        (:mod:`srghn.deploy.fastloop`) calls this directly."""
+        (:mod:`srghn.deploy.fastloop`) calls this directly. ``size`` and ``count`` (the message's bytes and parts)
+        are given when it was past the whole-message limit: ``frames`` are then only those kept before it."""
         t0 = time.perf_counter_ns()
-        if (self.identify is None and len(frames) == 3 and len(frames[2]) == self.obs_len
+        if size or count:
+            envelope, reply = self._oversize(frames, size, count)
+        elif (self.identify is None and len(frames) == 3 and len(frames[2]) == self.obs_len
                 and len(frames[1]) == p.HEADER.size and frames[1][:8] == self.act_prefix):
             envelope, request_id = frames[:1], frames[1][8:]
             try:  # a well-formed ACT from a DEALER
@@ -216,11 +219,13 @@ class Serving:
         who, frames = sender(frames, self.identify, None)
         envelope, msg = p.split_envelope(frames)
         request_id = 0
-        key = envelope[0] if who is None else who.name.encode()  # with CURVE a robot is its key, across connections
+        key = envelope[0] if who is None else who.key  # with CURVE a robot is its key, across connections
         try:
             msg_type, request_id = p.parse_header(msg, p.CONTROL_REQUESTS, self.max_bytes)
             if self.identify is not None:
                 allowed(who, "control", msg_type.name, request_id)
+                if key not in self.clients:
+                    self._client(key, who.name)  # shown by its key's name
             if msg_type is p.MsgType.ACT:
                 p.floats(msg[1], self.spec.obs_dim, "observation", request_id)
                 reply = self.act(key, msg[0][8:], msg[1])
@@ -238,6 +243,13 @@ class Serving:
         except Exception as exc:  # a bug must never stop the server: answer INTERNAL and go on
             reply = self._internal(exc, request_id)
         return envelope, reply
+
+    def _oversize(self, frames: list, size: int, count: int) -> tuple[list[bytes], list[bytes]]:
+        """A request past the whole-message limit, answered from its first frames (the rest was dropped as it
+        came): what the validation order puts before OVERSIZE, else OVERSIZE."""
+        self.oversize += 1
+        _, frames = sender(frames, self.identify, None)
+        return oversize_reply(frames, size, count, self.max_bytes, self._error)
 
     def _error(self, exc: ProtocolError) -> list[bytes]:
         self.errors += 1
@@ -300,13 +312,14 @@ class Serving:
         self.latency[self.acts % LATENCY_WINDOW] = handling_ns
         self.acts += 1
 
-    def _client(self, identity: bytes) -> Client:
-        """A new client record; beyond :data:`MAX_CLIENTS` the least recently seen one goes."""
+    def _client(self, identity: bytes, name: str | None = None) -> Client:
+        """A new client record (named ``name``, else after its routing identity); beyond :data:`MAX_CLIENTS` the
+        least recently seen one goes."""
         if len(self.clients) >= MAX_CLIENTS:
             gone = min(self.clients, key=lambda k: self.clients[k].last_seen)
             del self.clients[gone]
             self.fresh_clients.discard(gone)
-        client = self.clients[identity] = Client(p.client_name(identity))
+        client = self.clients[identity] = Client(name or p.client_name(identity))
         if client.name in self.pending_regimes:  # assigned before this server saw it (it was restarted)
             client.regime = self.pending_regimes.pop(client.name)
             self.active = self.active | {client.regime}
@@ -551,6 +564,7 @@ class Serving:
                         "below_safe": dict(sorted(self.below_safe.items()))},
             "requests": {"act": self.acts, "act_lane": self.loop.lane_answered if self.loop else 0,
                          "step": self.steps, "errors": self.errors, "watchdog": self.fallbacks,
+                         "oversize": self.oversize,
                          "act_us_p50": round(float(np.percentile(lat, 50)), 1) if n else None,
                          "act_us_p99": round(float(np.percentile(lat, 99)), 1) if n else None},
             "clients": [{"client": c.name, "regime": c.regime,
@@ -601,11 +615,57 @@ def _watchdog_rollback(robot: str, failed: str, fallback: str, problem: str) -> 
     return rollback
 
 
-def receive(sock: zmq.Socket, identify: Callable | None) -> list | None:
-    """The next request waiting on ``sock``, or None: bytes, or uncopied frames (which carry the CURVE name)
-    when ``identify`` is set."""
+def receive(sock: zmq.Socket, identify: Callable | None, max_bytes: int) -> tuple[list, tuple[int, int]] | None:
+    """The next request waiting on ``sock``, or None: its frames (bytes, or uncopied frames, which carry the CURVE
+    key, when ``identify`` is set) and ``(0, 0)``; or, past the whole-message limit (``max_bytes`` after the
+    routing identity, or :data:`~srghn.deploy.protocol.MAX_REQUEST_FRAMES` parts), the frames kept before it and
+    the message's ``(bytes, parts)``: the rest is dropped as it is received, never kept."""
+    copy = identify is None
     try:
-        return sock.recv_multipart(zmq.NOBLOCK, copy=identify is None)
+        frame = sock.recv(zmq.NOBLOCK, copy=copy)
     except zmq.Again:
         return None
+    frames, size, envelope = [frame], 0, 1
+    while sock.getsockopt(zmq.RCVMORE):
+        frame = sock.recv(copy=copy)
+        size += len(frame)
+        if len(frames) == 1 and not len(frame):
+            envelope = 2  # a REQ delimiter
+        if size > max_bytes or len(frames) - envelope >= p.MAX_REQUEST_FRAMES:
+            more = sock.getsockopt(zmq.RCVMORE)
+            rest, parts = discard_rest(sock) if more else (0, 0)
+            return frames, (size + rest, len(frames) + 1 - envelope + parts)
+        frames.append(frame)
+    return frames, (0, 0)
+
+
+def discard_rest(sock: zmq.Socket) -> tuple[int, int]:
+    """Receive and drop the rest of the message being received: (bytes, parts). In C when the compiled loop is
+    built (a Python object per part would make a million empty parts cost seconds)."""
+    discard = discarder()
+    if discard is not None:
+        return discard(sock.underlying)
+    size = parts = 0
+    more = True
+    while more:
+        frame = sock.recv(copy=False)
+        size, parts, more = size + len(frame), parts + 1, frame.more
+    return size, parts
+
+
+def oversize_reply(frames: list[bytes], size: int, count: int, max_bytes: int,
+                   error: Callable[[ProtocolError], list[bytes]]) -> tuple[list[bytes], list[bytes]]:
+    """(envelope, ERROR reply) for a request past the whole-message limit, of which ``frames`` were kept: a bad
+    header or version is answered first (the validation order), else OVERSIZE."""
+    envelope, msg = p.split_envelope(frames)
+    request_id = 0
+    try:
+        p.parse_header(msg[:1], frozenset(), 2**62)  # header and version only: what comes before the size
+    except ProtocolError as exc:
+        if exc.code in (p.ErrorCode.BAD_FRAMES, p.ErrorCode.BAD_HEADER, p.ErrorCode.UNSUPPORTED_VERSION):
+            return envelope, error(exc)
+        request_id = exc.request_id
+    return envelope, error(ProtocolError(p.ErrorCode.OVERSIZE, f"message of {size} bytes in {count} frames "
+                                         f"exceeds the limit of {max_bytes} bytes and {p.MAX_REQUEST_FRAMES} frames "
+                                         "(the rest was dropped as it came)", request_id))
 

@@ -134,3 +134,29 @@ def read_runfile(state_dir: Path, who: str = SERVER) -> dict | None:
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) and "pid" in info else None
+
+
+def no_space(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) says the disk or the quota is full: ENOSPC / EDQUOT, or SQLite's
+    SQLITE_FULL ("database or disk is full")."""
+    import errno
+    import sqlite3
+
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(exc, sqlite3.OperationalError) and (
+                getattr(exc, "sqlite_errorcode", None) == 13 or "disk is full" in str(exc)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def has_space(path: Path, at_least: int = 64 << 20) -> bool:
+    """Whether the filesystem of ``path`` has ``at_least`` bytes free for this user, or an eighth of its size
+    when that is less (a small filesystem)."""
+    try:
+        stats = os.statvfs(path)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize >= min(at_least, stats.f_blocks * stats.f_frsize // 8)

@@ -11,12 +11,18 @@ and serve. A process-exit descriptor wakes the supervisor the moment a server di
 It exits when a server exits by itself with status 0 (a daemon asked it to stop), and on SIGTERM / SIGINT, which
 it passes on to its servers and waits for. Standard library only: it starts in a few milliseconds.
 
-    python -m srghn.deploy.supervisor CONFIG.json [--stoppable]
+**Who supervises the supervisor.** Under systemd, systemd. Otherwise the serving server does: it watches its
+parent, and when its supervisor is gone (killed) it says that serving is unsupervised and starts a new one with
+``--adopt PID``, which takes the still-serving server over as its own (waiting on its exit through a pidfd) and
+starts a standby beside it.
+
+    python -m srghn.deploy.supervisor CONFIG.json [--stoppable] [--adopt SERVER_PID]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -25,6 +31,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from srghn.deploy import logs
@@ -37,6 +44,9 @@ log = logging.getLogger("srghn.supervisor")
 QUICK_DEATH_S = 5.0
 """A server that dies sooner than this after taking over counts as failing at start-up (backed off)."""
 MAX_BACKOFF_S = 10.0
+REFUSED_STARTS = 3
+"""A server that exits with status 2 (its configuration refused: an endpoint it cannot bind, a key directory it
+cannot read) this many times in a row at start-up is not started again: the supervisor exits 2 and says why."""
 STOP_TIMEOUT_S = 30.0
 
 
@@ -82,21 +92,53 @@ class _Server:
             self.proc.wait()
 
 
+class _Orphan:
+    """A server that a supervisor now gone started, taken over by this one (not our child: its exit is seen
+    through a pidfd, and its status is unknown: a clean stop is told by its removed server.json)."""
+
+    def __init__(self, pid: int, runfile: Path) -> None:
+        self.pid, self.runfile, self.returncode = pid, runfile, None
+        self.pidfd = os.pidfd_open(pid)
+
+    def poll(self) -> int | None:
+        if self.returncode is None and select.select([self.pidfd], [], [], 0)[0]:
+            os.close(self.pidfd)
+            self.returncode = 0 if not self.runfile.exists() else 1
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout)
+            select.select([self.pidfd], [], [], 0.1)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            signal.pidfd_send_signal(self.pidfd, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
 class Supervisor:
-    def __init__(self, config_path: Path, stoppable: bool = False) -> None:
+    def __init__(self, config_path: Path, stoppable: bool = False, adopt: int | None = None) -> None:
         self.config_path = Path(config_path)
         self.stoppable = stoppable
         """Started by ``srghn-ctl run``: a daemon's ``stop`` stops serving. Otherwise (``srghn-ctl serve``, a service
         of its own) a daemon can only detach."""
         self.should_exit = ExitFlag()
         self.restarts = 0
+        self.adopt = adopt
+        """A serving server whose supervisor died, to take over instead of starting one."""
 
     def run(self) -> int:
         state = secure_state_dir(Path(json.loads(self.config_path.read_text())["state_dir"]))
         logs.configure(state, "supervisor")
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
-        with hold_lock(state, SERVER), self.should_exit.captured():
+        with self._lock(state), self.should_exit.captured():
             previous = signal.set_wakeup_fd(wake_w)  # a signal makes the wait below return at once
             try:
                 return self._supervise(wake_r)
@@ -105,10 +147,30 @@ class Supervisor:
                 os.close(wake_r)
                 os.close(wake_w)
 
+    @contextlib.contextmanager
+    def _lock(self, state: Path) -> Iterator[None]:
+        """Hold the server lock; an adopting supervisor tries for a second (the server it adopts looks at the lock
+        to tell whether it is supervised again, which holds it for a moment)."""
+        tries = 20 if self.adopt is not None else 1
+        for attempt in range(tries):
+            held = hold_lock(state, SERVER)
+            try:
+                held.__enter__()
+            except ConfigError:
+                if attempt + 1 == tries:
+                    raise
+                time.sleep(0.05)
+                continue
+            try:
+                yield
+            finally:
+                held.__exit__(None, None, None)
+            return
+
     def _supervise(self, wake: int) -> int:
-        serving, standby = self._server(standby=False), self._server(standby=True)
+        serving, standby = self._first(), self._server(standby=True)
         log.info("server pid %d serving, pid %d on standby", serving.proc.pid, standby.proc.pid)
-        failures = 0
+        failures = refused = 0
         try:
             while True:
                 code = self._wait(serving, wake)
@@ -119,6 +181,11 @@ class Supervisor:
                     log.info("server pid %d exited normally; the supervisor is done", serving.proc.pid)
                     return 0
                 failures = failures + 1 if time.monotonic() - serving.started < QUICK_DEATH_S else 0
+                refused = refused + 1 if failures and code == 2 else 0
+                if refused >= REFUSED_STARTS:
+                    log.error("the server refused its configuration %d times in a row at start-up (exit status 2: "
+                              "see server.log); not starting it again", refused)
+                    return 2
                 self.restarts += 1
                 log.error("server pid %d died (%s); pid %d takes over", serving.proc.pid, _death(code),
                           standby.proc.pid)
@@ -137,6 +204,21 @@ class Supervisor:
 
     def _server(self, standby: bool) -> _Server:
         return _Server(self.config_path, standby, self.stoppable)
+
+    def _first(self) -> _Server:
+        """The serving server: the orphan to adopt when it still runs, else a new one."""
+        if self.adopt is not None:
+            state = Path(json.loads(self.config_path.read_text())["state_dir"])
+            server = _Server.__new__(_Server)
+            server.word, server.started = None, time.monotonic() - QUICK_DEATH_S
+            try:
+                server.proc = _Orphan(self.adopt, state / f"{SERVER}.json")
+            except OSError as exc:
+                log.error("server pid %d cannot be adopted (%s): starting a new one", self.adopt, exc)
+            else:
+                log.info("adopted server pid %d, whose supervisor had died", self.adopt)
+                return server
+        return self._server(standby=False)
 
     def _wait(self, server: _Server, wake: int) -> int | None:
         """The server's exit status, or None when a signal asked us to stop first."""
@@ -165,9 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m srghn.deploy.supervisor", description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path, help="the server's ServeConfig JSON file")
     parser.add_argument("--stoppable", action="store_true", help="a daemon's stop stops serving (srghn-ctl run)")
+    parser.add_argument("--adopt", type=int, help="take over this serving server (its supervisor died)")
     args = parser.parse_args(argv)
     try:
-        return Supervisor(args.config, args.stoppable).run()
+        return Supervisor(args.config, args.stoppable, args.adopt).run()
     except (ConfigError, OSError, ValueError, KeyError) as exc:
         print(f"srghn supervisor: {exc}", file=sys.stderr)
         return 2

@@ -149,6 +149,11 @@ def test_clear_errors_for_bad_input(state: Path, tmp_path: Path) -> None:
     assert force.exit_code == 2 and "--force needs --reason" in force.output
     bad_dir = ctl("export", "a", "-o", tmp_path / "no" / "such" / "x.onnx", "--state-dir", state)
     assert bad_dir.exit_code == 2 and "does not exist" in bad_dir.output
+    registry_bytes = (state / "registry.db").read_bytes()
+    for inside in (state / "registry.db", state / "x.onnx"):  # the registry itself, or anything beside it
+        over = ctl("export", "a", "-o", inside, "--state-dir", state)
+        assert over.exit_code == 2 and "inside the state directory" in over.output
+    assert (state / "registry.db").read_bytes() == registry_bytes and not (state / "x.onnx").exists()
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "registry.db").write_bytes(b"not a database" * 64)
     junk = ctl("history", "--state-dir", tmp_path / "junk")

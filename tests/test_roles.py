@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
+import itertools
 import json
 import os
 import socket
@@ -107,20 +108,51 @@ def test_telemetry_is_for_observers_and_operators(curve_server) -> None:
         assert list(events) == []  # the handshake of a robot key is refused: nothing ever arrives
 
 
-def test_a_revoked_key_is_refused_at_its_next_request(curve_server) -> None:
+def test_a_revoked_key_is_answered_nothing_more(curve_server) -> None:
     config, keys, _ = curve_server
     as_robot = client_key(keys, "arm-3")
-    with ControlClient(config.control, timeout_s=5, **as_robot) as robot:
+    with ControlClient(config.control, timeout_s=3, **as_robot) as robot:
         assert robot.act(OBS).source is p.Source.LIVE
         revoke_key(keys, "arm-3")
-        with pytest.raises(Forbidden, match="revoked"):
-            robot.act(OBS)  # the same connection, made while the key was good
+        with pytest.raises(ServerUnavailable):
+            robot.act(OBS)  # the same connection, made while the key was good: closed, not answered
     assert "arm-3" not in {k.name for k in list_keys(keys)} and not as_robot["client_key"].exists()
     add_key(keys, "arm-4", "robot")  # a key added while the server runs works at once
     with ControlClient(config.control, timeout_s=5, **client_key(keys, "arm-4")) as robot:
         assert robot.act(OBS).champion == "cp-a"
     with pytest.raises(ConfigError, match="no key pair named 'arm-3'"):
         client_key(keys, "arm-3")
+
+
+def test_the_key_is_the_identity_a_name_added_again_never_brings_the_old_key_back(tmp_path, curve_server) -> None:
+    """Issue 34: the server used to find a sender by its key's name, so an old key's open connection was served
+    again once its name was re-added -- even with another role. Now the public key is the identity."""
+    config, keys, state = curve_server
+    old_robot = {"server_key": keys / "server.key", "client_key": tmp_path / "arm-3.key_secret"}
+    old_robot["client_key"].write_bytes((keys / "clients" / "arm-3.key_secret").read_bytes())
+    old_watcher = {"server_key": keys / "server.key", "client_key": tmp_path / "watcher.key_secret"}
+    old_watcher["client_key"].write_bytes((keys / "clients" / "watcher.key_secret").read_bytes())
+    with ControlClient(config.control, timeout_s=3, **old_robot) as robot, \
+            AdminClient(config.admin, timeout_s=3, **old_robot) as robot_admin, \
+            Telemetry(config.telemetry, ("live",), 30, **old_watcher) as watched:
+        assert robot.act(OBS).champion == "cp-a" and next(watched)["topic"] == "live"
+        watched.timeout_ms = 3000  # "live" comes every second while subscribed
+        assert robot_admin.json_call(p.MsgType.INFO, None)["robot"] == "cartpole"
+        revoke_key(keys, "arm-3")
+        revoke_key(keys, "watcher")
+        add_key(keys, "arm-3", "operator")  # the same name, a new key pair, a stronger role
+        add_key(keys, "watcher", "observer")
+        for refused in (lambda: robot.act(OBS), lambda: robot_admin.rollback(reason="old key"),
+                        lambda: robot_admin.json_call(p.MsgType.INFO, None)):
+            with pytest.raises(ServerUnavailable):
+                refused()
+        # the revoked observer's telemetry connection is closed: at most what was already in flight arrives
+        assert len(list(itertools.islice(watched, 5))) <= 2
+    with Registry.open(state) as registry:
+        assert registry.live("cartpole").id == "cp-a"
+        assert not [e for e in registry.history("cartpole") if e.kind == "rollback"]
+    with AdminClient(config.admin, timeout_s=30, **client_key(keys, "arm-3")) as new_operator:
+        assert new_operator.status()["serving"]["champion"] == "cp-a"  # the new key pair is who arm-3 is now
 
 
 def test_a_revoked_key_cannot_connect_again(tmp_path, curve_server) -> None:
