@@ -438,7 +438,8 @@ class Daemon:
                                 fitness={"standard_return": fitness},
                                 meta={"source": "factory", "factory": provenance}, actor=self.settings.actor)
                 self.counts["registered"] += 1
-            report = gate_champion(self.registry, key, self.settings.actor, self.profile, regimes=(gated_in,))
+            report = gate_champion(self.registry, key, self.settings.actor, self.profile, regimes=(gated_in,),
+                                   own=True)  # its release gate, in the regime it starts serving in
         except SrghnError as exc:
             self.counts["release_failed"] += 1
             self.publish("daemon", {"event": "release_failed", "champion": key, "error": str(exc)})
@@ -982,6 +983,10 @@ class Daemon:
             "generations_this_run": self.counts["generations"],
             "regime": self.regime.regime if hasattr(self, "regime") else None,
             "champion_fitness": driver.champion().fitness if driver is not None else None,
+            "live_fitness": live.headline_fitness if live else None, "live_regime": live.regime if live else None,
+            "robots": [{"client": c.get("client"), "regime": c.get("regime"), "champion": c.get("champion"),
+                        "steps": c.get("steps"), "episodes": c.get("episodes")}
+                       for c in (self.server_final or {}).get("clients", [])],
             "candidates": {k: self.counts[k] for k in ("registered", "gate_passed", "gate_failed", "promoted",
                                                        "promotion_refused")},
             "live": live.id if live else None, "last_known_good": lkg.id if lkg else None,
