@@ -26,12 +26,14 @@ from rich.table import Table
 from rich.text import Text
 
 from srghn import ConfigError, SrghnError
+from srghn.deploy.topics import TELEMETRY_TOPICS
 
 app = typer.Typer(
     help="srghn: self-referential graph hypernetworks evolved in a shadow simulator, served to robots.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
+"""Progress and event lines: never wrapped by rich (a log keeps each line whole; a terminal wraps it itself)."""
 out = Console()
 
 
@@ -450,6 +452,7 @@ def factory_show(
     title = f"factory population of {profile.name}" + ("" if regime == "nominal" else f", champion for {regime}")
     table = _facts(title)
     rows = [("file", str(factory_path(profile, regime))), ("command", provenance.get("command")),
+            *_reproduce(profile, provenance),
             ("seed", provenance.get("seed")), ("generations", provenance.get("generations")),
             ("env steps", f"{provenance.get('env_steps') or 0:,}"),
             ("wall time", f"{(provenance.get('wall_s') or 0) / 3600:.2f} h"),
@@ -468,6 +471,31 @@ def factory_show(
     for key, value in rows:
         table.add_row(key, escape(str(value)))
     out.print(table)
+
+
+def _reproduce(profile, provenance: dict) -> list[tuple[str, str]]:
+    """Where the recorded command's ``--robot`` names a profile file that is not on this machine (the builder's own
+    copy of a shipped profile with a few settings changed): say so, and give the command with the shipped profile
+    and those settings as flags (the update clip's schedule, recorded in the provenance)."""
+    command = provenance.get("command") or ""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return []
+    if "--robot" not in words or words.index("--robot") + 1 >= len(words):
+        return []
+    at = words.index("--robot") + 1
+    named = words[at]
+    if named == profile.name or Path(named).is_file():
+        return []
+    words[at] = profile.name
+    clip = provenance.get("update_clip") or {}
+    for flag, key in (("--update-clip-decay", "pretraining_decay"), ("--update-clip-min", "pretraining_min")):
+        if flag not in words and isinstance(clip.get(key), int | float) and not (key.endswith("decay") and
+                                                                                 clip[key] == 1):
+            words[at + 1:at + 1] = [flag, f"{clip[key]:g}"]
+    return [("profile file", f"{named} was the builder's copy of {profile.name}'s profile and is not shipped"),
+            ("reproduce with", shlex.join(words))]
 
 
 def _print_summary(summary: dict) -> None:
@@ -1431,8 +1459,7 @@ def regime(
 @app.command()
 def watch(
     topics: Annotated[list[str] | None, typer.Option(
-        "--topic", "-t", help="Only these topics (repeatable): generation, gate, promotion, rollback, serving, "
-        "watchdog, live, episode, evolution, command, daemon, server, drift.")] = None,
+        "--topic", "-t", help=f"Only these topics (repeatable): {', '.join(TELEMETRY_TOPICS)}.")] = None,
     count: Annotated[int | None, typer.Option(min=1, help="Stop after this many events.")] = None,
     timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds without an event.")] = None,
     telemetry: EndpointOpt = None,
@@ -1443,8 +1470,6 @@ def watch(
 ) -> None:
     """Follow the server's telemetry live, one readable line per event: generations, gates, promotions,
     rollbacks, watchdog, live stats (--json: the events as they are)."""
-    from srghn.deploy.protocol import TELEMETRY_TOPICS
-
     with _handled():
         unknown = [t for t in topics or () if t not in TELEMETRY_TOPICS]
         if unknown:
@@ -1501,6 +1526,9 @@ def _event_line(event: dict) -> str:
     if topic == "episode":
         return (f"robot {g('client')}: return {_fmt(g('return'))} in {g('steps')} steps (served by "
                 f"{g('champion') or 'the safe action'})")
+    if topic == "assignment":
+        return (f"robot {g('client')} in regime {g('regime')}: served {g('champion') or 'the safe action'} (was "
+                f"{g('previous') or 'the safe action'})" + (f": {g('why')}" if g("why") else ""))
     if topic == "drift":
         return f"robot {g('client')} behaves like regime {g('to')} (was {g('from')}): shadow simulator switched"
     if topic == "watchdog" and g("event") == "fallback":

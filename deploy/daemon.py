@@ -953,11 +953,13 @@ class Daemon:
         if self.robot is not None:
             _stop_child(self.robot)
             robot_summary = _read_json(self.home / "robot-sim.json") or None
-            if robot_summary and robot_summary.get("episodes"):
+            drawn = robot_summary and (robot_summary.get("rewards") or {}).get("ended_at")
+            if robot_summary and (robot_summary.get("episodes") or drawn):
                 fault = robot_summary.get("fault") or {}
                 plot_robot(robot_summary["returns"], robot_summary["ended_at"], robot_summary["finished_by"],
-                           self.home / "robot.png", title=f"simulated {self.profile.name}: episodes served",
-                           fault_at=fault.get("at_step"), distances=robot_summary.get("distances"))
+                           self.home / "robot.png", title=f"simulated {self.profile.name}: what it was served",
+                           fault_at=fault.get("at_step"), distances=robot_summary.get("distances"),
+                           rewards=robot_summary.get("rewards"))
         if driver is not None and hasattr(self, "tag"):
             self._checkpoint(driver)
             records = read_records(self.home / "metrics.jsonl") if (self.home / "metrics.jsonl").is_file() else []

@@ -20,6 +20,7 @@ from enum import IntEnum
 
 import numpy as np
 
+from srghn.deploy.topics import TELEMETRY_TOPICS  # noqa: F401  (re-exported: the one table of topics)
 from srghn.errors import ProtocolError
 
 MAGIC = b"SRGH"
@@ -42,9 +43,6 @@ ZMQ_MAXMSGSIZE_FACTOR = 16
 sender's connection before the server sees it (no reply is possible), protecting the server's memory."""
 
 
-TELEMETRY_TOPICS = ("generation", "gate", "promotion", "rollback", "serving", "watchdog", "live", "episode",
-                    "evolution", "command", "daemon", "server", "drift")
-"""The telemetry socket's topics (docs/protocol.md §5): a subscription names some of them."""
 
 
 class MsgType(IntEnum):

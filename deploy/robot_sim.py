@@ -34,6 +34,10 @@ from srghn.sim.envs import NOMINAL, Regime
 from srghn.sim.evaluator import make_env
 from srghn.sim.profiles import RobotProfile, load_profile
 
+REWARD_WINDOW = 50
+"""Steps per point of the simulated robot's reward curve (``robot.png``'s first panel)."""
+MAX_WINDOWS = 2000
+
 
 @dataclass
 class RobotRun:
@@ -63,6 +67,26 @@ class RobotRun:
     fault, a repair): how the summary keeps what happened before a fault apart from what happened after it."""
     steps_in: Counter = field(default_factory=Counter)
     """Steps per (plant regime, champion)."""
+    window: int = REWARD_WINDOW
+    """Steps per entry of :attr:`rewards` (doubled, pairs merged, whenever it holds :data:`MAX_WINDOWS`)."""
+    rewards: list[tuple[int, float, str]] = field(default_factory=list)
+    """(robot step at its end, mean reward per step, champion that served most of it) of every whole window of
+    :attr:`window` steps: a robot that ends few episodes (the Ant at 20 steps a second) still draws a curve."""
+    _acc: list = field(default_factory=lambda: [0.0, 0, Counter()])
+
+    def add_reward(self, reward: float, champion: str) -> None:
+        """One more step's reward into the current window."""
+        acc = self._acc
+        acc[0] += reward
+        acc[1] += 1
+        acc[2][champion] += 1
+        if acc[1] >= self.window:
+            self.rewards.append((self.steps, acc[0] / acc[1], acc[2].most_common(1)[0][0]))
+            self._acc = [0.0, 0, Counter()]
+            if len(self.rewards) >= MAX_WINDOWS:
+                pairs = zip(self.rewards[::2], self.rewards[1::2], strict=False)
+                self.rewards = [(b[0], (a[1] + b[1]) / 2, b[2]) for a, b in pairs]
+                self.window *= 2
 
     def summary(self) -> dict:
         rt = np.asarray(self.round_trip_s[-10000:]) * 1e6
@@ -74,6 +98,9 @@ class RobotRun:
                 "served_by": dict(self.served_by), "sources": dict(self.sources), "timeouts": self.timeouts,
                 "episodes_by_champion": {c: self._by_champion(c, n) for c, n in Counter(self.finished_by).items()},
                 "episode_regimes": self.episode_regimes, "by_regime": self.by_regime(),
+                "rewards": {"window": self.window, "ended_at": [r[0] for r in self.rewards],
+                            "mean_reward": [round(r[1], 4) for r in self.rewards],
+                            "served_by": [r[2] for r in self.rewards]},
                 "act_round_trip_us": {"p50": round(float(np.percentile(rt, 50)), 1),
                                       "p99": round(float(np.percentile(rt, 99)), 1)} if rt.size else None,
                 "fault": self.fault, "stopped_by": self.stopped_by}
@@ -221,6 +248,7 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
             next_obs, reward, terminated, truncated, info = env.step(action)
             episode_return += float(reward)
             run.steps += 1
+            run.add_reward(float(reward), served)
             _retry(client.step, run, should_stop, float(reward), terminated, truncated, next_obs)
             if record is not None:
                 record("step", time.time_ns(), {"client": identity.decode(errors="replace"), "request_id": run.steps},
@@ -330,10 +358,18 @@ def main(argv: list[str] | None = None) -> int:
         check_fault(profile, args.fault, args.fault_at, args.fault_until, fault_def=True)
         if not args.name or len(args.name) > 255 or not args.name.isprintable():
             raise ConfigError(f"--name must be 1..255 printable characters, got {args.name!r}")
-        drive(profile, args.control, parent_pid=args.parent_pid, summary_file=args.summary_file,
-              episodes=args.episodes, steps=args.steps, duration_s=args.duration, fault=args.fault,
-              fault_at=args.fault_at, fault_until=args.fault_until, seed=args.seed, rate_hz=args.rate,
-              timeout_s=args.timeout, keys=keys, identity=args.name.encode())
+        print(f"robot-sim {profile.name} ({args.name}): driving against {args.control}"
+              + (f", fault {args.fault} at step {args.fault_at}" if args.fault else ""), flush=True)
+
+        def on_episode(run: RobotRun) -> None:  # the daemon's robot-sim.log: one line per episode
+            print(f"episode {run.episodes}: return {run.returns[-1]:.1f} in regime {run.episode_regimes[-1]} "
+                  f"(step {run.steps:,}; served by {run.finished_by[-1]})", flush=True)
+
+        run = drive(profile, args.control, parent_pid=args.parent_pid, summary_file=args.summary_file,
+                    episodes=args.episodes, steps=args.steps, duration_s=args.duration, fault=args.fault,
+                    fault_at=args.fault_at, fault_until=args.fault_until, seed=args.seed, rate_hz=args.rate,
+                    timeout_s=args.timeout, keys=keys, identity=args.name.encode(), on_episode=on_episode)
+        print(f"stopped ({run.stopped_by or 'done'}): {run.steps:,} steps, {run.episodes} episodes", flush=True)
     except SrghnError as exc:
         print(f"robot-sim: {exc}", file=sys.stderr)
         return 2

@@ -154,9 +154,9 @@ def test_the_only_champion_that_went_live_is_said_so(registry: Registry, cartpol
 def faulted_robot() -> RobotRun:
     """5 whole episodes in nominal, one cut by the fault, then 6 short ones in inverted under two champions."""
     run = RobotRun()
-    record = [("nominal", "cartpole-factory-1c76b537", 500.0)] * 5 + [("nominal→inverted", "cartpole-factory-1c76b537",
-                                                                       120.0)]
-    record += [("inverted", "cartpole-factory-1c76b537", 9.0)] * 4 + [("inverted", "cartpole-s0-3f2a1c-i2365", 480.0)] * 2
+    factory, i2365 = "cartpole-factory-1c76b537", "cartpole-s0-3f2a1c-i2365"
+    record = [("nominal", factory, 500.0)] * 5 + [("nominal→inverted", factory, 120.0)]
+    record += [("inverted", factory, 9.0)] * 4 + [("inverted", i2365, 480.0)] * 2
     for regime, champion, value in record:
         run.episodes += 1
         run.returns.append(value)
@@ -207,8 +207,8 @@ def test_the_daemon_summary_lines_match_the_registry_and_the_robots_record(regis
         cli.out = saved
     text = " ".join(re.sub(r"[│┃┌┐└┘─┬┴]", " ", buffer.getvalue()).split())
     live = registry.live("cartpole")
-    assert f"live (registry) {live.id}: evolved in regime {live.regime or '?'}, fitness {cli._fmt(live.headline_fitness)}" \
-        in text
+    fitness = cli._fmt(live.headline_fitness)
+    assert f"live (registry) {live.id}: evolved in regime {live.regime or '?'}, fitness {fitness}" in text
     assert "evolution's best fitness 2417.6 in the shadow simulator" in text
     assert "robot sim-robot in regime nominal, served cartpole-factory-1c76b537 at the end" in text
     for row in robot["by_regime"]:
@@ -390,3 +390,46 @@ def test_the_cli_says_a_second_pause_in_one_line_with_exit_2(monkeypatch) -> Non
     done = ctl("pause")
     assert done.exit_code == 2 and lines(done.output) == [
         "error: pause: evolution is already paused; nothing changed; `srghn-ctl resume` resumes it"]
+
+
+# -- noise -----------------------------------------------------------------------------------------------------------
+
+
+def test_a_robot_with_few_episodes_still_draws_a_reward_curve(tmp_path: Path) -> None:
+    from srghn.deploy import robot_sim
+    from srghn.sim.plots import plot_robot
+
+    run = RobotRun()
+    for step in range(1, 3601):  # an Ant at 20 steps a second for 180 s: 3 episodes, 72 windows
+        run.steps = step
+        run.add_reward(1.0 if step < 1800 else -1.0, "ant-i1" if step < 2000 else "ant-i2")
+    rewards = run.summary()["rewards"]
+    assert rewards["window"] == robot_sim.REWARD_WINDOW and len(rewards["ended_at"]) == 3600 // robot_sim.REWARD_WINDOW
+    assert rewards["mean_reward"][0] == 1.0 and rewards["mean_reward"][-1] == -1.0
+    assert rewards["served_by"][0] == "ant-i1" and rewards["served_by"][-1] == "ant-i2"
+    path = plot_robot([900.0, 800.0, -50.0], [1000, 2000, 3000], ["ant-i1", "ant-i1", "ant-i2"], tmp_path / "r.png",
+                      fault_at=1800, rewards=rewards)
+    assert path.stat().st_size > 10_000
+
+
+def test_the_reward_curve_stays_bounded_on_a_long_run() -> None:
+    from srghn.deploy import robot_sim
+
+    run = RobotRun()
+    for step in range(1, robot_sim.REWARD_WINDOW * robot_sim.MAX_WINDOWS * 2 + 1):
+        run.steps = step
+        run.add_reward(0.5, "a")
+    assert len(run.rewards) < robot_sim.MAX_WINDOWS and run.window > robot_sim.REWARD_WINDOW
+    assert all(r[1] == 0.5 for r in run.rewards)
+
+
+def test_a_halfcheetah_profile_makes_no_settotalmass_noise(tmp_path: Path) -> None:
+    code = ("from srghn.sim.profiles import load_profile\nfrom srghn.sim.evaluator import make_env\n"
+            "p = load_profile('docs/examples/halfcheetah.toml')\n"
+            "for _ in range(3):\n    env = make_env(p); env.reset(seed=0); env.set_regime('payload'); env.close()\n")
+    import srghn
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(srghn.__file__).parent)
+    assert done.returncode == 0, done.stderr
+    assert "settotalmass" not in done.stdout + done.stderr
