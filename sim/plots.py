@@ -122,6 +122,11 @@ def legend_name(champion: str, limit: int = 40) -> str:
     return f"{champion[:head]}…{champion[-(limit - 1 - head):]}"
 
 
+FEW_EPISODES = 30
+"""Below this many episodes, ``robot.png`` also draws the robot's reward per step (a CartPole, whose reward is 1 a
+step, ends hundreds of episodes a minute; an Ant at its real-time rate a few)."""
+
+
 def plot_robot(returns: list[float], ended_at: list[int], served_by: list[str], path: Path, title: str = "",
                fault_at: int | None = None, distances: list[float] | None = None,
                rewards: dict | None = None) -> Path:
@@ -131,7 +136,7 @@ def plot_robot(returns: list[float], ended_at: list[int], served_by: list[str], 
     run of few, long episodes (the Ant at 20 steps a second ends about one a minute) shows more than a few dots.
     With ``distances`` (robots that walk), a last panel shows how far forward each episode got."""
     plt = _pyplot()
-    windows = rewards if rewards and rewards.get("ended_at") else None
+    windows = rewards if rewards and rewards.get("ended_at") and len(returns) < FEW_EPISODES else None
     panels = ([("reward per step", None)] if windows else []) + [("episode return", returns)] + (
         [("forward distance (m)", distances)] if distances else [])
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.2 * len(panels)), sharex=True, squeeze=False)
