@@ -433,3 +433,16 @@ def test_a_halfcheetah_profile_makes_no_settotalmass_noise(tmp_path: Path) -> No
                           cwd=Path(srghn.__file__).parent)
     assert done.returncode == 0, done.stderr
     assert "settotalmass" not in done.stdout + done.stderr
+
+
+def test_event_lines_are_never_wrapped_in_a_log() -> None:
+    buffer = io.StringIO()
+    saved, cli.err = cli.err, Console(file=buffer, width=40, soft_wrap=True)
+    try:
+        cli._print_event("drift", {"client": "a-robot-with-a-long-name-0123456789", "from": "nominal",
+                                   "to": "weak_back_leg", "switched": True})
+        cli._print_event("gate", {"champion": "halfcheetah-s0-1c76b5-i1234", "fitness": 12.5, "regime": "nominal",
+                                  "passed": False, "failed_hard": ["floor[nominal]"], "failed_soft": []})
+    finally:
+        cli.err = saved
+    assert len(buffer.getvalue().splitlines()) == 2, buffer.getvalue()
