@@ -26,12 +26,14 @@ from rich.table import Table
 from rich.text import Text
 
 from srghn import ConfigError, SrghnError
+from srghn.deploy.topics import TELEMETRY_TOPICS
 
 app = typer.Typer(
     help="srghn: self-referential graph hypernetworks evolved in a shadow simulator, served to robots.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
+"""Progress and event lines: never wrapped by rich (a log keeps each line whole; a terminal wraps it itself)."""
 out = Console()
 
 
@@ -77,7 +79,7 @@ def profiles(
     if as_json:
         print(json.dumps([p.to_dict() for p in loaded], indent=2))
         return
-    table = Table("robot", "environment", "regimes", "policy", "population", "episodes")
+    table = _table("robot", "environment", "regimes", "policy", "population", "episodes", whole=(1,), optional=(5, 4))
     for p in loaded:
         regimes = ", ".join(p.regimes) if len(p.regimes) <= 3 else f"{', '.join(p.regimes[:2])}, … ({len(p.regimes)})"
         table.add_row(p.name, p.env_id, regimes, "→".join(map(str, p.policy.layer_sizes)),
@@ -469,8 +471,9 @@ def factory_show(
         return
     checked = provenance.get("standard_return") or {}
     title = f"factory population of {profile.name}" + ("" if regime == "nominal" else f", champion for {regime}")
-    table = Table(title=title, show_header=False)
+    table = _facts(title)
     rows = [("file", str(factory_path(profile, regime))), ("command", provenance.get("command")),
+            *_reproduce(profile, provenance),
             ("seed", provenance.get("seed")), ("generations", provenance.get("generations")),
             ("env steps", f"{provenance.get('env_steps') or 0:,}"),
             ("wall time", f"{(provenance.get('wall_s') or 0) / 3600:.2f} h"),
@@ -489,6 +492,31 @@ def factory_show(
     for key, value in rows:
         table.add_row(key, escape(str(value)))
     out.print(table)
+
+
+def _reproduce(profile, provenance: dict) -> list[tuple[str, str]]:
+    """Where the recorded command's ``--robot`` names a profile file that is not on this machine (the builder's own
+    copy of a shipped profile with a few settings changed): say so, and give the command with the shipped profile
+    and those settings as flags (the update clip's schedule, recorded in the provenance)."""
+    command = provenance.get("command") or ""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return []
+    if "--robot" not in words or words.index("--robot") + 1 >= len(words):
+        return []
+    at = words.index("--robot") + 1
+    named = words[at]
+    if named == profile.name or Path(named).is_file():
+        return []
+    words[at] = profile.name
+    clip = provenance.get("update_clip") or {}
+    for flag, key in (("--update-clip-decay", "pretraining_decay"), ("--update-clip-min", "pretraining_min")):
+        if flag not in words and isinstance(clip.get(key), int | float) and not (key.endswith("decay") and
+                                                                                 clip[key] == 1):
+            words[at + 1:at + 1] = [flag, f"{clip[key]:g}"]
+    return [("profile file", f"{named} was the builder's copy of {profile.name}'s profile and is not shipped"),
+            ("reproduce with", shlex.join(words))]
 
 
 def _build_repertoire(robot: str, build_dir: Path | None, env_steps: int | None, seed: int,
@@ -596,7 +624,7 @@ def repertoire_export(
 
 
 def _print_summary(summary: dict) -> None:
-    table = Table(title=f"evolve {summary['robot']} (seed {summary['seed']})", show_header=False)
+    table = _facts(f"evolve {summary['robot']} (seed {summary['seed']})")
     table.add_row("generations", str(summary["generations"]))
     table.add_row("final best / mean", f"{summary['final_best']:.1f} / {summary['final_mean']:.1f}")
     table.add_row("champion", f"id {summary['champion']['id']}, fitness {summary['champion']['fitness']:.1f}")
@@ -637,9 +665,9 @@ def _handled() -> Iterator[None]:
     except SrghnError as exc:
         raise fail(exc) from None
     except sqlite3.DatabaseError as exc:
-        from srghn.errors import RegistryError
+        from srghn.errors import RegistryUnreadable
 
-        raise fail(RegistryError(f"the registry database cannot be used: {exc}")) from None
+        raise fail(RegistryUnreadable(f"the registry database cannot be used: {exc}")) from None
 
 
 def _checked_state_dir(state_dir: Path | None) -> Path:
@@ -698,17 +726,90 @@ def _fmt(value: object, digits: int = 1) -> str:
 STATUS_STYLE = {"live": "bold green", "passed": "green", "failed": "red", "retired": "dim", "candidate": "yellow"}
 
 
-def _table(*columns: str, **kwargs) -> Table:
-    """A table whose cells wrap instead of being cut (ids must stay readable in an 80-column terminal)."""
-    table = Table(**kwargs)
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    return table
+class Grid:
+    """A table that never cuts an identifier: its ``ids`` columns (champion ids, file names, keys) never wrap, and
+    the other columns give way -- they wrap at spaces, then fold; where even that does not fit the terminal, the
+    borders go (no box, one space between columns), then the ``optional`` columns, in that order, each named under
+    the table (``--json`` always has every field). Rendered for the width of the console it is printed on."""
+
+    def __init__(self, *columns: str, ids: tuple[int, ...] = (0,), optional: tuple[int, ...] = (),
+                 whole: tuple[int, ...] = (), markup: bool = False, **kwargs) -> None:
+        """``whole``: columns that wrap at spaces only, never inside a word (text that quotes ids); ``markup``:
+        string cells hold rich markup (as ``Table.add_row`` reads them), else they are plain text."""
+        self.columns, self.ids, self.optional, self.kwargs = list(columns), set(ids), list(optional), kwargs
+        self.whole, self.markup = set(whole), markup
+        self.rows: list[list[Text]] = []
+
+    def add_row(self, *cells: object) -> None:
+        self.rows.append([c if isinstance(c, Text) else Text.from_markup(c) if self.markup and isinstance(c, str)
+                          else Text(str(c)) for c in cells])
+
+    def _minimum(self, i: int) -> int:
+        cells = [self.columns[i] if self.kwargs.get("show_header", True) else "", *(r[i].plain for r in self.rows)]
+        if i in self.ids:
+            return max(len(line) for cell in cells for line in (cell.splitlines() or [""]))
+        longest = max((len(word) for cell in cells for word in cell.split()), default=1)
+        return longest if i in self.whole else min(longest, GRID_FOLD_AT)
+
+    def _natural(self, i: int) -> int:
+        cells = [self.columns[i] if self.kwargs.get("show_header", True) else "", *(r[i].plain for r in self.rows)]
+        return max(len(line) for cell in cells for line in (cell.splitlines() or [""]))
+
+    def layout(self, width: int) -> tuple[list[int], dict, list[int]]:
+        """(kept columns, table options, their widths) for ``width`` columns of terminal."""
+        kept = list(range(len(self.columns)))
+        optional = [i for i in self.optional if i < len(self.columns)]
+        boxed = {}
+        plain = {"box": None, "padding": (0, 1), "pad_edge": False, "show_edge": False}
+        while True:
+            for style, extra in ((boxed, 3 * len(kept) + 1), (plain, 2 * len(kept) - 2)):
+                minimum = [self._minimum(i) for i in kept]
+                room = width - extra
+                if sum(minimum) <= room or (not optional and style is plain):
+                    natural = [max(self._natural(i), m) for i, m in zip(kept, minimum, strict=True)]
+                    widths = list(minimum)
+                    spare = room - sum(widths)
+                    while spare > 0 and any(w < n for w, n in zip(widths, natural, strict=True)):
+                        for j in range(len(widths)):
+                            if spare > 0 and widths[j] < natural[j]:
+                                widths[j] += 1
+                                spare -= 1
+                    return kept, style, widths
+            kept.remove(optional.pop(0))
+
+    def __rich_console__(self, console, options):
+        kept, style, widths = self.layout(options.max_width)
+        left_out = [self.columns[i] for i in range(len(self.columns)) if i not in kept]
+        table = Table(**{**self.kwargs, **style})
+        for i, w in zip(kept, widths, strict=True):
+            table.add_column(self.columns[i], width=w, no_wrap=i in self.ids, overflow="fold")
+        for row in self.rows:
+            table.add_row(*(row[i] for i in kept))
+        yield table
+        if left_out:
+            yield Text(f"(left out at {options.max_width} columns: {', '.join(left_out)}; --json has every field)",
+                       style="dim")
 
 
-def _row(table: Table, *cells: object) -> None:
+GRID_FOLD_AT = 12
+"""A column that is not an identifier may be folded down to this many characters."""
+
+
+def _table(*columns: str, ids: tuple[int, ...] = (0,), optional: tuple[int, ...] = (), whole: tuple[int, ...] = (),
+           **kwargs) -> Grid:
+    """A :class:`Grid`: identifiers stay whole at any terminal width (copy them from it), other columns give way."""
+    return Grid(*columns, ids=ids, optional=optional, whole=whole, **kwargs)
+
+
+def _facts(title: str) -> Grid:
+    """A two-column table of facts (a summary, a status): labels and values wrap at spaces, never inside a word,
+    so the ids they quote stay whole at 80 columns. Cells hold rich markup, as ``Table.add_row`` reads them."""
+    return Grid("field", "value", ids=(), whole=(0, 1), markup=True, show_header=False, title=title)
+
+
+def _row(table: Grid, *cells: object) -> None:
     """Add a row of plain text (no rich markup: gate names like ``floor[nominal]`` hold brackets)."""
-    table.add_row(*(c if isinstance(c, Text) else Text(str(c)) for c in cells))
+    table.add_row(*cells)
 
 
 def _status(status: str, suffix: str = "") -> Text:
@@ -739,18 +840,37 @@ def champions(
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = _table("id", "robot", "status", "gen", "regime", "fitness", "gates", "parents",
-                   title=f"champions ({len(rows)})")
+    table = _table("id", "robot", "status", "gen", "regime", "fitness", "gates", "parents", ids=(0, 7),
+                   optional=(7, 1, 3), title=f"champions ({len(rows)})")
     for c in rows:
         suffix = " (lkg)" if c["last_known_good"] and c["status"] != "live" else ""
         _row(table, c["id"], c["robot"], _status(c["status"], suffix), _fmt(c["generation"]), _fmt(c["regime"]),
-             _fmt(c["fitness"].get("fitness")), _gates_cell(c["gate_report"]), ", ".join(c["parents"]) or "-")
+             _fmt(_headline(c["fitness"])), _gates_cell(c["gate_report"]), "\n".join(c["parents"]) or "-")
     out.print(table)
 
 
-def _report_table(report) -> Table:
-    table = _table("gate", "kind", "threshold", "measured", "verdict", "detail",
-                   title=escape(f"gates of {report.champion_id} vs live {report.incumbent_id or '(none)'}: "
+def _regimes_of(report) -> str:
+    from srghn.deploy.registry import report_key
+
+    key = report_key(report)
+    return "every regime" if key == "all" else f"regime {key}" if "+" not in key else f"regimes {key}"
+
+
+def _headline(fitness: dict) -> float | None:
+    """``Champion.headline_fitness`` of a champion as JSON (the admin socket sends rows, not records)."""
+    from srghn.deploy.registry_schema import Champion
+
+    return Champion.headline_fitness.fget(SimpleNamespace(fitness=fitness))
+
+
+def _report_table(report, title: str | None = None) -> Table:
+    if report.champion_live:
+        against = "vs live: itself (nothing else live to compare with)"
+    else:
+        against = f"vs live {report.incumbent_id or '(nothing live)'}"
+    head = title or f"gates of {report.champion_id}"
+    table = _table("gate", "kind", "threshold", "measured", "verdict", "detail", optional=(1,),
+                   title=escape(f"{head} in {_regimes_of(report)} {against}: "
                                 f"{'PASSED' if report.passed else 'FAILED'} ({report.wall_s:.1f} s)"))
     for g in report.gates:
         _row(table, g.name, "hard" if g.hard else "soft", _fmt(g.threshold, 3), _fmt(g.measured, 3),
@@ -767,23 +887,26 @@ def show(champion_id: IdArg, as_json: JsonOpt = False, state_dir: StateDirOpt = 
     if as_json:
         print(json.dumps(c.to_dict() | {"artifact_verified": intact}, indent=2))
         return
-    table = _table("field", "value", show_header=False, title=escape(f"champion {c.id}"))
+    table = _table("field", "value", ids=(), whole=(1,), show_header=False, title=escape(f"champion {c.id}"))
     _row(table, "robot / status", Text(f"{c.robot} / ") + _status(c.status))
     _row(table, "generation / regime / seed", f"{_fmt(c.generation)} / {_fmt(c.regime)} / {_fmt(c.seed)}")
-    _row(table, "parents", ", ".join(c.parents) or "-")
+    _row(table, "parents", "\n".join(c.parents) or "-")
     _row(table, "fitness", ", ".join(f"{k} {_fmt(v)}" for k, v in c.fitness.items()))
     _row(table, "policy", "→".join(str(n) for n in [c.policy["obs_dim"], *c.policy["hidden"], c.policy["act_dim"]])
          + (" discrete" if c.policy["discrete"] else " continuous"))
-    _row(table, "artifact", Text(f"sha256 {c.artifact_sha256} ({c.artifact_bytes:,} bytes) ")
+    _row(table, "artifact", Text(f"{c.artifact_bytes:,} bytes, ")
          + (Text("verified", style="green") if intact else Text("CORRUPTED OR MISSING", style="bold red")))
+    _row(table, "sha256", c.artifact_sha256)
     _row(table, "export parity", _fmt(c.meta.get("export", {}).get("parity_max_abs_diff"), 3))
     _row(table, "run", _fmt(c.run_dir))
     _row(table, "registered", c.created_at)
     out.print(table)
     if c.gate_report is not None:
-        out.print(_report_table(c.gate_report))
+        out.print(_report_table(c.gate_report, f"own gate report of {c.id}"))
     else:
         out.print(escape(f"no gate report yet: `srghn-ctl gate {c.id}`"), highlight=False, soft_wrap=True)
+    for report in c.other_reports.values():  # informational: never its status
+        out.print(_report_table(report, f"other report of {c.id} (does not change its status)"))
 
 
 def _lineage_label(node: dict) -> Text:
@@ -847,22 +970,37 @@ def gate(
 
     Exits 1 when a gate failed (the report is stored either way).
     """
-    from srghn.deploy.champions import gate_champion, profile_of
-
     with _handled(), _open_registry(state_dir) as registry:
-        champion = registry.get(champion_id)
-        profile = profile_of(champion, registry)  # with the regimes the twin identified
-        unknown = [r for r in regimes or () if r not in profile.regimes]
+        champion = registry.get(champion_id)  # an unknown id is told before the simulator and torch are imported
+        from srghn.sim.profiles import load_profile
+
+        known = (*load_profile(champion.meta.get("profile") or champion.robot).regimes,
+                 *registry.regimes(champion.robot))
+        unknown = [r for r in regimes or () if r not in known]
         if unknown:
-            raise ConfigError(f"--regime {unknown[0]!r} is not a regime of {profile.name}; known: "
-                              f"{', '.join(profile.regimes)}")
+            raise ConfigError(f"--regime {unknown[0]!r} is not a regime of {champion.robot}; known: "
+                              f"{', '.join(dict.fromkeys(known))}")
+        from srghn.deploy.champions import gate_champion, is_own_gate, profile_of
+
+        profile = profile_of(champion, registry)  # with the regimes the twin identified
+        wanted = tuple(dict.fromkeys(regimes)) if regimes else None
+        own = is_own_gate(champion, profile, wanted)
         with _working(f"gating {champion.id}"):
-            report = gate_champion(registry, champion.id, _actor(actor), profile,
-                                   tuple(dict.fromkeys(regimes)) if regimes else None)
+            report = gate_champion(registry, champion.id, _actor(actor), profile, wanted, own=own)
+        stored = registry.get(champion.id)
+    release = own and champion.status in ("candidate", "passed", "failed")
     if as_json:
         print(report.to_json())
     else:
         out.print(_report_table(report))
+        if release:
+            note = f"stored as its gate report: {champion.id} is {stored.status}"
+        else:
+            why = ("it is live" if champion.status == "live" else "it went live before" if champion.status == "retired"
+                   else "not its own regime")
+            note = (f"stored beside its own report, as its report for {_regimes_of(report)} ({why}); its status "
+                    f"({stored.status}) and its own report are unchanged")
+        out.print(escape(note), highlight=False, soft_wrap=True)
     if not report.passed:
         kinds = (f"hard: {', '.join(report.failed_hard)}" if report.failed_hard else "") + (
             ("; " if report.failed_hard and report.failed_soft else "")
@@ -962,21 +1100,38 @@ def history(
     if as_json:
         print(json.dumps(events, indent=2))
         return
-    table = _table("#", "time (UTC)", "robot", "event", "actor", "from", "to", "reason / detail",
-                   title=f"audit log ({len(events)} events)")
+    robots = {e["robot"] for e in events}
+    out.print(escape(f"audit log ({len(events)} events" + (f", robot {next(iter(robots))}" if len(robots) == 1 else "")
+                     + "; times UTC; --json has every field)"), highlight=False, soft_wrap=True)
     for e in events:
-        kind = Text(e["kind"]) + (Text(" FORCED", style="bold yellow") if e["forced"] else Text(""))
-        detail, more = e["reason"] or "", e["detail"]
-        if e["kind"] == "gate":
-            detail = ("passed" if more.get("passed") else
-                      f"failed {', '.join(more.get('failed_hard', []) + more.get('failed_soft', []))}")
-        elif e["kind"] == "refused":
-            detail = f"{more.get('action')}: {more.get('why')}" + (f" ({e['reason']})" if e["reason"] else "")
-        elif e["forced"]:
-            detail += f" (overrode {', '.join(more.get('overridden', []))})"
-        _row(table, e["seq"], e["time"][:19].replace("T", " "), e["robot"], kind, e["actor"], e["from"] or "-",
-             e["to"] or "-", detail)
-    out.print(table)
+        out.print(_history_line(e, len(robots) > 1), highlight=False)
+
+
+def _history_line(e: dict, with_robot: bool) -> Text:
+    """One audit event on one line (wrapped at spaces by the terminal, never inside an id): number, time, what
+    happened to which champion, who did it, why."""
+    kind, more = e["kind"], e["detail"]
+    line = Text(f"#{e['seq']:<4} {e['time'][:19].replace('T', ' ')}  ")
+    line += Text(kind + (" FORCED" if e["forced"] else ""), style="bold yellow" if e["forced"] else "bold")
+    line += Text(f" {e['robot']}:" if with_robot else "")
+    if kind == "gate":
+        verdict = ("passed" if more.get("passed") else
+                   f"failed {', '.join(more.get('failed_hard', []) + more.get('failed_soft', []))}")
+        where = f" in {more['regimes']}" if more.get("regimes") not in (None, "all") else ""
+        beside = "" if more.get("release", True) else " (stored beside its own report; status unchanged)"
+        line += Text(f" {e['to']} {verdict}{where}{beside}")
+    elif kind == "register":
+        line += Text(f" {e['to']}")
+    elif kind == "refused":
+        line += Text(f" {more.get('action')} {e['to'] or ''}".rstrip() + f": {more.get('why')}")
+    else:
+        line += Text(f" {e['to']} live (was {e['from'] or 'nothing'})")
+        if e["forced"]:
+            line += Text(f", overriding {', '.join(more.get('overridden', []))}")
+    line += Text(f" by {e['actor']}", style="dim")
+    if e["reason"]:
+        line += Text(f": {e['reason']}")
+    return line
 
 
 # -- the daemon and the server: run, serve, robot-sim, status, watch, keys (design.md §4) ----------------------------
@@ -1098,6 +1253,9 @@ def run(
         limits = _record_limits(record, record_file_mb, record_total_mb)
         state = _checked_state_dir(state_dir)
         st.check_free(state, st.DAEMON)
+        from srghn.deploy.registry import Registry
+
+        Registry.check_readable(state)
         server = st.read_runfile(state, st.SERVER)
         if record and server is not None and not server.get("recording"):
             raise ConfigError(f"--record: the control server already running on {state} (pid {server['pid']}) does "
@@ -1173,15 +1331,24 @@ def _print_event(topic: str, data: dict) -> None:
 
 
 def _print_daemon_summary(summary: dict) -> None:
-    table = Table(title=f"srghn daemon {summary['robot']}: stopped ({summary['stopped_by']})", show_header=False)
+    """The shutdown summary; what each line means is docs/daemon.md's "What make run's summary says"."""
+    table = _facts(f"srghn daemon {summary['robot']}: stopped ({summary['stopped_by']})")
     table.add_row("run time", f"{summary['duration_s']:.1f} s")
     table.add_row("generations", f"{summary['generations_this_run']} this run, {summary['generation']} in total")
     table.add_row("shadow regime", str(summary["regime"]))
-    table.add_row("champion fitness", _fmt(summary["champion_fitness"]))
+    table.add_row("evolution's best", f"fitness {_fmt(summary['champion_fitness'])} in the shadow simulator (the "
+                                      "current population's best; not necessarily registered)")
     c = summary["candidates"]
     table.add_row("candidates", f"{c['registered']} registered, {c['gate_passed']} passed the gates, "
                                 f"{c['gate_failed']} failed, {c['promoted']} promoted")
-    table.add_row("live / last known good", escape(f"{summary['live'] or '-'} / {summary['last_known_good'] or '-'}"))
+    live = summary["live"]
+    table.add_row("live (registry)", escape(
+        f"{live}: evolved in regime {summary.get('live_regime') or '?'}, fitness {_fmt(summary.get('live_fitness'))}"
+        if live else "- (nothing went live)"))
+    table.add_row("last known good", escape(summary["last_known_good"] or "-"))
+    for r in summary.get("robots") or ():
+        table.add_row(escape(f"robot {r['client']}"), escape(
+            f"in regime {r['regime'] or '? (not identified)'}, served {r['champion'] or 'the SAFE ACTION'} at the end"))
     serving = summary.get("serving") or {}
     if not summary.get("server_stopped"):
         table.add_row("server", "still serving (this daemon only detached from it)")
@@ -1194,12 +1361,26 @@ def _print_daemon_summary(summary: dict) -> None:
         table.add_row("simulated robot", escape(f"{robot['steps']:,} steps, {robot['episodes']} episodes"
                                                 + (f", fault {robot['fault']['regime']} at step "
                                                    f"{robot['fault']['at_step']}" if robot["fault"] else "")))
-        for champion, steps in robot["served_by"].items():
-            done = robot["episodes_by_champion"].get(champion)
-            table.add_row(escape(f"  served by {champion}"), f"{steps:,} steps" + (
-                f", {done['episodes']} episodes ended, mean return {done['mean_return']:.1f}" if done else ""))
+        for line in _served_lines(robot):
+            table.add_row(*(escape(part) for part in line))
     table.add_row("files", escape(summary["files"]["home"]))
     out.print(table)
+
+
+def _served_lines(robot: dict) -> list[tuple[str, str]]:
+    """The simulated robot's own record, per plant regime and champion (never a mean across a fault)."""
+    rows = robot.get("by_regime")
+    if rows is None:  # a summary written before the per-regime record
+        return [(f"  served by {champion}", f"{steps:,} steps") for champion, steps in robot["served_by"].items()]
+    out = []
+    for row in rows:
+        cut = "→" in row["regime"]
+        where = f"episodes cut by the change {row['regime']}" if cut else f"in {row['regime']}"
+        ended = (f", {row['episodes']} episode{'s' if row['episodes'] != 1 else ''} ended, mean return "
+                 f"{row['mean_return']:.1f}" if row["episodes"] else ", no episode ended")
+        out.append((f"  {where}: served by {row['champion']}",
+                    ("" if cut else f"{row['steps']:,} steps") + (ended.lstrip(", ") if cut else ended)))
+    return out
 
 
 @app.command("robot-sim")
@@ -1343,7 +1524,7 @@ def status(
     if as_json:
         print(json.dumps(st, indent=2))
         return
-    table = Table(title=f"srghn server: {st['robot']} (pid {st['pid']}, up {st['uptime_s']:.0f} s)", show_header=False)
+    table = _facts(f"srghn server: {st['robot']} (pid {st['pid']}, up {st['uptime_s']:.0f} s)")
     sv = st["serving"]
     table.add_row("serving", escape(f"{sv['champion'] or 'SAFE ACTION (nothing live)'} (swap #{sv['serial']}); "
                                     f"last known good {sv['last_known_good'] or '-'}"))
@@ -1375,6 +1556,9 @@ def status(
 def _evolution_command(cmd: str, state_dir: Path | None, key: str | None, **fields: object) -> None:
     with _handled():
         reply = _operator(state_dir, key).command(cmd, **fields)
+        if reply.get("unchanged"):
+            hint = {"pause": "; `srghn-ctl resume` resumes it", "resume": "; `srghn-ctl pause` pauses it"}.get(cmd, "")
+            raise ConfigError(f"{cmd}: {reply['note']}{hint}")
     out.print(escape(f"{cmd}{' ' + str(reply['regime']) if reply.get('regime') else ''}: accepted; {reply['note']}"),
               highlight=False, soft_wrap=True)
 
@@ -1406,8 +1590,7 @@ def regime(
 @app.command()
 def watch(
     topics: Annotated[list[str] | None, typer.Option(
-        "--topic", "-t", help="Only these topics (repeatable): generation, gate, promotion, rollback, serving, "
-        "watchdog, live, episode, evolution, command, daemon, server, drift.")] = None,
+        "--topic", "-t", help=f"Only these topics (repeatable): {', '.join(TELEMETRY_TOPICS)}.")] = None,
     count: Annotated[int | None, typer.Option(min=1, help="Stop after this many events.")] = None,
     timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds without an event.")] = None,
     telemetry: EndpointOpt = None,
@@ -1418,8 +1601,6 @@ def watch(
 ) -> None:
     """Follow the server's telemetry live, one readable line per event: generations, gates, promotions,
     rollbacks, watchdog, live stats (--json: the events as they are)."""
-    from srghn.deploy.protocol import TELEMETRY_TOPICS
-
     with _handled():
         unknown = [t for t in topics or () if t not in TELEMETRY_TOPICS]
         if unknown:
@@ -1476,6 +1657,9 @@ def _event_line(event: dict) -> str:
     if topic == "episode":
         return (f"robot {g('client')}: return {_fmt(g('return'))} in {g('steps')} steps (served by "
                 f"{g('champion') or 'the safe action'})")
+    if topic == "assignment":
+        return (f"robot {g('client')} in regime {g('regime')}: served {g('champion') or 'the safe action'} (was "
+                f"{g('previous') or 'the safe action'})" + (f": {g('why')}" if g("why") else ""))
     if topic == "drift":
         return f"robot {g('client')} behaves like regime {g('to')} (was {g('from')}): shadow simulator switched"
     if topic == "watchdog" and g("event") == "fallback":
@@ -1533,7 +1717,13 @@ def keys_list(as_json: JsonOpt = False, directory: KeyDirOpt = None, state_dir: 
     if as_json:
         print(json.dumps([dataclasses.asdict(k) for k in found], indent=2))
         return
-    table = _table("name", "role", "public key", "key pair here", title=f"authorized keys ({len(found)})")
+    if not found:
+        out.print(escape(f"no authorized keys in {_key_dir(directory, state_dir)}: local sockets need none; add one "
+                         "with `srghn-ctl keys add NAME --role ROLE` to bind beyond this machine"),
+                  highlight=False, soft_wrap=True)
+        return
+    table = _table("name", "role", "public key", "key pair here", ids=(0, 2), optional=(3,),
+                   title=f"authorized keys ({len(found)})")
     for k in found:
         _row(table, k.name, k.role, k.public_key, "yes" if k.has_secret else "no")
     out.print(table)
@@ -1581,13 +1771,14 @@ def record_list(as_json: JsonOpt = False, directory: RecordDirOpt = None, state_
     if as_json:
         print(json.dumps([f.to_dict() for f in files], indent=2))
         return
-    table = _table("file", "size", "start (UTC)", "span", "messages", title=f"recordings ({len(files)})")
+    table = _table("file", "size", "start (UTC)", "span", "messages", optional=(3, 2),
+                   title=f"recordings ({len(files)})")
     for f in files:
         start = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(f.start)) if f.start else "-"
         span = _duration(f.end - f.start) if f.start and f.end else "-"
         topics = ", ".join(f"{t} {n:,}" for t, n in f.topics.items())
-        _row(table, f.path.name + ("" if f.complete else " (being written or cut short)"), f"{f.bytes / 2**20:.1f} MiB",
-             start, span, f"{f.messages:,}: {topics}")
+        name = f.path.name + ("" if f.complete else "\n(being written or cut short)")
+        _row(table, name, f"{f.bytes / 2**20:.1f} MiB", start, span, f"{f.messages:,}: {topics}")
     out.print(table)
 
 

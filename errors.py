@@ -65,6 +65,11 @@ class StateDirMissing(RegistryError, ConfigError):
     """The state directory (or the registry inside it) does not exist; read commands never create it."""
 
 
+class RegistryUnreadable(RegistryError, ConfigError):
+    """The registry database is not a SQLite registry this srghn can read (corrupted, truncated, another file):
+    refused like bad input, before any work or process starts."""
+
+
 class UnknownChampion(RegistryError, ConfigError):
     """No champion with the given id (or no live champion for the robot)."""
 
@@ -119,6 +124,6 @@ class ServerConflict(SrghnError):
 __all__ = [
     "ArtifactCorrupted", "CheckpointError", "ConfigError", "EvaluatorError", "ExportError",
     "Forbidden", "InvalidRequest", "PolicyLoadError", "PromotionRefused", "ProtocolError", "RegistryError",
-    "ReplyError", "ServerConflict", "ServerUnavailable", "SrghnError", "StateDirMissing", "StrategyError",
-    "UnknownChampion", "UnknownRegime", "WorkerProtocolError",
+    "RegistryUnreadable", "ReplyError", "ServerConflict", "ServerUnavailable", "SrghnError", "StateDirMissing",
+    "StrategyError", "UnknownChampion", "UnknownRegime", "WorkerProtocolError",
 ]

@@ -1,6 +1,20 @@
-"""False-alarm rate and detection delay of the return drift detector on LunarLander, printed as JSON.
+"""False-alarm rates of drift detection on healthy robots, and detection of real faults, printed as JSON.
 
     .venv/bin/python benchmarks/drift_false_alarms.py [--runs 100] [--episodes 100] [--fault-runs 30]
+    .venv/bin/python benchmarks/drift_false_alarms.py --identify cartpole,ant,docs/examples/halfcheetah.toml \
+        [--runs 20] [--episodes 5] [--fault-runs 3]
+
+Without ``--identify``: the return drift detector on LunarLander (below). With ``--identify ROBOTS`` (built-in
+names or profile paths): the transition identification the daemon runs for every robot whose state an
+observation sets (:class:`srghn.deploy.adaptation.Adaptation`, the same code: each robot's latest 32 transitions
+replayed in every regime, two windows in a row before a fitted twin switches), on healthy robots. A *healthy
+run* is ``--episodes`` consecutive nominal episodes of one robot, its transitions handed over ``--chunk`` at a
+time (what the server forwards a few times a second); the episodes alternate the safe action (what a robot is
+served before any champion went live), the robot's factory champion (or, without one, seeded random actions of
+half the bounds) and seeded random actions. Any assignment to a regime other than nominal is a false switch. A
+*fault run* switches the plant to each fault regime given by ``--faults`` (default: the profile's switch regime)
+mid-episode, under the factory champion or random actions, and records whether and after how many steps the
+robot is assigned that regime.
 
 The serving controller is gymnasium's heuristic lander (``gymnasium.envs.box2d.lunar_lander.heuristic``: a fixed,
 good policy, mean return about 240 with an occasional crash), run through srghn's simulated robot (the profile's
@@ -83,14 +97,131 @@ def measure(runs: int, episodes: int, fault_runs: int, fault_at: int, seed: int 
     }
 
 
+def _controller(profile, kind: str, rng: np.random.Generator):
+    """``act(obs) -> action`` of a healthy run's episode: ``safe``, ``factory`` (random without one), ``random``."""
+    spec = profile.policy
+    if kind == "factory":
+        try:
+            from srghn.safety.regime_trial import NumpyPolicy
+            from srghn.sim.factory import load_factory
+
+            factory = load_factory(profile)
+            policy = NumpyPolicy(spec, factory.params, factory.norm)
+            return lambda obs: policy.act(np.asarray(obs, np.float32)[None])[0]
+        except Exception:  # noqa: BLE001 - a profile without a factory: random actions instead
+            kind = "random"
+    if kind == "safe":
+        safe = np.asarray(profile.safe_action, np.float32)
+        return lambda obs: int(safe.reshape(-1)[0]) if spec.discrete else safe
+    if spec.discrete:
+        return lambda obs: int(rng.integers(spec.act_dim))
+    low, high = np.asarray(spec.action_low), np.asarray(spec.action_high)
+    return lambda obs: (0.5 * rng.uniform(low, high)).astype(np.float32)
+
+
+def identification_run(profile, episodes: int, seed: int, chunk: int, max_steps: int | None,
+                       fault: str | None = None, fault_at: int | None = None, kinds=("safe", "factory", "random"),
+                       ) -> dict:
+    """One robot through the daemon's identification (see the module docstring): the regimes it was assigned,
+    with the robot step of each."""
+    from srghn.deploy.adaptation import Adaptation, RobotRegime
+    from srghn.deploy.messages import Assign
+
+    sent: list = []
+    adaptation = Adaptation(profile, sent.append, lambda *_: None)
+    adaptation.close()  # its thread is not used: the run calls the identification itself, in order
+    robot = RobotRegime("sim-robot", rows=__import__("collections").deque(maxlen=adaptation.window))
+    env = make_env(profile)
+    rng = np.random.default_rng(seed)
+    assigned, pending, steps, identifications = [], [], 0, 0
+    try:
+        for episode in range(episodes):
+            act = _controller(profile, kinds[episode % len(kinds)], rng)
+            obs, _ = env.reset(seed=seed + episode, options={"regime": "nominal"} if fault is None or steps < (
+                fault_at or 0) else {"regime": fault})
+            done, t = False, 0
+            while not done and (max_steps is None or t < max_steps):
+                if fault is not None and steps == fault_at:
+                    env.set_regime(fault)
+                action = act(obs)
+                nxt, _, terminated, truncated, _ = env.step(action)
+                pending.append((np.asarray(obs, np.float32), np.asarray(action, np.float32).reshape(-1),
+                                np.asarray(nxt, np.float32)))
+                obs, steps, t = nxt, steps + 1, t + 1
+                done = terminated or truncated
+                if len(pending) >= chunk:
+                    robot.rows.extend(pending)
+                    robot.steps, pending = steps, []
+                    before = len(sent)
+                    adaptation._identify(robot)
+                    identifications += 1
+                    assigned += [(m.regime, steps) for m in sent[before:] if isinstance(m, Assign)]
+    finally:
+        env.close()
+    return {"assigned": assigned, "steps": steps, "identifications": identifications}
+
+
+def measure_identification(robots: list[str], runs: int, episodes: int, fault_runs: int, chunk: int,
+                           max_steps: int | None, faults: list[str] | None, seed: int = 0) -> dict:
+    """Healthy runs and fault runs of every robot (see the module docstring)."""
+    from srghn.sim.identify import identifiable
+    from srghn.sim.profiles import load_profile
+
+    out = {}
+    for name in robots:
+        profile = load_profile(name)
+        if not identifiable(profile):
+            out[profile.name] = {"identifiable": False}
+            continue
+        t0 = time.perf_counter()
+        false_runs, switches, identifications, total_episodes = 0, [], 0, 0
+        for run in range(runs):
+            result = identification_run(profile, episodes, seed + 1000 * run, chunk, max_steps)
+            wrong = [(r, s) for r, s in result["assigned"] if r != "nominal"]
+            false_runs += bool(wrong)
+            switches += wrong
+            identifications += result["identifications"]
+            total_episodes += episodes
+        detected = []
+        for fault in faults or [profile.switch_regime]:
+            if fault not in profile.regimes:
+                continue
+            for run in range(fault_runs):
+                at = 150
+                result = identification_run(profile, 2, seed + 7919 * (run + 1), chunk, max_steps, fault, at,
+                                             kinds=("factory", "random"))
+                hit = next((s for r, s in result["assigned"] if r == fault and s >= at), None)
+                detected.append({"fault": fault, "detected": hit is not None,
+                                 "delay_steps": None if hit is None else hit - at,
+                                 "wrong": [r for r, s in result["assigned"] if r not in (fault, "nominal")]})
+        out[profile.name] = {
+            "healthy": {"runs": runs, "episodes_per_run": episodes, "episodes": total_episodes,
+                        "identifications": identifications, "false_switch_runs": false_runs,
+                        "false_switch_rate_per_run": false_runs / runs if runs else None,
+                        "false_switches": [f"{r} at step {s}" for r, s in switches[:10]]},
+            "faults": detected, "wall_s": round(time.perf_counter() - t0, 1)}
+    return {"chunk": chunk, "max_steps": max_steps, "robots": out}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--identify", help="comma-separated robots (names or profile paths): measure transition "
+                                           "identification instead of LunarLander's return drift")
+    parser.add_argument("--chunk", type=int, default=16, help="transitions handed over at a time (--identify)")
+    parser.add_argument("--max-steps", type=int, help="steps per episode at most (--identify; default: the env's)")
+    parser.add_argument("--faults", help="comma-separated fault regimes of the fault runs (--identify)")
     parser.add_argument("--runs", type=int, default=100, help="nominal runs (default 100)")
     parser.add_argument("--episodes", type=int, default=100, help="episodes per run (default 100)")
     parser.add_argument("--fault-runs", type=int, default=30, help="runs with a swap (default 30)")
     parser.add_argument("--fault-at", type=int, default=40, help="episode of the swap in a fault run (default 40)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.identify:
+        result = measure_identification(args.identify.split(","), args.runs, args.episodes, args.fault_runs,
+                                        args.chunk, args.max_steps, args.faults.split(",") if args.faults else None,
+                                        args.seed)
+        print(json.dumps(result, indent=2))
+        return result
     result = measure(args.runs, args.episodes, args.fault_runs, args.fault_at, args.seed)
     print(json.dumps(result, indent=2))
     return result

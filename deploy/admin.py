@@ -70,6 +70,9 @@ class Admin:
         """Per client: [tokens, when last filled] of its rate limit."""
         self.total = [TOTAL_RATE_PER_S, time.monotonic()]
         self.read_rate = [READ_RATE_PER_S, time.monotonic()]
+        self.asked_paused: bool | None = None
+        """The pause state last asked for and passed to the daemon, until its evolution status shows it (a daemon
+        applies pause/resume at the end of the generation): a second ``pause`` meanwhile changes nothing."""
 
     def drain(self) -> None:
         """Answer up to :data:`DRAIN_MAX` waiting requests (a flood of them never delays a robot for long)."""
@@ -233,9 +236,24 @@ class Admin:
 
     def pass_on(self, command: Command, request_id: int, reply: Reply) -> None:
         """Hand ``pause``, ``resume`` or ``regime`` to the evolution daemon (it applies them between generations)."""
+        if command.cmd in ("pause", "resume"):
+            want = command.cmd == "pause"
+            evolution = self.status().get("evolution")
+            paused = None if evolution is None else evolution.get("paused")
+            if evolution is None or paused == self.asked_paused:
+                self.asked_paused = None  # no daemon attached (a new one says its own state), or it applied it
+            now = self.asked_paused if self.asked_paused is not None else paused
+            if now is not None and bool(now) == want:
+                reply({"accepted": None, "unchanged": True, "regime": None,
+                       "note": f"evolution is already {'paused' if want else 'running'}"
+                               + (" (asked for, applied at the end of this generation)"
+                                  if self.asked_paused is not None else "") + "; nothing changed"})
+                return
         if not self.to_daemon(command):
             reply(ProtocolError(p.ErrorCode.UNAVAILABLE, "no evolution is attached to this server", request_id))
             return
+        if command.cmd in ("pause", "resume"):
+            self.asked_paused = command.cmd == "pause"
         log.info("%s: %s %s passed to the daemon", command.actor, command.cmd, command.regime or "")
         self.publish("command", {"cmd": command.cmd, "regime": command.regime, "actor": command.actor})
         reply({"accepted": command.cmd, "regime": command.regime,

@@ -114,18 +114,42 @@ def with_identified(registry: Registry, profile: RobotProfile) -> RobotProfile:
     return profile
 
 
+def own_regimes(champion: Champion, profile: RobotProfile) -> tuple[str, ...] | None:
+    """The regimes of a champion's release gate: the regime it was evolved in, unless the profile names its gate
+    regimes (``gates.regimes``); None: every regime of the profile."""
+    if not profile.gates.regimes and champion.regime in profile.regimes:
+        return (champion.regime,)
+    return profile.gates.regimes or None
+
+
+def is_own_gate(champion: Champion, profile: RobotProfile, regimes: tuple[str, ...] | None) -> bool:
+    """Whether a gate in ``regimes`` (None: the default) is the champion's release gate: the default regimes,
+    exactly the champion's own regime, or the same set as :func:`own_regimes`."""
+    if regimes is None or tuple(regimes) == (champion.regime,):
+        return True
+    own = own_regimes(champion, profile)
+    return set(regimes) == set(own if own is not None else profile.regimes)
+
+
 def gate_champion(registry: Registry, champion_id: str, actor: str = "srghn",
-                  profile: RobotProfile | None = None, regimes: tuple[str, ...] | None = None) -> GateReport:
+                  profile: RobotProfile | None = None, regimes: tuple[str, ...] | None = None,
+                  own: bool | None = None) -> GateReport:
     """Run the gate suite on a champion against the robot's live champion and store the report.
 
     ``regimes`` narrows the scenarios to those regimes (the daemon gates in the regime the robot is in now: a
     champion adapted to an inverted motor must not be held to the nominal robot's floor); default: the regime the
     champion was evolved in, unless the profile names its gate regimes (``gates.regimes``), else every regime.
 
+    ``own``: whether this is the champion's release gate (default: :func:`is_own_gate`). Only a release gate of a
+    champion that never went live becomes its report and sets its status (passed or failed); every other gate is
+    stored beside it (:meth:`Registry.store_report`).
+
     The candidate's artifact is read without verification so the integrity gate can report a mismatch; its
     parameters (the parity reference) and the incumbent's artifact are verified on load."""
     champion = registry.get(champion_id)
     profile = profile or profile_of(champion, registry)
+    if own is None:
+        own = is_own_gate(champion, profile, regimes)
     artifact = registry.artifacts.read_unverified(champion.artifact_sha256, ONNX_SUFFIX) or b""
     params = registry.load_params(champion.id)
     norm = champion_norm(champion)
@@ -137,14 +161,16 @@ def gate_champion(registry: Registry, champion_id: str, actor: str = "srghn",
             incumbent = registry.load_model(live.id)
         except ArtifactCorrupted as exc:
             incumbent_error = f"the live champion cannot be compared with: {exc}"
-    if regimes is None and not profile.gates.regimes and champion.regime in profile.regimes:
-        regimes = (champion.regime,)
+    if regimes is None:
+        regimes = own_regimes(champion, profile)
     config = profile.gates if regimes is None else dataclasses.replace(profile.gates, regimes=tuple(regimes))
     report = run_gate_suite(profile, artifact, champion.artifact_sha256, params, champion_id=champion.id,
                             incumbent=incumbent, incumbent_id=incumbent_id, incumbent_error=incumbent_error,
                             config=config, norm=norm,
                             references=regime_incumbents(registry, champion, config.regimes or profile.regimes))
-    registry.store_report(champion.id, report, actor)
+    if live is not None and live.id == champion.id:
+        report = dataclasses.replace(report, champion_live=True)
+    registry.store_report(champion.id, report, actor, own=own)
     return report
 
 

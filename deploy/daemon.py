@@ -468,7 +468,8 @@ class Daemon:
                                 fitness={"standard_return": fitness},
                                 meta={"source": "factory", "factory": provenance}, actor=self.settings.actor)
                 self.counts["registered"] += 1
-            report = gate_champion(self.registry, key, self.settings.actor, self.profile, regimes=(gated_in,))
+            report = gate_champion(self.registry, key, self.settings.actor, self.profile, regimes=(gated_in,),
+                                   own=True)  # its release gate, in the regime it starts serving in
         except SrghnError as exc:
             self.counts["release_failed"] += 1
             self.publish("daemon", {"event": "release_failed", "champion": key, "error": str(exc)})
@@ -982,11 +983,13 @@ class Daemon:
         if self.robot is not None:
             _stop_child(self.robot)
             robot_summary = _read_json(self.home / "robot-sim.json") or None
-            if robot_summary and robot_summary.get("episodes"):
+            drawn = robot_summary and (robot_summary.get("rewards") or {}).get("ended_at")
+            if robot_summary and (robot_summary.get("episodes") or drawn):
                 fault = robot_summary.get("fault") or {}
                 plot_robot(robot_summary["returns"], robot_summary["ended_at"], robot_summary["finished_by"],
-                           self.home / "robot.png", title=f"simulated {self.profile.name}: episodes served",
-                           fault_at=fault.get("at_step"), distances=robot_summary.get("distances"))
+                           self.home / "robot.png", title=f"simulated {self.profile.name}: what it was served",
+                           fault_at=fault.get("at_step"), distances=robot_summary.get("distances"),
+                           rewards=robot_summary.get("rewards"))
         if driver is not None and hasattr(self, "tag"):
             try:
                 self._checkpoint(driver)
@@ -1017,6 +1020,10 @@ class Daemon:
             "generations_this_run": self.counts["generations"],
             "regime": self.regime.regime if hasattr(self, "regime") else None,
             "champion_fitness": driver.champion().fitness if driver is not None else None,
+            "live_fitness": live.headline_fitness if live else None, "live_regime": live.regime if live else None,
+            "robots": [{"client": c.get("client"), "regime": c.get("regime"), "champion": c.get("champion"),
+                        "steps": c.get("steps"), "episodes": c.get("episodes")}
+                       for c in (self.server_final or {}).get("clients", [])],
             "candidates": {k: self.counts[k] for k in ("registered", "gate_passed", "gate_failed", "promoted",
                                                        "promotion_refused")},
             "live": live.id if live else None, "last_known_good": lkg.id if lkg else None,

@@ -153,7 +153,12 @@ def add_key(directory: Path, name: str, role: str) -> Path:
 
 
 def list_keys(directory: Path) -> list[KeyInfo]:
-    """The authorized keys, by name."""
+    """The authorized keys, by name: none (an empty list) where no key was ever added, or ``directory`` is a
+    file (:class:`ConfigError`)."""
+    if Path(directory).exists() and not Path(directory).is_dir():
+        raise ConfigError(f"key directory {directory} is not a directory")
+    if not (Path(directory) / "authorized").is_dir():
+        return []
     clients = Path(directory) / "clients"
     keys = KeyTable(Path(directory)).by_key.items()
     return sorted((KeyInfo(who.name, who.role, public.decode(), (clients / f"{who.name}.key_secret").is_file())

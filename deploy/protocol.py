@@ -21,6 +21,7 @@ from enum import IntEnum
 
 import numpy as np
 
+from srghn.deploy.topics import TELEMETRY_TOPICS  # noqa: F401  (re-exported: the one table of topics)
 from srghn.errors import ProtocolError
 
 MAGIC = b"SRGH"
@@ -53,9 +54,6 @@ SNDHWM = 64
 them is dropped."""
 
 
-TELEMETRY_TOPICS = ("generation", "gate", "promotion", "rollback", "serving", "watchdog", "live", "episode",
-                    "evolution", "command", "daemon", "server", "drift")
-"""The telemetry socket's topics (docs/protocol.md §5): a subscription names some of them."""
 
 
 class MsgType(IntEnum):

@@ -31,7 +31,14 @@ from srghn import ConfigError
 from srghn.deploy.artifacts import ArtifactStore
 from srghn.deploy.registry_schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION, STATUSES, Champion, Event, now
 from srghn.deploy.state import secure_state_dir
-from srghn.errors import ArtifactCorrupted, PromotionRefused, RegistryError, StateDirMissing, UnknownChampion
+from srghn.errors import (
+    ArtifactCorrupted,
+    PromotionRefused,
+    RegistryError,
+    RegistryUnreadable,
+    StateDirMissing,
+    UnknownChampion,
+)
 from srghn.safety.report import GateReport
 
 __all__ = ["DB_NAME", "ONNX_SUFFIX", "PARAMS_SUFFIX", "SCHEMA_VERSION", "STATUSES", "Champion", "Event", "Registry"]
@@ -94,7 +101,8 @@ class Registry:
             db.execute("PRAGMA foreign_keys = ON")
             version = db.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as exc:
-            raise RegistryError(f"{path} is not a readable SQLite registry: {exc}") from exc
+            raise RegistryUnreadable(f"{path} is not a readable SQLite registry: {exc}; move it away (or restore a "
+                                     "copy) and start again") from exc
         registry = cls(state_dir, db)
         if version == 0 and create:
             with registry._tx():
@@ -109,6 +117,20 @@ class Registry:
             raise RegistryError(f"{path} has registry schema version {version}; this srghn reads version "
                                 f"{SCHEMA_VERSION}")
         return registry
+
+    @classmethod
+    def check_readable(cls, state_dir: Path) -> None:
+        """Before a command starts any work on ``state_dir``: its registry, where there is one, opens and its tables
+        read (:class:`RegistryUnreadable` otherwise, a bad input: exit code 2, before any process starts)."""
+        if not (Path(state_dir) / DB_NAME).is_file():
+            return
+        with cls.open(state_dir) as registry:
+            try:
+                registry.db.execute("SELECT COUNT(*) FROM champions").fetchone()
+                registry.db.execute("SELECT COUNT(*) FROM events").fetchone()
+            except sqlite3.DatabaseError as exc:
+                raise RegistryUnreadable(f"{Path(state_dir) / DB_NAME} is not a readable SQLite registry: {exc}; "
+                                         "move it away (or restore a copy) and start again") from exc
 
     def _migrate(self, path: Path) -> None:
         """Bring an older registry up to this version, one step per transaction (each step only adds tables)."""
@@ -355,17 +377,30 @@ class Registry:
 
     # -- transitions -----------------------------------------------------------------------------------------
 
-    def store_report(self, champion_id: str, report: GateReport, actor: str = "srghn") -> Champion:
-        """Store a gate report; a candidate/passed/failed champion becomes ``passed`` or ``failed`` by it."""
+    def store_report(self, champion_id: str, report: GateReport, actor: str = "srghn", own: bool = True) -> Champion:
+        """Store a gate report. The champion's **release gate** (``own``: in its own regime(s)) of a candidate,
+        passed or failed champion becomes its report and makes it ``passed`` or ``failed``; any other gate -- in
+        another regime, or of a champion that is or was live -- is kept beside it in ``other_reports`` (the latest
+        per regime set) and changes neither its status nor its own report (docs/champions.md, "Gating changes no
+        champion")."""
         champion = self.get(champion_id)
         with self._tx() as db:
             status = db.execute("SELECT status FROM champions WHERE id = ?", (champion.id,)).fetchone()[0]
-            new_status = status if status in ("live", "retired") else ("passed" if report.passed else "failed")
-            db.execute("UPDATE champions SET gate_report = ?, gate_passed = ?, status = ? WHERE id = ?",
-                       (report.to_json(), int(report.passed), new_status, champion.id))
+            release = own and status in ("candidate", "passed", "failed")
+            key = report_key(report)
+            if release:
+                db.execute("UPDATE champions SET gate_report = ?, gate_passed = ?, status = ? WHERE id = ?",
+                           (report.to_json(), int(report.passed), "passed" if report.passed else "failed",
+                            champion.id))
+            else:
+                db.execute("INSERT INTO other_reports (champion_id, regimes, report, passed, created_at) "
+                           "VALUES (?, ?, ?, ?, ?) ON CONFLICT (champion_id, regimes) DO UPDATE SET "
+                           "report = excluded.report, passed = excluded.passed, created_at = excluded.created_at",
+                           (champion.id, key, report.to_json(), int(report.passed), now()))
             self._event(db, champion.robot, "gate", actor, to_id=champion.id,
                         detail={"passed": report.passed, "failed_hard": report.failed_hard,
-                                "failed_soft": report.failed_soft, "incumbent": report.incumbent_id})
+                                "failed_soft": report.failed_soft, "incumbent": report.incumbent_id,
+                                "regimes": key, "release": release, "status": status})
         return self.get(champion.id)
 
     def promote(self, champion_id: str, actor: str, reason: str | None = None, force: bool = False) -> Event:
@@ -435,8 +470,7 @@ class Registry:
         stack = self._stack(self.db, robot)
         if target is None:
             if len(stack) < 2:
-                raise refuse(f"{current.id} is the only champion that went live for robot {robot}; there is no "
-                             "previous live champion to roll back to")
+                raise refuse(self._nothing_below(robot, current.id))
             target = self.get(stack[-2])
             refuse = self._refuser(robot, actor, reason, current.id, target.id, "rollback")
         if target.id == current.id:
@@ -502,6 +536,27 @@ class Registry:
 
     # -- internals -------------------------------------------------------------------------------------------
 
+    def went_live(self, robot: str) -> list[str]:
+        """Every champion that went live for ``robot`` (promoted, or made live by a rollback), first time first."""
+        return list(dict.fromkeys(r[0] for r in self.db.execute(
+            "SELECT to_id FROM events WHERE robot = ? AND kind IN ('promote', 'rollback') AND to_id IS NOT NULL "
+            "ORDER BY seq", (robot,))))
+
+    def _nothing_below(self, robot: str, live_id: str) -> str:
+        """Why a plain rollback has nowhere to go: the live champion is alone on the live stack (the rule in
+        docs/champions.md, "What a rollback goes back to"), said truthfully -- the only champion that ever went
+        live, or the others were rolled back from (off the stack) and only ``--to`` brings one back."""
+        others = [c for c in self.went_live(robot) if c != live_id]
+        if not others:
+            return (f"{live_id} is the only champion that went live for robot {robot}; there is no previous live "
+                    "champion to roll back to")
+        names = ", ".join(others)
+        taken = "a rollback took it" if len(others) == 1 else "rollbacks took them"
+        return (f"{live_id} is the only champion left on robot {robot}'s live stack: there is no previous live "
+                f"champion to roll back to. {names} also went live, but {taken} off the stack (a plain rollback "
+                f"never returns to a champion rolled back from); make one live again with `srghn-ctl rollback --to "
+                f"{others[-1]}`")
+
     def _only_live_robot(self) -> str:
         robots = [r[0] for r in self.db.execute("SELECT robot FROM robots WHERE live_id IS NOT NULL ORDER BY robot")]
         if len(robots) == 1:
@@ -555,9 +610,18 @@ class Registry:
          _passed, meta, created) = row
         parents = tuple(r[0] for r in self.db.execute("SELECT parent FROM parents WHERE child = ? ORDER BY parent",
                                                       (cid,)))
+        others = {key: GateReport.from_json(text) for key, text in self.db.execute(
+            "SELECT regimes, report FROM other_reports WHERE champion_id = ? ORDER BY created_at, regimes", (cid,))}
         return Champion(cid, robot, status, generation, regime, seed, run_dir, json.loads(fitness),
                         json.loads(policy), sha, size, params_sha, parents,
-                        None if report is None else GateReport.from_json(report), json.loads(meta), created)
+                        None if report is None else GateReport.from_json(report), json.loads(meta), created, others)
+
+
+def report_key(report: GateReport) -> str:
+    """The regime set a report gated in, as ``other_reports`` keys it: the names joined by ``+`` (``all``: every
+    regime of the profile)."""
+    regimes = report.config.get("regimes") or []
+    return "+".join(regimes) if regimes else "all"
 
 
 def _run_and_individual(champion_id: str, meta: dict | None) -> tuple[str | None, int | None]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from srghn.safety.report import GateReport
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATUSES = ("candidate", "passed", "failed", "live", "retired")
 
 SCHEMA = """
@@ -92,8 +92,22 @@ CREATE TABLE regimes (
 ``ancestry`` (per run, ``individual -> parent`` of every ancestor of a registered champion back to the run's root)
 and ``regimes`` (regimes the parametric twin identified, with the definition that simulates them)."""
 
-SCHEMA += ADDED_IN_2
-MIGRATIONS = {1: ADDED_IN_2}
+ADDED_IN_3 = """
+CREATE TABLE other_reports (
+    champion_id TEXT NOT NULL REFERENCES champions (id),
+    regimes TEXT NOT NULL,
+    report TEXT NOT NULL,
+    passed INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (champion_id, regimes)
+);
+"""
+"""Version 3: ``other_reports``, the gate reports of a champion that are not its release gate (a gate in another
+regime than its own, or any gate of a champion that is or was live): kept beside its own report, per regime set
+(``regimes``: the names joined by ``+``), the latest of each. They never change its status or its own report."""
+
+SCHEMA += ADDED_IN_2 + ADDED_IN_3
+MIGRATIONS = {1: ADDED_IN_2, 2: ADDED_IN_3}
 """From version ``v`` to ``v + 1``: statements that only add tables, so an older registry stays readable."""
 
 
@@ -124,6 +138,19 @@ class Champion:
     gate_report: GateReport | None
     meta: dict
     created_at: str
+    other_reports: dict = field(default_factory=dict)
+    """Regime set (names joined by ``+``) -> :class:`GateReport` of the gates that are not its release gate
+    (``Registry.store_report``): informational, beside :attr:`gate_report`."""
+
+    @property
+    def headline_fitness(self) -> float | None:
+        """The one fitness figure ``champions`` lists and summaries quote: its fitness where it was evolved (the
+        shadow simulator's), else the standard return a factory champion was chosen by (None: neither)."""
+        for key in ("fitness", "standard_return"):
+            value = self.fitness.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return float(value)
+        return None
 
     def to_dict(self) -> dict:
         """JSON-ready copy."""
@@ -132,7 +159,8 @@ class Champion:
                 "policy": self.policy, "artifact_sha256": self.artifact_sha256,
                 "artifact_bytes": self.artifact_bytes, "params_sha256": self.params_sha256,
                 "parents": list(self.parents), "meta": self.meta, "created_at": self.created_at,
-                "gate_report": None if self.gate_report is None else json.loads(self.gate_report.to_json())}
+                "gate_report": None if self.gate_report is None else json.loads(self.gate_report.to_json()),
+                "other_reports": {k: json.loads(r.to_json()) for k, r in self.other_reports.items()}}
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,10 @@ from srghn.sim.envs import NOMINAL, Regime
 from srghn.sim.evaluator import make_env
 from srghn.sim.profiles import RobotProfile, load_profile
 
+REWARD_WINDOW = 50
+"""Steps per point of the simulated robot's reward curve (``robot.png``'s first panel)."""
+MAX_WINDOWS = 2000
+
 
 @dataclass
 class RobotRun:
@@ -58,6 +62,31 @@ class RobotRun:
     stopped_by: str = ""
     plant_changes: list[tuple[int, str, float]] = field(default_factory=list)
     """(step, regime, ``time.monotonic()``) of every change a ``plant`` schedule made."""
+    episode_regimes: list[str] = field(default_factory=list)
+    """Per episode, the regime the plant was in throughout it, or ``A→B`` where the plant changed during it (a
+    fault, a repair): how the summary keeps what happened before a fault apart from what happened after it."""
+    steps_in: Counter = field(default_factory=Counter)
+    """Steps per (plant regime, champion)."""
+    window: int = REWARD_WINDOW
+    """Steps per entry of :attr:`rewards` (doubled, pairs merged, whenever it holds :data:`MAX_WINDOWS`)."""
+    rewards: list[tuple[int, float, str]] = field(default_factory=list)
+    """(robot step at its end, mean reward per step, champion that served most of it) of every whole window of
+    :attr:`window` steps: a robot that ends few episodes (the Ant at 20 steps a second) still draws a curve."""
+    _acc: list = field(default_factory=lambda: [0.0, 0, Counter()])
+
+    def add_reward(self, reward: float, champion: str) -> None:
+        """One more step's reward into the current window."""
+        acc = self._acc
+        acc[0] += reward
+        acc[1] += 1
+        acc[2][champion] += 1
+        if acc[1] >= self.window:
+            self.rewards.append((self.steps, acc[0] / acc[1], acc[2].most_common(1)[0][0]))
+            self._acc = [0.0, 0, Counter()]
+            if len(self.rewards) >= MAX_WINDOWS:
+                pairs = zip(self.rewards[::2], self.rewards[1::2], strict=False)
+                self.rewards = [(b[0], (a[1] + b[1]) / 2, b[2]) for a, b in pairs]
+                self.window *= 2
 
     def summary(self) -> dict:
         rt = np.asarray(self.round_trip_s[-10000:]) * 1e6
@@ -68,28 +97,54 @@ class RobotRun:
                 "last_return": round(self.returns[-1], 2) if self.returns else None,
                 "served_by": dict(self.served_by), "sources": dict(self.sources), "timeouts": self.timeouts,
                 "episodes_by_champion": {c: self._by_champion(c, n) for c, n in Counter(self.finished_by).items()},
+                "episode_regimes": self.episode_regimes, "by_regime": self.by_regime(),
+                "rewards": {"window": self.window, "ended_at": [r[0] for r in self.rewards],
+                            "mean_reward": [round(r[1], 4) for r in self.rewards],
+                            "served_by": [r[2] for r in self.rewards]},
                 "act_round_trip_us": {"p50": round(float(np.percentile(rt, 50)), 1),
                                       "p99": round(float(np.percentile(rt, 99)), 1)} if rt.size else None,
                 "fault": self.fault, "stopped_by": self.stopped_by}
 
 
     def _by_champion(self, champion: str, n: int) -> dict:
-        mine = [i for i, who in enumerate(self.finished_by) if who == champion]
-        entry = {"episodes": n, "mean_return": round(float(np.mean([self.returns[i] for i in mine])), 2)}
-        if self.distances:
-            entry["mean_distance"] = round(float(np.mean([self.distances[i] for i in mine])), 3)
+        return self._episodes([i for i, who in enumerate(self.finished_by) if who == champion])
+
+    def _episodes(self, mine: list[int]) -> dict:
+        entry = {"episodes": len(mine),
+                 "mean_return": round(float(np.mean([self.returns[i] for i in mine])), 2) if mine else None}
+        if self.distances and mine:
+            entry["mean_distance"] = round(float(np.mean([self.distances[i] for i in mine if i < len(self.distances)])),
+                                           3)
         return entry
+
+    def by_regime(self) -> list[dict]:
+        """What the robot saw, per plant regime (in the order it was first in it) and per champion that served it
+        there: steps served in that regime, and the episodes that ran wholly in it and ended served by that
+        champion (episodes a change of the plant cut through are a regime ``A→B`` of their own). The rule of
+        docs/daemon.md, "What make run's summary says"."""
+        rows: dict[tuple[str, str], dict] = {}
+        for (regime, champion), steps in self.steps_in.items():
+            rows.setdefault((regime, champion), {"regime": regime, "champion": champion, "steps": 0})["steps"] += steps
+        for i, (regime, champion) in enumerate(zip(self.episode_regimes, self.finished_by, strict=False)):
+            rows.setdefault((regime, champion), {"regime": regime, "champion": champion, "steps": 0})
+            rows[regime, champion].setdefault("_episodes", []).append(i)
+        order = list(dict.fromkeys([*self.episode_regimes, *(r for r, _ in self.steps_in)]))  # as they came
+        out = []
+        for row in sorted(rows.values(), key=lambda r: (order.index(r["regime"]), r["regime"], r["champion"])):
+            out.append({k: v for k, v in row.items() if k != "_episodes"} | self._episodes(row.get("_episodes", [])))
+        return out
 
 
 def check_fault(profile: RobotProfile, fault: str | None, fault_at: int | None, fault_until: int | None = None,
-                ) -> None:
+                fault_def: bool = False) -> None:
     """Validate a fault injection: a regime of the robot at a step >= 0, both given or neither, and where it ends
-    after it starts."""
+    after it starts. ``fault_def``: the caller takes ``--fault-def`` (only ``python -m srghn.deploy.robot_sim``
+    does), so the error may point at it."""
     if (fault is None) != (fault_at is None):
         raise ConfigError("--fault and --fault-at go together")
     if fault is not None and fault not in profile.regimes:
         raise ConfigError(f"--fault {fault!r} is not a regime of {profile.name}; known: {', '.join(profile.regimes)}"
-                          " (or define it with --fault-def)")
+                          + (" (or define it with --fault-def)" if fault_def else ""))
     if fault_at is not None and fault_at < 0:
         raise ConfigError(f"--fault-at must be >= 0, got {fault_at}")
     if fault_until is not None and (fault_at is None or fault_until <= fault_at):
@@ -148,6 +203,9 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
         obs, info = env.reset(seed=seed)
         start_x = info.get("x_position")
         episode_return = 0.0
+        plant_regime = NOMINAL
+        episode_path = [NOMINAL]  # the plant's regimes during this episode
+        episode_from = 0  # the robot step at which it began
         tick = time.monotonic()
         while True:
             if period:  # a real robot steps at its control rate; never catch up on missed ticks in a burst
@@ -162,14 +220,20 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
                 break
             if fault is not None and run.steps == fault_at:
                 env.set_regime(fault)  # the regime wrapper changes the plant now, mid-episode
+                plant_regime = fault
+                episode_path = [*episode_path, plant_regime] if run.steps > episode_from else [plant_regime]
                 run.fault = {"regime": fault, "at_step": run.steps, "at_episode": run.episodes}
             if fault_until is not None and run.steps == fault_until and run.fault is not None:
                 env.set_regime(NOMINAL)  # repaired, mid-episode
+                plant_regime = NOMINAL
+                episode_path = [*episode_path, plant_regime] if run.steps > episode_from else [plant_regime]
                 run.fault.update(until_step=run.steps, until_episode=run.episodes)
             if plant is not None:
                 wanted = plant(run)
                 if wanted != (run.plant_changes[-1][1] if run.plant_changes else NOMINAL):
                     env.set_regime(wanted)
+                    plant_regime = wanted
+                    episode_path = [*episode_path, plant_regime] if run.steps > episode_from else [plant_regime]
                     run.plant_changes.append((run.steps, wanted, time.monotonic()))
             t0 = time.perf_counter()
             reply = _retry(client.act, run, should_stop, obs)
@@ -178,11 +242,13 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
                 _record_act(record, identity, run, obs, reply)
             served = reply.champion or "safe"
             run.served_by[served] += 1
+            run.steps_in[plant_regime, served] += 1
             run.sources[reply.source.name.lower()] += 1
             action = int(reply.action[0]) if discrete else reply.action
             next_obs, reward, terminated, truncated, info = env.step(action)
             episode_return += float(reward)
             run.steps += 1
+            run.add_reward(float(reward), served)
             _retry(client.step, run, should_stop, float(reward), terminated, truncated, next_obs)
             if record is not None:
                 record("step", time.time_ns(), {"client": identity.decode(errors="replace"), "request_id": run.steps},
@@ -193,6 +259,8 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
                 run.episodes += 1
                 run.returns.append(episode_return)
                 run.finished_by.append(served)
+                run.episode_regimes.append("→".join(episode_path))
+                episode_path, episode_from = [plant_regime], run.steps
                 run.ended_at.append(run.steps)
                 if start_x is not None and "x_position" in info:
                     run.distances.append(float(info["x_position"]) - float(start_x))
@@ -287,12 +355,21 @@ def main(argv: list[str] | None = None) -> int:
         profile = load_profile(args.robot)
         if args.fault_def is not None:
             profile = undeclared_fault(profile, args.fault or "undeclared", args.fault_def)
+        check_fault(profile, args.fault, args.fault_at, args.fault_until, fault_def=True)
         if not args.name or len(args.name) > 255 or not args.name.isprintable():
             raise ConfigError(f"--name must be 1..255 printable characters, got {args.name!r}")
-        drive(profile, args.control, parent_pid=args.parent_pid, summary_file=args.summary_file,
-              episodes=args.episodes, steps=args.steps, duration_s=args.duration, fault=args.fault,
-              fault_at=args.fault_at, fault_until=args.fault_until, seed=args.seed, rate_hz=args.rate,
-              timeout_s=args.timeout, keys=keys, identity=args.name.encode())
+        print(f"robot-sim {profile.name} ({args.name}): driving against {args.control}"
+              + (f", fault {args.fault} at step {args.fault_at}" if args.fault else ""), flush=True)
+
+        def on_episode(run: RobotRun) -> None:  # the daemon's robot-sim.log: one line per episode
+            print(f"episode {run.episodes}: return {run.returns[-1]:.1f} in regime {run.episode_regimes[-1]} "
+                  f"(step {run.steps:,}; served by {run.finished_by[-1]})", flush=True)
+
+        run = drive(profile, args.control, parent_pid=args.parent_pid, summary_file=args.summary_file,
+                    episodes=args.episodes, steps=args.steps, duration_s=args.duration, fault=args.fault,
+                    fault_at=args.fault_at, fault_until=args.fault_until, seed=args.seed, rate_hz=args.rate,
+                    timeout_s=args.timeout, keys=keys, identity=args.name.encode(), on_episode=on_episode)
+        print(f"stopped ({run.stopped_by or 'done'}): {run.steps:,} steps, {run.episodes} episodes", flush=True)
     except SrghnError as exc:
         print(f"robot-sim: {exc}", file=sys.stderr)
         return 2

@@ -345,7 +345,8 @@ class Server:
         log.info("stopping (%s) after %d actions, %d steps", self.should_exit.reason, final["requests"]["act"],
                  final["requests"]["step"])
         self.publish("server", {"event": "stopped", "requests": final["requests"], "episodes": final["episodes"]})
-        self.peer.stopped({"requests": final["requests"], "episodes": final["episodes"]})
+        self.peer.stopped({"requests": final["requests"], "episodes": final["episodes"],
+                           "clients": final.get("clients", [])})  # the daemon's summary: who served which robot
         self.background.close()
         if self.tap is not None:
             self.tap.close()

@@ -48,7 +48,9 @@ def check_state_dir(state_dir: Path) -> Path:
     if not existing.is_dir():
         raise ConfigError(f"state directory {state_dir}: {existing} is not a directory"
                           + (" (--state-dir or $SRGHN_STATE_DIR)" if existing == state_dir else ""))
-    if not os.access(existing, os.W_OK | os.X_OK):
+    from srghn.sim.preflight import can_make_directory_in
+
+    if not os.access(existing, os.W_OK | os.X_OK) or (existing != state_dir and not can_make_directory_in(existing)):
         raise ConfigError(f"state directory {state_dir}: {existing} is not writable")
     return state_dir
 

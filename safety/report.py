@@ -49,6 +49,9 @@ class GateReport:
     created_at: str = ""
     wall_s: float = 0.0
     config: dict = field(default_factory=dict)
+    champion_live: bool = False
+    """The champion was itself the live one when gated: there was no other live champion to compare it with
+    (``incumbent_id`` is None for that reason, not because nothing was live)."""
 
     @property
     def passed(self) -> bool:
@@ -70,7 +73,7 @@ class GateReport:
         return json.dumps({"format": REPORT_FORMAT, "champion_id": self.champion_id, "robot": self.robot,
                            "incumbent_id": self.incumbent_id, "created_at": self.created_at,
                            "wall_s": self.wall_s, "passed": self.passed, "config": self.config,
-                           "gates": [g.to_dict() for g in self.gates]})
+                           "champion_live": self.champion_live, "gates": [g.to_dict() for g in self.gates]})
 
     @classmethod
     def from_json(cls, text: str) -> GateReport:
@@ -79,4 +82,4 @@ class GateReport:
         return cls(champion_id=data["champion_id"], robot=data["robot"],
                    gates=tuple(GateResult(**g) for g in data["gates"]), incumbent_id=data.get("incumbent_id"),
                    created_at=data.get("created_at", ""), wall_s=float(data.get("wall_s", 0.0)),
-                   config=data.get("config", {}))
+                   config=data.get("config", {}), champion_live=bool(data.get("champion_live", False)))

@@ -129,9 +129,45 @@ def exception_reason(exc: BaseException) -> str:
     return f"exception: {type(exc).__name__}: {str(exc)[:MESSAGE_LIMIT]}"
 
 
+QUIET_MUJOCO = ("compiler attribute 'settotalmass' is deprecated",)
+"""MuJoCo warnings that say nothing a user can act on: gymnasium's own HalfCheetah model sets ``settotalmass``,
+and MuJoCo said so every time a simulator was made (279 times in a 90 s `run` of a HalfCheetah profile)."""
+_mujoco_quiet: list[bool] = []
+
+
+def quiet_mujoco(env_id: str) -> None:
+    """Before the first MuJoCo environment of this process: MuJoCo's warnings go through ``logging`` (logger
+    ``srghn.mujoco``, each distinct text once per process) instead of its own print and ``MUJOCO_LOG.TXT``, and
+    :data:`QUIET_MUJOCO`'s not at all."""
+    if _mujoco_quiet:
+        return
+    try:
+        entry = str(gym.spec(env_id).entry_point)
+    except gym.error.Error:
+        return
+    if "mujoco" not in entry:
+        return
+    import logging
+
+    import mujoco
+
+    seen: set[str] = set()
+    logger = logging.getLogger("srghn.mujoco")
+
+    def warn(text: str) -> None:
+        text = str(text).strip()
+        if text not in seen and not any(q in text for q in QUIET_MUJOCO):
+            seen.add(text)
+            logger.warning("MuJoCo: %s", text)
+
+    mujoco.set_mju_user_warning(warn)
+    _mujoco_quiet.append(True)
+
+
 def make_env(spec: RunnerSpec) -> RegimeWrapper:
     """One environment of the spec in its regime wrapper (``nominal`` at first), checked against the policy's
     observation and action sizes."""
+    quiet_mujoco(spec.env_id)
     env = gym.make(spec.env_id, disable_env_checker=True, **spec.env_kwargs)
     policy = spec.policy
     if env.observation_space.shape != (policy.obs_dim,):

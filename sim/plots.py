@@ -122,20 +122,42 @@ def legend_name(champion: str, limit: int = 40) -> str:
     return f"{champion[:head]}…{champion[-(limit - 1 - head):]}"
 
 
+FEW_EPISODES = 30
+"""Below this many episodes, ``robot.png`` also draws the robot's reward per step (a CartPole, whose reward is 1 a
+step, ends hundreds of episodes a minute; an Ant at its real-time rate a few)."""
+
+
 def plot_robot(returns: list[float], ended_at: list[int], served_by: list[str], path: Path, title: str = "",
-               fault_at: int | None = None, distances: list[float] | None = None) -> Path:
+               fault_at: int | None = None, distances: list[float] | None = None,
+               rewards: dict | None = None) -> Path:
     """Episode returns of a (simulated) robot over its steps, coloured by the champion that served each episode's
-    end, the fault marked: what the robot got out of each promotion. With ``distances`` (robots that walk), a
-    second panel shows how far forward each episode got."""
+    end, the fault marked: what the robot got out of each promotion. With ``rewards`` (the robot's mean reward per
+    step over windows of steps, ``RobotRun.summary()['rewards']``), a first panel draws that as a curve, so that a
+    run of few, long episodes (the Ant at 20 steps a second ends about one a minute) shows more than a few dots.
+    With ``distances`` (robots that walk), a last panel shows how far forward each episode got."""
     plt = _pyplot()
-    panels = [("episode return", returns)] + ([("forward distance (m)", distances)] if distances else [])
+    windows = rewards if rewards and rewards.get("ended_at") and len(returns) < FEW_EPISODES else None
+    panels = ([("reward per step", None)] if windows else []) + [("episode return", returns)] + (
+        [("forward distance (m)", distances)] if distances else [])
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.2 * len(panels)), sharex=True, squeeze=False)
+    champions = list(dict.fromkeys([*served_by, *(windows["served_by"] if windows else [])]))
+    colour = {c: "grey" if c == "safe" else plt.cm.tab10(i % 10) for i, c in enumerate(champions)}
     for ax, (label, values) in zip(axes[:, 0], panels, strict=True):
-        for i, champion in enumerate(dict.fromkeys(served_by)):
-            xs = [x for x, who in zip(ended_at, served_by, strict=True) if who == champion]
-            ys = [y for y, who in zip(values, served_by, strict=True) if who == champion]
-            ax.scatter(xs, ys, s=12, color="grey" if champion == "safe" else plt.cm.tab10(i % 10),
-                       label=legend_name(champion))
+        if values is None:  # the reward curve: one line segment per run of windows served by the same champion
+            xs, ys, who = windows["ended_at"], windows["mean_reward"], windows["served_by"]
+            start = 0
+            for end in range(1, len(xs) + 1):
+                if end == len(xs) or who[end] != who[start]:
+                    ax.plot(xs[max(0, start - 1):end], ys[max(0, start - 1):end], color=colour[who[start]],
+                            linewidth=1.2, label=legend_name(who[start]) if who[start] not in who[:start] else None)
+                    start = end
+            label = f"{label} ({windows['window']}-step mean)"
+        else:
+            for champion in dict.fromkeys(served_by):
+                xs = [x for x, c in zip(ended_at, served_by, strict=True) if c == champion]
+                ys = [y for y, c in zip(values, served_by, strict=True) if c == champion]
+                ax.scatter(xs, ys, s=12, color=colour[champion],
+                           label=legend_name(champion) if not windows else None)
         if fault_at is not None:
             ax.axvline(fault_at, color="red", linestyle="--", linewidth=1)
             ax.annotate("fault", (fault_at, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
@@ -143,7 +165,7 @@ def plot_robot(returns: list[float], ended_at: list[int], served_by: list[str], 
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7, title="served by", title_fontsize=8, loc="best")
-    axes[-1, 0].set_xlabel("robot step (episode end)")
+    axes[-1, 0].set_xlabel("robot step" + ("" if windows else " (episode end)"))
     return _save(fig, path, title)
 
 

@@ -83,8 +83,20 @@ def check_writable(path: Path, flag: str) -> None:
     if not existing.is_dir():
         what = path if existing == path else existing
         raise ConfigError(f"{flag} {path}: {what} is not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if not os.access(existing, os.W_OK | os.X_OK) or not can_make_directory_in(existing):
         raise ConfigError(f"{flag} {path}: {existing} is not writable")
+
+
+def can_make_directory_in(directory: Path) -> bool:
+    """Whether a directory can be made inside ``directory``: tried (and removed again), since ``os.access`` says yes
+    to root on file systems that refuse every new entry (``/proc``, a read-only mount)."""
+    import tempfile
+
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".srghn-probe-", dir=directory))
+    except OSError:
+        return False
+    return True
 
 
 def check_rate(rate: float | None, flag: str) -> None:

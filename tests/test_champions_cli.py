@@ -157,7 +157,7 @@ def test_clear_errors_for_bad_input(state: Path, tmp_path: Path) -> None:
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "registry.db").write_bytes(b"not a database" * 64)
     junk = ctl("history", "--state-dir", tmp_path / "junk")
-    assert junk.exit_code == 1 and "not a readable SQLite registry" in junk.output
+    assert junk.exit_code == 2 and "not a readable SQLite registry" in junk.output  # bad input (issue 36)
 
 
 def test_a_corrupted_artifact_is_refused_by_export_and_rollback(state: Path, tmp_path: Path) -> None:

@@ -124,3 +124,30 @@ def test_one_physical_fault_gets_one_regime_name() -> None:
     assert not first.known and first.regime.startswith(IDENTIFIED)
     assert first.definition.gain == second.definition.gain == {"hip_2": 0.0, "ankle_2": 0.0}
     assert first.regime == second.regime
+
+
+HALFCHEETAH = "docs/examples/halfcheetah.toml"
+
+
+def test_a_healthy_robot_first_seen_on_its_safe_action_is_nominal() -> None:
+    """Issue 36: a healthy HalfCheetah (a user's profile) was identified as `stiff`: on the safe action it barely
+    moves, so four times the damping predicts its transitions as well as nominal does (to float rounding), and the
+    smallest of equal errors won while the robot had no regime yet. A healthy robot is nominal until a regime
+    predicts its transitions clearly better."""
+    import srghn
+
+    profile = load_profile(f"{srghn.__file__.rpartition('/')[0]}/{HALFCHEETAH}")
+    for seed in range(3):
+        data = random_transitions(profile, "nominal", 32, seed=seed, scale=0.0)
+        found = identify(profile, *data, current=None)
+        assert found.regime == "nominal", (seed, found.errors)
+
+
+def test_a_robot_first_seen_in_a_fault_is_identified_in_it() -> None:
+    import srghn
+
+    profile = load_profile(f"{srghn.__file__.rpartition('/')[0]}/{HALFCHEETAH}")
+    found = identify(profile, *random_transitions(profile, "weak_back_leg", 64, seed=1), current=None)
+    assert found.regime == "weak_back_leg"
+    cart = load_profile("cartpole")
+    assert identify(cart, *transitions(cart, "inverted", n=48), current=None).regime == "inverted"

@@ -55,7 +55,7 @@ def test_a_version_1_registry_is_upgraded_and_keeps_its_champions(tmp_path: Path
     with Registry.open(tmp_path, create=True) as registry:
         register_policy(registry, cartpole, cartpole_controller((0, 0, 1, 1)), champion_id="old")
     db = sqlite3.connect(tmp_path / "registry.db")  # as a registry of schema version 1 was: no new tables
-    for table in ("runs", "ancestry", "regimes"):
+    for table in ("runs", "ancestry", "regimes", "other_reports"):
         db.execute(f"DROP TABLE {table}")
     db.execute("PRAGMA user_version = 1")
     db.commit()
@@ -65,6 +65,20 @@ def test_a_version_1_registry_is_upgraded_and_keeps_its_champions(tmp_path: Path
         assert registry.get("old").status == "candidate" and registry.line("old")[0]["id"] == "old"
         assert registry.store_regime("cartpole", "identified-x", {"description": "d", "permutation": [1, 0]})
         assert registry.regimes("cartpole") == {"identified-x": {"description": "d", "permutation": [1, 0]}}
+
+
+def test_a_version_2_registry_is_upgraded_with_the_other_reports_table(tmp_path: Path) -> None:
+    cartpole = load_profile("cartpole")
+    with Registry.open(tmp_path, create=True) as registry:
+        register_policy(registry, cartpole, cartpole_controller((0, 0, 1, 1)), champion_id="old")
+    db = sqlite3.connect(tmp_path / "registry.db")  # as a registry of schema version 2 was
+    db.execute("DROP TABLE other_reports")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    with Registry.open(tmp_path) as registry:
+        assert registry.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert registry.get("old").other_reports == {}
 
 
 def run_daemon(state: Path, socks: Path, *args: str) -> dict:

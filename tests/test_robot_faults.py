@@ -14,11 +14,17 @@ from srghn.sim.profiles import load_profile
     (("inverted", 100, 100), "--fault-until must come after"),
     (("inverted", 100, 50), "--fault-until must come after"),
     ((None, None, 50), "--fault-until must come after"),
-    (("sideways", 10, None), "--fault-def"),
+    (("sideways", 10, None), "is not a regime of cartpole; known: nominal, inverted$"),
 ])
 def test_fault_schedules_are_validated(args: tuple, complaint: str) -> None:
     with pytest.raises(ConfigError, match=complaint):
         check_fault(load_profile("cartpole"), *args)
+
+
+def test_only_a_caller_with_fault_def_points_at_it() -> None:
+    """Issue 36: `run --fault nosuchfault` pointed at --fault-def, an option of the simulator module alone."""
+    with pytest.raises(ConfigError, match="--fault-def"):
+        check_fault(load_profile("cartpole"), "sideways", 10, None, fault_def=True)
 
 
 def test_an_undeclared_fault_is_simulated_as_defined() -> None:

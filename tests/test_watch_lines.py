@@ -31,7 +31,52 @@ EVENTS = {
     "server": ({"event": "stopped", "requests": {"act": 3}}, ['stopped: requests={"act": 3}']),
     "drift": ({"client": "arm-1", "from": "nominal", "to": "inverted"},
               ["robot arm-1 behaves like regime inverted (was nominal)"]),
+    "assignment": ({"client": "arm-1", "regime": "inverted", "champion": "cp-i7", "previous": "cp-i1",
+                    "why": "identified"}, ["robot arm-1 in regime inverted: served cp-i7 (was cp-i1): identified"]),
+    "adaptation": ({"event": "adopted", "champion": "cp-i7", "regime": "inverted", "from": "cp-i1"},
+                   ["adopted: champion=cp-i7", "regime=inverted"]),
 }
+
+
+def published_topics() -> set[str]:
+    """Every topic the code publishes: ``publish("topic", ...)`` and ``publish("a" if ... else "b", ...)``."""
+    import re
+    from pathlib import Path
+
+    import srghn
+
+    root = Path(srghn.__file__).parent
+    found: set[str] = set()
+    for path in [*root.glob("deploy/*.py"), *root.glob("sim/*.py"), *root.glob("safety/*.py")]:
+        text = path.read_text()
+        found |= set(re.findall(r'publish\(\s*"([a-z_]+)"', text))
+        found |= {t for pair in re.findall(r'publish\(\s*"([a-z_]+)" if [^,]*? else "([a-z_]+)"', text) for t in pair}
+    return found
+
+
+def test_every_published_topic_can_be_watched_and_is_documented():
+    from pathlib import Path
+
+    import srghn
+    from srghn.deploy.topics import TELEMETRY
+
+    published = published_topics()
+    assert {"adaptation", "assignment", "generation", "promotion", "rollback"} <= published
+    assert published <= set(TELEMETRY_TOPICS), published - set(TELEMETRY_TOPICS)
+    docs = (Path(srghn.__file__).parent / "docs" / "daemon.md").read_text()
+    table = docs[docs.index("## Telemetry topics"):]
+    for topic, (by, _) in TELEMETRY.items():
+        assert f"| `{topic}` | {by} |" in table, topic
+
+
+@pytest.mark.parametrize("topic", ["adaptation", "assignment"])
+def test_watch_accepts_every_topic(topic, tmp_path):
+    from typer.testing import CliRunner
+
+    from srghn.cli import app
+
+    done = CliRunner().invoke(app, ["watch", "--topic", topic, "--state-dir", str(tmp_path)])
+    assert "is not a telemetry topic" not in done.output
 
 
 def test_every_topic_has_an_example():

@@ -130,7 +130,10 @@ def load_profile(name_or_path: str | Path) -> RobotProfile:
     path = Path(name_or_path)
     if str(name_or_path) in available_profiles():
         path = PROFILE_DIR / f"{name_or_path}.toml"
-    elif path.suffix != ".toml" or not path.is_file():
+    elif path.suffix == ".toml" and not path.is_file():
+        raise ConfigError(f"profile file {path} " + ("is not a file" if path.exists() else "does not exist")
+                          + f" (built-in profiles: {', '.join(available_profiles())})")
+    elif path.suffix != ".toml":
         raise ConfigError(f"unknown robot {str(name_or_path)!r}: built-in profiles are "
                           f"{', '.join(available_profiles())}, or give the path of a .toml profile")
     try:
