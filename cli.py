@@ -642,9 +642,13 @@ class Grid:
                 room = width - extra
                 if sum(minimum) <= room or (not optional and style is plain):
                     natural = [max(self._natural(i), m) for i, m in zip(kept, minimum, strict=True)]
-                    for j, i in enumerate(kept):  # a word longer than the room left folds after all (not an id)
+                    for j, i in enumerate(kept):  # a word longer than the room left folds after all (not an id),
+                        if sum(minimum) <= room or i in self.ids or minimum[j] <= GRID_FOLD_AT:  # the others whole
+                            continue
+                        others = sum(n for k, n in enumerate(natural) if k != j)
+                        minimum[j] = max(GRID_FOLD_AT, min(minimum[j], room - others))
                         excess = sum(minimum) - room
-                        if excess > 0 and i not in self.ids and minimum[j] > GRID_FOLD_AT:
+                        if excess > 0:
                             minimum[j] -= min(excess, minimum[j] - GRID_FOLD_AT)
                     widths = list(minimum)
                     spare = room - sum(widths)
