@@ -767,13 +767,21 @@ class Grid:
                 room = width - extra
                 if sum(minimum) <= room or (not optional and style is plain):
                     natural = [max(self._natural(i), m) for i, m in zip(kept, minimum, strict=True)]
+                    for j, i in enumerate(kept):  # a word longer than the room left folds after all (not an id),
+                        if sum(minimum) <= room or i in self.ids or minimum[j] <= GRID_FOLD_AT:  # the others whole
+                            continue
+                        others = sum(n for k, n in enumerate(natural) if k != j)
+                        minimum[j] = max(GRID_FOLD_AT, min(minimum[j], room - others))
+                        excess = sum(minimum) - room
+                        if excess > 0:
+                            minimum[j] -= min(excess, minimum[j] - GRID_FOLD_AT)
                     widths = list(minimum)
                     spare = room - sum(widths)
-                    while spare > 0 and any(w < n for w, n in zip(widths, natural, strict=True)):
-                        for j in range(len(widths)):
-                            if spare > 0 and widths[j] < natural[j]:
-                                widths[j] += 1
-                                spare -= 1
+                    # the columns nearest their natural width first: short labels whole, long text wraps
+                    for j in sorted(range(len(widths)), key=lambda j: natural[j] - widths[j]):
+                        grant = max(0, min(spare, natural[j] - widths[j]))
+                        widths[j] += grant
+                        spare -= grant
                     return kept, style, widths
             kept.remove(optional.pop(0))
 

@@ -11,7 +11,8 @@ replayed in every regime, two windows in a row before a fitted twin switches), o
 run* is ``--episodes`` consecutive nominal episodes of one robot, its transitions handed over ``--chunk`` at a
 time (what the server forwards a few times a second); the episodes alternate the safe action (what a robot is
 served before any champion went live), the robot's factory champion (or, without one, seeded random actions of
-half the bounds) and seeded random actions. Any assignment to a regime other than nominal is a false switch. A
+half the bounds) and seeded random actions (``--kinds``; ``hold``: one constant action per episode, a posture held
+against the joints). Any assignment to a regime other than nominal is a false switch. A
 *fault run* switches the plant to each fault regime given by ``--faults`` (default: the profile's switch regime)
 mid-episode, under the factory champion or random actions, and records whether and after how many steps the
 robot is assigned that regime.
@@ -110,6 +111,9 @@ def _controller(profile, kind: str, rng: np.random.Generator):
             return lambda obs: policy.act(np.asarray(obs, np.float32)[None])[0]
         except Exception:  # noqa: BLE001 - a profile without a factory: random actions instead
             kind = "random"
+    if kind == "hold":  # one constant action per episode: a champion that pushes into a posture and stays there
+        held = rng.uniform(spec.action_low, spec.action_high).astype(np.float32)
+        return (lambda obs: int(rng.integers(spec.act_dim))) if spec.discrete else (lambda obs: held)
     if kind == "safe":
         safe = np.asarray(profile.safe_action, np.float32)
         return lambda obs: int(safe.reshape(-1)[0]) if spec.discrete else safe
@@ -162,7 +166,8 @@ def identification_run(profile, episodes: int, seed: int, chunk: int, max_steps:
 
 
 def measure_identification(robots: list[str], runs: int, episodes: int, fault_runs: int, chunk: int,
-                           max_steps: int | None, faults: list[str] | None, seed: int = 0) -> dict:
+                           max_steps: int | None, faults: list[str] | None, seed: int = 0,
+                           kinds: tuple[str, ...] = ("safe", "factory", "random")) -> dict:
     """Healthy runs and fault runs of every robot (see the module docstring)."""
     from srghn.sim.identify import identifiable
     from srghn.sim.profiles import load_profile
@@ -176,7 +181,7 @@ def measure_identification(robots: list[str], runs: int, episodes: int, fault_ru
         t0 = time.perf_counter()
         false_runs, switches, identifications, total_episodes = 0, [], 0, 0
         for run in range(runs):
-            result = identification_run(profile, episodes, seed + 1000 * run, chunk, max_steps)
+            result = identification_run(profile, episodes, seed + 1000 * run, chunk, max_steps, kinds=kinds)
             wrong = [(r, s) for r, s in result["assigned"] if r != "nominal"]
             false_runs += bool(wrong)
             switches += wrong
@@ -188,7 +193,7 @@ def measure_identification(robots: list[str], runs: int, episodes: int, fault_ru
                 continue
             for run in range(fault_runs):
                 at = 150
-                result = identification_run(profile, 2, seed + 7919 * (run + 1), chunk, max_steps, fault, at,
+                result = identification_run(profile, 4, seed + 7919 * (run + 1), chunk, max_steps, fault, at,
                                              kinds=("factory", "random"))
                 hit = next((s for r, s in result["assigned"] if r == fault and s >= at), None)
                 detected.append({"fault": fault, "detected": hit is not None,
@@ -200,7 +205,7 @@ def measure_identification(robots: list[str], runs: int, episodes: int, fault_ru
                         "false_switch_rate_per_run": false_runs / runs if runs else None,
                         "false_switches": [f"{r} at step {s}" for r, s in switches[:10]]},
             "faults": detected, "wall_s": round(time.perf_counter() - t0, 1)}
-    return {"chunk": chunk, "max_steps": max_steps, "robots": out}
+    return {"chunk": chunk, "max_steps": max_steps, "kinds": list(kinds), "robots": out}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -210,6 +215,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--chunk", type=int, default=16, help="transitions handed over at a time (--identify)")
     parser.add_argument("--max-steps", type=int, help="steps per episode at most (--identify; default: the env's)")
     parser.add_argument("--faults", help="comma-separated fault regimes of the fault runs (--identify)")
+    parser.add_argument("--kinds", default="safe,factory,random",
+                        help="controllers of a healthy run's episodes, in turn (--identify): safe (the robot at rest "
+                             "once it settled), hold (a constant action per episode: a posture held against the "
+                             "joints, where a fault that needs motion to show ties with nominal), factory, random")
     parser.add_argument("--runs", type=int, default=100, help="nominal runs (default 100)")
     parser.add_argument("--episodes", type=int, default=100, help="episodes per run (default 100)")
     parser.add_argument("--fault-runs", type=int, default=30, help="runs with a swap (default 30)")
@@ -219,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.identify:
         result = measure_identification(args.identify.split(","), args.runs, args.episodes, args.fault_runs,
                                         args.chunk, args.max_steps, args.faults.split(",") if args.faults else None,
-                                        args.seed)
+                                        args.seed, tuple(args.kinds.split(",")))
         print(json.dumps(result, indent=2))
         return result
     result = measure(args.runs, args.episodes, args.fault_runs, args.fault_at, args.seed)

@@ -14,8 +14,9 @@
    predicts best.
 
 In both, the regime the robot is believed in (the current one, else ``nominal``) keeps the robot unless another
-candidate predicts its transitions clearly better (its error below ``margin`` times the believed one's); the twin's
-fit starts from the candidate so chosen.
+candidate predicts its transitions clearly better: its error below ``margin`` times the believed one's, and the
+believed one's above the float32 rounding of the observations (:func:`rounding_floor`). The twin's fit starts
+from the candidate so chosen.
 
 Robots whose state cannot be set from an observation (LunarLander) are not identifiable here: their drift shows in
 the returns they report (:mod:`srghn.safety.drift`).
@@ -96,6 +97,20 @@ def random_transitions(profile: RobotProfile, regime: str, n: int, seed: int = 0
     return obs_, actions, next_obs
 
 
+ROUNDING_FACTOR = 100.0
+"""How many times the mean squared float32 rounding of the observations an error may be and still count as
+exact (:func:`rounding_floor`)."""
+
+
+def rounding_floor(next_obs: np.ndarray) -> float:
+    """The mean squared error below which a regime predicts the transitions exactly, as far as float32
+    observations can tell: :data:`ROUNDING_FACTOR` times the mean squared spacing of float32 numbers at the
+    observed values (about 1e-12 for observations of order 1-10). Prediction errors of a wrong regime on a moving
+    robot are many orders above it; on a robot that does not move they tie with the right one's below it."""
+    spacing = np.spacing(np.abs(np.asarray(next_obs, np.float64)).astype(np.float32)).astype(np.float64)
+    return ROUNDING_FACTOR * float(np.mean(spacing ** 2))
+
+
 def identifiable(profile: RobotProfile) -> bool:
     """Whether the robot's regimes can be identified from its transitions (its state can be set from an
     observation)."""
@@ -163,8 +178,12 @@ def identify(profile: RobotProfile, obs: np.ndarray, actions: np.ndarray, next_o
         # regime's change leaves these transitions alone (more damping on a robot that barely moves, a weak motor
         # that is sent no torque), its error ties with nominal's up to float rounding, and the smallest of equals
         # was a false alarm (a healthy HalfCheetah identified as `stiff`; benchmarks/drift_false_alarms.py).
+        # Nor can any regime beat one that predicts the transitions to within the float32 rounding of the
+        # observations (a HalfCheetah holding a posture: `stiff` predicted it 4x "better" than nominal, both at
+        # 1e-15, a false alarm on a healthy robot).
         believed = current if current in errors else NOMINAL if NOMINAL in errors else None
-        if believed is not None and best != believed and not errors[best] < margin * errors[believed]:
+        if believed is not None and best != believed and (errors[believed] <= rounding_floor(data[2])
+                                                          or not errors[best] < margin * errors[believed]):
             best = believed
         if not twin.fitted:
             return Identification(best, True, candidates[best], errors, residual=errors[best],

@@ -76,6 +76,9 @@ def test_daemon_promotes_serves_rolls_back_and_resumes_after_restart(tmp_path: P
             # Freeze automatic releases, then roll back by hand through the CLI (it talks to the daemon).
             ctl("pause", state=state)
             wait_for(lambda: admin.status()["evolution"]["paused"], 120, "evolution to pause")
+            again = subprocess.run([*CLI, "pause", "--state-dir", str(state)], capture_output=True, text=True,
+                                   timeout=120)  # issue 36: a second pause changes nothing and says so
+            assert again.returncode == 2 and "evolution is already paused" in again.stderr, again.stderr
             before = admin.status()["serving"]["champion"]
             previous = [e for e in ctl("history", "--json", state=state) if e["kind"] in ("promote", "rollback")]
             assert previous[-1]["to"] == before and previous[-1]["actor"] in ("srghn-daemon", "adaptation")
@@ -113,6 +116,15 @@ def test_daemon_promotes_serves_rolls_back_and_resumes_after_restart(tmp_path: P
         assert summary["files"]["robot_plot"] and Path(summary["files"]["robot_plot"]).stat().st_size > 10_000
         assert robot_run["ended_at"] == sorted(robot_run["ended_at"]) and len(robot_run["finished_by"]) == \
             robot_run["episodes"]
+        # issue 36: the summary's per-regime record adds up to the robot's, the log has a line per episode, and
+        # the daemon says which champion served the robot
+        assert sum(r["episodes"] for r in robot_run["by_regime"]) == robot_run["episodes"]
+        assert sum(r["steps"] for r in robot_run["by_regime"]) == robot_run["steps"]
+        assert {r["regime"] for r in robot_run["by_regime"]} >= {"nominal", "inverted"}
+        log_lines = (state / "daemon" / "cartpole" / "robot-sim.log").read_text().splitlines()
+        assert sum(line.startswith("episode ") for line in log_lines) == robot_run["episodes"]
+        robots = {r["client"]: r for r in summary["robots"]}  # the test's own ControlClient is among them too
+        assert robots["sim-robot"]["regime"] == "inverted"
 
         # Restart: the first request is served by the live champion of the last run; evolution resumes.
         daemon = start(state, socks, "--no-auto-promote", "--generations", "2")

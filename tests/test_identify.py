@@ -151,3 +151,30 @@ def test_a_robot_first_seen_in_a_fault_is_identified_in_it() -> None:
     assert found.regime == "weak_back_leg"
     cart = load_profile("cartpole")
     assert identify(cart, *transitions(cart, "inverted", n=48), current=None).regime == "inverted"
+
+
+def test_a_healthy_robot_holding_a_posture_stays_nominal() -> None:
+    """The issue's false fault: a HalfCheetah pushing against its joints at a standstill (an early champion stuck
+    in a posture). Four times the damping changes nothing when nothing moves, and `stiff` predicted such windows 4x
+    "better" than nominal -- both at 1e-15, float32 rounding -- so the robot was switched to `stiff`."""
+    import srghn
+    from srghn.sim.evaluator import make_env
+
+    profile = load_profile(f"{srghn.__file__.rpartition('/')[0]}/{HALFCHEETAH}")
+    env = make_env(profile)
+    try:
+        for seed in range(4):
+            action = np.random.default_rng(seed).uniform(-1, 1, 6).astype(np.float32)
+            obs, _ = env.reset(seed=seed)
+            rows = []
+            for t in range(332):
+                nxt, *_ = env.step(action)
+                if t >= 300:
+                    rows.append((np.float32(obs), action, np.float32(nxt)))
+                obs = nxt
+            data = [np.stack(c) for c in zip(*rows, strict=True)]
+            for current in ("nominal", None):
+                found = identify(profile, *data, current=current)
+                assert found.regime == "nominal", (seed, current, found.errors)
+    finally:
+        env.close()

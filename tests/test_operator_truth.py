@@ -446,3 +446,17 @@ def test_event_lines_are_never_wrapped_in_a_log() -> None:
     finally:
         cli.err = saved
     assert len(buffer.getvalue().splitlines()) == 2, buffer.getvalue()
+
+
+def test_factory_show_names_a_profile_file_that_is_not_shipped() -> None:
+    from srghn.sim.profiles import PROFILE_DIR
+
+    shown = ctl("factory", "show", "ant", width=400).output
+    command = next(line for line in shown.splitlines() if "command" in line)
+    named = re.search(r"--robot (\S+)", command).group(1)
+    if Path(named).is_file() or named == "ant":
+        pytest.skip("the factory's command names a profile this machine has")
+    assert "is not shipped" in shown and f"{named} was the builder's copy of ant's profile" in shown
+    again = next(line for line in shown.splitlines() if "reproduce with" in line)
+    assert "--robot ant " in again and "--update-clip-decay 0.99" in again and "--update-clip-min 0.003" in again
+    assert (PROFILE_DIR / "ant.toml").is_file()
