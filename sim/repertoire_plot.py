@@ -42,10 +42,10 @@ def plot_heatmap(repertoire: Repertoire, path: Path) -> None:
     bins = config.bins
     for k in range(1, len(row_dims)):  # block borders between the outer cells
         for x in range(0, image.shape[0] + 1, bins ** (len(row_dims) - k)):
-            ax.axhline(x - 0.5, color="white", linewidth=1.0 if k == 1 else 0.3)
+            ax.axhline(x - 0.5, color="0.7", linewidth=1.0 if k == 1 else 0.3)
     for k in range(1, len(col_dims)):
         for x in range(0, image.shape[1] + 1, bins ** (len(col_dims) - k)):
-            ax.axvline(x - 0.5, color="white", linewidth=1.0 if k == 1 else 0.3)
+            ax.axvline(x - 0.5, color="0.7", linewidth=1.0 if k == 1 else 0.3)
     ax.set_ylabel("rows: " + ", then ".join(row_dims))
     ax.set_xlabel("columns: " + ", then ".join(col_dims))
     steps = repertoire.meta.get("env_steps") or 0
