@@ -26,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from srghn import ConfigError, SrghnError
-from srghn.deploy.topics import TELEMETRY_TOPICS
+from srghn.deploy.wire.topics import TELEMETRY_TOPICS
 
 app = typer.Typer(
     help="srghn: self-referential graph hypernetworks evolved in a shadow simulator, served to robots.",
@@ -175,7 +175,7 @@ def _duration(seconds: float) -> str:
 def _between_generations() -> Iterator[Callable[[], bool]]:
     """SIGINT / SIGTERM only set a flag that the run checks between generations (a population is never saved
     half-updated); a second Ctrl-C stops at once, keeping the last checkpoint. Handlers are restored on exit."""
-    from srghn.deploy.signals import ExitFlag
+    from srghn.deploy.process.signals import ExitFlag
 
     flag = ExitFlag(lambda _: err.print("stopping after this generation (Ctrl-C again to stop at once, keeping the "
                                         "last checkpoint)"), interrupt=True)
@@ -432,8 +432,8 @@ def factory_export(
 ) -> None:
     """Write the factory champion's policy as ONNX, with the contract of `export` (raw observations in, bounded
     actions out; the normalizer inside the graph)."""
-    from srghn.deploy.artifacts import atomic_write
-    from srghn.deploy.champions import export_for_profile
+    from srghn.deploy.daemon.champions import export_for_profile
+    from srghn.deploy.registry.artifacts import atomic_write
     from srghn.sim.factory import factory_id, load_factory
     from srghn.sim.profiles import load_profile
 
@@ -603,8 +603,8 @@ def repertoire_export(
 ) -> None:
     """Write one elite's policy as ONNX, with the contract of `export` (raw observations in, bounded actions out;
     the normalizer inside the graph)."""
-    from srghn.deploy.artifacts import atomic_write
-    from srghn.deploy.champions import export_for_profile
+    from srghn.deploy.daemon.champions import export_for_profile
+    from srghn.deploy.registry.artifacts import atomic_write
     from srghn.sim.profiles import load_profile
     from srghn.sim.repertoire import load_repertoire
 
@@ -672,35 +672,36 @@ def _handled() -> Iterator[None]:
 
 def _checked_state_dir(state_dir: Path | None) -> Path:
     """The state directory, checked (a directory, writable) before any work."""
-    from srghn.deploy.state import check_state_dir, resolve_state_dir
+    from srghn.deploy.process.state import check_state_dir, resolve_state_dir
 
     return check_state_dir(resolve_state_dir(state_dir))
 
 
 def _open_registry(state_dir: Path | None, create: bool = False):
-    from srghn.deploy.registry import Registry
-    from srghn.deploy.state import resolve_state_dir
+    from srghn.deploy.process.state import resolve_state_dir
+    from srghn.deploy.registry.store import Registry
 
     return Registry.open(resolve_state_dir(state_dir), create=create)
 
 
 def _operator(state_dir: Path | None, key: str | None = None, actor: str | None = None):
-    """The rule "through the running server, else on the registry" lives in :class:`~srghn.deploy.operator.Operator`."""
-    from srghn.deploy.operator import Operator
-    from srghn.deploy.state import resolve_state_dir
+    """The rule "through the running server, else on the registry" lives in
+    :class:`~srghn.deploy.clients.operator.Operator`."""
+    from srghn.deploy.clients.operator import Operator
+    from srghn.deploy.process.state import resolve_state_dir
 
     return Operator(resolve_state_dir(state_dir), key=key, actor=actor)
 
 
 def _actor(actor: str | None) -> str:
-    from srghn.deploy.state import default_actor
+    from srghn.deploy.process.state import default_actor
 
     return actor or default_actor()
 
 
 def _register_run(profile, out_dir: Path, state_dir: Path | None, top: int) -> list[str]:
-    from srghn.deploy.champions import register_run
-    from srghn.deploy.state import default_actor
+    from srghn.deploy.daemon.champions import register_run
+    from srghn.deploy.process.state import default_actor
 
     try:
         with _open_registry(state_dir, create=True) as registry:
@@ -858,7 +859,7 @@ def champions(
 
 
 def _regimes_of(report) -> str:
-    from srghn.deploy.registry import report_key
+    from srghn.deploy.registry.store import report_key
 
     key = report_key(report)
     return "every regime" if key == "all" else f"regime {key}" if "+" not in key else f"regimes {key}"
@@ -866,7 +867,7 @@ def _regimes_of(report) -> str:
 
 def _headline(fitness: dict) -> float | None:
     """``Champion.headline_fitness`` of a champion as JSON (the admin socket sends rows, not records)."""
-    from srghn.deploy.registry_schema import Champion
+    from srghn.deploy.registry.schema import Champion
 
     return Champion.headline_fitness.fget(SimpleNamespace(fitness=fitness))
 
@@ -988,7 +989,7 @@ def gate(
         if unknown:
             raise ConfigError(f"--regime {unknown[0]!r} is not a regime of {champion.robot}; known: "
                               f"{', '.join(dict.fromkeys(known))}")
-        from srghn.deploy.champions import gate_champion, is_own_gate, profile_of
+        from srghn.deploy.daemon.champions import gate_champion, is_own_gate, profile_of
 
         profile = profile_of(champion, registry)  # with the regimes the twin identified
         wanted = tuple(dict.fromkeys(regimes)) if regimes else None
@@ -1073,14 +1074,14 @@ def export(
     state_dir: StateDirOpt = None,
 ) -> None:
     """Write a champion's verified ONNX model to a file (one self-contained .onnx; contract in its metadata)."""
-    from srghn.deploy.artifacts import atomic_write
+    from srghn.deploy.registry.artifacts import atomic_write
 
     with _handled():
         if output.is_dir():
             raise ConfigError(f"--output {output} is a directory; give a file name such as {output}/policy.onnx")
         if not output.parent.is_dir():
             raise ConfigError(f"--output {output}: directory {output.parent} does not exist")
-        from srghn.deploy.state import resolve_state_dir
+        from srghn.deploy.process.state import resolve_state_dir
 
         state = resolve_state_dir(state_dir).resolve()
         if output.resolve().is_relative_to(state):  # the registry, its artifacts, the server's runfiles live there
@@ -1240,7 +1241,7 @@ def run(
         if not sim_robot and robot_rate is not None:
             raise ConfigError("--robot-rate needs --sim-robot")
         preflight.check_rate(robot_rate, "--robot-rate")
-        from srghn.deploy import state as st
+        from srghn.deploy.process import state as st
         from srghn.sim.profiles import load_profile
 
         preflight.check_run_flags(SimpleNamespace(backend=backend, workers=workers, ray_address=ray_address,
@@ -1254,28 +1255,28 @@ def run(
             raise ConfigError(f"--regime {regime!r} is not a regime of {profile.name}; known: "
                               f"{', '.join(profile.regimes)}")
         if sim_robot:
-            from srghn.deploy.robot_sim import check_fault
+            from srghn.deploy.clients.robot_sim import check_fault
 
             check_fault(profile, fault, fault_at, fault_until)
         preflight.check_init(init)
         limits = _record_limits(record, record_file_mb, record_total_mb)
         state = _checked_state_dir(state_dir)
         st.check_free(state, st.DAEMON)
-        from srghn.deploy.registry import Registry
+        from srghn.deploy.registry.store import Registry
 
         Registry.check_readable(state)
         server = st.read_runfile(state, st.SERVER)
         if record and server is not None and not server.get("recording"):
             raise ConfigError(f"--record: the control server already running on {state} (pid {server['pid']}) does "
                               "not record; stop it, or start it with `srghn-ctl serve --record`")
-        from srghn.deploy.keys import CurveServer
-        from srghn.deploy.placement import serve_cpu_from
-        from srghn.deploy.serve_config import choose_endpoints
+        from srghn.deploy.server.config import choose_endpoints
+        from srghn.deploy.server.placement import serve_cpu_from
+        from srghn.deploy.wire.keys import CurveServer
 
         CurveServer.for_endpoints(keys, choose_endpoints(state, control, admin, telemetry))
         cpu = serve_cpu_from(serve_cpu)
         preflight.check_spaces(profile)
-    from srghn.deploy.daemon import Daemon, DaemonSettings
+    from srghn.deploy.daemon.daemon import Daemon, DaemonSettings
 
     with _handled():
         robot_args = (() if fault is None else ("--fault", fault, "--fault-at", str(fault_at))) + (
@@ -1297,7 +1298,7 @@ def run(
 
 
 def _record_limits(record: bool, file_mb: float, total_mb: float) -> dict | None:
-    from srghn.deploy.recording import check_limits
+    from srghn.deploy.recording.recording import check_limits
 
     limits = check_limits(file_mb, total_mb)
     return limits if record else None
@@ -1422,7 +1423,7 @@ def robot_sim(
 ) -> None:
     """Run a simulated robot against the control server: MuJoCo/Box2D env of the profile, every action asked for
     over the control socket and every step reported. --fault injects a change of dynamics mid-run."""
-    from srghn.deploy.robot_sim import check_fault, drive
+    from srghn.deploy.clients.robot_sim import check_fault, drive
     from srghn.sim import preflight
     from srghn.sim.profiles import load_profile
 
@@ -1443,7 +1444,7 @@ def robot_sim(
         found = operator.client_keys(("robot",), keys)
         recorder = None
         if limits is not None:
-            from srghn.deploy.recording import BackgroundRecorder, RecordingWriter, recordings_dir
+            from srghn.deploy.recording.recording import BackgroundRecorder, RecordingWriter, recordings_dir
 
             writer = RecordingWriter(recordings_dir(operator.state_dir), profile.name, "robot-sim", **limits)
             telemetry = operator.server.get("telemetry") if operator.server and not found else None
@@ -1486,11 +1487,11 @@ def serve(
     within a fraction of a second if the serving one dies): what systemd's srghn-server unit runs
     (deploy/systemd/). It serves the registry's live champion until SIGTERM, reports readiness and liveness to
     systemd, and a daemon (`srghn-ctl run --attach`) can attach to it and detach again at any time."""
-    from srghn.deploy.keys import CurveServer
-    from srghn.deploy.placement import serve_cpu_from
-    from srghn.deploy.serve_config import SERVE_CONFIG, ServeConfig, choose_endpoints
-    from srghn.deploy.state import SERVER, check_free, secure_state_dir
-    from srghn.deploy.supervisor import Supervisor
+    from srghn.deploy.process.state import SERVER, check_free, secure_state_dir
+    from srghn.deploy.server.config import SERVE_CONFIG, ServeConfig, choose_endpoints
+    from srghn.deploy.server.placement import serve_cpu_from
+    from srghn.deploy.server.supervisor import Supervisor
+    from srghn.deploy.wire.keys import CurveServer
     from srghn.sim.profiles import load_profile
 
     with _handled():
@@ -1615,8 +1616,8 @@ def watch(
             raise ConfigError(f"--topic {unknown[0]!r} is not a telemetry topic; topics: {', '.join(TELEMETRY_TOPICS)}")
         if timeout is not None and not timeout > 0:
             raise ConfigError(f"--timeout must be a positive number of seconds, got {timeout}")
-        from srghn.deploy.client import Telemetry
-        from srghn.deploy.operator import READERS
+        from srghn.deploy.clients.client import Telemetry
+        from srghn.deploy.clients.operator import READERS
 
         operator = _operator(state_dir, key)
         events = Telemetry(operator.endpoint("telemetry", telemetry), tuple(topics or ()), timeout,
@@ -1688,7 +1689,7 @@ KeyDirOpt = Annotated[Path | None, typer.Option(
 
 
 def _key_dir(directory: Path | None, state_dir: Path | None) -> Path:
-    from srghn.deploy.state import resolve_state_dir
+    from srghn.deploy.process.state import resolve_state_dir
 
     return directory or resolve_state_dir(state_dir) / "keys"
 
@@ -1705,7 +1706,7 @@ def keys_add(
 ) -> None:
     """Make a key pair and authorize it (and the server's certificate, the first time). Give the client
     DIR/server.key and its DIR/clients/NAME.key_secret (written 0600)."""
-    from srghn.deploy.keys import add_key
+    from srghn.deploy.wire.keys import add_key
 
     with _handled():
         secret = add_key(_key_dir(directory, state_dir), name, role)
@@ -1718,7 +1719,7 @@ def keys_list(as_json: JsonOpt = False, directory: KeyDirOpt = None, state_dir: 
     """List the authorized keys: name, role, public key, and whether its key pair was made here."""
     import dataclasses
 
-    from srghn.deploy.keys import list_keys
+    from srghn.deploy.wire.keys import list_keys
 
     with _handled():
         found = list_keys(_key_dir(directory, state_dir))
@@ -1744,7 +1745,7 @@ def keys_revoke(
     state_dir: StateDirOpt = None,
 ) -> None:
     """Revoke a key: a running server refuses its very next request (FORBIDDEN) and every new connection."""
-    from srghn.deploy.keys import revoke_key
+    from srghn.deploy.wire.keys import revoke_key
 
     with _handled():
         revoke_key(_key_dir(directory, state_dir), name)
@@ -1760,8 +1761,8 @@ RecordDirOpt = Annotated[Path | None, typer.Option(
 
 
 def _recordings(directory: Path | None, state_dir: Path | None) -> Path:
-    from srghn.deploy.recording import recordings_dir
-    from srghn.deploy.state import resolve_state_dir
+    from srghn.deploy.process.state import resolve_state_dir
+    from srghn.deploy.recording.recording import recordings_dir
 
     found = directory or recordings_dir(resolve_state_dir(state_dir))
     if not found.is_dir():
@@ -1772,7 +1773,7 @@ def _recordings(directory: Path | None, state_dir: Path | None) -> Path:
 @record_app.command("list")
 def record_list(as_json: JsonOpt = False, directory: RecordDirOpt = None, state_dir: StateDirOpt = None) -> None:
     """List the recording files: size, time span, messages per topic (oldest first)."""
-    from srghn.deploy.recording import list_recordings
+    from srghn.deploy.recording.recording import list_recordings
 
     with _handled():
         files = list_recordings(_recordings(directory, state_dir))
@@ -1805,7 +1806,7 @@ def record_export(
     state_dir: StateDirOpt = None,
 ) -> None:
     """Convert a slice of the recordings to CSV: one row per message, one column per observation/action value."""
-    from srghn.deploy.recording import SCHEMAS, export_csv, list_recordings
+    from srghn.deploy.recording.recording import SCHEMAS, export_csv, list_recordings
 
     with _handled():
         if kind not in SCHEMAS:

@@ -87,7 +87,7 @@ class PromotionRefused(RegistryError):
 
 class ProtocolError(SrghnError):
     """A wire message that breaks the protocol (docs/protocol.md); the server answers it with an ``ERROR`` of
-    ``code`` (a :class:`srghn.deploy.protocol.ErrorCode`) and the request's id."""
+    ``code`` (a :class:`srghn.deploy.wire.protocol.ErrorCode`) and the request's id."""
 
     def __init__(self, code: int, message: str, request_id: int = 0) -> None:
         super().__init__(message)

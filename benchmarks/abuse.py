@@ -37,9 +37,9 @@ import numpy as np
 import zmq
 from champion_state import passing_report, register_random
 
-from srghn.deploy import protocol as p
-from srghn.deploy.registry import Registry
-from srghn.deploy.serve_config import ServeConfig
+from srghn.deploy.registry.store import Registry
+from srghn.deploy.server.config import ServeConfig
+from srghn.deploy.wire import protocol as p
 from srghn.sim.profiles import load_profile
 
 ROBOT_HZ = 200.0
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
                              safe_action=profile.safe_action, regimes=profile.regimes, **endpoints,
                              realtime_priority=None, socket_loop=args.loop)
         (Path(tmp) / "serve.json").write_text(config.to_json())
-        server = subprocess.Popen([sys.executable, "-m", "srghn.deploy.server", str(Path(tmp) / "serve.json")],
+        server = subprocess.Popen([sys.executable, "-m", "srghn.deploy.server.process", str(Path(tmp) / "serve.json")],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         ctx = zmq.Context()
         try:

@@ -12,7 +12,7 @@ a server that sleeps between requests (its caches go cold), so only the socket l
   check), a plain ``session.run`` with a fresh input dict, the old watchdog (``np.asarray``, ``np.isfinite``,
   ``np.clip`` on every action), ``action_frames`` (numpy ``tobytes``, ``struct`` packing) and an
   ``OrderedDict`` of clients.
-* **now**: :mod:`srghn.deploy.serving`'s fast path: the 8-byte header prefix and frame lengths, the observation
+* **now**: :mod:`srghn.deploy.server.serving`'s fast path: the 8-byte header prefix and frame lengths, the observation
   copied into the ONNX Runtime I/O-bound input buffer and checked finite, the bound run,
   :class:`srghn.safety.watchdog.Watchdog`, the reply header made from the request's own id bytes.
 
@@ -33,7 +33,7 @@ import time
 import numpy as np
 import zmq
 
-from srghn.deploy import protocol as p
+from srghn.deploy.wire import protocol as p
 
 STAGES = ("parse", "inference", "watchdog", "reply", "bookkeeping", "handling", "send")
 
@@ -41,8 +41,8 @@ STAGES = ("parse", "inference", "watchdog", "reply", "bookkeeping", "handling", 
 def serve(endpoint: str, robot: str, n: int, warmup: int) -> None:
     """The server side: answer ``n`` ACTs with each path in turn (interleaved halves), print the stage times."""
     from srghn.controller.onnx_policy import ACTION_NAME, INPUT_NAME, OnnxPolicy, float32_inner_bounds
-    from srghn.deploy.champions import export_for_profile
-    from srghn.deploy.serving import REQUEST_ID, ModelSlot, PolicyIO
+    from srghn.deploy.daemon.champions import export_for_profile
+    from srghn.deploy.server.serving import REQUEST_ID, ModelSlot, PolicyIO
     from srghn.safety.watchdog import Watchdog
     from srghn.sim.profiles import load_profile
 
@@ -134,7 +134,7 @@ def _model_before(profile, params: np.ndarray) -> bytes:
     import torch
 
     from srghn.controller.onnx_policy import contract_metadata
-    from srghn.deploy.onnx_export import PolicyModule, build_model
+    from srghn.deploy.daemon.onnx_export import PolicyModule, build_model
 
     class Before(PolicyModule):
         def forward(self, obs):

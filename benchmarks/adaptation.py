@@ -6,7 +6,8 @@ then the fault is repaired and the stored champion of the nominal regime serves 
     python benchmarks/adaptation.py --robot ant --fault-def '{"gain": {"hip_1": -0.6, "ankle_1": -0.6}}' --json
 
 Real processes: ``srghn-ctl run`` (the daemon, which starts the supervised control server and the shadow workers)
-on a throwaway state directory, and this process as the robot (the simulated robot of :mod:`srghn.deploy.robot_sim`
+on a throwaway state directory, and this process as the robot (the simulated robot of
+:mod:`srghn.deploy.clients.robot_sim`
 talking to the control socket; a thread of it follows the telemetry). Phases, each decided from what the robot
 sees rather than from a fixed step:
 
@@ -79,7 +80,7 @@ class Telemetry(threading.Thread):
 
 
 class Schedule:
-    """The plant's regime as the run goes (``plant`` of :func:`~srghn.deploy.robot_sim.run_robot`)."""
+    """The plant's regime as the run goes (``plant`` of :func:`~srghn.deploy.clients.robot_sim.run_robot`)."""
 
     def __init__(self, args: argparse.Namespace, fault: str, deadline: float) -> None:
         self.args, self.fault, self.phase, self.deadline = args, fault, "before", deadline
@@ -167,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    from srghn.deploy.registry import Registry
-    from srghn.deploy.robot_sim import run_robot, undeclared_fault
+    from srghn.deploy.clients.robot_sim import run_robot, undeclared_fault
+    from srghn.deploy.registry.store import Registry
     from srghn.sim.profiles import load_profile
 
     profile = load_profile(args.robot)
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             serving = None
             if daemon.poll() is None:
                 try:  # the server's own handling time of ACTs, per-robot serving included
-                    from srghn.deploy.client import AdminClient
+                    from srghn.deploy.clients.client import AdminClient
 
                     with AdminClient(endpoints["admin"], timeout_s=10) as admin:
                         serving = admin.status()["requests"]
@@ -301,7 +302,7 @@ def _figures(args, profile, fault: str, s: Schedule, run, ends: list[float], tel
 def _param_error(profile, fault: str, fault_def: str | None, params: dict) -> float | None:  # noqa: ANN001
     """Largest error of a fitted parameter against the fault's definition (its kind's unit: decades for damping;
     an element the fault leaves keeps its nominal value, ``shared`` compares with ``all``)."""
-    from srghn.deploy.robot_sim import undeclared_fault
+    from srghn.deploy.clients.robot_sim import undeclared_fault
     from srghn.sim.envs import KINDS, kind_distance
 
     regime = (undeclared_fault(profile, fault, fault_def) if fault_def else profile).regime_defs[fault]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from srghn.deploy.champions import export_for_profile
-from srghn.deploy.registry import Registry
+from srghn.deploy.daemon.champions import export_for_profile
+from srghn.deploy.registry.store import Registry
 from srghn.safety.report import GateReport, GateResult
 from srghn.sim.profiles import load_profile
 

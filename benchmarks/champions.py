@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from srghn.deploy.champions import gate_champion, register_policy
-from srghn.deploy.registry import Registry
+from srghn.deploy.daemon.champions import gate_champion, register_policy
+from srghn.deploy.registry.store import Registry
 from srghn.sim.profiles import load_profile
 
 

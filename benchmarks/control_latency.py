@@ -5,7 +5,7 @@ and from the compiled C client (clients/c), idle and while evolution keeps the c
 
 * **python echo / python act**: one pyzmq DEALER in this process, timing each round trip with
   ``perf_counter_ns``, against a pyzmq ROUTER echo in a process of its own and against the real control server
-  (``python -m srghn.deploy.server``) serving a live champion of ``--robot`` (seeded random weights, exported to
+  (``python -m srghn.deploy.server.process``) serving a live champion of ``--robot`` (seeded random weights, exported to
   ONNX and registered in a throwaway state directory; its gate report is a synthetic passing one).
 * **c echo / c act**: ``srghn_tool bench`` (the C client, built here from clients/c with make) against
   ``srghn_echo`` (a bare libzmq ROUTER in C) and against the same server. Every echo answers with a reply of an
@@ -41,10 +41,10 @@ import numpy as np
 import zmq
 from champion_state import passing_report, register_random
 
-from srghn.deploy import placement
-from srghn.deploy import protocol as p
-from srghn.deploy.registry import Registry
-from srghn.deploy.serve_config import SOCKET_LOOPS, ServeConfig
+from srghn.deploy.registry.store import Registry
+from srghn.deploy.server import placement
+from srghn.deploy.server.config import SOCKET_LOOPS, ServeConfig
+from srghn.deploy.wire import protocol as p
 from srghn.sim.profiles import load_profile
 
 GOALS = {"server_p50_us": 20.0, "server_p99_us": 50.0, "c_p50_ratio": 1.5, "loaded_p99_ratio": 2.0}
@@ -253,7 +253,7 @@ def main() -> None:
                                              serve_cpu=last if args.own_core else None,
                                              socket_loop=args.socket_loop)
             (tmp / "serve.json").write_text(config.to_json())
-            server = subprocess.Popen([sys.executable, "-m", "srghn.deploy.server", str(tmp / "serve.json")],
+            server = subprocess.Popen([sys.executable, "-m", "srghn.deploy.server.process", str(tmp / "serve.json")],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             procs.append(server)
             sizes = [4 * act_floats, p.ACTION_STATUS.size, len(CHAMPION_ID)]

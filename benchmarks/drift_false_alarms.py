@@ -6,7 +6,7 @@
 
 Without ``--identify``: the return drift detector on LunarLander (below). With ``--identify ROBOTS`` (built-in
 names or profile paths): the transition identification the daemon runs for every robot whose state an
-observation sets (:class:`srghn.deploy.adaptation.Adaptation`, the same code: each robot's latest 32 transitions
+observation sets (:class:`srghn.deploy.daemon.adaptation.Adaptation`, the same code: each robot's latest 32 transitions
 replayed in every regime, two windows in a row before a fitted twin switches), on healthy robots. A *healthy
 run* is ``--episodes`` consecutive nominal episodes of one robot, its transitions handed over ``--chunk`` at a
 time (what the server forwards a few times a second); the episodes alternate the safe action (what a robot is
@@ -128,8 +128,8 @@ def identification_run(profile, episodes: int, seed: int, chunk: int, max_steps:
                        ) -> dict:
     """One robot through the daemon's identification (see the module docstring): the regimes it was assigned,
     with the robot step of each."""
-    from srghn.deploy.adaptation import Adaptation, RobotRegime
-    from srghn.deploy.messages import Assign
+    from srghn.deploy.daemon.adaptation import Adaptation, RobotRegime
+    from srghn.deploy.wire.messages import Assign
 
     sent: list = []
     adaptation = Adaptation(profile, sent.append, lambda *_: None)

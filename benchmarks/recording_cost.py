@@ -25,8 +25,8 @@ import numpy as np
 import zmq
 from champion_state import passing_report, register_random
 
-from srghn.deploy import protocol as p
-from srghn.deploy.registry import Registry
+from srghn.deploy.registry.store import Registry
+from srghn.deploy.wire import protocol as p
 
 
 def make_state(robot: str, state: Path) -> None:
@@ -38,14 +38,14 @@ def make_state(robot: str, state: Path) -> None:
 
 
 def start_server(robot: str, state: Path, record: dict | None) -> tuple[subprocess.Popen, dict]:
-    from srghn.deploy.serve_config import ServeConfig, choose_endpoints
+    from srghn.deploy.server.config import ServeConfig, choose_endpoints
     from srghn.sim.profiles import load_profile
 
     config = ServeConfig.for_profile(load_profile(robot), state, choose_endpoints(state), None, realtime=False,
                                      record=record)
     path = state / "serve.json"
     path.write_text(config.to_json())
-    proc = subprocess.Popen([sys.executable, "-m", "srghn.deploy.server", str(path)], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "srghn.deploy.server.process", str(path)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     return proc, config.endpoints
 
@@ -84,7 +84,7 @@ def status(ctx: zmq.Context, admin: str, proc: subprocess.Popen) -> dict:
 
 def tap_call_ns(n: int = 200_000) -> float:
     """The serving thread's side of a recording in a tight loop: one call with a request and its reply."""
-    from srghn.deploy.recording import Tap
+    from srghn.deploy.recording.recording import Tap
 
     tap = Tap(sock=None)
     frames = [b"robot", p.act_frames(1, np.zeros(4, np.float32))[0], bytes(16)]
@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    from srghn.deploy.recording import RECORDINGS, check_limits
+    from srghn.deploy.recording.recording import RECORDINGS, check_limits
     from srghn.sim.profiles import load_profile
 
     obs_dim = load_profile(args.robot).policy.obs_dim

@@ -42,7 +42,7 @@ def robot(endpoint: str, stop, results, robot_name: str) -> None:
     """Back-to-back ACT + STEP in a simulated robot; per minute: counts, ACT round trips, errors, timeouts."""
     import zmq
 
-    from srghn.deploy import protocol as p
+    from srghn.deploy.wire import protocol as p
     from srghn.sim.evaluator import make_env
     from srghn.sim.profiles import load_profile
 
@@ -130,7 +130,7 @@ def children(parent: int) -> list[int]:
 
 def processes(state: Path, daemon: int, robot_pid: int) -> dict[str, int]:
     """Every process of the runtime, by role."""
-    from srghn.deploy.state import SERVER, read_runfile
+    from srghn.deploy.process.state import SERVER, read_runfile
 
     server = read_runfile(state, SERVER)
     found = {"daemon": daemon, "robot": robot_pid, "server": server["pid"], "supervisor": server["supervisor"]}
@@ -153,8 +153,8 @@ def main() -> None:
 
     from champion_state import passing_report, register_random
 
-    from srghn.deploy.client import AdminClient
-    from srghn.deploy.registry import Registry
+    from srghn.deploy.clients.client import AdminClient
+    from srghn.deploy.registry.store import Registry
 
     with tempfile.TemporaryDirectory(prefix="srghn-soak-") as tmp:
         tmp = Path(tmp)

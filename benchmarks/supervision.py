@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/supervision.py --rounds 3 --json
 
-Each round: a supervisor (``python -m srghn.deploy.supervisor``, as ``srghn-ctl run`` starts it) serves a CartPole
+Each round: a supervisor (``python -m srghn.deploy.server.supervisor``, as ``srghn-ctl run`` starts it) serves a
+CartPole
 champion on ipc sockets in a temporary state directory; the supervisor is SIGKILLed, and the time until the server
 reports a new supervisor (``status``: ``supervised`` with another pid) is taken; then the server itself is
 SIGKILLed and the robot's longest silence (between two answers, from the kill) is taken. Bounded: every wait
@@ -26,8 +27,8 @@ import numpy as np
 import zmq
 from abuse import OBS, make_state
 
-from srghn.deploy import protocol as p
-from srghn.deploy.serve_config import ServeConfig
+from srghn.deploy.server.config import ServeConfig
+from srghn.deploy.wire import protocol as p
 from srghn.sim.profiles import load_profile
 
 
@@ -80,7 +81,7 @@ def one_round(tmp: Path) -> dict:
                          safe_action=profile.safe_action, regimes=profile.regimes, **endpoints, realtime_priority=None)
     path = tmp / "serve.json"
     path.write_text(config.to_json())
-    first = subprocess.Popen([sys.executable, "-m", "srghn.deploy.supervisor", str(path), "--stoppable"],
+    first = subprocess.Popen([sys.executable, "-m", "srghn.deploy.server.supervisor", str(path), "--stoppable"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ctx = zmq.Context()
     stop, answers = threading.Event(), []

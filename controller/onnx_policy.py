@@ -1,6 +1,6 @@
 """The contract of an exported policy, and running one in ONNX Runtime. No torch on this path.
 
-Contract (format ``srghn.onnx-policy/1``), shared by the exporter (:mod:`srghn.deploy.onnx_export`), the safety
+Contract (format ``srghn.onnx-policy/1``), shared by the exporter (:mod:`srghn.deploy.daemon.onnx_export`), the safety
 gates and the live server:
 
 * one self-contained ``.onnx`` file (weights inside, no side ``.onnx.data``), dynamic batch axis;

@@ -4,7 +4,7 @@ replay their transitions.
 
 The champion that served the drifted episodes is played in the shadow simulator in every regime, on fixed-seed
 episodes; the regime whose simulated return is nearest to the returns the robot reported after the drop explains
-them. Then each regime's stored champion (the best that passed its gates there, :mod:`srghn.deploy.release`'s
+them. Then each regime's stored champion (the best that passed its gates there, :mod:`srghn.deploy.registry.release`'s
 portfolio) is played in that regime, and the one that scores best is named: what can serve the robot at once. The
 episodes run the ONNX artifacts themselves in ONNX Runtime, as the gates do.
 """

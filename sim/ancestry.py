@@ -7,7 +7,7 @@ the roots (parent ``-1``; in a population grown from a file, individual 0 is tha
 children). :class:`Ancestry` holds ``individual -> (parent, generation born)`` and is pruned to the ancestors of
 the living population: selection makes those lines coalesce, so what is kept grows with the number of generations
 along one line, not with everything ever born. A champion's chain back to its run's root is what a registry keeps
-(:meth:`srghn.deploy.registry.Registry.record_ancestry`).
+(:meth:`srghn.deploy.registry.store.Registry.record_ancestry`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import zmq
 
-from srghn.deploy import protocol as p
+from srghn.deploy.wire import protocol as p
 
 
 def _robot(endpoint: str, obs: list[float]) -> tuple[zmq.Context, zmq.Socket, bytes]:

@@ -10,7 +10,7 @@ import torch
 from champion_helpers import cartpole_controller
 
 from srghn.controller.ghn import SRGHN, GHNConfig
-from srghn.deploy.registry import Registry
+from srghn.deploy.registry.store import Registry
 from srghn.sim.profiles import available_profiles, load_profile
 
 
@@ -55,7 +55,7 @@ def make_population():
 @pytest.fixture(scope="session")
 def cartpole_model() -> bytes:
     """One real exported CartPole policy (exporting takes about a second, so once per session)."""
-    from srghn.deploy.champions import export_for_profile
+    from srghn.deploy.daemon.champions import export_for_profile
 
     return export_for_profile(load_profile("cartpole"), cartpole_controller((0, 0, 1, 1)), "cp-model").model
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import zmq
 from champion_helpers import passing_report
 
-from srghn.deploy import protocol as p
-from srghn.deploy.registry import Registry
-from srghn.deploy.serve_config import ServeConfig
+from srghn.deploy.registry.store import Registry
+from srghn.deploy.server.config import ServeConfig
+from srghn.deploy.wire import protocol as p
 from srghn.sim.profiles import load_profile
 
 START_TIMEOUT_S = 60.0
@@ -59,7 +59,7 @@ def live_champion(state_dir: Path, champion_id: str, model: bytes) -> None:
 
 def admin_status(endpoint: str) -> dict:
     """The ``status`` of the server whose admin socket is ``endpoint``."""
-    from srghn.deploy.client import AdminClient
+    from srghn.deploy.clients.client import AdminClient
 
     with AdminClient(endpoint) as admin:
         return admin.status()
@@ -122,7 +122,8 @@ def free_tcp_port(span: int = 1) -> int:
 
 
 class ServerProcess:
-    """``python -m srghn.deploy.server CONFIG.json`` as a child process; ``start`` returns once it answers INFO."""
+    """``python -m srghn.deploy.server.process CONFIG.json`` as a child process; ``start`` returns once it answers
+    INFO."""
 
     def __init__(self, config: ServeConfig, workdir: Path) -> None:
         self.config = config
@@ -135,7 +136,8 @@ class ServerProcess:
         """``keys``: the ``server_key`` and ``client_key`` a CURVE server wants from its probe."""
         with self.log_path.open("ab") as log:
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-            self.proc = subprocess.Popen([sys.executable, "-m", "srghn.deploy.server", str(self.path)], stdout=log,
+            self.proc = subprocess.Popen([sys.executable, "-m", "srghn.deploy.server.process", str(self.path)],
+                                         stdout=log,
                                          stderr=subprocess.STDOUT, env=env)
         ctx = zmq.Context.instance()
         sock = ctx.socket(zmq.DEALER)
@@ -143,7 +145,7 @@ class ServerProcess:
         if p.is_ipv6(self.config.control):
             sock.setsockopt(zmq.IPV6, 1)
         if keys:
-            from srghn.deploy.keys import make_client
+            from srghn.deploy.wire.keys import make_client
 
             make_client(sock, keys["server_key"], keys["client_key"])
         sock.connect(self.config.control)

@@ -30,10 +30,10 @@ from server_helpers import (
     wait_for,
 )
 
-from srghn.deploy import protocol as p
-from srghn.deploy.admin import BURST, MAX_PENDING_PER_CLIENT, _error_code
-from srghn.deploy.keys import CurveServer, add_key
-from srghn.deploy.registry import Registry
+from srghn.deploy.registry.store import Registry
+from srghn.deploy.server.admin import BURST, MAX_PENDING_PER_CLIENT, _error_code
+from srghn.deploy.wire import protocol as p
+from srghn.deploy.wire.keys import CurveServer, add_key
 from srghn.errors import ConfigError, ProtocolError
 
 E = p.ErrorCode
@@ -172,7 +172,7 @@ def test_admin_on_tcp_needs_keys_even_on_loopback(tmp_path) -> None:
     (tmp_path / "state").mkdir(mode=0o700)
     config = serve_config(tmp_path / "state", transport="tcp")
     server = ServerProcess(config, tmp_path)
-    done = subprocess.run([sys.executable, "-m", "srghn.deploy.server", str(server.path)], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "srghn.deploy.server.process", str(server.path)], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 2 and "admin endpoint" in done.stderr and "needs CURVE keys" in done.stderr
 
@@ -187,7 +187,7 @@ def test_the_supervisor_stops_restarting_a_server_that_refuses_its_configuration
     config = dataclasses.replace(config, control=f"tcp://127.0.0.1.nip.io:{port}")  # a DNS name: cannot bind here
     path = tmp_path / "serve.json"
     path.write_text(config.to_json())
-    done = subprocess.run([sys.executable, "-m", "srghn.deploy.supervisor", str(path)], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "srghn.deploy.server.supervisor", str(path)], capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 2 and "refused its configuration 3 times in a row" in done.stderr, done.stderr
 
@@ -290,13 +290,13 @@ def test_a_killed_supervisor_is_replaced_and_the_server_it_left_is_still_restart
     import os
     import signal
 
-    from srghn.deploy.client import ControlClient
+    from srghn.deploy.clients.client import ControlClient
 
     state = _state(tmp_path, cartpole_model)
     path = tmp_path / "serve.json"
     config = serve_config(state, realtime_priority=None)
     path.write_text(config.to_json())
-    first = subprocess.Popen([sys.executable, "-m", "srghn.deploy.supervisor", str(path), "--stoppable"],
+    first = subprocess.Popen([sys.executable, "-m", "srghn.deploy.server.supervisor", str(path), "--stoppable"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     replacement = None
     try:
@@ -327,7 +327,7 @@ def test_a_killed_supervisor_is_replaced_and_the_server_it_left_is_still_restart
 
 
 def _try_status(endpoint: str) -> dict | None:
-    from srghn.deploy.client import AdminClient
+    from srghn.deploy.clients.client import AdminClient
     from srghn.errors import ServerUnavailable
 
     try:
@@ -353,7 +353,7 @@ def test_a_full_disk_pauses_the_daemon_between_generations_and_serving_goes_on(s
     and checkpoints, keeps answering, and resumes by itself when there is space; no record is torn or lost."""
     import signal
 
-    from srghn.deploy.client import ControlClient, Telemetry
+    from srghn.deploy.clients.client import ControlClient, Telemetry
 
     state = small_disk / "state"
     cmd = [sys.executable, "-m", "srghn.cli", "run", "--robot", "cartpole", "--state-dir", str(state),

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from server_helpers import wait_for
 
-from srghn.deploy.client import AdminClient
-from srghn.deploy.registry import Registry
+from srghn.deploy.clients.client import AdminClient
+from srghn.deploy.registry.store import Registry
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +68,7 @@ def test_two_robots_in_two_regimes_are_each_served_their_own_regimes_champion(tm
             wait_for(lambda: admin.status(), 120, "the control server")
             for name, fault in (("arm-nominal", ()), ("arm-inverted", ("--fault", "inverted", "--fault-at", "0"))):
                 robots.append(subprocess.Popen(
-                    [sys.executable, "-m", "srghn.deploy.robot_sim", "--robot", "cartpole", "--control",
+                    [sys.executable, "-m", "srghn.deploy.clients.robot_sim", "--robot", "cartpole", "--control",
                      endpoints["control"], "--rate", "200", "--name", name, "--summary-file",
                      str(tmp_path / f"{name}.json"), *fault], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
 

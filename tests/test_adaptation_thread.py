@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from server_helpers import wait_for
 
-from srghn.deploy import messages as m
-from srghn.deploy.adaptation import Adaptation
+from srghn.deploy.daemon.adaptation import Adaptation
+from srghn.deploy.wire import messages as m
 from srghn.sim.envs import Regime
 from srghn.sim.identify import random_transitions
 from srghn.sim.profiles import load_profile

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from server_helpers import live_champion
 
-from srghn.deploy import protocol as p
-from srghn.deploy.client import AdminClient, ControlClient
+from srghn.deploy.clients.client import AdminClient, ControlClient
+from srghn.deploy.wire import protocol as p
 from srghn.errors import ServerUnavailable
 
 pytestmark = pytest.mark.slow

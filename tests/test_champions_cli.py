@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from srghn.cli import app
 from srghn.controller.onnx_policy import OnnxPolicy
-from srghn.deploy.registry import ONNX_SUFFIX, Registry
+from srghn.deploy.registry.store import ONNX_SUFFIX, Registry
 from srghn.sim.profiles import PROFILE_DIR
 
 COMMANDS = ("champions", "show", "lineage", "gate", "promote", "rollback", "export", "history", "evolve")
@@ -176,7 +176,8 @@ def test_a_corrupted_artifact_is_refused_by_export_and_rollback(state: Path, tmp
 def test_the_serving_modules_do_not_import_torch() -> None:
     import subprocess
 
-    code = ("import sys; import srghn.deploy.registry, srghn.deploy.artifacts, srghn.deploy.state, "
+    code = ("import sys; import srghn.deploy.registry.store, srghn.deploy.registry.artifacts, "
+            "srghn.deploy.process.state, "
             "srghn.controller.onnx_policy; print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

@@ -38,7 +38,7 @@ def test_what_an_action_cannot_undo_is_not_compensated(regime: Regime) -> None:
 
 def test_a_cart_pole_compensated_for_the_inverted_push_balances_there_as_it_did_in_nominal() -> None:
     from srghn.controller.onnx_policy import OnnxPolicy
-    from srghn.deploy.champions import export_for_profile
+    from srghn.deploy.daemon.champions import export_for_profile
     from srghn.sim.factory import load_factory
 
     cartpole = load_profile("cartpole")

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from server_helpers import ctl, wait_for
 
-from srghn.deploy import protocol as p
-from srghn.deploy.client import AdminClient, ControlClient
-from srghn.deploy.placement import affinities
-from srghn.deploy.registry import Registry
+from srghn.deploy.clients.client import AdminClient, ControlClient
+from srghn.deploy.registry.store import Registry
+from srghn.deploy.server.placement import affinities
+from srghn.deploy.wire import protocol as p
 
 pytestmark = pytest.mark.slow
 
@@ -248,7 +248,7 @@ def test_damaged_daemon_state_is_refused_and_left_untouched(tmp_path: Path) -> N
 
 
 def test_a_daemon_only_detaches_from_a_server_that_is_a_service_of_its_own(tmp_path: Path) -> None:
-    from srghn.deploy.state import SERVER, read_runfile
+    from srghn.deploy.process.state import SERVER, read_runfile
 
     state = tmp_path / "state"
     with tempfile.TemporaryDirectory(prefix="sg") as socks:
@@ -279,7 +279,7 @@ def _workers(pid: int) -> list[int]:
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="--serve-cpu needs two CPUs")
 def test_serve_cpu_keeps_evolution_and_the_servers_other_threads_off_the_serving_cpu(tmp_path: Path) -> None:
-    from srghn.deploy.state import SERVER, read_runfile
+    from srghn.deploy.process.state import SERVER, read_runfile
 
     allowed = os.sched_getaffinity(0)
     cpu = max(allowed)

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from srghn.controller.checkpoint import load_population
-from srghn.deploy.state import SERVER, read_runfile
+from srghn.deploy.process.state import SERVER, read_runfile
 from srghn.sim.records import read_records
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ EVOLVING_S = 1.0
 
 def run_daemon(state: str, endpoints: dict) -> None:
     """The daemon, as ``srghn-ctl run --attach`` runs it, in a process forked from a server that imported it."""
-    from srghn.deploy.daemon import Daemon, DaemonSettings
+    from srghn.deploy.daemon.daemon import Daemon, DaemonSettings
     from srghn.sim.profiles import load_profile
 
     settings = DaemonSettings(load_profile("cartpole"), Path(state), seed=3, population=6, episodes=2,
@@ -56,7 +56,7 @@ def test_sigterm_at_random_moments_always_leaves_a_whole_population(tmp_path) ->
             assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
             time.sleep(0.1)
         forks = multiprocessing.get_context("forkserver")
-        forks.set_forkserver_preload(["srghn.deploy.daemon"])  # torch is imported once, no torch thread forked
+        forks.set_forkserver_preload(["srghn.deploy.daemon.daemon"])  # torch is imported once, no torch thread forked
         outcomes, before = [], snapshot(state)
         try:
             for i in range(MOMENTS):

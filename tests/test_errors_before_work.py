@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from srghn.deploy.state import DAEMON, hold_lock
+from srghn.deploy.process.state import DAEMON, hold_lock
 
 RUN = """
 import sys

@@ -13,9 +13,9 @@ from champion_helpers import random_params
 from srghn.controller.normalizer import ObsNorm
 from srghn.controller.onnx_policy import OnnxPolicy, PolicyLoadError, reference_outputs
 from srghn.controller.policy import PolicySpec
-from srghn.deploy import onnx_export
-from srghn.deploy.champions import export_for_profile
-from srghn.deploy.onnx_export import PolicyModule, export_policy
+from srghn.deploy.daemon import onnx_export
+from srghn.deploy.daemon.champions import export_for_profile
+from srghn.deploy.daemon.onnx_export import PolicyModule, export_policy
 from srghn.errors import ExportError
 from srghn.safety.stress import record_observations, stress_observations
 from srghn.sim.profiles import load_profile

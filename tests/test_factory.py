@@ -15,7 +15,7 @@ import torch
 from srghn import ConfigError
 from srghn.controller.checkpoint import load_population
 from srghn.controller.onnx_policy import OnnxPolicy
-from srghn.deploy.registry import Registry
+from srghn.deploy.registry.store import Registry
 from srghn.safety.stress import record_observations
 from srghn.sim.factory import factory_path, load_factory
 from srghn.sim.profiles import PROFILE_DIR, load_profile
@@ -192,7 +192,7 @@ def test_a_factory_grown_from_earlier_runs_records_every_stage(tmp_path: Path) -
 
 
 def test_a_factory_champion_for_a_fault_is_built_in_its_regime_and_kept_there_by_a_daemon(tmp_path: Path) -> None:
-    from srghn.deploy.portfolio import gate_score, portfolio
+    from srghn.deploy.registry.portfolio import gate_score, portfolio
     from srghn.sim.factory import factory_id, standard_return
 
     path = tmp_path / "faulty.toml"

@@ -1,4 +1,4 @@
-"""The compiled socket loop (deploy/_fastloop.c): built by the install, used by the server by default, and
+"""The compiled socket loop (deploy/server/_fastloop.c): built by the install, used by the server by default, and
 answering every request exactly as the pyzmq loop does."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 import zmq
 from server_helpers import admin_status, live_champion, running_server
 
-from srghn.deploy import fastloop
-from srghn.deploy import protocol as p
-from srghn.deploy.serve_config import ServeConfig
+from srghn.deploy.server import fastloop
+from srghn.deploy.server.config import ServeConfig
+from srghn.deploy.wire import protocol as p
 from srghn.errors import ConfigError
 
 OBS = np.array([0.01, -0.02, 0.03, 0.04], np.float32)
@@ -53,7 +53,7 @@ def test_the_extension_is_built_and_binds_the_libzmq_pyzmq_uses() -> None:
     try:
         control, other = ctx.socket(zmq.ROUTER), ctx.socket(zmq.PAIR)
         loop = fastloop.compiled_loop(control, [other], lambda frames: frames)
-        assert loop is not None, "deploy/_fastloop.c was not built (a C compiler and Python's headers are needed)"
+        assert loop is not None, "deploy/server/_fastloop.c was not built (needs a C compiler and Python's headers)"
     finally:
         ctx.destroy(linger=0)
 
@@ -132,7 +132,7 @@ def test_the_loop_answers_returns_the_ready_sockets_and_passes_handler_errors_on
 
 
 def test_loop_arguments_and_the_config_switch_are_checked() -> None:
-    from srghn.deploy import _fastloop
+    from srghn.deploy.server import _fastloop
 
     with pytest.raises(ValueError, match="callable"):
         _fastloop.Loop(1, [], None)

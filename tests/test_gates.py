@@ -13,9 +13,9 @@ from champion_helpers import cartpole_controller, random_params
 
 from srghn import ConfigError
 from srghn.controller.onnx_policy import contract_metadata
-from srghn.deploy.champions import gate_champion, register_policy
-from srghn.deploy.onnx_export import PolicyModule, build_model
-from srghn.deploy.registry import ONNX_SUFFIX, Registry
+from srghn.deploy.daemon.champions import gate_champion, register_policy
+from srghn.deploy.daemon.onnx_export import PolicyModule, build_model
+from srghn.deploy.registry.store import ONNX_SUFFIX, Registry
 from srghn.errors import PromotionRefused
 from srghn.safety.gates import run_gate_suite
 from srghn.sim.profiles import load_profile, parse_profile, tomllib

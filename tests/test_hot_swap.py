@@ -13,9 +13,9 @@ from act_load import act_at_full_rate
 from champion_helpers import passing_report, variant
 from server_helpers import ServerProcess, register_champion, serve_config
 
-from srghn.deploy import protocol as p
-from srghn.deploy.client import AdminClient, ControlClient
-from srghn.deploy.registry import Registry
+from srghn.deploy.clients.client import AdminClient, ControlClient
+from srghn.deploy.registry.store import Registry
+from srghn.deploy.wire import protocol as p
 
 pytestmark = pytest.mark.slow
 

@@ -13,11 +13,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from srghn.deploy import protocol as p
-from srghn.deploy.adaptation import Identified
-from srghn.deploy.champions import register_policy
-from srghn.deploy.daemon import Daemon, DaemonSettings, _Regime
-from srghn.deploy.registry import Registry
+from srghn.deploy.daemon.adaptation import Identified
+from srghn.deploy.daemon.champions import register_policy
+from srghn.deploy.daemon.daemon import Daemon, DaemonSettings, _Regime
+from srghn.deploy.registry.store import Registry
+from srghn.deploy.wire import protocol as p
 from srghn.sim.backends import make_evaluator
 from srghn.sim.envs import Regime
 from srghn.sim.identify import IDENTIFIED, identify, random_transitions
@@ -109,7 +109,7 @@ def test_a_damaged_identified_regime_row_costs_that_regime_only(tmp_path: Path) 
 def test_operators_can_switch_evolution_to_an_identified_regime(tmp_path: Path) -> None:
     from server_helpers import running_server
 
-    from srghn.deploy.client import AdminClient
+    from srghn.deploy.clients.client import AdminClient
     from srghn.errors import ReplyError
 
     state = tmp_path / "state"
@@ -139,8 +139,8 @@ def test_a_reversed_leg_is_served_the_safe_action_at_once_then_the_compensated_c
     import zmq
     from server_helpers import admin_status, ctl, gate_and_promote, request, running_server, wait_for
 
-    from srghn.deploy.link import ServerLink
-    from srghn.deploy.messages import Assign
+    from srghn.deploy.daemon.link import ServerLink
+    from srghn.deploy.wire.messages import Assign
     from srghn.sim.factory import load_factory
 
     state, events = tmp_path / "state", []
@@ -210,8 +210,8 @@ def test_a_reversed_and_weakened_leg_is_met_by_the_stored_weak_leg_champion_comp
     the better one: the weak-leg champion, registered as its child and gated there."""
     from server_helpers import gate_and_promote
 
-    from srghn.deploy.champions import gate_champion
-    from srghn.deploy.portfolio import portfolio
+    from srghn.deploy.daemon.champions import gate_champion
+    from srghn.deploy.registry.portfolio import portfolio
     from srghn.sim.factory import load_factory
 
     robot = ANT.with_regime("reversed_weak", Regime(gain={"hip_1": -0.6, "ankle_1": -0.6}))

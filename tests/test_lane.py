@@ -1,4 +1,5 @@
-"""The compiled loop's lane (deploy/_fastloop.c): a well-formed ACT answered in C through ONNX Runtime's C library,
+"""The compiled loop's lane (deploy/server/_fastloop.c): a well-formed ACT answered in C through ONNX Runtime's C
+library,
 byte for byte what the Python handler answers, and nothing the watchdog would have to clamp or refuse."""
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from server_helpers import (
 )
 
 from srghn.controller.onnx_policy import OnnxPolicy
-from srghn.deploy import fastloop
-from srghn.deploy import protocol as p
-from srghn.deploy.champions import export_for_profile
-from srghn.deploy.client import AdminClient
-from srghn.deploy.registry import Registry
+from srghn.deploy.clients.client import AdminClient
+from srghn.deploy.daemon.champions import export_for_profile
+from srghn.deploy.registry.store import Registry
+from srghn.deploy.server import fastloop
+from srghn.deploy.wire import protocol as p
 from srghn.safety.watchdog import Watchdog
 from srghn.sim.profiles import load_profile
 
@@ -66,7 +67,7 @@ def test_a_lane_session_leaves_what_the_watchdog_would_clamp_or_refuse_to_the_ha
 
 
 def test_lane_arguments_are_checked(cartpole_model: bytes) -> None:
-    from srghn.deploy import _fastloop
+    from srghn.deploy.server import _fastloop
 
     spec = load_profile("cartpole").policy
     with pytest.raises(RuntimeError, match="ONNX Runtime: loading the model"):

@@ -15,15 +15,15 @@ recorder process needs."""
 LIGHT = {
     "srghn.cli": HEAVY + SLOW + ("gymnasium", "mujoco", "zmq", "onnxruntime"),
     "srghn.sim.preflight": HEAVY + SLOW,
-    "srghn.deploy.recording": HEAVY + SLOW + ("gymnasium", "zmq"),
-    "srghn.deploy.server": HEAVY + SLOW + ("gymnasium", "mujoco"),
-    "srghn.deploy.supervisor": HEAVY + ("gymnasium", "mujoco", "numpy", "zmq"),
-    "srghn.deploy.client": HEAVY + ("gymnasium", "mujoco"),
-    "srghn.deploy.operator": HEAVY + ("gymnasium", "mujoco"),
-    "srghn.deploy.keys": HEAVY + ("gymnasium", "mujoco"),
+    "srghn.deploy.recording.recording": HEAVY + SLOW + ("gymnasium", "zmq"),
+    "srghn.deploy.server.process": HEAVY + SLOW + ("gymnasium", "mujoco"),
+    "srghn.deploy.server.supervisor": HEAVY + ("gymnasium", "mujoco", "numpy", "zmq"),
+    "srghn.deploy.clients.client": HEAVY + ("gymnasium", "mujoco"),
+    "srghn.deploy.clients.operator": HEAVY + ("gymnasium", "mujoco"),
+    "srghn.deploy.wire.keys": HEAVY + ("gymnasium", "mujoco"),
     "srghn.sim.profiles": HEAVY + SLOW,
     "srghn.controller.configs": HEAVY,
-    "srghn.deploy.robot_sim": HEAVY,
+    "srghn.deploy.clients.robot_sim": HEAVY,
 }
 
 

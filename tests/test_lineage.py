@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from champion_helpers import cartpole_controller
 
-from srghn.deploy.champions import register_policy
-from srghn.deploy.registry import SCHEMA_VERSION, Registry
+from srghn.deploy.daemon.champions import register_policy
+from srghn.deploy.registry.store import SCHEMA_VERSION, Registry
 from srghn.sim.ancestry import Ancestry
 from srghn.sim.profiles import load_profile
 

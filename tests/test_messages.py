@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from srghn.deploy import messages as m
-from srghn.deploy.logs import EscapingFormatter
+from srghn.deploy.process.logs import EscapingFormatter
+from srghn.deploy.wire import messages as m
 
 EVERY = [m.Hello(12, "cartpole"), m.Welcome(3, "cartpole", None, 0, {"control": "ipc:///x"}),
          m.Welcome(3, "ant", "ant-1", 4, {}, refused="serves cartpole"), m.Heartbeat(12),

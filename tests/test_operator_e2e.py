@@ -16,8 +16,8 @@ import pytest
 from mcap.reader import make_reader
 from server_helpers import ctl, wait_for
 
-from srghn.deploy.client import AdminClient
-from srghn.deploy.recording import RECORDINGS
+from srghn.deploy.clients.client import AdminClient
+from srghn.deploy.recording.recording import RECORDINGS
 
 pytestmark = pytest.mark.slow
 

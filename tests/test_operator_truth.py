@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 
 from srghn import cli
 from srghn.cli import app
-from srghn.deploy.champions import gate_champion, register_policy
-from srghn.deploy.registry import Registry
-from srghn.deploy.robot_sim import RobotRun
+from srghn.deploy.clients.robot_sim import RobotRun
+from srghn.deploy.daemon.champions import gate_champion, register_policy
+from srghn.deploy.registry.store import Registry
 from srghn.sim.profiles import load_profile
 
 runner = CliRunner()
@@ -356,13 +356,13 @@ def test_an_unknown_fault_never_points_at_an_option_run_lacks(tmp_path: Path) ->
     robot_sim = real_ctl("robot-sim", "--fault", "nosuchfault", "--fault-at", "10", "--state-dir", tmp_path / "s")
     refused(robot_sim, "--fault 'nosuchfault' is not a regime of cartpole")
     assert "--fault-def" not in robot_sim.stderr
-    module = subprocess.run([sys.executable, "-m", "srghn.deploy.robot_sim", "--control", "ipc:///nonexistent",
+    module = subprocess.run([sys.executable, "-m", "srghn.deploy.clients.robot_sim", "--control", "ipc:///nonexistent",
                              "--fault", "nosuchfault", "--fault-at", "10"], capture_output=True, text=True, timeout=60)
     assert module.returncode == 2 and "--fault-def" in module.stderr  # the module has the option, so it says so
 
 
 def test_a_second_pause_is_refused_as_changing_nothing() -> None:
-    from srghn.deploy.admin import Admin
+    from srghn.deploy.server.admin import Admin
 
     status = {"evolution": {"paused": False}}
     passed, replies = [], []
@@ -370,7 +370,7 @@ def test_a_second_pause_is_refused_as_changing_nothing() -> None:
     admin.status, admin.to_daemon, admin.publish = (lambda: status), (lambda c: passed.append(c.cmd) or True), \
         (lambda *a: None)
     admin.asked_paused = None
-    from srghn.deploy.messages import Command
+    from srghn.deploy.wire.messages import Command
 
     for _ in range(2):
         admin.pass_on(Command("pause", "tester", None), 1, replies.append)
@@ -383,7 +383,7 @@ def test_a_second_pause_is_refused_as_changing_nothing() -> None:
 
 
 def test_the_cli_says_a_second_pause_in_one_line_with_exit_2(monkeypatch) -> None:
-    from srghn.deploy import operator
+    from srghn.deploy.clients import operator
 
     monkeypatch.setattr(operator.Operator, "command", lambda self, cmd, **f: {
         "accepted": None, "unchanged": True, "regime": None, "note": "evolution is already paused; nothing changed"})
@@ -396,7 +396,7 @@ def test_the_cli_says_a_second_pause_in_one_line_with_exit_2(monkeypatch) -> Non
 
 
 def test_a_robot_with_few_episodes_still_draws_a_reward_curve(tmp_path: Path) -> None:
-    from srghn.deploy import robot_sim
+    from srghn.deploy.clients import robot_sim
     from srghn.sim.plots import plot_robot
 
     run = RobotRun()
@@ -413,7 +413,7 @@ def test_a_robot_with_few_episodes_still_draws_a_reward_curve(tmp_path: Path) ->
 
 
 def test_the_reward_curve_stays_bounded_on_a_long_run() -> None:
-    from srghn.deploy import robot_sim
+    from srghn.deploy.clients import robot_sim
 
     run = RobotRun()
     for step in range(1, robot_sim.REWARD_WINDOW * robot_sim.MAX_WINDOWS * 2 + 1):

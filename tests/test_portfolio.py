@@ -13,11 +13,11 @@ import zmq
 from champion_helpers import variant
 from server_helpers import admin_status, booby_trapped_cartpole, register_champion, request, running_server, wait_for
 
-from srghn.deploy import messages as m
-from srghn.deploy import protocol as p
-from srghn.deploy.adaptation import evolution_regime
-from srghn.deploy.portfolio import champion_for, portfolio
-from srghn.deploy.registry import Registry
+from srghn.deploy.daemon.adaptation import evolution_regime
+from srghn.deploy.registry.portfolio import champion_for, portfolio
+from srghn.deploy.registry.store import Registry
+from srghn.deploy.wire import messages as m
+from srghn.deploy.wire import protocol as p
 from srghn.safety.report import GateReport, GateResult
 
 

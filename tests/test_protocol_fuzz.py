@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from server_helpers import ServerProcess, gate_and_promote, parse_error, register_champion, request, serve_config
 
 from srghn.controller.onnx_policy import ACTION_NAME, reference_outputs
-from srghn.deploy import protocol as p
-from srghn.deploy.registry import Registry
+from srghn.deploy.registry.store import Registry
+from srghn.deploy.wire import protocol as p
 from srghn.sim.profiles import load_profile
 
 pytestmark = pytest.mark.slow

@@ -13,8 +13,8 @@ import pytest
 from mcap.reader import make_reader
 from server_helpers import gate_and_promote, live_champion, register_champion, running_server, wait_for
 
-from srghn.deploy.client import ControlClient
-from srghn.deploy.recording import RECORDINGS, RecordingWriter, check_limits, list_recordings, read_messages
+from srghn.deploy.clients.client import ControlClient
+from srghn.deploy.recording.recording import RECORDINGS, RecordingWriter, check_limits, list_recordings, read_messages
 from srghn.errors import ConfigError, ReplyError
 
 
@@ -47,7 +47,7 @@ def test_recorded_session_holds_every_act_and_step_with_its_champion(tmp_path, c
 
             for i in range(30):
                 one_step(done=i == 29)
-            with __import__("srghn.deploy.registry", fromlist=["Registry"]).Registry.open(state) as registry:
+            with __import__("srghn.deploy.registry.store", fromlist=["Registry"]).Registry.open(state) as registry:
                 register_champion(registry, "champ-b", variant(cartpole_model, "champ-b"))
                 gate_and_promote(registry, "champ-b")
             wait_for(lambda: client.act(np.zeros(4, np.float32)).champion == "champ-b", 30, "the server to swap")

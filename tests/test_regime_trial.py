@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from champion_helpers import cartpole_controller
 
-from srghn.deploy.champions import export_for_profile
+from srghn.deploy.daemon.champions import export_for_profile
 from srghn.safety.regime_trial import policy_fitness, regime_fitness
 from srghn.sim.factory import load_factory
 from srghn.sim.profiles import load_profile

@@ -11,9 +11,9 @@ import pytest
 from champion_helpers import passing_report, variant
 
 from srghn import ConfigError
-from srghn.deploy.artifacts import ArtifactStore, atomic_write
-from srghn.deploy.registry import ONNX_SUFFIX, SCHEMA_VERSION, Registry
-from srghn.deploy.state import STATE_DIR_ENV, resolve_state_dir
+from srghn.deploy.process.state import STATE_DIR_ENV, resolve_state_dir
+from srghn.deploy.registry.artifacts import ArtifactStore, atomic_write
+from srghn.deploy.registry.store import ONNX_SUFFIX, SCHEMA_VERSION, Registry
 from srghn.errors import ArtifactCorrupted, PromotionRefused, RegistryError, StateDirMissing, UnknownChampion
 from srghn.safety.report import GateReport, GateResult
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from champion_helpers import passing_report
 
-from srghn.deploy.registry import ONNX_SUFFIX, PARAMS_SUFFIX, Registry
+from srghn.deploy.registry.store import ONNX_SUFFIX, PARAMS_SUFFIX, Registry
 
 KILLS = 50
 ROBOT = "cartpole"
@@ -27,7 +27,7 @@ CHILD = r"""
 import random, sys
 import numpy as np
 from srghn.errors import PromotionRefused
-from srghn.deploy.registry import Registry
+from srghn.deploy.registry.store import Registry
 from srghn.safety.report import GateReport, GateResult
 
 state, seed = sys.argv[1], int(sys.argv[2])

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from champion_helpers import cartpole_controller
 
-from srghn.deploy.champions import gate_champion, register_policy
-from srghn.deploy.daemon import Daemon, DaemonSettings
-from srghn.deploy.registry import PARAMS_SUFFIX, Registry
+from srghn.deploy.daemon.champions import gate_champion, register_policy
+from srghn.deploy.daemon.daemon import Daemon, DaemonSettings
+from srghn.deploy.registry.store import PARAMS_SUFFIX, Registry
 from srghn.sim.driver import ChampionPolicy
 from srghn.sim.profiles import load_profile
 from srghn.sim.records import GenerationRecord

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from srghn.deploy import messages as m
-from srghn.deploy.champions import register_policy
-from srghn.deploy.daemon import Daemon, DaemonSettings, _Regime
-from srghn.deploy.registry import Registry
-from srghn.deploy.serving import take_returns
+from srghn.deploy.daemon.champions import register_policy
+from srghn.deploy.daemon.daemon import Daemon, DaemonSettings, _Regime
+from srghn.deploy.registry.store import Registry
+from srghn.deploy.server.serving import take_returns
+from srghn.deploy.wire import messages as m
 from srghn.sim.evaluator import InProcessEvaluator
 from srghn.sim.profiles import load_profile
 
@@ -88,7 +88,7 @@ def test_nominal_returns_raise_no_alarm_and_a_new_champion_starts_a_new_referenc
 def test_the_server_hands_each_robots_returns_on_once() -> None:
     from types import SimpleNamespace
 
-    from srghn.deploy.serving import Client
+    from srghn.deploy.server.serving import Client
 
     served = SimpleNamespace(clients={b"robot-a": Client("robot-a"), b"robot-b": Client("robot-b")})
     served.clients[b"robot-a"].line = (SimpleNamespace(champion_id="champ-1"), None)  # its regime's champion
@@ -110,8 +110,8 @@ def test_a_lander_whose_engines_swap_is_followed_end_to_end(tmp_path: Path) -> N
 
     from server_helpers import wait_for
 
-    from srghn.deploy.champions import gate_champion
-    from srghn.deploy.client import AdminClient
+    from srghn.deploy.clients.client import AdminClient
+    from srghn.deploy.daemon.champions import gate_champion
 
     state = tmp_path / "state"
     with Registry.open(state, create=True) as registry:

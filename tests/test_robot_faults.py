@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from srghn import ConfigError
-from srghn.deploy.robot_sim import check_fault, undeclared_fault
+from srghn.deploy.clients.robot_sim import check_fault, undeclared_fault
 from srghn.sim.evaluator import make_env
 from srghn.sim.profiles import load_profile
 

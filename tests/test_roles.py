@@ -20,10 +20,10 @@ from server_helpers import ServerProcess, register_champion, running_server, ser
 from typer.testing import CliRunner
 
 from srghn.cli import app
-from srghn.deploy import protocol as p
-from srghn.deploy.client import AdminClient, ControlClient, Telemetry
-from srghn.deploy.keys import add_key, client_key, list_keys, revoke_key
-from srghn.deploy.registry import Registry
+from srghn.deploy.clients.client import AdminClient, ControlClient, Telemetry
+from srghn.deploy.registry.store import Registry
+from srghn.deploy.wire import protocol as p
+from srghn.deploy.wire.keys import add_key, client_key, list_keys, revoke_key
 from srghn.errors import ConfigError, Forbidden, ServerUnavailable
 
 OBS = np.array([0.01, -0.02, 0.03, 0.04], dtype=np.float32)

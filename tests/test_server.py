@@ -16,10 +16,10 @@ from server_helpers import (
     store_passing_report,
 )
 
-from srghn.deploy import protocol as p
-from srghn.deploy.client import AdminClient, ControlClient, Telemetry
-from srghn.deploy.placement import affinities, check_serve_cpu, serve_cpu_from
-from srghn.deploy.registry import Registry
+from srghn.deploy.clients.client import AdminClient, ControlClient, Telemetry
+from srghn.deploy.registry.store import Registry
+from srghn.deploy.server.placement import affinities, check_serve_cpu, serve_cpu_from
+from srghn.deploy.wire import protocol as p
 from srghn.errors import ConfigError, InvalidRequest, ReplyError
 
 
@@ -137,7 +137,7 @@ def test_curve_lets_only_authorized_clients_reach_a_server_bound_beyond_loopback
 
     from server_helpers import free_tcp_port, serve_config
 
-    from srghn.deploy.keys import add_key
+    from srghn.deploy.wire.keys import add_key
     from srghn.errors import ServerUnavailable
 
     keys = tmp_path / "keys"
@@ -153,12 +153,12 @@ def test_curve_lets_only_authorized_clients_reach_a_server_bound_beyond_loopback
     exposed = {role: f"tcp://0.0.0.0:{port + i}" for i, role in enumerate(("control", "admin", "telemetry"))}
     without_keys = dataclasses.replace(config, **exposed)
     (tmp_path / "bad.json").write_text(without_keys.to_json())
-    refused = subprocess.run([sys.executable, "-m", "srghn.deploy.server", str(tmp_path / "bad.json")],
+    refused = subprocess.run([sys.executable, "-m", "srghn.deploy.server.process", str(tmp_path / "bad.json")],
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0 and "needs CURVE keys" in refused.stderr
 
     (tmp_path / "serve.json").write_text(dataclasses.replace(without_keys, curve_dir=str(keys)).to_json())
-    proc = subprocess.Popen([sys.executable, "-m", "srghn.deploy.server", str(tmp_path / "serve.json")])
+    proc = subprocess.Popen([sys.executable, "-m", "srghn.deploy.server.process", str(tmp_path / "serve.json")])
     endpoint = f"tcp://127.0.0.1:{port}"
     try:
         with ControlClient(endpoint, timeout_s=60, server_key=keys / "server.key",
@@ -236,7 +236,7 @@ def test_serve_cpu_auto_takes_the_last_cpu_from_four_up() -> None:
 
 
 def test_real_time_priority_by_default_only_where_the_serving_thread_has_a_cpu_of_its_own(tmp_path) -> None:
-    from srghn.deploy.serve_config import REALTIME_PRIORITY, ServeConfig, choose_endpoints
+    from srghn.deploy.server.config import REALTIME_PRIORITY, ServeConfig, choose_endpoints
     from srghn.sim.profiles import load_profile
 
     profile, state = load_profile("cartpole"), tmp_path / "state"

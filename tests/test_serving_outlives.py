@@ -20,8 +20,8 @@ import pytest
 from act_load import act_at_rate
 from server_helpers import live_champion, wait_for
 
-from srghn.deploy.client import AdminClient
-from srghn.deploy.state import SERVER, read_runfile
+from srghn.deploy.clients.client import AdminClient
+from srghn.deploy.process.state import SERVER, read_runfile
 from srghn.errors import ServerUnavailable
 
 pytestmark = pytest.mark.slow
@@ -103,7 +103,7 @@ def test_a_sigkilled_daemon_leaves_serving_untouched_and_a_restarted_one_attache
         daemon = run["daemons"][0]
         children = wait_for(lambda: (found := children_of(daemon.pid)) and len(found) >= 3 and found, 60,
                             "the daemon's children: supervisor, simulated robot, shadow worker")
-        supervisor = [pid for pid in children if "srghn.deploy.supervisor" in _cmdline(pid)]
+        supervisor = [pid for pid in children if "srghn.deploy.server.supervisor" in _cmdline(pid)]
         assert len(supervisor) == 1 and any("robot_sim" in _cmdline(pid) for pid in children)
         wait_for(lambda: run["robot"].is_alive() and (s := status(admin)) and s["requests"]["act"]
                  - before["requests"]["act"] >= 100, 60, "100 requests before the kill")

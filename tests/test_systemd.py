@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from srghn.cli import app
 
-UNITS = Path(__file__).resolve().parents[1] / "deploy" / "systemd"
+UNITS = Path(__file__).resolve().parents[1] / "deploy" / "process" / "systemd"
 
 
 def unit(name: str) -> configparser.ConfigParser:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from srghn.cli import _event_line
-from srghn.deploy.protocol import TELEMETRY_TOPICS
+from srghn.deploy.wire.protocol import TELEMETRY_TOPICS
 
 EVENTS = {
     "generation": ({"generation": 12, "regime": "nominal", "best": 480.5, "mean": 211.25, "mutation_rate_mean": 0.4321,
@@ -47,7 +47,7 @@ def published_topics() -> set[str]:
 
     root = Path(srghn.__file__).parent
     found: set[str] = set()
-    for path in [*root.glob("deploy/*.py"), *root.glob("sim/*.py"), *root.glob("safety/*.py")]:
+    for path in [*root.glob("deploy/**/*.py"), *root.glob("sim/*.py"), *root.glob("safety/*.py")]:
         text = path.read_text()
         found |= set(re.findall(r'publish\(\s*"([a-z_]+)"', text))
         found |= {t for pair in re.findall(r'publish\(\s*"([a-z_]+)" if [^,]*? else "([a-z_]+)"', text) for t in pair}
@@ -58,7 +58,7 @@ def test_every_published_topic_can_be_watched_and_is_documented():
     from pathlib import Path
 
     import srghn
-    from srghn.deploy.topics import TELEMETRY
+    from srghn.deploy.wire.topics import TELEMETRY
 
     published = published_topics()
     assert {"adaptation", "assignment", "generation", "promotion", "rollback"} <= published

@@ -7,15 +7,15 @@ serves it writes its action into the output buffer: no allocation, no copy, on t
 on the background thread and swapped in between two requests by one assignment.
 
 Several robots on several regimes (issue 13): each robot (client) has a regime, which the daemon identifies from
-its transitions and assigns (:class:`~srghn.deploy.messages.Assign`), and a *line* of slots -- its regime's
-champion from the portfolio (:mod:`srghn.deploy.portfolio`; the live champion while its regime has none, or
+its transitions and assigns (:class:`~srghn.deploy.wire.messages.Assign`), and a *line* of slots -- its regime's
+champion from the portfolio (:mod:`srghn.deploy.registry.portfolio`; the live champion while its regime has none, or
 before it is identified), then the last-known-good -- that the watchdog is given for its requests. One slot is
 loaded per regime robots are in; every slot is bound to the same buffers, and a request costs one more attribute
 look-up on the client record it already fetches.
 
 The hot path, measured (``benchmarks/act_stages.py``): the header of a well-formed ``ACT`` from a DEALER is
 recognised by comparing its first 8 bytes and the frame lengths, which is what the full validation
-(:func:`srghn.deploy.protocol.parse_header`) amounts to for such a request; everything else goes through the full
+(:func:`srghn.deploy.wire.protocol.parse_header`) amounts to for such a request; everything else goes through the full
 validation and gets its typed error. The reply's header is the request's own id bytes behind a constant prefix.
 """
 
@@ -34,13 +34,13 @@ import zmq
 
 from srghn.controller.onnx_policy import ACTION_NAME, INPUT_NAME, LOGITS_NAME, OnnxPolicy
 from srghn.controller.policy import PolicySpec
-from srghn.deploy import protocol as p
-from srghn.deploy.background import Background
-from srghn.deploy.fastloop import discarder, lane_available, lane_session
-from srghn.deploy.keys import Identity, allowed, sender
-from srghn.deploy.messages import Returns, Transitions
-from srghn.deploy.portfolio import portfolio
-from srghn.deploy.registry import Registry
+from srghn.deploy.registry.portfolio import portfolio
+from srghn.deploy.registry.store import Registry
+from srghn.deploy.server.background import Background
+from srghn.deploy.server.fastloop import discarder, lane_available, lane_session
+from srghn.deploy.wire import protocol as p
+from srghn.deploy.wire.keys import Identity, allowed, sender
+from srghn.deploy.wire.messages import Returns, Transitions
 from srghn.errors import PromotionRefused, ProtocolError, SrghnError
 from srghn.safety.watchdog import Verdict, Watchdog
 
@@ -81,7 +81,7 @@ class PolicyIO:
 
 class ModelSlot:
     """One champion loaded in ONNX Runtime, bound to the robot's :class:`PolicyIO`; with ``lane``, loaded for the
-    compiled loop's lane too (:func:`srghn.deploy.fastloop.lane_session`; None where it cannot run)."""
+    compiled loop's lane too (:func:`srghn.deploy.server.fastloop.lane_session`; None where it cannot run)."""
 
     __slots__ = ("action", "binding", "champion_id", "lane", "reply_id", "session", "values")
 
@@ -168,7 +168,7 @@ class Serving:
         self.latency = np.zeros(LATENCY_WINDOW, np.int64)
         self.clients: dict[bytes, Client] = {}
         self.tap: Callable[[int, list, list], None] | None = None
-        """Session recording (:class:`srghn.deploy.recording.Tap`): given every request and its reply as is."""
+        """Session recording (:class:`~srghn.deploy.recording.recording.Tap`): every request and its reply as is."""
         self.lane = lane and identify is None and lane_available()
         """Whether slots are loaded for the compiled loop's lane too (it needs the frames without CURVE)."""
         self.loop = None
@@ -191,7 +191,8 @@ class Serving:
 
     def on_request(self, frames: list, size: int = 0, count: int = 0) -> list:
         """The reply (envelope included) to one request's frames; the compiled socket loop
-        (:mod:`srghn.deploy.fastloop`) calls this directly. ``size`` and ``count`` (the message's bytes and parts)
+        (:mod:`srghn.deploy.server.fastloop`) calls this directly.
+        ``size`` and ``count`` (the message's bytes and parts)
         are given when it was past the whole-message limit: ``frames`` are then only those kept before it."""
         t0 = time.perf_counter_ns()
         if size or count:
@@ -284,9 +285,9 @@ class Serving:
 
     # -- the compiled loop's lane ---------------------------------------------------------------------------------
 
-    def use_lane(self, loop) -> None:  # noqa: ANN001 (srghn.deploy._fastloop.Loop)
+    def use_lane(self, loop) -> None:  # noqa: ANN001 (srghn.deploy.server._fastloop.Loop)
         """Let ``loop`` answer well-formed ACTs of robots whose serving champion is loaded for it, as :meth:`act`
-        would (:mod:`srghn.deploy.fastloop`); not while sessions are recorded (the tap sees every request)."""
+        would (:mod:`srghn.deploy.server.fastloop`); not while sessions are recorded (the tap sees every request)."""
         if not self.lane or self.tap is not None:
             return
         loop.lane(self.act_prefix, self.action_prefix, self.obs_len, self._lane_served)
@@ -618,7 +619,7 @@ def _watchdog_rollback(robot: str, failed: str, fallback: str, problem: str) -> 
 def receive(sock: zmq.Socket, identify: Callable | None, max_bytes: int) -> tuple[list, tuple[int, int]] | None:
     """The next request waiting on ``sock``, or None: its frames (bytes, or uncopied frames, which carry the CURVE
     key, when ``identify`` is set) and ``(0, 0)``; or, past the whole-message limit (``max_bytes`` after the
-    routing identity, or :data:`~srghn.deploy.protocol.MAX_REQUEST_FRAMES` parts), the frames kept before it and
+    routing identity, or :data:`~srghn.deploy.wire.protocol.MAX_REQUEST_FRAMES` parts), the frames kept before it and
     the message's ``(bytes, parts)``: the rest is dropped as it is received, never kept."""
     copy = identify is None
     try:

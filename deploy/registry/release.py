@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from srghn.deploy.registry import Champion, Registry
+from srghn.deploy.registry.store import Champion, Registry
 
 PASSED_STATUSES = ("passed", "live", "retired")
 """Statuses of champions that passed their gates (a retired champion went live, so it had passed)."""

@@ -1,9 +1,9 @@
 """The server's side of the internal socket: the evolution daemon attached to it, if any (at most one).
 
-The server binds; daemons come and go. A daemon says :class:`~srghn.deploy.messages.Hello` and is welcomed, then
+The server binds; daemons come and go. A daemon says :class:`~srghn.deploy.wire.messages.Hello` and is welcomed, then
 pings every second; the server answers each ping with its own pid (which tells a daemon that the server was
 restarted and it must say hello again). A daemon not heard from for
-:data:`~srghn.deploy.messages.HEARTBEAT_EXPIRY_S` is counted as gone: pause / resume / regime answer
+:data:`~srghn.deploy.wire.messages.HEARTBEAT_EXPIRY_S` is counted as gone: pause / resume / regime answer
 ``UNAVAILABLE`` until one attaches again, and serving is not affected in any way. A daemon that was only silent
 (stopped, swapping) is attached again as soon as it is heard from: its pings still get this server's pid, so it
 would never say hello again by itself.
@@ -18,16 +18,16 @@ from collections.abc import Callable
 
 import zmq
 
-from srghn.deploy import messages as m
-from srghn.deploy.admin import Admin
-from srghn.deploy.serving import Serving, take_returns
+from srghn.deploy.server.admin import Admin
+from srghn.deploy.server.serving import Serving, take_returns
+from srghn.deploy.wire import messages as m
 
 log = logging.getLogger("srghn.server.peer")
 DAEMON_ACTOR = "srghn-daemon"
 """The audit actor of the promotions the daemon decides (it reaches the server only through the 0700 state
 directory)."""
 ADAPTATION_ACTOR = "adaptation"
-"""The audit actor when the daemon puts a regime's stored champion back in service (:class:`~srghn.deploy.messages.
+"""The audit actor when the daemon puts a regime's stored champion back in service (:class:`~srghn.deploy.wire.messages.
 Adopt`)."""
 DRAIN_MAX = 64
 """Messages handled per wake-up, so a chatty daemon never delays robots for long."""

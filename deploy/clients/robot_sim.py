@@ -7,7 +7,7 @@ step (a motor wired backwards, a weak leg), which is what the daemon's shadow si
 it (``--fault-def '{"gain": {"hip_1": -0.6, "ankle_1": -0.6}}'``), a fault nobody declared.
 
 ``srghn-ctl robot-sim`` runs it from the command line; a daemon started with ``--sim-robot`` runs it as
-``python -m srghn.deploy.robot_sim`` (no CLI, no torch: it starts in well under a second).
+``python -m srghn.deploy.clients.robot_sim`` (no CLI, no torch: it starts in well under a second).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 
 from srghn import ConfigError, SrghnError
 from srghn.controller.files import atomic_write
-from srghn.deploy.client import ControlClient
+from srghn.deploy.clients.client import ControlClient
 from srghn.errors import ServerUnavailable
 from srghn.sim.envs import NOMINAL, Regime
 from srghn.sim.evaluator import make_env
@@ -138,7 +138,7 @@ class RobotRun:
 def check_fault(profile: RobotProfile, fault: str | None, fault_at: int | None, fault_until: int | None = None,
                 fault_def: bool = False) -> None:
     """Validate a fault injection: a regime of the robot at a step >= 0, both given or neither, and where it ends
-    after it starts. ``fault_def``: the caller takes ``--fault-def`` (only ``python -m srghn.deploy.robot_sim``
+    after it starts. ``fault_def``: the caller takes ``--fault-def`` (only ``python -m srghn.deploy.clients.robot_sim``
     does), so the error may point at it."""
     if (fault is None) != (fault_at is None):
         raise ConfigError("--fault and --fault-at go together")
@@ -180,7 +180,8 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
     server answers). A server that does not answer in time is retried (counted in ``timeouts``). ``on_step(run,
     champion, reward)`` is called after every step (``run.steps`` already counts it); ``plant(run)``, before every
     step, names the regime the plant is to be in (a fault schedule decided as the run goes; each change is recorded
-    in ``run.plant_changes``). ``record`` (:meth:`srghn.deploy.recording.BackgroundRecorder.add`) is given every
+    in ``run.plant_changes``). ``record`` (:meth:`~srghn.deploy.recording.recording.BackgroundRecorder.add`) is
+    given every
     step as the robot saw it."""
     check_fault(profile, fault, fault_at, fault_until)
     for name, value, low in (("episodes", episodes, 1), ("steps", steps, 1)):
@@ -280,7 +281,7 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
 
 
 def _record_act(record: Callable, identity: bytes, run: RobotRun, obs: np.ndarray, reply) -> None:
-    from srghn.deploy import protocol as p
+    from srghn.deploy.wire import protocol as p
 
     record("act", time.time_ns(), {"client": identity.decode(errors="replace"), "request_id": run.steps + 1,
                                    "observation": np.asarray(obs, np.float32).tolist(),
@@ -326,7 +327,8 @@ def drive(profile: RobotProfile, control: str, *, parent_pid: int | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m srghn.deploy.robot_sim", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m srghn.deploy.clients.robot_sim",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--robot", default="cartpole")
     parser.add_argument("--control", required=True)
     parser.add_argument("--episodes", type=int)
@@ -348,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         keys = None
         if args.keys is not None:
-            from srghn.deploy.keys import client_key
+            from srghn.deploy.wire.keys import client_key
 
             found = client_key(args.keys, args.key, role="robot")
             keys = (found["server_key"], found["client_key"])

@@ -1,18 +1,19 @@
 """The control server: its own process, ONNX Runtime only (no torch on this path), and the most robust process
 of srghn -- it outlives the evolution daemon, and its supervisor (systemd on a robot, else
-:mod:`srghn.deploy.supervisor`) restarts it within a second when it dies.
+:mod:`srghn.deploy.server.supervisor`) restarts it within a second when it dies.
 
-Sockets (design.md §4): **control** (ROUTER, :mod:`~srghn.deploy.serving`), **admin** (ROUTER,
-:mod:`~srghn.deploy.admin`), **telemetry** (PUB, JSON events) and **internal** (ROUTER on
-``ipc://<state dir>/internal.sock``, :mod:`~srghn.deploy.peer`: the daemon attaches there). One thread serves them
-all; registry work and model loads run on a second one (:mod:`~srghn.deploy.background`).
+Sockets (design.md §4): **control** (ROUTER, :mod:`~srghn.deploy.server.serving`), **admin** (ROUTER,
+:mod:`~srghn.deploy.server.admin`), **telemetry** (PUB, JSON events) and **internal** (ROUTER on
+``ipc://<state dir>/internal.sock``, :mod:`~srghn.deploy.server.peer`: the daemon attaches there).
+One thread serves them
+all; registry work and model loads run on a second one (:mod:`~srghn.deploy.server.background`).
 
 Life cycle, as uvicorn has it: :meth:`Server.startup` (load the live and last-known-good champions, *then* bind,
 then tell systemd it is ready), :meth:`Server.main_loop` (serve; every tick: telemetry, registry re-read,
 heartbeats, systemd watchdog), :meth:`Server.shutdown` (in order, each step bounded). SIGTERM and SIGINT only set
 a flag the loop looks at between two requests.
 
-Run it as ``python -m srghn.deploy.server CONFIG.json`` with a :class:`~srghn.deploy.serve_config.ServeConfig`
+Run it as ``python -m srghn.deploy.server.process CONFIG.json`` with a :class:`~srghn.deploy.server.config.ServeConfig`
 (``srghn-ctl serve`` and ``srghn-ctl run`` write one).
 """
 
@@ -34,17 +35,18 @@ from pathlib import Path
 
 import zmq
 
-from srghn.deploy import fastloop, logs, placement, sdnotify
-from srghn.deploy import protocol as p
-from srghn.deploy.admin import Admin
-from srghn.deploy.background import Background
-from srghn.deploy.keys import CurveServer, owner_identity
-from srghn.deploy.peer import DaemonPeer
-from srghn.deploy.recording import Tap
-from srghn.deploy.serve_config import ServeConfig
-from srghn.deploy.serving import Serving
-from srghn.deploy.signals import ExitFlag
-from srghn.deploy.state import SERVER, hold_lock, lock_is_held, remove_runfile, secure_state_dir, write_runfile
+from srghn.deploy.process import logs, sdnotify
+from srghn.deploy.process.signals import ExitFlag
+from srghn.deploy.process.state import SERVER, hold_lock, lock_is_held, remove_runfile, secure_state_dir, write_runfile
+from srghn.deploy.recording.recording import Tap
+from srghn.deploy.server import fastloop, placement
+from srghn.deploy.server.admin import Admin
+from srghn.deploy.server.background import Background
+from srghn.deploy.server.config import ServeConfig
+from srghn.deploy.server.peer import DaemonPeer
+from srghn.deploy.server.serving import Serving
+from srghn.deploy.wire import protocol as p
+from srghn.deploy.wire.keys import CurveServer, owner_identity
 from srghn.errors import ConfigError, SrghnError
 
 log = logging.getLogger("srghn.server")
@@ -64,7 +66,7 @@ class Server:
         """The supervisor's pid (None: not supervised here, e.g. systemd's own unit or a test)."""
         self.replacement: subprocess.Popen | None = None
         self.unsupervised_since: float | None = None
-        """Started by :mod:`srghn.deploy.supervisor`, which holds the server lock across restarts."""
+        """Started by :mod:`srghn.deploy.server.supervisor`, which holds the server lock across restarts."""
         self.stoppable = stoppable
         """A daemon may stop it (``srghn-ctl run`` started it); otherwise a daemon's stop is a detach."""
         self.should_exit = ExitFlag()
@@ -267,7 +269,7 @@ class Server:
 
     def _watch_supervisor(self) -> None:
         """Supervision all the way up: when the supervisor is gone (this process was re-parented), say that serving
-        is unsupervised and start a new supervisor that adopts this server (:mod:`srghn.deploy.supervisor`);
+        is unsupervised and start a new supervisor that adopts this server (:mod:`srghn.deploy.server.supervisor`);
         supervised again once it holds the server lock."""
         ours = self.replacement is not None and self.supervisor == self.replacement.pid
         if self.unsupervised_since is None:
@@ -291,7 +293,8 @@ class Server:
         self.restarted = time.monotonic()
         if self.config_path is None:
             return
-        cmd = [sys.executable, "-m", "srghn.deploy.supervisor", str(self.config_path), "--adopt", str(os.getpid()),
+        cmd = [sys.executable, "-m", "srghn.deploy.server.supervisor", str(self.config_path),
+               "--adopt", str(os.getpid()),
                *(["--stoppable"] if self.stoppable else [])]
         env = {k: v for k, v in os.environ.items() if k != "WATCHDOG_PID"}
         self.replacement = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -360,7 +363,7 @@ class Server:
 
 
 def _stand_by(fd: int) -> bool:
-    """A standby server (:mod:`srghn.deploy.supervisor`): done with its imports, it waits for the word to take
+    """A standby server (:mod:`srghn.deploy.server.supervisor`): done with its imports, it waits for the word to take
     over from a server that died. False when its supervisor went away instead."""
     import onnxruntime  # noqa: F401 (the slowest import: done before the word comes, not after)
 
@@ -399,7 +402,7 @@ def _finite(value: object) -> object:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m srghn.deploy.server", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m srghn.deploy.server.process", description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path, help="ServeConfig JSON file")
     parser.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--standby-fd", type=int, help=argparse.SUPPRESS)

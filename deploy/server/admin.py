@@ -2,7 +2,7 @@
 ``regime`` and ``INFO`` (docs/protocol.md §3.4).
 
 Who asks is the key that authenticated the connection (CURVE), or on ``ipc://`` and loopback the state
-directory's owner, an operator; its role decides what it may ask (:data:`srghn.deploy.keys.PERMISSIONS`) and its
+directory's owner, an operator; its role decides what it may ask (:data:`srghn.deploy.wire.keys.PERMISSIONS`) and its
 name is the audit actor of every promotion and rollback. An ``actor`` field in a request is accepted for older
 clients and ignored. Registry work runs on the background thread; its reply comes when it is done, so replies
 on this socket can come out of order (match them by request id).
@@ -25,13 +25,13 @@ from collections.abc import Callable
 
 import zmq
 
-from srghn.deploy import protocol as p
-from srghn.deploy.background import Background
-from srghn.deploy.keys import Identity, allowed, sender
-from srghn.deploy.messages import Command
-from srghn.deploy.registry import Registry, champion_rows
-from srghn.deploy.serving import Serving, oversize_reply, receive
-from srghn.deploy.state import no_space
+from srghn.deploy.process.state import no_space
+from srghn.deploy.registry.store import Registry, champion_rows
+from srghn.deploy.server.background import Background
+from srghn.deploy.server.serving import Serving, oversize_reply, receive
+from srghn.deploy.wire import protocol as p
+from srghn.deploy.wire.keys import Identity, allowed, sender
+from srghn.deploy.wire.messages import Command
 from srghn.errors import ConfigError, PromotionRefused, ProtocolError, SrghnError, UnknownChampion
 
 log = logging.getLogger("srghn.server.admin")

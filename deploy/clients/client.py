@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from srghn.deploy import protocol as p
+from srghn.deploy.wire import protocol as p
 from srghn.errors import ConfigError, Forbidden, InvalidRequest, ReplyError, ServerUnavailable
 
 SERVER_SIDE = {p.ErrorCode.REFUSED, p.ErrorCode.UNAVAILABLE, p.ErrorCode.INTERNAL, p.ErrorCode.BUSY,
@@ -180,7 +180,7 @@ def _secure(sock: zmq.Socket, endpoint: str, server_key: Path | None, client_key
     if p.is_ipv6(endpoint):
         sock.setsockopt(zmq.IPV6, 1)
     if server_key is not None:
-        from srghn.deploy.keys import make_client
+        from srghn.deploy.wire.keys import make_client
 
         if client_key is None:
             raise ConfigError("a CURVE server key needs a client key too")

@@ -15,9 +15,9 @@ import numpy as np
 from srghn import ConfigError
 from srghn.controller.checkpoint import load_population
 from srghn.controller.normalizer import ObsNorm
-from srghn.deploy.onnx_export import ExportResult, export_policy
-from srghn.deploy.registry import ONNX_SUFFIX, Champion, Registry
-from srghn.deploy.release import passed_in_regime
+from srghn.deploy.daemon.onnx_export import ExportResult, export_policy
+from srghn.deploy.registry.release import passed_in_regime
+from srghn.deploy.registry.store import ONNX_SUFFIX, Champion, Registry
 from srghn.errors import ArtifactCorrupted
 from srghn.safety.gates import run_gate_suite
 from srghn.safety.report import GateReport

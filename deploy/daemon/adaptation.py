@@ -1,10 +1,11 @@
 """Each robot's regime, from its reported transitions: the daemon's side of per-robot serving (docs/daemon.md).
 
-The server forwards every robot's new transitions as they come (:class:`~srghn.deploy.messages.Transitions`, a few
+The server forwards every robot's new transitions as they come (:class:`~srghn.deploy.wire.messages.Transitions`, a few
 times a second). The link's thread hands them to :class:`Adaptation`, whose own thread keeps each robot's latest
 :data:`WINDOW` transitions and replays them in the twin (:func:`srghn.sim.identify.identify`). When a robot turns
-out to be in another known regime, the server is told at once (:class:`~srghn.deploy.messages.Assign`) and serves
-that robot its regime's stored champion (:mod:`srghn.deploy.portfolio`) -- without waiting for the evolution loop,
+out to be in another known regime, the server is told at once (:class:`~srghn.deploy.wire.messages.Assign`) and serves
+that robot its regime's stored champion (:mod:`srghn.deploy.registry.portfolio`) --
+without waiting for the evolution loop,
 which may be in the middle of a generation. Identifications also go to the evolution loop, which chooses the
 regime evolution works on (:func:`evolution_regime`) and puts that regime's stored champion back live
 (rate-limited; audit actor ``adaptation``).
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from srghn.deploy import messages as m
+from srghn.deploy.wire import messages as m
 from srghn.sim.envs import Regime, kind_distance
 from srghn.sim.identify import Identification, identify
 from srghn.sim.profiles import RobotProfile

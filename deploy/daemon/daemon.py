@@ -2,7 +2,7 @@
 
 Process model (design.md §4, docs/daemon.md)::
 
-    supervisor (deploy/supervisor.py) ─► control server (deploy/server.py, ONNX Runtime, no torch)
+    supervisor (deploy/server/supervisor.py) ─► control server (deploy/server/process.py, ONNX Runtime, no torch)
                                             control ROUTER  ◄── robots (act / step)
                                             admin ROUTER    ◄── srghn-ctl, tools
                                             telemetry PUB   ──► srghn-ctl watch, dashboards
@@ -13,7 +13,7 @@ Process model (design.md §4, docs/daemon.md)::
       [simulated robot]  ── control socket ──►
 
 Serving outlives the daemon: the server is its own process (under systemd a service of its own; else started
-detached under :mod:`srghn.deploy.supervisor` by the first ``srghn-ctl run``), and a daemon that starts finds it
+detached under :mod:`srghn.deploy.server.supervisor` by the first ``srghn-ctl run``), and a daemon that starts finds it
 and attaches to it. A daemon that dies, is killed or restarts changes nothing for the robots. ``srghn-ctl run``
 stops the server it runs with at a clean stop (one command starts and stops everything); ``--attach`` (systemd's
 daemon unit) never starts or stops one.
@@ -50,18 +50,12 @@ import zmq
 from srghn import ConfigError, SrghnError
 from srghn.controller.checkpoint import PolicyFile, PopulationFile, load_population
 from srghn.controller.files import atomic_write
-from srghn.deploy import logs, placement
-from srghn.deploy import messages as m
-from srghn.deploy.adaptation import Adaptation, Identified, evolution_regime
-from srghn.deploy.champions import champion_norm, gate_champion, register_policy, run_tag
-from srghn.deploy.keys import CurveServer
-from srghn.deploy.link import ServerLink
-from srghn.deploy.portfolio import champion_for, portfolio, regime_scores
-from srghn.deploy.registry import Champion, Registry
-from srghn.deploy.release import decide, passed_in_regime
-from srghn.deploy.serve_config import SERVE_CONFIG, ServeConfig, choose_endpoints
-from srghn.deploy.signals import ExitFlag
-from srghn.deploy.state import (
+from srghn.deploy.daemon.adaptation import Adaptation, Identified, evolution_regime
+from srghn.deploy.daemon.champions import champion_norm, gate_champion, register_policy, run_tag
+from srghn.deploy.daemon.link import ServerLink
+from srghn.deploy.process import logs
+from srghn.deploy.process.signals import ExitFlag
+from srghn.deploy.process.state import (
     DAEMON,
     SERVER,
     has_space,
@@ -73,6 +67,13 @@ from srghn.deploy.state import (
     secure_state_dir,
     write_runfile,
 )
+from srghn.deploy.registry.portfolio import champion_for, portfolio, regime_scores
+from srghn.deploy.registry.release import decide, passed_in_regime
+from srghn.deploy.registry.store import Champion, Registry
+from srghn.deploy.server import placement
+from srghn.deploy.server.config import SERVE_CONFIG, ServeConfig, choose_endpoints
+from srghn.deploy.wire import messages as m
+from srghn.deploy.wire.keys import CurveServer
 from srghn.errors import ServerConflict, ServerUnavailable
 from srghn.safety.drift import ReturnDriftDetector
 from srghn.safety.regime_trial import explain_returns, policy_fitness, safe_margin
@@ -134,7 +135,7 @@ class DaemonSettings:
     follow_drift: bool = True
     """Switch the shadow simulator to the regime the robot's reported transitions show (where identifiable)."""
     sim_robot: bool = False
-    """Also start a simulated robot (:mod:`srghn.deploy.robot_sim`) against the control socket."""
+    """Also start a simulated robot (:mod:`srghn.deploy.clients.robot_sim`) against the control socket."""
     robot_args: tuple[str, ...] = ()
     """Extra arguments for the simulated robot (e.g. ``--fault inverted --fault-at 3000``)."""
     attach: bool = False
@@ -147,7 +148,7 @@ class DaemonSettings:
     serve_cpu: int | None = None
     """The CPU the serving thread of the server this daemon starts has to itself (see :class:`ServeConfig`)."""
     record: dict | None = None
-    """The server this daemon starts records the session (:mod:`srghn.deploy.recording`): its size bounds."""
+    """The server this daemon starts records the session (:mod:`srghn.deploy.recording.recording`): its size bounds."""
     actor: str = "srghn-daemon"
     init: str | None = None
     """Where a state directory without a population starts: ``factory`` (grown from the robot's factory GHN),
@@ -384,7 +385,8 @@ class Daemon:
 
     def _release(self, driver: Driver, record: GenerationRecord) -> None:
         """Register the champion if it beats the best champion that passed in its regime, both measured by
-        :meth:`_played` (:mod:`srghn.deploy.release`: failed candidates set no bar), gate it in that regime, and
+        :meth:`_played` (:mod:`srghn.deploy.registry.release`: failed candidates set no bar), gate it in that
+        regime, and
         promote it through the server when it passes and auto-promote is on."""
         champion = driver.champion()
         regime = record.regime
@@ -563,7 +565,7 @@ class Daemon:
         self._evidence = found  # the adaptation thread published it already (`adaptation` event `identified`)
 
     def _follow_robots(self) -> None:
-        """Evolution follows the regime most robots are in (:func:`~srghn.deploy.adaptation.evolution_regime`),
+        """Evolution follows the regime most robots are in (:func:`~srghn.deploy.daemon.adaptation.evolution_regime`),
         when that changes; and that regime's stored champion is made live again (rate-limited, not while paused).
         Both happen on a change of the robots only: an operator's regime, promotion or rollback since stands."""
         robots = self.adaptation.regimes()
@@ -960,7 +962,8 @@ class Daemon:
         and it outlives the daemon)."""
         path = Path(self.settings.state_dir) / SERVE_CONFIG
         atomic_write(path, self.settings.serve_config().to_json().encode())
-        self.supervisor = subprocess.Popen([sys.executable, "-m", "srghn.deploy.supervisor", str(path), "--stoppable"],
+        self.supervisor = subprocess.Popen([sys.executable, "-m", "srghn.deploy.server.supervisor", str(path),
+                                            "--stoppable"],
                                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL, start_new_session=True)
         log.info("started the server's supervisor, pid %d", self.supervisor.pid)
@@ -968,7 +971,8 @@ class Daemon:
     def _start_robot(self) -> None:
         summary = self.home / "robot-sim.json"
         summary.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "srghn.deploy.robot_sim", "--robot", self.profile.source or self.profile.name,
+        cmd = [sys.executable, "-m", "srghn.deploy.clients.robot_sim",
+               "--robot", self.profile.source or self.profile.name,
                "--control", self.endpoints["control"], "--summary-file", str(summary), "--parent-pid",
                str(os.getpid()), *self.settings.robot_args]
         if self.settings.keys:

@@ -4,7 +4,7 @@ one dies the standby takes over at once, so robots are served again well within 
 ``srghn-ctl serve`` runs it in the foreground (systemd's srghn-server unit: systemd then supervises the
 supervisor); ``srghn-ctl run`` starts it detached when no server runs, so that serving outlives the daemon. It
 holds the server lock of the state directory for its whole life. The standby is
-``python -m srghn.deploy.server CONFIG --supervised --standby-fd N``: started ahead, done with its imports (the
+``python -m srghn.deploy.server.process CONFIG --supervised --standby-fd N``: started ahead, done with its imports (the
 slow part of a start), it waits on a pipe; the word makes it load the live and last-known-good champions, bind
 and serve. A process-exit descriptor wakes the supervisor the moment a server dies (no polling).
 
@@ -16,7 +16,7 @@ parent, and when its supervisor is gone (killed) it says that serving is unsuper
 ``--adopt PID``, which takes the still-serving server over as its own (waiting on its exit through a pidfd) and
 starts a standby beside it.
 
-    python -m srghn.deploy.supervisor CONFIG.json [--stoppable] [--adopt SERVER_PID]
+    python -m srghn.deploy.server.supervisor CONFIG.json [--stoppable] [--adopt SERVER_PID]
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from srghn.deploy import logs
-from srghn.deploy.signals import ExitFlag
-from srghn.deploy.state import SERVER, hold_lock, secure_state_dir
+from srghn.deploy.process import logs
+from srghn.deploy.process.signals import ExitFlag
+from srghn.deploy.process.state import SERVER, hold_lock, secure_state_dir
 from srghn.errors import ConfigError
 
 log = logging.getLogger("srghn.supervisor")
@@ -54,7 +54,7 @@ class _Server:
     """One server process; a standby one until :meth:`take_over`."""
 
     def __init__(self, config: Path, standby: bool, stoppable: bool) -> None:
-        cmd = [sys.executable, "-m", "srghn.deploy.server", str(config), "--supervised"]
+        cmd = [sys.executable, "-m", "srghn.deploy.server.process", str(config), "--supervised"]
         cmd += ["--stoppable"] if stoppable else []
         env = {k: v for k, v in os.environ.items() if k != "WATCHDOG_PID"}  # the server pings systemd, not us
         self.word: int | None = None
@@ -244,7 +244,8 @@ def _death(code: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m srghn.deploy.supervisor", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m srghn.deploy.server.supervisor",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path, help="the server's ServeConfig JSON file")
     parser.add_argument("--stoppable", action="store_true", help="a daemon's stop stops serving (srghn-ctl run)")
     parser.add_argument("--adopt", type=int, help="take over this serving server (its supervisor died)")

@@ -32,7 +32,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
 from srghn import ConfigError
-from srghn.deploy.protocol import ErrorCode, endpoint_is_local
+from srghn.deploy.wire.protocol import ErrorCode, endpoint_is_local
 from srghn.errors import ProtocolError
 
 ROLES = ("robot", "operator", "observer")

@@ -1,5 +1,5 @@
-"""The server's socket loop, compiled (``deploy/_fastloop.c``): it waits on the server's sockets, receives each
-robot request, calls :meth:`srghn.deploy.serving.Serving.on_request` with its frames and sends the frames that
+"""The server's socket loop, compiled (``deploy/server/_fastloop.c``): it waits on the server's sockets, receives each
+robot request, calls :meth:`srghn.deploy.server.serving.Serving.on_request` with its frames and sends the frames that
 returns, in C. pyzmq's Python layer around the same libzmq calls costs about 35 us of a round trip here; this
 loop leaves only the handler in Python.
 
@@ -11,7 +11,8 @@ loop with pyzmq (``socket_loop`` in ``status`` says which).
 **The lane.** A well-formed ``ACT`` from a robot whose serving champion is loaded for it (:func:`lane_session`:
 the same model in ONNX Runtime's C library, which the onnxruntime wheel ships beside its Python module) is
 answered in C from end to end when the action is servable as is; the server's bookkeeping for it runs in Python
-after the reply has gone. :meth:`Serving.use_lane <srghn.deploy.serving.Serving.use_lane>` keeps the lane's routes
+after the reply has gone. :meth:`Serving.use_lane <srghn.deploy.server.serving.Serving.use_lane>`
+keeps the lane's routes
 (robot -> champion) equal to what the Python handler would serve; everything else still goes to the handler.
 """
 
@@ -38,7 +39,7 @@ def compiled_loop(control: zmq.Socket, others: Sequence[zmq.Socket], handler: Ca
     ``max_bytes`` (after the routing identity) or ``max_frames`` parts it drops the rest of a request as it
     receives it and calls ``handler(kept_frames, bytes, parts)``."""
     try:
-        from srghn.deploy import _fastloop
+        from srghn.deploy.server import _fastloop
     except ImportError as exc:
         log.info("the compiled socket loop is not built (%s): serving through pyzmq", exc)
         return None
@@ -62,7 +63,7 @@ def discarder() -> Callable[[int], tuple[int, int]] | None:
     Python object per part (the pyzmq loop's way past the whole-message limit); None where the extension is not
     built or cannot use pyzmq's libzmq."""
     try:
-        from srghn.deploy import _fastloop
+        from srghn.deploy.server import _fastloop
     except ImportError:
         return None
     backend = sys.modules[zmq.backend.Socket.__module__]
@@ -78,7 +79,7 @@ def lane_available() -> bool:
     """Whether the lane can run here: the extension is built and uses ONNX Runtime's C library (bound once per
     process)."""
     try:
-        from srghn.deploy import _fastloop
+        from srghn.deploy.server import _fastloop
     except ImportError:
         return False
     import onnxruntime
@@ -106,7 +107,7 @@ def lane_session(model: bytes, spec: PolicySpec, champion_id: str):
     loaded: that champion is then served by the handler alone)."""
     if not lane_available():
         return None
-    from srghn.deploy import _fastloop
+    from srghn.deploy.server import _fastloop
 
     low, high = (b"", b"") if spec.discrete else (a.astype("<f4").tobytes() for a in float32_inner_bounds(spec))
     try:

@@ -1,10 +1,10 @@
-"""The daemon's side of its link to the control server (the server's side is :mod:`srghn.deploy.peer`).
+"""The daemon's side of its link to the control server (the server's side is :mod:`srghn.deploy.server.peer`).
 
 A thread of its own owns the DEALER connected to the server's internal socket, so that the evolution loop --
 busy for seconds in a generation, at low priority -- never holds up the link: the thread pings the server every
 second, says hello again when the answering pid shows that the server was restarted (and repeats the last
 evolution status then), queues what the server sends (operator commands, robot transitions) for the loop to take
-between generations, and hands :class:`~srghn.deploy.messages.Promoted` answers to whoever waits for them.
+between generations, and hands :class:`~srghn.deploy.wire.messages.Promoted` answers to whoever waits for them.
 The loop's own messages go to the thread through an inproc socket; nothing here blocks the loop except an
 explicit wait.
 """
@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import zmq
 
-from srghn.deploy import messages as m
+from srghn.deploy.wire import messages as m
 from srghn.errors import ServerConflict, ServerUnavailable
 
 log = logging.getLogger("srghn.daemon.link")

@@ -21,7 +21,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from srghn.deploy.topics import TELEMETRY_TOPICS  # noqa: F401  (re-exported: the one table of topics)
+from srghn.deploy.wire.topics import TELEMETRY_TOPICS  # noqa: F401  (re-exported: the one table of topics)
 from srghn.errors import ProtocolError
 
 MAGIC = b"SRGH"

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 
 from srghn import ConfigError
-from srghn.deploy.artifacts import ArtifactStore
-from srghn.deploy.registry_schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION, STATUSES, Champion, Event, now
-from srghn.deploy.state import secure_state_dir
+from srghn.deploy.process.state import secure_state_dir
+from srghn.deploy.registry.artifacts import ArtifactStore
+from srghn.deploy.registry.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION, STATUSES, Champion, Event, now
 from srghn.errors import (
     ArtifactCorrupted,
     PromotionRefused,

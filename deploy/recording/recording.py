@@ -5,7 +5,7 @@ Three parts, so that the live server pays almost nothing for a recording (docs/r
 - :class:`Tap`, in the server process: the serving thread hands it each request and reply as the wire carried
   them (one list append; nothing decoded or copied), and every telemetry event. Between requests, at most every
   :data:`FLUSH_S`, the batch goes over a ZeroMQ PUSH socket to the recorder process.
-- the recorder process (:mod:`srghn.deploy.recorder`): decodes the frames and writes them here, out of the
+- the recorder process (:mod:`srghn.deploy.recording.recorder`): decodes the frames and writes them here, out of the
   server's interpreter lock.
 - :class:`RecordingWriter`: JSON messages with JSON schemas, one channel per robot client and kind
   (``/robots/<client>/act``, ``/robots/<client>/step``, ``/robots/<client>/rejected``) and per telemetry topic
@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from srghn.deploy.protocol import client_name
+from srghn.deploy.wire.protocol import client_name
 from srghn.errors import ConfigError
 
 RECORDINGS = "recordings"
@@ -122,7 +122,7 @@ class Tap:
         import zmq
 
         endpoint = f"ipc://{Path(state_dir).resolve()}/{ENDPOINT}"
-        proc = subprocess.Popen([sys.executable, "-m", "srghn.deploy.recorder", "--endpoint", endpoint,
+        proc = subprocess.Popen([sys.executable, "-m", "srghn.deploy.recording.recorder", "--endpoint", endpoint,
                                  "--dir", str(Path(state_dir) / RECORDINGS), "--robot", robot,
                                  "--max-file-bytes", str(limits["max_file_bytes"]),
                                  "--max-total-bytes", str(limits["max_total_bytes"]), "--parent-pid", str(os.getpid())],
@@ -189,7 +189,7 @@ class Tap:
 def decode_batch(frames: list[bytes], dim: int | None = None) -> Iterator[tuple[str, int, dict | bytes, dict]]:
     """The requests of one batch as ``(kind, wall time ns, request info, reply info)``; kind ``event`` yields the
     event's JSON bytes. Malformed requests (that got an ERROR) come out as kind ``rejected``."""
-    from srghn.deploy import protocol as p
+    from srghn.deploy.wire import protocol as p
 
     i = 1
     while i < len(frames):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import zmq
 
-from srghn.deploy.registry import Registry
+from srghn.deploy.registry.store import Registry
 from srghn.errors import SrghnError
 
 log = logging.getLogger("srghn.server.background")

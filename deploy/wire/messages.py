@@ -157,7 +157,7 @@ class Transitions(Message):
 @dataclass(frozen=True)
 class Assign(Message):
     """Daemon -> server: robot ``client`` is in ``regime`` (identified from its transitions); the server serves it
-    that regime's champion from the portfolio (:mod:`srghn.deploy.portfolio`), else the live one."""
+    that regime's champion from the portfolio (:mod:`srghn.deploy.registry.portfolio`), else the live one."""
 
     op = Op.ASSIGN
     client: str

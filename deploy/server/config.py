@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from srghn.controller.policy import PolicySpec
-from srghn.deploy import protocol as p
-from srghn.deploy.placement import check_serve_cpu
+from srghn.deploy.server.placement import check_serve_cpu
+from srghn.deploy.wire import protocol as p
 from srghn.errors import ConfigError
 
 REALTIME_PRIORITY = 10
@@ -68,7 +68,7 @@ class ServeConfig:
     sync_interval_s: float = 1.0
     """How often the registry's live pointer is re-read (changes made by other processes are picked up)."""
     curve_dir: str | None = None
-    """Directory of the CURVE keys (see :mod:`srghn.deploy.keys`); required when any endpoint is not local."""
+    """Directory of the CURVE keys (see :mod:`srghn.deploy.wire.keys`); required when any endpoint is not local."""
     realtime_priority: int | None = REALTIME_PRIORITY
     """The SCHED_FIFO priority the server asks for, so that a robot's request preempts evolution at once (its
     ZeroMQ threads inherit it; the background thread drops back to normal). Without the privilege (a user
@@ -86,7 +86,7 @@ class ServeConfig:
     other CPUs. An I/O thread on the serving core must preempt it for every message and leaves its caches cold
     (docs/daemon.md, "The hot path"). None: the scheduler places every thread."""
     socket_loop: str = "compiled"
-    """``compiled``: robots are answered by the socket loop in C (:mod:`srghn.deploy.fastloop`) where it is
+    """``compiled``: robots are answered by the socket loop in C (:mod:`srghn.deploy.server.fastloop`) where it is
     built and CURVE is off, well-formed ACTs in its lane where ONNX Runtime's C library is there, else by the same
     loop in pyzmq; ``handler``: the loop in C, every request through the Python handler; ``pyzmq``: always the
     loop in pyzmq."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 
-from srghn.deploy.registry import Champion, Registry
+from srghn.deploy.registry.store import Champion, Registry
 
 ADAPTATION_ACTOR = "adaptation"
 SCORE_GATE = "above_safe[{}]"

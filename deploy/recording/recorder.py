@@ -1,7 +1,8 @@
-"""The recorder process: receives the control server's batches (:class:`srghn.deploy.recording.Tap`) and writes
+"""The recorder process: receives the control server's batches
+(:class:`srghn.deploy.recording.recording.Tap`) and writes
 them to MCAP files, so that decoding, JSON and compression never run in the server's interpreter.
 
-    python -m srghn.deploy.recorder --endpoint ipc://STATE/record.sock --dir STATE/recordings --robot NAME
+    python -m srghn.deploy.recording.recorder --endpoint ipc://STATE/record.sock --dir STATE/recordings --robot NAME
         [--max-file-bytes N] [--max-total-bytes N] [--parent-pid PID]
 
 It ends when the server says so (the last message of its batches), or when the server is gone (its parent pid
@@ -20,9 +21,9 @@ from pathlib import Path
 
 import zmq
 
-from srghn.deploy import logs
-from srghn.deploy.recording import BATCH, DEFAULT_FILE_MB, DEFAULT_TOTAL_MB, END, RecordingWriter
-from srghn.deploy.signals import ExitFlag
+from srghn.deploy.process import logs
+from srghn.deploy.process.signals import ExitFlag
+from srghn.deploy.recording.recording import BATCH, DEFAULT_FILE_MB, DEFAULT_TOTAL_MB, END, RecordingWriter
 
 log = logging.getLogger("srghn.recorder")
 
@@ -74,7 +75,8 @@ def _yield_to_the_server() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m srghn.deploy.recorder", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m srghn.deploy.recording.recorder",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--robot", required=True)

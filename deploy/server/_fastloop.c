@@ -1,5 +1,5 @@
 /* The server's socket loop in C: wait on the control socket (and the server's other sockets), receive a robot's
- * request, hand its frames to the Python handler (srghn.deploy.serving.Serving.on_request) and send the frames it
+ * request, hand its frames to the Python handler (srghn.deploy.server.serving.Serving.on_request) and send the frames it
  * returns -- without pyzmq's Python layer, which costs about 35 us of a round trip here (a polling pyzmq echo
  * answers in 79-89 us, a polling C echo in 45-49).
  *
@@ -307,8 +307,8 @@ static PyObject *Session_act(Session *self, PyObject *arg) {
 #define MAX_SOCKETS 8
 
 #define HELD 4       /* parts of a request received before it is known whether the lane answers it */
-#define HEADER_SIZE 16 /* srghn.deploy.protocol.HEADER */
-#define STATUS_SIZE 8  /* srghn.deploy.protocol.ACTION_STATUS */
+#define HEADER_SIZE 16 /* srghn.deploy.wire.protocol.HEADER */
+#define STATUS_SIZE 8  /* srghn.deploy.wire.protocol.ACTION_STATUS */
 
 typedef struct {
     PyObject *identity; /* bytes: the robot's ROUTER identity */
@@ -868,7 +868,7 @@ static PyGetSetDef Loop_getset[] = {
 
 static PyTypeObject LoopType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "srghn.deploy._fastloop.Loop",
+    .tp_name = "srghn.deploy.server._fastloop.Loop",
     .tp_basicsize = sizeof(Loop),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Loop(control, others, handler, busy_poll_us=0, max_bytes=0, max_frames=0): the server's socket loop "
@@ -887,7 +887,7 @@ static PyMethodDef Session_methods[] = {
 
 static PyTypeObject SessionType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "srghn.deploy._fastloop.Session",
+    .tp_name = "srghn.deploy.server._fastloop.Session",
     .tp_basicsize = sizeof(Session),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Session(model, obs_dim, act_dim, discrete, low, high, input_name, output_name, reply_id): a "
@@ -907,7 +907,7 @@ static PyMethodDef module_methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_fastloop", "The server's socket loop in C (see srghn.deploy.fastloop).", -1,
+    PyModuleDef_HEAD_INIT, "_fastloop", "The server's socket loop in C (see srghn.deploy.server.fastloop).", -1,
     module_methods,
 };
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from srghn.deploy.client import AdminClient
-from srghn.deploy.registry import Registry, champion_rows
-from srghn.deploy.state import SERVER, default_actor, read_runfile
+from srghn.deploy.clients.client import AdminClient
+from srghn.deploy.process.state import SERVER, default_actor, read_runfile
+from srghn.deploy.registry.store import Registry, champion_rows
 from srghn.errors import ConfigError
 
 READERS = ("operator", "observer")
@@ -40,7 +40,7 @@ class Operator:
         keys = keys or (self.server or {}).get("keys")
         if keys is None:
             return {}
-        from srghn.deploy.keys import client_key
+        from srghn.deploy.wire.keys import client_key
 
         return client_key(keys, self.key, roles)
 
