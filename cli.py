@@ -1276,7 +1276,8 @@ def run(
         CurveServer.for_endpoints(keys, choose_endpoints(state, control, admin, telemetry))
         cpu = serve_cpu_from(serve_cpu)
         preflight.check_spaces(profile)
-    from srghn.deploy.daemon.daemon import Daemon, DaemonSettings
+    from srghn.deploy.daemon.daemon import Daemon
+    from srghn.deploy.daemon.settings import DaemonSettings
 
     with _handled():
         robot_args = (() if fault is None else ("--fault", fault, "--fault-at", str(fault_at))) + (

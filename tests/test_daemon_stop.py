@@ -34,7 +34,8 @@ EVOLVING_S = 1.0
 
 def run_daemon(state: str, endpoints: dict) -> None:
     """The daemon, as ``srghn-ctl run --attach`` runs it, in a process forked from a server that imported it."""
-    from srghn.deploy.daemon.daemon import Daemon, DaemonSettings
+    from srghn.deploy.daemon.daemon import Daemon
+    from srghn.deploy.daemon.settings import DaemonSettings
     from srghn.sim.profiles import load_profile
 
     settings = DaemonSettings(load_profile("cartpole"), Path(state), seed=3, population=6, episodes=2,

@@ -15,7 +15,8 @@ import pytest
 
 from srghn.deploy.daemon.adaptation import Identified
 from srghn.deploy.daemon.champions import register_policy
-from srghn.deploy.daemon.daemon import Daemon, DaemonSettings, _Regime
+from srghn.deploy.daemon.daemon import Daemon, _Regime
+from srghn.deploy.daemon.settings import DaemonSettings
 from srghn.deploy.registry.store import Registry
 from srghn.deploy.wire import protocol as p
 from srghn.sim.backends import make_evaluator

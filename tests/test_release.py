@@ -17,7 +17,8 @@ import pytest
 from champion_helpers import cartpole_controller
 
 from srghn.deploy.daemon.champions import gate_champion, register_policy
-from srghn.deploy.daemon.daemon import Daemon, DaemonSettings
+from srghn.deploy.daemon.daemon import Daemon
+from srghn.deploy.daemon.settings import DaemonSettings
 from srghn.deploy.registry.store import PARAMS_SUFFIX, Registry
 from srghn.sim.driver import ChampionPolicy
 from srghn.sim.profiles import load_profile

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from srghn.deploy.daemon.champions import register_policy
-from srghn.deploy.daemon.daemon import Daemon, DaemonSettings, _Regime
+from srghn.deploy.daemon.daemon import Daemon, _Regime
+from srghn.deploy.daemon.settings import DaemonSettings
 from srghn.deploy.registry.store import Registry
 from srghn.deploy.server.serving import take_returns
 from srghn.deploy.wire import messages as m

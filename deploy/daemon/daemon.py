@@ -40,7 +40,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +52,7 @@ from srghn.controller.files import atomic_write
 from srghn.deploy.daemon.adaptation import Adaptation, Identified, evolution_regime
 from srghn.deploy.daemon.champions import champion_norm, gate_champion, register_policy, run_tag
 from srghn.deploy.daemon.link import ServerLink
+from srghn.deploy.daemon.settings import DaemonSettings
 from srghn.deploy.process import logs
 from srghn.deploy.process.signals import ExitFlag
 from srghn.deploy.process.state import (
@@ -71,7 +71,7 @@ from srghn.deploy.registry.portfolio import champion_for, portfolio, regime_scor
 from srghn.deploy.registry.release import decide, passed_in_regime
 from srghn.deploy.registry.store import Champion, Registry
 from srghn.deploy.server import placement
-from srghn.deploy.server.config import SERVE_CONFIG, ServeConfig, choose_endpoints
+from srghn.deploy.server.config import SERVE_CONFIG
 from srghn.deploy.wire import messages as m
 from srghn.deploy.wire.keys import CurveServer
 from srghn.errors import ServerConflict, ServerUnavailable
@@ -80,14 +80,13 @@ from srghn.safety.regime_trial import explain_returns, policy_fitness, safe_marg
 from srghn.sim.ancestry import Ancestry
 from srghn.sim.backends import make_evaluator
 from srghn.sim.compensate import compensate
-from srghn.sim.driver import INIT_FACTORY, INIT_SCRATCH, Driver, RunSpec
+from srghn.sim.driver import INIT_FACTORY, Driver
 from srghn.sim.envs import NOMINAL, Regime
 from srghn.sim.factory import factory_id, factory_path, load_factory, regime_factories
 from srghn.sim.identify import IDENTIFIED, identifiable
 from srghn.sim.plots import plot_robot, plot_run
-from srghn.sim.profiles import RobotProfile
 from srghn.sim.records import GenerationRecord, read_records
-from srghn.sim.run import check_run_flags, provenance
+from srghn.sim.run import provenance
 
 log = logging.getLogger("srghn.daemon")
 
@@ -104,83 +103,6 @@ RETURN_WATCH_CLIENTS = 1024
 """Robots whose returns the daemon watches at once (as many as the server keeps statistics for)."""
 ANCESTRY_PRUNE_EVERY = 50
 """Generations between two prunings of the run's ancestry to the living population's ancestors."""
-
-
-@dataclass(frozen=True)
-class DaemonSettings:
-    """One ``srghn-ctl run``. ``None`` means: the profile's default or the state directory's default."""
-
-    profile: RobotProfile
-    state_dir: Path
-    seed: int = 0
-    population: int | None = None
-    episodes: int | None = None
-    generations: int | None = None
-    """Stop after this many generations of this run (None: run until stopped)."""
-    duration_s: float | None = None
-    """Stop after this many seconds (checked between generations)."""
-    auto_promote: bool = True
-    gate_every: int = 5
-    """Consider the champion for release every this many generations."""
-    regime: str | None = None
-    """Shadow regime to start in (None: where the last run left off, else nominal)."""
-    control: str | None = None
-    admin: str | None = None
-    telemetry: str | None = None
-    keys: Path | None = None
-    """CURVE key directory (``srghn-ctl keys``); required when an endpoint is not local."""
-    backend: str = "local"
-    workers: int | None = None
-    ray_address: str | None = None
-    follow_drift: bool = True
-    """Switch the shadow simulator to the regime the robot's reported transitions show (where identifiable)."""
-    sim_robot: bool = False
-    """Also start a simulated robot (:mod:`srghn.deploy.clients.robot_sim`) against the control socket."""
-    robot_args: tuple[str, ...] = ()
-    """Extra arguments for the simulated robot (e.g. ``--fault inverted --fault-at 3000``)."""
-    attach: bool = False
-    """Attach to a control server that runs already (systemd's units); never start or stop one."""
-    realtime: bool | None = None
-    """The server this daemon starts asks for real-time priority (None: where its serving thread has a CPU of its
-    own; see :class:`ServeConfig`)."""
-    busy_poll_us: int = 0
-    """The server this daemon starts busy-polls this long after each request (see :class:`ServeConfig`)."""
-    serve_cpu: int | None = None
-    """The CPU the serving thread of the server this daemon starts has to itself (see :class:`ServeConfig`)."""
-    record: dict | None = None
-    """The server this daemon starts records the session (:mod:`srghn.deploy.recording.recording`): its size bounds."""
-    actor: str = "srghn-daemon"
-    init: str | None = None
-    """Where a state directory without a population starts: ``factory`` (grown from the robot's factory GHN),
-    ``scratch``, or a path (see :class:`~srghn.sim.driver.RunSpec`). ``None``: the factory if the robot has one."""
-
-    def __post_init__(self) -> None:
-        check_run_flags(self, ("generations", "population", "episodes", "gate_every"))
-        if self.duration_s is not None and not (self.duration_s > 0 and math.isfinite(self.duration_s)):
-            raise ConfigError(f"--duration must be a positive number of seconds, got {self.duration_s}")
-        if (self.regime is not None and self.regime not in self.profile.regimes
-                and not self.regime.startswith(IDENTIFIED)):  # identified ones are checked against the registry
-            raise ConfigError(f"--regime {self.regime!r} is not a regime of {self.profile.name}; "
-                              f"known: {', '.join(self.profile.regimes)}")
-
-    @property
-    def home(self) -> Path:
-        return Path(self.state_dir) / "daemon" / self.profile.name
-
-    @property
-    def spec(self) -> RunSpec:
-        """The run a state directory without a population starts."""
-        init = self.init or (INIT_FACTORY if factory_path(self.profile).is_file() else INIT_SCRATCH)
-        return RunSpec(self.profile, "srghn", self.seed, self.population, self.episodes, init)
-
-    def endpoints(self) -> dict[str, str]:
-        """The three public endpoints: as given, else ``ipc://`` sockets in the state directory."""
-        return choose_endpoints(self.state_dir, self.control, self.admin, self.telemetry)
-
-    def serve_config(self) -> ServeConfig:
-        """The configuration of the control server this daemon starts when none runs."""
-        return ServeConfig.for_profile(self.profile, self.state_dir, self.endpoints(), self.keys, self.realtime,
-                                       self.busy_poll_us, self.record, self.serve_cpu)
 
 
 class _Regime:
