@@ -4,7 +4,30 @@ topic the code publishes is here, and that the docs list them all). No imports: 
 
 from __future__ import annotations
 
-TELEMETRY: dict[str, tuple[str, str]] = {
+from enum import Enum
+
+
+class Topic(str, Enum):
+    """A telemetry topic: publishers name one of these, never a bare string (the wire carries ``.value``)."""
+
+    GENERATION = "generation"
+    GATE = "gate"
+    PROMOTION = "promotion"
+    ROLLBACK = "rollback"
+    SERVING = "serving"
+    WATCHDOG = "watchdog"
+    LIVE = "live"
+    EPISODE = "episode"
+    EVOLUTION = "evolution"
+    COMMAND = "command"
+    ASSIGNMENT = "assignment"
+    ADAPTATION = "adaptation"
+    DRIFT = "drift"
+    DAEMON = "daemon"
+    SERVER = "server"
+
+
+TELEMETRY: dict[str, tuple[str, str]] = {  # keyed by Topic.value; a test checks the two agree
     "generation": ("daemon", "after every generation: the full generation record"),
     "gate": ("daemon", "a candidate was gated: verdict, failed gates, incumbent"),
     "promotion": ("server", "a promotion took effect (the audit event)"),
