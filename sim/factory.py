@@ -206,11 +206,12 @@ def _lineage(profile: RobotProfile, run_dir: Path, run: dict, summary: dict) -> 
 
 
 def population_returns(profile: RobotProfile, population: PopulationFile, seeds: range,
-                       regime: str = NOMINAL) -> tuple[np.ndarray, list[dict]]:
-    """Every individual of ``population`` played on ``seeds`` in ``regime`` with the normalizer its generation was
-    scored with: the indices fittest first (by shadow fitness) and their :func:`standard_return` results."""
+                       regime: str = NOMINAL, fittest: int | None = None) -> tuple[np.ndarray, list[dict]]:
+    """Every individual of ``population`` (or its ``fittest`` few) played on ``seeds`` in ``regime`` with the
+    normalizer its generation was scored with: the indices fittest first (by shadow fitness) and their
+    :func:`standard_return` results."""
     strategy = population.strategy
-    order = np.argsort(-np.where(np.isnan(strategy.fitness), -np.inf, strategy.fitness), kind="stable")
+    order = np.argsort(-np.where(np.isnan(strategy.fitness), -np.inf, strategy.fitness), kind="stable")[:fittest]
     evaluator = InProcessEvaluator(profile)
     try:
         return order, [_seeded_return(evaluator, strategy.policies[i], population.norm, seeds, regime) for i in order]
