@@ -89,6 +89,23 @@ class SRGHNStrategy(Strategy):
     def _invalidate(self) -> None:
         self.fitness = np.full_like(self.fitness, np.nan)
 
+    def immigrate(self, params: torch.Tensor) -> np.ndarray:
+        """GHNs from elsewhere (a repertoire's elites) take the places of the least fit individuals, unmeasured
+        ones first: from the next generation on they compete like the rest, measured then. Their new ids."""
+        if self._batch is not None:
+            raise ConfigError("immigrants join between generations, not while one is asked and not yet told")
+        params = params.to(torch.float32).reshape(-1, self.ghn.num_params)
+        k = min(len(params), len(self.ids))
+        if not bool(torch.isfinite(params).all()):
+            raise ConfigError("immigrant GHN parameters must be finite")
+        scores = np.where(np.isnan(self.fitness), -np.inf, self.fitness)
+        slots = np.argsort(scores, kind="stable")[:k]
+        ids = np.arange(self.next_id, self.next_id + k, dtype=np.int64)
+        self.params[torch.from_numpy(slots)] = params[:k]
+        self.policies[slots] = self.ghn.generate(params[:k]).numpy()
+        self.fitness[slots], self.ids[slots], self.parent_ids[slots], self.next_id = np.nan, ids, -1, self.next_id + k
+        return ids
+
     def population(self) -> np.ndarray:
         return self.policies
 

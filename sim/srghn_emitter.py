@@ -84,6 +84,13 @@ def replay(ghn: SRGHN, lineage: Lineage, uid: int, cache: dict[int, torch.Tensor
     return params
 
 
+def elite_ghns(ghn: SRGHN, lineage: np.ndarray, roots: np.ndarray, uids: np.ndarray) -> torch.Tensor:
+    """The GHN parameters ``(k, D)`` of the elites with lineage ``uids`` (each >= 0), replayed from the roots: how
+    a repertoire's elites rejoin an SR-GHN population (its ``lineage`` and ``roots`` arrays)."""
+    tree, cache = Lineage.from_arrays(lineage, roots), {}
+    return torch.stack([replay(ghn, tree, int(uid), cache) for uid in uids]).reshape(len(uids), -1)
+
+
 class SRGHNEmitter(EmitterBase):
     """Samples GHN-bearing elites, lets each one's GHN reproduce once, and proposes the policies the children write.
 

@@ -19,7 +19,7 @@ from srghn.sim.factory import load_factory
 from srghn.sim.profiles import PROFILE_DIR, available_profiles, load_profile, parse_profile
 from srghn.sim.repertoire import REPERTOIRE_FORMAT, load_repertoire, repertoire_path
 from srghn.sim.repertoire_build import BuildSettings, build_repertoire, episode_seeds
-from srghn.sim.srghn_emitter import Lineage, replay
+from srghn.sim.srghn_emitter import Lineage, elite_ghns, replay
 from srghn.sim.workers import LocalEvaluator
 
 if sys.version_info >= (3, 11):
@@ -156,6 +156,9 @@ def test_every_srghn_elite_replays_from_its_lineage(built):
         policy = factory.ghn.generate(ghn.reshape(1, -1))[0].numpy()
         np.testing.assert_array_equal(policy, rep.policies[row])
     np.testing.assert_array_equal(rep.roots[0], factory.ghn_params)
+    # all at once, as they rejoin a population (one cache over the shared ancestors): the same GHNs
+    together = elite_ghns(factory.ghn, rep.lineage, rep.roots, rep.uids[written])
+    np.testing.assert_array_equal(factory.ghn.generate(together).numpy(), rep.policies[written])
 
 
 def test_the_repertoire_acts_as_when_it_was_built(built):

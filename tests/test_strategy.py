@@ -126,3 +126,23 @@ def test_comma_variant_is_budget_matched(cartpole):
         evolution = dataclasses.replace(cartpole.evolution, population=population)
         s = build_strategy("srghn-comma", cartpole.policy, cartpole.ghn, evolution, RunSeeds.from_seed(0))
         assert s.config.selection == "comma" and s.ask().shape[0] == evaluations_per_generation(evolution)
+
+
+def test_immigrants_replace_the_least_fit_and_are_measured_next_generation(cartpole):
+    import torch
+
+    s = strategy(cartpole, reevaluate=False)
+    s.ask()
+    s.tell(np.arange(30, dtype=float))  # survivors' fitness 29..20, best first
+    others = strategy(cartpole, seed=1).params[:3]
+    ids = s.immigrate(others)
+    np.testing.assert_array_equal(ids, [30, 31, 32])  # after the 10 + 20 ids handed out so far
+    np.testing.assert_array_equal(s.fitness[:7], np.arange(29, 22, -1))  # the fittest seven stay
+    assert np.isnan(s.fitness[7:]).all() and (s.parent_ids[7:] == -1).all()
+    worst_first = [9, 8, 7]  # the first immigrant takes the least fit place
+    assert torch.equal(s.params[worst_first], others)
+    np.testing.assert_array_equal(s.ids[worst_first], ids)
+    np.testing.assert_array_equal(s.population()[worst_first], s.ghn.generate(others).numpy())
+    assert s.ask().shape[0] == 30  # unmeasured immigrants: the parents are measured again with the children
+    with pytest.raises(ConfigError, match="between generations"):
+        s.immigrate(others)
