@@ -54,6 +54,7 @@ class TrialAndError:
     settings: TrialSettings = field(default_factory=TrialSettings)
     tried: list[int] = field(default_factory=list)
     observed: list[float] = field(default_factory=list)
+    excluded: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.descriptors = np.asarray(self.descriptors, dtype=np.float64)
@@ -91,9 +92,16 @@ class TrialAndError:
         """The return the process expects of every gait now (the prior until the first trial)."""
         return self._mean * self.scale
 
-    def next(self) -> int:
-        """The gait to try next: the highest upper confidence bound (the lowest row among equals)."""
-        return int(np.argmax(self._mean + self.settings.kappa * self._std))
+    def exclude(self, row: int) -> None:
+        """Gait ``row`` cannot be tried (it failed its gates): never chosen again."""
+        self.excluded.add(int(row))
+
+    def next(self) -> int | None:
+        """The gait to try next: the highest upper confidence bound (the lowest row among equals); None when every
+        gait is excluded."""
+        bound = self._mean + self.settings.kappa * self._std
+        bound[list(self.excluded)] = -np.inf
+        return None if len(self.excluded) >= len(bound) else int(np.argmax(bound))
 
     @property
     def best(self) -> int | None:
@@ -102,10 +110,12 @@ class TrialAndError:
 
     @property
     def done(self) -> bool:
-        """A trial reached ``alpha`` of the best the process expects, or the trials are spent."""
-        if len(self.tried) >= self.settings.max_trials:
+        """A trial reached ``alpha`` of the best the process expects of a gait that can still be tried, the trials
+        are spent, or no gait is left."""
+        open_rows = np.setdiff1d(np.arange(len(self.prior)), list(self.excluded))
+        if len(self.tried) >= self.settings.max_trials or not open_rows.size:
             return True
-        return bool(self.tried) and max(self.observed) >= self.settings.alpha * float(self.expected().max())
+        return bool(self.tried) and max(self.observed) >= self.settings.alpha * float(self.expected()[open_rows].max())
 
     def to_dict(self) -> dict:
         return {"trials": [{"row": r, "return": round(v, 3)} for r, v in zip(self.tried, self.observed, strict=True)],

@@ -60,6 +60,19 @@ def test_a_trial_corrects_the_promise_around_it_and_not_far_away():
     assert abs(expected[far] - promised(GRID)[far]) < 0.05 * near_change
 
 
+def test_a_gait_that_cannot_be_tried_is_passed_over():
+    trials = TrialAndError(GRID, promised(GRID))
+    first = trials.next()
+    trials.exclude(first)
+    second = trials.next()
+    assert second != first and second == int(np.argsort(-promised(GRID), kind="stable")[1])
+    trials.tell(second, float(promised(GRID)[second]))  # the second-best promise kept: 90 % of what is left
+    assert trials.done
+    for row in range(len(GRID)):
+        trials.exclude(row)
+    assert trials.next() is None and trials.done
+
+
 @pytest.mark.parametrize(("args", "kwargs"), [((GRID, np.full(len(GRID), np.nan)), {}),
                                               ((GRID[:3], promised(GRID)), {})])
 def test_bad_inputs_are_refused(args, kwargs):
