@@ -55,12 +55,12 @@ def answered_by(result: dict) -> str:
         return "none"
     if champion == "safe":
         return "safe"
-    if "-rep-" in champion:
-        return "repertoire"
     events = [e for e in result.get("adaptation_events", []) if e.get("to_id") == champion]
     reason = " ".join(str(e.get("reason", "")) for e in events).lower()
     if "trial" in reason:
         return "trials"
+    if "-rep-" in champion:
+        return "repertoire"
     if "compensat" in reason:
         return "compensated"
     if events or "factory" in champion:
@@ -155,6 +155,9 @@ def main() -> None:
     references = {}
     if args.references.is_file():
         references = {r["damage"]: r["reference"] for r in json.loads(args.references.read_text())["results"]}
+    for scored in args.references.with_suffix("").glob("*/reference.json"):  # damages scored since (resumed runs)
+        result = json.loads(scored.read_text())
+        references.setdefault(result["damage"], result["reference"])
     args.out.mkdir(parents=True, exist_ok=True)
     runs = {}
     for damage in args.only or damages:
