@@ -42,30 +42,32 @@ def reference(profile, name: str, regime, out: Path, generations: int, workers: 
     damaged = profile.with_regime(name, regime)
     run = out / name
     summary_file = run / "summary.json"
+    # the run starts at the factory's generation; --generations counts the generations played in the damage
     done = summary_file.is_file() and json.loads(summary_file.read_text()).get("generations", 0) >= generations
     if not done:
         if run.is_dir() and not (run / "population.npz").is_file():
             shutil.rmtree(run)  # stopped before its first checkpoint: nothing to continue
+        start = load_population(factory_path(profile)).strategy.generation
         settings = EvolveSettings(
-            profile=damaged, out=run, generations=generations, seed=seed, switch_at=0, switch_regime=name,
+            profile=damaged, out=run, generations=start + generations, seed=seed, switch_at=0, switch_regime=name,
             workers=workers, init=str(factory_path(profile)), resume=(run / "population.npz").is_file(),
             command=shlex.join(sys.argv), limits=OFFLINE_LIMITS)
         run_evolve(settings)
     scored_file = run / "reference.json"
-    if done and scored_file.is_file() and json.loads(scored_file.read_text())["generations"] >= generations:
+    if scored_file.is_file() and json.loads(scored_file.read_text())["generations"] >= generations:
         return json.loads(scored_file.read_text())
     population = load_population(run / "population.npz")
     means = [r["mean"] for r in population_returns(damaged, population, SEEDS, name, fittest=SCORED)[1]]
     repertoire = load_repertoire(profile)
     # the screen plays seed 0, the finalists' whole episodes SEEDS (as the population's scoring)
     found = search_repertoire(damaged, repertoire, name, settings=SearchSettings(
-        finalists=FINALISTS, whole_episodes=len(SEEDS), seed=SEEDS[0] - 1))
+        finalists=FINALISTS, whole_episodes=len(SEEDS), seed=SEEDS[0] - 1, limits=OFFLINE_LIMITS))
     summary = json.loads(summary_file.read_text())
     evolved, elite = max(means), found.returns
     result = {"damage": name, "definition": regime.to_dict(), "reference": round(max(evolved, elite), 1),
               "by": "evolution" if evolved >= elite else "repertoire", "evolution": round(evolved, 1),
               "repertoire": round(elite, 1), "elite": repertoire.elite_id(found.best),
-              "generations": population.strategy.generation, "env_steps": summary.get("total_env_steps"),
+              "generations": summary["generations"], "env_steps": summary.get("total_env_steps"),
               "repertoire_elites": len(repertoire), "search_env_steps": found.env_steps,
               "seeds": f"{SEEDS[0]}-{SEEDS[-1]}", "run": str(run)}
     scored_file.write_text(json.dumps(result, indent=2))

@@ -34,6 +34,9 @@ class SearchSettings:
     """The screening episode's seed; the whole episodes use ``seed + 1 ...``."""
     workers: int | None = None
     backend: str = "local"
+    limits: object = None
+    """The workers' limits (:data:`srghn.sim.workers.OFFLINE_LIMITS` for offline searches, where a starved worker
+    must not time out and change the answer); None: the evaluator's defaults."""
 
     def __post_init__(self) -> None:
         if self.short_steps < 1 or self.finalists < 1 or self.whole_episodes < 1:
@@ -78,7 +81,7 @@ def search_repertoire(profile: RobotProfile, repertoire: Repertoire, regime_name
     damaged.regime(regime_name)  # UnknownRegime, naming the robot's regimes, before any worker starts
     short = dataclasses.replace(damaged, env_kwargs={**damaged.env_kwargs, "max_episode_steps": settings.short_steps})
     steps = 0
-    evaluator = make_evaluator(short, settings.backend, settings.workers)
+    evaluator = make_evaluator(short, settings.backend, settings.workers, limits=settings.limits)
     try:
         screen = evaluator.evaluate(repertoire.policies, np.array([settings.seed]), regime_name, repertoire.norm)
     finally:
@@ -86,7 +89,7 @@ def search_repertoire(profile: RobotProfile, repertoire: Repertoire, regime_name
     steps += screen.env_steps
     ranked = np.argsort(-np.nan_to_num(screen.fitness, nan=-np.inf), kind="stable")
     finalists = ranked[:settings.finalists]
-    evaluator = make_evaluator(damaged, settings.backend, settings.workers)
+    evaluator = make_evaluator(damaged, settings.backend, settings.workers, limits=settings.limits)
     try:
         seeds = settings.seed + 1 + np.arange(settings.whole_episodes)
         whole = evaluator.evaluate(repertoire.policies[finalists], seeds, regime_name, repertoire.norm)
