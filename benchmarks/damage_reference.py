@@ -42,17 +42,14 @@ def reference(profile, name: str, regime, out: Path, generations: int, workers: 
     damaged = profile.with_regime(name, regime)
     run = out / name
     summary_file = run / "summary.json"
-    # the run starts at the factory's generation; --generations counts the generations played in the damage
-    done = summary_file.is_file() and json.loads(summary_file.read_text()).get("generations", 0) >= generations
-    if not done:
+    if _played(run) < generations:
         if run.is_dir() and not (run / "population.npz").is_file():
             shutil.rmtree(run)  # stopped before its first checkpoint: nothing to continue
-        start = load_population(factory_path(profile)).strategy.generation
-        settings = EvolveSettings(
-            profile=damaged, out=run, generations=start + generations, seed=seed, switch_at=0, switch_regime=name,
+        # the strategy's generation counter goes on from its init, so the run is stopped by its records instead
+        run_evolve(EvolveSettings(
+            profile=damaged, out=run, generations=10**9, seed=seed, switch_at=0, switch_regime=name,
             workers=workers, init=str(factory_path(profile)), resume=(run / "population.npz").is_file(),
-            command=shlex.join(sys.argv), limits=OFFLINE_LIMITS)
-        run_evolve(settings)
+            command=shlex.join(sys.argv), limits=OFFLINE_LIMITS), should_stop=lambda: _played(run) >= generations)
     scored_file = run / "reference.json"
     if scored_file.is_file() and json.loads(scored_file.read_text())["generations"] >= generations:
         return json.loads(scored_file.read_text())
@@ -72,6 +69,12 @@ def reference(profile, name: str, regime, out: Path, generations: int, workers: 
               "seeds": f"{SEEDS[0]}-{SEEDS[-1]}", "run": str(run)}
     scored_file.write_text(json.dumps(result, indent=2))
     return result
+
+
+def _played(run: Path) -> int:
+    """Generations the run in ``run`` has recorded."""
+    metrics = run / "metrics.jsonl"
+    return sum(1 for line in metrics.read_text().splitlines() if line.strip()) if metrics.is_file() else 0
 
 
 def main() -> None:
