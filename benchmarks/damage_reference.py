@@ -16,6 +16,7 @@ same flags, a damage whose run is unfinished continues from its checkpoint, a fi
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import shlex
 import shutil
@@ -37,14 +38,25 @@ FINALISTS = 10
 """Repertoire elites that go from the screen to whole episodes."""
 
 
-def reference(profile, name: str, regime, out: Path, generations: int, workers: int, seed: int) -> dict:
-    """Run (or resume, or read) the damage's evolution and score its final population."""
-    damaged = profile.with_regime(name, regime)
+def reference(profile, name: str, regime, out: Path, generations: int, workers: int, seed: int) -> dict | None:
+    """Run (or resume, or read) the damage's evolution and score its final population; None when another process
+    works on that damage now."""
     run = out / name
+    run.mkdir(parents=True, exist_ok=True)
+    with (out / f".{name}.lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None
+        return _reference(profile, name, regime, run, generations, workers, seed)
+
+
+def _reference(profile, name: str, regime, run: Path, generations: int, workers: int, seed: int) -> dict:
+    damaged = profile.with_regime(name, regime)
     summary_file = run / "summary.json"
     if _played(run) < generations:
-        if run.is_dir() and not (run / "population.npz").is_file():
-            shutil.rmtree(run)  # stopped before its first checkpoint: nothing to continue
+        if not (run / "population.npz").is_file():  # stopped before its first checkpoint: nothing to continue
+            shutil.rmtree(run)
         # the strategy's generation counter goes on from its init, so the run is stopped by its records instead
         run_evolve(EvolveSettings(
             profile=damaged, out=run, generations=10**9, seed=seed, switch_at=0, switch_regime=name,
@@ -93,8 +105,10 @@ def main() -> None:
         parser.error(f"--only names damages the suite lacks: {unknown}; suite: {list(damages)}")
     results = []
     for name in args.only or damages:
-        results.append(reference(profile, name, damages[name], args.out, args.generations, args.workers, args.seed))
-        print(json.dumps(results[-1]), flush=True)
+        result = reference(profile, name, damages[name], args.out, args.generations, args.workers, args.seed)
+        print(json.dumps(result or {"damage": name, "skipped": "another process runs it"}), flush=True)
+        if result is not None:
+            results.append(result)
     if args.json:
         args.json.write_text(json.dumps({"suite": str(args.suite), "results": results}, indent=2))
 
