@@ -76,11 +76,18 @@ def _reference(profile, name: str, regime, run: Path, generations: int, workers:
     result = {"damage": name, "definition": regime.to_dict(), "reference": round(max(evolved, elite), 1),
               "by": "evolution" if evolved >= elite else "repertoire", "evolution": round(evolved, 1),
               "repertoire": round(elite, 1), "elite": repertoire.elite_id(found.best),
-              "generations": summary["generations"], "env_steps": summary.get("total_env_steps"),
+              "generations": summary["generations"], "env_steps": _env_steps(run),
               "repertoire_elites": len(repertoire), "search_env_steps": found.env_steps,
               "seeds": f"{SEEDS[0]}-{SEEDS[-1]}", "run": str(run)}
     scored_file.write_text(json.dumps(result, indent=2))
     return result
+
+
+def _env_steps(run: Path) -> int:
+    """Env steps the run's recorded generations played (the driver's running total also counts a resumed run's
+    replayed generations)."""
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return sum(json.loads(line)["env_steps"] for line in lines if line.strip())
 
 
 def _played(run: Path) -> int:
