@@ -28,7 +28,8 @@ import zmq
 from srghn.deploy.process.state import no_space
 from srghn.deploy.registry.store import Registry, champion_rows
 from srghn.deploy.server.background import Background
-from srghn.deploy.server.serving import Serving, oversize_reply, receive
+from srghn.deploy.server.intake import oversize_reply, receive
+from srghn.deploy.server.serving import Serving
 from srghn.deploy.wire import protocol as p
 from srghn.deploy.wire.keys import Identity, allowed, sender
 from srghn.deploy.wire.messages import Command

@@ -17,16 +17,12 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from enum import Enum
 
-from srghn.errors import SrghnError
+from srghn.errors import MessageError
 
 HEARTBEAT_INTERVAL_S = 1.0
 HEARTBEAT_EXPIRY_S = 10.0
 """Generous on purpose: evolution runs at low priority and a loaded machine may hold its heartbeat back for
 seconds; what expiry changes is only what ``status`` says about evolution (serving never waits on it)."""
-
-
-class MessageError(SrghnError):
-    """An internal message that is not JSON, has an unknown op, or lacks or mistypes a field."""
 
 
 class Op(str, Enum):
