@@ -859,7 +859,7 @@ def champions(
 
 
 def _regimes_of(report) -> str:
-    from srghn.deploy.registry.store import report_key
+    from srghn.deploy.registry.transitions import report_key
 
     key = report_key(report)
     return "every regime" if key == "all" else f"regime {key}" if "+" not in key else f"regimes {key}"
