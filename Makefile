@@ -15,7 +15,7 @@ TORCH ?= torch==2.13.0
 # server's socket loop and the shadow simulator's MuJoCo step (gcc, Python's headers: tests/test_fastloop.py checks
 # them), the tests build the C client (clients/c) against libzmq's header (pyzmq's wheel bundles libzmq but no
 # zmq.h). Missing ones are installed with apt-get where this user may (root, or sudo without a password); otherwise
-# make stops with one line naming them. `make test ZMQ_HEADER=absent.h` shows that line.
+# make stops with one line naming them (`make system-test ZMQ_HEADER=absent.h may_install=` shows it).
 NEEDS_run := gcc libc6-dev python3-venv python3-dev
 NEEDS_test := $(NEEDS_run) libzmq3-dev
 ZMQ_HEADER ?= zmq.h
