@@ -859,7 +859,7 @@ def champions(
 
 
 def _regimes_of(report) -> str:
-    from srghn.deploy.registry.store import report_key
+    from srghn.deploy.registry.transitions import report_key
 
     key = report_key(report)
     return "every regime" if key == "all" else f"regime {key}" if "+" not in key else f"regimes {key}"
@@ -1299,7 +1299,7 @@ def run(
 
 
 def _record_limits(record: bool, file_mb: float, total_mb: float) -> dict | None:
-    from srghn.deploy.recording.recording import check_limits
+    from srghn.deploy.recording.format import check_limits
 
     limits = check_limits(file_mb, total_mb)
     return limits if record else None
@@ -1445,7 +1445,8 @@ def robot_sim(
         found = operator.client_keys(("robot",), keys)
         recorder = None
         if limits is not None:
-            from srghn.deploy.recording.recording import BackgroundRecorder, RecordingWriter, recordings_dir
+            from srghn.deploy.recording.format import recordings_dir
+            from srghn.deploy.recording.writer import BackgroundRecorder, RecordingWriter
 
             writer = RecordingWriter(recordings_dir(operator.state_dir), profile.name, "robot-sim", **limits)
             telemetry = operator.server.get("telemetry") if operator.server and not found else None
@@ -1763,7 +1764,7 @@ RecordDirOpt = Annotated[Path | None, typer.Option(
 
 def _recordings(directory: Path | None, state_dir: Path | None) -> Path:
     from srghn.deploy.process.state import resolve_state_dir
-    from srghn.deploy.recording.recording import recordings_dir
+    from srghn.deploy.recording.format import recordings_dir
 
     found = directory or recordings_dir(resolve_state_dir(state_dir))
     if not found.is_dir():
@@ -1774,7 +1775,7 @@ def _recordings(directory: Path | None, state_dir: Path | None) -> Path:
 @record_app.command("list")
 def record_list(as_json: JsonOpt = False, directory: RecordDirOpt = None, state_dir: StateDirOpt = None) -> None:
     """List the recording files: size, time span, messages per topic (oldest first)."""
-    from srghn.deploy.recording.recording import list_recordings
+    from srghn.deploy.recording.files import list_recordings
 
     with _handled():
         files = list_recordings(_recordings(directory, state_dir))
@@ -1807,7 +1808,8 @@ def record_export(
     state_dir: StateDirOpt = None,
 ) -> None:
     """Convert a slice of the recordings to CSV: one row per message, one column per observation/action value."""
-    from srghn.deploy.recording.recording import SCHEMAS, export_csv, list_recordings
+    from srghn.deploy.recording.files import export_csv, list_recordings
+    from srghn.deploy.recording.format import SCHEMAS
 
     with _handled():
         if kind not in SCHEMAS:

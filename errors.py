@@ -21,6 +21,20 @@ class UnknownRegime(ConfigError):
     """A regime name that the environment or profile does not define."""
 
 
+class InvalidEvidence(SrghnError, ValueError):
+    """What a robot reported cannot serve as evidence about its regime; the message says what is wrong. (A
+    ``ValueError`` too, as :class:`ConfigError` is: a bad value given to a function.)"""
+
+
+class InvalidTransitions(InvalidEvidence):
+    """Transitions given for regime identification are of the wrong shape, hold NaN or infinite values, or hold
+    discrete actions outside the action space."""
+
+
+class InvalidReturns(InvalidEvidence):
+    """Episode returns given to the return drift detector or a regime trial are not finite, or there are none."""
+
+
 # -- controller: strategies, population files, policies ----------------------------------------------------------------
 
 
@@ -34,6 +48,11 @@ class CheckpointError(SrghnError):
 
 class PolicyLoadError(CheckpointError):
     """An ONNX policy could not be loaded, or it does not follow the srghn contract."""
+
+
+class MalformedAncestry(CheckpointError, ValueError):
+    """A saved ancestry (``ancestry.json``: individual -> parent, generation born) is not the document
+    :meth:`srghn.sim.ancestry.Ancestry.to_json` writes."""
 
 
 # -- sim: the shadow evaluators ----------------------------------------------------------------------------------------
@@ -95,6 +114,11 @@ class ProtocolError(SrghnError):
         self.request_id = request_id
 
 
+class MessageError(SrghnError):
+    """A message on the internal socket between daemon and server (:mod:`srghn.deploy.wire.messages`) that is not
+    JSON, has an unknown op, or lacks or mistypes a field."""
+
+
 class ServerUnavailable(SrghnError):
     """No answer from the control server within the timeout (not running, wrong endpoint, or overloaded)."""
 
@@ -122,8 +146,9 @@ class ServerConflict(SrghnError):
 
 
 __all__ = [
-    "ArtifactCorrupted", "CheckpointError", "ConfigError", "EvaluatorError", "ExportError",
-    "Forbidden", "InvalidRequest", "PolicyLoadError", "PromotionRefused", "ProtocolError", "RegistryError",
-    "RegistryUnreadable", "ReplyError", "ServerConflict", "ServerUnavailable", "SrghnError", "StateDirMissing",
-    "StrategyError", "UnknownChampion", "UnknownRegime", "WorkerProtocolError",
+    "ArtifactCorrupted", "CheckpointError", "ConfigError", "EvaluatorError", "ExportError", "Forbidden",
+    "InvalidEvidence", "InvalidRequest", "InvalidReturns", "InvalidTransitions", "MalformedAncestry", "MessageError",
+    "PolicyLoadError", "PromotionRefused", "ProtocolError", "RegistryError", "RegistryUnreadable", "ReplyError",
+    "ServerConflict", "ServerUnavailable", "SrghnError", "StateDirMissing", "StrategyError", "UnknownChampion",
+    "UnknownRegime", "WorkerProtocolError",
 ]

@@ -42,7 +42,8 @@ def serve(endpoint: str, robot: str, n: int, warmup: int) -> None:
     """The server side: answer ``n`` ACTs with each path in turn (interleaved halves), print the stage times."""
     from srghn.controller.onnx_policy import ACTION_NAME, INPUT_NAME, OnnxPolicy, float32_inner_bounds
     from srghn.deploy.daemon.champions import export_for_profile
-    from srghn.deploy.server.serving import REQUEST_ID, ModelSlot, PolicyIO
+    from srghn.deploy.server.serving import REQUEST_ID
+    from srghn.deploy.server.slots import ModelSlot, PolicyIO
     from srghn.safety.watchdog import Watchdog
     from srghn.sim.profiles import load_profile
 

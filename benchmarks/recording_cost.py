@@ -84,7 +84,7 @@ def status(ctx: zmq.Context, admin: str, proc: subprocess.Popen) -> dict:
 
 def tap_call_ns(n: int = 200_000) -> float:
     """The serving thread's side of a recording in a tight loop: one call with a request and its reply."""
-    from srghn.deploy.recording.recording import Tap
+    from srghn.deploy.recording.tap import Tap
 
     tap = Tap(sock=None)
     frames = [b"robot", p.act_frames(1, np.zeros(4, np.float32))[0], bytes(16)]
@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    from srghn.deploy.recording.recording import RECORDINGS, check_limits
+    from srghn.deploy.recording.format import RECORDINGS, check_limits
     from srghn.sim.profiles import load_profile
 
     obs_dim = load_profile(args.robot).policy.obs_dim

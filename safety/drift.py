@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from river.drift import PageHinkley
 
-from srghn import ConfigError
+from srghn.errors import ConfigError, InvalidReturns
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class ReturnDriftDetector:
         """Feed one episode's return; True when it completes evidence of a drop (drift)."""
         value = float(episode_return)
         if not math.isfinite(value):
-            raise ValueError(f"episode return must be finite, got {episode_return!r}")
+            raise InvalidReturns(f"episode return must be finite, got {episode_return!r}")
         if self.reference is None:
             self._warmup.append(value)
             if len(self._warmup) == self.config.warmup:

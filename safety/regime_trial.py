@@ -19,6 +19,7 @@ import numpy as np
 from srghn.controller.normalizer import ObsNorm
 from srghn.controller.onnx_policy import OnnxPolicy
 from srghn.controller.policy import PolicySpec
+from srghn.errors import InvalidReturns
 from srghn.safety.scenarios import run_scenarios
 from srghn.sim.profiles import RobotProfile
 
@@ -50,7 +51,7 @@ def explain_returns(profile: RobotProfile, served: bytes, observed: np.ndarray, 
     of the ``stored`` champions (id -> ONNX bytes) in it; ``episodes`` fixed-seed episodes from ``seed`` each."""
     observed = np.asarray(observed, dtype=np.float64)
     if observed.size == 0 or not np.isfinite(observed).all():
-        raise ValueError(f"reported returns must be finite and at least one, got {observed.tolist()}")
+        raise InvalidReturns(f"reported returns must be finite and at least one, got {observed.tolist()}")
     mean = float(observed.mean())
     sims = run_scenarios(profile, OnnxPolicy(served), profile.regimes, episodes, seed, max_steps)
     expected = {regime: result.mean_return for regime, result in sims.items()}

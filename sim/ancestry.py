@@ -16,6 +16,8 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from srghn.errors import MalformedAncestry
+
 ROOT = -1
 """Parent id of a run's initial individuals that came from nothing (a scratch start)."""
 
@@ -65,11 +67,11 @@ class Ancestry:
 
     @classmethod
     def from_json(cls, text: str) -> Ancestry:
-        """Inverse of :meth:`to_json`; a malformed document is a ``ValueError``."""
+        """Inverse of :meth:`to_json`; a malformed document is a :class:`MalformedAncestry`."""
         try:
             return cls({int(i): (int(p), None if g is None else int(g)) for i, p, g in json.loads(text)})
-        except (TypeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"malformed ancestry: {exc}") from exc
+        except (TypeError, ValueError) as exc:  # not JSON, not rows of three, not integers
+            raise MalformedAncestry(f"malformed ancestry: {exc}") from exc
 
     @classmethod
     def from_run(cls, run_json: Path, metrics: Path) -> Ancestry:

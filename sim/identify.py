@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from srghn.errors import InvalidTransitions
 from srghn.sim.envs import ALL, KINDS, LOG_KINDS, NOMINAL, Regime, kind_distance
 from srghn.sim.profiles import RobotProfile
 from srghn.sim.twin import Fit, NotIdentifiable, Twin, replayable
@@ -128,12 +129,12 @@ def _transitions(profile: RobotProfile, obs: np.ndarray, actions: np.ndarray, ne
         actions = actions.reshape(n, -1)
     width = 1 if spec.discrete else spec.act_dim
     if n < 1 or obs.shape != (n, spec.obs_dim) or next_obs.shape != obs.shape or actions.shape != (n, width):
-        raise ValueError(f"transitions must be obs ({n}, {spec.obs_dim}), actions ({n}, {width}) and next_obs "
+        raise InvalidTransitions(f"transitions must be obs ({n}, {spec.obs_dim}), actions ({n}, {width}) and next_obs "
                          f"({n}, {spec.obs_dim}) with n >= 1; got {obs.shape}, {actions.shape}, {next_obs.shape}")
     if not (np.isfinite(obs).all() and np.isfinite(actions).all() and np.isfinite(next_obs).all()):
-        raise ValueError("transitions hold NaN or infinite values")
+        raise InvalidTransitions("transitions hold NaN or infinite values")
     if spec.discrete and not np.isin(actions, np.arange(spec.act_dim)).all():
-        raise ValueError(f"discrete actions must be indices 0..{spec.act_dim - 1}")
+        raise InvalidTransitions(f"discrete actions must be indices 0..{spec.act_dim - 1}")
     if limit is not None:
         obs, actions, next_obs = obs[-limit:], actions[-limit:], next_obs[-limit:]
     return obs, actions, next_obs

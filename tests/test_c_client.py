@@ -1,4 +1,4 @@
-"""The C client shipped in clients/c: built here with gcc against libzmq (Debian's libzmq3-dev; .ci/run installs
+"""The C client shipped in clients/c: built here with gcc against libzmq (Debian's libzmq3-dev; `make test` installs
 both), then driven against a real daemon (``srghn-ctl run``); every answer is checked against the Python
 client's answer to the same request."""
 

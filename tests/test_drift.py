@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from srghn import ConfigError
+from srghn.errors import InvalidReturns
 from srghn.safety.drift import DriftConfig, ReturnDriftDetector, alarms
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "drift_false_alarms.py"
@@ -49,5 +50,5 @@ def test_bad_settings_and_returns_are_errors() -> None:
         DriftConfig(warmup=1)
     with pytest.raises(ConfigError, match="threshold"):
         DriftConfig(threshold=0.0)
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(InvalidReturns, match="finite"):
         ReturnDriftDetector().update(float("nan"))

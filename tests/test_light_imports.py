@@ -15,7 +15,9 @@ recorder process needs."""
 LIGHT = {
     "srghn.cli": HEAVY + SLOW + ("gymnasium", "mujoco", "zmq", "onnxruntime"),
     "srghn.sim.preflight": HEAVY + SLOW,
-    "srghn.deploy.recording.recording": HEAVY + SLOW + ("gymnasium", "zmq"),
+    "srghn.deploy.recording.tap": HEAVY + SLOW + ("gymnasium", "zmq"),
+    "srghn.deploy.recording.writer": HEAVY + SLOW + ("gymnasium", "zmq"),
+    "srghn.deploy.recording.files": HEAVY + SLOW + ("gymnasium", "zmq"),
     "srghn.deploy.server.process": HEAVY + SLOW + ("gymnasium", "mujoco"),
     "srghn.deploy.server.supervisor": HEAVY + ("gymnasium", "mujoco", "numpy", "zmq"),
     "srghn.deploy.clients.client": HEAVY + ("gymnasium", "mujoco"),

@@ -34,10 +34,23 @@ def test_every_op_has_its_message_and_round_trips() -> None:
     (b'{"op": "promoted", "token": 1, "ok": 1}', "'ok' must be bool"),
     (b'{"op": "sync", "extra": 1}', "unknown field"),
     (b'{"op": "command", "cmd": "pause", "actor": "a", "regime": 3}', "'regime' must be str | None"),
+    (b'{"op": "command", "cmd": "reboot", "actor": "a"}', "'cmd' must be one of pause, resume, regime"),
+    (b'{"op": "command", "cmd": 1, "actor": "a"}', "'cmd' must be Cmd"),
 ])
 def test_malformed_messages_are_refused_with_the_reason(frame: bytes, complaint: str) -> None:
     with pytest.raises(m.MessageError, match=complaint):
         m.decode(frame)
+
+
+def test_a_command_is_its_typed_member_and_the_wire_carries_its_name() -> None:
+    command = m.decode(b'{"op":"command","cmd":"pause","actor":"a","regime":null}')
+    assert command.cmd is m.Cmd.PAUSE and command.cmd.pauses is True
+    assert m.Cmd.RESUME.pauses is False and m.Cmd.REGIME.pauses is None
+    assert m.encode(m.Command(m.Cmd.REGIME, "a", "inverted")) == \
+        b'{"op":"command","cmd":"regime","actor":"a","regime":"inverted"}'
+    assert f"{m.Cmd.REGIME}" == "regime"  # log lines name it as the wire does
+    with pytest.raises(ValueError, match="'jump' is not a valid Cmd"):
+        m.Command("jump", "a")
 
 
 def test_client_text_is_escaped_in_log_lines_and_tracebacks_are_kept() -> None:

@@ -17,7 +17,7 @@ from mcap.reader import make_reader
 from server_helpers import ctl, wait_for
 
 from srghn.deploy.clients.client import AdminClient
-from srghn.deploy.recording.recording import RECORDINGS
+from srghn.deploy.recording.format import RECORDINGS
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,9 @@ from mcap.reader import make_reader
 from server_helpers import gate_and_promote, live_champion, register_champion, running_server, wait_for
 
 from srghn.deploy.clients.client import ControlClient
-from srghn.deploy.recording.recording import RECORDINGS, RecordingWriter, check_limits, list_recordings, read_messages
+from srghn.deploy.recording.files import list_recordings, read_messages
+from srghn.deploy.recording.format import RECORDINGS, check_limits
+from srghn.deploy.recording.writer import RecordingWriter
 from srghn.errors import ConfigError, ReplyError
 
 

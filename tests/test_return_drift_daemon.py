@@ -13,7 +13,7 @@ from srghn.deploy.daemon.champions import register_policy
 from srghn.deploy.daemon.daemon import Daemon, _Regime
 from srghn.deploy.daemon.settings import DaemonSettings
 from srghn.deploy.registry.store import Registry
-from srghn.deploy.server.serving import take_returns
+from srghn.deploy.server.robots import take_returns
 from srghn.deploy.wire import messages as m
 from srghn.sim.evaluator import InProcessEvaluator
 from srghn.sim.profiles import load_profile
@@ -89,7 +89,7 @@ def test_nominal_returns_raise_no_alarm_and_a_new_champion_starts_a_new_referenc
 def test_the_server_hands_each_robots_returns_on_once() -> None:
     from types import SimpleNamespace
 
-    from srghn.deploy.server.serving import Client
+    from srghn.deploy.server.robots import Client
 
     served = SimpleNamespace(clients={b"robot-a": Client("robot-a"), b"robot-b": Client("robot-b")})
     served.clients[b"robot-a"].line = (SimpleNamespace(champion_id="champ-1"), None)  # its regime's champion

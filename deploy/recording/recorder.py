@@ -1,5 +1,5 @@
 """The recorder process: receives the control server's batches
-(:class:`srghn.deploy.recording.recording.Tap`) and writes
+(:class:`srghn.deploy.recording.tap.Tap`) and writes
 them to MCAP files, so that decoding, JSON and compression never run in the server's interpreter.
 
     python -m srghn.deploy.recording.recorder --endpoint ipc://STATE/record.sock --dir STATE/recordings --robot NAME
@@ -23,7 +23,8 @@ import zmq
 
 from srghn.deploy.process import logs
 from srghn.deploy.process.signals import ExitFlag
-from srghn.deploy.recording.recording import BATCH, DEFAULT_FILE_MB, DEFAULT_TOTAL_MB, END, RecordingWriter
+from srghn.deploy.recording.format import BATCH, DEFAULT_FILE_MB, DEFAULT_TOTAL_MB, END
+from srghn.deploy.recording.writer import RecordingWriter
 
 log = logging.getLogger("srghn.recorder")
 

@@ -15,6 +15,8 @@ from srghn.controller.files import atomic_write
 from srghn.errors import ArtifactCorrupted, RegistryError
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+ONNX_SUFFIX = ".onnx"
+PARAMS_SUFFIX = ".npy"
 
 
 def sha256_hex(data: bytes) -> str:

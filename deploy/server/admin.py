@@ -28,10 +28,11 @@ import zmq
 from srghn.deploy.process.state import no_space
 from srghn.deploy.registry.store import Registry, champion_rows
 from srghn.deploy.server.background import Background
-from srghn.deploy.server.serving import Serving, oversize_reply, receive
+from srghn.deploy.server.intake import oversize_reply, receive
+from srghn.deploy.server.serving import Serving
 from srghn.deploy.wire import protocol as p
 from srghn.deploy.wire.keys import Identity, allowed, sender
-from srghn.deploy.wire.messages import Command
+from srghn.deploy.wire.messages import Cmd, Command
 from srghn.errors import ConfigError, PromotionRefused, ProtocolError, SrghnError, UnknownChampion
 
 log = logging.getLogger("srghn.server.admin")
@@ -52,7 +53,8 @@ READ_RATE_PER_S = 100.0
 the registry must confirm): each costs a registry query and its encoding beside the serving thread."""
 MAX_TRACKED = 1024
 """Clients whose rate is tracked (the least recently heard go first)."""
-COMMANDS = ("status", "champions", "history", "promote", "rollback", "pause", "resume", "regime")
+WRITES = ("promote", "rollback")
+"""The commands that change the registry (apart from the reads in every limit)."""
 
 
 class Admin:
@@ -172,7 +174,7 @@ class Admin:
                                                      self.serving.info_json])
                 return
             request = p.parse_json(msg[1], request_id)
-            if request.get("cmd") not in ("promote", "rollback") and not _spend(self.total, TOTAL_RATE_PER_S,
+            if request.get("cmd") not in WRITES and not _spend(self.total, TOTAL_RATE_PER_S,
                                                                                  TOTAL_RATE_PER_S):
                 raise ProtocolError(p.ErrorCode.BUSY, f"more than {TOTAL_RATE_PER_S:.0f} requests a second from all "
                                     "clients together: slow down", request_id)
@@ -186,58 +188,66 @@ class Admin:
     def command(self, request: dict, request_id: int, who: Identity, reply: Reply, submit: Submit) -> None:
         args = _Args(request, request_id)
         cmd = args.str("cmd", required=True)
-        if cmd not in COMMANDS:
-            raise ProtocolError(p.ErrorCode.BAD_REQUEST, f"unknown command {cmd!r}; known: {', '.join(COMMANDS)}",
+        handle = HANDLERS.get(cmd)
+        if handle is None:
+            raise ProtocolError(p.ErrorCode.BAD_REQUEST, f"unknown command {cmd!r}; known: {', '.join(HANDLERS)}",
                                 request_id)
         if self.identify is not None:
             allowed(who, "admin", cmd, request_id)
-        if cmd == "status":
-            args.done()
-            reply(self.status())
-        elif cmd == "champions":
-            which, status = args.str("robot"), args.str("status")
-            args.done()
-            submit(lambda r: _encoded("champions", champion_rows(r, which, status)), reply)
-        elif cmd == "history":
-            which, limit = args.str("robot"), args.int("limit", low=1)
-            args.done()
-            submit(lambda r: _encoded("events", [e.to_dict() for e in r.history(which, limit)]), reply)
-        elif cmd in ("promote", "rollback"):
-            champion = args.str("id", required=True) if cmd == "promote" else args.str("to")
-            reason = args.str("reason")
-            force = args.bool("force") if cmd == "promote" else False
-            args.str("actor")  # accepted from older clients, never believed: the actor is who authenticated
-            args.done()
-            if force and not (reason and reason.strip()):  # a malformed request, whatever the id names
-                raise ProtocolError(p.ErrorCode.BAD_REQUEST, "force needs a non-blank reason: overriding a gate is "
-                                    "audited with its reason", request_id)
-            self.transition(cmd, champion, who.actor, reason, force, reply, submit)
-        else:
-            regime = args.str("regime", required=True) if cmd == "regime" else None
-            args.str("actor")
-            args.done()
-            if regime is None or regime in self.serving.regimes:
-                self.pass_on(Command(cmd, who.actor, regime), request_id, reply)
-                return
-            # not declared by the profile: perhaps a regime the twin identified, which the registry keeps
-            robot = self.serving.robot
+        handle(self, cmd, args, who, reply, submit)
 
-            def known(stored: dict | Exception) -> None:
-                if isinstance(stored, Exception):
-                    reply(stored)
-                elif regime not in stored:
-                    names = ", ".join((*self.serving.regimes, *stored))
-                    reply(ProtocolError(p.ErrorCode.BAD_REQUEST, f"unknown regime {regime!r} for robot {robot}; "
-                                        f"known: {names}", request_id))
-                else:
-                    self.pass_on(Command(cmd, who.actor, regime), request_id, reply)
+    def _status(self, cmd: str, args: _Args, who: Identity, reply: Reply, submit: Submit) -> None:
+        args.done()
+        reply(self.status())
 
-            submit(lambda r: r.regimes(robot), known)
+    def _champions(self, cmd: str, args: _Args, who: Identity, reply: Reply, submit: Submit) -> None:
+        which, status = args.str("robot"), args.str("status")
+        args.done()
+        submit(lambda r: _encoded("champions", champion_rows(r, which, status)), reply)
+
+    def _history(self, cmd: str, args: _Args, who: Identity, reply: Reply, submit: Submit) -> None:
+        which, limit = args.str("robot"), args.int("limit", low=1)
+        args.done()
+        submit(lambda r: _encoded("events", [e.to_dict() for e in r.history(which, limit)]), reply)
+
+    def _promote_or_rollback(self, cmd: str, args: _Args, who: Identity, reply: Reply, submit: Submit) -> None:
+        champion = args.str("id", required=True) if cmd == "promote" else args.str("to")
+        reason = args.str("reason")
+        force = args.bool("force") if cmd == "promote" else False
+        args.str("actor")  # accepted from older clients, never believed: the actor is who authenticated
+        args.done()
+        if force and not (reason and reason.strip()):  # a malformed request, whatever the id names
+            raise ProtocolError(p.ErrorCode.BAD_REQUEST, "force needs a non-blank reason: overriding a gate is "
+                                "audited with its reason", args.request_id)
+        self.transition(cmd, champion, who.actor, reason, force, reply, submit)
+
+    def _to_daemon(self, cmd: str, args: _Args, who: Identity, reply: Reply, submit: Submit) -> None:
+        command = Command(Cmd(cmd), who.actor, args.str("regime", required=True) if cmd == Cmd.REGIME else None)
+        args.str("actor")
+        args.done()
+        regime = command.regime
+        if regime is None or regime in self.serving.regimes:
+            self.pass_on(command, args.request_id, reply)
+            return
+        # not declared by the profile: perhaps a regime the twin identified, which the registry keeps
+        robot = self.serving.robot
+
+        def known(stored: dict | Exception) -> None:
+            if isinstance(stored, Exception):
+                reply(stored)
+            elif regime not in stored:
+                names = ", ".join((*self.serving.regimes, *stored))
+                reply(ProtocolError(p.ErrorCode.BAD_REQUEST, f"unknown regime {regime!r} for robot {robot}; "
+                                    f"known: {names}", args.request_id))
+            else:
+                self.pass_on(command, args.request_id, reply)
+
+        submit(lambda r: r.regimes(robot), known)
 
     def pass_on(self, command: Command, request_id: int, reply: Reply) -> None:
         """Hand ``pause``, ``resume`` or ``regime`` to the evolution daemon (it applies them between generations)."""
-        if command.cmd in ("pause", "resume"):
-            want = command.cmd == "pause"
+        want = command.cmd.pauses
+        if want is not None:
             evolution = self.status().get("evolution")
             paused = None if evolution is None else evolution.get("paused")
             if evolution is None or paused == self.asked_paused:
@@ -252,8 +262,8 @@ class Admin:
         if not self.to_daemon(command):
             reply(ProtocolError(p.ErrorCode.UNAVAILABLE, "no evolution is attached to this server", request_id))
             return
-        if command.cmd in ("pause", "resume"):
-            self.asked_paused = command.cmd == "pause"
+        if want is not None:
+            self.asked_paused = want
         log.info("%s: %s %s passed to the daemon", command.actor, command.cmd, command.regime or "")
         self.publish("command", {"cmd": command.cmd, "regime": command.regime, "actor": command.actor})
         reply({"accepted": command.cmd, "regime": command.regime,
@@ -298,6 +308,10 @@ class Admin:
 
 
 Submit = Callable[..., None]
+HANDLERS: dict[str, Callable[..., None]] = {
+    "status": Admin._status, "champions": Admin._champions, "history": Admin._history,
+    **dict.fromkeys(WRITES, Admin._promote_or_rollback), **dict.fromkeys((c.value for c in Cmd), Admin._to_daemon)}
+"""Each admin command's handler: ``handler(admin, cmd, args, who, reply, submit)``."""
 
 
 def _spend(bucket: list[float], rate: float, depth: float) -> bool:

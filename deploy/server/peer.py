@@ -19,7 +19,8 @@ from collections.abc import Callable
 import zmq
 
 from srghn.deploy.server.admin import Admin
-from srghn.deploy.server.serving import Serving, take_returns
+from srghn.deploy.server.robots import take_returns, take_transitions
+from srghn.deploy.server.serving import Serving
 from srghn.deploy.wire import messages as m
 
 log = logging.getLogger("srghn.server.peer")
@@ -151,7 +152,7 @@ class DaemonPeer:
         """Hand the attached daemon the robots' new transitions and episode returns (every loop tick: a robot's
         regime change is seen within a fraction of a second)."""
         if self.serving.fresh_clients:
-            for transitions in self.serving.take_transitions():
+            for transitions in take_transitions(self.serving):
                 if self.identity is not None:
                     self.send(transitions)
         for returns in take_returns(self.serving):  # taken even without a daemon: stale returns are no evidence

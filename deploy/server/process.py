@@ -38,7 +38,7 @@ import zmq
 from srghn.deploy.process import logs, sdnotify
 from srghn.deploy.process.signals import ExitFlag
 from srghn.deploy.process.state import SERVER, hold_lock, lock_is_held, remove_runfile, secure_state_dir, write_runfile
-from srghn.deploy.recording.recording import Tap
+from srghn.deploy.recording.tap import Tap
 from srghn.deploy.server import fastloop, placement
 from srghn.deploy.server.admin import Admin
 from srghn.deploy.server.background import Background

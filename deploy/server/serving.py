@@ -1,10 +1,7 @@
 """Serving: the control socket (``ACT``, ``STEP``, ``INFO``), the model slots and the swap between them.
 
-A *slot* is one champion loaded in ONNX Runtime. The live slot serves; the last-known-good slot stands by for the
-watchdog (:mod:`srghn.safety.watchdog`). Every slot of the robot is bound (ONNX Runtime I/O binding) to the same
-:class:`PolicyIO` buffers, so a request's observation is copied once into the input buffer and whichever slot
-serves it writes its action into the output buffer: no allocation, no copy, on the hot path. Slots are loaded
-on the background thread and swapped in between two requests by one assignment.
+A *slot* is one champion loaded in ONNX Runtime (:mod:`srghn.deploy.server.slots`). The live slot serves; the
+last-known-good slot stands by for the watchdog (:mod:`srghn.safety.watchdog`).
 
 Several robots on several regimes (issue 13): each robot (client) has a regime, which the daemon identifies from
 its transitions and assigns (:class:`~srghn.deploy.wire.messages.Assign`), and a *line* of slots -- its regime's
@@ -23,113 +20,35 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import struct
 import time
-from collections import deque
 from collections.abc import Callable
 
 import numpy as np
 import zmq
 
-from srghn.controller.onnx_policy import ACTION_NAME, INPUT_NAME, LOGITS_NAME, OnnxPolicy
 from srghn.controller.policy import PolicySpec
 from srghn.deploy.registry.portfolio import portfolio
 from srghn.deploy.registry.store import Registry
 from srghn.deploy.server.background import Background
-from srghn.deploy.server.fastloop import discarder, lane_available, lane_session
+from srghn.deploy.server.fastloop import lane_available
+from srghn.deploy.server.intake import oversize_reply, receive
+from srghn.deploy.server.robots import FORWARD_MIN, Client
+from srghn.deploy.server.slots import ModelSlot, PolicyIO, SlotCache
 from srghn.deploy.wire import protocol as p
 from srghn.deploy.wire.keys import Identity, allowed, sender
-from srghn.deploy.wire.messages import Returns, Transitions
-from srghn.errors import PromotionRefused, ProtocolError, SrghnError
+from srghn.errors import ProtocolError, SrghnError
 from srghn.safety.watchdog import Verdict, Watchdog
 
 log = logging.getLogger("srghn.server.serving")
 
 LATENCY_WINDOW = 4096
 """``status`` reports the server's handling time of this many most recent ``ACT`` requests."""
-TRANSITIONS = 64
-"""Per client, the last transitions kept for the daemon's regime identification."""
-FORWARD_MIN = 8
-"""A client's new transitions go to the daemon once at least this many have come (checked every loop tick)."""
 MAX_CLIENTS = 1024
 """Per-robot step statistics are kept for this many client identities (the least recently seen go first)."""
-SLOT_CACHE = 4
-"""Models kept loaded for a quick swap back (rollbacks)."""
 REQUEST_ID = struct.Struct("<Q")
 
 Publish = Callable[[str, dict], None]
-
-
-class PolicyIO:
-    """The input and output buffers that every loaded model of one robot is bound to."""
-
-    def __init__(self, spec: PolicySpec) -> None:
-        self.obs = np.zeros((1, spec.obs_dim), np.float32)
-        self.obs_bytes = memoryview(self.obs).cast("B")
-        self.unpack = struct.Struct(f"<{spec.obs_dim}f").unpack
-        self.outputs = {ACTION_NAME: np.zeros(1, np.int64) if spec.discrete else np.zeros((1, spec.act_dim),
-                                                                                          np.float32)}
-        if spec.discrete:
-            self.outputs[LOGITS_NAME] = np.zeros((1, spec.act_dim), np.float32)
-
-    def take(self, frame: bytes) -> bool:
-        """Copy an observation frame (of the right length) into the input buffer; whether it is all finite."""
-        self.obs_bytes[:] = frame
-        return all(map(math.isfinite, self.unpack(frame)))  # plain Python beats numpy calls at this size
-
-
-class ModelSlot:
-    """One champion loaded in ONNX Runtime, bound to the robot's :class:`PolicyIO`; with ``lane``, loaded for the
-    compiled loop's lane too (:func:`srghn.deploy.server.fastloop.lane_session`; None where it cannot run)."""
-
-    __slots__ = ("action", "binding", "champion_id", "lane", "reply_id", "session", "values")
-
-    def __init__(self, champion_id: str, model: bytes, spec: PolicySpec, io: PolicyIO, lane: bool = False) -> None:
-        import onnxruntime as ort
-
-        policy = OnnxPolicy(model)
-        if policy.spec != spec:
-            raise PromotionRefused(f"champion {champion_id} declares policy {policy.spec.to_dict()}, this robot "
-                                   f"serves {spec.to_dict()}")
-        self.champion_id, self.reply_id = champion_id, champion_id.encode()
-        self.session = policy.session
-        self.binding = self.session.io_binding()
-        self.values = [ort.OrtValue.ortvalue_from_numpy(io.obs)]  # shares the buffer; kept alive with the slot
-        self.binding.bind_ortvalue_input(INPUT_NAME, self.values[0])
-        for name in policy.output_names:
-            self.values.append(ort.OrtValue.ortvalue_from_numpy(io.outputs[name]))
-            self.binding.bind_ortvalue_output(name, self.values[-1])
-        self.action = io.outputs[ACTION_NAME]
-        self.lane = lane_session(model, spec, champion_id) if lane else None
-
-    def run(self) -> np.ndarray:
-        """The action for the observation in the input buffer (written into the output buffer)."""
-        self.session.run_with_iobinding(self.binding)
-        return self.action
-
-
-class Client:
-    """What the server keeps about one robot (its ROUTER identity, or with CURVE its key's name)."""
-
-    __slots__ = ("episode_return", "episode_steps", "episodes", "fresh", "last_seen", "line", "name", "pending",
-                 "regime", "returns", "steps", "transitions", "unsent")
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.regime: str | None = None
-        """The regime the daemon identified this robot in (None: not yet)."""
-        self.line: tuple[ModelSlot | None, ModelSlot | None] = (None, None)
-        """What serves it, in order: its regime's champion (else the live one), then the last-known-good."""
-        self.steps = self.episodes = self.episode_steps = self.fresh = 0
-        self.episode_return = 0.0
-        self.returns: deque = deque(maxlen=100)
-        self.last_seen = 0.0
-        self.pending: tuple[bytes, bytes] | None = None
-        """(observation, action) of its last ACT as the wire carried them, waiting for the STEP that follows."""
-        self.transitions: deque = deque(maxlen=TRANSITIONS)
-        self.unsent: deque = deque(maxlen=TRANSITIONS)
-        """Episode returns not yet handed to the daemon (its return drift detector)."""
 
 
 class Serving:
@@ -149,8 +68,6 @@ class Serving:
         self.live: ModelSlot | None = None
         self.lkg: ModelSlot | None = None
         self.serial = 0
-        self.cache: dict[str, ModelSlot] = {}
-        """Loaded slots by champion id; used by the background thread only."""
         self.regime_slots: dict[str, ModelSlot] = {}
         """Regime -> its portfolio champion's slot, for the regimes robots are in (serving thread only)."""
         self.active: frozenset[str] = frozenset()
@@ -168,9 +85,10 @@ class Serving:
         self.latency = np.zeros(LATENCY_WINDOW, np.int64)
         self.clients: dict[bytes, Client] = {}
         self.tap: Callable[[int, list, list], None] | None = None
-        """Session recording (:class:`~srghn.deploy.recording.recording.Tap`): every request and its reply as is."""
+        """Session recording (:class:`~srghn.deploy.recording.tap.Tap`): every request and its reply as is."""
         self.lane = lane and identify is None and lane_available()
         """Whether slots are loaded for the compiled loop's lane too (it needs the frames without CURVE)."""
+        self.cache = SlotCache(spec, self.io, self.lane)
         self.loop = None
         """The compiled loop whose lane answers robots (:meth:`use_lane`)."""
         self._refresh()
@@ -478,31 +396,20 @@ class Serving:
         return json.dumps({**self.info(), "regime": client.regime,
                            "champion": served.champion_id if served else None}, separators=(",", ":")).encode()
 
-    def load(self, registry: Registry, champion_id: str | None) -> ModelSlot | None:
-        """The slot of a champion (background thread only; the last few stay cached)."""
-        if champion_id is None:
-            return None
-        if champion_id not in self.cache:
-            self.cache[champion_id] = ModelSlot(champion_id, registry.load_model(champion_id), self.spec, self.io,
-                                                self.lane)
-            while len(self.cache) > SLOT_CACHE + len(self.active):
-                self.cache.pop(next(iter(self.cache)))
-        return self.cache[champion_id]
-
     def sync_job(self, registry: Registry) -> dict:
         """Read the live and last-known-good pointers and the portfolio champions of the regimes robots are in, and
         load them (background thread)."""
         result = {"live": None, "lkg": None, "problems": [], "regimes": {}}
+        active = self.active
         for key, champion in (("live", registry.live(self.robot)), ("lkg", registry.last_known_good(self.robot))):
             try:
-                result[key] = self.load(registry, champion.id if champion else None)
+                result[key] = self.cache.load(registry, champion.id if champion else None, len(active))
             except SrghnError as exc:
                 result["problems"].append(f"{key} champion {champion.id} cannot be loaded: {exc}")
-        active = self.active
         chosen = portfolio(registry, self.robot) if active else {}
         for regime in sorted(active & chosen.keys()):
             try:
-                result["regimes"][regime] = self.load(registry, chosen[regime].id)
+                result["regimes"][regime] = self.cache.load(registry, chosen[regime].id, len(active))
             except SrghnError as exc:
                 result["problems"].append(f"regime {regime}'s champion {chosen[regime].id} cannot be loaded: {exc}")
         return result
@@ -577,34 +484,6 @@ class Serving:
                          "mean_return_recent": round(float(np.mean(returns)), 2) if returns else None},
         }
 
-    def take_transitions(self) -> list[Transitions]:
-        """Each robot's transitions the daemon has not seen yet, for robots with at least :data:`FORWARD_MIN` of
-        them (the daemon replays them in the twin to tell each robot's regime)."""
-        out = []
-        for identity in self.fresh_clients:
-            client = self.clients.get(identity)
-            if client is None:
-                continue
-            rows = list(client.transitions)[-min(client.fresh, TRANSITIONS):]
-            client.fresh = 0
-            obs, actions, next_obs = ([np.frombuffer(f, "<f4").tolist() for f in column]
-                                      for column in zip(*rows, strict=True))
-            out.append(Transitions(client.name, obs, actions, next_obs, client.steps))
-        self.fresh_clients.clear()
-        return out
-
-
-def take_returns(serving: Serving) -> list[Returns]:
-    """Every robot's episode returns completed since the last call, one message per robot (the champion serving
-    now is the one that served them, unless a swap came in between: the daemon restarts its reference then)."""
-    out = []
-    for client in serving.clients.values():
-        if client.unsent:
-            served = client.line[0]  # the champion serving this robot (its regime's, else the live one)
-            out.append(Returns(client.name, list(client.unsent), served.champion_id if served else None))
-            client.unsent.clear()
-    return out
-
 
 def _watchdog_rollback(robot: str, failed: str, fallback: str, problem: str) -> Callable[[Registry], dict]:
     def rollback(registry: Registry) -> dict:
@@ -614,59 +493,3 @@ def _watchdog_rollback(robot: str, failed: str, fallback: str, problem: str) -> 
         return registry.rollback("watchdog", robot, fallback, f"live session failed: {problem}").to_dict()
 
     return rollback
-
-
-def receive(sock: zmq.Socket, identify: Callable | None, max_bytes: int) -> tuple[list, tuple[int, int]] | None:
-    """The next request waiting on ``sock``, or None: its frames (bytes, or uncopied frames, which carry the CURVE
-    key, when ``identify`` is set) and ``(0, 0)``; or, past the whole-message limit (``max_bytes`` after the
-    routing identity, or :data:`~srghn.deploy.wire.protocol.MAX_REQUEST_FRAMES` parts), the frames kept before it and
-    the message's ``(bytes, parts)``: the rest is dropped as it is received, never kept."""
-    copy = identify is None
-    try:
-        frame = sock.recv(zmq.NOBLOCK, copy=copy)
-    except zmq.Again:
-        return None
-    frames, size, envelope = [frame], 0, 1
-    while sock.getsockopt(zmq.RCVMORE):
-        frame = sock.recv(copy=copy)
-        size += len(frame)
-        if len(frames) == 1 and not len(frame):
-            envelope = 2  # a REQ delimiter
-        if size > max_bytes or len(frames) - envelope >= p.MAX_REQUEST_FRAMES:
-            more = sock.getsockopt(zmq.RCVMORE)
-            rest, parts = discard_rest(sock) if more else (0, 0)
-            return frames, (size + rest, len(frames) + 1 - envelope + parts)
-        frames.append(frame)
-    return frames, (0, 0)
-
-
-def discard_rest(sock: zmq.Socket) -> tuple[int, int]:
-    """Receive and drop the rest of the message being received: (bytes, parts). In C when the compiled loop is
-    built (a Python object per part would make a million empty parts cost seconds)."""
-    discard = discarder()
-    if discard is not None:
-        return discard(sock.underlying)
-    size = parts = 0
-    more = True
-    while more:
-        frame = sock.recv(copy=False)
-        size, parts, more = size + len(frame), parts + 1, frame.more
-    return size, parts
-
-
-def oversize_reply(frames: list[bytes], size: int, count: int, max_bytes: int,
-                   error: Callable[[ProtocolError], list[bytes]]) -> tuple[list[bytes], list[bytes]]:
-    """(envelope, ERROR reply) for a request past the whole-message limit, of which ``frames`` were kept: a bad
-    header or version is answered first (the validation order), else OVERSIZE."""
-    envelope, msg = p.split_envelope(frames)
-    request_id = 0
-    try:
-        p.parse_header(msg[:1], frozenset(), 2**62)  # header and version only: what comes before the size
-    except ProtocolError as exc:
-        if exc.code in (p.ErrorCode.BAD_FRAMES, p.ErrorCode.BAD_HEADER, p.ErrorCode.UNSUPPORTED_VERSION):
-            return envelope, error(exc)
-        request_id = exc.request_id
-    return envelope, error(ProtocolError(p.ErrorCode.OVERSIZE, f"message of {size} bytes in {count} frames "
-                                         f"exceeds the limit of {max_bytes} bytes and {p.MAX_REQUEST_FRAMES} frames "
-                                         "(the rest was dropped as it came)", request_id))
-

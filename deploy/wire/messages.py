@@ -17,16 +17,12 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from enum import Enum
 
-from srghn.errors import SrghnError
+from srghn.errors import MessageError
 
 HEARTBEAT_INTERVAL_S = 1.0
 HEARTBEAT_EXPIRY_S = 10.0
 """Generous on purpose: evolution runs at low priority and a loaded machine may hold its heartbeat back for
 seconds; what expiry changes is only what ``status`` says about evolution (serving never waits on it)."""
-
-
-class MessageError(SrghnError):
-    """An internal message that is not JSON, has an unknown op, or lacks or mistypes a field."""
 
 
 class Op(str, Enum):
@@ -131,14 +127,33 @@ class Promoted(Message):
     error: str | None = None
 
 
+class Cmd(str, Enum):
+    """What an operator's :class:`Command` asks of the evolution (the ``cmd`` field on the wire)."""
+
+    PAUSE = "pause"
+    RESUME = "resume"
+    REGIME = "regime"
+
+    def __str__(self) -> str:  # "pause" in logs and f-strings, as on the wire
+        return self.value
+
+    @property
+    def pauses(self) -> bool | None:
+        """The pause state it asks for; None for a command that neither pauses nor resumes."""
+        return {Cmd.PAUSE: True, Cmd.RESUME: False}.get(self)
+
+
 @dataclass(frozen=True)
 class Command(Message):
     """Server -> daemon: an operator's ``pause``, ``resume`` or ``regime`` (applied between generations)."""
 
     op = Op.COMMAND
-    cmd: str
+    cmd: Cmd
     actor: str
     regime: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cmd", Cmd(self.cmd))  # a name ("pause") becomes its member; others raise
 
 
 @dataclass(frozen=True)
@@ -228,7 +243,9 @@ class Stopped(Message):
 
 TYPES: dict[Op, type[Message]] = {cls.op: cls for cls in Message.__subclasses__()}
 assert set(TYPES) == set(Op), "every op needs its dataclass"
-_CHECKS = {"int": int, "str": str, "bool": bool, "dict": dict, "list": list, "None": type(None)}
+_CHECKS = {"int": int, "str": str, "bool": bool, "dict": dict, "list": list, "None": type(None), "Cmd": str}
+_ENUMS = {"Cmd": Cmd}
+"""Fields of an enum type: a string on the wire, one of the enum's values."""
 
 
 def encode(message: Message) -> bytes:
@@ -260,4 +277,8 @@ def decode(frame: bytes) -> Message:
         value = data[name]
         if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
             raise MessageError(f"{cls.op.value}: field {name!r} must be {f.type}, got {type(value).__name__}")
+        enum = _ENUMS.get(str(f.type))
+        if enum is not None and value not in {e.value for e in enum}:
+            raise MessageError(f"{cls.op.value}: field {name!r} must be one of {', '.join(e.value for e in enum)}, "
+                               f"got {value!r}")
     return cls(**data)

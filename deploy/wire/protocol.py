@@ -22,7 +22,7 @@ from enum import IntEnum
 import numpy as np
 
 from srghn.deploy.wire.topics import TELEMETRY_TOPICS  # noqa: F401  (re-exported: the one table of topics)
-from srghn.errors import ProtocolError
+from srghn.errors import ProtocolError, SrghnError
 
 MAGIC = b"SRGH"
 VERSION = 1
@@ -225,8 +225,8 @@ def parse_outcome(frame: bytes, request_id: int) -> tuple[float, bool, bool]:
     return float(reward), bool(terminated), bool(truncated)
 
 
-class DuplicateKey(ValueError):
-    pass
+class DuplicateKey(SrghnError):
+    """A JSON object that names one member twice (raised inside ``json.loads``, answered ``BAD_REQUEST``)."""
 
 
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict:

@@ -163,28 +163,7 @@ def parse_profile(data: dict, source: str = "") -> RobotProfile:
     observation = _table(data, "observation")
     _no_unknown(observation, {"dim", "normalize", "clip", "std_floor"}, "observation")
     norm = build_config(NormConfig, {k: v for k, v in observation.items() if k != "dim"}, "observation")
-    action = _table(data, "action")
-    kind = _get(action, "type", str, "action")
-    if kind == "discrete":
-        _no_unknown(action, {"type", "n", "safe"}, "action")
-        act = {"act_dim": _get(action, "n", int, "action"), "discrete": True}
-    elif kind == "continuous":
-        _no_unknown(action, {"type", "low", "high", "safe"}, "action")
-        low = tuple(float(v) for v in _get(action, "low", list, "action"))
-        high = tuple(float(v) for v in _get(action, "high", list, "action"))
-        act = {"act_dim": len(low), "discrete": False, "action_low": low, "action_high": high}
-    else:
-        raise ConfigError(f"field 'action.type' must be 'discrete' or 'continuous', got {kind!r}")
-    policy_table = _table(data, "policy")
-    _no_unknown(policy_table, {"hidden", "output_scale"}, "policy")
-    hidden = tuple(_get(policy_table, "hidden", list, "policy"))
-    if not all(isinstance(h, int) and not isinstance(h, bool) for h in hidden):
-        raise ConfigError(f"field 'policy.hidden' must be a list of integers, got {list(hidden)}")
-    scale = _get(policy_table, "output_scale", float, "policy") if "output_scale" in policy_table else 1.0
-    policy = _wrap(lambda: PolicySpec(obs_dim=_get(observation, "dim", int, "observation"), hidden=hidden,
-                                      output_scale=scale, **act), "policy/action")
-
-    safe_action = _safe_action(action, policy)
+    policy, safe_action = _policy(data, observation)
     regime_defs = parse_regimes(data["regimes"], policy.discrete, policy.act_dim)
     regimes = tuple(regime_defs)
     if len(regimes) < 2:
@@ -212,6 +191,32 @@ def parse_profile(data: dict, source: str = "") -> RobotProfile:
         regime_defs=MappingProxyType(regime_defs), twin=parse_twin(data.get("twin")),
         repertoire=parse_repertoire(data.get("repertoire"), policy.obs_dim),
     )
+
+
+def _policy(data: dict, observation: dict) -> tuple[PolicySpec, tuple[float, ...]]:
+    """The ``[action]`` and ``[policy]`` tables (with the observation's ``dim``) as the policy's spec, and the safe
+    action."""
+    action = _table(data, "action")
+    kind = _get(action, "type", str, "action")
+    if kind == "discrete":
+        _no_unknown(action, {"type", "n", "safe"}, "action")
+        act = {"act_dim": _get(action, "n", int, "action"), "discrete": True}
+    elif kind == "continuous":
+        _no_unknown(action, {"type", "low", "high", "safe"}, "action")
+        low = tuple(float(v) for v in _get(action, "low", list, "action"))
+        high = tuple(float(v) for v in _get(action, "high", list, "action"))
+        act = {"act_dim": len(low), "discrete": False, "action_low": low, "action_high": high}
+    else:
+        raise ConfigError(f"field 'action.type' must be 'discrete' or 'continuous', got {kind!r}")
+    policy_table = _table(data, "policy")
+    _no_unknown(policy_table, {"hidden", "output_scale"}, "policy")
+    hidden = tuple(_get(policy_table, "hidden", list, "policy"))
+    if not all(isinstance(h, int) and not isinstance(h, bool) for h in hidden):
+        raise ConfigError(f"field 'policy.hidden' must be a list of integers, got {list(hidden)}")
+    scale = _get(policy_table, "output_scale", float, "policy") if "output_scale" in policy_table else 1.0
+    policy = _wrap(lambda: PolicySpec(obs_dim=_get(observation, "dim", int, "observation"), hidden=hidden,
+                                      output_scale=scale, **act), "policy/action")
+    return policy, _safe_action(action, policy)
 
 
 def _baselines(table: dict) -> typing.Mapping[str, typing.Mapping[str, Any]]:
