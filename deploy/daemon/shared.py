@@ -47,8 +47,8 @@ class SharedState:
     def count(self, counter: str, n: int = 1) -> int:
         """Add ``n`` to a counter; its new value."""
         with self._lock:
-            self._counts[counter] += n
-            return self._counts[counter]
+            self._counts[counter] = value = self._counts.get(counter, 0) + n
+            return value
 
     def counts(self) -> dict[str, int]:
         with self._lock:
