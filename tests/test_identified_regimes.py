@@ -15,13 +15,13 @@ import pytest
 
 from srghn.deploy.daemon.adaptation import Identified
 from srghn.deploy.daemon.champions import register_policy
-from srghn.deploy.daemon.daemon import Daemon, _Regime
+from srghn.deploy.daemon.daemon import Daemon
 from srghn.deploy.daemon.settings import DaemonSettings
 from srghn.deploy.registry.store import Registry
 from srghn.deploy.wire import protocol as p
 from srghn.sim.backends import make_evaluator
 from srghn.sim.envs import Regime
-from srghn.sim.identify import IDENTIFIED, identify, random_transitions
+from srghn.sim.identify import IDENTIFIED, Identification, identify, random_transitions
 from srghn.sim.profiles import load_profile
 
 pytestmark = pytest.mark.slow
@@ -34,33 +34,38 @@ def report(daemon: Daemon, regime: str, n: int, seed: int) -> None:
     """What the adaptation thread and the evolution loop do with a robot's transitions: identify them against the
     known regimes, hand the daemon the identification, and let evolution follow the robot to its regime."""
     data = random_transitions(ROBOT, regime, n, seed)
-    result = identify(daemon.profile, *data, current=daemon.regime.regime, known=daemon._known_regimes())
-    daemon._follow_drift(Identified("robot-1", result, daemon.regime.regime, None))
+    shared = daemon.shared
+    result = identify(shared.profile, *data, current=shared.regime, known=shared.identified())
+    daemon.following.follow_drift(Identified("robot-1", result, shared.regime, None))
     if not result.known:  # stored as a regime now: the robot's next window is identified in it
-        result = identify(daemon.profile, *data, current=daemon.regime.regime, known=daemon._known_regimes())
-    daemon.adaptation = SimpleNamespace(regimes=lambda: {"robot-1": result.regime}, close=lambda: None)
-    daemon._follow_robots()
+        result = identify(shared.profile, *data, current=shared.regime, known=shared.identified())
+    daemon.following.adaptation = SimpleNamespace(regimes=lambda: {"robot-1": result.regime}, close=lambda: None)
+    daemon.following.follow_robots()
+
+
+def identified(regime: str) -> Identification:
+    """What the twin says of a robot in the declared ``regime`` (what follows the assignment is the subject)."""
+    return Identification(regime, True, ANT.regime(regime), {})
 
 
 def start(state: Path, events: list) -> Daemon:
     daemon = Daemon(DaemonSettings(ANT, state, population=2, episodes=1, init="scratch", workers=1),
                     on_event=lambda topic, data: events.append((topic, data)))
-    daemon.registry = Registry.open(state, create=True)
     daemon.home.mkdir(parents=True, exist_ok=True)
-    daemon._load_identified()
-    saved = daemon._load_state()
-    daemon.regime = _Regime(saved.get("regime") or "nominal")
+    daemon.load(Registry.open(state, create=True))
+    daemon.compose(None)  # no server yet
     return daemon
 
 
 def test_an_undeclared_fault_becomes_a_regime_that_is_evolved_in_and_found_again(tmp_path: Path) -> None:
     state, events = tmp_path / "state", []
     daemon = start(state, events)
-    driver = daemon.driver = daemon._driver(make_evaluator(daemon.profile, "local", 1), {})
+    driver = daemon.driver = daemon.following.driver = daemon.files.driver(
+        make_evaluator(daemon.shared.profile, "local", 1), {}, daemon.registry, daemon.shared)
     try:
         report(daemon, "weak_leg", 200, seed=5)
-        name = daemon.regime.regime
-        assert name.startswith(IDENTIFIED) and name in daemon.profile.regimes
+        name = daemon.shared.regime
+        assert name.startswith(IDENTIFIED) and name in daemon.shared.profile.regimes
         stored = daemon.registry.regimes("ant")
         assert list(stored) == [name] and set(stored[name]["gain"]) == {"hip_1", "ankle_1"}
         assert all(abs(v - 0.4) <= 0.1 for v in stored[name]["gain"].values())
@@ -69,15 +74,15 @@ def test_an_undeclared_fault_becomes_a_regime_that_is_evolved_in_and_found_again
         assert drift["to"] == name and drift["identified"]
 
         # The shadow workers (rebuilt with the new regime) evolve in it.
-        record = driver.step(daemon.regime.regime)
+        record = driver.step(daemon.shared.regime)
         assert record.regime == name and math.isfinite(record.best) and not record.faults
 
         # The robot is repaired, then the same fault comes back: the stored regime, no new one.
         report(daemon, "nominal", 120, seed=7)
-        assert daemon.regime.regime == "nominal"
+        assert daemon.shared.regime == "nominal"
         report(daemon, "weak_leg", 120, seed=8)
-        assert daemon.regime.regime == name and list(daemon.registry.regimes("ant")) == [name]
-        register_policy(daemon.registry, daemon.profile, driver.champion().params, champion_id="ant-weak-leg",
+        assert daemon.shared.regime == name and list(daemon.registry.regimes("ant")) == [name]
+        register_policy(daemon.registry, daemon.shared.profile, driver.champion().params, champion_id="ant-weak-leg",
                         regime=name, norm=driver.champion().norm, fitness={"fitness": float(record.best)})
     finally:
         driver.evaluator.close()
@@ -85,8 +90,8 @@ def test_an_undeclared_fault_becomes_a_regime_that_is_evolved_in_and_found_again
 
     # After a restart the daemon knows the regime and resumes in it (daemon.json names it).
     again = start(state, [])
-    assert again.regime.regime == name and name in again.profile.regimes
-    assert again.profile.regime(name).gain == daemon.profile.regime(name).gain
+    assert again.shared.regime == name and name in again.shared.profile.regimes
+    assert again.shared.profile.regime(name).gain == daemon.shared.profile.regime(name).gain
     again.registry.close()
 
     # An operator can gate a champion in an identified regime.
@@ -102,8 +107,8 @@ def test_a_damaged_identified_regime_row_costs_that_regime_only(tmp_path: Path) 
         registry.store_regime("ant", "identified-bad", {"gain": {"hip_1": "strong"}})
         registry.store_regime("ant", "identified-good", Regime(gain={"hip_2": 0.5}).to_dict())
     daemon = start(tmp_path, [])
-    assert "identified-good" in daemon.profile.regimes and "identified-bad" not in daemon.profile.regimes
-    assert np.isclose(daemon.profile.regime("identified-good").gain["hip_2"], 0.5)
+    assert "identified-good" in daemon.shared.profile.regimes and "identified-bad" not in daemon.shared.profile.regimes
+    assert np.isclose(daemon.shared.profile.regime("identified-good").gain["hip_2"], 0.5)
     daemon.registry.close()
 
 
@@ -146,7 +151,7 @@ def test_a_reversed_leg_is_served_the_safe_action_at_once_then_the_compensated_c
 
     state, events = tmp_path / "state", []
     daemon = start(state, events)
-    daemon.tag = "ant-test"  # what a run would be called (daemon.json names it when evolution follows the robots)
+    daemon.files.tag = "ant-test"  # what a run would be called (daemon.json names it when evolution follows the robots)
     factory = load_factory(ANT)
     register_policy(daemon.registry, ANT, factory.params, champion_id="ant-factory", regime="nominal",
                     norm=factory.norm)
@@ -157,15 +162,16 @@ def test_a_reversed_leg_is_served_the_safe_action_at_once_then_the_compensated_c
         return [d for t, d in events if t == "adaptation" and d["event"] == event]
 
     with running_server(state, robot="ant") as config:
-        daemon.link = ServerLink(zmq.Context.instance(), config.internal_endpoint, "ant")
-        daemon.link.start(60)
+        link = ServerLink(zmq.Context.instance(), config.internal_endpoint, "ant")
+        link.start(60)
+        daemon.compose(link)
         socks = {}
         for name, regime in robots.items():
             socks[name] = zmq.Context.instance().socket(zmq.DEALER)
             socks[name].setsockopt(zmq.LINGER, 0)
             socks[name].setsockopt(zmq.ROUTING_ID, name.encode())
             socks[name].connect(config.control)
-            daemon.link.send(Assign(name, regime, "test"))
+            link.send(Assign(name, regime, "test"))
 
         def act(name: str) -> tuple[str, int]:
             reply = request(socks[name], [p.header(p.MsgType.ACT, 1), struct.pack("<27f", *[0.1] * 27)])
@@ -175,8 +181,7 @@ def test_a_reversed_leg_is_served_the_safe_action_at_once_then_the_compensated_c
         # The identification thread, on assigning each robot, first plays the live champion against the safe
         # action in the robot's regime ...
         for regime in robots.values():
-            with daemon.stand_in_lock:
-                daemon._check_safe({regime}, daemon.registry)
+            daemon.stand_ins.check_safe({regime}, daemon.registry)
         below = adaptation("below_safe")
         assert [(d["regime"], d["champion"]) for d in below] == [("invert_front_left", "ant-factory")]
         assert below[0]["fitness"] < below[0]["safe_fitness"]
@@ -186,8 +191,8 @@ def test_a_reversed_leg_is_served_the_safe_action_at_once_then_the_compensated_c
         assert "served the safe action while ant-factory is live" in shown, shown
 
         # ... then compensates it for the regime and gates that there (all of it on its own registry connection).
-        for regime in robots.values():
-            daemon._check_assigned(regime)
+        for name, regime in robots.items():
+            daemon.following.uncovered(name, identified(regime))
         assert [(d["champion"], d["regime"], d["passed"]) for d in adaptation("compensated")] == [
             ("ant-factory-for-invert_front_left", "invert_front_left", True)]
         compensated = daemon.registry.get("ant-factory-for-invert_front_left")
@@ -197,10 +202,10 @@ def test_a_reversed_leg_is_served_the_safe_action_at_once_then_the_compensated_c
         assert act("robot-2") == ("ant-factory", p.Source.LIVE)
         assert admin_status(config.admin)["serving"]["regimes"] == {
             "invert_front_left": "ant-factory-for-invert_front_left"}
-        daemon.adaptation = SimpleNamespace(regimes=lambda: robots, close=lambda: None)
-        daemon._follow_robots()  # what the evolution loop does between generations: once per regime and champion
+        daemon.following.adaptation = SimpleNamespace(regimes=lambda: robots, close=lambda: None)
+        daemon.following.follow_robots()  # the evolution loop between generations: once per regime and champion
         assert len(adaptation("compensated")) == 1 and len(adaptation("below_safe")) == 1
-        daemon.link.close()
+        link.close()
     daemon.registry.close()
 
 
@@ -221,7 +226,7 @@ def test_a_reversed_and_weakened_leg_is_met_by_the_stored_weak_leg_champion_comp
                     on_event=lambda topic, data: events.append((topic, data)))
     daemon.registry = Registry.open(state, create=True)
     sent = []
-    daemon.link = SimpleNamespace(send=sent.append)  # the server is not the subject here (see the test above)
+    daemon.compose(SimpleNamespace(send=sent.append))  # the server is not the subject here (see the test above)
     nominal, weak = load_factory(robot), load_factory(robot, "weak_front_left")
     register_policy(daemon.registry, robot, nominal.params, champion_id="ant-factory", regime="nominal",
                     norm=nominal.norm)
@@ -231,8 +236,7 @@ def test_a_reversed_and_weakened_leg_is_met_by_the_stored_weak_leg_champion_comp
     assert gate_champion(daemon.registry, "ant-weak-fl", "test", robot, regimes=("weak_front_left",)).passed
     assert "reversed_weak" not in portfolio(daemon.registry, "ant")
 
-    with daemon.stand_in_lock:
-        assert daemon._compensate({"reversed_weak"}, daemon.registry)
+    assert daemon.stand_ins.compensate({"reversed_weak"}, daemon.registry)
     (made,) = [d for t, d in events if t == "adaptation" and d["event"] == "compensated"]
     assert made["candidates"]["ant-weak-fl"] > made["candidates"]["ant-factory"]
     assert (made["champion"], made["from"], made["passed"]) == ("ant-weak-fl-for-reversed_weak", "ant-weak-fl", True)

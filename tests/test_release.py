@@ -46,13 +46,19 @@ def record(generation: int, regime: str, fitness: float) -> GenerationRecord:
                             mutation_rate_std=None, evaluations=20, env_steps=1000, total_env_steps=1000 * generation)
 
 
+def composed(state: Path, profile=CARTPOLE, tag: str = "cartpole-s0-test") -> Daemon:
+    """A daemon's collaborators on a real registry file, with no server (auto-promote is off)."""
+    daemon = Daemon(DaemonSettings(profile, state, auto_promote=False))
+    daemon.load(Registry.open(state, create=True))
+    daemon.home.mkdir(parents=True, exist_ok=True)
+    daemon.files.tag = tag
+    daemon.compose(None)
+    return daemon
+
+
 @pytest.fixture
 def daemon(tmp_path: Path):
-    state = tmp_path / "state"
-    daemon = Daemon(DaemonSettings(CARTPOLE, state, auto_promote=False))
-    daemon.registry = Registry.open(state, create=True)
-    daemon.home.mkdir(parents=True, exist_ok=True)
-    daemon.tag = "cartpole-s0-test"
+    daemon = composed(tmp_path / "state")
     yield daemon
     daemon.registry.close()
 
@@ -62,8 +68,8 @@ def offer(daemon: Daemon, driver: ShadowChampions, individual: int, gains: tuple
     """The population's champion is now ``individual`` (a hand-made controller scored ``fitness`` in the shadow
     simulator); the daemon considers it for release. Returns its registry id."""
     driver.current = ChampionPolicy(cartpole_controller(gains), None, fitness, individual, -1)
-    daemon._release(driver, record(generation, regime, fitness))
-    return f"{daemon.tag}-i{individual}"
+    daemon.release.offer_evolved(driver.champion(), record(generation, regime, fitness))
+    return f"{daemon.files.tag}-i{individual}"
 
 
 def test_a_candidate_that_fails_its_gates_does_not_stall_later_releases(daemon: Daemon) -> None:
@@ -73,10 +79,10 @@ def test_a_candidate_that_fails_its_gates_does_not_stall_later_releases(daemon: 
     assert "floor[nominal]" in daemon.registry.get(weak).gate_report.failed_hard
     # The same individual is not registered again; a later, really good champion is.
     offer(daemon, driver, 7, WEAK, 500.0, generation=10)
-    assert daemon.counts["registered"] == 1
+    assert daemon.shared.counts()["registered"] == 1
     good = offer(daemon, driver, 12, GOOD, 480.0, generation=15)
     assert daemon.registry.exists(good) and daemon.registry.get(good).status == "passed"
-    assert daemon.counts == {**daemon.counts, "registered": 2, "gate_passed": 1, "gate_failed": 1}
+    assert daemon.shared.counts() == {**daemon.shared.counts(), "registered": 2, "gate_passed": 1, "gate_failed": 1}
 
 
 def test_candidates_are_held_to_the_best_champion_that_passed_in_their_own_regime(daemon: Daemon) -> None:
@@ -102,17 +108,14 @@ def test_where_the_gates_cut_episodes_short_a_candidate_is_measured_as_the_champ
     beats any gate score. Compared with each other, a champion worse than the live one was gated, and passed (the
     regression gate's tolerance), so the live champion could be replaced by a worse one step by step."""
     short = dataclasses.replace(CARTPOLE, gates=dataclasses.replace(CARTPOLE.gates, max_steps=100))
-    daemon = Daemon(DaemonSettings(short, tmp_path / "state", auto_promote=False))
-    daemon.registry = Registry.open(tmp_path / "state", create=True)
-    daemon.home.mkdir(parents=True, exist_ok=True)
-    daemon.tag = "cartpole-s0-short"
+    daemon = composed(tmp_path / "state", short, "cartpole-s0-short")
     try:
         driver = ShadowChampions()
         good = offer(daemon, driver, 1, GOOD, 500.0, generation=5)
         assert daemon.registry.get(good).status == "passed"
         assert not daemon.registry.exists(offer(daemon, driver, 2, MEDIOCRE, 384.0, generation=10))
         assert not daemon.registry.exists(offer(daemon, driver, 3, WEAK, 480.0, generation=15))
-        assert daemon.counts["registered"] == 1
+        assert daemon.shared.counts()["registered"] == 1
     finally:
         daemon.registry.close()
 
@@ -122,10 +125,10 @@ def test_a_stored_champion_whose_files_no_longer_verify_sets_no_bar(daemon: Daem
     first = offer(daemon, driver, 3, GOOD, 500.0, generation=5)
     path = daemon.registry.artifacts.path(daemon.registry.get(first).params_sha256, PARAMS_SUFFIX)
     path.write_bytes(path.read_bytes()[:-1] + bytes([path.read_bytes()[-1] ^ 1]))
-    daemon.release_scores.clear()  # as after a restart: nothing played yet
+    daemon.shared.forget_scores()  # as after a restart: nothing played yet
     # The bar cannot be played: the next candidate is registered and gated, not given up as a failed release.
     nxt = offer(daemon, driver, 4, MEDIOCRE, 400.0, generation=10)
-    assert daemon.registry.exists(nxt) and daemon.counts["release_failed"] == 0
+    assert daemon.registry.exists(nxt) and daemon.shared.counts()["release_failed"] == 0
 
 
 def test_a_weak_champion_of_the_inverted_regime_fails_a_hard_floor(daemon: Daemon) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from srghn.deploy.daemon.champions import register_policy
-from srghn.deploy.daemon.daemon import Daemon, _Regime
+from srghn.deploy.daemon.daemon import Daemon
 from srghn.deploy.daemon.settings import DaemonSettings
 from srghn.deploy.registry.store import Registry
 from srghn.deploy.server.robots import take_returns
@@ -47,9 +47,10 @@ def episode_returns(params: np.ndarray, regime: str, seeds: range) -> list[float
 def daemon(tmp_path: Path):
     events: list = []
     daemon = Daemon(DaemonSettings(LANDER, tmp_path / "state"), on_event=lambda t, d: events.append((t, d)))
-    daemon.registry = Registry.open(tmp_path / "state", create=True)
+    daemon.load(Registry.open(tmp_path / "state", create=True))
     daemon.home.mkdir(parents=True, exist_ok=True)
-    daemon.tag, daemon.regime, daemon.events = "lunarlander-s0-test", _Regime("nominal"), events
+    daemon.compose(None)  # no server: the return watch is the subject
+    daemon.files.tag, daemon.events = "lunarlander-s0-test", events
     register_policy(daemon.registry, LANDER, attitude_controller(-1.0), champion_id="lander-nominal",
                     regime="nominal", fitness={"fitness": -67.0})
     yield daemon
@@ -58,17 +59,17 @@ def daemon(tmp_path: Path):
 
 def test_a_drop_in_returns_switches_the_shadow_simulator_to_the_regime_that_explains_it(daemon: Daemon) -> None:
     served = attitude_controller(-1.0)
-    daemon._follow_returns(m.Returns("lander-1", episode_returns(served, "nominal", range(1000, 1030)),
+    daemon.returns.follow(m.Returns("lander-1", episode_returns(served, "nominal", range(1000, 1030)),
                                      "lander-nominal"))
     assert not [d for t, d in daemon.events if t == "drift"]
     swapped = episode_returns(served, "swapped", range(2000, 2030))
     for chunk in range(0, len(swapped), 5):  # as the server hands them on: a few at a time
-        daemon._follow_returns(m.Returns("lander-1", swapped[chunk:chunk + 5], "lander-nominal"))
-        if daemon.regime.regime != "nominal":
+        daemon.returns.follow(m.Returns("lander-1", swapped[chunk:chunk + 5], "lander-nominal"))
+        if daemon.shared.regime != "nominal":
             break
     drift = [d for t, d in daemon.events if t == "drift"]
     assert len(drift) == 1 and drift[0]["by"] == "returns" and drift[0]["switched"]
-    assert drift[0]["to"] == "swapped" == daemon.regime.regime
+    assert drift[0]["to"] == "swapped" == daemon.shared.regime
     trial = drift[0]["trial"]
     assert trial["expected"]["swapped"] < trial["expected"]["nominal"]
     assert trial["best"] is None  # no champion passed its gates in any regime yet
@@ -77,13 +78,13 @@ def test_a_drop_in_returns_switches_the_shadow_simulator_to_the_regime_that_expl
 def test_nominal_returns_raise_no_alarm_and_a_new_champion_starts_a_new_reference(daemon: Daemon) -> None:
     served = attitude_controller(-1.0)
     returns = episode_returns(served, "nominal", range(3000, 3060))
-    daemon._follow_returns(m.Returns("lander-1", returns[:30], "lander-nominal"))
-    daemon._follow_returns(m.Returns("lander-1", returns[30:], "lander-nominal"))
-    assert not [d for t, d in daemon.events if t == "drift"] and daemon.regime.regime == "nominal"
-    daemon._follow_returns(m.Returns("lander-1", [float("nan")], "lander-nominal"))
+    daemon.returns.follow(m.Returns("lander-1", returns[:30], "lander-nominal"))
+    daemon.returns.follow(m.Returns("lander-1", returns[30:], "lander-nominal"))
+    assert not [d for t, d in daemon.events if t == "drift"] and daemon.shared.regime == "nominal"
+    daemon.returns.follow(m.Returns("lander-1", [float("nan")], "lander-nominal"))
     assert [d["event"] for t, d in daemon.events if t == "daemon"] == ["bad_returns"]
-    daemon._follow_returns(m.Returns("lander-1", returns[:3], "another"))
-    assert daemon.return_watch["lander-1"][0] == "another" and daemon.return_watch["lander-1"][1].reference is None
+    daemon.returns.follow(m.Returns("lander-1", returns[:3], "another"))
+    assert daemon.returns.watch["lander-1"][0] == "another" and daemon.returns.watch["lander-1"][1].reference is None
 
 
 def test_the_server_hands_each_robots_returns_on_once() -> None:

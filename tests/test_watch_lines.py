@@ -39,11 +39,13 @@ EVENTS = {
 
 
 def published_topics() -> set[str]:
-    """Every topic the code publishes: ``publish("topic", ...)`` and ``publish("a" if ... else "b", ...)``."""
+    """Every topic the code publishes: ``publish("topic", ...)``, ``publish("a" if ... else "b", ...)`` and
+    ``publish(Topic.NAME, ...)``."""
     import re
     from pathlib import Path
 
     import srghn
+    from srghn.deploy.wire.topics import Topic
 
     root = Path(srghn.__file__).parent
     found: set[str] = set()
@@ -51,6 +53,7 @@ def published_topics() -> set[str]:
         text = path.read_text()
         found |= set(re.findall(r'publish\(\s*"([a-z_]+)"', text))
         found |= {t for pair in re.findall(r'publish\(\s*"([a-z_]+)" if [^,]*? else "([a-z_]+)"', text) for t in pair}
+        found |= {Topic[name].value for name in re.findall(r"publish\(\s*Topic\.([A-Z_]+)", text)}
     return found
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from srghn.deploy.wire import messages as m
+from srghn.deploy.wire.topics import Topic
 from srghn.sim.envs import Regime, kind_distance
 from srghn.sim.identify import Identification, identify
 from srghn.sim.profiles import RobotProfile
@@ -74,12 +75,12 @@ class Adaptation:
     """Identifies each robot's regime on a thread of its own and assigns it through the server."""
 
     def __init__(self, profile: RobotProfile, send: Callable[[m.Message], None],
-                 publish: Callable[[str, dict], None],
+                 publish: Callable[[Topic, dict], None],
                  known: Callable[[], Mapping[str, Regime]] = dict, window: int = WINDOW,
-                 on_assign: Callable[[str], None] | None = None) -> None:
+                 on_assign: Callable[[str, Identification], None] | None = None) -> None:
         self.profile, self.send, self.publish, self.known, self.window = profile, send, publish, known, window
         self.on_assign = on_assign
-        """Called on this thread with the regime after a robot was assigned to it."""
+        """Called on this thread with the robot and its identification after it was assigned to a regime."""
         self.robots: dict[str, RobotRegime] = {}
         self.inbox: queue.SimpleQueue[m.Transitions] = queue.SimpleQueue()
         self.results: queue.SimpleQueue[Identified] = queue.SimpleQueue()
@@ -130,7 +131,7 @@ class Adaptation:
                 except Exception as exc:  # bad evidence or a bug: logged, and the next batch is tried
                     log.warning("identifying robot %s failed: %s", robot.name, exc, exc_info=not isinstance(
                         exc, KeyError | ValueError))
-                    self.publish("daemon", {"event": "bad_transitions", "client": robot.name, "error": str(exc)})
+                    self.publish(Topic.DAEMON, {"event": "bad_transitions", "client": robot.name, "error": str(exc)})
 
     def _add(self, messages: Iterable[m.Transitions]) -> list[RobotRegime]:
         updated: dict[str, RobotRegime] = {}
@@ -154,7 +155,7 @@ class Adaptation:
             if _agree(self.profile, robot.unknown, result):
                 if robot.reported != result.regime:  # telemetry once per fault; the evolution loop every time
                     robot.reported = result.regime
-                    self.publish("adaptation", {"event": "undeclared", "client": robot.name,
+                    self.publish(Topic.ADAPTATION, {"event": "undeclared", "client": robot.name,
                                                 "regime": result.regime, "steps": robot.steps,
                                                 "changes": result.definition.to_dict(), **_evidence(result)})
                 self.results.put(Identified(robot.name, result, robot.regime, robot.steps))
@@ -175,12 +176,12 @@ class Adaptation:
                   + (f" ({previous}: {result.errors[previous]:.2g})" if previous in result.errors else ""))
         self.send(m.Assign(robot.name, result.regime, reason))
         log.info("robot %s: regime %s (was %s): %s", robot.name, result.regime, previous, reason)
-        self.publish("adaptation", {"event": "identified", "client": robot.name, "regime": result.regime,
+        self.publish(Topic.ADAPTATION, {"event": "identified", "client": robot.name, "regime": result.regime,
                                     "previous": previous, "steps": robot.steps, **_evidence(result)})
         self.results.put(Identified(robot.name, result, previous, robot.steps))
         if self.on_assign is not None:
             try:
-                self.on_assign(result.regime)
+                self.on_assign(robot.name, result)
             except Exception:  # its own failure, not the identification's
                 log.exception("after assigning robot %s to regime %s", robot.name, result.regime)
 
