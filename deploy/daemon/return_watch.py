@@ -79,7 +79,7 @@ class ReturnWatch:
                     stored[best.id] = self.registry.load_model(best.id)
             trial = explain_returns(profile, self.registry.load_model(champion), np.asarray(observed), stored,
                                     gates.episodes, gates.seed, gates.max_steps)
-        except (SrghnError, ValueError) as exc:  # an unknown or corrupted champion: evolution goes on
+        except SrghnError as exc:  # an unknown or corrupted champion: evolution goes on
             self.publish(Topic.DRIFT, {**event, "to": None, "switched": False, "why": str(exc)})
             return
         switched = trial.regime != current

@@ -145,7 +145,7 @@ class StandIns:
             try:
                 mine, safe = safe_margin(profile, registry.load_model(live.id), regime, gates.episodes,
                                          gates.seed, gates.max_steps)
-            except (SrghnError, ValueError) as exc:  # an unloadable champion: it serves as before
+            except SrghnError as exc:  # an unloadable champion: it serves as before
                 log.warning("live champion %s not played in regime %s: %s", live.id, regime, exc)
                 continue
             if mine <= safe:
