@@ -1,72 +1,94 @@
-"""The daemon's repertoire search: the elite the twin ranks best for a regime without a champion is registered in
-that regime, gated there, and served only when it passes (real registry, ONNX export and gates; CartPole's shipped
+"""The daemon's repertoire search: for a regime without a champion, the elite the twin ranks best is released there
+through the daemon's one release path (registered, gated in that regime) and served only when it passes; its
+finalists' GHNs are queued to join the population (real registry, ONNX export and gates; CartPole's shipped
 repertoire, played in-process)."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from srghn.deploy.daemon.repertoire_search import Answer, RepertoireSearch
+from srghn.deploy.daemon.daemon import Daemon
+from srghn.deploy.daemon.regime_following import Uncovered
+from srghn.deploy.daemon.repertoire_search import RepertoireSearch, immigrate
+from srghn.deploy.daemon.settings import DaemonSettings
 from srghn.deploy.registry.store import Registry
+from srghn.deploy.wire import messages as m
+from srghn.sim.factory import load_factory
+from srghn.sim.identify import Identification
 from srghn.sim.profiles import load_profile
 from srghn.sim.repertoire import load_repertoire
 from srghn.sim.twin_search import SearchSettings, search_repertoire
 
+CARTPOLE = load_profile("cartpole")
+REPERTOIRE = load_repertoire(CARTPOLE)
 SETTINGS = SearchSettings(short_steps=60, finalists=3, whole_episodes=1, backend="inprocess")
 
 
 @pytest.fixture
-def setting(tmp_path: Path):
-    Registry.open(tmp_path / "state", create=True).close()
-    profile = load_profile("cartpole")
-    return profile, load_repertoire(profile), tmp_path / "state"
+def searcher(tmp_path: Path):
+    state = tmp_path / "state"
+    events: list[tuple[str, dict]] = []
+    daemon = Daemon(DaemonSettings(CARTPOLE, state, auto_promote=False),
+                    on_event=lambda topic, data: events.append((topic, data)))
+    daemon.load(Registry.open(state, create=True))
+    daemon.compose(None)
+    sent: list[m.Message] = []
+    search = RepertoireSearch(REPERTOIRE, state, daemon.shared, daemon.release, daemon.publish, sent.append,
+                              SETTINGS)
+    yield search, daemon, events, sent
+    search.close()
+    daemon.registry.close()
 
 
-def search(repertoire, state: Path, on_passed=lambda answer: None) -> tuple[RepertoireSearch, list]:
-    events: list = []
-    return RepertoireSearch(repertoire, state, lambda topic, data: events.append((topic.value, data)), on_passed,
-                            SETTINGS, actor="tester"), events
+def offer(regime: str, explained: bool = True) -> Uncovered:
+    found = Identification(regime, True, CARTPOLE.regime(regime), {}, explained=explained)
+    return Uncovered("robot-1", regime, found.definition, found)
 
 
-def test_the_elite_the_twin_ranks_best_is_registered_gated_and_served(setting) -> None:
-    profile, repertoire, state = setting
-    expected = repertoire.elite_id(search_repertoire(profile, repertoire, "nominal", settings=SETTINGS).best)
-    served: list[Answer] = []
-    done = threading.Event()
-    searcher, events = search(repertoire, state, lambda answer: (served.append(answer), done.set()))
-    try:
-        assert searcher.offer(profile, "nominal")
-        assert not searcher.offer(profile, "nominal"), "a regime is searched once"
-        assert done.wait(300), events
-    finally:
-        searcher.close()
-    assert [a.champion_id for a in served] == [f"{expected}-for-nominal"]
-    with Registry.open(state) as registry:
-        champion = registry.get(served[0].champion_id)
-        assert champion.regime == "nominal" and champion.meta["source"] == "repertoire"
-        assert champion.meta["elite"] == expected and champion.status == "passed"
-    assert [e["event"] for topic, e in events if topic == "adaptation"] == ["repertoire_search", "repertoire"]
+def test_the_elite_the_twin_ranks_best_is_released_gated_and_served(searcher) -> None:
+    search, daemon, events, sent = searcher
+    found = search_repertoire(CARTPOLE, REPERTOIRE, "nominal", settings=SETTINGS)
+    expected = f"{REPERTOIRE.elite_id(found.best)}-for-nominal"
+    assert search.answer("nominal")
+    champion = daemon.registry.get(expected)
+    assert champion.regime == "nominal" and champion.meta["source"] == "repertoire"
+    assert champion.status == "passed" and champion.gate_report.passed
+    assert any(isinstance(message, m.Sync) for message in sent), "the server is told to read the portfolio"
+    queued = daemon.shared.take_immigrants()
+    uids = REPERTOIRE.uids[found.finalists]
+    written = uids[uids >= 0]  # finalists a GHN wrote (the iso-line emitter's have none to join with)
+    assert [list(u) for _, u in queued] == ([list(written)] if written.size else [])
+    gates = [d for t, d in events if t == "gate" and d.get("champion") == expected]
+    assert gates and gates[0]["source"] == "repertoire" and gates[0]["passed"]
 
 
-def test_an_elite_that_fails_its_gates_in_the_regime_is_not_served(setting) -> None:
-    profile, repertoire, state = setting
-    served: list[Answer] = []
-    searcher, events = search(repertoire, state, served.append)
-    searcher.close()  # the thread is not needed: answer() runs on the caller's
-    answer = searcher.answer(profile, "inverted")  # nominal gaits push the cart the wrong way: none balances
-    assert not answer.passed and not served
-    assert events[-1][1]["event"] == "repertoire" and events[-1][1]["failed_hard"]
-    with Registry.open(state) as registry:
-        assert registry.get(answer.champion_id).status == "failed"
-        assert registry.live("cartpole") is None
+def test_an_elite_that_fails_its_gates_in_the_regime_is_not_served(searcher) -> None:
+    search, daemon, events, sent = searcher
+    assert not search.answer("inverted")  # nominal gaits push the cart the wrong way: none balances
+    assert not sent and not daemon.shared.take_immigrants()
+    assert daemon.registry.live("cartpole") is None
+    assert [d for t, d in events if t == "adaptation"][-1]["passed"] is False
 
 
-def test_a_regime_the_profile_lacks_is_reported_not_raised(setting) -> None:
-    profile, repertoire, state = setting
-    searcher, events = search(repertoire, state)
-    assert searcher.offer(profile, "no-such-regime")
-    searcher.close()
-    assert events[-1][1]["event"] == "repertoire_failed" and "no-such-regime" in events[-1][1]["error"]
+def test_each_regime_is_answered_once_and_a_failure_is_reported(searcher) -> None:
+    search, daemon, events, _ = searcher
+    search.respond(offer("inverted"), daemon.registry)
+    search.respond(offer("inverted"), daemon.registry)
+    search.close()
+    searches = [d for t, d in events if t == "adaptation" and d["event"] == "repertoire_search"]
+    assert len(searches) == 1
+
+
+def test_immigrants_are_the_elites_own_ghns() -> None:
+    factory = load_factory(CARTPOLE)
+    from srghn.controller.evolution import SRGHNStrategy
+
+    strategy = SRGHNStrategy(factory.ghn, CARTPOLE.evolution, 0)
+    uids = REPERTOIRE.uids[REPERTOIRE.uids >= 0][:2]
+    ids = immigrate(strategy, REPERTOIRE, uids)
+    rows = [int(np.flatnonzero(strategy.ids == i)[0]) for i in ids]
+    elites = [int(np.flatnonzero(REPERTOIRE.uids == u)[0]) for u in uids]
+    np.testing.assert_array_equal(strategy.population()[rows], REPERTOIRE.policies[elites])

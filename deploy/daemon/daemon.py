@@ -46,6 +46,7 @@ from srghn.deploy.daemon.link import ServerLink
 from srghn.deploy.daemon.publishing import Publisher
 from srghn.deploy.daemon.regime_following import RegimeFollowing, load_identified
 from srghn.deploy.daemon.release import Release
+from srghn.deploy.daemon.repertoire_search import RepertoireSearch, immigrate
 from srghn.deploy.daemon.return_watch import ReturnWatch
 from srghn.deploy.daemon.run_files import RunFiles
 from srghn.deploy.daemon.settings import DaemonSettings
@@ -70,6 +71,8 @@ from srghn.deploy.wire.topics import Topic
 from srghn.sim.backends import make_evaluator
 from srghn.sim.driver import INIT_FACTORY, Driver
 from srghn.sim.records import GenerationRecord
+from srghn.sim.repertoire import load_repertoire, repertoire_path
+from srghn.sim.twin_search import SearchSettings
 
 log = logging.getLogger("srghn.daemon")
 
@@ -104,6 +107,8 @@ class Daemon:
         self.following: RegimeFollowing | None = None
         self.returns: ReturnWatch | None = None
         self.commands: OperatorCommands | None = None
+        self.repertoire: RepertoireSearch | None = None
+        """Answers regimes without a champion from the robot's repertoire (None: the robot ships none)."""
 
     # -- start-up ------------------------------------------------------------------------------------------------
 
@@ -135,6 +140,8 @@ class Daemon:
                 self.should_exit.set("shutdown")  # a signal during shutdown changes nothing any more
                 if self.following is not None:
                     self.following.close()
+                if self.repertoire is not None:
+                    self.repertoire.close()
                 if self.driver is not None:
                     self.driver.evaluator.close()  # the evaluator of the latest regimes (see adopt_regime)
                 summary = self._shutdown(started)
@@ -165,6 +172,11 @@ class Daemon:
                                          self.stand_ins)
         self.returns = ReturnWatch(settings, shared, self.registry, publisher, files)
         self.commands = OperatorCommands(shared, publisher, files)
+        if link is not None and repertoire_path(shared.profile).is_file():
+            self.repertoire = RepertoireSearch(
+                load_repertoire(shared.profile), settings.state_dir, shared, self.release, self.publish, link.send,
+                SearchSettings(workers=settings.workers, backend=settings.backend))
+            self.following.responders.append(self.repertoire)
 
     def _start(self, link: ServerLink, saved: dict, population: PopulationFile | None, started: float) -> None:
         settings = self.settings
@@ -211,6 +223,10 @@ class Daemon:
             strategy = self.shared.take_population()
             if strategy is not None:  # a responder's population (regime_following): evolution goes on from it
                 driver.strategy = strategy
+            for repertoire, uids in self.shared.take_immigrants():  # the repertoire's best for the robots' regime
+                ids = immigrate(driver.strategy, repertoire, uids)
+                self.publish(Topic.ADAPTATION, {"event": "immigrants", "elites": len(uids),
+                                                "ids": None if ids is None else ids.tolist()})
             record = next(records, None)
             if record is None:  # a signal, seen between two generations
                 return
@@ -266,6 +282,8 @@ class Daemon:
         for message in messages:
             if isinstance(message, m.Returns):
                 self.returns.follow(message)
+                if self.repertoire is not None:
+                    self.repertoire.returns(message)
         for message in messages:
             if isinstance(message, m.Command):
                 self.commands.apply(message)

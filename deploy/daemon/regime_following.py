@@ -7,7 +7,8 @@ moves to the regime most robots need (:func:`~srghn.deploy.daemon.adaptation.evo
 event); and that regime's stored champion is made live again (rate-limited, audit actor ``adaptation``).
 
 **The seam for regimes without a champion.** When the adaptation thread assigns a robot to a regime that has no
-stored champion, :meth:`RegimeFollowing.uncovered` -- the one call site -- offers an :class:`Uncovered` (robot,
+stored champion (:meth:`RegimeFollowing.uncovered`), and when the loop has just made a fault no regime declared into
+a regime of its own (:meth:`RegimeFollowing.follow_drift`), one call site offers an :class:`Uncovered` (robot,
 regime name, its :class:`~srghn.sim.envs.Regime`, the :class:`~srghn.sim.identify.Identification` with
 ``explained``: whether the twin explained what the robot showed) to each of :attr:`RegimeFollowing.responders`, in
 order, on that thread, with a registry connection of the thread's own. The first responder is
@@ -123,11 +124,14 @@ class RegimeFollowing:
         """The adaptation thread just assigned ``robot`` to ``found.regime``: without a stored champion there, every
         responder is offered it, on a registry connection of this thread's own."""
         with Registry.open(self.settings.state_dir) as registry:
-            if found.regime in portfolio(registry, self.shared.profile.name):
-                return
-            offer = Uncovered(robot, found.regime, found.definition, found)
-            for responder in self.responders:
-                responder.respond(offer, registry)
+            self._offer(robot, found, registry)
+
+    def _offer(self, robot: str, found: Identification, registry: Registry) -> None:
+        if found.regime in portfolio(registry, self.shared.profile.name):
+            return
+        offer = Uncovered(robot, found.regime, found.definition, found)
+        for responder in self.responders:
+            responder.respond(offer, registry)
 
     # -- the evolution loop's side -------------------------------------------------------------------------------
 
@@ -150,7 +154,9 @@ class RegimeFollowing:
                                         "residual": float(f"{result.residual:.3g}"), "steps": found.steps,
                                         "params": {k: round(v, 4) for k, v in result.params.items()},
                                         "stderr": {k: float(f"{v:.3g}") for k, v in result.stderr.items()}})
-            self.adopt_regime(result.regime, result.definition, result.to_dict())
+            if self.adopt_regime(result.regime, result.definition, result.to_dict()):
+                # the responders start now, not when the robot's next identifications assign it to the new regime
+                self._offer(found.client, result, self.registry)
             return
         self.evidence = found  # the adaptation thread published it already (`adaptation` event `identified`)
 

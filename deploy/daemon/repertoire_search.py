@@ -1,17 +1,24 @@
-"""The repertoire's best gait for a regime that has no champion, searched in the identified twin (docs/repertoire.md).
+"""The repertoire answers a regime that has no champion: searched in the identified twin, or tried on the robot
+where the twin cannot explain what the robot shows (docs/repertoire.md).
 
-When robots are identified in a regime the registry holds no champion for (a damage nobody declared, or a declared
-regime never evolved), the robot's repertoire is played in the shadow simulator under that regime's model
-(:func:`srghn.sim.twin_search.search_repertoire`: a short screen of every elite, whole episodes for the best
-few). The best elite is registered as a champion of the regime (``<elite id>-for-<regime>``, its parent none: it
-comes from the repertoire, meta ``source: repertoire``), gated there against the live champion, and, when it
-passes, handed to ``on_passed`` (the daemon tells the server to read the portfolio again, so robots in that regime
-are served it at once, and the evolution loop's adoption makes it live with an audited ``adaptation``
-promotion).
+A responder of :mod:`srghn.deploy.daemon.regime_following`: offered every robot assigned to a regime without a
+stored champion, it returns at once and works on a thread of its own (a search of the Ant's ~300 elites takes
+about 40 k env steps; a trial lasts an episode on the robot), so neither the adaptation thread nor the evolution
+loop waits for it.
 
-A search takes tens of thousands of env steps (Ant: about 40 k, seconds to tens of seconds), so it runs on a
-thread of its own: neither the control path nor the evolution loop waits for it. Each regime is searched once
-per daemon; the thread opens its own registry connection (SQLite connections stay on their thread).
+- **The twin explained the damage**: the repertoire plays in the shadow simulator under the identified model
+  (:func:`srghn.sim.twin_search.search_repertoire`: a short screen of every elite, whole episodes for the best
+  few). The best elite is released for the regime through the one release path
+  (:meth:`~srghn.deploy.daemon.release.Release.offer`: registered as ``<elite id>-for-<regime>``, meta ``source:
+  repertoire``, gated there against the live champion); when it passes, the server is told to read the portfolio
+  again (robots in that regime are served it at once) and the finalists whose GHNs the repertoire keeps join the
+  evolving population (:meth:`~srghn.controller.evolution.SRGHNStrategy.immigrate`), so evolution goes on from
+  the best the repertoire had.
+- **It did not** (``explained: false``): :class:`~srghn.deploy.daemon.robot_trials.RobotTrials` chooses gaits by
+  the robot's own returns; each trial is an elite released the same way and served by an audited ``adaptation``
+  promotion (:meth:`~srghn.deploy.daemon.release.Release.serve`).
+
+Each regime is answered once per daemon.
 """
 
 from __future__ import annotations
@@ -20,94 +27,143 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from srghn.deploy.daemon.champions import gate_champion, register_policy
+import numpy as np
+
+from srghn.controller.evolution import SRGHNStrategy
+from srghn.deploy.daemon.regime_following import Uncovered
+from srghn.deploy.daemon.release import Candidate, Release
+from srghn.deploy.daemon.robot_trials import RobotTrials
+from srghn.deploy.daemon.shared import SharedState
+from srghn.deploy.registry.portfolio import portfolio
 from srghn.deploy.registry.store import Registry
+from srghn.deploy.wire import messages as m
 from srghn.deploy.wire.topics import Topic
 from srghn.errors import SrghnError
-from srghn.sim.profiles import RobotProfile
 from srghn.sim.repertoire import Repertoire
+from srghn.sim.srghn_emitter import NO_GHN, elite_ghns
+from srghn.sim.trials import TrialSettings
 from srghn.sim.twin_search import SearchSettings, search_repertoire
 
 log = logging.getLogger("srghn.daemon.repertoire")
 
 
-@dataclass(frozen=True)
-class Answer:
-    """What one search served (or tried to)."""
-
-    regime: str
-    champion_id: str
-    elite: str
-    passed: bool
-    search: dict
-    """:meth:`~srghn.sim.twin_search.SearchResult.to_dict`."""
-
-
 class RepertoireSearch:
-    """Searches the repertoire for regimes without a champion, one at a time, on a thread of its own."""
+    """Answers regimes without a champion from the robot's repertoire, one regime at a time."""
 
-    def __init__(self, repertoire: Repertoire, state_dir: Path, publish: Callable[[Topic, dict], None],
-                 on_passed: Callable[[Answer], None], settings: SearchSettings | None = None,
-                 actor: str = "srghn-daemon") -> None:
-        self.repertoire, self.state_dir, self.publish, self.on_passed = repertoire, Path(state_dir), publish, on_passed
-        self.settings, self.actor = settings or SearchSettings(), actor
-        self._offered: set[str] = set()
+    def __init__(self, repertoire: Repertoire, state_dir: Path, shared: SharedState, release: Release,
+                 publish: Callable[[Topic, dict], None], send: Callable[[m.Message], None],
+                 search: SearchSettings | None = None, trials: TrialSettings | None = None) -> None:
+        self.repertoire, self.state_dir, self.shared, self.release = repertoire, Path(state_dir), shared, release
+        self.publish, self.send = publish, send
+        self.search, self.trial_settings = search or SearchSettings(), trials or TrialSettings()
+        self.trials: dict[str, RobotTrials] = {}
+        self._answered: set[str] = set()
+        self._robots: dict[str, str] = {}
+        """Robot -> the regime it was last offered in (routes its episode returns to that regime's trials)."""
         self._lock = threading.Lock()
-        self._queue: queue.Queue[tuple[RobotProfile, str] | None] = queue.Queue()
+        self._queue: queue.Queue[str | None] = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="repertoire-search", daemon=True)
         self._thread.start()
 
-    def offer(self, profile: RobotProfile, regime: str) -> bool:
-        """Search for ``regime`` (one of ``profile``'s regimes) in the background. False: it was offered before."""
-        with self._lock:
-            if regime in self._offered:
-                return False
-            self._offered.add(regime)
-        self._queue.put((profile, regime))
-        return True
+    # -- the responder -------------------------------------------------------------------------------------------
 
-    def close(self, timeout_s: float = 60.0) -> None:
-        """Stop after the search in flight (if any)."""
+    def respond(self, found: Uncovered, registry: Registry) -> None:
+        """Search the twin for ``found.regime``, or try gaits on the robot where the twin did not explain it --
+        unless a responder before this one (a compensated champion) answered it already."""
+        with self._lock:
+            self._robots[found.robot] = found.regime
+            if found.regime in self._answered or found.regime in portfolio(registry, self.shared.profile.name):
+                return
+            self._answered.add(found.regime)
+        if found.identification.explained:
+            self._queue.put(found.regime)
+            return
+        self.publish(Topic.ADAPTATION, {"event": "trials_started", "regime": found.regime, "robot": found.robot,
+                                        "residual": float(f"{found.identification.residual:.3g}")})
+        with self._lock:
+            self.trials[found.regime] = RobotTrials(self.repertoire, found.regime,
+                                                    lambda row, r=found.regime: self.try_elite(row, r), self.publish,
+                                                    self.trial_settings)
+
+    def returns(self, message: m.Returns) -> None:
+        """A robot's episode returns (the evolution loop): its regime's trials hear them, if any run."""
+        with self._lock:
+            trials = self.trials.get(self._robots.get(message.client, ""))
+        if trials is not None and not trials.finished.is_set():
+            trials.returns(message.champion, [float(v) for v in message.returns])
+
+    def close(self, timeout_s: float = 30.0) -> None:
         self._queue.put(None)
         self._thread.join(timeout_s)
+        for trials in list(self.trials.values()):
+            trials.close(timeout_s)
+
+    # -- the twin's answer ---------------------------------------------------------------------------------------
 
     def _work(self) -> None:
-        while (job := self._queue.get()) is not None:
-            profile, regime = job
+        while (regime := self._queue.get()) is not None:
             try:
-                answer = self.answer(profile, regime)
+                self.answer(regime)
             except SrghnError as exc:  # a failed search costs that regime its repertoire answer, never the daemon
                 log.warning("repertoire search for regime %s failed: %s", regime, exc)
                 self.publish(Topic.ADAPTATION, {"event": "repertoire_failed", "regime": regime, "error": str(exc)})
-                continue
-            if answer.passed:
-                self.on_passed(answer)
 
-    def answer(self, profile: RobotProfile, regime: str) -> Answer:
-        """Search, register and gate, on the calling thread."""
+    def answer(self, regime: str) -> bool:
+        """Search, release and (when it passed) serve the best elite for ``regime``, on the calling thread."""
+        profile = self.shared.profile
         self.publish(Topic.ADAPTATION, {"event": "repertoire_search", "regime": regime,
                                         "elites": len(self.repertoire)})
-        found = search_repertoire(profile, self.repertoire, regime, settings=self.settings)
-        row = found.best
-        elite = self.repertoire.elite_id(row)
-        champion_id = f"{elite}-for-{regime}"
+        found = search_repertoire(profile, self.repertoire, regime, settings=self.search)
         search = found.to_dict(self.repertoire)
         with Registry.open(self.state_dir) as registry:
-            if not registry.exists(champion_id):
-                register_policy(registry, profile, self.repertoire.policies[row], champion_id=champion_id,
-                                regime=regime, norm=self.repertoire.norm, actor=self.actor,
-                                fitness={"fitness": found.fitness, "standard_return": found.returns},
-                                meta={"source": "repertoire", "elite": elite, "search": search})
-            report = gate_champion(registry, champion_id, self.actor, profile, regimes=(regime,))
-        answer = Answer(regime, champion_id, elite, report.passed, search)
-        self.publish(Topic.ADAPTATION, {"event": "repertoire", "regime": regime, "champion": champion_id,
-                                        "elite": elite, "passed": report.passed, "failed_hard": report.failed_hard,
-                                        "failed_soft": report.failed_soft, "fitness": search["fitness"],
-                                        "return": search["return"], "env_steps": search["env_steps"]})
-        return answer
+            candidate = self._candidate(found.best, regime, "repertoire", search,
+                                        {"fitness": found.fitness, "standard_return": found.returns})
+            report = self.release.offer(candidate, registry)
+        passed = report is not None and report.passed
+        self.publish(Topic.ADAPTATION, {"event": "repertoire", "regime": regime, "passed": passed, **search})
+        if passed:
+            self.send(m.Sync())
+            ghns = self.repertoire.uids[found.finalists]
+            if (ghns != NO_GHN).any():
+                self.shared.queue_immigrants(self.repertoire, ghns[ghns != NO_GHN])
+        return passed
+
+    # -- trial and error -----------------------------------------------------------------------------------------
+
+    def try_elite(self, row: int, regime: str) -> str | None:
+        """Release elite ``row`` for ``regime`` and make it live as an adaptation promotion (the trials' thread);
+        its champion id, or None when it failed its gates or the server refused it."""
+        trial = {"elite": self.repertoire.elite_id(row), "promised": float(self.repertoire.returns[row])}
+        candidate = self._candidate(row, regime, "trial", trial, {"repertoire_return": trial["promised"]})
+        with Registry.open(self.state_dir) as registry:
+            report = self.release.offer(candidate, registry)
+            live = registry.live(self.shared.profile.name)
+        if report is None or not report.passed:
+            return None
+        if live is not None and live.id == candidate.id:
+            return candidate.id
+        reason = f"adaptation: trial and error in regime {regime} (the twin cannot explain it): gait {trial['elite']}"
+        return candidate.id if self.release.serve(candidate.id, regime, reason, live.id if live else None) else None
+
+    def _candidate(self, row: int, regime: str, source: str, details: dict, fitness: dict) -> Candidate:
+        elite = self.repertoire.elite_id(row)
+        champion = f"{elite}-for-{regime}"
+        return Candidate(
+            champion, np.asarray(self.repertoire.policies[row]), self.repertoire.norm, regime,
+            registration={"regime": regime, "meta": {"source": source, "elite": elite, source: details},
+                          "fitness": fitness},
+            announce={"champion": champion, "regime": regime, "source": source, "elite": elite})
 
 
-__all__ = ["Answer", "RepertoireSearch"]
+def immigrate(strategy: object, repertoire: Repertoire, uids: np.ndarray) -> np.ndarray | None:
+    """The GHNs of the elites ``uids`` (replayed from the repertoire's lineage) into an SR-GHN population, in
+    place of its least fit; their new ids, or None where the population is not SR-GHN's or its GHN differs from the
+    one the repertoire was built with."""
+    if not isinstance(strategy, SRGHNStrategy) or repertoire.roots.shape[-1] != strategy.ghn.num_params:
+        return None
+    return strategy.immigrate(elite_ghns(strategy.ghn, repertoire.lineage, repertoire.roots, uids))
+
+
+__all__ = ["RepertoireSearch", "immigrate"]

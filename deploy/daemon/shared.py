@@ -13,6 +13,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 
+import numpy as np
+
 from srghn.controller.strategy import Strategy
 from srghn.sim.envs import Regime
 from srghn.sim.profiles import RobotProfile
@@ -25,7 +27,7 @@ SCORES_KEPT = 1024
 
 class SharedState:
     """Counters, stand-in claims, played scores, the evolution regime, the profile (with the identified regimes),
-    the pause flag, and populations queued for the evolution loop."""
+    the pause flag, and populations and immigrants queued for the evolution loop."""
 
     def __init__(self, profile: RobotProfile, regime: str | None = None) -> None:
         self._lock = threading.Lock()
@@ -41,6 +43,8 @@ class SharedState:
         self._scores: dict[tuple[str, str], float] = {}
         """Played scores (:meth:`srghn.deploy.daemon.release.Release.played`), by (champion id, regime)."""
         self._populations: list[Strategy] = []
+        self._immigrants: list[tuple[object, np.ndarray]] = []
+        """(repertoire, lineage uids) of elites whose GHNs are to join the population (the repertoire search)."""
 
     # -- counters ------------------------------------------------------------------------------------------------
 
@@ -139,6 +143,17 @@ class SharedState:
         with self._lock:
             queued, self._populations = self._populations, []
         return queued[-1] if queued else None
+
+    def queue_immigrants(self, repertoire: object, uids: np.ndarray) -> None:
+        """The GHNs of a repertoire's elites (by lineage uid) join the population between two generations."""
+        with self._lock:
+            self._immigrants.append((repertoire, np.asarray(uids)))
+
+    def take_immigrants(self) -> list[tuple[object, np.ndarray]]:
+        """Every batch queued since the last call (the evolution loop, between two generations)."""
+        with self._lock:
+            taken, self._immigrants = self._immigrants, []
+        return taken
 
     def snapshot(self) -> Mapping[str, object]:
         """Everything at one instant (tests compare it with the registry)."""
