@@ -73,11 +73,11 @@ def test_an_elite_that_fails_its_gates_in_the_regime_is_not_served(searcher) -> 
     assert [d for t, d in events if t == "adaptation"][-1]["passed"] is False
 
 
-def test_each_regime_is_answered_once_and_a_failure_is_reported(searcher) -> None:
+def test_each_regime_is_answered_once(searcher) -> None:
     search, daemon, events, _ = searcher
     search.respond(offer("inverted"), daemon.registry)
     search.respond(offer("inverted"), daemon.registry)
-    search.close()
+    search.wait()
     searches = [d for t, d in events if t == "adaptation" and d["event"] == "repertoire_search"]
     assert len(searches) == 1
 

@@ -63,6 +63,7 @@ class RepertoireSearch:
         self._robots: dict[str, str] = {}
         """Robot -> the regime it was last offered in (routes its episode returns to that regime's trials)."""
         self._lock = threading.Lock()
+        self._closing = threading.Event()
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="repertoire-search", daemon=True)
         self._thread.start()
@@ -95,6 +96,7 @@ class RepertoireSearch:
             trials.returns(message.champion, [float(v) for v in message.returns])
 
     def close(self, timeout_s: float = 30.0) -> None:
+        self._closing.set()
         self._queue.put(None)
         self._thread.join(timeout_s)
         for trials in list(self.trials.values()):
@@ -102,13 +104,23 @@ class RepertoireSearch:
 
     # -- the twin's answer ---------------------------------------------------------------------------------------
 
+    def wait(self) -> None:
+        """Until every regime offered so far is answered (tests; the daemon never waits for a search)."""
+        self._queue.join()
+
     def _work(self) -> None:
         while (regime := self._queue.get()) is not None:
             try:
-                self.answer(regime)
+                if not self._closing.is_set():
+                    self.answer(regime)
             except SrghnError as exc:  # a failed search costs that regime its repertoire answer, never the daemon
                 log.warning("repertoire search for regime %s failed: %s", regime, exc)
                 self.publish(Topic.ADAPTATION, {"event": "repertoire_failed", "regime": regime, "error": str(exc)})
+            except Exception:  # e.g. the link closed under a search that outlived shutdown's wait
+                if not self._closing.is_set():
+                    log.exception("repertoire search for regime %s failed", regime)
+            finally:
+                self._queue.task_done()
 
     def answer(self, regime: str) -> bool:
         """Search, release and (when it passed) serve the best elite for ``regime``, on the calling thread."""
@@ -116,6 +128,8 @@ class RepertoireSearch:
         self.publish(Topic.ADAPTATION, {"event": "repertoire_search", "regime": regime,
                                         "elites": len(self.repertoire)})
         found = search_repertoire(profile, self.repertoire, regime, settings=self.search)
+        if self._closing.is_set():  # the daemon stops: nothing is released any more
+            return False
         search = found.to_dict(self.repertoire)
         with Registry.open(self.state_dir) as registry:
             candidate = self._candidate(found.best, regime, "repertoire", search,
