@@ -32,11 +32,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from srghn.sim.envs import ALL, KINDS, LOG_KINDS, NOMINAL, Regime, kind_distance
+from srghn.sim.preflight import IDENTIFIED  # the prefix of a regime the twin found that matches no candidate
 from srghn.sim.profiles import RobotProfile
 from srghn.sim.twin import Fit, NotIdentifiable, Twin, replayable
-
-IDENTIFIED = "identified-"
-"""Name prefix of a regime found by the twin that matches no candidate."""
 
 
 @dataclass(frozen=True)

@@ -15,18 +15,47 @@ if TYPE_CHECKING:  # the flag checks run before anything else is imported (gymna
     from srghn.sim.profiles import RobotProfile
 
 
+IDENTIFIED = "identified-"
+"""The prefix of a regime the daemon identified from a robot's transitions (:mod:`srghn.sim.identify`): stored in the
+registry, not in the profile."""
+
+
+def check_backend(backend: str, workers: int | None, ray_address: str | None) -> None:
+    """``--backend``, ``--workers`` and ``--ray-address`` (:func:`srghn.sim.backends.check_backend`)."""
+    from srghn.sim.backends import check_backend
+
+    check_backend(backend, workers, ray_address)
+
+
 def check_run_flags(settings: object, counts: tuple[str, ...]) -> None:
     """The flags every evolution run shares: ``counts`` must be >= 1 where given, the seed >= 0, the backend
     valid. Errors name the flag."""
-    from srghn.sim.backends import check_backend
-
     check_backend(settings.backend, settings.workers, settings.ray_address)
-    for name in counts:
-        value = getattr(settings, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    check_counts(settings, counts)
     if settings.seed < 0:
         raise ConfigError(f"--seed must be >= 0, got {settings.seed}")
+
+
+def check_counts(settings: object, names: tuple[str, ...], low: int = 1, high: int | None = None) -> None:
+    """Each of ``names`` (a field of ``settings``, ``--name`` on the command line), where given, is in
+    ``low..high``."""
+    for name in names:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        flag = f"--{name.replace('_', '-')}"
+        if high is None and value < low:
+            raise ConfigError(f"{flag} must be >= {low}, got {value}")
+        if high is not None and not low <= value <= high:
+            raise ConfigError(f"{flag} must be within {low}..{high}, got {value}")
+
+
+def check_regime(profile: RobotProfile, regime: str | None, flag: str = "--regime") -> None:
+    """A regime of the profile, or one the daemon identified (those are checked against the registry, where they
+    are stored)."""
+    if regime is not None and regime not in profile.regimes and not regime.startswith(IDENTIFIED):
+        raise ConfigError(f"{flag} {regime!r} is not a regime of {profile.name}; known: {', '.join(profile.regimes)}"
+                          f" (or one the daemon identified, {IDENTIFIED}…)")
 
 
 def check_update_clip(update_clip: float | None, decay: float | None = None, floor: float | None = None) -> None:

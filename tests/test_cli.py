@@ -108,11 +108,11 @@ def test_ctrl_c_keeps_the_generations_done(tmp_path):
 def test_progress_paces_only_the_work_this_command_did(monkeypatch, capsys):
     """A bench resumed with one run done and the next checkpointed at generation 40: the time left comes from
     the generations this command ran, not from those read back."""
-    from srghn import cli
+    from srghn.commands import progress as shown
 
     now = [0.0]
-    monkeypatch.setattr(cli.time, "monotonic", lambda: now[0])
-    with cli.Progress("bench", 1000) as progress:
+    monkeypatch.setattr(shown.time, "monotonic", lambda: now[0])
+    with shown.Progress("bench", 1000) as progress:
         progress.skip(200)  # run 0: finished before
         progress.skip(40)  # run 1 goes on from its checkpoint at generation 40
         progress.update()
