@@ -109,5 +109,6 @@ def record_limits(record: bool, file_mb: float, total_mb: float) -> dict | None:
 
 
 def check_output_file(output: Path, flag: str = "--output") -> None:
+    """A file to write: its name, in a directory that exists."""
     if output.is_dir() or not output.parent.is_dir():
         raise ConfigError(f"{flag} {output}: give a file name in an existing directory")

@@ -156,8 +156,8 @@ def _register_run(profile, out_dir: Path, state_dir: Path | None, top: int) -> l
             with working("registering candidates (ONNX export + parity check)"):
                 champions = register_run(registry, profile, out_dir, top, actor=default_actor())
             console.err.print(f"registered {len(champions)} candidate(s) in {registry.state_dir}: "
-                      f"{', '.join(c.id for c in champions)}; next: `srghn-ctl gate {champions[0].id}`",
-                      highlight=False, soft_wrap=True)
+                              f"{', '.join(c.id for c in champions)}; next: `srghn-ctl gate {champions[0].id}`",
+                              highlight=False, soft_wrap=True)
             return [c.id for c in champions]
     except SrghnError as exc:
         console.err.print(f"the run is saved in {out_dir}, but registering its champions failed")

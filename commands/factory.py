@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from srghn import ConfigError
 from srghn.commands import console
-from srghn.commands.console import commands, fail, handled, say
+from srghn.commands.console import check_output_file, commands, fail, handled, say
 from srghn.commands.options import WorkersOpt
 from srghn.commands.progress import Progress, between_generations
 from srghn.commands.tables import facts
@@ -69,8 +69,8 @@ def factory_build(
         provenance = build_factory(profile, run_dir, regime=regime)
     checked = provenance["standard_return"]
     say(f"wrote {factory_path(profile, regime)}: champion {provenance['champion']['id']} of {run_dir} "
-f"({provenance['env_steps']:,} env steps), standard return {checked['mean']:.1f} in regime "
-f"{regime} (mean of seeds {checked['seeds'][0]}-{checked['seeds'][-1]})")
+        f"({provenance['env_steps']:,} env steps), standard return {checked['mean']:.1f} in regime "
+        f"{regime} (mean of seeds {checked['seeds'][0]}-{checked['seeds'][-1]})")
 
 
 @app.command("export")
@@ -88,8 +88,7 @@ def factory_export(
     from srghn.sim.profiles import load_profile
 
     with handled():
-        if output.is_dir() or not output.parent.is_dir():
-            raise ConfigError(f"--output {output}: give a file name in an existing directory")
+        check_output_file(output)
         profile = load_profile(robot)
         factory = load_factory(profile, regime)
         champion_id = factory_id(profile, regime)
@@ -97,7 +96,7 @@ def factory_export(
                                     norm=factory.norm)
         atomic_write(output, result.model, mode=0o644)
     say(f"wrote {champion_id} to {output} ({len(result.model):,} bytes, parity "
-f"{result.max_abs_diff:.1e} on {result.stress_rows} stress rows)")
+        f"{result.max_abs_diff:.1e} on {result.stress_rows} stress rows)")
 
 
 @app.command("show")

@@ -46,7 +46,7 @@ def keys_add(
     with handled():
         secret = add_key(_key_dir(directory, state_dir), name, role)
     say(f"{role} key {name}: {secret} (give it, with {secret.parent.parent / 'server.key'}, to the "
-"client)")
+        "client)")
 
 
 @app.command("list")
@@ -63,7 +63,7 @@ def keys_list(as_json: JsonOpt = False, directory: KeyDirOpt = None, state_dir: 
         return
     if not found:
         say(f"no authorized keys in {_key_dir(directory, state_dir)}: local sockets need none; add one "
-    "with `srghn-ctl keys add NAME --role ROLE` to bind beyond this machine")
+            "with `srghn-ctl keys add NAME --role ROLE` to bind beyond this machine")
         return
     table = grid("name", "role", "public key", "key pair here", ids=(0, 2), optional=(3,),
                    title=f"authorized keys ({len(found)})")

@@ -12,7 +12,7 @@ import typer
 
 from srghn import ConfigError
 from srghn.commands import console
-from srghn.commands.console import commands, duration, handled, say
+from srghn.commands.console import check_output_file, commands, duration, handled, say
 from srghn.commands.options import JsonOpt, StateDirOpt
 from srghn.commands.tables import grid, row
 
@@ -81,8 +81,8 @@ def record_export(
         for f in files or ():
             if not f.is_file():
                 raise ConfigError(f"{f}: no such recording file")
-        if output is not None and (output.is_dir() or not output.parent.is_dir()):
-            raise ConfigError(f"--output {output}: give a file name in an existing directory")
+        if output is not None:
+            check_output_file(output)
         paths = list(files) if files else [f.path for f in list_recordings(_recordings(directory, state_dir))]
         if output is None:
             rows = export_csv(paths, sys.stdout, kind, client, start, end, limit)

@@ -91,7 +91,7 @@ def promote(
         event, via = operator_for(state_dir, key, actor).promote(champion_id, reason, force)
     forced = f" (FORCED over {', '.join(event['detail']['overridden'])})" if event["forced"] else ""
     say(f"promoted {event['to']} to live for {event['robot']} (was {event['from'] or 'nothing'}){forced}"
-f"{VIA if via else ''}")
+        f"{VIA if via else ''}")
 
 
 VIA = " (through the running server, now serving it)"
@@ -162,7 +162,7 @@ def history(
         return
     robots = {e["robot"] for e in events}
     say(f"audit log ({len(events)} events" + (f", robot {next(iter(robots))}" if len(robots) == 1 else "")
-+ "; times UTC; --json has every field)")
+        + "; times UTC; --json has every field)")
     for e in events:
         console.out.print(_history_line(e, len(robots) > 1), highlight=False)
 

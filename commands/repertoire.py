@@ -10,9 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from srghn import ConfigError
 from srghn.commands import console
-from srghn.commands.console import commands, handled, say
+from srghn.commands.console import check_output_file, commands, handled, say
 from srghn.commands.options import JsonOpt
 from srghn.commands.tables import grid, row
 
@@ -34,8 +33,8 @@ def repertoire_show(
     from srghn.sim.repertoire import load_repertoire, repertoire_path, summary
 
     with handled():
-        if png is not None and (png.is_dir() or not png.parent.is_dir()):
-            raise ConfigError(f"--png {png}: give a file name in an existing directory")
+        if png is not None:
+            check_output_file(png, "--png")
         profile = load_profile(robot)
         rep = load_repertoire(profile)
         info = summary(rep, top)
@@ -74,8 +73,7 @@ def repertoire_export(
     from srghn.sim.repertoire import load_repertoire
 
     with handled():
-        if output.is_dir() or not output.parent.is_dir():
-            raise ConfigError(f"--output {output}: give a file name in an existing directory")
+        check_output_file(output)
         profile = load_profile(robot)
         rep = load_repertoire(profile)
         row = rep.row(cell)
@@ -84,5 +82,5 @@ def repertoire_export(
                                     {"repertoire": {"cell": cell, "return": float(rep.returns[row])}}, norm=rep.norm)
         atomic_write(output, result.model, mode=0o644)
     say(f"wrote {elite_id} (cell {cell}, return {rep.returns[row]:.1f}) to {output} "
-f"({len(result.model):,} bytes, parity {result.max_abs_diff:.1e} on {result.stress_rows} stress "
-"rows)")
+        f"({len(result.model):,} bytes, parity {result.max_abs_diff:.1e} on {result.stress_rows} stress "
+        "rows)")

@@ -16,7 +16,7 @@ from srghn import ConfigError, SrghnError
 from srghn.deploy.clients.options import EndpointOpt, KeysOpt, RecordFileOpt, RecordTotalOpt, RobotOpt, StateDirOpt
 
 err = Console(stderr=True, soft_wrap=True)
-"""Progress lines (stdout stays the summary's)."""
+out = Console(soft_wrap=True)
 
 
 def robot_sim(
@@ -61,15 +61,17 @@ def robot_sim(
         profile = _profile(robot, fault, fault_at, fault_until, fault_def, rate, name)
         endpoint, found, telemetry = _server(state_dir, control, keys, key, record)
         recorder = _recorder(profile, record, record_file_mb, record_total_mb, state_dir, telemetry)
+        lines = err if as_json else out  # progress: on stdout (a daemon's robot-sim.log), unless --json owns it
         if not quiet:
-            err.print(escape(f"robot-sim {profile.name} ({name}): driving against {endpoint}"
-                             + (f", fault {fault} at step {fault_at}" if fault else "")), highlight=False)
+            lines.print(escape(f"robot-sim {profile.name} ({name}): driving against {endpoint}"
+                               + (f", fault {fault} at step {fault_at}" if fault else "")), highlight=False)
         try:
             result = drive(profile, endpoint, parent_pid=parent_pid, summary_file=summary_file, episodes=episodes,
                            steps=steps, duration_s=duration, fault=fault, fault_at=fault_at, fault_until=fault_until,
                            seed=seed, rate_hz=rate, timeout_s=timeout, identity=name.encode(),
                            keys=(found["server_key"], found["client_key"]) if found else None,
-                           on_episode=None if quiet else _episode_line, record=recorder.add if recorder else None)
+                           on_episode=None if quiet else lambda run: _episode_line(run, lines),
+                           record=recorder.add if recorder else None)
         finally:
             if recorder is not None:
                 recorder.close()
@@ -134,9 +136,9 @@ def _recorder(profile, record: bool, file_mb: float, total_mb: float, state_dir:
     return BackgroundRecorder(writer, telemetry)
 
 
-def _episode_line(run) -> None:
+def _episode_line(run, lines: Console) -> None:
     """One line per episode (a daemon's robot-sim.log has them)."""
-    err.print(escape(f"episode {run.episodes}: return {run.returns[-1]:.1f} in regime {run.episode_regimes[-1]} "
+    lines.print(escape(f"episode {run.episodes}: return {run.returns[-1]:.1f} in regime {run.episode_regimes[-1]} "
                      f"(step {run.steps:,}; served by {run.finished_by[-1]})"), highlight=False, soft_wrap=True)
 
 

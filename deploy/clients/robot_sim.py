@@ -181,8 +181,7 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
     champion, reward)`` is called after every step (``run.steps`` already counts it); ``plant(run)``, before every
     step, names the regime the plant is to be in (a fault schedule decided as the run goes; each change is recorded
     in ``run.plant_changes``). ``record`` (:meth:`~srghn.deploy.recording.recording.BackgroundRecorder.add`) is
-    given every
-    step as the robot saw it."""
+    given every step as the robot saw it."""
     check_fault(profile, fault, fault_at, fault_until)
     for name, value in (("episodes", episodes), ("steps", steps)):
         if value is not None and value < 1:
