@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from champion_helpers import cartpole_controller, passing_report, variant
+from cli_helpers import real_ctl, refused
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -289,32 +289,6 @@ def test_every_listing_has_json(registry: Registry, cartpole_model: bytes, comma
 
 # -- bad input: one line, exit 2, before any process starts --------------------------------------------------------
 
-RUN = """
-import sys
-sys.argv = ["srghn-ctl", *sys.argv[1:]]
-from srghn.cli import app
-try:
-    app()
-except SystemExit as exc:
-    code = exc.code
-print("HEAVY", sorted(m for m in ("torch", "torch_geometric") if m in sys.modules), file=sys.stderr)
-sys.exit(code)
-"""
-
-
-def real_ctl(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", RUN, *map(str, args)], capture_output=True, text=True, timeout=120)
-
-
-def refused(done: subprocess.CompletedProcess, message: str) -> None:
-    errors = [line for line in done.stderr.splitlines() if not line.startswith("HEAVY")]
-    assert done.returncode == 2, done.stderr
-    assert len(errors) == 1 and errors[0].startswith("error: ") and message in errors[0], done.stderr
-    assert "HEAVY []" in done.stderr, f"heavy imports before the error: {done.stderr}"
-    assert "Traceback" not in done.stderr
-
-
-@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
 def test_an_unwritable_state_dir_or_out_is_one_line(tmp_path: Path) -> None:
     refused(real_ctl("run", "--generations", "1", "--state-dir", "/proc/x"), "state directory /proc/x: /proc is not")
     refused(real_ctl("evolve", "--generations", "1", "--out", "/proc/x", "--no-register"),
