@@ -35,11 +35,11 @@ def champions(
         print(json.dumps(rows, indent=2))
         return
     table = grid("id", "robot", "status", "gen", "regime", "fitness", "gates", "parents", ids=(0, 7),
-                   optional=(7, 1, 3), title=f"champions ({len(rows)})")
+                 optional=(7, 1, 3), title=f"champions ({len(rows)})")
     for c in rows:
         suffix = " (lkg)" if c["last_known_good"] and c["status"] != "live" else ""
         row(table, c["id"], c["robot"], status_text(c["status"], suffix), fmt(c["generation"]), fmt(c["regime"]),
-             fmt(_headline(c["fitness"])), gates_cell(c["gate_report"]), "\n".join(c["parents"]) or "-")
+            fmt(_headline(c["fitness"])), gates_cell(c["gate_report"]), "\n".join(c["parents"]) or "-")
     console.out.print(table)
 
 
@@ -64,11 +64,11 @@ def report_table(report, title: str | None = None) -> Table:
         against = f"vs live {report.incumbent_id or '(nothing live)'}"
     head = title or f"gates of {report.champion_id}"
     table = grid("gate", "kind", "threshold", "measured", "verdict", "detail", optional=(1,),
-                   title=escape(f"{head} in {regimes_of(report)} {against}: "
-                                f"{'PASSED' if report.passed else 'FAILED'} ({report.wall_s:.1f} s)"))
+                 title=escape(f"{head} in {regimes_of(report)} {against}: "
+                              f"{'PASSED' if report.passed else 'FAILED'} ({report.wall_s:.1f} s)"))
     for g in report.gates:
         row(table, g.name, "hard" if g.hard else "soft", fmt(g.threshold, 3), fmt(g.measured, 3),
-             Text("pass", style="green") if g.passed else Text("FAIL", style="bold red"), g.detail)
+            Text("pass", style="green") if g.passed else Text("FAIL", style="bold red"), g.detail)
     return table
 
 
@@ -87,9 +87,9 @@ def show(champion_id: IdArg, as_json: JsonOpt = False, state_dir: StateDirOpt = 
     row(table, "parents", "\n".join(c.parents) or "-")
     row(table, "fitness", ", ".join(f"{k} {fmt(v)}" for k, v in c.fitness.items()))
     row(table, "policy", "→".join(str(n) for n in [c.policy["obs_dim"], *c.policy["hidden"], c.policy["act_dim"]])
-         + (" discrete" if c.policy["discrete"] else " continuous"))
+        + (" discrete" if c.policy["discrete"] else " continuous"))
     row(table, "artifact", Text(f"{c.artifact_bytes:,} bytes, ")
-         + (Text("verified", style="green") if intact else Text("CORRUPTED OR MISSING", style="bold red")))
+        + (Text("verified", style="green") if intact else Text("CORRUPTED OR MISSING", style="bold red")))
     row(table, "sha256", c.artifact_sha256)
     row(table, "export parity", fmt(c.meta.get("export", {}).get("parity_max_abs_diff"), 3))
     row(table, "run", fmt(c.run_dir))

@@ -66,7 +66,7 @@ def keys_list(as_json: JsonOpt = False, directory: KeyDirOpt = None, state_dir: 
             "with `srghn-ctl keys add NAME --role ROLE` to bind beyond this machine")
         return
     table = grid("name", "role", "public key", "key pair here", ids=(0, 2), optional=(3,),
-                   title=f"authorized keys ({len(found)})")
+                 title=f"authorized keys ({len(found)})")
     for k in found:
         row(table, k.name, k.role, k.public_key, "yes" if k.has_secret else "no")
     console.out.print(table)

@@ -46,7 +46,7 @@ def record_list(as_json: JsonOpt = False, directory: RecordDirOpt = None, state_
         print(json.dumps([f.to_dict() for f in files], indent=2))
         return
     table = grid("file", "size", "start (UTC)", "span", "messages", optional=(3, 2),
-                   title=f"recordings ({len(files)})")
+                 title=f"recordings ({len(files)})")
     for f in files:
         start = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(f.start)) if f.start else "-"
         span = duration(f.end - f.start) if f.start and f.end else "-"

@@ -52,7 +52,7 @@ def repertoire_show(
     elites = grid("cell", "bins", "return", "fitness", "descriptor", "GHN")
     for e in info["best"]:
         row(elites, e["cell"], e["bins"], f"{e['return']:.1f}", f"{e['fitness']:.1f}",
-             " ".join(f"{v:.2f}" for v in e["descriptor"]), "yes" if e["ghn"] else "no")
+            " ".join(f"{v:.2f}" for v in e["descriptor"]), "yes" if e["ghn"] else "no")
     console.out.print(elites)
     if png is not None:
         console.out.print(escape(f"wrote {png}"), highlight=False)
