@@ -88,7 +88,7 @@ class RunEvents:
                 return
             self.last_generation = now
         named = topic in ("generation", "promoted")  # lines that say what they are ("gen 12 ...")
-        say(("" if named else f"{topic}: ") + event_line({**data, "topic": topic}), console.err)
+        say(("" if named else f"{topic} ") + event_line({**data, "topic": topic}), console.err)
         if topic == "daemon" and "endpoints" in data:  # the server's, known once the daemon attached to it
             say("served on " + ", ".join(f"{k} {v}" for k, v in data["endpoints"].items())
                 + " (Ctrl-C stops)", console.err)

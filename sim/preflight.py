@@ -133,8 +133,12 @@ def check_rate(rate: float | None, flag: str) -> None:
         raise ConfigError(f"{flag} must be >= 0 steps per second (0: as fast as the server answers), got {rate}")
 
 
+INIT_SCRATCH, INIT_FACTORY = "scratch", "factory"
+"""Where a first population comes from (see :class:`~srghn.sim.driver.RunSpec`), besides a file."""
+
+
 def check_init(init: str | None) -> None:
-    if init is not None and init not in ("scratch", "factory") and not Path(init).exists():
+    if init is not None and init not in (INIT_SCRATCH, INIT_FACTORY) and not Path(init).exists():
         raise ConfigError(f"--init {init!r}: expected 'scratch', 'factory' or the path of a run directory, "
                           "population.npz or policy file, and no such path exists")
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from srghn import ConfigError
 from srghn.sim.preflight import (
+    INIT_SCRATCH,
     check_backend,
     check_counts,
     check_init,
@@ -29,9 +30,6 @@ if TYPE_CHECKING:
     from srghn.sim.profiles import RobotProfile
     from srghn.sim.schedule import Schedule
     from srghn.sim.workers import WorkerLimits
-
-INIT_SCRATCH = "scratch"
-"""``init``: fresh networks (:data:`srghn.sim.driver.INIT_SCRATCH`)."""
 
 CHECKPOINT_S = 30.0
 """Seconds between checkpoints of a running ``evolve`` (and one after the last generation)."""

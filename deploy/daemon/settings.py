@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from srghn import ConfigError
 from srghn.deploy.server.config import ServeConfig, choose_endpoints
-from srghn.sim.preflight import check_init, check_regime, check_run_flags, check_spaces
+from srghn.sim.preflight import INIT_FACTORY, INIT_SCRATCH, check_init, check_regime, check_run_flags, check_spaces
 
 if TYPE_CHECKING:  # no torch here: `srghn-ctl run` makes these settings before its heavy imports
     from srghn.sim.driver import RunSpec
@@ -80,7 +80,7 @@ class DaemonSettings:
     @property
     def spec(self) -> RunSpec:
         """The run a state directory without a population starts."""
-        from srghn.sim.driver import INIT_FACTORY, INIT_SCRATCH, RunSpec
+        from srghn.sim.driver import RunSpec
         from srghn.sim.factory import factory_path
 
         init = self.init or (INIT_FACTORY if factory_path(self.profile).is_file() else INIT_SCRATCH)
