@@ -56,9 +56,10 @@ def robot_sim(
     """Run a simulated robot against the control server: MuJoCo/Box2D env of the profile, every action asked for
     over the control socket and every step reported. --fault injects a change of dynamics mid-run."""
     try:
-        from srghn.deploy.clients.robot_sim import drive
+        from srghn.deploy.clients.robot_sim import check_bounds, drive
 
-        profile = _profile(robot, fault, fault_at, fault_until, fault_def, rate, name)
+        profile = _profile(robot, fault, fault_at, fault_until, fault_def, name)
+        check_bounds(episodes, steps, rate)
         endpoint, found, telemetry = _server(state_dir, control, keys, key, record)
         recorder = _recorder(profile, record, record_file_mb, record_total_mb, state_dir, telemetry)
         lines = err if as_json else out  # progress: on stdout (a daemon's robot-sim.log), unless --json owns it
@@ -83,17 +84,15 @@ def robot_sim(
 
 
 def _profile(robot: str, fault: str | None, fault_at: int | None, fault_until: int | None, fault_def: str | None,
-             rate: float | None, name: str):
+             name: str):
     """The robot's profile (with the fault ``--fault-def`` defines), every flag about it checked."""
     from srghn.deploy.clients.robot_sim import check_fault, undeclared_fault
-    from srghn.sim.preflight import check_rate
     from srghn.sim.profiles import load_profile
 
     profile = load_profile(robot)
     if fault_def is not None:
         profile = undeclared_fault(profile, fault or "undeclared", fault_def)
     check_fault(profile, fault, fault_at, fault_until, fault_def=True)
-    check_rate(rate, "--rate")
     if not name or len(name) > 255 or not name.isprintable():
         raise ConfigError(f"--name must be 1..255 printable characters, got {name!r}")
     return profile

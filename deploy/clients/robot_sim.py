@@ -151,6 +151,14 @@ def check_fault(profile: RobotProfile, fault: str | None, fault_at: int | None, 
         raise ConfigError(f"--fault-until must come after --fault-at, got {fault_until} (fault at {fault_at})")
 
 
+def check_bounds(episodes: int | None, steps: int | None, rate_hz: float | None) -> None:
+    """``--episodes`` and ``--steps`` >= 1 where given, ``--rate`` >= 0."""
+    for name, value in (("episodes", episodes), ("steps", steps)):
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name} must be >= 1, got {value}")
+    check_rate(rate_hz, "--rate")
+
+
 def undeclared_fault(profile: RobotProfile, name: str, definition: str | dict) -> RobotProfile:
     """``profile`` with one more regime ``name`` defined by ``definition`` (JSON text or a dict in the profile's
     regime format, e.g. ``{"gain": {"hip_1": -0.6}}``): the plant of a fault the profile does not declare."""
@@ -183,10 +191,7 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
     in ``run.plant_changes``). ``record`` (:meth:`~srghn.deploy.recording.recording.BackgroundRecorder.add`) is
     given every step as the robot saw it."""
     check_fault(profile, fault, fault_at, fault_until)
-    for name, value in (("episodes", episodes), ("steps", steps)):
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name} must be >= 1, got {value}")
-    check_rate(rate_hz, "--rate")
+    check_bounds(episodes, steps, rate_hz)
     env = make_env(profile)
     period = 1.0 / (rate_hz if rate_hz is not None else env.metadata.get("render_fps") or 50) if rate_hz != 0 else 0.0
     run = RobotRun()
