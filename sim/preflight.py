@@ -20,16 +20,11 @@ IDENTIFIED = "identified-"
 registry, not in the profile."""
 
 
-def check_backend(backend: str, workers: int | None, ray_address: str | None) -> None:
-    """``--backend``, ``--workers`` and ``--ray-address`` (:func:`srghn.sim.backends.check_backend`)."""
-    from srghn.sim.backends import check_backend
-
-    check_backend(backend, workers, ray_address)
-
-
 def check_run_flags(settings: object, counts: tuple[str, ...]) -> None:
     """The flags every evolution run shares: ``counts`` must be >= 1 where given, the seed >= 0, the backend
     valid. Errors name the flag."""
+    from srghn.sim.backends import check_backend  # gymnasium: the settings modules import this one without it
+
     check_backend(settings.backend, settings.workers, settings.ray_address)
     check_counts(settings, counts)
     if settings.seed < 0:

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 from srghn import ConfigError
 from srghn.sim.preflight import (
     INIT_SCRATCH,
-    check_backend,
     check_counts,
     check_init,
     check_out_dir,
@@ -119,6 +118,8 @@ class BenchSettings:
     """Runs at a time, each with its own evaluator."""
 
     def __post_init__(self) -> None:
+        from srghn.sim.backends import check_backend
+
         check_backend(self.backend, self.workers, self.ray_address)
         check_counts(self, ("generations", "population", "episodes", "jobs"))
         if self.jobs > 1 and self.backend == "ray":
