@@ -20,25 +20,21 @@ The evaluator (backend, workers) is not part of a bench's identity: it changes s
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from srghn import CheckpointError, ConfigError
 from srghn.controller.baselines import BASELINES
-from srghn.controller.evolution import EvolutionConfig
-from srghn.controller.methods import METHODS, evaluations_per_generation
-from srghn.sim.driver import INIT_SCRATCH, Driver, RunSpec, identity_differences
+from srghn.sim.driver import Driver, identity_differences
 from srghn.sim.evaluator import Evaluator, InProcessEvaluator
 from srghn.sim.profiles import RobotProfile
 from srghn.sim.records import RECOVERY_LEVELS, GenerationRecord, append_records, read_records, recovery, write_records
-from srghn.sim.schedule import Schedule
+from srghn.sim.settings import BenchSettings
 from srghn.sim.stats import improvement_interval, iqm_interval
 
 PROGRESS_S = 30.0
@@ -46,72 +42,6 @@ PROGRESS_S = 30.0
 
 LATE = 10
 """A run's late return: the mean over its last generations of the fittest individual's environment return."""
-
-
-@dataclass(frozen=True)
-class BenchSettings:
-    """One comparison."""
-
-    profile: RobotProfile
-    methods: tuple[str, ...]
-    seeds: tuple[int, ...]
-    generations: int
-    out: Path
-    switch_at: int | None = None
-    switch_back_at: int | None = None
-    population: int | None = None
-    episodes: int | None = None
-    init: str = INIT_SCRATCH
-    """Where every run's first population comes from (see :class:`~srghn.sim.driver.RunSpec`)."""
-
-    def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods:
-            raise ConfigError(f"unknown method(s) {unknown or '(none given)'}; known: {', '.join(METHODS)}")
-        if len(set(self.methods)) != len(self.methods):
-            raise ConfigError(f"--methods lists a method twice: {list(self.methods)}")
-        if not self.seeds or min(self.seeds) < 0:
-            raise ConfigError(f"--seeds must give at least one seed >= 0, got {list(self.seeds)}")
-        for name in ("generations", "population", "episodes"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"--{name} must be >= 1, got {value}")
-        for name in ("switch_at", "switch_back_at"):
-            value = getattr(self, name)
-            if value is not None and not 1 <= value < self.generations:
-                raise ConfigError(f"--{name.replace('_', '-')} must be within 1..{self.generations - 1}, got {value}")
-        self.schedule  # validates the switch order  # noqa: B018
-        self.spec(self.methods[0], self.seeds[0])  # validates --init  # noqa: B018
-
-    def spec(self, method: str, seed: int) -> RunSpec:
-        """The run of ``method`` with ``seed``."""
-        return RunSpec(self.profile, method, seed, self.population, self.episodes, self.init)
-
-    @property
-    def schedule(self) -> Schedule:
-        return Schedule.switch(self.profile.switch_regime, self.switch_at, self.switch_back_at)
-
-    @property
-    def evolution(self) -> EvolutionConfig:
-        if self.population is None:
-            return self.profile.evolution
-        return dataclasses.replace(self.profile.evolution, population=self.population)
-
-    @property
-    def episodes_per_evaluation(self) -> int:
-        return self.episodes or self.profile.episodes
-
-    def shared(self) -> dict:
-        """What every run of the bench shares; a resumed bench must agree on all of it."""
-        # only what decides the numbers: not the gates, the description or where the profile file lives
-        decisive = ("env_id", "env_kwargs", "regimes", "switch_regime", "policy", "ghn", "reward_offset",
-                    "observation", "baselines")
-        profile = {k: v for k, v in self.profile.to_dict().items() if k in decisive}
-        return {"robot": self.profile.name, "profile": profile, "generations": self.generations,
-                "switches": [list(s) for s in self.schedule.switches], "evolution": self.evolution.to_dict(),
-                "episodes": self.episodes_per_evaluation,
-                "evaluations_per_generation": evaluations_per_generation(self.evolution),
-                "init": self.spec(self.methods[0], self.seeds[0]).identity()["init"]}
 
 
 def run_bench(settings: BenchSettings, make_evaluator: Callable[[RobotProfile], Evaluator] = InProcessEvaluator,

@@ -48,13 +48,12 @@ from srghn.controller.seeding import RunSeeds
 from srghn.controller.strategy import Strategy, diversity
 from srghn.sim.evaluator import Evaluator
 from srghn.sim.factory import load_factory
-from srghn.sim.preflight import check_update_clip
+from srghn.sim.preflight import INIT_FACTORY, INIT_SCRATCH, check_init, check_update_clip
 from srghn.sim.profiles import RobotProfile
 from srghn.sim.records import GenerationRecord
 from srghn.sim.schedule import RegimeSource, Schedule
 
 SEED_BOUND = 2**31 - 1
-INIT_SCRATCH, INIT_FACTORY = "scratch", "factory"
 
 
 @dataclass(frozen=True)
@@ -91,9 +90,7 @@ class RunSpec:
         if overrides and not self.srghn:
             flag = next(iter(overrides)).replace("_", "-")
             raise ConfigError(f"--{flag} is an SR-GHN setting; method {self.method} has none")
-        if self.init not in (INIT_SCRATCH, INIT_FACTORY) and not Path(self.init).exists():
-            raise ConfigError(f"--init {self.init!r}: expected 'scratch', 'factory' or the path of a run directory, "
-                              "population.npz or policy file, and no such path exists")
+        check_init(self.init)
 
     @property
     def evolution(self):

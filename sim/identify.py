@@ -33,11 +33,9 @@ import numpy as np
 
 from srghn.errors import InvalidTransitions
 from srghn.sim.envs import ALL, KINDS, LOG_KINDS, NOMINAL, Regime, kind_distance
+from srghn.sim.preflight import IDENTIFIED  # the prefix of a regime the twin found that matches no candidate
 from srghn.sim.profiles import RobotProfile
 from srghn.sim.twin import Fit, NotIdentifiable, Twin, replayable
-
-IDENTIFIED = "identified-"
-"""Name prefix of a regime found by the twin that matches no candidate."""
 
 
 @dataclass(frozen=True)

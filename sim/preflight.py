@@ -15,18 +15,42 @@ if TYPE_CHECKING:  # the flag checks run before anything else is imported (gymna
     from srghn.sim.profiles import RobotProfile
 
 
+IDENTIFIED = "identified-"
+"""The prefix of a regime the daemon identified from a robot's transitions (:mod:`srghn.sim.identify`): stored in the
+registry, not in the profile."""
+
+
 def check_run_flags(settings: object, counts: tuple[str, ...]) -> None:
     """The flags every evolution run shares: ``counts`` must be >= 1 where given, the seed >= 0, the backend
     valid. Errors name the flag."""
-    from srghn.sim.backends import check_backend
+    from srghn.sim.backends import check_backend  # gymnasium: the settings modules import this one without it
 
     check_backend(settings.backend, settings.workers, settings.ray_address)
-    for name in counts:
-        value = getattr(settings, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    check_counts(settings, counts)
     if settings.seed < 0:
         raise ConfigError(f"--seed must be >= 0, got {settings.seed}")
+
+
+def check_counts(settings: object, names: tuple[str, ...], low: int = 1, high: int | None = None) -> None:
+    """Each of ``names`` (a field of ``settings``, ``--name`` on the command line), where given, is in
+    ``low..high``."""
+    for name in names:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        flag = f"--{name.replace('_', '-')}"
+        if high is None and value < low:
+            raise ConfigError(f"{flag} must be >= {low}, got {value}")
+        if high is not None and not low <= value <= high:
+            raise ConfigError(f"{flag} must be within {low}..{high}, got {value}")
+
+
+def check_regime(profile: RobotProfile, regime: str | None, flag: str = "--regime") -> None:
+    """A regime of the profile, or one the daemon identified (those are checked against the registry, where they
+    are stored)."""
+    if regime is not None and regime not in profile.regimes and not regime.startswith(IDENTIFIED):
+        raise ConfigError(f"{flag} {regime!r} is not a regime of {profile.name}; known: {', '.join(profile.regimes)}"
+                          f" (or one the daemon identified, {IDENTIFIED}…)")
 
 
 def check_update_clip(update_clip: float | None, decay: float | None = None, floor: float | None = None) -> None:
@@ -104,8 +128,12 @@ def check_rate(rate: float | None, flag: str) -> None:
         raise ConfigError(f"{flag} must be >= 0 steps per second (0: as fast as the server answers), got {rate}")
 
 
+INIT_SCRATCH, INIT_FACTORY = "scratch", "factory"
+"""Where a first population comes from (see :class:`~srghn.sim.driver.RunSpec`), besides a file."""
+
+
 def check_init(init: str | None) -> None:
-    if init is not None and init not in ("scratch", "factory") and not Path(init).exists():
+    if init is not None and init not in (INIT_SCRATCH, INIT_FACTORY) and not Path(init).exists():
         raise ConfigError(f"--init {init!r}: expected 'scratch', 'factory' or the path of a run directory, "
                           "population.npz or policy file, and no such path exists")
 

@@ -17,7 +17,6 @@ import os
 import platform
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -25,71 +24,10 @@ import numpy as np
 
 from srghn import ConfigError, __version__
 from srghn.sim.backends import make_evaluator
-from srghn.sim.driver import INIT_SCRATCH, Driver, RunSpec, _jsonable, identity_differences
+from srghn.sim.driver import Driver, _jsonable, identity_differences
 from srghn.sim.plots import plot_run
-from srghn.sim.preflight import check_out_dir, check_run_flags, check_switches
-from srghn.sim.profiles import RobotProfile
 from srghn.sim.records import GenerationRecord, append_records, read_records, summarize, write_records
-from srghn.sim.schedule import Schedule
-from srghn.sim.workers import WorkerLimits
-
-CHECKPOINT_S = 30.0
-"""Seconds between checkpoints of a running ``evolve`` (and one after the last generation)."""
-
-
-@dataclass(frozen=True)
-class EvolveSettings:
-    """One ``evolve`` run. ``None`` means: the profile's default."""
-
-    profile: RobotProfile
-    out: Path
-    generations: int | None = None
-    seed: int = 0
-    population: int | None = None
-    episodes: int | None = None
-    switch_at: int | None = None
-    switch_back_at: int | None = None
-    switch_regime: str | None = None
-    """The regime ``switch_at`` switches to; ``None``: the profile's switch regime."""
-    backend: str = "local"
-    """Evaluator backend: ``local`` (sandboxed worker processes), ``ray`` or ``inprocess``."""
-    workers: int | None = None
-    """Evaluation workers (``local``/``ray``); ``None``: one per core. Never changes the results."""
-    ray_address: str | None = None
-    """Ray cluster to join (``--backend ray`` only); ``None`` starts a local Ray instance."""
-    init: str = INIT_SCRATCH
-    """Where the first population comes from (see :class:`~srghn.sim.driver.RunSpec`)."""
-    update_clip: float | None = None
-    """SR-GHN's update clip (see :class:`~srghn.sim.driver.RunSpec`); ``None``: the profile's or the file's."""
-    update_clip_decay: float | None = None
-    update_clip_min: float | None = None
-    """The clip's schedule, max(u * decay^g, min) (see :class:`~srghn.sim.driver.RunSpec`); ``None``: as the base."""
-    resume: bool = False
-    """Continue the run checkpointed in ``out`` instead of starting one (which ``out`` must not hold)."""
-    checkpoint_s: float = CHECKPOINT_S
-    limits: WorkerLimits | None = None
-    """The evaluation workers' limits (default: theirs; ``OFFLINE_LIMITS`` for long runs beside other work)."""
-    command: str | None = None
-    """The command line that started the run (recorded in ``run.json``)."""
-
-    def __post_init__(self) -> None:
-        check_run_flags(self, ("generations", "population", "episodes", "switch_back_at"))
-        check_switches(self.profile, self.generations, self.switch_at, self.switch_back_at, self.switch_regime)
-        self.spec  # validates --init  # noqa: B018
-        check_out_dir(self.out, self.resume)
-
-    @property
-    def n_generations(self) -> int:
-        return self.generations or self.profile.generations
-
-    @property
-    def schedule(self) -> Schedule:
-        return Schedule.switch(self.switch_regime or self.profile.switch_regime, self.switch_at, self.switch_back_at)
-
-    @property
-    def spec(self) -> RunSpec:
-        return RunSpec(self.profile, "srghn", self.seed, self.population, self.episodes, self.init, self.update_clip,
-                       self.update_clip_decay, self.update_clip_min)
+from srghn.sim.settings import EvolveSettings
 
 
 def provenance() -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -108,11 +109,11 @@ def test_ctrl_c_keeps_the_generations_done(tmp_path):
 def test_progress_paces_only_the_work_this_command_did(monkeypatch, capsys):
     """A bench resumed with one run done and the next checkpointed at generation 40: the time left comes from
     the generations this command ran, not from those read back."""
-    from srghn import cli
+    from srghn.commands import progress as shown
 
     now = [0.0]
-    monkeypatch.setattr(cli.time, "monotonic", lambda: now[0])
-    with cli.Progress("bench", 1000) as progress:
+    monkeypatch.setattr(shown.time, "monotonic", lambda: now[0])
+    with shown.Progress("bench", 1000) as progress:
         progress.skip(200)  # run 0: finished before
         progress.skip(40)  # run 1 goes on from its checkpoint at generation 40
         progress.update()
@@ -122,3 +123,19 @@ def test_progress_paces_only_the_work_this_command_did(monkeypatch, capsys):
     last = capsys.readouterr().err.strip().splitlines()[-1]
     # 11 generations in 100 s, 749 to go: 6809 s (counting the 240 read back would say about 5 min)
     assert "251/1000" in last and "about 113 min left" in last
+
+
+def test_the_simulated_robot_has_one_command_line():
+    """`srghn-ctl robot-sim` and `python -m srghn.deploy.clients.robot_sim` (what a daemon's --sim-robot runs)
+    take the same flags: a flag added to one is there in the other."""
+    import re
+
+    def flags(*command: str) -> set[str]:
+        done = subprocess.run([sys.executable, "-m", *command, "--help"], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "COLUMNS": "200"})
+        assert done.returncode == 0, done.stderr
+        return set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", done.stdout))
+
+    cli = flags("srghn.cli", "robot-sim")
+    assert {"--fault-def", "--name", "--record", "--state-dir", "--json", "--control"} <= cli
+    assert cli == flags("srghn.deploy.clients.robot_sim")

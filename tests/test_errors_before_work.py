@@ -10,34 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import real_ctl as ctl
+from cli_helpers import refused
 
 from srghn.deploy.process.state import DAEMON, hold_lock
-
-RUN = """
-import sys
-sys.argv = ["srghn-ctl", *sys.argv[1:]]
-from srghn.cli import app
-try:
-    app()
-except SystemExit as exc:
-    code = exc.code
-print("HEAVY", sorted(m for m in ("torch", "torch_geometric") if m in sys.modules), file=sys.stderr)
-sys.exit(code)
-"""
-
-
-def ctl(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", RUN, *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})
-
-
-def refused(done: subprocess.CompletedProcess, message: str) -> None:
-    """Exit 2, nothing on stdout, one error line naming the problem, and no heavy import before it."""
-    lines = [line for line in done.stderr.splitlines() if not line.startswith("HEAVY")]
-    assert done.returncode == 2, done.stderr
-    assert done.stdout == ""
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stderr
-    assert "HEAVY []" in done.stderr, f"heavy imports before the error: {done.stderr}"
 
 
 def nothing_made(state: Path, out: Path | None = None) -> None:
@@ -153,3 +129,30 @@ def test_help_fits_80_columns():
                               timeout=60, env={**os.environ, "COLUMNS": "80"})
         assert done.returncode == 0, done.stderr
         assert max(len(line) for line in done.stdout.splitlines()) <= 80, done.stdout
+
+
+def test_run_takes_a_regime_the_daemon_identified(tmp_path, state):
+    """One --regime check, the daemon's: a regime of the profile or one the daemon identified (the registry holds
+    those, and the daemon checks them there). Refused here for the --init that comes after it, not for the regime."""
+    done = ctl("run", "--regime", "identified-1c2d3e4f", "--init", str(tmp_path / "nothing"), "--state-dir", str(state))
+    refused(done, "--init")
+    assert "--regime" not in done.stderr
+    nothing_made(state)
+
+
+def test_the_settings_are_checked_when_made(tmp_path):
+    from srghn import ConfigError
+    from srghn.deploy.daemon.settings import DaemonSettings
+    from srghn.sim.profiles import load_profile
+    from srghn.sim.settings import BenchSettings, EvolveSettings
+
+    cartpole = load_profile("cartpole")
+    assert DaemonSettings(cartpole, tmp_path, regime="identified-1c2d3e4f").regime == "identified-1c2d3e4f"
+    for make, message in (
+            (lambda: DaemonSettings(cartpole, tmp_path, regime="sideways"), "--regime 'sideways' is not a regime"),
+            (lambda: DaemonSettings(cartpole, tmp_path, gate_every=0), "--gate-every must be >= 1, got 0"),
+            (lambda: EvolveSettings(cartpole, tmp_path / "out", update_clip_decay=2.0), "--update-clip-decay"),
+            (lambda: BenchSettings(cartpole, ("srghn",), (0,), 10, tmp_path / "b", jobs=2, backend="ray"), "--jobs"),
+            (lambda: BenchSettings(cartpole, ("srghn",), (0,), 10, tmp_path / "b", switch_at=10), "--switch-at")):
+        with pytest.raises(ConfigError, match=message):
+            make()

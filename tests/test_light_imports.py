@@ -26,6 +26,10 @@ LIGHT = {
     "srghn.sim.profiles": HEAVY + SLOW,
     "srghn.controller.configs": HEAVY,
     "srghn.deploy.clients.robot_sim": HEAVY,
+    "srghn.deploy.clients.robot_command": HEAVY + SLOW + ("gymnasium", "mujoco", "zmq"),
+    # the settings `srghn-ctl` makes (and checks) before its heavy imports
+    "srghn.sim.settings": HEAVY + SLOW,
+    "srghn.deploy.daemon.settings": HEAVY + SLOW,
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from srghn.cli import _event_line
+from srghn.commands.events import event_line
 from srghn.deploy.wire.protocol import TELEMETRY_TOPICS
 
 EVENTS = {
@@ -38,9 +38,12 @@ EVENTS = {
 }
 
 
+PUBLISHERS = ("deploy/**/*.py", "sim/*.py", "safety/*.py")
+
+
 def published_topics() -> set[str]:
-    """Every topic the code publishes: ``publish("topic", ...)``, ``publish("a" if ... else "b", ...)`` and
-    ``publish(Topic.NAME, ...)``."""
+    """Every topic the code publishes: ``publish(Topic.X, ...)`` and the ``Topic.X`` a publish call chooses
+    between, and (until every publisher names a Topic) a bare ``publish("x", ...)``. A misspelt member fails here."""
     import re
     from pathlib import Path
 
@@ -49,11 +52,12 @@ def published_topics() -> set[str]:
 
     root = Path(srghn.__file__).parent
     found: set[str] = set()
-    for path in [*root.glob("deploy/**/*.py"), *root.glob("sim/*.py"), *root.glob("safety/*.py")]:
+    for path in (p for pattern in PUBLISHERS for p in root.glob(pattern)):
         text = path.read_text()
+        firsts = re.findall(r"publish\(\s*(Topic\.[^,]*)", text)  # a call's first argument
+        found |= {Topic[m].value for first in firsts for m in re.findall(r"\bTopic\.([A-Z_]+)", first)}
         found |= set(re.findall(r'publish\(\s*"([a-z_]+)"', text))
         found |= {t for pair in re.findall(r'publish\(\s*"([a-z_]+)" if [^,]*? else "([a-z_]+)"', text) for t in pair}
-        found |= {Topic[name].value for name in re.findall(r"publish\(\s*Topic\.([A-Z_]+)", text)}
     return found
 
 
@@ -61,25 +65,52 @@ def test_every_published_topic_can_be_watched_and_is_documented():
     from pathlib import Path
 
     import srghn
-    from srghn.deploy.wire.topics import TELEMETRY
+    from srghn.deploy.wire.topics import TELEMETRY, Topic
 
     published = published_topics()
-    assert {"adaptation", "assignment", "generation", "promotion", "rollback"} <= published
+    # the scan sees the server's and the daemon's publishers (it would be blind if this failed)
+    assert {"adaptation", "assignment", "generation", "promotion", "rollback", "live", "server"} <= published
     assert published <= set(TELEMETRY_TOPICS), published - set(TELEMETRY_TOPICS)
-    docs = (Path(srghn.__file__).parent / "docs" / "daemon.md").read_text()
-    table = docs[docs.index("## Telemetry topics"):]
+    assert set(TELEMETRY) == set(Topic)  # every topic has its row
+    docs = Path(srghn.__file__).parent / "docs"
+    daemon_md = (docs / "daemon.md").read_text()
+    table = daemon_md[daemon_md.index("## Telemetry topics"):]
+    protocol_md = (docs / "protocol.md").read_text()
+    fields = protocol_md[protocol_md.index("## 5. Telemetry"):protocol_md.index("## 6.")]
     for topic, (by, _) in TELEMETRY.items():
-        assert f"| `{topic}` | {by} |" in table, topic
+        assert f"| `{topic.value}` | {by} |" in table, topic
+        assert f"| `{topic.value}` | " in fields, topic
 
 
-@pytest.mark.parametrize("topic", ["adaptation", "assignment"])
+def test_the_server_names_topics_not_strings():
+    """The server's publishers name a Topic (a misspelt one fails at import, a misspelt string never would)."""
+    import re
+    from pathlib import Path
+
+    import srghn
+
+    for name in ("process", "admin", "peer"):
+        text = (Path(srghn.__file__).parent / "deploy" / "server" / f"{name}.py").read_text()
+        assert not re.findall(r'publish\(\s*"', text), name
+
+
+@pytest.mark.parametrize("topic", sorted(TELEMETRY_TOPICS))
 def test_watch_accepts_every_topic(topic, tmp_path):
     from typer.testing import CliRunner
 
     from srghn.cli import app
 
-    done = CliRunner().invoke(app, ["watch", "--topic", topic, "--state-dir", str(tmp_path)])
+    done = CliRunner().invoke(app, ["watch", "--topic", topic, "--state-dir", str(tmp_path), "--timeout", "0.1"])
     assert "is not a telemetry topic" not in done.output
+
+
+def test_watch_refuses_a_topic_nobody_publishes(tmp_path):
+    from typer.testing import CliRunner
+
+    from srghn.cli import app
+
+    done = CliRunner().invoke(app, ["watch", "--topic", "Topic.LIVE", "--state-dir", str(tmp_path)])
+    assert done.exit_code == 2 and "--topic 'Topic.LIVE' is not a telemetry topic" in done.output
 
 
 def test_every_topic_has_an_example():
@@ -89,7 +120,7 @@ def test_every_topic_has_an_example():
 @pytest.mark.parametrize("topic", sorted(EVENTS))
 def test_event_lines_read_as_sentences(topic):
     event, parts = EVENTS[topic]
-    line = _event_line({**event, "topic": topic, "time": 1.0, "robot": "cartpole"})
+    line = event_line({**event, "topic": topic, "time": 1.0, "robot": "cartpole"})
     assert "\n" not in line and "time=" not in line and "robot=cartpole" not in line
     for part in parts:
         assert part in line, line

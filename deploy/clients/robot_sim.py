@@ -6,15 +6,14 @@ step (a motor wired backwards, a weak leg), which is what the daemon's shadow si
 ``fault_until`` back to nominal later. A fault need not be one of the profile's regimes: ``fault_regime`` defines
 it (``--fault-def '{"gain": {"hip_1": -0.6, "ankle_1": -0.6}}'``), a fault nobody declared.
 
-``srghn-ctl robot-sim`` runs it from the command line; a daemon started with ``--sim-robot`` runs it as
-``python -m srghn.deploy.clients.robot_sim`` (no CLI, no torch: it starts in well under a second).
+``srghn-ctl robot-sim`` runs it from the command line, and a daemon started with ``--sim-robot`` runs it as
+``python -m srghn.deploy.clients.robot_sim`` (no torch: it starts in well under a second); both are the one
+command line of :mod:`srghn.deploy.clients.robot_command`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import os
 import signal
 import sys
@@ -26,13 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from srghn import ConfigError, SrghnError
+from srghn import ConfigError
 from srghn.controller.files import atomic_write
 from srghn.deploy.clients.client import ControlClient
 from srghn.errors import ServerUnavailable
 from srghn.sim.envs import NOMINAL, Regime
 from srghn.sim.evaluator import make_env
-from srghn.sim.profiles import RobotProfile, load_profile
+from srghn.sim.preflight import check_rate
+from srghn.sim.profiles import RobotProfile
 
 REWARD_WINDOW = 50
 """Steps per point of the simulated robot's reward curve (``robot.png``'s first panel)."""
@@ -138,8 +138,8 @@ class RobotRun:
 def check_fault(profile: RobotProfile, fault: str | None, fault_at: int | None, fault_until: int | None = None,
                 fault_def: bool = False) -> None:
     """Validate a fault injection: a regime of the robot at a step >= 0, both given or neither, and where it ends
-    after it starts. ``fault_def``: the caller takes ``--fault-def`` (only ``python -m srghn.deploy.clients.robot_sim``
-    does), so the error may point at it."""
+    after it starts. ``fault_def``: the caller takes ``--fault-def`` (the simulated robot's command line does,
+    ``srghn-ctl run`` does not), so the error may point at it."""
     if (fault is None) != (fault_at is None):
         raise ConfigError("--fault and --fault-at go together")
     if fault is not None and fault not in profile.regimes:
@@ -149,6 +149,14 @@ def check_fault(profile: RobotProfile, fault: str | None, fault_at: int | None, 
         raise ConfigError(f"--fault-at must be >= 0, got {fault_at}")
     if fault_until is not None and (fault_at is None or fault_until <= fault_at):
         raise ConfigError(f"--fault-until must come after --fault-at, got {fault_until} (fault at {fault_at})")
+
+
+def check_bounds(episodes: int | None, steps: int | None, rate_hz: float | None) -> None:
+    """``--episodes`` and ``--steps`` >= 1 where given, ``--rate`` >= 0."""
+    for name, value in (("episodes", episodes), ("steps", steps)):
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name} must be >= 1, got {value}")
+    check_rate(rate_hz, "--rate")
 
 
 def undeclared_fault(profile: RobotProfile, name: str, definition: str | dict) -> RobotProfile:
@@ -180,33 +188,23 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
     server answers). A server that does not answer in time is retried (counted in ``timeouts``). ``on_step(run,
     champion, reward)`` is called after every step (``run.steps`` already counts it); ``plant(run)``, before every
     step, names the regime the plant is to be in (a fault schedule decided as the run goes; each change is recorded
-    in ``run.plant_changes``). ``record`` (:meth:`~srghn.deploy.recording.recording.BackgroundRecorder.add`) is
-    given every
-    step as the robot saw it."""
+    in ``run.plant_changes``). ``record`` (:meth:`~srghn.deploy.recording.writer.BackgroundRecorder.add`) is
+    given every step as the robot saw it."""
     check_fault(profile, fault, fault_at, fault_until)
-    for name, value, low in (("episodes", episodes, 1), ("steps", steps, 1)):
-        if value is not None and value < low:
-            raise ConfigError(f"--{name} must be >= {low}, got {value}")
-    if rate_hz is not None and not (rate_hz >= 0 and math.isfinite(rate_hz)):
-        raise ConfigError(f"--rate must be >= 0 steps per second, got {rate_hz}")
+    check_bounds(episodes, steps, rate_hz)
     env = make_env(profile)
     period = 1.0 / (rate_hz if rate_hz is not None else env.metadata.get("render_fps") or 50) if rate_hz != 0 else 0.0
     run = RobotRun()
     server_key, client_key = keys or (None, None)
     client = ControlClient(control, timeout_s, identity, server_key, client_key)
+    dynamics = _Plant(env, fault, fault_at, fault_until, schedule=plant)
     try:
         info = _retry(client.info, run, should_stop)
         if info["robot"] != profile.name or info["obs_dim"] != profile.policy.obs_dim:
             raise ConfigError(f"the server at {control} serves robot {info['robot']!r} (obs_dim {info['obs_dim']}), "
                               f"this simulated robot is {profile.name!r} (obs_dim {profile.policy.obs_dim})")
-        discrete = profile.policy.discrete
         t_end = None if duration_s is None else time.monotonic() + duration_s
-        obs, info = env.reset(seed=seed)
-        start_x = info.get("x_position")
-        episode_return = 0.0
-        plant_regime = NOMINAL
-        episode_path = [NOMINAL]  # the plant's regimes during this episode
-        episode_from = 0  # the robot step at which it began
+        episode = _Episode(env, seed)
         tick = time.monotonic()
         while True:
             if period:  # a real robot steps at its control rate; never catch up on missed ticks in a burst
@@ -219,65 +217,111 @@ def run_robot(profile: RobotProfile, control: str, *, episodes: int | None = Non
                     t_end is not None and time.monotonic() >= t_end):
                 run.stopped_by = "bound"
                 break
-            if fault is not None and run.steps == fault_at:
-                env.set_regime(fault)  # the regime wrapper changes the plant now, mid-episode
-                plant_regime = fault
-                episode_path = [*episode_path, plant_regime] if run.steps > episode_from else [plant_regime]
-                run.fault = {"regime": fault, "at_step": run.steps, "at_episode": run.episodes}
-            if fault_until is not None and run.steps == fault_until and run.fault is not None:
-                env.set_regime(NOMINAL)  # repaired, mid-episode
-                plant_regime = NOMINAL
-                episode_path = [*episode_path, plant_regime] if run.steps > episode_from else [plant_regime]
-                run.fault.update(until_step=run.steps, until_episode=run.episodes)
-            if plant is not None:
-                wanted = plant(run)
-                if wanted != (run.plant_changes[-1][1] if run.plant_changes else NOMINAL):
-                    env.set_regime(wanted)
-                    plant_regime = wanted
-                    episode_path = [*episode_path, plant_regime] if run.steps > episode_from else [plant_regime]
-                    run.plant_changes.append((run.steps, wanted, time.monotonic()))
-            t0 = time.perf_counter()
-            reply = _retry(client.act, run, should_stop, obs)
-            run.round_trip_s.append(time.perf_counter() - t0)
-            if record is not None:
-                _record_act(record, identity, run, obs, reply)
-            served = reply.champion or "safe"
-            run.served_by[served] += 1
-            run.steps_in[plant_regime, served] += 1
-            run.sources[reply.source.name.lower()] += 1
-            action = int(reply.action[0]) if discrete else reply.action
-            next_obs, reward, terminated, truncated, info = env.step(action)
-            episode_return += float(reward)
-            run.steps += 1
-            run.add_reward(float(reward), served)
-            _retry(client.step, run, should_stop, float(reward), terminated, truncated, next_obs)
-            if record is not None:
-                record("step", time.time_ns(), {"client": identity.decode(errors="replace"), "request_id": run.steps},
-                       {"reward": float(reward), "terminated": bool(terminated), "truncated": bool(truncated),
-                        "next_observation": np.asarray(next_obs, np.float32).tolist()})
-            obs = next_obs
-            if terminated or truncated:
-                run.episodes += 1
-                run.returns.append(episode_return)
-                run.finished_by.append(served)
-                run.episode_regimes.append("→".join(episode_path))
-                episode_path, episode_from = [plant_regime], run.steps
-                run.ended_at.append(run.steps)
-                if start_x is not None and "x_position" in info:
-                    run.distances.append(float(info["x_position"]) - float(start_x))
-                episode_return = 0.0
-                obs, info = env.reset(seed=seed + run.episodes)
-                start_x = info.get("x_position")
+            dynamics.before_step(run)
+            served, reward = _step(client, run, dynamics, episode, profile.policy.discrete, identity, should_stop,
+                                   record)
+            if episode.ended:
+                episode.close(run, dynamics, seed, served)
                 if on_episode is not None:
                     on_episode(run)
             if on_step is not None:
-                on_step(run, served, float(reward))
+                on_step(run, served, reward)
     except _Stopped:
         run.stopped_by = "stopped"
     finally:
         client.close()
         env.close()
     return run
+
+
+class _Plant:
+    """The simulated robot's dynamics: the regime they are in, changed by the fault (and its repair) at their steps
+    or by a ``schedule``, and the regimes the current episode went through."""
+
+    def __init__(self, env, fault: str | None, fault_at: int | None, fault_until: int | None,
+                 schedule: Callable[[RobotRun], str] | None) -> None:
+        self.env, self.schedule = env, schedule
+        self.fault, self.fault_at, self.fault_until = fault, fault_at, fault_until
+        self.regime = NOMINAL
+        self.path = [NOMINAL]  # the plant's regimes during this episode
+        self.since = 0  # the robot step at which the episode began
+
+    def change(self, regime: str, step: int) -> None:
+        self.env.set_regime(regime)  # the regime wrapper changes the plant now, mid-episode
+        self.regime = regime
+        self.path = [*self.path, regime] if step > self.since else [regime]
+
+    def before_step(self, run: RobotRun) -> None:
+        if self.fault is not None and run.steps == self.fault_at:
+            self.change(self.fault, run.steps)
+            run.fault = {"regime": self.fault, "at_step": run.steps, "at_episode": run.episodes}
+        if self.fault_until is not None and run.steps == self.fault_until and run.fault is not None:
+            self.change(NOMINAL, run.steps)  # repaired
+            run.fault.update(until_step=run.steps, until_episode=run.episodes)
+        if self.schedule is not None:
+            wanted = self.schedule(run)
+            if wanted != (run.plant_changes[-1][1] if run.plant_changes else NOMINAL):
+                self.change(wanted, run.steps)
+                run.plant_changes.append((run.steps, wanted, time.monotonic()))
+
+    def episode_ended(self, step: int) -> str:
+        """The regimes the episode that just ended ran in (``A→B`` where the plant changed during it)."""
+        path = "→".join(self.path)
+        self.path, self.since = [self.regime], step
+        return path
+
+
+class _Episode:
+    """The episode under way: its observation, return, and where the robot started (for its distance)."""
+
+    def __init__(self, env, seed: int) -> None:
+        self.env = env
+        self.reset(seed)
+
+    def reset(self, seed: int) -> None:
+        self.obs, info = self.env.reset(seed=seed)
+        self.start_x = info.get("x_position")
+        self.total = 0.0
+        self.ended = False
+        self.info: dict = {}
+
+    def close(self, run: RobotRun, plant: _Plant, seed: int, served: str) -> None:
+        """Record the episode that ended, and start the next one."""
+        run.episodes += 1
+        run.returns.append(self.total)
+        run.finished_by.append(served)
+        run.episode_regimes.append(plant.episode_ended(run.steps))
+        run.ended_at.append(run.steps)
+        if self.start_x is not None and "x_position" in self.info:
+            run.distances.append(float(self.info["x_position"]) - float(self.start_x))
+        self.reset(seed + run.episodes)
+
+
+def _step(client: ControlClient, run: RobotRun, plant: _Plant, episode: _Episode, discrete: bool, identity: bytes,
+          should_stop: Callable[[], bool], record: Callable | None) -> tuple[str, float]:
+    """One control step: ask for the action, take it, report the outcome; (champion that served it, reward)."""
+    obs = episode.obs
+    t0 = time.perf_counter()
+    reply = _retry(client.act, run, should_stop, obs)
+    run.round_trip_s.append(time.perf_counter() - t0)
+    if record is not None:
+        _record_act(record, identity, run, obs, reply)
+    served = reply.champion or "safe"
+    run.served_by[served] += 1
+    run.steps_in[plant.regime, served] += 1
+    run.sources[reply.source.name.lower()] += 1
+    next_obs, reward, terminated, truncated, info = episode.env.step(int(reply.action[0]) if discrete else reply.action)
+    reward = float(reward)
+    episode.total += reward
+    run.steps += 1
+    run.add_reward(reward, served)
+    _retry(client.step, run, should_stop, reward, terminated, truncated, next_obs)
+    if record is not None:
+        record("step", time.time_ns(), {"client": identity.decode(errors="replace"), "request_id": run.steps},
+               {"reward": reward, "terminated": bool(terminated), "truncated": bool(truncated),
+                "next_observation": np.asarray(next_obs, np.float32).tolist()})
+    episode.obs, episode.info, episode.ended = next_obs, info, bool(terminated or truncated)
+    return served, reward
 
 
 def _record_act(record: Callable, identity: bytes, run: RobotRun, obs: np.ndarray, reply) -> None:
@@ -326,57 +370,7 @@ def drive(profile: RobotProfile, control: str, *, parent_pid: int | None = None,
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m srghn.deploy.clients.robot_sim",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--robot", default="cartpole")
-    parser.add_argument("--control", required=True)
-    parser.add_argument("--episodes", type=int)
-    parser.add_argument("--steps", type=int)
-    parser.add_argument("--duration", type=float)
-    parser.add_argument("--fault")
-    parser.add_argument("--fault-at", type=int)
-    parser.add_argument("--fault-until", type=int, help="robot step at which the fault is repaired")
-    parser.add_argument("--fault-def", help="JSON regime defining --fault when the profile does not declare it")
-    parser.add_argument("--name", default="sim-robot", help="the robot's name (its ZeroMQ routing id)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rate", type=float)
-    parser.add_argument("--timeout", type=float, default=2.0)
-    parser.add_argument("--keys", type=Path, help="CURVE key directory: the robot key found there is used")
-    parser.add_argument("--key", help="name of the robot key in --keys (default: the only one)")
-    parser.add_argument("--summary-file", type=Path)
-    parser.add_argument("--parent-pid", type=int)
-    args = parser.parse_args(argv)
-    try:
-        keys = None
-        if args.keys is not None:
-            from srghn.deploy.wire.keys import client_key
-
-            found = client_key(args.keys, args.key, role="robot")
-            keys = (found["server_key"], found["client_key"])
-        profile = load_profile(args.robot)
-        if args.fault_def is not None:
-            profile = undeclared_fault(profile, args.fault or "undeclared", args.fault_def)
-        check_fault(profile, args.fault, args.fault_at, args.fault_until, fault_def=True)
-        if not args.name or len(args.name) > 255 or not args.name.isprintable():
-            raise ConfigError(f"--name must be 1..255 printable characters, got {args.name!r}")
-        print(f"robot-sim {profile.name} ({args.name}): driving against {args.control}"
-              + (f", fault {args.fault} at step {args.fault_at}" if args.fault else ""), flush=True)
-
-        def on_episode(run: RobotRun) -> None:  # the daemon's robot-sim.log: one line per episode
-            print(f"episode {run.episodes}: return {run.returns[-1]:.1f} in regime {run.episode_regimes[-1]} "
-                  f"(step {run.steps:,}; served by {run.finished_by[-1]})", flush=True)
-
-        run = drive(profile, args.control, parent_pid=args.parent_pid, summary_file=args.summary_file,
-                    episodes=args.episodes, steps=args.steps, duration_s=args.duration, fault=args.fault,
-                    fault_at=args.fault_at, fault_until=args.fault_until, seed=args.seed, rate_hz=args.rate,
-                    timeout_s=args.timeout, keys=keys, identity=args.name.encode(), on_episode=on_episode)
-        print(f"stopped ({run.stopped_by or 'done'}): {run.steps:,} steps, {run.episodes} episodes", flush=True)
-    except SrghnError as exc:
-        print(f"robot-sim: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
 if __name__ == "__main__":
+    from srghn.deploy.clients.robot_command import main
+
     sys.exit(main())

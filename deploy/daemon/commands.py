@@ -24,15 +24,13 @@ class OperatorCommands:
 
     def apply(self, command: m.Command) -> None:
         shared = self.shared
-        if command.cmd == "pause":
-            shared.set_paused(True)
-        elif command.cmd == "resume":
-            shared.set_paused(False)
-        elif command.cmd == "regime" and command.regime in shared.profile.regimes:
+        if command.cmd.pauses is not None:
+            shared.set_paused(command.cmd.pauses)
+        elif command.cmd is m.Cmd.REGIME and command.regime in shared.profile.regimes:
             shared.set_regime(command.regime)
         else:
             log.warning("command %r from %s ignored", command.cmd, command.actor)
             return
         self.files.save_state(shared)
-        self.publish(Topic.EVOLUTION, {"event": command.cmd, "regime": shared.regime, "paused": shared.paused,
+        self.publish(Topic.EVOLUTION, {"event": command.cmd.value, "regime": shared.regime, "paused": shared.paused,
                                        "actor": command.actor})

@@ -1,18 +1,20 @@
-"""What one ``srghn-ctl run`` is asked to do: :class:`DaemonSettings`, checked when made."""
+"""What one ``srghn-ctl run`` is asked to do: :class:`DaemonSettings`, checked once, when made
+(:mod:`srghn.sim.preflight` holds the checks). No torch: the command line makes it before its heavy imports."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from srghn import ConfigError
 from srghn.deploy.server.config import ServeConfig, choose_endpoints
-from srghn.sim.driver import INIT_FACTORY, INIT_SCRATCH, RunSpec
-from srghn.sim.factory import factory_path
-from srghn.sim.identify import IDENTIFIED
-from srghn.sim.profiles import RobotProfile
-from srghn.sim.run import check_run_flags
+from srghn.sim.preflight import INIT_FACTORY, INIT_SCRATCH, check_init, check_regime, check_run_flags, check_spaces
+
+if TYPE_CHECKING:  # no torch here: `srghn-ctl run` makes these settings before its heavy imports
+    from srghn.sim.driver import RunSpec
+    from srghn.sim.profiles import RobotProfile
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class DaemonSettings:
     serve_cpu: int | None = None
     """The CPU the serving thread of the server this daemon starts has to itself (see :class:`ServeConfig`)."""
     record: dict | None = None
-    """The server this daemon starts records the session (:mod:`srghn.deploy.recording.recording`): its size bounds."""
+    """The server this daemon starts records the session (:mod:`srghn.deploy.recording.tap`): its size bounds."""
     actor: str = "srghn-daemon"
     init: str | None = None
     """Where a state directory without a population starts: ``factory`` (grown from the robot's factory GHN),
@@ -67,10 +69,9 @@ class DaemonSettings:
         check_run_flags(self, ("generations", "population", "episodes", "gate_every"))
         if self.duration_s is not None and not (self.duration_s > 0 and math.isfinite(self.duration_s)):
             raise ConfigError(f"--duration must be a positive number of seconds, got {self.duration_s}")
-        if (self.regime is not None and self.regime not in self.profile.regimes
-                and not self.regime.startswith(IDENTIFIED)):  # identified ones are checked against the registry
-            raise ConfigError(f"--regime {self.regime!r} is not a regime of {self.profile.name}; "
-                              f"known: {', '.join(self.profile.regimes)}")
+        check_regime(self.profile, self.regime)
+        check_init(self.init)
+        check_spaces(self.profile)
 
     @property
     def home(self) -> Path:
@@ -79,6 +80,9 @@ class DaemonSettings:
     @property
     def spec(self) -> RunSpec:
         """The run a state directory without a population starts."""
+        from srghn.sim.driver import RunSpec
+        from srghn.sim.factory import factory_path
+
         init = self.init or (INIT_FACTORY if factory_path(self.profile).is_file() else INIT_SCRATCH)
         return RunSpec(self.profile, "srghn", self.seed, self.population, self.episodes, init)
 

@@ -33,6 +33,7 @@ from srghn.deploy.server.serving import Serving
 from srghn.deploy.wire import protocol as p
 from srghn.deploy.wire.keys import Identity, allowed, sender
 from srghn.deploy.wire.messages import Cmd, Command
+from srghn.deploy.wire.topics import Topic
 from srghn.errors import ConfigError, PromotionRefused, ProtocolError, SrghnError, UnknownChampion
 
 log = logging.getLogger("srghn.server.admin")
@@ -265,7 +266,7 @@ class Admin:
         if want is not None:
             self.asked_paused = want
         log.info("%s: %s %s passed to the daemon", command.actor, command.cmd, command.regime or "")
-        self.publish("command", {"cmd": command.cmd, "regime": command.regime, "actor": command.actor})
+        self.publish(Topic.COMMAND, {"cmd": command.cmd, "regime": command.regime, "actor": command.actor})
         reply({"accepted": command.cmd, "regime": command.regime,
                "note": "the evolution loop applies it at the end of the current generation"})
 
@@ -298,7 +299,7 @@ class Admin:
                 serving.watchdog.failed.discard(sync["live"].champion_id)  # an operator put it back: serve it
             serving.apply_sync(sync)
             log.info("%s: %s to %s", actor, cmd, result["event"]["to"])
-            self.publish("promotion" if result["event"]["kind"] == "promote" else "rollback", result["event"])
+            self.publish(Topic.PROMOTION if result["event"]["kind"] == "promote" else Topic.ROLLBACK, result["event"])
             reply({**result, "serving": serving.serving_id, "serial": serving.serial})
 
         if submit is None:  # the daemon's adopt: one at a time from the internal socket, not a client's

@@ -22,6 +22,7 @@ from srghn.deploy.server.admin import Admin
 from srghn.deploy.server.robots import take_returns, take_transitions
 from srghn.deploy.server.serving import Serving
 from srghn.deploy.wire import messages as m
+from srghn.deploy.wire.topics import TELEMETRY_TOPICS, Topic
 
 log = logging.getLogger("srghn.server.peer")
 DAEMON_ACTOR = "srghn-daemon"
@@ -77,7 +78,7 @@ class DaemonPeer:
                 self.handle(frames[0], m.decode(frames[1]))
             except m.MessageError as exc:
                 log.warning("bad internal message: %s", exc)
-                self.publish("watchdog", {"event": "bad_internal_message", "error": str(exc)})
+                self.publish(Topic.WATCHDOG, {"event": "bad_internal_message", "error": str(exc)})
             except Exception:  # a bug must never stop the server: logged, and serving goes on
                 log.exception("internal error handling a message from the daemon")
 
@@ -94,7 +95,11 @@ class DaemonPeer:
         if isinstance(message, m.Heartbeat):
             self.send(m.Heartbeat(os.getpid()), sender)
         elif isinstance(message, m.Publish):
-            self.publish(message.topic, message.data)
+            if message.topic in TELEMETRY_TOPICS:
+                self.publish(Topic(message.topic), message.data)
+            else:  # a daemon of another version: told, never sent on as a topic nobody can watch
+                self.publish(Topic.WATCHDOG, {"event": "bad_internal_message",
+                                              "error": f"unknown telemetry topic {message.topic!r}"})
         elif isinstance(message, m.Evolution):
             self.evolution = message.status
         elif isinstance(message, m.Sync):

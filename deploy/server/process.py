@@ -47,6 +47,7 @@ from srghn.deploy.server.peer import DaemonPeer
 from srghn.deploy.server.serving import Serving
 from srghn.deploy.wire import protocol as p
 from srghn.deploy.wire.keys import CurveServer, owner_identity
+from srghn.deploy.wire.topics import Topic
 from srghn.errors import ConfigError, SrghnError
 
 log = logging.getLogger("srghn.server")
@@ -146,7 +147,7 @@ class Server:
                  ", ".join(f"{k} {v}" for k, v in config.endpoints.items()))
         sdnotify.notify("READY=1", f"STATUS=serving {self.serving.serving_id or 'the safe action'} (pid "
                         f"{os.getpid()})")
-        self.publish("server", {"event": "started", "pid": os.getpid(), "champion": self.serving.serving_id})
+        self.publish(Topic.SERVER, {"event": "started", "pid": os.getpid(), "champion": self.serving.serving_id})
 
     def _write_runfile(self) -> None:
         """``server.json``; on a full disk the server serves without it and tries again every second."""
@@ -176,9 +177,10 @@ class Server:
             self.curve.make_server(sock, role)
         return sock
 
-    def publish(self, topic: str, data: dict) -> None:
+    def publish(self, topic: Topic, data: dict) -> None:
         """One telemetry event: ``topic``, then JSON with ``topic``, ``time`` (Unix s), ``robot`` and ``data``.
         Non-finite numbers become null (strict JSON parsers reject NaN)."""
+        topic = Topic(topic).value  # a Topic's value, never its name (a str: the daemon's Publish carries one)
         event = {**data, "topic": topic, "time": time.time(), "robot": self.config.robot}
         payload = json.dumps(_finite(event), default=str).encode()
         if self.tap is not None:
@@ -219,7 +221,7 @@ class Server:
             if now >= next_stats:
                 interval = now - next_stats + self.config.stats_interval_s
                 next_stats = now + self.config.stats_interval_s
-                self.publish("live", self._live_stats(last, interval))
+                self.publish(Topic.LIVE, self._live_stats(last, interval))
                 last = (self.serving.acts, self.serving.steps)
                 self.peer.tick()
                 if self.runfile.get("pending"):
@@ -277,7 +279,7 @@ class Server:
                 return
             self.unsupervised_since = time.monotonic()
             log.error("the supervisor pid %d is gone: serving is unsupervised; starting a new one", self.supervisor)
-            self.publish("server", {"event": "unsupervised", "supervisor": self.supervisor})
+            self.publish(Topic.SERVER, {"event": "unsupervised", "supervisor": self.supervisor})
             self._start_supervisor()
             return
         if self.replacement is None or self.replacement.poll() is not None:
@@ -286,7 +288,7 @@ class Server:
         elif lock_is_held(Path(self.config.state_dir), SERVER):
             log.info("supervised again by pid %d, %.2f s after the last supervisor died", self.replacement.pid,
                      time.monotonic() - self.unsupervised_since)
-            self.publish("server", {"event": "supervised", "supervisor": self.replacement.pid})
+            self.publish(Topic.SERVER, {"event": "supervised", "supervisor": self.replacement.pid})
             self.supervisor, self.unsupervised_since = self.replacement.pid, None
 
     def _start_supervisor(self) -> None:
@@ -313,7 +315,7 @@ class Server:
         gone = self.curve.revoke()
         for who in gone:
             log.warning("key %s (%s) revoked: its connections are closed", who.name, who.role)
-            self.publish("server", {"event": "revoked", "key": who.name, "role": who.role})
+            self.publish(Topic.SERVER, {"event": "revoked", "key": who.name, "role": who.role})
         if any(who.role in ("operator", "observer") for who in gone):
             endpoint = self.config.telemetry
             self.telemetry.unbind(endpoint)
@@ -347,7 +349,7 @@ class Server:
         final = self.status()
         log.info("stopping (%s) after %d actions, %d steps", self.should_exit.reason, final["requests"]["act"],
                  final["requests"]["step"])
-        self.publish("server", {"event": "stopped", "requests": final["requests"], "episodes": final["episodes"]})
+        self.publish(Topic.SERVER, {"event": "stopped", "requests": final["requests"], "episodes": final["episodes"]})
         self.peer.stopped({"requests": final["requests"], "episodes": final["episodes"],
                            "clients": final.get("clients", [])})  # the daemon's summary: who served which robot
         self.background.close()

@@ -37,6 +37,7 @@ from srghn.deploy.server.robots import FORWARD_MIN, Client
 from srghn.deploy.server.slots import ModelSlot, PolicyIO, SlotCache
 from srghn.deploy.wire import protocol as p
 from srghn.deploy.wire.keys import Identity, allowed, sender
+from srghn.deploy.wire.topics import Topic
 from srghn.errors import ProtocolError, SrghnError
 from srghn.safety.watchdog import Verdict, Watchdog
 
@@ -48,7 +49,7 @@ MAX_CLIENTS = 1024
 """Per-robot step statistics are kept for this many client identities (the least recently seen go first)."""
 REQUEST_ID = struct.Struct("<Q")
 
-Publish = Callable[[str, dict], None]
+Publish = Callable[[Topic, dict], None]
 
 
 class Serving:
@@ -273,10 +274,11 @@ class Serving:
         log.info("robot %s (regime %s) served %s (was %s): %s", client.name, client.regime,
                  now.champion_id if now else "the safe action", before.champion_id if before else "the safe action",
                  why)
-        self.publish("assignment", {"client": client.name, "regime": client.regime, "previous_regime": previous_regime,
-                                    "champion": now.champion_id if now else None,
-                                    "previous": before.champion_id if before else None, "steps": client.steps,
-                                    "why": why})
+        self.publish(Topic.ASSIGNMENT, {"client": client.name, "regime": client.regime,
+                                        "previous_regime": previous_regime,
+                                        "champion": now.champion_id if now else None,
+                                        "previous": before.champion_id if before else None, "steps": client.steps,
+                                        "why": why})
 
     def assign(self, name: str, regime: str, reason: str = "") -> bool:
         """Robot ``name`` is in ``regime``: serve it that regime's champion (at once when its slot is loaded, else
@@ -326,7 +328,7 @@ class Serving:
             client.returns.append(client.episode_return)
             client.unsent.append(client.episode_return)
             served = client.line[0]
-            self.publish("episode", {"client": client.name, "return": client.episode_return,
+            self.publish(Topic.EPISODE, {"client": client.name, "return": client.episode_return,
                                      "steps": client.episode_steps, "regime": client.regime,
                                      "champion": served.champion_id if served else None})
             client.episode_return, client.episode_steps = 0.0, 0
@@ -348,11 +350,11 @@ class Serving:
                 del self.regime_slots[regime]
             if failed_regimes:
                 self._relink(f"watchdog: {problem}")
-            self.publish("watchdog", {"event": "fallback", "failed": slot.champion_id, "problem": problem,
+            self.publish(Topic.WATCHDOG, {"event": "fallback", "failed": slot.champion_id, "problem": problem,
                                       "serving": fallback})
             if fallback and slot.champion_id != fallback:
                 self.background.submit(_watchdog_rollback(self.robot, slot.champion_id, fallback, problem),
-                                       lambda r: self.publish("rollback", {"by": "watchdog", "result": r}))
+                                       lambda r: self.publish(Topic.ROLLBACK, {"by": "watchdog", "result": r}))
         self._routes()
 
     # -- slots -----------------------------------------------------------------------------------------------------
@@ -370,7 +372,7 @@ class Serving:
         self._relink(f"live: {why}")
         log.info("serving %s (was %s): %s", new.champion_id if new else "the safe action", old or "the safe action",
                  why)
-        self.publish("serving", {"champion": self.serving_id, "previous": old, "serial": self.serial, "why": why})
+        self.publish(Topic.SERVING, {"champion": self.serving_id, "previous": old, "serial": self.serial, "why": why})
 
     def _refresh(self) -> None:
         """What depends on the served champion, made once per swap rather than per request."""
@@ -417,11 +419,11 @@ class Serving:
     def apply_sync(self, result: dict | Exception) -> None:
         """Take what :meth:`sync_job` read: swap when the registry's live champion changed."""
         if isinstance(result, Exception):
-            self.publish("watchdog", {"event": "sync_failed", "error": str(result)})
+            self.publish(Topic.WATCHDOG, {"event": "sync_failed", "error": str(result)})
             return
         for problem in result["problems"]:
             log.error("%s", problem)
-            self.publish("watchdog", {"event": "load_failed", "error": problem})
+            self.publish(Topic.WATCHDOG, {"event": "load_failed", "error": problem})
         live, lkg = result["live"], result["lkg"]
         relink = False
         if lkg is not None and lkg.champion_id not in self.watchdog.failed and lkg is not self.lkg:
