@@ -48,7 +48,7 @@ def serve(
 ) -> None:
     """Run the control server alone, in the foreground, under its supervisor (a server on standby takes over
     within a fraction of a second if the serving one dies): what systemd's srghn-server unit runs
-    (deploy/systemd/). It serves the registry's live champion until SIGTERM, reports readiness and liveness to
+    (deploy/process/systemd/). It serves the registry's live champion until SIGTERM, reports readiness and liveness to
     systemd, and a daemon (`srghn-ctl run --attach`) can attach to it and detach again at any time."""
     from srghn.deploy.process.state import SERVER, check_free, secure_state_dir
     from srghn.deploy.server.config import SERVE_CONFIG, ServeConfig, choose_endpoints

@@ -1,4 +1,4 @@
-"""(mu + lambda) evolution of an SR-GHN population as an ask/tell strategy (design.md §3, "Loop").
+"""(mu + lambda) evolution of an SR-GHN population as an ask/tell strategy (docs/evolution.md).
 
 Every generation each of the N members reproduces itself K times with its own stochastic head; parents (when
 their fitness must be measured again) and children are evaluated; the best N of parents + children survive.

@@ -1,4 +1,4 @@
-"""The Self-Referential Graph HyperNetwork, batched over a population (arXiv 2512.16406; design.md §3).
+"""The Self-Referential Graph HyperNetwork, batched over a population (arXiv 2512.16406; docs/evolution.md).
 
 One ``SRGHN`` object holds the *architecture* -- tensor shapes, both graphs, the frozen random bases -- and
 never any individual's parameters. A population is a float32 matrix ``(N, D)``: row ``i`` is individual ``i``'s

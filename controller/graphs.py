@@ -1,4 +1,4 @@
-"""Computational graphs of networks as torch_geometric data (design.md §3).
+"""Computational graphs of networks as torch_geometric data (docs/evolution.md).
 
 A network becomes a graph with one node per parameter tensor and an edge, in both directions, between tensors
 that follow each other in the forward pass. An MLP is one chain (``W1 - b1 - W2 - b2 ...``); the SR-GHN's own

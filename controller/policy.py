@@ -1,4 +1,4 @@
-"""The target (policy) network: an MLP with tanh hidden layers and a linear output (design.md §3).
+"""The target (policy) network: an MLP with tanh hidden layers and a linear output (docs/evolution.md).
 
 A population of policies is a float32 matrix ``(B, P)``: row ``i`` holds individual ``i``'s tensors flattened in
 forward order ``W1, b1, W2, b2, ...`` with each ``W`` laid out ``(out, in)`` like ``torch.nn.Linear``. Every

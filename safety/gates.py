@@ -1,4 +1,4 @@
-"""The gate suite a champion must pass before it may go live (design.md §4, "Safety").
+"""The gate suite a champion must pass before it may go live (docs/champions.md, "Gates").
 
 Gates, in order (H = hard, never overridable; S = soft, overridable with ``--force --reason``):
 

@@ -1,6 +1,6 @@
 """Per-generation records, their ``metrics.jsonl`` file, and recovery after a switch.
 
-Recovery (the paper does not define it; design.md §3): for a switch at generation ``S``, with ``L`` the best
+Recovery (the paper does not define it; docs/evolution.md): for a switch at generation ``S``, with ``L`` the best
 fitness of generation ``S - 1``, recovery to ``X`` % is the number of generations after ``S`` until the first
 generation ``g >= S`` whose best fitness is ``>= X/100 * L`` (so 0 means the switch did not hurt). It is
 undefined (``None``) when ``L <= 0`` and ``None`` with ``recovered = False`` when no such generation exists.

@@ -48,7 +48,7 @@ def test_ghn_self_graph_includes_its_embedding_matrix(profile, make_population):
 
 
 def test_graph_sizes_match_design_figures(make_population):
-    # design.md §5: CartPole policy 226 params -> GHN ~21k; Ant 3,272 -> ~50k (deterministic head ~34k)
+    # docs/results.md: CartPole policy 226 params -> GHN ~21k; Ant 3,272 -> ~50k (deterministic head ~34k)
     from srghn.sim.profiles import load_profile
 
     cart, _ = make_population(load_profile("cartpole"), n=1)

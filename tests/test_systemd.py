@@ -1,4 +1,4 @@
-"""The systemd units in deploy/systemd: they run commands that exist, and the server speaks sd_notify --
+"""The systemd units in deploy/process/systemd: they run commands that exist, and the server speaks sd_notify --
 readiness once it serves, liveness from its serving loop -- through a server's death and its standby taking over."""
 
 from __future__ import annotations

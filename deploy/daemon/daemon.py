@@ -1,6 +1,6 @@
 """The daemon behind ``srghn-ctl run``: evolve, gate and promote, attached to a control server that serves.
 
-Process model (design.md §4, docs/daemon.md)::
+Process model (docs/architecture.md, docs/daemon.md)::
 
     supervisor (deploy/server/supervisor.py) ─► control server (deploy/server/process.py, ONNX Runtime, no torch)
                                             control ROUTER  ◄── robots (act / step)

@@ -2,7 +2,7 @@
 of srghn -- it outlives the evolution daemon, and its supervisor (systemd on a robot, else
 :mod:`srghn.deploy.server.supervisor`) restarts it within a second when it dies.
 
-Sockets (design.md §4): **control** (ROUTER, :mod:`~srghn.deploy.server.serving`), **admin** (ROUTER,
+Sockets (docs/architecture.md): **control** (ROUTER, :mod:`~srghn.deploy.server.serving`), **admin** (ROUTER,
 :mod:`~srghn.deploy.server.admin`), **telemetry** (PUB, JSON events) and **internal** (ROUTER on
 ``ipc://<state dir>/internal.sock``, :mod:`~srghn.deploy.server.peer`: the daemon attaches there).
 One thread serves them

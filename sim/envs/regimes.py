@@ -1,5 +1,4 @@
-"""Named regimes: changes of a robot's dynamics, declared in its profile (design.md §8, "Regimes are model
-parameters").
+"""Named regimes: changes of a robot's dynamics, declared in its profile (docs/profiles.md, "Regimes").
 
 A regime is a set of changes of the simulated robot, relative to the unmodified environment (``nominal``):
 
