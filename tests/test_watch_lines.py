@@ -82,16 +82,18 @@ def test_every_published_topic_can_be_watched_and_is_documented():
         assert f"| `{topic.value}` | " in fields, topic
 
 
-def test_the_server_names_topics_not_strings():
-    """The server's publishers name a Topic (a misspelt one fails at import, a misspelt string never would)."""
+def test_publishers_name_topics_not_strings():
+    """The server's and the daemon's publishers name a Topic (a misspelt one fails at import, a misspelt string
+    never would)."""
     import re
     from pathlib import Path
 
     import srghn
 
-    for name in ("process", "admin", "peer"):
-        text = (Path(srghn.__file__).parent / "deploy" / "server" / f"{name}.py").read_text()
-        assert not re.findall(r'publish\(\s*"', text), name
+    paths = sorted((Path(srghn.__file__).parent / "deploy").glob("**/*.py"))
+    assert len(paths) > 30
+    for path in paths:
+        assert not re.findall(r'publish\(\s*"', path.read_text()), path
 
 
 @pytest.mark.parametrize("topic", sorted(TELEMETRY_TOPICS))
