@@ -82,6 +82,13 @@ def test_each_regime_is_answered_once(searcher) -> None:
     assert len(searches) == 1
 
 
+def test_nominal_is_the_factorys_to_answer(searcher) -> None:
+    search, daemon, events, _ = searcher
+    search.respond(offer("nominal"), daemon.registry)  # a robot identified before the factory champion passed
+    search.wait()
+    assert not [d for t, d in events if t == "adaptation"] and not daemon.registry.list("cartpole")
+
+
 def test_immigrants_are_the_elites_own_ghns() -> None:
     factory = load_factory(CARTPOLE)
     from srghn.controller.evolution import SRGHNStrategy

@@ -40,7 +40,10 @@ from srghn.deploy.registry.portfolio import portfolio
 from srghn.deploy.registry.store import Registry
 from srghn.deploy.wire import messages as m
 from srghn.deploy.wire.topics import Topic
-from srghn.errors import SrghnError
+from srghn.errors import ConfigError, SrghnError
+from srghn.sim.envs import NOMINAL
+from srghn.sim.factory import factory_path
+from srghn.sim.profiles import RobotProfile
 from srghn.sim.repertoire import Repertoire
 from srghn.sim.srghn_emitter import NO_GHN, elite_ghns
 from srghn.sim.trials import TrialSettings
@@ -72,7 +75,10 @@ class RepertoireSearch:
 
     def respond(self, found: Uncovered, registry: Registry) -> None:
         """Search the twin for ``found.regime``, or try gaits on the robot where the twin did not explain it --
-        unless a responder before this one (a compensated champion) answered it already."""
+        unless a responder before this one (a compensated champion) answered it already, or the regime is one the
+        robot's factory answers (nominal, and a declared fault it ships a champion for: released at start-up)."""
+        if _factory_answers(self.shared.profile, found.regime):
+            return
         with self._lock:
             self._robots[found.robot] = found.regime
             if found.regime in self._answered or found.regime in portfolio(registry, self.shared.profile.name):
@@ -169,6 +175,16 @@ class RepertoireSearch:
             registration={"regime": regime, "meta": {"source": source, "elite": elite, source: details},
                           "fitness": fitness},
             announce={"champion": champion, "regime": regime, "source": source, "elite": elite})
+
+
+def _factory_answers(profile: RobotProfile, regime: str) -> bool:
+    """Nominal, or a declared fault the robot ships a factory champion for (the release at start-up serves it)."""
+    if regime == NOMINAL:
+        return True
+    try:
+        return regime in profile.regime_defs and factory_path(profile, regime).is_file()
+    except ConfigError:  # a profile not loaded from a file ships no factory
+        return False
 
 
 def immigrate(strategy: object, repertoire: Repertoire, uids: np.ndarray) -> np.ndarray | None:
