@@ -11,8 +11,9 @@ champion with sign flips; ``repertoire``: an elite found in the twin; ``trials``
 returning at least ``--fraction`` of the damage's reference return, the best a long offline evolution found there:
 ``benchmarks/damage_reference.py``), and live returns before, during and after. Each run is written to
 ``OUT/<damage>-s<seed>.json`` and read back when the benchmark runs again (delete it to measure again). Prints the
-summary JSON, writes ``OUT/summary.json``, a markdown table (``OUT/table.md``) and ``OUT/returns.png`` (every
-episode's return against time from the fault, a panel per damage).
+summary JSON of every damage measured so far (up to ``--seeds``), writes ``OUT/summary.json``, a markdown table
+(``OUT/table.md``) and ``OUT/returns.png`` (every episode's return against time from the fault, a panel per
+damage).
 """
 
 from __future__ import annotations
@@ -159,10 +160,14 @@ def main() -> None:
         result = json.loads(scored.read_text())
         references.setdefault(result["damage"], result["reference"])
     args.out.mkdir(parents=True, exist_ok=True)
-    runs = {}
     for damage in args.only or damages:
         target = None if references.get(damage) is None else args.fraction * references[damage]
-        runs[damage] = [run_one(damage, damages[damage].to_dict(), seed, target, args) for seed in range(args.seeds)]
+        for seed in range(args.seeds):
+            run_one(damage, damages[damage].to_dict(), seed, target, args)
+    # the summary holds every damage measured so far, so runs split over several --only calls add up
+    runs = {d: [json.loads(p.read_text()) for s in range(args.seeds) if (p := args.out / f"{d}-s{s}.json").is_file()]
+            for d in damages}
+    runs = {d: r for d, r in runs.items() if r}
     rows = [row(d, r, references.get(d), args.fraction) for d, r in runs.items()]
     summary = {"suite": str(args.suite), "seeds": args.seeds, "fraction": args.fraction, "rows": rows}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +181,31 @@ def test_onnx_policy_rejects_models_without_the_contract() -> None:
     bare = bare.SerializeToString()
     with pytest.raises(PolicyLoadError, match="lacks srghn metadata"):
         OnnxPolicy(bare)
+
+
+def test_exports_from_several_threads_at_once_all_succeed() -> None:
+    """The daemon exports from its evolution loop and from the repertoire search's thread; torch's exporter keeps
+    global state, so two exports at once failed both (and later ones) before the exporter was serialized."""
+    spec = load_profile("cartpole").policy
+    stress = stress_observations(spec.obs_dim, seed=0)
+    barrier = threading.Barrier(3)
+    results: dict[int, object] = {}
+
+    def export(seed: int) -> None:
+        barrier.wait()
+        try:
+            results[seed] = export_policy(spec, random_params("cartpole", seed=seed), robot="cartpole",
+                                          champion_id=f"c{seed}", stress=stress)
+        except ExportError as exc:
+            results[seed] = exc
+
+    threads = [threading.Thread(target=export, args=(seed,)) for seed in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not [r for r in results.values() if isinstance(r, ExportError)], results
+    for seed, result in results.items():
+        action = OnnxPolicy(result.model).run(stress)["action"]
+        assert np.array_equal(action, reference_outputs(spec, random_params("cartpole", seed=seed), stress,
+                                                        1e6)["action"])

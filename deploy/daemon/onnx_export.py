@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -182,9 +183,15 @@ def parity(module: PolicyModule, model: bytes, stress: np.ndarray) -> float:
     return diff
 
 
+_EXPORTING = threading.Lock()
+"""One export at a time per process: torch's exporter (dynamo's tracing state, the loggers and warning filters
+set around it) is global, and two exports at once fail both (the daemon exports from its evolution loop and from the
+repertoire search's thread)."""
+
+
 def _to_onnx(module: nn.Module, spec: PolicySpec) -> Any:
     example = (torch.zeros(2, spec.obs_dim),)
-    with _quiet_exporter():
+    with _EXPORTING, _quiet_exporter():
         try:
             program = torch.onnx.export(
                 module, example, None, input_names=[INPUT_NAME], output_names=output_names(spec), dynamo=True,
