@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from srghn.sim.profiles import load_profile
-from srghn.sim.repertoire_build import BuildSettings, build_repertoire
+from srghn.sim.repertoire_build import build_repertoire
 from srghn.sim.repertoire_config import EMITTERS
+from srghn.sim.settings import BuildSettings
 from srghn.sim.stats import improvement_interval, iqm_interval
 
 METRICS = ("qd_score", "coverage", "best_return")

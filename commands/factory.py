@@ -53,7 +53,6 @@ def factory_build(
     standard return on seeds 0-9 (with its GHN, normalizer and provenance). With --regime, the factory champion
     for that fault, from a run evolved in it (`evolve --switch-at 0 --switch-regime R`), scored there. With
     --repertoire, build the behaviour repertoire the robot ships beside its factory."""
-    from srghn.sim.factory import build_factory, factory_path
     from srghn.sim.profiles import load_profile
 
     if repertoire:
@@ -66,6 +65,8 @@ def factory_build(
         profile = load_profile(robot)
         if not run_dir.is_dir():
             raise ConfigError(f"--from {run_dir}: no such run directory")
+        from srghn.sim.factory import build_factory, factory_path  # torch: after the checks
+
         provenance = build_factory(profile, run_dir, regime=regime)
     checked = provenance["standard_return"]
     say(f"wrote {factory_path(profile, regime)}: champion {provenance['champion']['id']} of {run_dir} "
@@ -82,14 +83,15 @@ def factory_export(
 ) -> None:
     """Write the factory champion's policy as ONNX, with the contract of `export` (raw observations in, bounded
     actions out; the normalizer inside the graph)."""
-    from srghn.deploy.daemon.champions import export_for_profile
     from srghn.deploy.registry.artifacts import atomic_write
-    from srghn.sim.factory import factory_id, load_factory
     from srghn.sim.profiles import load_profile
 
     with handled():
         check_output_file(output)
         profile = load_profile(robot)
+        from srghn.deploy.daemon.champions import export_for_profile  # torch: after the checks
+        from srghn.sim.factory import factory_id, load_factory
+
         factory = load_factory(profile, regime)
         champion_id = factory_id(profile, regime)
         result = export_for_profile(profile, factory.params, champion_id, {"factory": factory.meta.get("factory")},
@@ -107,11 +109,12 @@ def factory_show(
 ) -> None:
     """Print the provenance of the robot's factory population: command, seeds, env steps, wall time, machine,
     the factory champion's return; and which faults it ships champions for (--regime shows one of them)."""
-    from srghn.sim.factory import factory_path, factory_provenance, regime_factories
     from srghn.sim.profiles import load_profile
 
     with handled():
         profile = load_profile(robot)
+        from srghn.sim.factory import factory_path, factory_provenance, regime_factories  # torch: after the checks
+
         provenance = factory_provenance(profile, regime)
         faults = regime_factories(profile) if regime == "nominal" else {}
     if as_json:
@@ -172,15 +175,16 @@ def _build_repertoire(robot: str, build_dir: Path | None, env_steps: int | None,
     import shutil
 
     from srghn.sim.profiles import load_profile
+    from srghn.sim.settings import BuildSettings
 
     with handled():
         profile = load_profile(robot)
-        from srghn.sim.repertoire import repertoire_path
-        from srghn.sim.repertoire_build import BuildSettings, build_repertoire
-
         settings = BuildSettings(profile, build_dir or Path("runs") / f"repertoire-{profile.name}", env_steps, seed,
                                  tuple(emitters) if emitters else None, workers,
                                  command=shlex.join(["srghn-ctl", *sys.argv[1:]]))
+        from srghn.sim.repertoire import repertoire_path
+        from srghn.sim.repertoire_build import build_repertoire  # torch: after the checks
+
         with Progress(f"repertoire {profile.name}", settings.budget) as progress, \
                 between_generations() as stop:
             def on_line(line: dict) -> None:

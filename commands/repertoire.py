@@ -67,7 +67,6 @@ def repertoire_export(
 ) -> None:
     """Write one elite's policy as ONNX, with the contract of `export` (raw observations in, bounded actions out;
     the normalizer inside the graph)."""
-    from srghn.deploy.daemon.champions import export_for_profile
     from srghn.deploy.registry.artifacts import atomic_write
     from srghn.sim.profiles import load_profile
     from srghn.sim.repertoire import load_repertoire
@@ -78,6 +77,8 @@ def repertoire_export(
         rep = load_repertoire(profile)
         row = rep.row(cell)
         elite_id = rep.elite_id(row)
+        from srghn.deploy.daemon.champions import export_for_profile  # torch: after the checks
+
         result = export_for_profile(profile, rep.policies[row], elite_id,
                                     {"repertoire": {"cell": cell, "return": float(rep.returns[row])}}, norm=rep.norm)
         atomic_write(output, result.model, mode=0o644)

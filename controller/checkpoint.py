@@ -15,9 +15,6 @@ a crash never leaves half a file under the real name.
 
 from __future__ import annotations
 
-import io
-import json
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +22,9 @@ import numpy as np
 import torch
 
 from srghn import CheckpointError
+from srghn.controller import files
 from srghn.controller.evolution import EvolutionConfig, SRGHNStrategy
-from srghn.controller.files import atomic_write
+from srghn.controller.files import write_npz
 from srghn.controller.ghn import SRGHN, GHNConfig
 from srghn.controller.normalizer import ObsNorm, RunningStats
 from srghn.controller.policy import PolicySpec
@@ -38,31 +36,8 @@ _READABLE = {POPULATION_FORMAT: ("srghn.population/1",), POLICY_FORMAT: ("srghn.
 """Older formats each format still reads (they lack the observation statistics and the GHN)."""
 
 
-def write_npz(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    buffer = io.BytesIO()
-    np.savez(buffer, meta=np.array(json.dumps(meta)), **arrays)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, buffer.getvalue())
-
-
 def read_npz(path: Path, fmt: str, keys: tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict]:
-    try:
-        with np.load(Path(path), allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"{path}: no such file") from exc
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"{path}: not a readable .npz archive ({exc})") from exc
-    try:
-        meta = json.loads(str(arrays.pop("meta")))
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: missing or malformed meta entry") from exc
-    if meta.get("format") != fmt and meta.get("format") not in _READABLE.get(fmt, ()):
-        raise CheckpointError(f"{path}: format {meta.get('format')!r}, expected {fmt!r}")
-    missing = [k for k in keys if k not in arrays]
-    if missing:
-        raise CheckpointError(f"{path}: missing arrays {missing}")
-    return arrays, meta
+    return files.read_npz(path, fmt, keys, also=_READABLE.get(fmt, ()))
 
 
 def _norm_arrays(norm: ObsNorm | None, stats: RunningStats | None) -> tuple[dict[str, np.ndarray], dict]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from srghn import CheckpointError, ConfigError
-from srghn.controller.checkpoint import read_npz, write_npz
+from srghn.controller.files import read_npz, write_npz
 from srghn.controller.normalizer import ObsNorm
 from srghn.sim.profiles import RobotProfile
 from srghn.sim.repertoire_config import RepertoireConfig

@@ -25,7 +25,7 @@ import json
 import pickle
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,60 +39,17 @@ from srghn.controller.files import atomic_write
 from srghn.sim.backends import make_evaluator
 from srghn.sim.envs import NOMINAL
 from srghn.sim.factory import factory_path, load_factory
-from srghn.sim.profiles import RobotProfile
 from srghn.sim.repertoire import Repertoire, save_repertoire
-from srghn.sim.repertoire_config import EMITTERS
 from srghn.sim.run import provenance
+from srghn.sim.settings import BuildSettings
 from srghn.sim.srghn_emitter import NO_GHN, SRGHNEmitter
 from srghn.sim.workers import OFFLINE_LIMITS
 
-CHECKPOINT_S = 60.0
 FAILED_OBJECTIVE = -1e9
 """The objective of a policy whose evaluation failed (worker died, non-finite physics): it loses every cell to
 any real policy, and the repertoire file leaves it out."""
 QD_OFFSET = -1000.0
 """Subtracted from every elite's fitness in the QD-score (pyribs' ``qd_score_offset``), so it counts positively."""
-
-
-@dataclass(frozen=True)
-class BuildSettings:
-    """One repertoire build."""
-
-    profile: RobotProfile
-    out: Path
-    env_steps: int | None = None
-    """The budget; ``None``: the profile's ``repertoire.env_steps``. Stops after the iteration that reaches it."""
-    seed: int = 0
-    emitters: tuple[str, ...] | None = None
-    """``None``: the profile's."""
-    workers: int | None = None
-    backend: str = "local"
-    checkpoint_s: float = CHECKPOINT_S
-    command: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.profile.repertoire is None:
-            raise ConfigError(f"robot {self.profile.name!r} has no [repertoire] table (docs/profiles.md)")
-        if self.env_steps is not None and self.env_steps < 1:
-            raise ConfigError(f"--env-steps must be >= 1, got {self.env_steps}")
-        unknown = [e for e in self.emitters or () if e not in EMITTERS]
-        if unknown or (self.emitters is not None and not self.emitters):
-            raise ConfigError(f"--emitter must be among {', '.join(EMITTERS)}, got {list(self.emitters)}")
-
-    @property
-    def config(self):
-        base = self.profile.repertoire
-        return base if self.emitters is None else replace(base, emitters=tuple(self.emitters))
-
-    @property
-    def budget(self) -> int:
-        return self.env_steps or self.config.env_steps
-
-    def identity(self, factory_sha: str) -> dict:
-        """What decides the numbers: a build resumes only under the same identity (the budget may grow)."""
-        return {"robot": self.profile.name, "config": {**self.config.to_dict(), "env_steps": None},
-                "seed": self.seed, "factory_sha256": factory_sha,
-                "policy": self.profile.policy.to_dict(), "reward_offset": self.profile.reward_offset}
 
 
 def episode_seeds(seed: int, iteration: int, episodes: int) -> np.ndarray:

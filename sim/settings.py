@@ -1,4 +1,5 @@
-"""What one ``evolve`` or one ``bench`` is asked to do: :class:`EvolveSettings`, :class:`BenchSettings`, each checked
+"""What one ``evolve``, one ``bench`` or one repertoire build is asked to do: :class:`EvolveSettings`,
+:class:`BenchSettings`, :class:`BuildSettings`, each checked
 once, when made (:mod:`srghn.sim.preflight` holds the checks). No torch here: ``srghn-ctl`` makes them before its
 heavy imports, so a bad flag is one line and exit code 2 in a fraction of a second; what runs them imports the
 rest (:mod:`srghn.sim.run`, :mod:`srghn.sim.bench`)."""
@@ -6,7 +7,7 @@ rest (:mod:`srghn.sim.run`, :mod:`srghn.sim.bench`)."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from srghn.sim.preflight import (
     check_update_clip,
     check_writable,
 )
+from srghn.sim.repertoire_config import EMITTERS
 
 if TYPE_CHECKING:
     from srghn.controller.evolution import EvolutionConfig
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 
 CHECKPOINT_S = 30.0
 """Seconds between checkpoints of a running ``evolve`` (and one after the last generation)."""
+REPERTOIRE_CHECKPOINT_S = 60.0
+"""Seconds between checkpoints of a repertoire build."""
 
 
 @dataclass(frozen=True)
@@ -177,3 +181,44 @@ class BenchSettings:
                 "episodes": self.episodes_per_evaluation,
                 "evaluations_per_generation": evaluations_per_generation(self.evolution),
                 "init": self.spec(self.methods[0], self.seeds[0]).identity()["init"]}
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """One repertoire build (``factory build --repertoire``; :mod:`srghn.sim.repertoire_build` runs it)."""
+
+    profile: RobotProfile
+    out: Path
+    env_steps: int | None = None
+    """The budget; ``None``: the profile's ``repertoire.env_steps``. Stops after the iteration that reaches it."""
+    seed: int = 0
+    emitters: tuple[str, ...] | None = None
+    """``None``: the profile's."""
+    workers: int | None = None
+    backend: str = "local"
+    checkpoint_s: float = REPERTOIRE_CHECKPOINT_S
+    command: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.profile.repertoire is None:
+            raise ConfigError(f"robot {self.profile.name!r} has no [repertoire] table (docs/profiles.md)")
+        if self.env_steps is not None and self.env_steps < 1:
+            raise ConfigError(f"--env-steps must be >= 1, got {self.env_steps}")
+        unknown = [e for e in self.emitters or () if e not in EMITTERS]
+        if unknown or (self.emitters is not None and not self.emitters):
+            raise ConfigError(f"--emitter must be among {', '.join(EMITTERS)}, got {list(self.emitters)}")
+
+    @property
+    def config(self):
+        base = self.profile.repertoire
+        return base if self.emitters is None else replace(base, emitters=tuple(self.emitters))
+
+    @property
+    def budget(self) -> int:
+        return self.env_steps or self.config.env_steps
+
+    def identity(self, factory_sha: str) -> dict:
+        """What decides the numbers: a build resumes only under the same identity (the budget may grow)."""
+        return {"robot": self.profile.name, "config": {**self.config.to_dict(), "env_steps": None},
+                "seed": self.seed, "factory_sha256": factory_sha,
+                "policy": self.profile.policy.to_dict(), "reward_offset": self.profile.reward_offset}
