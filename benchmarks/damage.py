@@ -9,8 +9,9 @@ path that answered (``stored``: a champion the robot ships or kept for that regi
 champion with sign flips; ``repertoire``: an elite found in the twin; ``trials``: trial and error on the robot;
 ``evolution``: a champion evolved after the fault; ``safe`` or ``none``), seconds until walking again (an episode
 returning at least ``--fraction`` of the damage's reference return, the best a long offline evolution found there:
-``benchmarks/damage_reference.py``), and live returns before, during and after. Each run is written to
-``OUT/<damage>-s<seed>.json`` and read back when the benchmark runs again (delete it to measure again). Prints the
+``benchmarks/damage_reference.py``, and never less than the safe action's return there: standing still is not
+walking), and live returns before, during and after. Each run is written to ``OUT/<damage>-s<seed>.json`` and
+read back when the benchmark runs again against the same target (delete it to measure again). Prints the
 summary JSON of every damage measured so far (up to ``--seeds``), writes ``OUT/summary.json``, a markdown table
 (``OUT/table.md``) and ``OUT/returns.png`` (every episode's return against time from the fault, a panel per
 damage).
@@ -31,11 +32,34 @@ from srghn.sim.damage import load_suite
 HERE = Path(__file__).resolve().parent
 
 
+def standing_returns(profile, damages: dict, out: Path) -> dict[str, float]:
+    """The safe action's mean standard return in each damage, on seeds 1-10 (kept in ``OUT/standing.json``): what
+    a robot standing still gets there. An Ant standing earns its healthy reward, about 1000, and a 20-generation
+    reference can be barely above that, so 80 % of it can be below standing still."""
+    from srghn.safety.scenarios import run_scenarios
+
+    path = out / "standing.json"
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    for name, regime in damages.items():
+        if name not in known:
+            damaged = profile.with_regime(name, regime)
+            known[name] = round(run_scenarios(damaged, None, (name,), 10, 1)[name].mean_return, 1)
+            path.write_text(json.dumps(known, indent=2))
+    return known
+
+
+def target_return(reference: float | None, standing: float, fraction: float) -> float | None:
+    """Walking again: at least ``fraction`` of the damage's reference, and never less than standing still."""
+    return None if reference is None else round(max(fraction * reference, standing), 2)
+
+
 def run_one(damage: str, definition: dict, seed: int, target: float | None, args: argparse.Namespace) -> dict:
-    """One adaptation run of ``damage`` (read back if its JSON exists)."""
+    """One adaptation run of ``damage`` (read back if its JSON exists and was measured against ``target``)."""
     path = args.out / f"{damage}-s{seed}.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        result = json.loads(path.read_text())
+        if result.get("target_return", target) == target:
+            return result
     changes = {k: v for k, v in definition.items() if k != "description"}
     cmd = [sys.executable, str(HERE / "adaptation.py"), "--robot", args.robot, "--fault", damage, "--fault-def",
            json.dumps(changes), "--seed", str(seed), "--workers", str(args.workers), "--json",
@@ -44,7 +68,7 @@ def run_one(damage: str, definition: dict, seed: int, target: float | None, args
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.recover_timeout_s + 1800)
     if done.returncode != 0:
         raise SystemExit(f"{damage} seed {seed}: adaptation.py failed: {done.stderr[-2000:]}")
-    result = json.loads(done.stdout)
+    result = {**json.loads(done.stdout), "target_return": target}
     path.write_text(json.dumps(result, indent=2))
     return result
 
@@ -69,7 +93,7 @@ def answered_by(result: dict) -> str:
     return "evolution"
 
 
-def row(damage: str, runs: list[dict], reference: float | None, fraction: float) -> dict:
+def row(damage: str, runs: list[dict], reference: float | None, target: float | None, standing: float) -> dict:
     recovered = [r.get("fault_to_recovered_s") for r in runs]
     detected = [r.get("fault_to_detect_s") for r in runs]
     errors = [(r.get("identified") or {}).get("param_error") for r in runs]
@@ -79,7 +103,7 @@ def row(damage: str, runs: list[dict], reference: float | None, fraction: float)
         return {"median": float(np.median(finite)) if finite else None, "min": min(finite, default=None),
                 "max": max(finite, default=None), "missing": len(values) - len(finite)}
 
-    return {"damage": damage, "reference": reference, "target": None if reference is None else fraction * reference,
+    return {"damage": damage, "reference": reference, "standing": standing, "target": target,
             "seeds": len(runs), "detect_s": spread(detected),
             "detect_steps": spread([r.get("fault_to_detect_steps") for r in runs]),
             "identified": [(r.get("identified") or {}).get("regime") for r in runs], "param_error": spread(errors),
@@ -97,17 +121,18 @@ def table(rows: list[dict]) -> str:
         text = f"{s['median']:.{digits}f} [{s['min']:.{digits}f}-{s['max']:.{digits}f}]"
         return text + (f", {s['missing']} never" if s["missing"] else "")
 
-    lines = ["| damage | reference | detect s | param error | path | walking again s | within 60 s | "
-             "before / first after fault / after repair |", "|" + "---|" * 8]
+    lines = ["| damage | reference / standing / target | detect s | param error | path | walking again s | "
+             "within 60 s | before / first after fault / after repair |", "|" + "---|" * 8]
     for r in rows:
-        lines.append(f"| {r['damage']} | {r['reference'] if r['reference'] is not None else 'not measured'} | "
+        measured = "not measured" if r["reference"] is None else f"{r['reference']} / {r['standing']} / {r['target']}"
+        lines.append(f"| {r['damage']} | {measured} | "
                      f"{fmt(r['detect_s'])} | {fmt(r['param_error'], 3)} | {', '.join(sorted(set(r['paths'])))} | "
                      f"{fmt(r['walking_again_s'])} | {r['within_60_s']}/{r['seeds']} | {fmt(r['before'], 0)} / "
                      f"{fmt(r['during_first'], 0)} / {fmt(r['after'], 0)} |")
     return "\n".join(lines)
 
 
-def plot(runs: dict[str, list[dict]], references: dict, fraction: float, path: Path) -> None:
+def plot(runs: dict[str, list[dict]], targets: dict[str, float | None], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,8 +147,8 @@ def plot(runs: dict[str, list[dict]], references: dict, fraction: float, path: P
             points = [(e["end_s"], e["return"]) for e in r.get("episodes", []) if e["end_s"] is not None]
             if points:
                 ax.plot(*zip(*points, strict=True), marker=".", linewidth=0.8, label=f"seed {r['seed']}")
-        if references.get(damage) is not None:
-            ax.axhline(fraction * references[damage], color="grey", linestyle="--", linewidth=0.8)
+        if targets.get(damage) is not None:
+            ax.axhline(targets[damage], color="grey", linestyle="--", linewidth=0.8)
         ax.axvline(0, color="red", linewidth=0.8)
         ax.axvline(60, color="black", linestyle=":", linewidth=0.8)
         ax.set_title(damage, fontsize=8)
@@ -160,19 +185,20 @@ def main() -> None:
         result = json.loads(scored.read_text())
         references.setdefault(result["damage"], result["reference"])
     args.out.mkdir(parents=True, exist_ok=True)
+    standing = standing_returns(profile, damages, args.out)
+    targets = {d: target_return(references.get(d), standing[d], args.fraction) for d in damages}
     for damage in args.only or damages:
-        target = None if references.get(damage) is None else args.fraction * references[damage]
         for seed in range(args.seeds):
-            run_one(damage, damages[damage].to_dict(), seed, target, args)
+            run_one(damage, damages[damage].to_dict(), seed, targets[damage], args)
     # the summary holds every damage measured so far, so runs split over several --only calls add up
     runs = {d: [json.loads(p.read_text()) for s in range(args.seeds) if (p := args.out / f"{d}-s{s}.json").is_file()]
             for d in damages}
     runs = {d: r for d, r in runs.items() if r}
-    rows = [row(d, r, references.get(d), args.fraction) for d, r in runs.items()]
+    rows = [row(d, r, references.get(d), targets[d], standing[d]) for d, r in runs.items()]
     summary = {"suite": str(args.suite), "seeds": args.seeds, "fraction": args.fraction, "rows": rows}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     (args.out / "table.md").write_text(table(rows) + "\n")
-    plot(runs, references, args.fraction, args.out / "returns.png")
+    plot(runs, targets, args.out / "returns.png")
     print(json.dumps(summary))
 
 
