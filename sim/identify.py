@@ -286,8 +286,8 @@ def _new_regime(profile: RobotProfile, twin: Twin, fit: Fit, start: Regime, n: i
     for (kind, i), value in sorted(values.items()):
         if value != KINDS[kind] and kind not in shared:
             changes.setdefault(kind, {})[twin.params.names[kind][i]] = value
-    for p in twin.fitted:
-        if p.elements and values[(p.kind, p.index)] != KINDS[p.kind]:
+    for p in twin.fitted:  # a shared factor the transitions left free, and the start did not set, is nominal
+        if p.elements and values.get((p.kind, p.index), KINDS[p.kind]) != KINDS[p.kind]:
             changes.setdefault(p.kind, {})[ALL] = values[(p.kind, p.index)]
     text = ", ".join(f"{kind}.{name} {value:g}" for kind, values in changes.items() for name, value in values.items())
     return Regime(description=f"identified by the twin from {n} transitions: {text or 'no change'}", **changes)

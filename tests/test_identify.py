@@ -178,3 +178,24 @@ def test_a_healthy_robot_holding_a_posture_stays_nominal() -> None:
                 assert found.regime == "nominal", (seed, current, found.errors)
     finally:
         env.close()
+
+
+def test_a_shared_factor_the_transitions_leave_free_stays_out_of_the_new_regime() -> None:
+    """The live Ant once failed to identify a dead leg (KeyError ('friction', 0)): the floor's shared friction
+    factor was unconstrained by the window, and the regime made from the fit looked its value up unconditionally."""
+    import dataclasses
+
+    from srghn.sim.identify import _new_regime
+    from srghn.sim.twin import Twin
+
+    ant = load_profile("ant")
+    robot = ant.with_regime("dead", Regime(gain={"hip_3": 0.0, "ankle_3": 0.0}))
+    twin = Twin(ant)
+    try:
+        fit = twin.fit(*transitions(robot, "dead", n=32, seed=3), Regime())
+        free = dataclasses.replace(fit, sensitivity={**fit.sensitivity, "friction.shared": 0.0})
+        regime = _new_regime(ant, twin, free, Regime(), 32)
+    finally:
+        twin.close()
+    assert not regime.friction
+    assert regime.gain == {"hip_3": 0.0, "ankle_3": 0.0}
