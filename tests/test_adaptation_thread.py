@@ -45,19 +45,23 @@ def test_an_undeclared_fault_is_reported_once_two_windows_agree() -> None:
     ant = load_profile("ant")
     hidden = ant.with_regime("hidden", Regime(gain={"hip_1": 0.4, "ankle_1": 0.4}))
     sent: list[m.Message] = []
-    adaptation = Adaptation(ant, sent.append, lambda topic, data: None)
+    hooked: list[tuple[str, str]] = []
+    adaptation = Adaptation(ant, sent.append, lambda topic, data: None,
+                            on_undeclared=lambda robot, found: hooked.append((robot, found.regime)))
     try:
         first, second = (batches(hidden, "hidden", 32, seed=s, size=32)[0] for s in (4, 5))
         adaptation.offer(m.Transitions("leg", *first))
         wait_for(lambda: adaptation.robots.get("leg") and adaptation.robots["leg"].unknown is not None, 120,
                  "the first fit")
-        assert adaptation.take() == []  # one window alone could straddle a change
+        assert adaptation.take() == [] and hooked == []  # one window alone could straddle a change
         adaptation.offer(m.Transitions("leg", *second))
         found = wait_for(adaptation.take, 120, "the fault reported")
+        wait_for(lambda: hooked, 60, "the undeclared fault's hook")
     finally:
         adaptation.close()
     result = found[0].result
     assert not result.known and result.regime.startswith("identified-")
+    assert hooked == [("leg", result.regime)]  # on the adaptation thread, once
     assert abs(result.params["gain.hip_1"] - 0.4) < 0.1 and abs(result.params["gain.ankle_1"] - 0.4) < 0.1
     assert not [a for a in sent if isinstance(a, m.Assign)]  # nothing is served for it before it is stored
 

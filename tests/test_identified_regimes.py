@@ -60,8 +60,9 @@ def start(state: Path, events: list) -> Daemon:
 def test_an_undeclared_fault_becomes_a_regime_that_is_evolved_in_and_found_again(tmp_path: Path) -> None:
     state, events = tmp_path / "state", []
     daemon = start(state, events)
-    driver = daemon.driver = daemon.following.driver = daemon.files.driver(
-        make_evaluator(daemon.shared.profile, "local", 1), {}, daemon.registry, daemon.shared)
+    driver = daemon.driver = daemon.files.driver(make_evaluator(daemon.shared.profile, "local", 1), {},
+                                                 daemon.registry, daemon.shared)
+    daemon.following.attach(driver, set(daemon.shared.profile.regimes))
     try:
         report(daemon, "weak_leg", 200, seed=5)
         name = daemon.shared.regime
@@ -100,6 +101,33 @@ def test_an_undeclared_fault_becomes_a_regime_that_is_evolved_in_and_found_again
     assert done.returncode in (0, 1), done.stderr
     gates = [g["name"] for g in json.loads(done.stdout)["gates"]]
     assert f"above_safe[{name}]" in gates and f"floor[{name}]" in gates
+
+
+def test_the_adaptation_thread_makes_a_fault_a_regime_and_offers_it_without_waiting_for_the_loop(
+        tmp_path: Path) -> None:
+    """When two fits agree, the fault is stored and offered to the responders on the adaptation thread; the loop
+    only rebuilds the shadow simulator with it between generations (on the Ant that wait was 20-47 s)."""
+    state, events = tmp_path / "state", []
+    daemon = start(state, events)
+    offered = []
+    daemon.following.responders.append(SimpleNamespace(respond=lambda found, registry: offered.append(
+        (found.robot, found.regime, registry.regimes("ant").keys() >= {found.regime}))))
+    daemon.following.attach(SimpleNamespace(evaluator=SimpleNamespace(close=lambda: None)), set(ANT.regimes))
+    try:
+        found = identify(ANT, *random_transitions(ROBOT, "weak_leg", 120, seed=5), current="nominal")
+        assert not found.known
+        daemon.following.undeclared("robot-1", found)  # on the adaptation thread
+        name = found.regime
+        assert offered == [("robot-1", name, True)]  # stored first, then offered
+        assert name in daemon.shared.profile.regimes and name not in daemon.following.shadow
+        assert [d["event"] for t, d in events if t == "daemon"] == ["regime_identified"]
+        # between two generations the loop puts the shadow simulator in it; the regime is not stored twice
+        daemon.following.follow_drift(Identified("robot-1", found, "nominal", None))
+        assert name in daemon.following.shadow and list(daemon.registry.regimes("ant")) == [name]
+        assert [d["event"] for t, d in events if t == "daemon"] == ["regime_identified", "undeclared_regime"]
+    finally:
+        daemon.following.driver.evaluator.close()
+        daemon.registry.close()
 
 
 def test_a_damaged_identified_regime_row_costs_that_regime_only(tmp_path: Path) -> None:

@@ -77,9 +77,12 @@ class Adaptation:
     def __init__(self, profile: RobotProfile, send: Callable[[m.Message], None],
                  publish: Callable[[Topic, dict], None],
                  known: Callable[[], Mapping[str, Regime]] = dict, window: int = WINDOW,
-                 on_assign: Callable[[str, Identification], None] | None = None) -> None:
+                 on_assign: Callable[[str, Identification], None] | None = None,
+                 on_undeclared: Callable[[str, Identification], None] | None = None) -> None:
         self.profile, self.send, self.publish, self.known, self.window = profile, send, publish, known, window
         self.on_assign = on_assign
+        self.on_undeclared = on_undeclared
+        """Called on this thread once per fault, when two fits first agree on a fault no regime declares."""
         """Called on this thread with the robot and its identification after it was assigned to a regime."""
         self.robots: dict[str, RobotRegime] = {}
         self.inbox: queue.SimpleQueue[m.Transitions] = queue.SimpleQueue()
@@ -153,12 +156,15 @@ class Adaptation:
             # A window half before and half after a change fits something in between; only a fit that the next
             # window repeats (within the twin's tolerance) is a fault of its own.
             if _agree(self.profile, robot.unknown, result):
-                if robot.reported != result.regime:  # telemetry once per fault; the evolution loop every time
+                first = robot.reported != result.regime  # telemetry once per fault; the evolution loop every time
+                if first:
                     robot.reported = result.regime
                     self.publish(Topic.ADAPTATION, {"event": "undeclared", "client": robot.name,
                                                 "regime": result.regime, "steps": robot.steps,
                                                 "changes": result.definition.to_dict(), **_evidence(result)})
                 self.results.put(Identified(robot.name, result, robot.regime, robot.steps))
+                if first:
+                    self._call(self.on_undeclared, robot.name, result)
             robot.unknown, robot.candidate = result, None
             return
         robot.unknown = robot.reported = None
@@ -179,11 +185,15 @@ class Adaptation:
         self.publish(Topic.ADAPTATION, {"event": "identified", "client": robot.name, "regime": result.regime,
                                     "previous": previous, "steps": robot.steps, **_evidence(result)})
         self.results.put(Identified(robot.name, result, previous, robot.steps))
-        if self.on_assign is not None:
+        self._call(self.on_assign, robot.name, result)
+
+    @staticmethod
+    def _call(hook: Callable[[str, Identification], None] | None, robot: str, result: Identification) -> None:
+        if hook is not None:
             try:
-                self.on_assign(robot.name, result)
+                hook(robot, result)
             except Exception:  # its own failure, not the identification's
-                log.exception("after assigning robot %s to regime %s", robot.name, result.regime)
+                log.exception("after identifying robot %s in regime %s", robot, result.regime)
 
 
 def evolution_regime(robots: Mapping[str, str], current: str, stored: Mapping[str, float],

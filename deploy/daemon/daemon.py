@@ -191,13 +191,14 @@ class Daemon:
         os.nice(5)
         if settings.serve_cpu is not None:
             placement.keep_off(settings.serve_cpu)
-        evaluator = make_evaluator(self.shared.profile, settings.backend, settings.workers, settings.ray_address)
+        profile = self.shared.profile  # the adaptation thread may add a regime meanwhile: the loop adds it later
+        evaluator = make_evaluator(profile, settings.backend, settings.workers, settings.ray_address)
         try:
             self.driver = self.files.driver(evaluator, saved, self.registry, self.shared, population)
         except BaseException:
             evaluator.close()
             raise
-        self.following.driver = self.driver
+        self.following.attach(self.driver, set(profile.regimes))
         if not self.should_exit:
             self.release.offer_factory(nominal=saved.get("init") == INIT_FACTORY)
         self.publish(Topic.DAEMON, {"event": "resumed" if saved.get("resumed") else "started",

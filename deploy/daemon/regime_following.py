@@ -1,14 +1,17 @@
 """Regime following: the shadow simulator and the live champion follow the regimes the robots are identified in.
 
 The adaptation thread (:mod:`srghn.deploy.daemon.adaptation`) identifies each robot's regime from its transitions
-and assigns it through the server. Here, on the evolution loop between generations: a fault no known regime explains
-becomes a regime of its own (stored in the registry, the shadow simulator's evaluator rebuilt with it); evolution
+and assigns it through the server. A fault no known regime explains becomes a regime of its own on that thread
+(stored in the registry and the shared profile: the next window is assigned to it, the gates can gate in it); on the
+evolution loop between generations, the shadow simulator's evaluator is rebuilt with it; evolution
 moves to the regime most robots need (:func:`~srghn.deploy.daemon.adaptation.evolution_regime`, a ``drift``
 event); and that regime's stored champion is made live again (rate-limited, audit actor ``adaptation``).
 
 **The seam for regimes without a champion.** When the adaptation thread assigns a robot to a regime that has no
-stored champion (:meth:`RegimeFollowing.uncovered`), and when the loop has just made a fault no regime declared into
-a regime of its own (:meth:`RegimeFollowing.follow_drift`), one call site offers an :class:`Uncovered` (robot,
+stored champion (:meth:`RegimeFollowing.uncovered`), and when two of its fits first agree on a fault no regime
+declares (:meth:`RegimeFollowing.undeclared`: the fault becomes a regime there and then, without waiting for the
+loop's next generation boundary, which on the Ant can be most of a minute away), one call site offers an
+:class:`Uncovered` (robot,
 regime name, its :class:`~srghn.sim.envs.Regime`, the :class:`~srghn.sim.identify.Identification` with
 ``explained``: whether the twin explained what the robot showed) to each of :attr:`RegimeFollowing.responders`, in
 order, on that thread, with a registry connection of the thread's own. The first responder is
@@ -103,6 +106,12 @@ class RegimeFollowing:
         self.next_adopt = 0.0
         self.evidence: Identified | None = None
         """The last identification that changed a robot's regime (what a ``drift`` event cites)."""
+        self.shadow: set[str] | None = None
+        """The regimes the driver's evaluator can play (None: no driver yet)."""
+
+    def attach(self, driver: Driver, regimes: set[str]) -> None:
+        """The evolution driver, once built, and the regimes of the profile its evaluator was built with."""
+        self.driver, self.shadow = driver, set(regimes)
 
     def start(self, link: ServerLink) -> None:
         """Identify each robot's regime from its transitions on a thread of its own, where the profile allows it
@@ -111,7 +120,7 @@ class RegimeFollowing:
         if not self.settings.follow_drift or not identifiable(profile):
             return
         self.adaptation = Adaptation(profile, link.send, self.publish, known=self.shared.identified,
-                                     on_assign=self.uncovered)
+                                     on_assign=self.uncovered, on_undeclared=self.undeclared)
         link.on_transitions = self.adaptation.offer
 
     def close(self) -> None:
@@ -125,6 +134,13 @@ class RegimeFollowing:
         responder is offered it, on a registry connection of this thread's own."""
         with Registry.open(self.settings.state_dir) as registry:
             self._offer(robot, found, registry)
+
+    def undeclared(self, robot: str, found: Identification) -> None:
+        """Two fits of the adaptation thread just agreed on a fault no regime declares: it becomes a regime now, and
+        every responder is offered it."""
+        with Registry.open(self.settings.state_dir) as registry:
+            if self.register_regime(found.regime, found.definition, found.to_dict(), registry):
+                self._offer(robot, found, registry)
 
     def _offer(self, robot: str, found: Identification, registry: Registry) -> None:
         if found.regime in portfolio(registry, self.shared.profile.name):
@@ -155,7 +171,8 @@ class RegimeFollowing:
                                         "params": {k: round(v, 4) for k, v in result.params.items()},
                                         "stderr": {k: float(f"{v:.3g}") for k, v in result.stderr.items()}})
             if self.adopt_regime(result.regime, result.definition, result.to_dict()):
-                # the responders start now, not when the robot's next identifications assign it to the new regime
+                # offered again: a no-op where the adaptation thread offered it (each responder answers a regime
+                # once), the offer where it could not store the regime
                 self._offer(found.client, result, self.registry)
             return
         self.evidence = found  # the adaptation thread published it already (`adaptation` event `identified`)
@@ -177,7 +194,8 @@ class RegimeFollowing:
             return
         if wanted != self.wanted:
             self.wanted = self.adopt_for = wanted
-            if wanted != current and (wanted in profile.regimes or wanted in self.shared.identified()):
+            playable = profile.regimes if self.shadow is None else self.shadow
+            if wanted != current and wanted in playable:
                 self._drift(current, wanted, robots)
         if self.adopt_for is not None and not self.shared.paused and self.adopt(self.adopt_for):
             self.adopt_for = None
@@ -223,24 +241,37 @@ class RegimeFollowing:
                            "serves again", live.id if live else None)
         return True
 
-    def adopt_regime(self, name: str, regime: Regime, fit: dict) -> bool:
-        """A regime the twin identified becomes one of the robot's: stored in the registry (first), then the
-        shadow simulator's evaluator is rebuilt with it (its workers build their environments from the profile's
-        regimes), between two generations. False (and the shadow simulator stays where it is) when that fails."""
+    def register_regime(self, name: str, regime: Regime, fit: dict, registry: Registry) -> bool:
+        """A regime the twin identified becomes one of the robot's: stored in the registry (first), then in the
+        shared profile (either thread, with a registry connection of its own). False when storing failed."""
         if name in self.shared.identified():
             return True
-        profile = self.shared.profile.with_regime(name, regime)
-        driver, settings = self.driver, self.settings
         try:
-            self.registry.store_regime(profile.name, name, regime.to_dict(), {"fit": fit})
-            evaluator = None if driver is None else make_evaluator(profile, settings.backend, settings.workers,
-                                                                   settings.ray_address)
-        except SrghnError as exc:  # a locked registry, workers that cannot start: evolution goes on as it was
+            registry.store_regime(self.shared.profile.name, name, regime.to_dict(), {"fit": fit})
+        except SrghnError as exc:  # a locked or full registry: the loop's adopt_regime tries again
             self.publish(Topic.DAEMON, {"event": "regime_failed", "regime": name, "error": str(exc)})
             return False
-        self.shared.add_regime(name, regime, profile)
-        if evaluator is not None:
-            driver.evaluator, old = evaluator, driver.evaluator
-            old.close()
+        self.shared.add_regime(name, regime)
         self.publish(Topic.DAEMON, {"event": "regime_identified", "regime": name, "changes": regime.to_dict()})
+        return True
+
+    def adopt_regime(self, name: str, regime: Regime, fit: dict) -> bool:
+        """The loop's side of a new regime: registered (where the adaptation thread could not), then the shadow
+        simulator's evaluator rebuilt with it (its workers build their environments from the profile's regimes),
+        between two generations. False (and the shadow simulator stays where it is) when that fails."""
+        if self.shadow is not None and name in self.shadow:
+            return True
+        if not self.register_regime(name, regime, fit, self.registry):
+            return False
+        driver, settings, profile = self.driver, self.settings, self.shared.profile
+        if driver is None:
+            return True
+        try:
+            evaluator = make_evaluator(profile, settings.backend, settings.workers, settings.ray_address)
+        except SrghnError as exc:  # workers that cannot start: evolution goes on as it was
+            self.publish(Topic.DAEMON, {"event": "regime_failed", "regime": name, "error": str(exc)})
+            return False
+        driver.evaluator, old = evaluator, driver.evaluator
+        old.close()
+        self.shadow = set(profile.regimes)
         return True
