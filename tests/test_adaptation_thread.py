@@ -80,3 +80,24 @@ def test_a_robot_with_a_twin_changes_regime_when_two_windows_agree() -> None:
     finally:
         adaptation.close()
     assert [(a.client, a.regime) for a in sent] == [("leg", "invert_front_left")]
+
+
+def test_the_twin_fits_in_a_process_of_its_own_and_a_killed_one_is_replaced() -> None:
+    """The fit holds the GIL for seconds: it runs beside the daemon's threads, not among them; a worker killed under
+    it costs that window only."""
+    import os
+    import signal
+
+    cartpole = load_profile("cartpole")
+    sent: list[m.Message] = []
+    adaptation = Adaptation(cartpole, sent.append, lambda topic, data: None)
+    try:
+        worker = adaptation.identify.worker_pid()
+        assert worker != os.getpid()
+        os.kill(worker, signal.SIGKILL)
+        for batch in batches(cartpole, "inverted", 48, seed=2):  # the first fit meets the dead process
+            adaptation.offer(m.Transitions("arm", *batch))
+        wait_for(lambda: adaptation.regimes() == {"arm": "inverted"}, 120, "identified by a new process")
+        assert adaptation.identify.worker_pid() not in (worker, os.getpid())
+    finally:
+        adaptation.close()

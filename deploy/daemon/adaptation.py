@@ -2,7 +2,8 @@
 
 The server forwards every robot's new transitions as they come (:class:`~srghn.deploy.wire.messages.Transitions`, a few
 times a second). The link's thread hands them to :class:`Adaptation`, whose own thread keeps each robot's latest
-:data:`WINDOW` transitions and replays them in the twin (:func:`srghn.sim.identify.identify`). When a robot turns
+:data:`WINDOW` transitions and replays them in the twin (:func:`srghn.sim.identify.identify`, in a process of its
+own: :class:`Identifier`). When a robot turns
 out to be in another known regime, the server is told at once (:class:`~srghn.deploy.wire.messages.Assign`) and serves
 that robot its regime's stored champion (:mod:`srghn.deploy.registry.portfolio`) --
 without waiting for the evolution loop,
@@ -15,11 +16,16 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
+import os
 import queue
+import signal
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -81,9 +87,10 @@ class Adaptation:
                  on_undeclared: Callable[[str, Identification], None] | None = None) -> None:
         self.profile, self.send, self.publish, self.known, self.window = profile, send, publish, known, window
         self.on_assign = on_assign
+        """Called on this thread with the robot and its identification after it was assigned to a regime."""
         self.on_undeclared = on_undeclared
         """Called on this thread once per fault, when two fits first agree on a fault no regime declares."""
-        """Called on this thread with the robot and its identification after it was assigned to a regime."""
+        self.identify = Identifier(profile)
         self.robots: dict[str, RobotRegime] = {}
         self.inbox: queue.SimpleQueue[m.Transitions] = queue.SimpleQueue()
         self.results: queue.SimpleQueue[Identified] = queue.SimpleQueue()
@@ -118,6 +125,7 @@ class Adaptation:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5.0)
+        self.identify.close()
 
     # -- the thread ------------------------------------------------------------------------------------------------
 
@@ -151,7 +159,7 @@ class Adaptation:
 
     def _identify(self, robot: RobotRegime) -> None:
         obs, actions, next_obs = (np.asarray(column, np.float64) for column in zip(*robot.rows, strict=True))
-        result = identify(self.profile, obs, actions, next_obs, current=robot.regime, known=self.known())
+        result = self.identify(obs, actions, next_obs, robot.regime, self.known())
         if not result.known:
             # A window half before and half after a change fits something in between; only a fit that the next
             # window repeats (within the twin's tolerance) is a fault of its own.
@@ -194,6 +202,56 @@ class Adaptation:
                 hook(robot, result)
             except Exception:  # its own failure, not the identification's
                 log.exception("after identifying robot %s in regime %s", robot, result.regime)
+
+
+class Identifier:
+    """:func:`~srghn.sim.identify.identify` in a process of its own. The twin's MuJoCo replay holds the GIL, so
+    beside the evolution loop's Python in the daemon's process a fit took over three times as long (an Ant fit of 32
+    transitions: 6 s alone, 21 s beside one busy Python thread), and the robot waited that much longer for its
+    answer. The process starts with the daemon (before it lowers its own priority) and a dead one is replaced."""
+
+    def __init__(self, profile: RobotProfile) -> None:
+        self.profile = profile
+        self._pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        # spawn: the daemon runs threads and torch, which a forked child would inherit half-copied
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start,
+                                   initargs=(self.profile,))
+        pool.submit(os.getpid)  # start it now, at the daemon's start-up priority
+        return pool
+
+    def __call__(self, obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray, current: str | None,
+                 known: Mapping[str, Regime]) -> Identification:
+        args = (obs, actions, next_obs, current, dict(known))
+        try:
+            return self._pool.submit(_worker_identify, *args).result()
+        except BrokenProcessPool:  # killed (the OOM killer, an operator): a new process fits the window again
+            log.warning("the identification process died; starting another")
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._start()
+            return self._pool.submit(_worker_identify, *args).result()
+
+    def worker_pid(self) -> int:
+        return self._pool.submit(os.getpid).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+_PROFILE: RobotProfile | None = None
+"""The identification process's profile (set once, when it starts)."""
+
+
+def _worker_start(profile: RobotProfile) -> None:
+    global _PROFILE
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the whole group: the daemon stops this process
+    _PROFILE = profile
+
+
+def _worker_identify(obs: np.ndarray, actions: np.ndarray, next_obs: np.ndarray, current: str | None,
+                     known: dict[str, Regime]) -> Identification:
+    return identify(_PROFILE, obs, actions, next_obs, current=current, known=known)
 
 
 def evolution_regime(robots: Mapping[str, str], current: str, stored: Mapping[str, float],

@@ -18,6 +18,7 @@ RegimeWrapper` applies any of them to any environment. ``gain``, ``friction`` an
 
 from __future__ import annotations
 
+import copyreg
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,15 @@ from types import MappingProxyType
 from typing import Any
 
 from srghn import ConfigError, UnknownRegime
+
+
+def _read_only(items: dict) -> MappingProxyType:
+    return MappingProxyType(items)
+
+
+# Regimes and profiles keep their tables read-only (MappingProxyType), which pickle cannot take as such: they cross
+# into the daemon's identification process as their contents, read-only again on the other side.
+copyreg.pickle(MappingProxyType, lambda proxy: (_read_only, (dict(proxy),)))
 
 NOMINAL = "nominal"
 ALL = "all"
