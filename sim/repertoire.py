@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from srghn import CheckpointError, ConfigError
-from srghn.controller.files import read_npz, write_npz
 from srghn.controller.normalizer import ObsNorm
+from srghn.controller.npz import read_npz, write_npz
 from srghn.sim.profiles import RobotProfile
 from srghn.sim.repertoire_config import RepertoireConfig
 

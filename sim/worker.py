@@ -74,13 +74,18 @@ def _harden(nice: int, memory_bytes: int | None) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))  # no core files
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
+    route_mujoco_warnings()
+
+
+def die_with_parent() -> None:
+    """Linux: this process is killed when the thread that started it dies (a SIGKILLed daemon leaves no child)."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             import ctypes
 
             pr_set_pdeathsig = 1
             ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    route_mujoco_warnings()
 
 
 def route_mujoco_warnings() -> None:

@@ -14,7 +14,7 @@ import pytest
 from cli_helpers import real_ctl, refused
 
 from srghn import CheckpointError, ConfigError
-from srghn.controller.files import read_npz, write_npz
+from srghn.controller.npz import read_npz, write_npz
 from srghn.sim.evaluator import InProcessEvaluator
 from srghn.sim.factory import load_factory
 from srghn.sim.profiles import PROFILE_DIR, available_profiles, load_profile, parse_profile

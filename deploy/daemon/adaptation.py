@@ -35,6 +35,7 @@ from srghn.deploy.wire.topics import Topic
 from srghn.sim.envs import Regime, kind_distance
 from srghn.sim.identify import Identification, identify
 from srghn.sim.profiles import RobotProfile
+from srghn.sim.worker import die_with_parent
 
 log = logging.getLogger("srghn.daemon.adaptation")
 
@@ -246,6 +247,7 @@ _PROFILE: RobotProfile | None = None
 def _worker_start(profile: RobotProfile) -> None:
     global _PROFILE
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the whole group: the daemon stops this process
+    die_with_parent()
     _PROFILE = profile
 
 
