@@ -1,7 +1,7 @@
 """The damage suite end to end: for every damage of a suite, several seeds, the real runtime (the daemon, the
 supervised server, a simulated robot: ``benchmarks/adaptation.py``) meets a fault its profile does not declare.
 
-    .venv/bin/python benchmarks/damage.py --suite benchmarks/damage/ant.toml --seeds 3 \
+    .venv/bin/python benchmarks/damage.py --suite benchmarks/damage/ant.toml --seeds 3 [--report] \
         --references docs/results/damage-reference.json --out docs/results/damage [--only dead_front_left ...]
 
 Per damage and seed: steps and seconds to detect it, what the twin identified and the largest parameter error, the
@@ -171,6 +171,7 @@ def main() -> None:
     parser.add_argument("--recover-timeout-s", type=float, default=240.0)
     parser.add_argument("--out", type=Path, default=Path("docs/results/damage"))
     parser.add_argument("--only", nargs="*")
+    parser.add_argument("--report", action="store_true", help="run nothing: summarize the runs in --out")
     args = parser.parse_args()
     profile, damages = load_suite(args.suite)
     args.robot = profile.name
@@ -187,7 +188,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     standing = standing_returns(profile, damages, args.out)
     targets = {d: target_return(references.get(d), standing[d], args.fraction) for d in damages}
-    for damage in args.only or damages:
+    for damage in () if args.report else args.only or damages:
         for seed in range(args.seeds):
             run_one(damage, damages[damage].to_dict(), seed, targets[damage], args)
     # the summary holds every damage measured so far, so runs split over several --only calls add up
