@@ -21,7 +21,8 @@ def batches(profile, regime: str, n: int, seed: int, size: int = 8) -> list[tupl
 def test_each_robot_is_assigned_the_regime_its_latest_transitions_show() -> None:
     cartpole = load_profile("cartpole")
     sent: list[m.Message] = []
-    adaptation = Adaptation(cartpole, sent.append, lambda topic, data: None)
+    published: list[dict] = []
+    adaptation = Adaptation(cartpole, sent.append, lambda topic, data: published.append(data))
     try:
         for i, batch in enumerate(batches(cartpole, "nominal", 32, seed=1)):
             adaptation.offer(m.Transitions("arm-1", *batch, steps=8 * (i + 1)))
@@ -39,6 +40,8 @@ def test_each_robot_is_assigned_the_regime_its_latest_transitions_show() -> None
     assert assigned[-1] == ("arm-1", "inverted")
     found = {f.client: f for f in adaptation.take()}
     assert found["arm-1"].previous == "nominal" and found["arm-1"].result.regime == "inverted"
+    identified = [d for d in published if d["event"] == "identified"]  # each says how long its fit took
+    assert len(identified) == 3 and all(d["fit_s"] > 0 for d in identified)
 
 
 def test_an_undeclared_fault_is_reported_once_two_windows_agree() -> None:

@@ -160,7 +160,10 @@ class Adaptation:
 
     def _identify(self, robot: RobotRegime) -> None:
         obs, actions, next_obs = (np.asarray(column, np.float64) for column in zip(*robot.rows, strict=True))
+        started = time.monotonic()
         result = self.identify(obs, actions, next_obs, robot.regime, self.known())
+        fit_s = time.monotonic() - started
+        log.debug("robot %s: %s (known: %s) fitted in %.2f s", robot.name, result.regime, result.known, fit_s)
         if not result.known:
             # A window half before and half after a change fits something in between; only a fit that the next
             # window repeats (within the twin's tolerance) is a fault of its own.
@@ -170,7 +173,7 @@ class Adaptation:
                     robot.reported = result.regime
                     self.publish(Topic.ADAPTATION, {"event": "undeclared", "client": robot.name,
                                                 "regime": result.regime, "steps": robot.steps,
-                                                "changes": result.definition.to_dict(), **_evidence(result)})
+                                                "changes": result.definition.to_dict(), **_evidence(result, fit_s)})
                 self.results.put(Identified(robot.name, result, robot.regime, robot.steps))
                 if first:
                     self._call(self.on_undeclared, robot.name, result)
@@ -192,7 +195,7 @@ class Adaptation:
         self.send(m.Assign(robot.name, result.regime, reason))
         log.info("robot %s: regime %s (was %s): %s", robot.name, result.regime, previous, reason)
         self.publish(Topic.ADAPTATION, {"event": "identified", "client": robot.name, "regime": result.regime,
-                                    "previous": previous, "steps": robot.steps, **_evidence(result)})
+                                    "previous": previous, "steps": robot.steps, **_evidence(result, fit_s)})
         self.results.put(Identified(robot.name, result, previous, robot.steps))
         self._call(self.on_assign, robot.name, result)
 
@@ -278,8 +281,8 @@ def evolution_regime(robots: Mapping[str, str], current: str, stored: Mapping[st
     return next(regime for regime in tied if need(regime) == worst)
 
 
-def _evidence(result: Identification) -> dict:
-    return {"transitions": result.transitions, "residual": float(f"{result.residual:.3g}"),
+def _evidence(result: Identification, fit_s: float) -> dict:
+    return {"transitions": result.transitions, "fit_s": round(fit_s, 3), "residual": float(f"{result.residual:.3g}"),
             "errors": {k: float(f"{v:.3g}") for k, v in result.errors.items()},
             "params": {k: round(v, 4) for k, v in result.params.items()}}
 
