@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from srghn import CheckpointError
-from srghn.controller import npz
 from srghn.controller.evolution import EvolutionConfig, SRGHNStrategy
 from srghn.controller.ghn import SRGHN, GHNConfig
 from srghn.controller.normalizer import ObsNorm, RunningStats
+from srghn.controller.npz import read_npz as read_versioned
 from srghn.controller.npz import write_npz
 from srghn.controller.policy import PolicySpec
 
@@ -37,7 +37,7 @@ _READABLE = {POPULATION_FORMAT: ("srghn.population/1",), POLICY_FORMAT: ("srghn.
 
 
 def read_npz(path: Path, fmt: str, keys: tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict]:
-    return npz.read_npz(path, fmt, keys, also=_READABLE.get(fmt, ()))
+    return read_versioned(path, fmt, keys, also=_READABLE.get(fmt, ()))
 
 
 def _norm_arrays(norm: ObsNorm | None, stats: RunningStats | None) -> tuple[dict[str, np.ndarray], dict]:
