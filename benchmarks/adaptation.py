@@ -263,11 +263,10 @@ def _figures(args, profile, fault: str, s: Schedule, run, ends: list[float], tel
         out["fault_to_detect_steps"] = steps - s.step_fault if isinstance(steps, int) else None
         out["fault_to_detect_s"] = round(t - s.t_fault, 3)
         out["identified"] = {"regime": event.get("regime"), "declared": event.get("event") != "undeclared"}
-        fit = [e for _, e in tel.find("adaptation", s.t_fault, event="identified", client="bench-robot")
-               if e.get("regime") == event.get("regime")]
-        params = (fit[0].get("params") if fit else None) or event.get("params")
-        if params and profile.twin is not None:
-            out["identified"]["param_error"] = _param_error(profile, fault, args.fault_def, params)
+        if "fit_s" in event:
+            out["identified"]["fit_s"] = event["fit_s"]
+        if profile.twin is not None:
+            out["identified"]["param_error"] = _param_error(profile, fault, args.fault_def, event)
     else:
         out["fault_to_detect_steps"], out["identified"] = None, None
     out["episodes"] = [{"end_s": round(ends[i] - s.t_fault, 2) if i < len(ends) else None, "return": round(r, 2),
@@ -299,22 +298,19 @@ def _figures(args, profile, fault: str, s: Schedule, run, ends: list[float], tel
     return out
 
 
-def _param_error(profile, fault: str, fault_def: str | None, params: dict) -> float | None:  # noqa: ANN001
-    """Largest error of a fitted parameter against the fault's definition (its kind's unit: decades for damping;
-    an element the fault leaves keeps its nominal value, ``shared`` compares with ``all``)."""
+def _param_error(profile, fault: str, fault_def: str | None, event: dict) -> float | None:  # noqa: ANN001
+    """Largest error of the identified regime against the fault's definition, in each kind's unit (decades for
+    damping): the regime the daemon acts on, whose values are the fit's on its tolerance grid. Not the raw fit: a
+    parameter the robot's window left free (a leg sent no torque) lands anywhere, and the regime leaves it out."""
     from srghn.deploy.clients.robot_sim import undeclared_fault
-    from srghn.sim.envs import KINDS, kind_distance
+    from srghn.sim.envs import parse_regime, regime_distances
 
-    regime = (undeclared_fault(profile, fault, fault_def) if fault_def else profile).regime_defs[fault]
-    changes = regime.changes()
-    errors = []
-    for key, value in params.items():
-        kind, _, name = key.partition(".")
-        values = changes.get(kind, {})
-        truth = values.get(name, values.get("all", KINDS[kind])) if name != "shared" else values.get("all",
-                                                                                                      KINDS[kind])
-        errors.append(kind_distance(kind, float(value), truth))
-    return round(max(errors), 4) if errors else None
+    truth = (undeclared_fault(profile, fault, fault_def) if fault_def else profile).regime_defs[fault]
+    found = (parse_regime(event["changes"], "identified") if "changes" in event
+             else profile.regime_defs.get(event.get("regime")))
+    if found is None:
+        return None
+    return round(max(regime_distances(truth, found).values(), default=0.0), 4)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 
 Every elite of the repertoire plays a short episode (``short_steps``, on one fixed seed) in the shadow simulator
 with the damaged model; the ``finalists`` with the highest fitness there then play ``whole_episodes`` whole
-episodes, and the best of those is the answer. Nothing touches the robot: the daemon gates the answer in the
+episodes, and the best of those is the answer -- unless a stored gait does better: the champions the robot
+already keeps (its factory's, those evolved for its other regimes) play the same whole episodes without a screen
+(they are few). A champion evolved for a weak leg often walks on a dead or jammed one better than any gait of the
+intact robot's repertoire (docs/repertoire.md). Nothing touches the robot: the daemon gates the answer in the
 damaged regime and serves it through an audited ``adaptation`` promotion (docs/repertoire.md). The same inputs
 give the same answer: seeds are fixed, and ties go to the lower row (the lower cell).
 """
@@ -10,11 +13,13 @@ give the same answer: seeds are fixed, and ties go to the lower row (the lower c
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from srghn import ConfigError
+from srghn.controller.normalizer import ObsNorm
 from srghn.sim.backends import make_evaluator
 from srghn.sim.envs import Regime
 from srghn.sim.profiles import RobotProfile
@@ -44,6 +49,15 @@ class SearchSettings:
 
 
 @dataclass(frozen=True)
+class StoredGait:
+    """A policy the robot keeps outside its repertoire (a stored champion), offered to the search beside it."""
+
+    id: str
+    params: np.ndarray
+    norm: ObsNorm | None
+
+
+@dataclass(frozen=True)
 class SearchResult:
     """What the search found, row numbers into the repertoire."""
 
@@ -61,6 +75,21 @@ class SearchResult:
     finalist_fitness: np.ndarray
     """Their mean whole-episode fitness."""
     env_steps: int
+    stored: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Each stored gait's mean whole-episode fitness and standard return, by id."""
+
+    @property
+    def stored_best(self) -> str | None:
+        """The stored gait that beat every elite (the search's answer then), else None: an elite answers ties."""
+        if not self.stored:
+            return None
+        best = max(self.stored, key=lambda k: self.stored[k][0])  # max keeps the first (by id) of equals
+        return best if self.stored[best][0] > self.fitness else None
+
+    @property
+    def answer(self) -> tuple[float, float]:
+        """The answer's mean whole-episode fitness and standard return."""
+        return self.stored[self.stored_best] if self.stored_best else (self.fitness, self.returns)
 
     def to_dict(self, repertoire: Repertoire) -> dict:
         return {"regime": self.regime, "elite": repertoire.elite_id(self.best),
@@ -68,12 +97,14 @@ class SearchResult:
                 "fitness": round(self.fitness, 3), "return": round(self.returns, 3),
                 "finalists": {repertoire.elite_id(int(r)): round(float(f), 3)
                               for r, f in zip(self.finalists, self.finalist_fitness, strict=True)},
+                "stored": {k: round(f, 3) for k, (f, _) in self.stored.items()}, "stored_best": self.stored_best,
                 "elites_screened": int(len(self.short_fitness)), "env_steps": self.env_steps}
 
 
 def search_repertoire(profile: RobotProfile, repertoire: Repertoire, regime_name: str, regime: Regime | None = None,
-                      settings: SearchSettings | None = None) -> SearchResult:
-    """Play the repertoire under ``regime_name`` (a regime of the profile, or the identified ``regime``)."""
+                      settings: SearchSettings | None = None, stored: Sequence[StoredGait] = ()) -> SearchResult:
+    """Play the repertoire, and the ``stored`` gaits, under ``regime_name`` (a regime of the profile, or the
+    identified ``regime``)."""
     settings = settings or SearchSettings()
     if len(repertoire) == 0:
         raise ConfigError("the repertoire holds no elite")
@@ -89,16 +120,22 @@ def search_repertoire(profile: RobotProfile, repertoire: Repertoire, regime_name
     steps += screen.env_steps
     ranked = np.argsort(-np.nan_to_num(screen.fitness, nan=-np.inf), kind="stable")
     finalists = ranked[:settings.finalists]
+    seeds = settings.seed + 1 + np.arange(settings.whole_episodes)
+    played = {}
     evaluator = make_evaluator(damaged, settings.backend, settings.workers, limits=settings.limits)
     try:
-        seeds = settings.seed + 1 + np.arange(settings.whole_episodes)
         whole = evaluator.evaluate(repertoire.policies[finalists], seeds, regime_name, repertoire.norm)
+        for gait in sorted(stored, key=lambda g: g.id):
+            # one call each: a stored champion brings its own normalizer
+            result = evaluator.evaluate(np.asarray(gait.params)[None], seeds, regime_name, gait.norm)
+            played[gait.id] = (float(np.nan_to_num(result.fitness[0], nan=-np.inf)), float(result.returns[0]))
+            steps += result.env_steps
     finally:
         evaluator.close()
     steps += whole.env_steps
     k = int(np.argmax(np.nan_to_num(whole.fitness, nan=-np.inf)))  # argmax keeps the first of equal values
     return SearchResult(regime_name, int(finalists[k]), float(whole.fitness[k]), float(whole.returns[k]),
-                        screen.fitness, finalists, whole.fitness, steps)
+                        screen.fitness, finalists, whole.fitness, steps, played)
 
 
-__all__ = ["SearchResult", "SearchSettings", "search_repertoire"]
+__all__ = ["SearchResult", "SearchSettings", "StoredGait", "search_repertoire"]

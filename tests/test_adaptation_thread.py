@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from server_helpers import wait_for
 
-from srghn.deploy.daemon.adaptation import Adaptation
+from srghn.deploy.daemon.adaptation import Adaptation, _agree
 from srghn.deploy.wire import messages as m
 from srghn.sim.envs import Regime
-from srghn.sim.identify import random_transitions
+from srghn.sim.identify import Identification, random_transitions, regime_name
 from srghn.sim.profiles import load_profile
 
 
@@ -47,6 +47,7 @@ def test_each_robot_is_assigned_the_regime_its_latest_transitions_show() -> None
 def test_an_undeclared_fault_is_reported_once_two_windows_agree() -> None:
     ant = load_profile("ant")
     hidden = ant.with_regime("hidden", Regime(gain={"hip_1": 0.4, "ankle_1": 0.4}))
+    other = ant.with_regime("other", Regime(gain={"hip_2": 0.4, "ankle_2": 0.4}))
     sent: list[m.Message] = []
     hooked: list[tuple[str, str]] = []
     adaptation = Adaptation(ant, sent.append, lambda topic, data: None,
@@ -54,9 +55,12 @@ def test_an_undeclared_fault_is_reported_once_two_windows_agree() -> None:
     try:
         first, second = (batches(hidden, "hidden", 32, seed=s, size=32)[0] for s in (4, 5))
         adaptation.offer(m.Transitions("leg", *first))
-        wait_for(lambda: adaptation.robots.get("leg") and adaptation.robots["leg"].unknown is not None, 120,
-                 "the first fit")
+        wait_for(lambda: adaptation.robots.get("leg") and adaptation.robots["leg"].unknown, 120, "the first fit")
         assert adaptation.take() == [] and hooked == []  # one window alone could straddle a change
+        # a window between them that fits another fault once (a stumble, a straddle) does not hide the agreement
+        adaptation.offer(m.Transitions("leg", *batches(other, "other", 32, seed=6, size=32)[0]))
+        wait_for(lambda: len(adaptation.robots["leg"].unknown) == 2, 120, "the other fit")
+        assert adaptation.take() == [] and hooked == []
         adaptation.offer(m.Transitions("leg", *second))
         found = wait_for(adaptation.take, 120, "the fault reported")
         wait_for(lambda: hooked, 60, "the undeclared fault's hook")
@@ -67,6 +71,22 @@ def test_an_undeclared_fault_is_reported_once_two_windows_agree() -> None:
     assert hooked == [("leg", result.regime)]  # on the adaptation thread, once
     assert abs(result.params["gain.hip_1"] - 0.4) < 0.1 and abs(result.params["gain.ankle_1"] - 0.4) < 0.1
     assert not [a for a in sent if isinstance(a, m.Assign)]  # nothing is served for it before it is stored
+
+
+def test_two_fits_of_one_fault_agree_whatever_their_free_parameters() -> None:
+    """Fits agree on the regimes they found, not on parameters the windows left free: a leg sent no torque leaves
+    its gain anywhere in the bounds (two fits of a reversed Ant ankle, one regime, never agreed on the raw fit)."""
+    ant = load_profile("ant")
+
+    def fit(gain: dict, free: float) -> Identification:
+        regime = Regime(gain=gain)
+        return Identification(regime_name(regime), False, regime, {}, params={"gain.ankle_2": -1.0, "gain.hip_1": free})
+
+    reversed_ankle = {"ankle_2": -1.0}
+    assert _agree(ant, fit(reversed_ankle, 1.4), fit(reversed_ankle, -0.9))
+    assert _agree(ant, fit(reversed_ankle, 1.0), fit({"ankle_2": -0.95}, 1.0))  # within the gain's tolerance
+    assert not _agree(ant, fit(reversed_ankle, 1.0), fit({"ankle_2": -1.0, "hip_2": 0.5}, 1.0))
+    assert not _agree(ant, fit(reversed_ankle, 1.0), fit({}, 1.0))
 
 
 def test_a_robot_with_a_twin_changes_regime_when_two_windows_agree() -> None:

@@ -12,15 +12,17 @@ import pytest
 
 from srghn.deploy.daemon.daemon import Daemon
 from srghn.deploy.daemon.regime_following import Uncovered
+from srghn.deploy.daemon.release import Candidate
 from srghn.deploy.daemon.repertoire_search import RepertoireSearch, immigrate
 from srghn.deploy.daemon.settings import DaemonSettings
 from srghn.deploy.registry.store import Registry
 from srghn.deploy.wire import messages as m
+from srghn.sim.compensate import compensate
 from srghn.sim.factory import load_factory
 from srghn.sim.identify import Identification
 from srghn.sim.profiles import load_profile
 from srghn.sim.repertoire import load_repertoire
-from srghn.sim.twin_search import SearchSettings, search_repertoire
+from srghn.sim.twin_search import SearchSettings, StoredGait, search_repertoire
 
 CARTPOLE = load_profile("cartpole")
 REPERTOIRE = load_repertoire(CARTPOLE)
@@ -99,3 +101,40 @@ def test_immigrants_are_the_elites_own_ghns() -> None:
     rows = [int(np.flatnonzero(strategy.ids == i)[0]) for i in ids]
     elites = [int(np.flatnonzero(REPERTOIRE.uids == u)[0]) for u in uids]
     np.testing.assert_array_equal(strategy.population()[rows], REPERTOIRE.policies[elites])
+
+
+def flipped_factory() -> StoredGait:
+    """CartPole's factory champion with its pushes swapped: it balances where the motor is wired backwards."""
+    factory = load_factory(CARTPOLE)
+    return StoredGait("flipped-factory", compensate(CARTPOLE, factory.params, CARTPOLE.regime("inverted")),
+                      factory.norm)
+
+
+def test_a_stored_gait_that_beats_every_elite_is_the_answer() -> None:
+    """Stored champions play the finalists' whole episodes; one that beats every elite answers, one that does not
+    leaves the answer to the repertoire."""
+    flipped, plain = flipped_factory(), load_factory(CARTPOLE)
+    found = search_repertoire(CARTPOLE, REPERTOIRE, "inverted", settings=SETTINGS,
+                              stored=[flipped, StoredGait("factory", plain.params, plain.norm)])
+    assert found.stored_best == "flipped-factory"
+    assert found.answer == found.stored["flipped-factory"] and found.answer[0] > found.fitness
+    assert found.stored["factory"][0] <= found.fitness  # nominal's gait falls in inverted, like every elite
+    alone = search_repertoire(CARTPOLE, REPERTOIRE, "inverted", settings=SETTINGS)
+    assert alone.stored_best is None and alone.answer == (alone.fitness, alone.returns)
+    assert alone.to_dict(REPERTOIRE)["finalists"] == found.to_dict(REPERTOIRE)["finalists"]
+
+
+def test_the_daemon_searches_the_portfolios_champions_too(searcher) -> None:
+    """A champion the portfolio keeps for another regime is played beside the repertoire; when it wins it is
+    released for the regime as its own champion, its parent the stored one, gated there and served."""
+    search, daemon, events, sent = searcher
+    gait = flipped_factory()
+    stored = Candidate(gait.id, gait.params, gait.norm, "inverted", registration={"regime": "inverted"})
+    assert daemon.release.offer(stored, daemon.registry).passed
+    assert search.answer("inverted")
+    champion = daemon.registry.get(f"{gait.id}-for-inverted")
+    assert champion.meta["source"] == "repertoire" and champion.meta["stored"] == gait.id
+    assert list(champion.parents) == [gait.id] and champion.status == "passed"
+    answer = [d for t, d in events if t == "adaptation" and d["event"] == "repertoire"][-1]
+    assert answer["passed"] and answer["stored_best"] == gait.id and gait.id in answer["stored"]
+    assert any(isinstance(message, m.Sync) for message in sent)

@@ -32,7 +32,7 @@ import numpy as np
 
 from srghn.deploy.wire import messages as m
 from srghn.deploy.wire.topics import Topic
-from srghn.sim.envs import Regime, kind_distance
+from srghn.sim.envs import Regime, regime_distances
 from srghn.sim.identify import Identification, identify
 from srghn.sim.profiles import RobotProfile
 from srghn.sim.worker import die_with_parent
@@ -42,6 +42,10 @@ log = logging.getLogger("srghn.daemon.adaptation")
 WINDOW = 32
 """Transitions a robot's regime is identified from: its latest ones, so that a change shows as soon as most of
 them are new (CartPole at 200 steps/s: about 0.15 s), and enough for the twin's fit (32 x 27 residuals for Ant)."""
+AGREE_WITHIN = 3
+"""An undeclared fault is reported when a fit agrees with one of the robot's last this many that matched no known
+regime: a window straddling a change fits something in between once, and a window where the robot stumbles can
+land the fit in a local minimum once (a reversed Ant hip: 2 of 4 windows, each one-off)."""
 ROBOT_EXPIRY_S = 60.0
 """A robot that reported nothing for this long no longer counts when the evolution regime is chosen."""
 
@@ -59,8 +63,8 @@ class RobotRegime:
     steps: int | None = None
     """The robot's step count at its last transition, as the server counted."""
     rows: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
-    unknown: Identification | None = None
-    """The last fit that matched no known regime (an undeclared fault is reported once two fits agree)."""
+    unknown: deque = field(default_factory=lambda: deque(maxlen=AGREE_WITHIN))
+    """The latest fits that matched no known regime (an undeclared fault is reported once two of them agree)."""
     reported: str | None = None
     """The undeclared regime last published for this robot."""
     candidate: str | None = None
@@ -165,9 +169,9 @@ class Adaptation:
         fit_s = time.monotonic() - started
         log.debug("robot %s: %s (known: %s) fitted in %.2f s", robot.name, result.regime, result.known, fit_s)
         if not result.known:
-            # A window half before and half after a change fits something in between; only a fit that the next
-            # window repeats (within the twin's tolerance) is a fault of its own.
-            if _agree(self.profile, robot.unknown, result):
+            # A window half before and half after a change fits something in between; only a fit that another
+            # recent window repeats (within the twin's tolerance) is a fault of its own.
+            if any(_agree(self.profile, before, result) for before in robot.unknown):
                 first = robot.reported != result.regime  # telemetry once per fault; the evolution loop every time
                 if first:
                     robot.reported = result.regime
@@ -177,9 +181,10 @@ class Adaptation:
                 self.results.put(Identified(robot.name, result, robot.regime, robot.steps))
                 if first:
                     self._call(self.on_undeclared, robot.name, result)
-            robot.unknown, robot.candidate = result, None
+            robot.unknown.append(result)
+            robot.candidate = None
             return
-        robot.unknown = robot.reported = None
+        robot.reported = None
         if result.regime == robot.regime:
             robot.candidate = None
             return
@@ -188,6 +193,7 @@ class Adaptation:
             return
         robot.candidate = None
         previous = robot.regime
+        robot.unknown.clear()  # fits from before a change of regime say nothing of the next fault
         with self.lock:
             robot.regime, robot.since = result.regime, time.monotonic()
         reason = (f"{len(obs)} transitions predicted to {result.residual:.2g} in {result.regime}"
@@ -287,12 +293,15 @@ def _evidence(result: Identification, fit_s: float) -> dict:
             "params": {k: round(v, 4) for k, v in result.params.items()}}
 
 
-def _agree(profile: RobotProfile, before: Identification | None, now: Identification) -> bool:
-    """Whether two twin fits found the same parameters, within the profile's tolerance of each kind."""
-    if before is None or before.params.keys() != now.params.keys() or profile.twin is None:
-        return False
-    return all(kind_distance(key.partition(".")[0], before.params[key], value)
-               <= profile.twin.tolerance_of(key.partition(".")[0]) for key, value in now.params.items())
+def _agree(profile: RobotProfile, before: Identification, now: Identification) -> bool:
+    """Whether two twin fits found the same fault: every value their regimes change (a kind's nominal value where one
+    leaves it) within the profile's tolerance of each kind. The regimes, not the raw fits: a parameter the window
+    leaves free (a leg sent no torque, a joint that barely moves) lands anywhere in its bounds, and two fits of one
+    fault that differed only there never agreed (an Ant with a reversed ankle, the same regime fitted in every
+    window, went unreported for minutes)."""
+    return profile.twin is not None and all(
+        distance <= profile.twin.tolerance_of(kind)
+        for kind, distance in regime_distances(before.definition, now.definition).items())
 
 
 def _drain(inbox: queue.SimpleQueue) -> list:

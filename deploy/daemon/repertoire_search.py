@@ -8,9 +8,10 @@ loop waits for it.
 
 - **The twin explained the damage**: the repertoire plays in the shadow simulator under the identified model
   (:func:`srghn.sim.twin_search.search_repertoire`: a short screen of every elite, whole episodes for the best
-  few). The best elite is released for the regime through the one release path
-  (:meth:`~srghn.deploy.daemon.release.Release.offer`: registered as ``<elite id>-for-<regime>``, meta ``source:
-  repertoire``, gated there against the live champion); when it passes, the server is told to read the portfolio
+  few), and so do the champions the portfolio keeps for the robot's other regimes (its factory's among them). The
+  best is released for the regime through the one release path
+  (:meth:`~srghn.deploy.daemon.release.Release.offer`: registered as ``<elite or champion id>-for-<regime>``, meta
+  ``source: repertoire``, gated there against the live champion); when it passes, the server is told to read the portfolio
   again (robots in that regime are served it at once) and the finalists whose GHNs the repertoire keeps join the
   evolving population (:meth:`~srghn.controller.evolution.SRGHNStrategy.immigrate`), so evolution goes on from
   the best the repertoire had.
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from srghn.controller.evolution import SRGHNStrategy
+from srghn.deploy.daemon.champions import champion_norm
 from srghn.deploy.daemon.regime_following import Uncovered
 from srghn.deploy.daemon.release import Candidate, Release
 from srghn.deploy.daemon.robot_trials import RobotTrials
@@ -47,7 +49,7 @@ from srghn.sim.profiles import RobotProfile
 from srghn.sim.repertoire import Repertoire
 from srghn.sim.srghn_emitter import NO_GHN, elite_ghns
 from srghn.sim.trials import TrialSettings
-from srghn.sim.twin_search import SearchSettings, search_repertoire
+from srghn.sim.twin_search import SearchSettings, StoredGait, search_repertoire
 
 log = logging.getLogger("srghn.daemon.repertoire")
 
@@ -133,13 +135,17 @@ class RepertoireSearch:
         profile = self.shared.profile
         self.publish(Topic.ADAPTATION, {"event": "repertoire_search", "regime": regime,
                                         "elites": len(self.repertoire)})
-        found = search_repertoire(profile, self.repertoire, regime, settings=self.search)
+        with Registry.open(self.state_dir) as registry:
+            stored = _stored_gaits(registry, profile.name)
+        found = search_repertoire(profile, self.repertoire, regime, settings=self.search, stored=stored.values())
         if self._closing.is_set():  # the daemon stops: nothing is released any more
             return False
         search = found.to_dict(self.repertoire)
+        fitness, standard_return = found.answer
+        scores = {"fitness": fitness, "standard_return": standard_return}
         with Registry.open(self.state_dir) as registry:
-            candidate = self._candidate(found.best, regime, "repertoire", search,
-                                        {"fitness": found.fitness, "standard_return": found.returns})
+            candidate = (self._candidate(found.best, regime, "repertoire", search, scores) if not found.stored_best
+                         else _stored_candidate(stored[found.stored_best], regime, search, scores))
             report = self.release.offer(candidate, registry)
         passed = report is not None and report.passed
         self.publish(Topic.ADAPTATION, {"event": "repertoire", "regime": regime, "passed": passed, **search})
@@ -175,6 +181,29 @@ class RepertoireSearch:
             registration={"regime": regime, "meta": {"source": source, "elite": elite, source: details},
                           "fitness": fitness},
             announce={"champion": champion, "regime": regime, "source": source, "elite": elite})
+
+
+def _stored_gaits(registry: Registry, robot: str) -> dict[str, StoredGait]:
+    """The champions the portfolio serves the robot's regimes with, as gaits for the twin search: evolved ones and
+    its factory's, not those the search or a compensation made from another (their gaits are in it already)."""
+    out = {}
+    for champion in portfolio(registry, robot).values():
+        if champion.meta.get("source") in ("repertoire", "trial", "compensation"):
+            continue
+        try:
+            out[champion.id] = StoredGait(champion.id, registry.load_params(champion.id), champion_norm(champion))
+        except SrghnError as exc:  # an unloadable champion is left out, never the reason the search fails
+            log.warning("stored champion %s not searched: %s", champion.id, exc)
+    return out
+
+
+def _stored_candidate(gait: StoredGait, regime: str, search: dict, scores: dict) -> Candidate:
+    champion = f"{gait.id}-for-{regime}"
+    return Candidate(
+        champion, np.asarray(gait.params), gait.norm, regime,
+        registration={"parents": (gait.id,), "regime": regime, "fitness": scores,
+                      "meta": {"source": "repertoire", "stored": gait.id, "repertoire": search}},
+        announce={"champion": champion, "regime": regime, "source": "repertoire", "from": gait.id})
 
 
 def _factory_answers(profile: RobotProfile, regime: str) -> bool:

@@ -17,8 +17,9 @@ from srghn.sim.envs.regimes import (
     kind_distance,
     parse_regime,
     parse_regimes,
+    regime_distances,
 )
 from srghn.sim.envs.wrapper import RegimeWrapper
 
 __all__ = ["ALL", "KINDS", "LOG_KINDS", "NOMINAL", "Regime", "RegimeWrapper", "check_regime", "kind_distance",
-           "parse_regime", "parse_regimes"]
+           "parse_regime", "parse_regimes", "regime_distances"]

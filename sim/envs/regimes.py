@@ -56,6 +56,18 @@ def kind_distance(kind: str, a: float, b: float) -> float:
 
 
 
+def regime_distances(a: Regime, b: Regime) -> dict[str, float]:
+    """How far apart two regimes' model changes are: per kind either changes, the largest :func:`kind_distance` of an
+    element's values (an element one leaves is at the kind's nominal value, or at its ``all`` value)."""
+    out = {}
+    for kind in a.changes().keys() | b.changes().keys():
+        x, y = getattr(a, kind), getattr(b, kind)
+        names = (x.keys() | y.keys()) - {ALL} or {ALL}
+        out[kind] = max(kind_distance(kind, x.get(n, x.get(ALL, KINDS[kind])), y.get(n, y.get(ALL, KINDS[kind])))
+                        for n in names)
+    return out
+
+
 def _empty() -> Mapping[str, float]:
     return MappingProxyType({})
 
