@@ -8,13 +8,13 @@ loop waits for it.
 
 - **The twin explained the damage**: the repertoire plays in the shadow simulator under the identified model
   (:func:`srghn.sim.twin_search.search_repertoire`: a short screen of every elite, whole episodes for the best
-  few), and so do the champions the portfolio keeps for the robot's other regimes (its factory's among them). The
-  best is released for the regime through the one release path
-  (:meth:`~srghn.deploy.daemon.release.Release.offer`: registered as ``<elite or champion id>-for-<regime>``, meta
-  ``source: repertoire``, gated there against the live champion); when it passes, the server is told to read the portfolio
-  again (robots in that regime are served it at once) and the finalists whose GHNs the repertoire keeps join the
-  evolving population (:meth:`~srghn.controller.evolution.SRGHNStrategy.immigrate`), so evolution goes on from
-  the best the repertoire had.
+  few), and so do the champions the portfolio keeps for the robot's other regimes (its factory's among them).
+  The best is released for the regime through the one release path
+  (:meth:`~srghn.deploy.daemon.release.Release.offer`: registered as ``<elite or champion id>-for-<regime>``,
+  meta ``source: repertoire``, gated there against the live champion); when it passes, the server is told to read
+  the portfolio again (robots in that regime are served it at once) and the finalists whose GHNs the repertoire
+  keeps join the evolving population (:meth:`~srghn.controller.evolution.SRGHNStrategy.immigrate`), so evolution
+  goes on from the best the repertoire had.
 - **It did not** (``explained: false``): :class:`~srghn.deploy.daemon.robot_trials.RobotTrials` chooses gaits by
   the robot's own returns; each trial is an elite released the same way and served by an audited ``adaptation``
   promotion (:meth:`~srghn.deploy.daemon.release.Release.serve`).
