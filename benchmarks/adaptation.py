@@ -237,7 +237,11 @@ def main(argv: list[str] | None = None) -> int:
                                                           "regime", "candidates", "live")}
         with Registry.open(state) as registry:
             if result.get("recovered_by") not in (None, "safe"):
-                result["recovered_by_regime"] = registry.get(result["recovered_by"]).regime
+                champion = registry.get(result["recovered_by"])
+                result["recovered_by_regime"] = champion.regime
+                # how it was made: evolved (none), repertoire, trial, compensation; and from which stored champion
+                result["recovered_by_source"] = champion.meta.get("source")
+                result["recovered_by_from"] = champion.meta.get("stored", champion.meta.get("compensates"))
             result["adaptation_events"] = [
                 {**e.to_dict(), "to_regime": registry.get(e.to_id).regime if e.to_id else None}
                 for e in registry.history(profile.name) if e.actor == "adaptation"]

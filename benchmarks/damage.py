@@ -6,7 +6,8 @@ supervised server, a simulated robot: ``benchmarks/adaptation.py``) meets a faul
 
 Per damage and seed: steps and seconds to detect it, what the twin identified and the largest parameter error, the
 path that answered (``stored``: a champion the robot ships or kept for that regime; ``compensated``: a stored
-champion with sign flips; ``repertoire``: an elite found in the twin; ``trials``: trial and error on the robot;
+champion with sign flips; ``repertoire``: an elite found in the twin; ``twin: stored``: a champion stored for
+another regime, found in the twin; ``trials``: trial and error on the robot;
 ``evolution``: a champion evolved after the fault; ``safe`` or ``none``), seconds until walking again (an episode
 returning at least ``--fraction`` of the damage's reference return, the best a long offline evolution found there:
 ``benchmarks/damage_reference.py``, and never less than the safe action's return there: standing still is not
@@ -80,14 +81,16 @@ def answered_by(result: dict) -> str:
         return "none"
     if champion == "safe":
         return "safe"
-    events = [e for e in result.get("adaptation_events", []) if e.get("to_id") == champion]
-    reason = " ".join(str(e.get("reason", "")) for e in events).lower()
-    if "trial" in reason:
+    source = result.get("recovered_by_source")  # the champion's meta (runs before it was recorded: its id)
+    if source == "trial":
         return "trials"
-    if "-rep-" in champion:
-        return "repertoire"
-    if "compensat" in reason:
+    if source == "compensation":
         return "compensated"
+    if source == "repertoire" or "-rep-" in champion:
+        return "twin: stored" if result.get("recovered_by_from") else "repertoire"
+    events = [e for e in result.get("adaptation_events", []) if e.get("to_id") == champion]
+    if "trial" in " ".join(str(e.get("reason", "")) for e in events).lower():
+        return "trials"
     if events or "factory" in champion:
         return "stored"
     return "evolution"
