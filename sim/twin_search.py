@@ -22,6 +22,7 @@ from srghn import ConfigError
 from srghn.controller.normalizer import ObsNorm
 from srghn.sim.backends import make_evaluator
 from srghn.sim.envs import Regime
+from srghn.sim.evaluator import InProcessEvaluator
 from srghn.sim.profiles import RobotProfile
 from srghn.sim.repertoire import Repertoire
 
@@ -120,22 +121,40 @@ def search_repertoire(profile: RobotProfile, repertoire: Repertoire, regime_name
     steps += screen.env_steps
     ranked = np.argsort(-np.nan_to_num(screen.fitness, nan=-np.inf), kind="stable")
     finalists = ranked[:settings.finalists]
-    seeds = settings.seed + 1 + np.arange(settings.whole_episodes)
-    played = {}
     evaluator = make_evaluator(damaged, settings.backend, settings.workers, limits=settings.limits)
     try:
-        whole = evaluator.evaluate(repertoire.policies[finalists], seeds, regime_name, repertoire.norm)
-        for gait in sorted(stored, key=lambda g: g.id):
-            # one call each: a stored champion brings its own normalizer
-            result = evaluator.evaluate(np.asarray(gait.params)[None], seeds, regime_name, gait.norm)
+        whole = evaluator.evaluate(repertoire.policies[finalists], _whole_seeds(settings), regime_name, repertoire.norm)
+    finally:
+        evaluator.close()
+    steps += whole.env_steps
+    played, stored_steps = play_stored(damaged, regime_name, stored, settings) if stored else ({}, 0)
+    k = int(np.argmax(np.nan_to_num(whole.fitness, nan=-np.inf)))  # argmax keeps the first of equal values
+    return SearchResult(regime_name, int(finalists[k]), float(whole.fitness[k]), float(whole.returns[k]),
+                        screen.fitness, finalists, whole.fitness, steps + stored_steps, played)
+
+
+def play_stored(profile: RobotProfile, regime_name: str, stored: Sequence[StoredGait],
+                settings: SearchSettings | None = None, regime: Regime | None = None,
+                ) -> tuple[dict[str, tuple[float, float]], int]:
+    """The stored gaits' mean whole-episode fitness and standard return under ``regime_name`` (on the finalists'
+    seeds, in this process: a few gaits are not worth starting workers), and the env steps that took."""
+    settings = settings or SearchSettings()
+    damaged = profile.with_regime(regime_name, regime) if regime is not None else profile
+    damaged.regime(regime_name)
+    played, steps = {}, 0
+    evaluator = InProcessEvaluator(damaged)
+    try:
+        for gait in sorted(stored, key=lambda g: g.id):  # one call each: a stored gait brings its own normalizer
+            result = evaluator.evaluate(np.asarray(gait.params)[None], _whole_seeds(settings), regime_name, gait.norm)
             played[gait.id] = (float(np.nan_to_num(result.fitness[0], nan=-np.inf)), float(result.returns[0]))
             steps += result.env_steps
     finally:
         evaluator.close()
-    steps += whole.env_steps
-    k = int(np.argmax(np.nan_to_num(whole.fitness, nan=-np.inf)))  # argmax keeps the first of equal values
-    return SearchResult(regime_name, int(finalists[k]), float(whole.fitness[k]), float(whole.returns[k]),
-                        screen.fitness, finalists, whole.fitness, steps, played)
+    return played, steps
 
 
-__all__ = ["SearchResult", "SearchSettings", "StoredGait", "search_repertoire"]
+def _whole_seeds(settings: SearchSettings) -> np.ndarray:
+    return settings.seed + 1 + np.arange(settings.whole_episodes)
+
+
+__all__ = ["SearchResult", "SearchSettings", "StoredGait", "play_stored", "search_repertoire"]

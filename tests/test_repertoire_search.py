@@ -135,6 +135,11 @@ def test_the_daemon_searches_the_portfolios_champions_too(searcher) -> None:
     champion = daemon.registry.get(f"{gait.id}-for-inverted")
     assert champion.meta["source"] == "repertoire" and champion.meta["stored"] == gait.id
     assert list(champion.parents) == [gait.id] and champion.status == "passed"
-    answer = [d for t, d in events if t == "adaptation" and d["event"] == "repertoire"][-1]
-    assert answer["passed"] and answer["stored_best"] == gait.id and gait.id in answer["stored"]
+    # the stored champions play first and the best is released at once; the repertoire's elites, searched after
+    # it, do not beat it, so none of them is released
+    stages = [d for t, d in events if t == "adaptation" and d["event"] in ("stored", "repertoire")]
+    assert [(d["event"], d["released"]) for d in stages] == [("stored", True), ("repertoire", False)]
+    assert stages[0]["passed"] and stages[0]["champion"] == champion.id and stages[0]["stored_best"] == gait.id
+    assert stages[1]["stored_best"] == gait.id and stages[1]["stored"][gait.id] > stages[1]["fitness"]
     assert any(isinstance(message, m.Sync) for message in sent)
+    assert not daemon.shared.waiting  # evolution waited for the search only while it ran

@@ -219,6 +219,8 @@ class Daemon:
             while self.shared.paused and not self._finished(started):
                 self._status(None)
                 self._handle_server_messages(wait_s=1.0)
+            while self.shared.waiting and not self._finished(started):  # a damaged robot's answer first
+                self._handle_server_messages(wait_s=0.2)
             if self._finished(started):
                 return
             strategy = self.shared.take_population()

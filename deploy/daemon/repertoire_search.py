@@ -24,6 +24,7 @@ Each regime is answered once per daemon.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -49,7 +50,7 @@ from srghn.sim.profiles import RobotProfile
 from srghn.sim.repertoire import Repertoire
 from srghn.sim.srghn_emitter import NO_GHN, elite_ghns
 from srghn.sim.trials import TrialSettings
-from srghn.sim.twin_search import SearchSettings, StoredGait, search_repertoire
+from srghn.sim.twin_search import SearchSettings, StoredGait, play_stored, search_repertoire
 
 log = logging.getLogger("srghn.daemon.repertoire")
 
@@ -131,29 +132,48 @@ class RepertoireSearch:
                 self._queue.task_done()
 
     def answer(self, regime: str) -> bool:
-        """Search, release and (when it passed) serve the best elite for ``regime``, on the calling thread."""
+        """Search, release and (when it passed) serve the best gait for ``regime``, on the calling thread: the
+        stored champions first (a few whole episodes, released at once when one passes), then the repertoire,
+        whose best elite is released only where it beats them. Evolution waits meanwhile (:attr:`waiting`)."""
         profile = self.shared.profile
         self.publish(Topic.ADAPTATION, {"event": "repertoire_search", "regime": regime,
                                         "elites": len(self.repertoire)})
-        with Registry.open(self.state_dir) as registry:
-            stored = _stored_gaits(registry, profile.name)
-        found = search_repertoire(profile, self.repertoire, regime, settings=self.search, stored=stored.values())
+        with self.shared.answering():
+            with Registry.open(self.state_dir) as registry:
+                stored = _stored_gaits(registry, profile.name)
+            played = play_stored(profile, regime, list(stored.values()), self.search)[0] if stored else {}
+            best = max(played, key=lambda k: played[k][0], default=None)  # the first by id of equals
+            passed = best is not None and self._release(
+                _stored_candidate(stored[best], regime, {"stored": _rounded(played)}, played[best]), regime,
+                {"event": "stored", "regime": regime, "stored": _rounded(played), "stored_best": best})
+            if self._closing.is_set():
+                return passed
+            found = search_repertoire(profile, self.repertoire, regime, settings=self.search)
         if self._closing.is_set():  # the daemon stops: nothing is released any more
-            return False
+            return passed
+        found = dataclasses.replace(found, stored=played)
         search = found.to_dict(self.repertoire)
-        fitness, standard_return = found.answer
-        scores = {"fitness": fitness, "standard_return": standard_return}
+        if found.stored_best is None or not passed:  # the best elite beat the stored gaits, or none of them passed
+            scores = {"fitness": found.fitness, "standard_return": found.returns}
+            candidate = self._candidate(found.best, regime, "repertoire", search, scores)
+            passed = self._release(candidate, regime, {"event": "repertoire", "regime": regime, **search}) or passed
+        else:
+            self.publish(Topic.ADAPTATION, {"event": "repertoire", "regime": regime, "passed": passed,
+                                            "released": False, **search})
+        ghns = self.repertoire.uids[found.finalists]
+        if passed and (ghns != NO_GHN).any():
+            self.shared.queue_immigrants(self.repertoire, ghns[ghns != NO_GHN])
+        return passed
+
+    def _release(self, candidate: Candidate, regime: str, event: dict) -> bool:
+        """Gate ``candidate`` in ``regime`` through the release path; on passing, the server reads the portfolio
+        again (robots in that regime are served it at once). Announced as ``event`` with ``passed``."""
         with Registry.open(self.state_dir) as registry:
-            candidate = (self._candidate(found.best, regime, "repertoire", search, scores) if not found.stored_best
-                         else _stored_candidate(stored[found.stored_best], regime, search, scores))
             report = self.release.offer(candidate, registry)
         passed = report is not None and report.passed
-        self.publish(Topic.ADAPTATION, {"event": "repertoire", "regime": regime, "passed": passed, **search})
+        self.publish(Topic.ADAPTATION, {**event, "passed": passed, "released": True, "champion": candidate.id})
         if passed:
             self.send(m.Sync())
-            ghns = self.repertoire.uids[found.finalists]
-            if (ghns != NO_GHN).any():
-                self.shared.queue_immigrants(self.repertoire, ghns[ghns != NO_GHN])
         return passed
 
     # -- trial and error -----------------------------------------------------------------------------------------
@@ -197,13 +217,18 @@ def _stored_gaits(registry: Registry, robot: str) -> dict[str, StoredGait]:
     return out
 
 
-def _stored_candidate(gait: StoredGait, regime: str, search: dict, scores: dict) -> Candidate:
+def _stored_candidate(gait: StoredGait, regime: str, search: dict, scores: tuple[float, float]) -> Candidate:
     champion = f"{gait.id}-for-{regime}"
     return Candidate(
         champion, np.asarray(gait.params), gait.norm, regime,
-        registration={"parents": (gait.id,), "regime": regime, "fitness": scores,
+        registration={"parents": (gait.id,), "regime": regime,
+                      "fitness": {"fitness": scores[0], "standard_return": scores[1]},
                       "meta": {"source": "repertoire", "stored": gait.id, "repertoire": search}},
         announce={"champion": champion, "regime": regime, "source": "repertoire", "from": gait.id})
+
+
+def _rounded(played: dict[str, tuple[float, float]]) -> dict[str, float]:
+    return {k: round(f, 3) for k, (f, _) in played.items()}
 
 
 def _factory_answers(profile: RobotProfile, regime: str) -> bool:

@@ -11,7 +11,8 @@ keeps a copy (readers get snapshots). Slow work (playing episodes, exporting) is
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -35,6 +36,8 @@ class SharedState:
         self._identified: dict[str, Regime] = {}
         self._regime = regime or profile.regimes[0]
         self._paused = False
+        self._answering = 0
+        """Searches for a damaged robot's answer under way: evolution waits for them between two generations."""
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._compensated: dict[str, str] = {}
         """Regime -> the live champion last compensated for it."""
@@ -83,6 +86,24 @@ class SharedState:
     def set_paused(self, paused: bool) -> None:
         with self._lock:
             self._paused = paused
+
+    @contextmanager
+    def answering(self) -> Iterator[None]:
+        """While a damaged robot's answer is searched: evolution gives it the cores (:attr:`waiting`)."""
+        with self._lock:
+            self._answering += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._answering -= 1
+
+    @property
+    def waiting(self) -> bool:
+        """Whether evolution waits between two generations: a search for a damaged robot's answer is under way (on
+        a 2-core robot computer it would share the cores with the generation's workers)."""
+        with self._lock:
+            return self._answering > 0
 
     # -- the profile and the regimes the twin identified --------------------------------------------------------
 
@@ -159,6 +180,7 @@ class SharedState:
         """Everything at one instant (tests compare it with the registry)."""
         with self._lock:
             return {"counts": dict(self._counts), "regime": self._regime, "paused": self._paused,
+                    "answering": self._answering,
                     "compensated": dict(self._compensated), "safe_trials": dict(self._safe_trials),
                     "identified": sorted(self._identified)}
 
