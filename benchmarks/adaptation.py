@@ -106,7 +106,7 @@ class Schedule:
         elif self.phase == "fault":
             target = self.target
             started_after = [r for r, end, start in _episodes(run) if start >= self.step_fault]
-            if any(r >= target for r in started_after):
+            if _walking_again(started_after, target, a.recovered_episodes) is not None:
                 self.t_recovered = now
                 self.phase, self.t_repair, self.step_repair = "repaired", now, run.steps
                 self.t_phase_end = now + a.repaired_timeout_s
@@ -138,6 +138,17 @@ class Schedule:
         return self.phase == "done" or self.stopped_at is not None
 
 
+def _walking_again(returns: list[float], target: float, streak: int) -> int | None:
+    """The index of the first of ``streak`` episodes in a row that reach ``target`` (None: no such run yet): one
+    lucky episode of a gait that mostly falls short is not walking again."""
+    run = 0
+    for i, r in enumerate(returns):
+        run = run + 1 if r >= target else 0
+        if run == streak:
+            return i - streak + 1
+    return None
+
+
 def _episodes(run) -> list[tuple[float, int, int]]:  # noqa: ANN001
     """(return, end step, start step) of every finished episode."""
     starts = [0, *run.ended_at[:-1]]
@@ -162,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recovered-fraction", type=float)
     parser.add_argument("--recovered-return", type=float, help="walking again means an episode returning at least "
                         "this (a damage's reference), instead of --recovered-fraction of the pre-fault return")
+    parser.add_argument("--recovered-episodes", type=int, default=1,
+                        help="walking again: this many episodes in a row at the target (the time is the first's end)")
     parser.add_argument("--warmup-timeout-s", type=float, default=600.0)
     parser.add_argument("--recover-timeout-s", type=float, default=300.0)
     parser.add_argument("--repaired-timeout-s", type=float, default=120.0)
@@ -177,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     plant_profile = undeclared_fault(profile, fault, args.fault_def) if args.fault_def else profile
     if args.ready_return is None:
         args.ready_return = profile.solved_fitness if args.robot == "cartpole" else 1000.0
+    if args.recovered_episodes < 1:
+        parser.error(f"--recovered-episodes must be at least 1, got {args.recovered_episodes}")
     if args.recovered_fraction is None:
         args.recovered_fraction = 0.9 if args.robot == "cartpole" else GOALS["ant"]["recovered_fraction"]
     result: dict = {"robot": args.robot, "fault": fault, "fault_def": json.loads(args.fault_def)
@@ -273,13 +288,15 @@ def _figures(args, profile, fault: str, s: Schedule, run, ends: list[float], tel
             out["identified"]["param_error"] = _param_error(profile, fault, args.fault_def, event)
     else:
         out["fault_to_detect_steps"], out["identified"] = None, None
+    out["timeline"] = _timeline(tel, s.t_fault)
     out["episodes"] = [{"end_s": round(ends[i] - s.t_fault, 2) if i < len(ends) else None, "return": round(r, 2),
                         "after_fault": start >= s.step_fault, "served_by": run.finished_by[i]}
                        for i, (r, _, start) in enumerate(episodes)]
     if s.t_recovered is not None:
-        # the end of the first episode that started after the fault and got back to the target
-        target = s.target
-        index = next(i for i, (r, _, start) in enumerate(episodes) if start >= s.step_fault and r >= target)
+        # the end of the first episode that started after the fault and got back to the target (with the next
+        # --recovered-episodes - 1 as well)
+        after = [i for i, (_, _, start) in enumerate(episodes) if start >= s.step_fault]
+        index = after[_walking_again([episodes[i][0] for i in after], s.target, args.recovered_episodes)]
         out["fault_to_recovered_s"] = round(ends[index] - s.t_fault, 2) if index < len(ends) else None
         out["recovered_return"] = round(episodes[index][0], 2)
         out["recovered_by"] = run.finished_by[index]
@@ -300,6 +317,17 @@ def _figures(args, profile, fault: str, s: Schedule, run, ends: list[float], tel
     out["promotions"] = [{"to": e.get("to"), "actor": e.get("actor"), "at_s": round(t - s.t_fault, 2)}
                          for t, e in [*tel.find("promotion", s.t_fault), *tel.find("rollback", s.t_fault)]]
     return out
+
+
+TIMELINE_TOPICS = ("adaptation", "gate", "drift", "assignment")
+BULKY = ("errors", "params", "stderr", "finalists", "changes", "candidates", "gates", "trials")
+
+
+def _timeline(tel: Telemetry, t_fault: float) -> list[dict]:
+    """What the daemon said about the fault, in order: each adaptation, gate, drift and assignment event after it,
+    seconds from the fault, without its bulky fields (what a reader needs to see where the time went)."""
+    return [{"t_s": round(t - t_fault, 2), "topic": topic, **{k: v for k, v in e.items() if k not in BULKY}}
+            for t, topic, e in list(tel.events) if t >= t_fault and topic in TIMELINE_TOPICS]
 
 
 def _param_error(profile, fault: str, fault_def: str | None, event: dict) -> float | None:  # noqa: ANN001
