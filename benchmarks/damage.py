@@ -7,16 +7,16 @@ supervised server, a simulated robot: ``benchmarks/adaptation.py``) meets a faul
 Per damage and seed: steps and seconds to detect it, what the twin identified and the largest parameter error, the
 path that answered (``stored``: a champion the robot ships or kept for that regime; ``compensated``: a stored
 champion with sign flips; ``repertoire``: an elite found in the twin; ``twin: stored``: a champion stored for
-another regime, found in the twin; ``trials``: trial and error on the robot;
-``evolution``: a champion evolved after the fault; ``safe`` or ``none``), seconds until walking again (an episode
-returning at least ``--fraction`` of the damage's reference return, the best that offline evolution, the
-repertoire or a stored champion reaches there: ``benchmarks/damage_reference.py``, and never less than the safe action's return there: standing still is not
-walking; ``--streak`` episodes in a row, the time counted to the end of the first), and live returns before,
-during and after. Each run is written to ``OUT/<damage>-s<seed>.json`` and
-read back when the benchmark runs again against the same target (delete it to measure again). Prints the
-summary JSON of every damage measured so far (up to ``--seeds``), writes ``OUT/summary.json``, a markdown table
-(``OUT/table.md``) and ``OUT/returns.png`` (every episode's return against time from the fault, a panel per
-damage).
+another regime, found in the twin; ``trials``: trial and error on the robot; ``evolution``: a champion evolved
+after the fault; ``safe`` or ``none``), seconds until walking again (``--streak`` episodes in a row returning at
+least ``--fraction`` of the damage's reference return, the time counted to the end of the first; the reference is
+the best that offline evolution, the repertoire or a stored champion reaches there:
+``benchmarks/damage_reference.py``; and never less than the safe action's return there: standing still is not
+walking), the daemon's timeline of events, and live returns before, during and after. Each run is written to
+``OUT/<damage>-s<seed>.json`` and read back when the benchmark runs again against the same target (delete it to
+measure again). Prints the summary JSON of every damage measured so far (up to ``--seeds``), writes
+``OUT/summary.json``, a markdown table (``OUT/table.md``) and ``OUT/returns.png`` (every episode's return against
+time from the fault, a panel per damage).
 """
 
 from __future__ import annotations
