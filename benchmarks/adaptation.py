@@ -248,7 +248,11 @@ def main(argv: list[str] | None = None) -> int:
         summary = json.loads(stdout) if stdout.strip() else {"error": stderr[-2000:]}
         result.update(_figures(args, profile, fault, schedule, run, episode_ends, telemetry))
         result["server_requests"] = serving
-        result["robot_timeouts"] = run.timeouts if run is not None else None  # requests the robot got no answer to
+        if run is not None:  # requests the robot got no answer to in time, in all and after the fault
+            result["robot_timeouts"] = run.timeouts
+            fault = schedule.step_fault
+            result["robot_timeouts_after_fault"] = sum(1 for step in run.timeout_steps
+                                                       if fault is not None and step >= fault)
         result["daemon"] = {k: summary.get(k) for k in ("stopped_by", "generation", "generations_this_run",
                                                           "regime", "candidates", "live")}
         with Registry.open(state) as registry:

@@ -44,4 +44,4 @@ def test_a_dead_leg_is_identified_searched_in_the_twin_and_answered(tmp_path: Pa
     assert gates and gates[0]["passed"]
     assert run["recovered_return"] >= WALKING > run["live_return_during_fault_first"]
     # the control path never stopped answering
-    assert run["robot_timeouts"] == 0 and run["server_requests"]["errors"] == 0
+    assert run["robot_timeouts_after_fault"] == 0 and run["server_requests"]["errors"] == 0

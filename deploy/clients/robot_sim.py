@@ -57,6 +57,8 @@ class RobotRun:
     ``x_position``, such as Ant)."""
     sources: Counter = field(default_factory=Counter)
     timeouts: int = 0
+    timeout_steps: list[int] = field(default_factory=list)
+    """The robot step of each request that went unanswered in time (and was retried)."""
     round_trip_s: list[float] = field(default_factory=list)
     fault: dict | None = None
     stopped_by: str = ""
@@ -346,6 +348,7 @@ def _retry(call: Callable, run: RobotRun, should_stop: Callable[[], bool], *args
             return call(*args)
         except ServerUnavailable:
             run.timeouts += 1
+            run.timeout_steps.append(run.steps)
             if should_stop():
                 raise _Stopped from None
 
