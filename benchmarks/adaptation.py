@@ -250,9 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         result["server_requests"] = serving
         if run is not None:  # requests the robot got no answer to in time, in all and after the fault
             result["robot_timeouts"] = run.timeouts
-            fault = schedule.step_fault
+            fault_step = schedule.step_fault
             result["robot_timeouts_after_fault"] = sum(1 for step in run.timeout_steps
-                                                       if fault is not None and step >= fault)
+                                                       if fault_step is not None and step >= fault_step)
         result["daemon"] = {k: summary.get(k) for k in ("stopped_by", "generation", "generations_this_run",
                                                           "regime", "candidates", "live")}
         with Registry.open(state) as registry:
