@@ -73,6 +73,28 @@ def test_an_undeclared_fault_is_reported_once_two_windows_agree() -> None:
     assert not [a for a in sent if isinstance(a, m.Assign)]  # nothing is served for it before it is stored
 
 
+def test_a_robot_is_assigned_its_fault_as_soon_as_the_fault_is_stored() -> None:
+    """The two agreeing fits are the evidence: once the fault is stored as a regime (the hook), the robot is assigned
+    to it at once, so the answer released for it reaches the robot without waiting for more windows (a jammed Ant
+    hip waited 27 s: its later fits straddled the tolerance and never made two in a row)."""
+    ant = load_profile("ant")
+    hidden = ant.with_regime("hidden", Regime(gain={"hip_1": 0.4, "ankle_1": 0.4}))
+    stored: dict[str, Regime] = {}
+    sent: list[m.Message] = []
+    adaptation = Adaptation(ant, sent.append, lambda topic, data: None, known=lambda: dict(stored),
+                            on_undeclared=lambda robot, found: stored.update({found.regime: found.definition}))
+    try:
+        for seed in (4, 5):
+            adaptation.offer(m.Transitions("leg", *batches(hidden, "hidden", 32, seed=seed, size=32)[0]))
+            wait_for(lambda: adaptation.robots.get("leg") and (adaptation.robots["leg"].unknown or stored), 120,
+                     "a fit")
+        regime = wait_for(lambda: next(iter(stored), None), 120, "the fault stored")
+        wait_for(lambda: adaptation.regimes() == {"leg": regime}, 60, "the robot assigned")
+    finally:
+        adaptation.close()
+    assert [(a.client, a.regime) for a in sent if isinstance(a, m.Assign)] == [("leg", regime)]
+
+
 def test_two_fits_of_one_fault_agree_whatever_their_free_parameters() -> None:
     """Fits agree on the regimes they found, not on parameters the windows left free: a leg sent no torque leaves
     its gain anywhere in the bounds (two fits of a reversed Ant ankle, one regime, never agreed on the raw fit)."""

@@ -32,7 +32,7 @@ def test_a_dead_leg_is_identified_searched_in_the_twin_and_answered(tmp_path: Pa
         capture_output=True, text=True, timeout=1500, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     run = json.loads(done.stdout)
-    assert not run["recovery_timed_out"], run["timeline"]
+    assert not run["recovery_timed_out"], "\n".join(json.dumps(e) for e in run["timeline"])
     # identified from the robot's steps as a new regime: both of the leg's gains at zero, nothing else changed
     assert run["identified"]["declared"] is False and run["identified"]["param_error"] <= 0.1
     events = [e.get("event") for e in run["timeline"] if e["topic"] == "adaptation"]

@@ -181,6 +181,9 @@ class Adaptation:
                 self.results.put(Identified(robot.name, result, robot.regime, robot.steps))
                 if first:
                     self._call(self.on_undeclared, robot.name, result)
+                    if result.regime in self.known():  # stored as a regime: the agreeing fits are the evidence
+                        self._assign(robot, result, fit_s)
+                        return
             robot.unknown.append(result)
             robot.candidate = None
             return
@@ -191,12 +194,16 @@ class Adaptation:
         if self.profile.twin is not None and robot.candidate != result.regime:
             robot.candidate = result.regime  # a fitted twin: two windows in a row must say so (see _agree)
             return
+        self._assign(robot, result, fit_s)
+
+    def _assign(self, robot: RobotRegime, result: Identification, fit_s: float) -> None:
+        """The robot is in ``result.regime`` from now on: the server is told to serve it that regime's champion."""
         robot.candidate = None
         previous = robot.regime
         robot.unknown.clear()  # fits from before a change of regime say nothing of the next fault
         with self.lock:
             robot.regime, robot.since = result.regime, time.monotonic()
-        reason = (f"{len(obs)} transitions predicted to {result.residual:.2g} in {result.regime}"
+        reason = (f"{result.transitions} transitions predicted to {result.residual:.2g} in {result.regime}"
                   + (f" ({previous}: {result.errors[previous]:.2g})" if previous in result.errors else ""))
         self.send(m.Assign(robot.name, result.regime, reason))
         log.info("robot %s: regime %s (was %s): %s", robot.name, result.regime, previous, reason)

@@ -45,7 +45,7 @@ from srghn.deploy.wire import messages as m
 from srghn.deploy.wire.topics import Topic
 from srghn.errors import ConfigError, SrghnError
 from srghn.sim.envs import NOMINAL
-from srghn.sim.factory import factory_path
+from srghn.sim.factory import factory_id, factory_path, load_factory, regime_factories
 from srghn.sim.profiles import RobotProfile
 from srghn.sim.repertoire import Repertoire
 from srghn.sim.srghn_emitter import NO_GHN, elite_ghns
@@ -140,7 +140,7 @@ class RepertoireSearch:
                                         "elites": len(self.repertoire)})
         with self.shared.answering():
             with Registry.open(self.state_dir) as registry:
-                stored = _stored_gaits(registry, profile.name)
+                stored = _stored_gaits(registry, profile)
             played = play_stored(profile, regime, list(stored.values()), self.search)[0] if stored else {}
             best = max(played, key=lambda k: played[k][0], default=None)  # the first by id of equals
             passed = best is not None and self._release(
@@ -203,12 +203,22 @@ class RepertoireSearch:
             announce={"champion": champion, "regime": regime, "source": source, "elite": elite})
 
 
-def _stored_gaits(registry: Registry, robot: str) -> dict[str, StoredGait]:
-    """The champions the portfolio serves the robot's regimes with, as gaits for the twin search: evolved ones and
-    its factory's, not those the search or a compensation made from another (their gaits are in it already)."""
+def _stored_gaits(registry: Registry, profile: RobotProfile) -> dict[str, StoredGait]:
+    """The gaits the robot keeps, for the twin search: the champions its factory ships (read from their files: the
+    release at start-up may still be gating them, as it was 115 s after a fault on a loaded machine) and those the
+    portfolio serves its regimes with, not those the search or a compensation made from another (their gaits are in
+    it already)."""
     out = {}
-    for champion in portfolio(registry, robot).values():
-        if champion.meta.get("source") in ("repertoire", "trial", "compensation"):
+    try:  # a profile of a user's own may ship no factory
+        shipped = factory_path(profile).is_file() and {NOMINAL: load_factory(profile), **regime_factories(profile)}
+    except SrghnError as exc:  # a damaged factory file costs the search those gaits, not its answer
+        log.warning("factory champions not searched: %s", exc)
+        shipped = {}
+    for regime, policy in (shipped or {}).items():
+        gait_id = factory_id(profile, regime)
+        out[gait_id] = StoredGait(gait_id, policy.params, policy.norm)
+    for champion in portfolio(registry, profile.name).values():
+        if champion.id in out or champion.meta.get("source") in ("repertoire", "trial", "compensation"):
             continue
         try:
             out[champion.id] = StoredGait(champion.id, registry.load_params(champion.id), champion_norm(champion))
