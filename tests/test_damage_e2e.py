@@ -28,7 +28,7 @@ def test_a_dead_leg_is_identified_searched_in_the_twin_and_answered(tmp_path: Pa
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "adaptation.py"), "--robot", "ant", "--fault", "dead_back_left",
          "--fault-def", json.dumps(DEAD_BACK_LEFT), "--seed", "1", "--json", "--recovered-return", str(WALKING),
-         "--recovered-episodes", "2", "--recover-timeout-s", "400", "--episodes-after", "1"],
+         "--recovered-episodes", "2", "--recover-timeout-s", "400", "--episodes-before", "2", "--episodes-after", "1"],
         capture_output=True, text=True, timeout=1500, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     run = json.loads(done.stdout)
