@@ -204,19 +204,9 @@ class RepertoireSearch:
 
 
 def _stored_gaits(registry: Registry, profile: RobotProfile) -> dict[str, StoredGait]:
-    """The gaits the robot keeps, for the twin search: the champions its factory ships (read from their files: the
-    release at start-up may still be gating them, as it was 115 s after a fault on a loaded machine) and those the
-    portfolio serves its regimes with, not those the search or a compensation made from another (their gaits are in
-    it already)."""
-    out = {}
-    try:  # a profile of a user's own may ship no factory
-        shipped = factory_path(profile).is_file() and {NOMINAL: load_factory(profile), **regime_factories(profile)}
-    except SrghnError as exc:  # a damaged factory file costs the search those gaits, not its answer
-        log.warning("factory champions not searched: %s", exc)
-        shipped = {}
-    for regime, policy in (shipped or {}).items():
-        gait_id = factory_id(profile, regime)
-        out[gait_id] = StoredGait(gait_id, policy.params, policy.norm)
+    """The gaits the robot keeps, for the twin search: the champions its factory ships and those the portfolio serves
+    its regimes with, not those the search or a compensation made from another (their gaits are in it already)."""
+    out = _factory_gaits(profile)
     for champion in portfolio(registry, profile.name).values():
         if champion.id in out or champion.meta.get("source") in ("repertoire", "trial", "compensation"):
             continue
@@ -225,6 +215,20 @@ def _stored_gaits(registry: Registry, profile: RobotProfile) -> dict[str, Stored
         except SrghnError as exc:  # an unloadable champion is left out, never the reason the search fails
             log.warning("stored champion %s not searched: %s", champion.id, exc)
     return out
+
+
+def _factory_gaits(profile: RobotProfile) -> dict[str, StoredGait]:
+    """The champions the robot's factory ships, read from their files (the release at start-up may still be gating
+    them: it was, 115 s after a fault on a loaded machine); none for a profile of a user's own without a factory."""
+    try:
+        if not factory_path(profile).is_file():
+            return {}
+        shipped = {NOMINAL: load_factory(profile), **regime_factories(profile)}
+    except SrghnError as exc:  # a damaged or missing factory file costs the search those gaits, not its answer
+        log.warning("factory champions not searched: %s", exc)
+        return {}
+    ids = {regime: factory_id(profile, regime) for regime in shipped}
+    return {ids[regime]: StoredGait(ids[regime], policy.params, policy.norm) for regime, policy in shipped.items()}
 
 
 def _stored_candidate(gait: StoredGait, regime: str, search: dict, scores: tuple[float, float]) -> Candidate:
