@@ -78,6 +78,8 @@ class SearchResult:
     """Rows of the finalists, best screening first."""
     finalist_fitness: np.ndarray
     """Their mean whole-episode fitness."""
+    finalist_returns: np.ndarray
+    """Their mean whole-episode standard return."""
     env_steps: int
     stored: dict[str, tuple[float, float]] = field(default_factory=dict)
     """Each stored gait's mean whole-episode fitness and standard return, by id."""
@@ -133,7 +135,7 @@ def search_repertoire(profile: RobotProfile, repertoire: Repertoire, regime_name
     played, stored_steps = play_stored(damaged, regime_name, stored, settings) if stored else ({}, 0)
     k = int(np.argmax(np.nan_to_num(whole.fitness, nan=-np.inf)))  # argmax keeps the first of equal values
     return SearchResult(regime_name, int(finalists[k]), float(whole.fitness[k]), float(whole.returns[k]),
-                        screen.fitness, finalists, whole.fitness, steps + stored_steps, played)
+                        screen.fitness, finalists, whole.fitness, whole.returns, steps + stored_steps, played)
 
 
 def play_stored(profile: RobotProfile, regime_name: str, stored: Sequence[StoredGait],

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,15 +37,17 @@ import numpy as np
 
 from srghn.controller.evolution import SRGHNStrategy
 from srghn.deploy.daemon.champions import champion_norm
+from srghn.deploy.daemon.live_check import SHORTFALL, Gait, LiveCheck
 from srghn.deploy.daemon.regime_following import Uncovered
 from srghn.deploy.daemon.release import Candidate, Release
 from srghn.deploy.daemon.robot_trials import RobotTrials
 from srghn.deploy.daemon.shared import SharedState
-from srghn.deploy.registry.portfolio import portfolio
+from srghn.deploy.registry.portfolio import ADAPTATION_ACTOR, ROBOT_GATE, portfolio
 from srghn.deploy.registry.store import Registry
 from srghn.deploy.wire import messages as m
 from srghn.deploy.wire.topics import Topic
 from srghn.errors import ConfigError, SrghnError
+from srghn.safety.report import GateReport, GateResult
 from srghn.sim.envs import NOMINAL
 from srghn.sim.factory import factory_id, factory_path, load_factory, regime_factories
 from srghn.sim.profiles import RobotProfile
@@ -53,6 +57,9 @@ from srghn.sim.trials import TrialSettings
 from srghn.sim.twin_search import SearchSettings, StoredGait, play_stored, search_repertoire
 
 log = logging.getLogger("srghn.daemon.repertoire")
+
+HEARD_EPISODES = 50
+"""Episode returns kept per regime offered, to know what served before its answer and how it did."""
 
 
 class RepertoireSearch:
@@ -65,6 +72,10 @@ class RepertoireSearch:
         self.publish, self.send = publish, send
         self.search, self.trial_settings = search or SearchSettings(), trials or TrialSettings()
         self.trials: dict[str, RobotTrials] = {}
+        self.checks: dict[str, LiveCheck] = {}
+        """Regime -> the robot's check of the twin's answers there (docs/repertoire.md)."""
+        self._heard: dict[str, deque[tuple[str | None, float]]] = {}
+        """Regime -> (champion, return) of its robots' episodes since it was offered: what served before an answer."""
         self._answered: set[str] = set()
         self._robots: dict[str, str] = {}
         """Robot -> the regime it was last offered in (routes its episode returns to that regime's trials)."""
@@ -84,6 +95,7 @@ class RepertoireSearch:
             return
         with self._lock:
             self._robots[found.robot] = found.regime
+            self._heard.setdefault(found.regime, deque(maxlen=HEARD_EPISODES))
             if found.regime in self._answered or found.regime in portfolio(registry, self.shared.profile.name):
                 return
             self._answered.add(found.regime)
@@ -99,17 +111,22 @@ class RepertoireSearch:
 
     def returns(self, message: m.Returns) -> None:
         """A robot's episode returns (the evolution loop): its regime's trials hear them, if any run."""
+        values = [float(v) for v in message.returns]
         with self._lock:
-            trials = self.trials.get(self._robots.get(message.client, ""))
-        if trials is not None and not trials.finished.is_set():
-            trials.returns(message.champion, [float(v) for v in message.returns])
+            regime = self._robots.get(message.client, "")
+            trials, check = self.trials.get(regime), self.checks.get(regime)
+            if regime in self._heard:
+                self._heard[regime].extend((message.champion, v) for v in values)
+        for listener in (trials, check):
+            if listener is not None and not listener.finished.is_set():
+                listener.returns(message.champion, values)
 
     def close(self, timeout_s: float = 30.0) -> None:
         self._closing.set()
         self._queue.put(None)
         self._thread.join(timeout_s)
-        for trials in list(self.trials.values()):
-            trials.close(timeout_s)
+        for listener in [*self.trials.values(), *self.checks.values()]:
+            listener.close(timeout_s)
 
     # -- the twin's answer ---------------------------------------------------------------------------------------
 
@@ -143,9 +160,13 @@ class RepertoireSearch:
                 stored = _stored_gaits(registry, profile)
             played = play_stored(profile, regime, list(stored.values()), self.search)[0] if stored else {}
             best = max(played, key=lambda k: played[k][0], default=None)  # the first by id of equals
+            stored_gaits = {k: self._stored_gait(stored[k], regime, played) for k in played}
             passed = best is not None and self._release(
                 _stored_candidate(stored[best], regime, {"stored": _rounded(played)}, played[best]), regime,
                 {"event": "stored", "regime": regime, "stored": _rounded(played), "stored_best": best})
+            if passed:
+                self._check(regime, f"{best}-for-{regime}", stored_gaits[best],
+                            [g for k, g in stored_gaits.items() if k != best], played)
             if self._closing.is_set():
                 return passed
             found = search_repertoire(profile, self.repertoire, regime, settings=self.search)
@@ -153,13 +174,22 @@ class RepertoireSearch:
             return passed
         found = dataclasses.replace(found, stored=played)
         search = found.to_dict(self.repertoire)
+        elites = {int(row): self._elite_gait(int(row), regime, search, fitness, returns) for row, fitness, returns
+                  in zip(found.finalists, found.finalist_fitness, found.finalist_returns, strict=True)}
         if found.stored_best is None or not passed:  # the best elite beat the stored gaits, or none of them passed
             scores = {"fitness": found.fitness, "standard_return": found.returns}
             candidate = self._candidate(found.best, regime, "repertoire", search, scores)
-            passed = self._release(candidate, regime, {"event": "repertoire", "regime": regime, **search}) or passed
+            elite_passed = self._release(candidate, regime, {"event": "repertoire", "regime": regime, **search})
+            if elite_passed:
+                self._check(regime, candidate.id, elites[found.best], [], played)
+            passed = elite_passed or passed
         else:
             self.publish(Topic.ADAPTATION, {"event": "repertoire", "regime": regime, "passed": passed,
                                             "released": False, **search})
+        with self._lock:
+            check = self.checks.get(regime)
+        if check is not None:
+            check.offer(list(elites.values()))
         ghns = self.repertoire.uids[found.finalists]
         if passed and (ghns != NO_GHN).any():
             self.shared.queue_immigrants(self.repertoire, ghns[ghns != NO_GHN])
@@ -176,13 +206,72 @@ class RepertoireSearch:
             self.send(m.Sync())
         return passed
 
-    # -- trial and error -----------------------------------------------------------------------------------------
+    # -- the robot checks the answers -----------------------------------------------------------------------------
 
-    def try_elite(self, row: int, regime: str) -> str | None:
-        """Release elite ``row`` for ``regime`` and make it live as an adaptation promotion (the trials' thread);
+    def _check(self, regime: str, champion: str, gait: Gait, others: list[Gait],
+               played: dict[str, tuple[float, float]]) -> None:
+        """The robot checks ``champion``, the twin's answer for ``regime`` (:mod:`~srghn.deploy.daemon.live_check`),
+        with ``others`` to try should it be refuted; the check starts with the first answer released."""
+        with self._lock:
+            check = self.checks.get(regime)
+        if check is None or check.finished.is_set():  # a kept answer is what a later one falls back to
+            check = LiveCheck(regime, self.publish,
+                              lambda c, shown, promised: self._refute(c, regime, shown, promised),
+                              self._before(regime, played))
+            with self._lock:
+                self.checks[regime] = check
+        check.watch(champion, gait)
+        check.offer(others)
+
+    def _before(self, regime: str, played: dict[str, tuple[float, float]]) -> tuple[Gait, float] | None:
+        """The gait the regime's robots were last served before its answer, and their mean return under it since
+        the regime was offered (None: no episode ended meanwhile, or the safe action served)."""
+        with self._lock:
+            heard = list(self._heard.get(regime, ()))
+        if not heard or heard[-1][0] is None:
+            return None
+        champion = heard[-1][0]
+        values = [v for c, v in heard if c == champion]
+        try:
+            with Registry.open(self.state_dir) as registry:
+                stored = registry.get(champion)
+                gait = StoredGait(champion, registry.load_params(champion), champion_norm(stored))
+        except SrghnError as exc:  # not a champion this registry keeps: nothing to go back to
+            log.warning("the gait served before regime %s's answer is not checked: %s", regime, exc)
+            return None
+        return self._stored_gait(gait, regime, played), float(np.mean(values))
+
+    def _refute(self, champion: str, regime: str, shown: float, promised: float) -> None:
+        """Store the robot's verdict on ``champion`` (it leaves the portfolio), and roll back from it where it is
+        live (the champion live before it serves; the next gait tried is gated against that one)."""
+        gate = GateResult(ROBOT_GATE.format(regime), True, round(SHORTFALL * promised, 3), round(shown, 3), False,
+                          f"the robot's mean return {shown:.1f} under it is below {SHORTFALL:.0%} of the "
+                          f"{promised:.1f} the twin promised")
+        robot = self.shared.profile.name
+        report = GateReport(champion_id=champion, robot=robot, gates=(gate,),
+                            config={"key": f"robot:{regime}", "regimes": [regime]})
+        with Registry.open(self.state_dir) as registry:
+            registry.store_report(champion, report, ADAPTATION_ACTOR, own=False)
+            live, stack = registry.live(robot), registry.live_stack(robot)
+        if live is not None and live.id == champion and len(stack) >= 2:
+            self.release.serve(stack[-2], regime, f"adaptation: the robot refuted {champion} in regime {regime} "
+                               f"({shown:.1f} against {promised:.1f} promised)", champion)
+        self.send(m.Sync())
+
+    def _stored_gait(self, gait: StoredGait, regime: str, played: dict[str, tuple[float, float]]) -> Gait:
+        scores = played.get(gait.id, (math.nan, math.nan))
+        candidate = _stored_candidate(gait, regime, {"stored": _rounded(played)}, scores)
+        return Gait(gait.id, scores[1], lambda: self._serve(candidate, regime, f"the twin's next gait, {gait.id}"))
+
+    def _elite_gait(self, row: int, regime: str, search: dict, fitness: float, returns: float) -> Gait:
+        scores = {"fitness": float(fitness), "standard_return": float(returns)}
+        candidate = self._candidate(row, regime, "repertoire", search, scores)
+        elite = self.repertoire.elite_id(row)
+        return Gait(elite, float(returns), lambda: self._serve(candidate, regime, f"the twin's next gait, {elite}"))
+
+    def _serve(self, candidate: Candidate, regime: str, why: str) -> str | None:
+        """Release ``candidate`` for ``regime`` and make it live as an adaptation promotion (the robot's threads);
         its champion id, or None when it failed its gates or the server refused it."""
-        trial = {"elite": self.repertoire.elite_id(row), "promised": float(self.repertoire.returns[row])}
-        candidate = self._candidate(row, regime, "trial", trial, {"repertoire_return": trial["promised"]})
         with Registry.open(self.state_dir) as registry:
             report = self.release.offer(candidate, registry)
             live = registry.live(self.shared.profile.name)
@@ -190,8 +279,17 @@ class RepertoireSearch:
             return None
         if live is not None and live.id == candidate.id:
             return candidate.id
-        reason = f"adaptation: trial and error in regime {regime} (the twin cannot explain it): gait {trial['elite']}"
+        reason = f"adaptation: {why} in regime {regime}"
         return candidate.id if self.release.serve(candidate.id, regime, reason, live.id if live else None) else None
+
+    # -- trial and error -----------------------------------------------------------------------------------------
+
+    def try_elite(self, row: int, regime: str) -> str | None:
+        """Release elite ``row`` for ``regime`` and make it live as an adaptation promotion (the trials' thread);
+        its champion id, or None when it failed its gates or the server refused it."""
+        trial = {"elite": self.repertoire.elite_id(row), "promised": float(self.repertoire.returns[row])}
+        candidate = self._candidate(row, regime, "trial", trial, {"repertoire_return": trial["promised"]})
+        return self._serve(candidate, regime, f"trial and error (the twin cannot explain it): gait {trial['elite']}")
 
     def _candidate(self, row: int, regime: str, source: str, details: dict, fitness: dict) -> Candidate:
         elite = self.repertoire.elite_id(row)
@@ -236,7 +334,8 @@ def _stored_candidate(gait: StoredGait, regime: str, search: dict, scores: tuple
     return Candidate(
         champion, np.asarray(gait.params), gait.norm, regime,
         registration={"parents": (gait.id,), "regime": regime,
-                      "fitness": {"fitness": scores[0], "standard_return": scores[1]},
+                      "fitness": {k: v for k, v in zip(("fitness", "standard_return"), scores, strict=True)
+                                  if math.isfinite(v)},
                       "meta": {"source": "repertoire", "stored": gait.id, "repertoire": search}},
         announce={"champion": champion, "regime": regime, "source": "repertoire", "from": gait.id})
 

@@ -14,75 +14,47 @@ seconds, so the trials run on a thread of their own and the loop only queues wha
 
 from __future__ import annotations
 
-import logging
-import queue
-import threading
 from collections.abc import Callable
 
+from srghn.deploy.daemon.on_robot import OnRobot
 from srghn.deploy.wire.topics import Topic
-from srghn.errors import SrghnError
 from srghn.sim.repertoire import Repertoire
 from srghn.sim.trials import TrialAndError, TrialSettings
 
-log = logging.getLogger("srghn.daemon.trials")
 
-SKIP_EPISODES = 1
-"""Episodes that end after a trial's gait started serving and are not its return (the one in flight mixed gaits)."""
-
-
-class RobotTrials:
+class RobotTrials(OnRobot):
     """One trial-and-error search for one regime, on a thread of its own."""
+
+    name = "trials"
+    failed_event = "trials_failed"
 
     def __init__(self, repertoire: Repertoire, regime: str, try_elite: Callable[[int], str | None],
                  publish: Callable[[Topic, dict], None], settings: TrialSettings | None = None) -> None:
         """``try_elite(row)`` serves the repertoire's elite ``row`` to the robots in ``regime`` and returns the
         champion id that serves it, or None when it cannot (failed gates, a refused promotion)."""
-        self.repertoire, self.regime, self.try_elite, self.publish = repertoire, regime, try_elite, publish
+        super().__init__(regime, publish)
+        self.repertoire, self.try_elite = repertoire, try_elite
         self.search = TrialAndError.over(repertoire, settings)
         self.serving: tuple[int, str] | None = None
         """(row, champion id) of the trial in progress."""
         self.champions: dict[int, str] = {}
-        self.finished = threading.Event()
-        self._skipped = 0
-        self._inbox: queue.Queue[tuple[str | None, list[float]] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._work, name=f"trials-{regime}", daemon=True)
-        self._thread.start()
+        self.begin()
 
-    def returns(self, champion: str | None, values: list[float]) -> None:
-        """Episode returns of a robot in the regime, and the champion that served them (any thread)."""
-        self._inbox.put((champion, list(values)))
+    def start(self) -> None:
+        self._try_next()
 
-    def close(self, timeout_s: float = 30.0) -> None:
-        self._inbox.put(None)
-        self._thread.join(timeout_s)
-
-    def _work(self) -> None:
-        try:
-            self._try_next()
-            while not self.finished.is_set() and (item := self._inbox.get()) is not None:
-                self._observe(*item)
-        except SrghnError as exc:  # the trials stop; what serves now keeps serving
-            log.warning("trial and error for regime %s stopped: %s", self.regime, exc)
-            self.publish(Topic.ADAPTATION, {"event": "trials_failed", "regime": self.regime, "error": str(exc)})
-            self.finished.set()
-
-    def _observe(self, champion: str | None, values: list[float]) -> None:
+    def episode(self, champion: str | None, value: float) -> None:
         if self.serving is None or champion != self.serving[1]:
             return  # another gait's episodes (before the switch reached the robot)
         row = self.serving[0]
-        for value in values:
-            if self._skipped < SKIP_EPISODES:
-                self._skipped += 1
-                continue
-            self.search.tell(row, value)
-            self.publish(Topic.ADAPTATION, {"event": "trial", "regime": self.regime, "trial": len(self.search.tried),
-                                            "champion": champion, "elite": self.repertoire.elite_id(row),
-                                            "return": round(value, 3),
-                                            "promised": round(float(self.repertoire.returns[row]), 3),
-                                            "expected_best": round(float(self.search.expected().max()), 3)})
-            self.serving = None
-            self._try_next()
-            return
+        self.search.tell(row, value)
+        self.publish(Topic.ADAPTATION, {"event": "trial", "regime": self.regime, "trial": len(self.search.tried),
+                                        "champion": champion, "elite": self.repertoire.elite_id(row),
+                                        "return": round(value, 3),
+                                        "promised": round(float(self.repertoire.returns[row]), 3),
+                                        "expected_best": round(float(self.search.expected().max()), 3)})
+        self.serving = None
+        self._try_next()
 
     def _try_next(self) -> None:
         """Serve the next gait worth trying, or, when the search is done, the best one tried."""
@@ -92,7 +64,7 @@ class RobotTrials:
             if champion is None:
                 self.search.exclude(row)
                 continue
-            self.champions[row], self.serving, self._skipped = champion, (row, champion), 0
+            self.champions[row], self.serving = champion, (row, champion)
             return
         best = self.search.best
         served = None
@@ -103,4 +75,4 @@ class RobotTrials:
         self.finished.set()
 
 
-__all__ = ["RobotTrials", "SKIP_EPISODES"]
+__all__ = ["RobotTrials"]

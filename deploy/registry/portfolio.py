@@ -9,7 +9,8 @@ suite's fixed-seed episodes (the ``above_safe[<regime>]`` measurement). The cham
    a measurement in that regime) with the best gate score there, the newest first on a tie -- leaving out a
    champion that was rolled back *from* (by an operator or the watchdog: someone distrusted it) and has not gone
    live since. The daemon's own rollbacks (actor ``adaptation``, a robot returning to another regime) say nothing
-   against the champion they leave.
+   against the champion they leave. Left out too: a champion the robot **refuted** -- its own episode returns under
+   it fell far below what the twin promised (:func:`refuted`, docs/repertoire.md, "The robot checks the twin").
 
 A regime without one has no entry: its robots are served the live champion meanwhile, or the safe action where
 the daemon found the live champion doing worse than it there (``serve_safe``, docs/daemon.md).
@@ -23,6 +24,8 @@ import math
 from srghn.deploy.registry.store import Champion, Registry
 
 ADAPTATION_ACTOR = "adaptation"
+ROBOT_GATE = "robot_returns[{}]"
+"""The gate the robot's own returns hold a served champion to (a report keyed ``robot:<regime>``)."""
 SCORE_GATE = "above_safe[{}]"
 """The gate whose measurement ranks the champions of a regime (their fitness on fixed-seed episodes there)."""
 
@@ -45,7 +48,7 @@ def portfolio(registry: Registry, robot: str) -> dict[str, Champion]:
         "SELECT id, regime, gate_report, created_at FROM champions WHERE robot = ? AND gate_passed = 1 "
         "AND status IN ('passed', 'live', 'retired') AND regime IS NOT NULL", (robot,)).fetchall()
     best: dict[str, tuple[float, str, str]] = {}
-    distrusted = _rolled_back_from(registry, robot)
+    distrusted = _rolled_back_from(registry, robot) | refuted(registry, robot)
     for champion_id, regime, report, created in rows:
         if champion_id in distrusted:
             continue
@@ -71,6 +74,16 @@ def _rolled_back_from(registry: Registry, robot: str) -> set[str]:
             out.add(from_id)
         out.discard(to_id)
     return out
+
+
+def refuted(registry: Registry, robot: str) -> set[str]:
+    """Champions of ``robot`` whose latest robot-returns report (key ``robot:<regime>``) failed: the robot played them
+    and did far worse than the twin said it would. An operator may still promote one (the live champion serves its
+    regime whatever this says); the daemon never chooses it again."""
+    rows = registry.db.execute(
+        "SELECT o.champion_id FROM other_reports o JOIN champions c ON c.id = o.champion_id "
+        "WHERE c.robot = ? AND o.regimes LIKE 'robot:%' AND o.passed = 0", (robot,)).fetchall()
+    return {r[0] for r in rows}
 
 
 def regime_scores(chosen: dict[str, Champion]) -> dict[str, float]:

@@ -21,6 +21,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from srghn.deploy.registry.portfolio import refuted
 from srghn.deploy.registry.store import Champion, Registry
 
 PASSED_STATUSES = ("passed", "live", "retired")
@@ -50,12 +51,14 @@ def regime_score(champion: Champion, regime: str) -> float | None:
 
 
 def passed_in_regime(registry: Registry, robot: str, regime: str, exclude: str | None = None) -> list[Champion]:
-    """Champions of ``robot`` evolved in ``regime`` whose latest gate report passed, best :func:`regime_score`
-    first (champions without one last)."""
+    """Champions of ``robot`` evolved in ``regime`` whose latest gate report passed and that the robot did not refute
+    (:func:`~srghn.deploy.registry.portfolio.refuted`), best :func:`regime_score` first (champions without one
+    last)."""
     rows = registry.db.execute(
         f"SELECT id FROM champions WHERE robot = ? AND regime = ? AND gate_passed = 1 AND status IN "
         f"({', '.join('?' * len(PASSED_STATUSES))})", (robot, regime, *PASSED_STATUSES)).fetchall()
-    champions = [registry.get(r[0]) for r in rows if r[0] != exclude]
+    left_out = refuted(registry, robot) | {exclude}
+    champions = [registry.get(r[0]) for r in rows if r[0] not in left_out]
     scores = {c.id: regime_score(c, regime) for c in champions}
     return sorted(champions, key=lambda c: (scores[c.id] is None, -(scores[c.id] or 0.0), c.id))
 

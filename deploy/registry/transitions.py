@@ -229,6 +229,9 @@ class Transitions:
 
 def report_key(report: GateReport) -> str:
     """The regime set a report gated in, as ``other_reports`` keys it: the names joined by ``+`` (``all``: every
-    regime of the profile)."""
+    regime of the profile); a report that names its own ``key`` (the robot's returns: ``robot:<regime>``) is kept
+    under it."""
+    if isinstance(report.config.get("key"), str):
+        return report.config["key"]
     regimes = report.config.get("regimes") or []
     return "+".join(regimes) if regimes else "all"
