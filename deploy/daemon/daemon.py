@@ -177,6 +177,7 @@ class Daemon:
                 load_repertoire(shared.profile), settings.state_dir, shared, self.release, self.publish, link.send,
                 SearchSettings(workers=settings.workers, backend=settings.backend))
             self.following.responders.append(self.repertoire)
+            link.on_returns = self.repertoire.returns  # at once: a generation in flight holds the loop's inbox
 
     def _start(self, link: ServerLink, saved: dict, population: PopulationFile | None, started: float) -> None:
         settings = self.settings
@@ -285,8 +286,6 @@ class Daemon:
         for message in messages:
             if isinstance(message, m.Returns):
                 self.returns.follow(message)
-                if self.repertoire is not None:
-                    self.repertoire.returns(message)
         for message in messages:
             if isinstance(message, m.Command):
                 self.commands.apply(message)

@@ -3,10 +3,11 @@
 A thread of its own owns the DEALER connected to the server's internal socket, so that the evolution loop --
 busy for seconds in a generation, at low priority -- never holds up the link: the thread pings the server every
 second, says hello again when the answering pid shows that the server was restarted (and repeats the last
-evolution status then), queues what the server sends (operator commands, robot transitions) for the loop to take
-between generations, and hands :class:`~srghn.deploy.wire.messages.Promoted` answers to whoever waits for them.
-The loop's own messages go to the thread through an inproc socket; nothing here blocks the loop except an
-explicit wait.
+evolution status then), queues what the server sends (operator commands, robots' returns) for the loop to take
+between generations, hands robots' transitions and returns to their listeners at once (a generation can last
+tens of seconds), and hands :class:`~srghn.deploy.wire.messages.Promoted` answers to whoever waits for them. The
+loop's own messages go to the thread through an inproc socket; nothing here blocks the loop except an explicit
+wait.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class ServerLink:
         """By regime: the champion its robots are not to be served (below the safe action), said again likewise."""
         self.on_transitions: Callable[[m.Transitions], None] | None = None
         """Where robots' transitions go, on this thread, as they come (default: the inbox, like everything else)."""
+        self.on_returns: Callable[[m.Returns], None] | None = None
+        """Hears robots' episode returns as they arrive (the searches on the robot), besides the loop's inbox."""
         self._pipe_address = f"inproc://srghn-link-{id(self)}"
         self._out = ctx.socket(zmq.PAIR)
         self._out.bind(self._pipe_address)
@@ -219,4 +222,6 @@ class ServerLink:
         elif isinstance(message, m.Transitions) and self.on_transitions is not None:
             self.on_transitions(message)
         else:
+            if isinstance(message, m.Returns) and self.on_returns is not None:
+                self.on_returns(message)
             self.inbox.put(message)

@@ -110,7 +110,8 @@ class RepertoireSearch:
                                                     self.trial_settings)
 
     def returns(self, message: m.Returns) -> None:
-        """A robot's episode returns (the evolution loop): its regime's trials hear them, if any run."""
+        """A robot's episode returns (the link's thread, as they arrive): its regime's trials and check hear them, if
+        any run."""
         values = [float(v) for v in message.returns]
         with self._lock:
             regime = self._robots.get(message.client, "")
