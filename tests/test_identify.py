@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from srghn.deploy.daemon.adaptation import WINDOW
 from srghn.sim.envs import Regime
 from srghn.sim.identify import (
     IDENTIFIED,
@@ -27,7 +28,7 @@ def transitions(profile: RobotProfile, regime: str, n: int, seed: int = 0) -> tu
                          + [("ant", r) for r in load_profile("ant").regimes])
 def test_every_declared_regime_is_identified(robot: str, regime: str) -> None:
     profile = load_profile(robot)
-    data = transitions(profile, regime, n=48 if robot == "cartpole" else 100)
+    data = transitions(profile, regime, n=48 if robot == "cartpole" else WINDOW)
     other = profile.regimes[1] if regime == "nominal" else "nominal"
     found = identify(profile, *data, current=other)
     assert found.regime == regime and found.known and found.definition == profile.regime(regime)
@@ -43,14 +44,15 @@ def test_every_declared_regime_is_identified(robot: str, regime: str) -> None:
 
 
 def test_a_leg_at_40_percent_is_a_new_regime_with_its_gains() -> None:
-    """The issue's goal: one leg's actuators at gain 0.4 (declared nowhere), within +-0.1, from <= 200 transitions."""
+    """The issue's goal: one leg's actuators at gain 0.4 (declared nowhere), within +-0.1, from <= 200 transitions --
+    here from the daemon's window of 32."""
     ant = load_profile("ant")
     robot = ant.with_regime("hidden", Regime(gain={"hip_1": 0.4, "ankle_1": 0.4}))
-    data = transitions(robot, "hidden", n=200, seed=5)
+    data = transitions(robot, "hidden", n=WINDOW, seed=5)
     found = identify(ant, *data, current="nominal")
     print({k: round(v, 4) for k, v in found.params.items()}, f"residual {found.residual:.2e}")
     assert not found.known and found.regime.startswith(IDENTIFIED)
-    assert found.transitions == 200
+    assert found.transitions == WINDOW
     for key, value in found.params.items():
         truth = {"gain.hip_1": 0.4, "gain.ankle_1": 0.4, "payload.torso": 0.0}.get(key, 1.0)
         assert abs(value - truth) <= 0.1, (key, value)
@@ -58,7 +60,7 @@ def test_a_leg_at_40_percent_is_a_new_regime_with_its_gains() -> None:
     assert set(found.definition.gain) == {"hip_1", "ankle_1"} and not found.definition.payload
     assert all(abs(v - 0.4) <= 0.1 for v in found.definition.gain.values())
     # once stored, the same fault seen again is that regime: no new name
-    again = identify(ant, *transitions(robot, "hidden", n=120, seed=6), current="nominal",
+    again = identify(ant, *transitions(robot, "hidden", n=WINDOW, seed=6), current="nominal",
                      known={found.regime: found.definition})
     assert again.known and again.regime == found.regime
 
@@ -66,7 +68,7 @@ def test_a_leg_at_40_percent_is_a_new_regime_with_its_gains() -> None:
 def test_a_payload_on_the_torso_is_weighed() -> None:
     ant = load_profile("ant")
     robot = ant.with_regime("loaded", Regime(payload={"torso": 0.5}))
-    found = identify(ant, *transitions(robot, "loaded", n=200, seed=2), current="nominal")
+    found = identify(ant, *transitions(robot, "loaded", n=WINDOW, seed=2), current="nominal")
     assert not found.known
     assert abs(found.params["payload.torso"] - 0.5) <= 0.05
     assert set(found.definition.payload) == {"torso"} and not found.definition.gain
@@ -119,8 +121,8 @@ def test_one_physical_fault_gets_one_regime_name() -> None:
     assert quantize(1.04, 1.0, 0.1) == 1.0 and quantize(-0.96, 1.0, 0.1) == -1.0
     ant = load_profile("ant")
     robot = ant.with_regime("dead", Regime(gain={"hip_2": 0.0, "ankle_2": 0.0}))
-    first = identify(ant, *transitions(robot, "dead", n=150, seed=1), current="nominal")
-    second = identify(ant, *transitions(robot, "dead", n=150, seed=2), current="nominal")
+    first = identify(ant, *transitions(robot, "dead", n=WINDOW, seed=1), current="nominal")
+    second = identify(ant, *transitions(robot, "dead", n=WINDOW, seed=2), current="nominal")
     assert not first.known and first.regime.startswith(IDENTIFIED)
     assert first.definition.gain == second.definition.gain == {"hip_2": 0.0, "ankle_2": 0.0}
     assert first.regime == second.regime

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from srghn import ConfigError
+from srghn.deploy.daemon.adaptation import WINDOW
 from srghn.sim.envs import Regime, kind_distance
 from srghn.sim.evaluator import make_env
 from srghn.sim.factory import load_factory
@@ -41,8 +42,8 @@ def walking_transitions(profile, regime: str, n: int, seed: int = 0) -> tuple[np
 def test_each_family_is_identified_within_its_tolerance(name, regime, walking):
     ant = load_profile("ant")
     robot = ant.with_regime(name, regime)
-    data = walking_transitions(robot, name, 400) if walking else random_transitions(robot, name, 200, seed=3)
-    found = identify(ant, *[np.asarray(d)[-200:] for d in data], current="nominal")
+    data = walking_transitions(robot, name, 400) if walking else random_transitions(robot, name, WINDOW, seed=3)
+    found = identify(ant, *[np.asarray(d)[-WINDOW:] for d in data], current="nominal")  # the daemon's window
     assert not found.known and found.regime.startswith(IDENTIFIED), found.to_dict()
     tolerance = ant.twin.tolerance_of
     truth = {f"{kind}.{element}": value for kind, values in regime.changes().items()
@@ -73,7 +74,7 @@ def test_damage_the_twin_does_not_model_is_declared_unexplained():
     reports, and the twin says so instead of naming a regime it does not believe."""
     ant = load_profile("ant")
     robot = ant.with_regime("short", Regime(length={"left_ankle_geom": 0.5}))
-    found = identify(ant, *random_transitions(robot, "short", 200, seed=3), current="nominal")
+    found = identify(ant, *random_transitions(robot, "short", WINDOW, seed=3), current="nominal")
     assert not found.explained and found.residual > ant.twin.unexplained, found.to_dict()
-    healthy = identify(ant, *random_transitions(ant, "nominal", 200, seed=3), current="nominal")
+    healthy = identify(ant, *random_transitions(ant, "nominal", WINDOW, seed=3), current="nominal")
     assert healthy.explained and healthy.regime == "nominal"
