@@ -8,8 +8,10 @@
    every parameter lies within the profile's tolerance of a candidate's value IS that candidate (the current
    regime first, else the one predicting best). Otherwise it is a new regime, named
    ``identified-<hash of its values>``, whose :class:`~srghn.sim.envs.Regime` is returned for the registry to keep.
-   A fit whose residual stays above the twin's ``unexplained`` is returned with ``explained`` False: damage of a
-   kind the twin does not model (a shortened leg), for which the robot's own returns must decide.
+   A fit whose residual stays above the twin's ``unexplained`` is returned with ``explained`` False, and always as a
+   new regime: damage of a kind the twin does not model (a shortened leg), for which the robot's own returns must
+   decide. (Its fitted values often lie within tolerance of nominal's: named nominal, the Ant's shorter foot went
+   unreported for 150 s.)
 3. A robot without a ``[twin]`` table (CartPole: its regimes are action permutations) is in the candidate that
    predicts best.
 
@@ -207,7 +209,7 @@ def _fit_and_match(profile: RobotProfile, twin: Twin, data: tuple, candidates: d
     n = len(data[0])
     fit = twin.fit(*data, candidates[start])
     explained = fit.residual <= profile.twin.unexplained
-    if not _constrained(profile, twin, fit):  # the transitions carry no information on any parameter
+    if explained and not _constrained(profile, twin, fit):  # the transitions carry no information on any parameter
         stay = current if current in candidates else best
         return Identification(stay, True, candidates[stay], errors, fit.values, fit.stderr, fit.residual, n,
                               explained)
@@ -218,7 +220,7 @@ def _fit_and_match(profile: RobotProfile, twin: Twin, data: tuple, candidates: d
             start, fit = NOMINAL, other
             match = _match(profile, twin, other, candidates, errors, current, candidates[NOMINAL])
             explained = fit.residual <= profile.twin.unexplained
-    if match is not None:
+    if match is not None and explained:  # an unexplained fit is no candidate, however close its values come
         return Identification(match, True, candidates[match], errors, fit.values, fit.stderr, fit.residual, n,
                               explained)
     regime = _new_regime(profile, twin, fit, candidates[start], n)

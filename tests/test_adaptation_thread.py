@@ -146,3 +146,26 @@ def test_the_twin_fits_in_a_process_of_its_own_and_a_killed_one_is_replaced() ->
         assert adaptation.identify.worker_pid() not in (worker, os.getpid())
     finally:
         adaptation.close()
+
+
+def test_damage_the_twin_cannot_explain_is_reported_once_as_one_fault() -> None:
+    """Two windows that the twin cannot explain agree on that, whatever regime each partial fit lands on (a shorter
+    Ant foot: 150 s of windows, none alike), and later such windows report nothing new: trial on the robot answers
+    one fault, not one regime per window."""
+    ant = load_profile("ant")
+    short = ant.with_regime("short", Regime(length={"left_ankle_geom": 0.5}))
+    published: list[dict] = []
+    adaptation = Adaptation(ant, lambda message: None, lambda topic, data: published.append(data))
+    try:
+        fits = []
+        for n, seed in enumerate((3, 4, 5), start=1):  # one window after another, each fitted in turn
+            adaptation.offer(m.Transitions("foot", *batches(short, "short", 32, seed=seed, size=32)[0]))
+            wait_for(lambda n=n: "foot" in adaptation.robots and len(adaptation.robots["foot"].unknown) == n, 120,
+                     f"fit {n}")
+            fits += [f.result for f in adaptation.take()]
+    finally:
+        adaptation.close()
+    assert len(fits) == 2, fits  # the second window agreed with the first, the third with both
+    assert all(not f.explained for f in fits) and len({f.regime for f in fits}) == 1, [f.regime for f in fits]
+    undeclared = [d for d in published if d["event"] == "undeclared"]
+    assert len(undeclared) == 1 and undeclared[0]["regime"] == fits[0].regime

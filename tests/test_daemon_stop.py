@@ -24,7 +24,7 @@ from srghn.sim.records import read_records
 
 pytestmark = pytest.mark.slow
 
-MOMENTS = 20
+MOMENTS = 12
 WINDOW_S = 3.0
 """Every other SIGTERM comes uniformly within this long after the daemon process starts (start-up, attaching,
 the shadow worker starting, the first generations); the others uniformly within :data:`EVOLVING_S` after the

@@ -65,8 +65,8 @@ class RobotRegime:
     rows: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
     unknown: deque = field(default_factory=lambda: deque(maxlen=AGREE_WITHIN))
     """The latest fits that matched no known regime (an undeclared fault is reported once two of them agree)."""
-    reported: str | None = None
-    """The undeclared regime last published for this robot."""
+    reported: Identification | None = None
+    """The fit of the undeclared fault last published for this robot."""
     candidate: str | None = None
     """Another known regime the last window matched (a robot with a twin changes regime when the next agrees)."""
 
@@ -172,9 +172,11 @@ class Adaptation:
             # A window half before and half after a change fits something in between; only a fit that another
             # recent window repeats (within the twin's tolerance) is a fault of its own.
             if any(_agree(self.profile, before, result) for before in robot.unknown):
-                first = robot.reported != result.regime  # telemetry once per fault; the evolution loop every time
+                if not result.explained and robot.reported is not None and not robot.reported.explained:
+                    result = robot.reported  # one fault the twin cannot explain, one regime: not one per window
+                first = robot.reported is None or robot.reported.regime != result.regime  # telemetry once per fault
                 if first:
-                    robot.reported = result.regime
+                    robot.reported = result
                     self.publish(Topic.ADAPTATION, {"event": "undeclared", "client": robot.name,
                                                 "regime": result.regime, "steps": robot.steps,
                                                 "changes": result.definition.to_dict(), **_evidence(result, fit_s)})
@@ -305,7 +307,11 @@ def _agree(profile: RobotProfile, before: Identification, now: Identification) -
     leaves it) within the profile's tolerance of each kind. The regimes, not the raw fits: a parameter the window
     leaves free (a leg sent no torque, a joint that barely moves) lands anywhere in its bounds, and two fits of one
     fault that differed only there never agreed (an Ant with a reversed ankle, the same regime fitted in every
-    window, went unreported for minutes)."""
+    window, went unreported for minutes). Two fits that both say the twin cannot explain the robot agree on that:
+    the regime a partial model lands on moves with every window (the Ant with a shorter foot went 150 s without two
+    alike), and what answers such a fault is trial on the robot, not that regime."""
+    if profile.twin is not None and not before.explained and not now.explained:
+        return True
     return profile.twin is not None and all(
         distance <= profile.twin.tolerance_of(kind)
         for kind, distance in regime_distances(before.definition, now.definition).items())
