@@ -186,7 +186,9 @@ def identify(profile: RobotProfile, obs: np.ndarray, actions: np.ndarray, next_o
         if believed is not None and best != believed and (errors[believed] <= rounding_floor(data[2])
                                                           or not errors[best] < margin * errors[believed]):
             best = believed
-        if not twin.fitted:
+        if not twin.fitted or (best == believed and errors[best] <= rounding_floor(data[2])):
+            # no twin to fit, or the believed regime predicts the transitions exactly: no fault shows that a fit
+            # could name (an identified robot's every later window; the fits kept a core busy for minutes)
             return Identification(best, True, candidates[best], errors, residual=errors[best],
                                   transitions=len(data[0]))
         return _fit_and_match(profile, twin, data, candidates, errors, best, current)
