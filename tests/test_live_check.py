@@ -39,18 +39,25 @@ class Robot:
                          (self.gait(before[0], 0.0), before[1]) if before else None)
 
 
-def test_a_refuted_answer_gives_way_to_the_next_gait_that_promises_more() -> None:
-    robot = Robot({"answer": 1150.0, "elite": 1900.0})
+def refuted_then_elite(elite_return: float, offered: dict[str, float]) -> Robot:
+    """The twin's answer (promised 2200) returns 1150 on a robot that walked at 1650 before it; the gaits
+    ``offered`` (name -> promise) wait their turn; the elite, promised 1950, returns ``elite_return``."""
+    robot = Robot({"answer": 1150.0, "elite": elite_return})
     check = robot.check(before=("factory", 1650.0))
     check.watch("answer-for-x", robot.gait("answer", 2200.0))
-    check.offer([robot.gait("low", 1500.0), robot.gait("elite", 1950.0)])
+    check.offer([robot.gait(name, promised) for name, promised in offered.items()])
     try:
         robot.play(check, "answer-for-x", "answer")
-        assert robot.served.get(timeout=10) == "elite-served"  # 1950 > 1650 shown; "low" promises less than that
+        assert robot.served.get(timeout=10) == "elite-served"  # 1950 > 1650 shown: the first worth trying
         robot.play(check, "elite-served", "elite")
         assert check.finished.wait(10)
     finally:
         check.close()
+    return robot
+
+
+def test_a_refuted_answer_gives_way_to_the_next_gait_that_promises_more() -> None:
+    robot = refuted_then_elite(1900.0, {"low": 1500.0, "elite": 1950.0})  # "low" promises less than 1650 shown
     assert robot.refuted == [("answer-for-x", 1150.0, 2200.0)]
     assert [e["event"] for e in robot.events] == ["refuted", "checking", "kept"]
     assert robot.events[-1]["shown"] == 1900.0 >= SHORTFALL * 1950.0
@@ -58,17 +65,7 @@ def test_a_refuted_answer_gives_way_to_the_next_gait_that_promises_more() -> Non
 
 
 def test_when_every_gait_left_promises_less_the_best_the_robot_showed_serves_again() -> None:
-    robot = Robot({"answer": 1150.0, "elite": 1000.0})
-    check = robot.check(before=("factory", 1650.0))
-    check.watch("answer-for-x", robot.gait("answer", 2200.0))
-    check.offer([robot.gait("elite", 1950.0), robot.gait("low", 1600.0)])
-    try:
-        robot.play(check, "answer-for-x", "answer")
-        assert robot.served.get(timeout=10) == "elite-served"
-        robot.play(check, "elite-served", "elite")
-        assert check.finished.wait(10)
-    finally:
-        check.close()
+    robot = refuted_then_elite(1000.0, {"elite": 1950.0, "low": 1600.0})
     assert [r[0] for r in robot.refuted] == ["answer-for-x", "elite-served"]
     assert robot.served.get_nowait() == "factory-served"  # the gait the robot walked best with, served again
     done = robot.events[-1]
