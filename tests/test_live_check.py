@@ -107,3 +107,73 @@ def test_a_refuted_champion_leaves_the_portfolio_and_the_release_bar(searcher) -
     assert verdict.gates[0].measured == 120.0 and verdict.gates[0].threshold == SHORTFALL * 500.0
     audit = daemon.registry.history("cartpole")[-1]
     assert audit.kind == "gate" and audit.actor == "adaptation" and audit.to_id == answer
+
+
+def test_a_champion_refuted_while_it_is_gated_for_adoption_is_not_made_live(tmp_path, monkeypatch) -> None:
+    """The race seen in the Ant's stiff joints (seed 2): the evolution loop gated the regime's stored champion to
+    make it live again, the robot's check refuted that champion during the gate, and the loop served it anyway, for
+    minutes. The loop asks the portfolio again after the gate."""
+    from srghn.deploy.daemon import regime_following
+    from srghn.deploy.daemon.daemon import Daemon
+    from srghn.deploy.daemon.repertoire_search import RepertoireSearch
+    from srghn.deploy.daemon.settings import DaemonSettings
+    from srghn.deploy.registry.store import Registry
+    from tests.test_repertoire_search import CARTPOLE, REPERTOIRE, SETTINGS
+
+    state, events, sent = tmp_path / "state", [], []
+    daemon = Daemon(DaemonSettings(CARTPOLE, state), on_event=lambda topic, data: events.append((topic, data)))
+    daemon.load(Registry.open(state, create=True))
+    daemon.compose(None)
+    search = RepertoireSearch(REPERTOIRE, state, daemon.shared, daemon.release, daemon.publish, sent.append, SETTINGS)
+    try:
+        gait = flipped_factory()
+        assert daemon.release.offer(Candidate(gait.id, gait.params, gait.norm, "inverted",
+                                              registration={"regime": "inverted"}), daemon.registry).passed
+        assert search.answer("inverted")
+        answer = f"{gait.id}-for-inverted"
+        assert portfolio(daemon.registry, "cartpole")["inverted"].id == answer
+        gate = regime_following.gate_champion
+
+        def gate_while_refuted(registry, champion, *args, **kwargs):
+            if champion == answer:  # the robot's check, on its own thread, during the gate
+                search._refute(answer, "inverted", 120.0, 500.0)
+            return gate(registry, champion, *args, **kwargs)
+
+        monkeypatch.setattr(regime_following, "gate_champion", gate_while_refuted)
+        assert daemon.following.adopt("inverted") is False  # not now: asked again, with the portfolio as it is
+        assert daemon.registry.live("cartpole") is None
+        assert not [d for t, d in events if d.get("event") in ("adopted", "adopt_failed")]
+    finally:
+        search.close()
+        daemon.registry.close()
+
+
+def test_a_gait_refused_because_another_went_live_meanwhile_is_gated_again_and_served(searcher) -> None:  # noqa: F811
+    """The server refuses a gate report that compared the candidate with another champion than the live one. When
+    another thread made a champion live between the check's gate and its promotion, the check's gait is gated again
+    against that champion and served, instead of being passed over (stiff joints, seed 2)."""
+    from server_helpers import gate_and_promote
+
+    from srghn.sim.factory import load_factory
+
+    search, daemon, events, sent = searcher
+    factory = load_factory(search.shared.profile)
+    first = Candidate("first-live", factory.params, factory.norm, "nominal", registration={"regime": "nominal"})
+    assert daemon.release.offer(first, daemon.registry).passed
+    gait = flipped_factory()
+    candidate = Candidate(f"{gait.id}-for-inverted", gait.params, gait.norm, "inverted",
+                          registration={"regime": "inverted"})
+    asked: list[str | None] = []
+
+    def serve(champion: str, regime: str, reason: str, live: str | None) -> bool:
+        asked.append(daemon.registry.get(champion).gate_report.incumbent_id)
+        if len(asked) == 1:  # the evolution loop makes another champion live meanwhile: the server refuses
+            gate_and_promote(daemon.registry, "first-live")
+            return False
+        daemon.registry.promote(champion, reason)
+        return True
+
+    search.release.serve = serve
+    assert search._serve(candidate, "inverted", "the twin's next gait") == candidate.id
+    assert asked == [None, "first-live"]  # gated again, against the champion live now
+    assert daemon.registry.live("cartpole").id == candidate.id

@@ -237,6 +237,11 @@ class RegimeFollowing:
                 self.publish(Topic.ADAPTATION, {"event": "adopt_failed", "champion": stored.id,
                                                 "error": f"failed gate(s) {report.failed_hard + report.failed_soft}"})
                 return True
+            # The gate took seconds; the robot's check may have refuted the champion meanwhile (it did: stiff joints,
+            # seed 2, the refuted gait made live 8 s after its refutation and served for minutes). Ask again later.
+            current = champion_for(self.registry, name, regime)
+            if current is None or current.id != stored.id:
+                return False
         self.release.serve(stored.id, regime, f"adaptation: the robots are in regime {regime}; its stored champion "
                            "serves again", live.id if live else None)
         return True

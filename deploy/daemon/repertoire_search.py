@@ -42,7 +42,7 @@ from srghn.deploy.daemon.regime_following import Uncovered
 from srghn.deploy.daemon.release import Candidate, Release
 from srghn.deploy.daemon.robot_trials import RobotTrials
 from srghn.deploy.daemon.shared import SharedState
-from srghn.deploy.registry.portfolio import ADAPTATION_ACTOR, ROBOT_GATE, portfolio
+from srghn.deploy.registry.portfolio import ADAPTATION_ACTOR, ROBOT_GATE, ROBOT_KEY, portfolio
 from srghn.deploy.registry.store import Registry
 from srghn.deploy.wire import messages as m
 from srghn.deploy.wire.topics import Topic
@@ -250,7 +250,7 @@ class RepertoireSearch:
                           f"{promised:.1f} the twin promised")
         robot = self.shared.profile.name
         report = GateReport(champion_id=champion, robot=robot, gates=(gate,),
-                            config={"key": f"robot:{regime}", "regimes": [regime]})
+                            config={"key": ROBOT_KEY.format(regime), "regimes": [regime]})
         with Registry.open(self.state_dir) as registry:
             registry.store_report(champion, report, ADAPTATION_ACTOR, own=False)
             live, stack = registry.live(robot), registry.live_stack(robot)
@@ -272,16 +272,25 @@ class RepertoireSearch:
 
     def _serve(self, candidate: Candidate, regime: str, why: str) -> str | None:
         """Release ``candidate`` for ``regime`` and make it live as an adaptation promotion (the robot's threads);
-        its champion id, or None when it failed its gates or the server refused it."""
-        with Registry.open(self.state_dir) as registry:
-            report = self.release.offer(candidate, registry)
-            live = registry.live(self.shared.profile.name)
-        if report is None or not report.passed:
-            return None
-        if live is not None and live.id == candidate.id:
-            return candidate.id
-        reason = f"adaptation: {why} in regime {regime}"
-        return candidate.id if self.release.serve(candidate.id, regime, reason, live.id if live else None) else None
+        its champion id, or None when it failed its gates or the server refused it. The server refuses a gate report
+        that compared the candidate with another champion than the live one: where another thread made a champion
+        live between the gate and the promotion, the candidate is gated again against it, once."""
+        for _ in range(2):
+            with Registry.open(self.state_dir) as registry:
+                report = self.release.offer(candidate, registry)
+                live = registry.live(self.shared.profile.name)
+            if report is None or not report.passed:
+                return None
+            if live is not None and live.id == candidate.id:
+                return candidate.id
+            reason = f"adaptation: {why} in regime {regime}"
+            if self.release.serve(candidate.id, regime, reason, live.id if live else None):
+                return candidate.id
+            with Registry.open(self.state_dir) as registry:
+                now = registry.live(self.shared.profile.name)
+            if (now.id if now else None) == (live.id if live else None):
+                return None  # refused for another reason
+        return None
 
     # -- trial and error -----------------------------------------------------------------------------------------
 

@@ -25,7 +25,9 @@ from srghn.deploy.registry.store import Champion, Registry
 
 ADAPTATION_ACTOR = "adaptation"
 ROBOT_GATE = "robot_returns[{}]"
-"""The gate the robot's own returns hold a served champion to (a report keyed ``robot:<regime>``)."""
+"""The gate the robot's own returns hold a served champion to, in a report stored under :data:`ROBOT_KEY`."""
+ROBOT_KEY = "robot:{}"
+"""The key of the robot's verdict on a champion in a regime, beside its gate reports (never a regime's name)."""
 SCORE_GATE = "above_safe[{}]"
 """The gate whose measurement ranks the champions of a regime (their fitness on fixed-seed episodes there)."""
 
@@ -77,12 +79,12 @@ def _rolled_back_from(registry: Registry, robot: str) -> set[str]:
 
 
 def refuted(registry: Registry, robot: str) -> set[str]:
-    """Champions of ``robot`` whose latest robot-returns report (key ``robot:<regime>``) failed: the robot played them
-    and did far worse than the twin said it would. An operator may still promote one (the live champion serves its
+    """Champions of ``robot`` with a failed robot-returns report (:data:`ROBOT_KEY`) in any regime: the robot played
+    them and did far worse than the twin said it would (only refutations are stored). An operator may still promote one (the live champion serves its
     regime whatever this says); the daemon never chooses it again."""
     rows = registry.db.execute(
         "SELECT o.champion_id FROM other_reports o JOIN champions c ON c.id = o.champion_id "
-        "WHERE c.robot = ? AND o.regimes LIKE 'robot:%' AND o.passed = 0", (robot,)).fetchall()
+        "WHERE c.robot = ? AND o.regimes LIKE ? AND o.passed = 0", (robot, ROBOT_KEY.format("%"))).fetchall()
     return {r[0] for r in rows}
 
 
