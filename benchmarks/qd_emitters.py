@@ -29,11 +29,15 @@ METRICS = ("qd_score", "coverage", "best_return")
 
 
 def run(profile, out: Path, emitter: str, seed: int, env_steps: int, workers: int, backend: str) -> list[dict]:
-    """The build's metrics lines (running or continuing it until the budget is spent)."""
+    """The build's metrics lines (running or continuing it until the budget is spent; a build whose lines reach the
+    budget is read as it is: the Ant's runs keep their lines in the repository, not their checkpoints)."""
     settings = BuildSettings(profile, out / f"{emitter}-s{seed}", env_steps=env_steps, seed=seed,
                              emitters=(emitter,), workers=workers, backend=backend, command=shlex.join(sys.argv))
-    build_repertoire(settings)
-    lines = [json.loads(x) for x in (settings.out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    metrics = settings.out / "metrics.jsonl"
+    lines = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()] if metrics.is_file() else []
+    if not lines or lines[-1]["env_steps"] < env_steps:
+        build_repertoire(settings)
+        lines = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
     return [line for line in lines if line["env_steps"] - line.get("iteration_steps", 0) < env_steps]
 
 
