@@ -84,6 +84,30 @@ def test_each_regime_is_answered_once(searcher) -> None:
     assert len(searches) == 1
 
 
+def test_a_regime_the_robots_left_during_its_stored_stage_skips_the_repertoires(searcher, monkeypatch) -> None:
+    """The robot moves on (here: repaired) while the stored gaits play in the regime it was in: the repertoire's
+    stage, which would hold the one search thread for most of a minute, is skipped for the regime it is in now."""
+    from srghn.deploy.daemon import repertoire_search
+
+    search, daemon, events, _ = searcher
+    play = repertoire_search.play_stored
+
+    def play_while_the_robot_moves(*args, **kwargs):
+        search.respond(offer("nominal"), daemon.registry)
+        return play(*args, **kwargs)
+
+    monkeypatch.setattr(repertoire_search, "play_stored", play_while_the_robot_moves)
+    search.respond(offer("inverted"), daemon.registry)
+    search.wait()
+    stages = [d["event"] for t, d in events if t == "adaptation" and d["regime"] == "inverted"]
+    assert stages == ["repertoire_search", "stored", "repertoire_skipped"]
+    monkeypatch.undo()
+    search.respond(offer("inverted"), daemon.registry)  # back in it: searched again, to the end
+    search.wait()
+    stages = [d["event"] for t, d in events if t == "adaptation" and d["regime"] == "inverted"]
+    assert stages[3:] == ["repertoire_search", "stored", "repertoire"]
+
+
 def test_nominal_is_the_factorys_to_answer(searcher) -> None:
     search, daemon, events, _ = searcher
     search.respond(offer("nominal"), daemon.registry)  # a robot identified before the factory champion passed
