@@ -80,8 +80,8 @@ def _rolled_back_from(registry: Registry, robot: str) -> set[str]:
 
 def refuted(registry: Registry, robot: str) -> set[str]:
     """Champions of ``robot`` with a failed robot-returns report (:data:`ROBOT_KEY`) in any regime: the robot played
-    them and did far worse than the twin said it would (only refutations are stored). An operator may still promote one (the live champion serves its
-    regime whatever this says); the daemon never chooses it again."""
+    them and did far worse than the twin said it would (only refutations are stored). An operator may still promote
+    one (the live champion serves its regime whatever this says); the daemon never chooses it again."""
     rows = registry.db.execute(
         "SELECT o.champion_id FROM other_reports o JOIN champions c ON c.id = o.champion_id "
         "WHERE c.robot = ? AND o.regimes LIKE ? AND o.passed = 0", (robot, ROBOT_KEY.format("%"))).fetchall()
