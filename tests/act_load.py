@@ -63,14 +63,17 @@ def act_at_full_rate(endpoint: str, obs: list[float], stop, ready, results, time
 
 def act_at_rate(endpoint: str, obs: list[float], rate_hz: float, deadline_s: float, stop, ready, results) -> None:
     """A robot's control loop: one ACT every ``1 / rate_hz`` s until ``stop`` is set, each answered within
-    ``deadline_s`` or counted as unanswered (a late answer is recognised by its request id and dropped).
+    ``deadline_s`` or counted as unanswered; an answer that arrives later is recognised by its request id, dropped,
+    and moves its request from ``unanswered`` to ``late`` (the deadline depends on how busy the machine is; a request
+    the server lost stays unanswered).
 
     Puts a summary on ``results``: requests, unanswered, answers by (champion, source), the slowest answer, and the
     times (``time.monotonic``, comparable across processes) at which answers arrived around the longest silence.
     ``ready`` is set after the first answer."""
     ctx, sock, payload = _robot(endpoint, obs)
-    summary = {"requests": 0, "unanswered": 0, "answers": {}, "max_rtt_s": 0.0, "errors": [],
+    summary = {"requests": 0, "unanswered": 0, "late": 0, "answers": {}, "max_rtt_s": 0.0, "errors": [],
                "longest_silence_s": 0.0, "silence_from": None, "silence_to": None}
+    missed: set[int] = set()
     period = 1.0 / rate_hz
     rid = 0
     last_answer = None
@@ -86,12 +89,17 @@ def act_at_rate(endpoint: str, obs: list[float], rate_hz: float, deadline_s: flo
             answered = False
             while (left := deadline_s - (time.monotonic() - t0)) > 0 and sock.poll(int(left * 1000) + 1):
                 reply = sock.recv_multipart()
-                if p.HEADER.unpack(reply[0])[4] != rid:
-                    continue  # the late answer to a request already counted as unanswered
+                if (late := p.HEADER.unpack(reply[0])[4]) != rid:
+                    if late in missed:  # the late answer to a request counted as unanswered
+                        missed.discard(late)
+                        summary["unanswered"] -= 1
+                        summary["late"] += 1
+                    continue
                 answered = True
                 break
             now = time.monotonic()
             if not answered:
+                missed.add(rid)
                 summary["unanswered"] += 1
                 continue
             summary["max_rtt_s"] = max(summary["max_rtt_s"], now - t0)

@@ -128,7 +128,7 @@ def test_a_sigkilled_daemon_leaves_serving_untouched_and_a_restarted_one_attache
     robot = run["summary"]
     assert robot["requests"] >= 300 and robot["unanswered"] == 0 and robot["errors"] == [], robot
     assert robot["answers"] == {f"{LIVE}/LIVE": robot["requests"]}, robot
-    print(json.dumps({"daemon_kill": {k: robot[k] for k in ("requests", "unanswered", "max_rtt_s",
+    print(json.dumps({"daemon_kill": {k: robot[k] for k in ("requests", "unanswered", "late", "max_rtt_s",
                                                             "longest_silence_s")}}))
 
 
