@@ -92,7 +92,6 @@ def act_at_rate(endpoint: str, obs: list[float], rate_hz: float, deadline_s: flo
                 if (late := p.HEADER.unpack(reply[0])[4]) != rid:
                     if late in missed:  # the late answer to a request counted as unanswered
                         missed.discard(late)
-                        summary["unanswered"] -= 1
                         summary["late"] += 1
                     continue
                 answered = True
@@ -100,7 +99,6 @@ def act_at_rate(endpoint: str, obs: list[float], rate_hz: float, deadline_s: flo
             now = time.monotonic()
             if not answered:
                 missed.add(rid)
-                summary["unanswered"] += 1
                 continue
             summary["max_rtt_s"] = max(summary["max_rtt_s"], now - t0)
             if p.HEADER.unpack(reply[0])[2] != p.MsgType.ACTION:
@@ -114,5 +112,6 @@ def act_at_rate(endpoint: str, obs: list[float], rate_hz: float, deadline_s: flo
             if not ready.is_set():
                 ready.set()
     finally:
+        summary["unanswered"] = len(missed)
         results.put(summary)
         ctx.destroy(linger=0)

@@ -169,9 +169,7 @@ class RepertoireSearch:
             if passed:
                 self._check(regime, f"{best}-for-{regime}", stored_gaits[best],
                             [g for k, g in stored_gaits.items() if k != best], played)
-            if self._closing.is_set():
-                return passed
-            if self._left(regime):
+            if self._closing.is_set() or self._left(regime):
                 return passed
             found = search_repertoire(profile, self.repertoire, regime, settings=self.search)
         if self._closing.is_set():  # the daemon stops: nothing is released any more
@@ -293,6 +291,7 @@ class RepertoireSearch:
         its champion id, or None when it failed its gates or the server refused it. The server refuses a gate report
         that compared the candidate with another champion than the live one: where another thread made a champion
         live between the gate and the promotion, the candidate is gated again against it, once."""
+        reason = f"adaptation: {why} in regime {regime}"
         for _ in range(2):
             with Registry.open(self.state_dir) as registry:
                 report = self.release.offer(candidate, registry)
@@ -301,7 +300,6 @@ class RepertoireSearch:
                 return None
             if live is not None and live.id == candidate.id:
                 return candidate.id
-            reason = f"adaptation: {why} in regime {regime}"
             if self.release.serve(candidate.id, regime, reason, live.id if live else None):
                 return candidate.id
             with Registry.open(self.state_dir) as registry:
