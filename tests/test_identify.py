@@ -111,8 +111,8 @@ def test_lunarlander_is_not_identifiable_and_bad_transitions_are_clear() -> None
 
 
 def test_one_physical_fault_gets_one_regime_name() -> None:
-    """A dead front-right leg fits gains of about 0 with either sign: its name must not depend on the sign of a zero,
-    nor on which transitions were fitted."""
+    """A dead leg fits gains of about 0 with either sign: its name must not depend on the sign of a zero, nor on which
+    transitions were fitted (the back-left leg: the profile declares dead front legs)."""
     from srghn.sim.identify import quantize, regime_name
 
     assert regime_name(Regime(gain={"hip_2": -0.0})) == regime_name(Regime(gain={"hip_2": 0.0}))
@@ -120,11 +120,11 @@ def test_one_physical_fault_gets_one_regime_name() -> None:
     assert str(quantize(-0.0004, 1.0, 0.1)) == "0.0" and quantize(0.298, 1.0, 0.1) == quantize(0.304, 1.0, 0.1) == 0.3
     assert quantize(1.04, 1.0, 0.1) == 1.0 and quantize(-0.96, 1.0, 0.1) == -1.0
     ant = load_profile("ant")
-    robot = ant.with_regime("dead", Regime(gain={"hip_2": 0.0, "ankle_2": 0.0}))
+    robot = ant.with_regime("dead", Regime(gain={"hip_3": 0.0, "ankle_3": 0.0}))
     first = identify(ant, *transitions(robot, "dead", n=WINDOW, seed=1), current="nominal")
     second = identify(ant, *transitions(robot, "dead", n=WINDOW, seed=2), current="nominal")
     assert not first.known and first.regime.startswith(IDENTIFIED)
-    assert first.definition.gain == second.definition.gain == {"hip_2": 0.0, "ankle_2": 0.0}
+    assert first.definition.gain == second.definition.gain == {"hip_3": 0.0, "ankle_3": 0.0}
     assert first.regime == second.regime
 
 

@@ -9,7 +9,7 @@ import queue
 
 import pytest
 
-from srghn.deploy.daemon.live_check import SHORTFALL, Gait, LiveCheck
+from srghn.deploy.daemon.live_check import FAR_BELOW, SHORTFALL, Gait, LiveCheck
 from srghn.deploy.daemon.release import Candidate
 from srghn.deploy.registry.portfolio import portfolio, refuted
 from srghn.deploy.registry.release import passed_in_regime
@@ -85,6 +85,32 @@ def test_an_answer_that_keeps_its_promise_ends_the_check() -> None:
         check.close()
     assert not robot.refuted and robot.served.empty()
     assert [e["event"] for e in robot.events] == ["kept"]
+
+
+LOW = FAR_BELOW + 0.05  # of the promise: low, not far below
+
+
+@pytest.mark.parametrize(("first", "second", "verdict"), [
+    ((FAR_BELOW - 0.05) * 2200.0, None, "refuted"),  # far below: refuted on its first episode, no second awaited
+    (LOW * 2200.0, (2 * (SHORTFALL + 0.025) - LOW) * 2200.0, "kept"),  # the mean of two decides
+    (LOW * 2200.0, (2 * (SHORTFALL - 0.025) - LOW) * 2200.0, "refuted"),
+])
+def test_a_first_episode_far_below_the_promise_refutes_at_once(first, second, verdict) -> None:
+    robot = Robot({})
+    check = robot.check(before=None)
+    check.watch("answer-for-x", robot.gait("answer", 2200.0))
+    try:
+        check.returns("answer-for-x", [0.0, first])  # the episode in flight at the switch, then the first judged
+        if second is None:
+            assert check.finished.wait(10)  # refuted, nothing else to serve: the check is done
+        else:
+            check.returns("answer-for-x", [second])
+            assert check.finished.wait(10)
+    finally:
+        check.close()
+    judged = [e for e in robot.events if e["event"] in ("kept", "refuted")]
+    assert [e["event"] for e in judged] == [verdict]
+    assert judged[0]["returns"] == [round(v, 3) for v in (first, second) if v is not None]
 
 
 def test_a_refuted_champion_leaves_the_portfolio_and_the_release_bar(searcher) -> None:  # noqa: F811
