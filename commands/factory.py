@@ -137,7 +137,8 @@ def factory_show(
     if len(lineage) > 1:  # grown from earlier runs: every stage, oldest first
         rows += [(f"stage {i}", stage.get("untraced") or f"{stage.get('command')} ({stage.get('generations')} "
                   f"generations, {stage.get('env_steps') or 0:,} env steps)") for i, stage in enumerate(lineage, 1)]
-        rows.append(("total env steps", f"{provenance.get('total_env_steps') or 0:,}"))
+        total = provenance.get("total_env_steps")
+        rows.append(("total env steps", f"{total:,}" if isinstance(total, int) else "unknown: a stage is untraced"))
     rows += [(f"champion for {name}", f"standard return {f.meta['factory']['standard_return']['mean']:.1f} there "
               f"(factory show --regime {name})") for name, f in faults.items()]
     for key, value in rows:

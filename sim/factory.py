@@ -196,13 +196,21 @@ def _lineage(profile: RobotProfile, run_dir: Path, run: dict, summary: dict) -> 
                  if c.is_file() and hashlib.sha256(c.read_bytes()).hexdigest() == origin.get("sha256")), None)
     if path is None:
         return [{"untraced": f"{origin.get('kind')} {candidates[0]}: gone or changed since the run started"}, stage]
-    if origin["kind"] == "factory":
-        earlier = load_policy(path).meta.get("factory", {})
+    earlier = _factory_provenance(path)
+    if earlier is not None:  # a factory file, named by --init factory or by its path
         return [*(earlier.get("lineage") or [{k: earlier.get(k) for k in stage}]), stage]
     source = path.parent
     if not (source / "run.json").is_file() or not (source / "summary.json").is_file():
         return [{"untraced": f"{path}: no run.json and summary.json beside it"}, stage]
     return [*_lineage(profile, source, _read_json(source / "run.json"), _read_json(source / "summary.json")), stage]
+
+
+def _factory_provenance(path: Path) -> dict | None:
+    """The provenance a factory file carries (None: the file is no factory, e.g. another run's population)."""
+    try:
+        return load_policy(path).meta.get("factory")
+    except CheckpointError:
+        return None
 
 
 def population_returns(profile: RobotProfile, population: PopulationFile, seeds: range,

@@ -195,11 +195,17 @@ def test_a_factory_grown_from_earlier_runs_records_every_stage(tmp_path: Path) -
     table = ctl("factory", "show", profile).stdout
     assert "stage 3" in table and "total env steps" in table
 
+    evolve("bypath", "--init", factory_path(load_profile(profile)))  # the factory file named by its path
+    ctl("factory", "build", "--robot", profile, "--from", tmp_path / "bypath")
+    shown = json.loads(ctl("factory", "show", profile, "--json").stdout)
+    assert [Path(stage["source_run"]).name for stage in shown["lineage"]] == ["first", "grown", "again", "bypath"]
+
     (tmp_path / "grown" / "population.npz").unlink()  # a source gone is said so, not guessed
     ctl("factory", "build", "--robot", profile, "--from", tmp_path / "again")
     shown = json.loads(ctl("factory", "show", profile, "--json").stdout)
     assert "gone or changed" in shown["lineage"][0]["untraced"] and shown["total_env_steps"] is None
     assert Path(shown["lineage"][1]["source_run"]).name == "again"
+    assert "unknown: a stage is untraced" in ctl("factory", "show", profile).stdout
 
 
 def test_a_factory_champion_for_a_fault_is_built_in_its_regime_and_kept_there_by_a_daemon(tmp_path: Path) -> None:
