@@ -7,10 +7,10 @@ not declare.
 
 A damage the profile declares since (a factory champion ships for it) runs as that declared fault, marked
 ``(declared)`` in the table. Per damage and seed: steps and seconds to detect it, what the twin identified and the
-largest parameter error, the path that answered (``stored``: a champion the robot ships or kept for that regime; ``compensated``: a stored
-champion with sign flips; ``repertoire``: an elite found in the twin; ``twin: stored``: a champion stored for
-another regime, found in the twin; ``trials``: trial and error on the robot; ``evolution``: a champion evolved
-after the fault; ``safe`` or ``none``), seconds until walking again (``--streak`` episodes in a row returning at
+largest parameter error, the path that answered (``stored``: a champion the robot ships or kept for that regime;
+``compensated``: a stored champion with sign flips; ``repertoire``: an elite found in the twin; ``twin: stored``: a
+champion stored for another regime, found in the twin; ``trials``: trial and error on the robot; ``evolution``: a
+champion evolved after the fault; ``safe`` or ``none``), seconds until walking again (``--streak`` episodes in a row returning at
 least ``--fraction`` of the damage's reference return, the time counted to the end of the first; the reference is
 the best that offline evolution, the repertoire or a stored champion reaches there:
 ``benchmarks/damage_reference.py``; and never less than the safe action's return there: standing still is not

@@ -4,11 +4,11 @@ Two searches per damage, both with the damage known exactly (no twin): SR-GHN ev
 with the whole run in the damage (``evolve --init <factory> --switch-at 0``, ``--generations`` of it), and the
 robot's shipped repertoire is searched in the damage (every elite screened, the best ``FINALISTS`` on
 ``len(SEEDS)`` whole episodes). The fittest ``SCORED`` individuals of the final population, the repertoire's
-finalists and the robot's stored champions (its factory's, which the daemon's twin search plays too) are scored on
-seeds 1-10; the best mean standard return of these is the damage's reference (what
-``benchmarks/damage.py`` measures "walking again" against). Runs are resumable bit for bit: started again with the
-same flags, a damage whose run is unfinished continues from its checkpoint, a finished one is only read (a larger
-``--generations`` extends a finished run). Prints JSON per damage and writes all of it to --json.
+finalists and the robot's stored champions (its factory's, which the daemon's twin search plays too; scored again
+whenever the factory ships others) are scored on seeds 1-10; the best mean standard return of these is the damage's
+reference (what ``benchmarks/damage.py`` measures "walking again" against). Runs are resumable bit for bit:
+started again with the same flags, a damage whose run is unfinished continues from its checkpoint, a finished one
+is only read (a larger ``--generations`` extends a finished run). Prints JSON per damage and writes all of it to --json.
 
     .venv/bin/python benchmarks/damage_reference.py --suite benchmarks/damage/ant.toml \
         --out docs/results/damage-reference --generations 20 --workers 1 [--only dead_front_left ...]
@@ -28,7 +28,14 @@ from srghn.controller.checkpoint import load_population
 from srghn.sim.compensate import compensate
 from srghn.sim.damage import load_suite
 from srghn.sim.envs import NOMINAL
-from srghn.sim.factory import factory_path, load_factory, population_returns, regime_factories, standard_return
+from srghn.sim.factory import (
+    factory_id,
+    factory_path,
+    load_factory,
+    population_returns,
+    regime_factories,
+    standard_return,
+)
 from srghn.sim.repertoire import load_repertoire
 from srghn.sim.run import EvolveSettings, run_evolve
 from srghn.sim.twin_search import SearchSettings, search_repertoire
@@ -71,7 +78,8 @@ def _reference(profile, name: str, regime, run: Path, generations: int, workers:
     scored_file = run / "reference.json"
     if scored_file.is_file() and json.loads(scored_file.read_text())["generations"] >= generations:
         result = json.loads(scored_file.read_text())
-        if result.get("stored_scoring") != STORED_SCORING:  # scored before the stored champions counted as now
+        if (result.get("stored_scoring") != STORED_SCORING  # scored before the stored champions counted as now,
+                or result.get("stored_ids") != _stored_ids(profile)):  # or before the factory shipped these
             result = _with_stored(profile, damaged, name, result)
             scored_file.write_text(json.dumps(result, indent=2))
         return result
@@ -108,7 +116,13 @@ def _with_stored(profile, damaged, name: str, result: dict) -> dict:
     candidates = {"evolution": result["evolution"], "repertoire": result["repertoire"], "stored": stored[best]}
     by = max(candidates, key=candidates.__getitem__)  # the first of equals: evolution, then the repertoire
     return {**result, "reference": candidates[by], "by": by, "stored": stored, "stored_best": best,
-            "stored_scoring": STORED_SCORING}
+            "stored_scoring": STORED_SCORING, "stored_ids": _stored_ids(profile)}
+
+
+def _stored_ids(profile) -> list[str]:
+    """The factory champions the robot ships now, by id (their files' hashes): a reference scored with others is
+    scored again."""
+    return sorted(factory_id(profile, regime) for regime in (NOMINAL, *regime_factories(profile)))
 
 
 def _env_steps(run: Path) -> int:
