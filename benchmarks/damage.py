@@ -10,9 +10,9 @@ A damage the profile declares since (a factory champion ships for it) runs as th
 largest parameter error, the path that answered (``stored``: a champion the robot ships or kept for that regime;
 ``compensated``: a stored champion with sign flips; ``repertoire``: an elite found in the twin; ``twin: stored``: a
 champion stored for another regime, found in the twin; ``trials``: trial and error on the robot; ``evolution``: a
-champion evolved after the fault; ``safe`` or ``none``), seconds until walking again (``--streak`` episodes in a row returning at
-least ``--fraction`` of the damage's reference return, the time counted to the end of the first; the reference is
-the best that offline evolution, the repertoire or a stored champion reaches there:
+champion evolved after the fault; ``safe`` or ``none``), seconds until walking again (``--streak`` episodes in a row
+returning at least ``--fraction`` of the damage's reference return, the time counted to the end of the first; the
+reference is the best that offline evolution, the repertoire or a stored champion reaches there:
 ``benchmarks/damage_reference.py``; and never less than the safe action's return there: standing still is not
 walking), the daemon's timeline of events, and live returns before, during and after. Each run is written to
 ``OUT/<damage>-s<seed>.json`` and read back when the benchmark runs again against the same target (delete it to
