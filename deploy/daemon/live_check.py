@@ -5,9 +5,9 @@ Ant's stiff joints the weak-back-left champion promised about 2180 in the twin a
 below the 1650 of the factory gait it replaced, and served on for minutes. So a twin's answer serves on probation.
 The robot's next whole episodes under it (the one in flight at the switch skipped) are held to the twin's promise:
 
-- **kept** (their mean is at least ``SHORTFALL`` of it): the check ends, the answer serves on (a first episode below
-  ``FAR_BELOW`` of the promise refutes it at once);
-- **refuted**: the daemon stores the robot's verdict (the champion leaves the portfolio and the release rule's bar,
+- **kept** (their mean is at least ``SHORTFALL`` of it): the check ends, the answer serves on;
+- **refuted** (otherwise, or at once when the first episode returns less than ``FAR_BELOW`` of it): the daemon
+  stores the robot's verdict (the champion leaves the portfolio and the release rule's bar,
   :func:`~srghn.deploy.registry.portfolio.refuted`) and serves the next gait of the twin's ranking that promises
   more than the best the robot has shown, checked the same way. When none is left, the best the robot has shown
   serves again -- the gait served before the answer among them (its returns since the fault count as shown).
