@@ -12,8 +12,12 @@ talking to the control socket; a thread of it follows the telemetry). Phases, ea
 sees rather than from a fixed step:
 
 1. **before**: the robot runs nominal until its last ``--episodes-before`` episodes, all served by one champion,
-   average at least ``--ready-return`` (default: the profile's solved level; Ant: its factory champion serving);
-   their mean is ``live_return_before``.
+   average at least ``--ready-return`` (default: the profile's solved level; Ant: its factory champion serving),
+   and the daemon has finished its start-up work (its first generation evolved: the factory champions of every
+   regime are registered and gated by then, which a fresh state directory does once in a robot's life -- the Ant's
+   seven take about 30 s on the 2-core machine, a robot in service meets its damage with that long done); their mean
+   is ``live_return_before``; ``startup_to_first_generation_s`` and ``startup_to_fault_s`` are seconds from the
+   daemon's start.
 2. **fault**: the plant switches to ``--fault`` (a declared regime) or to the regime ``--fault-def`` defines (a
    fault nobody declared). ``fault_to_detect_steps``: robot steps from the fault until the runtime assigned the
    robot a regime other than nominal (the server's ``assignment`` event), or reported a fault nobody declared (the
@@ -43,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -82,8 +87,9 @@ class Telemetry(threading.Thread):
 class Schedule:
     """The plant's regime as the run goes (``plant`` of :func:`~srghn.deploy.clients.robot_sim.run_robot`)."""
 
-    def __init__(self, args: argparse.Namespace, fault: str, deadline: float) -> None:
-        self.args, self.fault, self.phase, self.deadline = args, fault, "before", deadline
+    def __init__(self, args: argparse.Namespace, fault: str, deadline: float,
+                 settled: Callable[[], bool] = lambda: True) -> None:
+        self.args, self.fault, self.phase, self.deadline, self.settled = args, fault, "before", deadline, settled
         self.before: list[float] = []
         self.t_fault = self.t_repair = self.t_switch = self.t_recovered = None
         self.step_fault = self.step_repair = None
@@ -97,7 +103,7 @@ class Schedule:
         if self.phase == "before":
             recent = run.returns[-a.episodes_before:]
             ready = (len(recent) == a.episodes_before and len(set(run.finished_by[-a.episodes_before:])) == 1
-                     and run.finished_by[-1] != "safe" and np.mean(recent) >= a.ready_return)
+                     and run.finished_by[-1] != "safe" and np.mean(recent) >= a.ready_return and self.settled())
             if ready:
                 self.before = list(recent)
                 self.phase, self.t_fault, self.step_fault, self.episode_fault = "fault", now, run.steps, run.episodes
@@ -183,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from srghn.deploy.clients.robot_sim import run_robot, undeclared_fault
     from srghn.deploy.registry.store import Registry
+    from srghn.deploy.wire.topics import Topic
     from srghn.sim.profiles import load_profile
 
     profile = load_profile(args.robot)
@@ -209,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         daemon = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         telemetry = Telemetry(endpoints["telemetry"])
         telemetry.start()
-        schedule = Schedule(args, fault, started + args.warmup_timeout_s)
+        # the daemon's start-up work is done when it evolved a generation (it registers and gates the factory's
+        # champions first)
+        schedule = Schedule(args, fault, started + args.warmup_timeout_s,
+                            settled=lambda: bool(telemetry.find(Topic.GENERATION.value)))
         run = None
         try:
             def refresh_nominal() -> None:  # the champions of nominal registered before the repair: "stored"
@@ -248,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         summary = json.loads(stdout) if stdout.strip() else {"error": stderr[-2000:]}
         result.update(_figures(args, profile, fault, schedule, run, episode_ends, telemetry))
         result["server_requests"] = serving
+        result["startup_to_fault_s"] = None if schedule.t_fault is None else round(schedule.t_fault - started, 2)
+        generations = telemetry.find(Topic.GENERATION.value)
+        result["startup_to_first_generation_s"] = round(generations[0][0] - started, 2) if generations else None
         if run is not None:  # requests the robot got no answer to in time, in all and after the fault
             result["robot_timeouts"] = run.timeouts
             fault_step = schedule.step_fault

@@ -33,6 +33,8 @@ def test_inverted_fault_is_identified_served_and_repaired_from_the_portfolio() -
     assert result["stopped_at"] is None and not result["recovery_timed_out"], why
     assert result["identified"] == {"regime": "inverted", "declared": True}, why
     assert result["fault_to_detect_steps"] > 0, why
+    # the fault comes once the daemon's start-up work is done (its first generation evolved), as in service
+    assert 0 < result["startup_to_first_generation_s"] <= result["startup_to_fault_s"], why
     before = result["live_return_before"]
     assert before >= 300, why
     # wired backwards, the nominal champion drops the pole at once; a champion for the inverted regime then
