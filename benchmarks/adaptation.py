@@ -15,7 +15,8 @@ sees rather than from a fixed step:
    average at least ``--ready-return`` (default: the profile's solved level; Ant: its factory champion serving),
    and the daemon has finished its start-up work (its first generation evolved: the factory champions of every
    regime are registered and gated by then, which a fresh state directory does once in a robot's life -- the Ant's
-   seven take about 30 s on the 2-core machine, a robot in service meets its damage with that long done); their mean
+   first generation comes 59-80 s after the daemon's start on the 2-core machine; a robot in service meets its
+   damage with that long done); their mean
    is ``live_return_before``; ``startup_to_first_generation_s`` and ``startup_to_fault_s`` are seconds from the
    daemon's start.
 2. **fault**: the plant switches to ``--fault`` (a declared regime) or to the regime ``--fault-def`` defines (a
