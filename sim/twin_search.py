@@ -13,7 +13,7 @@ give the same answer: seeds are fixed, and ties go to the lower row (the lower c
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +25,10 @@ from srghn.sim.envs import Regime
 from srghn.sim.evaluator import InProcessEvaluator
 from srghn.sim.profiles import RobotProfile
 from srghn.sim.repertoire import Repertoire
+
+
+class SearchStopped(Exception):  # noqa: N818 -- a stop asked for, not an error
+    """The caller's ``should_stop`` said so between two stages of a search: nothing was found."""
 
 
 @dataclass(frozen=True)
@@ -109,16 +113,20 @@ class SearchResult:
 
 
 def search_repertoire(profile: RobotProfile, repertoire: Repertoire, regime_name: str, regime: Regime | None = None,
-                      settings: SearchSettings | None = None, stored: Sequence[StoredGait] = ()) -> SearchResult:
+                      settings: SearchSettings | None = None, stored: Sequence[StoredGait] = (),
+                      should_stop: Callable[[], bool] | None = None) -> SearchResult:
     """Play the repertoire, and the ``stored`` gaits, under ``regime_name`` (a regime of the profile, or the
-    identified ``regime``)."""
+    identified ``regime``). ``should_stop`` is asked before each stage (the screen, the whole episodes, each stored
+    gait): :class:`SearchStopped` when it says so."""
     settings = settings or SearchSettings()
+    stop = _stopper(should_stop)
     if len(repertoire) == 0:
         raise ConfigError("the repertoire holds no elite")
     damaged = profile.with_regime(regime_name, regime) if regime is not None else profile
     damaged.regime(regime_name)  # UnknownRegime, naming the robot's regimes, before any worker starts
     short = dataclasses.replace(damaged, env_kwargs={**damaged.env_kwargs, "max_episode_steps": settings.short_steps})
     steps = 0
+    stop()
     evaluator = make_evaluator(short, settings.backend, settings.workers, limits=settings.limits)
     try:
         screen = evaluator.evaluate(repertoire.policies, np.array([settings.seed]), regime_name, repertoire.norm)
@@ -127,13 +135,15 @@ def search_repertoire(profile: RobotProfile, repertoire: Repertoire, regime_name
     steps += screen.env_steps
     ranked = np.argsort(-np.nan_to_num(screen.fitness, nan=-np.inf), kind="stable")
     finalists = ranked[:settings.finalists]
+    stop()
     evaluator = make_evaluator(damaged, settings.backend, settings.workers, limits=settings.limits)
     try:
         whole = evaluator.evaluate(repertoire.policies[finalists], _whole_seeds(settings), regime_name, repertoire.norm)
     finally:
         evaluator.close()
     steps += whole.env_steps
-    played, stored_steps = play_stored(damaged, regime_name, stored, settings) if stored else ({}, 0)
+    played, stored_steps = (play_stored(damaged, regime_name, stored, settings, should_stop=should_stop) if stored
+                            else ({}, 0))
     k = int(np.argmax(np.nan_to_num(whole.fitness, nan=-np.inf)))  # argmax keeps the first of equal values
     return SearchResult(regime_name, int(finalists[k]), float(whole.fitness[k]), float(whole.returns[k]),
                         screen.fitness, finalists, whole.fitness, whole.returns, steps + stored_steps, played)
@@ -141,16 +151,19 @@ def search_repertoire(profile: RobotProfile, repertoire: Repertoire, regime_name
 
 def play_stored(profile: RobotProfile, regime_name: str, stored: Sequence[StoredGait],
                 settings: SearchSettings | None = None, regime: Regime | None = None,
-                ) -> tuple[dict[str, tuple[float, float]], int]:
+                should_stop: Callable[[], bool] | None = None) -> tuple[dict[str, tuple[float, float]], int]:
     """The stored gaits' mean whole-episode fitness and standard return under ``regime_name`` (on the finalists'
-    seeds, in this process: a few gaits are not worth starting workers), and the env steps that took."""
+    seeds, in this process: a few gaits are not worth starting workers), and the env steps that took.
+    ``should_stop`` is asked before each gait (:class:`SearchStopped`)."""
     settings = settings or SearchSettings()
+    stop = _stopper(should_stop)
     damaged = profile.with_regime(regime_name, regime) if regime is not None else profile
     damaged.regime(regime_name)
     played, steps = {}, 0
     evaluator = InProcessEvaluator(damaged)
     try:
         for gait in sorted(stored, key=lambda g: g.id):  # one call each: a stored gait brings its own normalizer
+            stop()
             result = evaluator.evaluate(np.asarray(gait.params)[None], _whole_seeds(settings), regime_name, gait.norm)
             played[gait.id] = (float(np.nan_to_num(result.fitness[0], nan=-np.inf)), float(result.returns[0]))
             steps += result.env_steps
@@ -159,8 +172,15 @@ def play_stored(profile: RobotProfile, regime_name: str, stored: Sequence[Stored
     return played, steps
 
 
+def _stopper(should_stop: Callable[[], bool] | None) -> Callable[[], None]:
+    def stop() -> None:
+        if should_stop is not None and should_stop():
+            raise SearchStopped
+    return stop
+
+
 def _whole_seeds(settings: SearchSettings) -> np.ndarray:
     return settings.seed + 1 + np.arange(settings.whole_episodes)
 
 
-__all__ = ["SearchResult", "SearchSettings", "StoredGait", "play_stored", "search_repertoire"]
+__all__ = ["SearchResult", "SearchSettings", "SearchStopped", "StoredGait", "play_stored", "search_repertoire"]

@@ -22,7 +22,7 @@ from srghn.sim.factory import load_factory
 from srghn.sim.identify import Identification
 from srghn.sim.profiles import load_profile
 from srghn.sim.repertoire import load_repertoire
-from srghn.sim.twin_search import SearchSettings, StoredGait, search_repertoire
+from srghn.sim.twin_search import SearchSettings, SearchStopped, StoredGait, play_stored, search_repertoire
 
 CARTPOLE = load_profile("cartpole")
 REPERTOIRE = load_repertoire(CARTPOLE)
@@ -84,9 +84,9 @@ def test_each_regime_is_answered_once(searcher) -> None:
     assert len(searches) == 1
 
 
-def test_a_regime_the_robots_left_during_its_stored_stage_skips_the_repertoires(searcher, monkeypatch) -> None:
-    """The robot moves on (here: repaired) while the stored gaits play in the regime it was in: the repertoire's
-    stage, which would hold the one search thread for most of a minute, is skipped for the regime it is in now."""
+def test_a_regime_the_robots_left_stops_its_search(searcher, monkeypatch) -> None:
+    """The robot moves on (here: repaired) as the stored gaits start to play in the regime it was in: the search
+    stops there, before any of them is released, and the one search thread is free for the regime it is in now."""
     from srghn.deploy.daemon import repertoire_search
 
     search, daemon, events, _ = searcher
@@ -100,12 +100,38 @@ def test_a_regime_the_robots_left_during_its_stored_stage_skips_the_repertoires(
     search.respond(offer("inverted"), daemon.registry)
     search.wait()
     stages = [d["event"] for t, d in events if t == "adaptation" and d["regime"] == "inverted"]
-    assert stages == ["repertoire_search", "stored", "repertoire_skipped"]
+    assert stages == ["repertoire_search", "repertoire_skipped"]
+    assert not [d for t, d in events if t == "gate"], "nothing was released for the regime it left"
     monkeypatch.undo()
     search.respond(offer("inverted"), daemon.registry)  # back in it: searched again, to the end
     search.wait()
     stages = [d["event"] for t, d in events if t == "adaptation" and d["regime"] == "inverted"]
-    assert stages[3:] == ["repertoire_search", "stored", "repertoire"]
+    assert stages[2:] == ["repertoire_search", "stored", "repertoire"]
+
+
+@pytest.mark.parametrize("stop_after", [1, 2, 3])
+def test_a_search_stops_before_its_next_stage(stop_after: int) -> None:
+    """Asked before the screen, before the whole episodes and before each stored gait: the stage after the one
+    where the answer turned to stop is never played."""
+    played: list[str] = []
+    asked = 0
+
+    def should_stop() -> bool:
+        nonlocal asked
+        asked += 1
+        return asked > stop_after
+
+    stored = [flipped_factory(), StoredGait("other", load_factory(CARTPOLE).params, load_factory(CARTPOLE).norm)]
+    with pytest.raises(SearchStopped):
+        search_repertoire(CARTPOLE, REPERTOIRE, "inverted", settings=SETTINGS, stored=stored,
+                          should_stop=should_stop)
+    assert asked == stop_after + 1
+    with pytest.raises(SearchStopped):
+        play_stored(CARTPOLE, "inverted", stored, SETTINGS, should_stop=lambda: played.append("asked") or
+                    len(played) > 1)
+    assert played == ["asked", "asked"], "the first gait played, the second never started"
+    full, _ = play_stored(CARTPOLE, "inverted", stored, SETTINGS, should_stop=lambda: False)
+    assert sorted(full) == sorted(g.id for g in stored)
 
 
 def test_nominal_is_the_factorys_to_answer(searcher) -> None:
@@ -124,7 +150,9 @@ def test_immigrants_are_the_elites_own_ghns() -> None:
     ids = immigrate(strategy, REPERTOIRE, uids)
     rows = [int(np.flatnonzero(strategy.ids == i)[0]) for i in ids]
     elites = [int(np.flatnonzero(REPERTOIRE.uids == u)[0]) for u in uids]
-    np.testing.assert_array_equal(strategy.population()[rows], REPERTOIRE.policies[elites])
+    # The population's GHNs write their policies in one batch, the repertoire's were written in others: float32
+    # kernels may round a batch differently on another CPU (AMD EPYC here: 4.8e-7 apart, 60 of 452 weights).
+    np.testing.assert_allclose(strategy.population()[rows], REPERTOIRE.policies[elites], rtol=1e-5, atol=1e-6)
 
 
 def flipped_factory() -> StoredGait:

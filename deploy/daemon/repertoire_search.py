@@ -54,7 +54,7 @@ from srghn.sim.profiles import RobotProfile
 from srghn.sim.repertoire import Repertoire
 from srghn.sim.srghn_emitter import NO_GHN, elite_ghns
 from srghn.sim.trials import TrialSettings
-from srghn.sim.twin_search import SearchSettings, StoredGait, play_stored, search_repertoire
+from srghn.sim.twin_search import SearchSettings, SearchStopped, StoredGait, play_stored, search_repertoire
 
 log = logging.getLogger("srghn.daemon.repertoire")
 
@@ -153,25 +153,35 @@ class RepertoireSearch:
     def answer(self, regime: str) -> bool:
         """Search, release and (when it passed) serve the best gait for ``regime``, on the calling thread: the
         stored champions first (a few whole episodes, released at once when one passes), then the repertoire,
-        whose best elite is released only where it beats them. Evolution waits meanwhile (:attr:`waiting`)."""
+        whose best elite is released only where it beats them. Evolution waits meanwhile (:attr:`waiting`). The
+        search stops between two of its stages once the daemon closes or every robot left the regime
+        (:meth:`_left`)."""
         profile = self.shared.profile
         self.publish(Topic.ADAPTATION, {"event": "repertoire_search", "regime": regime,
                                         "elites": len(self.repertoire)})
-        with self.shared.answering():
-            with Registry.open(self.state_dir) as registry:
-                stored = _stored_gaits(registry, profile)
-            played = play_stored(profile, regime, list(stored.values()), self.search)[0] if stored else {}
-            best = max(played, key=lambda k: played[k][0], default=None)  # the first by id of equals
-            stored_gaits = {k: self._stored_gait(stored[k], regime, played) for k in played}
-            passed = best is not None and self._release(
-                _stored_candidate(stored[best], regime, {"stored": _rounded(played)}, played[best]), regime,
-                {"event": "stored", "regime": regime, "stored": _rounded(played), "stored_best": best})
-            if passed:
-                self._check(regime, f"{best}-for-{regime}", stored_gaits[best],
-                            [g for k, g in stored_gaits.items() if k != best], played)
-            if self._closing.is_set() or self._left(regime):
-                return passed
-            found = search_repertoire(profile, self.repertoire, regime, settings=self.search)
+        played: dict[str, tuple[float, float]] = {}
+        passed = False
+
+        def stop() -> bool:
+            return self._closing.is_set() or self._left(regime)
+
+        try:
+            with self.shared.answering():
+                with Registry.open(self.state_dir) as registry:
+                    stored = _stored_gaits(registry, profile)
+                played = play_stored(profile, regime, list(stored.values()), self.search,
+                                     should_stop=stop)[0] if stored else {}
+                best = max(played, key=lambda k: played[k][0], default=None)  # the first by id of equals
+                stored_gaits = {k: self._stored_gait(stored[k], regime, played) for k in played}
+                passed = best is not None and self._release(
+                    _stored_candidate(stored[best], regime, {"stored": _rounded(played)}, played[best]), regime,
+                    {"event": "stored", "regime": regime, "stored": _rounded(played), "stored_best": best})
+                if passed:
+                    self._check(regime, f"{best}-for-{regime}", stored_gaits[best],
+                                [g for k, g in stored_gaits.items() if k != best], played)
+                found = search_repertoire(profile, self.repertoire, regime, settings=self.search, should_stop=stop)
+        except SearchStopped:
+            return passed
         if self._closing.is_set():  # the daemon stops: nothing is released any more
             return passed
         found = dataclasses.replace(found, stored=played)
@@ -199,10 +209,10 @@ class RepertoireSearch:
 
     def _left(self, regime: str) -> bool:
         """Whether every robot offered in ``regime`` has since been offered in another: a closer fit named their
-        damage anew, or they were repaired. Then the repertoire's stage (35-60 s on the Ant) is skipped, and the
-        regime they are in now is answered sooner (stiff joints: a first fit to 7e-4 named one regime, the fit to
-        1e-11 eleven seconds later another, whose search waited 62 s behind the first's). A later offer in the regime
-        searches it again, unless its stored stage answered it."""
+        damage anew, or they were repaired. Then the search stops at its next stage (a stored gait, the screen, the
+        whole episodes), and the regime they are in now is answered sooner (stiff joints: a first fit named one
+        regime, a fit 12-30 s later with a joint the first window left free another, whose stages waited behind the
+        first's: 14-44 s). A later offer in the regime searches it again, unless its stored stage answered it."""
         with self._lock:
             left = bool(self._robots) and regime not in self._robots.values()
             if left:
