@@ -18,6 +18,7 @@ nothing they send ever changes a deployed policy. numpy only: worker processes i
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,6 +91,40 @@ class ObsNorm:
                        float(data["clip"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"malformed observation normalizer: {exc}") from exc
+
+
+@dataclass(frozen=True, eq=False)
+class EpisodeNorms:
+    """One normalizer per episode of a batch (``None``: that episode's policy sees raw observations), for policies
+    that each bring their own played side by side (a robot's stored champions in the twin). Row ``i`` is
+    normalized to the bit as its own :class:`ObsNorm` would: the same float64 operations, elementwise."""
+
+    mean: np.ndarray
+    """``(episodes, obs_dim)`` float64 (0 where an episode has no normalizer)."""
+    std: np.ndarray
+    """``(episodes, obs_dim)`` float64 (1 where an episode has no normalizer)."""
+    clip: np.ndarray
+    """``(episodes, 1)`` float64 (infinite where an episode has no normalizer)."""
+
+    @classmethod
+    def of(cls, norms: Sequence[ObsNorm | None], dim: int) -> EpisodeNorms:
+        mean, std, clip = np.zeros((len(norms), dim)), np.ones((len(norms), dim)), np.full((len(norms), 1), np.inf)
+        for i, norm in enumerate(norms):
+            if norm is None:
+                continue
+            if norm.dim != dim:
+                raise ConfigError(f"observation normalizer {i} has {norm.dim} dimensions, the policy observes {dim}")
+            mean[i], std[i], clip[i] = norm.mean, norm.std, norm.clip
+        return cls(mean, std, clip)
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.shape[1])
+
+    def apply(self, obs: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Normalized observations of the episodes ``rows``, ``(len(rows), obs_dim)`` float32."""
+        x = (np.asarray(obs, dtype=np.float64) - self.mean[rows]) / self.std[rows]
+        return np.clip(x, -self.clip[rows], self.clip[rows]).astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ import gymnasium as gym
 import numpy as np
 
 from srghn import ConfigError
-from srghn.controller.normalizer import EpisodeStats, ObsNorm
+from srghn.controller.normalizer import EpisodeNorms, EpisodeStats, ObsNorm
 from srghn.controller.policy import PolicySpec
 from srghn.sim.behaviour import ContactMeter, Descriptor, observation_descriptor
 from srghn.sim.envs import NOMINAL, Regime, RegimeWrapper, check_regime
@@ -211,8 +211,8 @@ class EpisodeRunner:
         self.envs: list[gym.Env | None] = []
         """The pool; ``None`` where an environment was discarded after a fault (rebuilt on next use)."""
         self.max_steps: int | None = None
-        self._norm: ObsNorm | None = None
-        """The normalizer of the chunk being played."""
+        self._norm: ObsNorm | EpisodeNorms | None = None
+        """The normalizer of the chunk being played (or one per episode)."""
         behaviour = spec.behaviour
         self.meter = ContactMeter(behaviour) if behaviour is not None and behaviour.kind == "contact" else None
         """Counts foot contacts after every step, when the spec's descriptor is ``contact``."""
@@ -242,13 +242,17 @@ class EpisodeRunner:
         with contextlib.suppress(Exception):  # the env is already broken; closing it is best effort
             env.close()
 
-    def run(self, policies: np.ndarray, seeds: np.ndarray, regime: str, norm: ObsNorm | None = None) -> EpisodeResults:
+    def run(self, policies: np.ndarray, seeds: np.ndarray, regime: str,
+            norm: ObsNorm | EpisodeNorms | None = None) -> EpisodeResults:
         """Play ``len(seeds)`` episodes side by side; episode ``i`` runs ``policies[i]`` from seed ``seeds[i]``,
-        its observations normalized by ``norm`` (if given) before they reach the policy."""
+        its observations normalized by ``norm`` (if given; :class:`EpisodeNorms`: episode ``i`` by its row ``i``)
+        before they reach the policy."""
         check_regime(regime, self.spec.regimes, f"robot {self.spec.name!r}")
         n = len(seeds)
         if policies.shape != (n, self.spec.policy.num_params):
             raise ConfigError(f"policies must have shape ({n}, {self.spec.policy.num_params}), got {policies.shape}")
+        if isinstance(norm, EpisodeNorms) and norm.mean.shape[0] != n:
+            raise ConfigError(f"{norm.mean.shape[0]} episode normalizers for {n} episodes")
         if norm is not None and norm.dim != self.spec.policy.obs_dim:
             raise ConfigError(f"observation normalizer has {norm.dim} dimensions, the policy observes "
                               f"{self.spec.policy.obs_dim}")
@@ -285,7 +289,9 @@ class EpisodeRunner:
         for the steps they run together; raw observations ``obs``); the raw observations join the episodes'
         statistics before they are normalized."""
         results.obs_stats.add(rows, obs)
-        if self._norm is not None:
+        if isinstance(self._norm, EpisodeNorms):
+            obs = self._norm.apply(obs, rows)
+        elif self._norm is not None:
             obs = self._norm.apply(obs)
         return self.spec.policy.act(policies, obs, tensors)
 

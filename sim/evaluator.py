@@ -20,14 +20,14 @@ reason; the rest of the batch is unaffected.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import gymnasium as gym
 import numpy as np
 
 from srghn import ConfigError
-from srghn.controller.normalizer import ObsNorm
+from srghn.controller.normalizer import EpisodeNorms, ObsNorm
 from srghn.errors import EvaluatorError
 from srghn.sim import episodes
 from srghn.sim.episodes import EpisodeRunner, RunnerSpec, make_runner
@@ -116,6 +116,20 @@ class InProcessEvaluator:
         self.runner: EpisodeRunner | None = None
 
     def evaluate(self, policies: np.ndarray, seeds: np.ndarray, regime: str, norm: ObsNorm | None = None) -> Evaluation:
+        return self._evaluate(policies, seeds, regime, lambda rows: norm)
+
+    def evaluate_each(self, policies: np.ndarray, seeds: np.ndarray, regime: str,
+                      norms: Sequence[ObsNorm | None]) -> Evaluation:
+        """:meth:`evaluate` where policy ``i`` brings its own normalizer ``norms[i]``: policies of several
+        champions played side by side, as each alone would be, in one pass over the steps (a robot's stored gaits
+        in the twin)."""
+        if len(norms) != len(policies):
+            raise ConfigError(f"{len(norms)} normalizers for {len(policies)} policies")
+        dim = self.spec.policy.obs_dim
+        return self._evaluate(policies, seeds, regime, lambda rows: EpisodeNorms.of([norms[r] for r in rows], dim))
+
+    def _evaluate(self, policies: np.ndarray, seeds: np.ndarray, regime: str,
+                  norm_of: Callable[[np.ndarray], ObsNorm | EpisodeNorms | None]) -> Evaluation:
         policies, seeds = check_batch(self.spec, policies, seeds, regime)
         b, e = policies.shape[0], len(seeds)
         if self.runner is None:
@@ -125,7 +139,8 @@ class InProcessEvaluator:
         jobs, results = [], {}
         for lo in range(0, b * e, self.max_envs):
             job = Job(len(jobs), lo, min(lo + self.max_envs, b * e))
-            results[job.id] = self.runner.run(policies[rows[job.lo:job.hi]], ep_seeds[job.lo:job.hi], regime, norm)
+            chunk = rows[job.lo:job.hi]
+            results[job.id] = self.runner.run(policies[chunk], ep_seeds[job.lo:job.hi], regime, norm_of(chunk))
             jobs.append(job)
         return assemble(b, e, jobs, results)
 

@@ -116,8 +116,8 @@ def search_repertoire(profile: RobotProfile, repertoire: Repertoire, regime_name
                       settings: SearchSettings | None = None, stored: Sequence[StoredGait] = (),
                       should_stop: Callable[[], bool] | None = None) -> SearchResult:
     """Play the repertoire, and the ``stored`` gaits, under ``regime_name`` (a regime of the profile, or the
-    identified ``regime``). ``should_stop`` is asked before each stage (the screen, the whole episodes, each stored
-    gait): :class:`SearchStopped` when it says so."""
+    identified ``regime``). ``should_stop`` is asked before each stage (the screen, the whole episodes, the stored
+    gaits): :class:`SearchStopped` when it says so."""
     settings = settings or SearchSettings()
     stop = _stopper(should_stop)
     if len(repertoire) == 0:
@@ -154,22 +154,24 @@ def play_stored(profile: RobotProfile, regime_name: str, stored: Sequence[Stored
                 should_stop: Callable[[], bool] | None = None) -> tuple[dict[str, tuple[float, float]], int]:
     """The stored gaits' mean whole-episode fitness and standard return under ``regime_name`` (on the finalists'
     seeds, in this process: a few gaits are not worth starting workers), and the env steps that took.
-    ``should_stop`` is asked before each gait (:class:`SearchStopped`)."""
+    ``should_stop`` is asked before they play (:class:`SearchStopped`)."""
     settings = settings or SearchSettings()
     stop = _stopper(should_stop)
     damaged = profile.with_regime(regime_name, regime) if regime is not None else profile
     damaged.regime(regime_name)
-    played, steps = {}, 0
+    gaits = sorted(stored, key=lambda g: g.id)
+    stop()
+    if not gaits:
+        return {}, 0
     evaluator = InProcessEvaluator(damaged)
-    try:
-        for gait in sorted(stored, key=lambda g: g.id):  # one call each: a stored gait brings its own normalizer
-            stop()
-            result = evaluator.evaluate(np.asarray(gait.params)[None], _whole_seeds(settings), regime_name, gait.norm)
-            played[gait.id] = (float(np.nan_to_num(result.fitness[0], nan=-np.inf)), float(result.returns[0]))
-            steps += result.env_steps
+    try:  # side by side, each with its own normalizer, in one pass (seven Ant gaits: 3.2-3.4 s; alone 3.4-4.2)
+        result = evaluator.evaluate_each(np.stack([np.asarray(g.params) for g in gaits]), _whole_seeds(settings),
+                                         regime_name, [g.norm for g in gaits])
     finally:
         evaluator.close()
-    return played, steps
+    played = {g.id: (float(np.nan_to_num(result.fitness[i], nan=-np.inf)), float(result.returns[i]))
+              for i, g in enumerate(gaits)}
+    return played, result.env_steps
 
 
 def _stopper(should_stop: Callable[[], bool] | None) -> Callable[[], None]:
