@@ -46,6 +46,9 @@ class SearchSettings:
     (docs/repertoire.md), where five episodes made every answer wait twice as long (20-27 s against 10-12 s)."""
     seed: int = 0
     """The screening episode's seed; the whole episodes use ``seed + 1 ...``."""
+    screen_part: int = 48
+    """Elites screened per call to the workers, between two questions whether to stop: the Ant's 281 in one call took
+    24 s beside a robot and the daemon, while the robots it screened for had left the regime 7 s in."""
     workers: int | None = None
     backend: str = "local"
     limits: object = None
@@ -53,8 +56,8 @@ class SearchSettings:
     must not time out and change the answer); None: the evaluator's defaults."""
 
     def __post_init__(self) -> None:
-        if self.short_steps < 1 or self.finalists < 1 or self.whole_episodes < 1:
-            raise ConfigError("twin search: short_steps, finalists and whole_episodes must be >= 1")
+        if min(self.short_steps, self.finalists, self.whole_episodes, self.screen_part) < 1:
+            raise ConfigError("twin search: short_steps, finalists, whole_episodes and screen_part must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -116,8 +119,8 @@ def search_repertoire(profile: RobotProfile, repertoire: Repertoire, regime_name
                       settings: SearchSettings | None = None, stored: Sequence[StoredGait] = (),
                       should_stop: Callable[[], bool] | None = None) -> SearchResult:
     """Play the repertoire, and the ``stored`` gaits, under ``regime_name`` (a regime of the profile, or the
-    identified ``regime``). ``should_stop`` is asked before each stage (the screen, the whole episodes, the stored
-    gaits): :class:`SearchStopped` when it says so."""
+    identified ``regime``). ``should_stop`` is asked before each stage (each part of the screen, the whole episodes,
+    the stored gaits): :class:`SearchStopped` when it says so."""
     settings = settings or SearchSettings()
     stop = _stopper(should_stop)
     if len(repertoire) == 0:
@@ -125,15 +128,20 @@ def search_repertoire(profile: RobotProfile, repertoire: Repertoire, regime_name
     damaged = profile.with_regime(regime_name, regime) if regime is not None else profile
     damaged.regime(regime_name)  # UnknownRegime, naming the robot's regimes, before any worker starts
     short = dataclasses.replace(damaged, env_kwargs={**damaged.env_kwargs, "max_episode_steps": settings.short_steps})
-    steps = 0
     stop()
     evaluator = make_evaluator(short, settings.backend, settings.workers, limits=settings.limits)
-    try:
-        screen = evaluator.evaluate(repertoire.policies, np.array([settings.seed]), regime_name, repertoire.norm)
+    try:  # in parts, asking to stop between them: each elite's episode is its own, so the parts change no number
+        parts = []
+        for lo in range(0, len(repertoire), settings.screen_part):
+            if lo:
+                stop()
+            parts.append(evaluator.evaluate(repertoire.policies[lo:lo + settings.screen_part],
+                                            np.array([settings.seed]), regime_name, repertoire.norm))
     finally:
         evaluator.close()
-    steps += screen.env_steps
-    ranked = np.argsort(-np.nan_to_num(screen.fitness, nan=-np.inf), kind="stable")
+    short_fitness = np.concatenate([part.fitness for part in parts])
+    steps = sum(part.env_steps for part in parts)
+    ranked = np.argsort(-np.nan_to_num(short_fitness, nan=-np.inf), kind="stable")
     finalists = ranked[:settings.finalists]
     stop()
     evaluator = make_evaluator(damaged, settings.backend, settings.workers, limits=settings.limits)
@@ -146,7 +154,7 @@ def search_repertoire(profile: RobotProfile, repertoire: Repertoire, regime_name
                             else ({}, 0))
     k = int(np.argmax(np.nan_to_num(whole.fitness, nan=-np.inf)))  # argmax keeps the first of equal values
     return SearchResult(regime_name, int(finalists[k]), float(whole.fitness[k]), float(whole.returns[k]),
-                        screen.fitness, finalists, whole.fitness, whole.returns, steps + stored_steps, played)
+                        short_fitness, finalists, whole.fitness, whole.returns, steps + stored_steps, played)
 
 
 def play_stored(profile: RobotProfile, regime_name: str, stored: Sequence[StoredGait],

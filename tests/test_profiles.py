@@ -14,7 +14,7 @@ def test_builtin_profiles_load():
     ant = load_profile("ant")
     assert ant.env_id == "Ant-v5" and ant.reward_offset == 0.5 and ant.ghn.update_clip == 0.03
     assert dict(ant.env_kwargs) == {"include_cfrc_ext_in_observation": False}
-    assert ant.regimes[:3] == ("nominal", "invert_all", "invert_back_right") and len(ant.regimes) == 12
+    assert ant.regimes[:3] == ("nominal", "invert_all", "invert_back_right") and len(ant.regimes) == 13
     assert dict(ant.regime("weak_back_left").gain) == {"hip_3": 0.25, "ankle_3": 0.25}
     assert ant.twin is not None and ant.twin.bounds["gain"]["all"] == (-1.5, 1.5)
     assert not ant.policy.discrete and ant.policy.action_low == (-1.0,) * 8
