@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from srghn import ConfigError
+from srghn import ConfigError, SrghnError
 from srghn.controller.normalizer import ObsNorm
 from srghn.sim.backends import make_evaluator
 from srghn.sim.envs import Regime
@@ -27,7 +27,7 @@ from srghn.sim.profiles import RobotProfile
 from srghn.sim.repertoire import Repertoire
 
 
-class SearchStopped(Exception):  # noqa: N818 -- a stop asked for, not an error
+class SearchStopped(SrghnError):  # noqa: N818 -- a stop asked for, not a failure
     """The caller's ``should_stop`` said so between two stages of a search: nothing was found."""
 
 
