@@ -159,8 +159,7 @@ class RepertoireSearch:
         profile = self.shared.profile
         self.publish(Topic.ADAPTATION, {"event": "repertoire_search", "regime": regime,
                                         "elites": len(self.repertoire)})
-        played: dict[str, tuple[float, float]] = {}
-        passed = False
+        passed = False  # what a stop returns: whether a stored gait was released before it
 
         def stop() -> bool:
             return self._closing.is_set() or self._left(regime)
