@@ -7,7 +7,9 @@
    a thousand times better than the best candidate: a second start guards against a local minimum). A fit whose
    every parameter lies within the profile's tolerance of a candidate's value IS that candidate (the current
    regime first, else the one predicting best). Otherwise it is a new regime, named
-   ``identified-<hash of its values>``, whose :class:`~srghn.sim.envs.Regime` is returned for the registry to keep.
+   ``identified-<hash of its values on the tolerance grid>`` (one fault, one name), whose
+   :class:`~srghn.sim.envs.Regime` -- the fitted values themselves, which the twin search and the gates simulate --
+   is returned for the registry to keep.
    A fit whose residual stays above the twin's ``unexplained`` is returned with ``explained`` False, and always as a
    new regime: damage of a kind the twin does not model (a shortened leg), for which the robot's own returns must
    decide. (Its fitted values often lie within tolerance of nominal's: named nominal, the Ant's shorter foot went
@@ -246,9 +248,10 @@ def _fit_and_match(profile: RobotProfile, twin: Twin, data: tuple, candidates: d
     if match is not None and explained:  # an unexplained fit is no candidate, however close its values come
         return Identification(match, True, candidates[match], errors, fit.values, fit.stderr, fit.residual, n,
                               explained)
-    regime = _new_regime(profile, twin, fit, candidates[start], n)
-    return Identification(regime_name(regime), False, regime, errors, fit.values, fit.stderr, fit.residual, n,
-                          explained)
+    name = regime_name(_new_regime(profile, twin, fit, candidates[start], n, on_grid=True))
+    known = name in candidates  # the grid point of a fit beyond tolerance of the regime first named there
+    regime = candidates[name] if known else _new_regime(profile, twin, fit, candidates[start], n, on_grid=False)
+    return Identification(name, known, regime, errors, fit.values, fit.stderr, fit.residual, n, explained)
 
 
 def _match(profile: RobotProfile, twin: Twin, fit: Fit, candidates: dict[str, Regime], errors: dict[str, float],
@@ -279,23 +282,30 @@ def regime_name(regime: Regime) -> str:
     return IDENTIFIED + hashlib.sha1(json.dumps(changes, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def quantize(value: float, nominal: float, tolerance: float, decades: bool = False) -> float:
+def quantize(value: float, nominal: float, tolerance: float, decades: bool = False, on_grid: bool = True) -> float:
     """A fitted value on the grid of its tolerance (nominal within tolerance counts as nominal): two fits of one
     physical fault, from other transitions or in another process, land on the same value and so the same regime
     name; ``+ 0.0`` turns a negative zero (``-0.0``, which JSON keeps) into zero. ``decades``: the grid and the
-    tolerance are in log10 (damping)."""
+    tolerance are in log10 (damping). Not ``on_grid``: the value to 4 significant digits (nominal within tolerance
+    still nominal) -- what the regime simulates: the Ant's joint damping 5 lies on the 0.3-decade grid at 3.98, where
+    the twin search ranked first a stored gait that returns half as much at 5 (docs/repertoire.md)."""
     if decades:
         if abs(np.log10(max(value, 1e-12)) - np.log10(nominal)) <= tolerance:
             return float(nominal)
+        if not on_grid:
+            return float(f"{value:.4g}")
         return float(f"{10.0 ** (round(np.log10(max(value, 1e-12)) / tolerance) * tolerance):.3g}")
     if abs(value - nominal) <= tolerance:
         return float(nominal)
+    if not on_grid:
+        return float(f"{value:.4g}") + 0.0
     return round(round(value / tolerance) * tolerance, 6) + 0.0
 
 
-def _new_regime(profile: RobotProfile, twin: Twin, fit: Fit, start: Regime, n: int) -> Regime:
+def _new_regime(profile: RobotProfile, twin: Twin, fit: Fit, start: Regime, n: int, on_grid: bool) -> Regime:
     """The fitted values as a regime: fitted parameters within tolerance of their nominal value are left out, the
-    others put on the grid of their tolerance (:func:`quantize`); what the start regime changes beyond the fitted
+    others put on the grid of their tolerance (``on_grid``: :func:`quantize`, what the regime is named by) or kept as
+    fitted (to 4 significant digits: what the regime simulates); what the start regime changes beyond the fitted
     parameters is kept."""
     fitted_kinds = {p.kind for p in twin.fitted}
     changes = {kind: dict(values) for kind, values in start.changes().items() if kind not in fitted_kinds}
@@ -305,7 +315,8 @@ def _new_regime(profile: RobotProfile, twin: Twin, fit: Fit, start: Regime, n: i
     for p in twin.fitted:
         if p.key not in constrained:  # left as the start regime has it
             continue
-        value = quantize(fit.values[p.key], KINDS[p.kind], profile.twin.tolerance_of(p.kind), p.kind in LOG_KINDS)
+        value = quantize(fit.values[p.key], KINDS[p.kind], profile.twin.tolerance_of(p.kind), p.kind in LOG_KINDS,
+                         on_grid)
         values.update(dict.fromkeys(((p.kind, i) for i in p.indices), value))
     shared = {p.kind for p in twin.fitted if p.elements}
     for (kind, i), value in sorted(values.items()):

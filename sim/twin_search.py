@@ -41,9 +41,8 @@ class SearchSettings:
     """Elites that go on to whole episodes."""
     whole_episodes: int = 2
     """Whole episodes of each finalist and stored gait (seeds ``seed + 1 ...``). Two can rank a gait that falls half
-    the time first (in the Ant's stiff-joints damage the weak-back-left champion returned about 2200 on seeds 1-2,
-    1056 over seeds 1-10, about 1150 on the robot); the robot's check of the answer catches that on the robot
-    (docs/repertoire.md), where five episodes made every answer wait twice as long (20-27 s against 10-12 s)."""
+    the time first; the robot's check of the answer catches that on the robot (docs/repertoire.md), where five
+    episodes made every answer wait twice as long (20-27 s against 10-12 s)."""
     seed: int = 0
     """The screening episode's seed; the whole episodes use ``seed + 1 ...``."""
     screen_part: int = 48
