@@ -11,8 +11,8 @@
    :class:`~srghn.sim.envs.Regime` -- the fitted values themselves, which the twin search and the gates simulate --
    is returned for the registry to keep.
    A fit whose residual stays above the twin's ``unexplained`` is returned with ``explained`` False, and always as a
-   new regime: damage of a kind the twin does not model (a shortened leg), for which the robot's own returns must
-   decide. (Its fitted values often lie within tolerance of nominal's: named nominal, the Ant's shorter foot went
+   new regime (or the one its grid point named before, as stored): damage of a kind the twin does not model (a
+   shortened leg), for which the robot's own returns must decide. (Its fitted values often lie within tolerance of nominal's: named nominal, the Ant's shorter foot went
    unreported for 150 s.) No fit is made of a window that holds the moment of a change -- the believed regime
    predicts its first transitions exactly and none after the first it misses: such a fit lands between the regimes
    before and after it. The robot stays where it was until the change has left the window.

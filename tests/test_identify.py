@@ -129,6 +129,9 @@ def test_one_physical_fault_gets_one_regime_name() -> None:
         assert set(found.definition.gain) == {"hip_3", "ankle_3"}
         assert max(abs(v) for v in found.definition.gain.values()) < ant.twin.tolerance_of("gain") / 10
         assert found.regime == regime_name(Regime(gain={"hip_3": 0.0, "ankle_3": 0.0}))
+    again = identify(ant, *transitions(robot, "dead", n=WINDOW, seed=2), current="nominal",
+                     known={first.regime: first.definition})  # the first fit stored: the second is that regime
+    assert again.known and again.regime == first.regime and again.definition == first.definition
     assert quantize(5.0123, 1.0, 0.3, decades=True) == 3.98 and quantize(5.0123, 1.0, 0.3, True, on_grid=False) == 5.012
 
 
