@@ -12,10 +12,11 @@
    is returned for the registry to keep.
    A fit whose residual stays above the twin's ``unexplained`` is returned with ``explained`` False, and always as a
    new regime (or the one its grid point named before, as stored): damage of a kind the twin does not model (a
-   shortened leg), for which the robot's own returns must decide. (Its fitted values often lie within tolerance of nominal's: named nominal, the Ant's shorter foot went
-   unreported for 150 s.) No fit is made of a window that holds the moment of a change -- the believed regime
-   predicts its first transitions exactly and none after the first it misses: such a fit lands between the regimes
-   before and after it. The robot stays where it was until the change has left the window.
+   shortened leg), for which the robot's own returns must decide. (Its fitted values often lie within tolerance of
+   nominal's: named nominal, the Ant's shorter foot went unreported for 150 s.) No fit is made of a window that
+   holds the moment of a change -- the believed regime predicts its first transitions exactly and none after the
+   first it misses: such a fit lands between the regimes before and after it. The robot stays where it was until the
+   change has left the window.
 3. A robot without a ``[twin]`` table (CartPole: its regimes are action permutations) is in the candidate that
    predicts best.
 
@@ -315,8 +316,10 @@ def _new_regime(profile: RobotProfile, twin: Twin, fit: Fit, start: Regime, n: i
     for p in twin.fitted:
         if p.key not in constrained:  # left as the start regime has it
             continue
-        value = quantize(fit.values[p.key], KINDS[p.kind], profile.twin.tolerance_of(p.kind), p.kind in LOG_KINDS,
-                         on_grid)
+        args = (fit.values[p.key], KINDS[p.kind], profile.twin.tolerance_of(p.kind), p.kind in LOG_KINDS)
+        value = quantize(*args, on_grid)
+        if p.kind == "gain" and quantize(*args) == 0.0:  # a dead actuator has no direction: a fitted -0.0004, read
+            value = 0.0                                   # as reversed, had a compensated champion serve a dead leg
         values.update(dict.fromkeys(((p.kind, i) for i in p.indices), value))
     shared = {p.kind for p in twin.fitted if p.elements}
     for (kind, i), value in sorted(values.items()):
