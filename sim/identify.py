@@ -317,9 +317,10 @@ def _new_regime(profile: RobotProfile, twin: Twin, fit: Fit, start: Regime, n: i
         if p.key not in constrained:  # left as the start regime has it
             continue
         args = (fit.values[p.key], KINDS[p.kind], profile.twin.tolerance_of(p.kind), p.kind in LOG_KINDS)
-        value = quantize(*args, on_grid)
-        if p.kind == "gain" and quantize(*args) == 0.0:  # a dead actuator has no direction: a fitted -0.0004, read
-            value = 0.0                                   # as reversed, had a compensated champion serve a dead leg
+        grid = quantize(*args)
+        # a gain whose grid point is zero is zero: a dead actuator has no direction (a fitted -0.0004, read as
+        # reversed, had a compensated champion serve a dead leg)
+        value = grid if on_grid or (p.kind == "gain" and grid == 0.0) else quantize(*args, on_grid=False)
         values.update(dict.fromkeys(((p.kind, i) for i in p.indices), value))
     shared = {p.kind for p in twin.fitted if p.elements}
     for (kind, i), value in sorted(values.items()):
